@@ -1,0 +1,22 @@
+"""lpim: padding masks for lane-prior (polyline) encoders, proved.
+
+- :class:`PriorEncoder`: the reference LPIM encoder (``lpim/encoder.py``, vendorable).
+- :class:`LaneBatch`: a padded batch, ``points [B, M, N, D]`` + ``point_mask [B, M, N]``
+  (bool, True = real point).
+- :mod:`lpim.masks`: every mask convention named, with converters, a validator and a diagnoser.
+"""
+
+from lpim import masks
+from lpim.batch import LaneBatch
+from lpim.encoder import PriorEncoder, PriorEncoderLayer, PriorEncoderOutput
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LaneBatch",
+    "PriorEncoder",
+    "PriorEncoderLayer",
+    "PriorEncoderOutput",
+    "__version__",
+    "masks",
+]

@@ -1,0 +1,246 @@
+"""`LaneBatch`: a padded batch of lanes in the library convention.
+
+A batch holds ``B`` samples, each padded to ``M`` lane slots, each lane padded to ``N`` point slots
+of ``D`` coordinates:
+
+=============  ================  ===========  ==============================================
+field          shape             dtype        meaning
+=============  ================  ===========  ==============================================
+``points``     ``[B, M, N, D]``  floating     coordinates; padded slots may hold anything
+``point_mask`` ``[B, M, N]``     ``bool``     ``True`` = real point (the library convention)
+``lane_mask``  ``[B, M]``        ``bool``     ``True`` = lane has at least one real point
+``lengths``    ``[B, M]``        ``int64``    number of real points in each lane
+=============  ================  ===========  ==============================================
+
+Real points need not sit at the front of their lane: the padding ``layout`` is ``"right"`` (real
+points first), ``"left"`` (real points last) or ``"scattered"`` (anything else). Values in padded
+slots are meaningless by contract and an encoder must never let them reach a real output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Layout = Literal["right", "left", "scattered"]
+LAYOUTS: tuple[Layout, ...] = ("right", "left", "scattered")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class LaneBatch:
+    """A padded batch of lanes: ``points [B, M, N, D]`` and ``point_mask [B, M, N]``.
+
+    Args:
+        points: ``[B, M, N, D]`` floating tensor of coordinates. Values in padded slots are
+            ignored by contract (they may be zeros, huge, inf or NaN).
+        point_mask: ``[B, M, N]`` ``torch.bool``, ``True`` = real point. Same device as
+            ``points``.
+
+    Raises:
+        TypeError: ``points`` is not floating or ``point_mask`` is not ``torch.bool``.
+        ValueError: wrong ranks, shapes that disagree, different devices, or a real point that
+            is NaN or inf.
+
+    Example:
+        >>> import torch
+        >>> lanes = [[torch.zeros(3, 2)], [torch.ones(1, 2), torch.ones(2, 2)]]
+        >>> batch = LaneBatch.from_lanes(lanes)
+        >>> batch.points.shape, batch.lengths.tolist()
+        (torch.Size([2, 2, 3, 2]), [[3, 0], [1, 2]])
+    """
+
+    points: torch.Tensor
+    point_mask: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- derived views -------------------------------------------------------------------------
+
+    @property
+    def lane_mask(self) -> torch.Tensor:
+        """``[B, M]`` bool, ``True`` = the lane has at least one real point."""
+        return self.point_mask.any(dim=-1)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """``[B, M]`` int64, the number of real points in each lane (any layout)."""
+        return self.point_mask.sum(dim=-1)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(B, M, N, D)``."""
+        b, m, n, d = self.points.shape
+        return b, m, n, d
+
+    @property
+    def layout(self) -> Layout:
+        """``"right"`` if every lane's real points come first, ``"left"`` if they all come last,
+        else ``"scattered"``. A batch whose lanes are all full or empty counts as ``"right"``."""
+        n = self.point_mask.shape[-1]
+        lengths = self.lengths.unsqueeze(-1)  # [B, M, 1]
+        slot = torch.arange(n, device=self.point_mask.device)  # [N]
+        if torch.equal(self.point_mask, slot < lengths):
+            return "right"
+        if torch.equal(self.point_mask, slot >= n - lengths):
+            return "left"
+        return "scattered"
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def from_lanes(
+        cls,
+        lanes: Sequence[Sequence[torch.Tensor]],
+        num_lanes: int | None = None,
+        num_points: int | None = None,
+        layout: Layout = "right",
+        *,
+        point_dim: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        fill: float = 0.0,
+    ) -> LaneBatch:
+        """Pad nested lists of lanes into a batch.
+
+        Args:
+            lanes: one sequence per sample, each holding that sample's lanes as ``[n_i, D]``
+                tensors (``n_i`` may be 0).
+            num_lanes: ``M``, lane slots per sample; default the most lanes in any sample. A
+                sample with more lanes is an error (lanes are never dropped silently).
+            num_points: ``N``, point slots per lane; default the longest lane. A longer lane is
+                an error.
+            layout: where real points go: ``"right"`` (slots ``0..n-1``), ``"left"`` (slots
+                ``N-n..N-1``) or ``"scattered"`` (slots ``floor(i * N / n)``, spreading padding
+                between real points).
+            point_dim: ``D`` when there is no lane to read it from (default 2).
+            dtype, device: of ``points``; default those of the first lane (else float32, CPU).
+            fill: value written into padded slots.
+
+        Returns:
+            The padded ``LaneBatch``.
+        """
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        flat = [lane for sample in lanes for lane in sample]
+        for i, lane in enumerate(flat):
+            if not isinstance(lane, torch.Tensor) or lane.dim() != 2:
+                got = tuple(lane.shape) if isinstance(lane, torch.Tensor) else type(lane).__name__
+                raise ValueError(f"each lane must be a [n_i, D] tensor; lane {i} is {got}")
+        first = flat[0] if flat else None
+        d = point_dim if point_dim is not None else (first.shape[1] if first is not None else 2)
+        dtype = dtype or (first.dtype if first is not None else torch.float32)
+        device = device or (first.device if first is not None else "cpu")
+        for i, lane in enumerate(flat):
+            if lane.shape[1] != d:
+                raise ValueError(
+                    f"every lane must have D = {d} coordinates; lane {i} has {lane.shape[1]}"
+                )
+
+        most_lanes = max((len(sample) for sample in lanes), default=0)
+        longest = max((lane.shape[0] for lane in flat), default=0)
+        m = most_lanes if num_lanes is None else num_lanes
+        n = longest if num_points is None else num_points
+        if most_lanes > m:
+            raise ValueError(
+                f"a sample has {most_lanes} lanes but num_lanes = {m}; raise num_lanes"
+            )
+        if longest > n:
+            raise ValueError(f"a lane has {longest} points but num_points = {n}; raise num_points")
+
+        points = torch.full((len(lanes), m, n, d), fill, dtype=dtype, device=device)
+        point_mask = torch.zeros((len(lanes), m, n), dtype=torch.bool, device=device)
+        for b, sample in enumerate(lanes):
+            for j, lane in enumerate(sample):
+                slots = _slots(lane.shape[0], n, layout, device)
+                points[b, j, slots] = lane.to(dtype=dtype, device=device)
+                point_mask[b, j, slots] = True
+        return cls(points, point_mask)
+
+    def lanes(self, *, drop_empty: bool = False) -> list[list[torch.Tensor]]:
+        """The real points of each lane, in slot order: the inverse of :meth:`from_lanes`.
+
+        Returns one list per sample of ``[n_i, D]`` tensors; empty lanes are ``[0, D]`` tensors
+        unless ``drop_empty``.
+        """
+        out: list[list[torch.Tensor]] = []
+        for b in range(self.points.shape[0]):
+            sample = [self.points[b, j][self.point_mask[b, j]] for j in range(self.points.shape[1])]
+            out.append([lane for lane in sample if lane.shape[0] > 0] if drop_empty else sample)
+        return out
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> LaneBatch:
+        """A copy on ``device`` with ``points`` cast to ``dtype`` (the mask stays bool)."""
+        return LaneBatch(
+            self.points.to(device=device, dtype=dtype), self.point_mask.to(device=device)
+        )
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check ranks, dtypes, shapes, devices, and that every real point is finite.
+
+        Raises:
+            TypeError: ``points`` not floating, or ``point_mask`` not ``torch.bool``.
+            ValueError: anything else, naming what was expected and what came.
+        """
+        points, point_mask = self.points, self.point_mask
+        if not isinstance(points, torch.Tensor) or not isinstance(point_mask, torch.Tensor):
+            raise TypeError(
+                "LaneBatch expects tensors points [B, M, N, D] and point_mask [B, M, N]; got "
+                f"{type(points).__name__} and {type(point_mask).__name__}"
+            )
+        if points.dim() != 4:
+            raise ValueError(f"points must be [B, M, N, D] (4-D); got shape {tuple(points.shape)}")
+        if not points.is_floating_point():
+            raise TypeError(f"points must be a floating dtype; got {points.dtype}")
+        if point_mask.dtype != torch.bool:
+            raise TypeError(
+                f"point_mask must be torch.bool with True = real point; got {point_mask.dtype}. "
+                "If 1 means real use point_mask.bool(); if it is a key_padding_mask (True = "
+                "ignore) use lpim.masks.from_key_padding_mask"
+            )
+        if point_mask.shape != points.shape[:-1]:
+            raise ValueError(
+                f"point_mask must have shape points.shape[:-1] = {tuple(points.shape[:-1])} "
+                f"([B, M, N]); got {tuple(point_mask.shape)}"
+            )
+        if point_mask.device != points.device:
+            raise ValueError(
+                f"points and point_mask must be on one device; got {points.device} and "
+                f"{point_mask.device}"
+            )
+        bad = point_mask & ~torch.isfinite(points).all(dim=-1)  # [B, M, N]
+        if bool(bad.any()):
+            where = tuple(int(i) for i in bad.nonzero()[0])
+            raise ValueError(
+                f"real points must be finite; {int(bad.sum())} real point(s) hold NaN or inf, "
+                f"the first at [b, m, n] = {list(where)}. Padded slots may hold anything; real "
+                "ones may not"
+            )
+
+    def __repr__(self) -> str:
+        b, m, n, d = self.shape
+        real_lanes = int(self.lane_mask.sum())
+        real_points = int(self.point_mask.sum())
+        dtype = str(self.points.dtype).removeprefix("torch.")
+        return (
+            f"LaneBatch(B={b}, M={m}, N={n}, D={d}, {dtype}, {self.points.device}, "
+            f"layout={self.layout}, real lanes {real_lanes}/{b * m}, "
+            f"real points {real_points}/{b * m * n})"
+        )
+
+
+def _slots(count: int, num_points: int, layout: Layout, device: torch.device | str) -> torch.Tensor:
+    """Slot indices, in increasing order, that ``count`` real points occupy under ``layout``."""
+    index = torch.arange(count, device=device)
+    if layout == "right":
+        return index
+    if layout == "left":
+        return index + (num_points - count)
+    return torch.div(index * num_points, max(count, 1), rounding_mode="floor")

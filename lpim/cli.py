@@ -1,0 +1,170 @@
+"""The ``lpim`` command.
+
+Subcommands:
+    ``lpim conventions``  the mask conventions table (name, shape, dtype, meaning, used by, call)
+    ``lpim vendor DEST``  copy the reference encoder into your tree, checked to import on its own
+
+Exit status: 0 success, 1 a check failed, 2 a usage error (bad argument, file exists, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import lpim
+from lpim import encoder as reference_encoder
+from lpim.masks import CONVENTIONS
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake in how ``lpim`` was called: reported in one line, exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``lpim`` command with ``argv`` (default ``sys.argv[1:]``); return its exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits 2 on a bad option, 0 on --help
+        return int(exit_.code or 0)
+    try:
+        status: int = args.run(args)
+    except UsageError as error:
+        print(f"lpim {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lpim",
+        description="Padding masks for lane-prior (polyline) encoders, proved.",
+    )
+    parser.add_argument("--version", action="version", version=f"lpim {lpim.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    conventions = commands.add_parser(
+        "conventions", help="print every mask convention: shape, dtype, meaning, who uses it"
+    )
+    conventions.add_argument(
+        "--format", choices=["text", "markdown"], default="text", help="table style"
+    )
+    conventions.set_defaults(run=_conventions)
+
+    vendor = commands.add_parser(
+        "vendor", help="write the reference encoder (encoder.py) into your tree"
+    )
+    vendor.add_argument("dest", type=Path, help="a directory, or the .py file to write")
+    vendor.add_argument("--force", action="store_true", help="overwrite an existing file")
+    vendor.set_defaults(run=_vendor)
+    return parser
+
+
+# -- lpim conventions ----------------------------------------------------------------------------
+
+
+def _conventions(args: argparse.Namespace) -> int:
+    header = ["convention", "shape", "dtype", "True / value means", "used by", "lpim call"]
+    rows = [
+        [c.name, c.shape, c.dtype, c.meaning, c.used_by, c.converter] for c in CONVENTIONS.values()
+    ]
+    print(format_table(header, rows, markdown=args.format == "markdown"))
+    if args.format == "text":
+        print(
+            "\nB samples, M lanes, N point slots, H heads; S = L = query_tokens + N tokens a lane."
+            "\nlpim's point_mask: True = real point. MHA: True = ignore. SDPA: True = attend."
+        )
+    return EXIT_OK
+
+
+def format_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False
+) -> str:
+    """A plain-text (or Markdown) table with columns padded to their widest cell."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True)]
+        return f"| {' | '.join(padded)} |" if markdown else "  ".join(padded).rstrip()
+
+    rule = (
+        f"|{'|'.join('-' * (width + 2) for width in widths)}|"
+        if markdown
+        else "  ".join("-" * width for width in widths)
+    )
+    return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+# -- lpim vendor ---------------------------------------------------------------------------------
+
+
+def _vendor(args: argparse.Namespace) -> int:
+    source_path = Path(reference_encoder.__file__)
+    dest: Path = args.dest / "encoder.py" if args.dest.is_dir() else args.dest
+    if dest.suffix != ".py":
+        raise UsageError(f"DEST must be a directory or a .py file; got {str(args.dest)!r}")
+    if not dest.parent.is_dir():
+        raise UsageError(f"directory {str(dest.parent)!r} does not exist")
+    if dest.exists() and not args.force:
+        raise UsageError(f"{str(dest)!r} exists; pass --force to overwrite it")
+    source = source_path.read_text()
+    foreign = _non_torch_imports(source)
+    if foreign:  # the file is meant to need torch alone; refuse to hand out one that does not
+        print(f"lpim vendor: encoder.py imports {sorted(foreign)}: not vendorable", file=sys.stderr)
+        return EXIT_FAILED
+    header = (
+        f"# Vendored from lpim {lpim.__version__} (lpim/encoder.py) by `lpim vendor`.\n"
+        "# Needs only torch and the standard library.\n"
+    )
+    dest.write_text(header + source)
+    problem = _imports_on_its_own(dest)
+    if problem:
+        print(
+            f"lpim vendor: wrote {dest}, but it does not work on its own:\n{problem}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(f"wrote {dest} (lpim {lpim.__version__}); it imports and runs with torch alone")
+    return EXIT_OK
+
+
+def _non_torch_imports(source: str) -> set[str]:
+    """Top-level packages ``source`` imports beyond torch and the standard library."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return {name for name in found if name != "torch" and name not in sys.stdlib_module_names}
+
+
+_SMOKE_TEST = """
+import importlib.util, sys
+sys.modules["lpim"] = None  # any import of lpim now fails: the copy must stand alone
+spec = importlib.util.spec_from_file_location("vendored_encoder", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+import torch
+encoder = module.PriorEncoder(d_model=16, nhead=2, num_layers=1, dim_feedforward=32).eval()
+out = encoder(torch.randn(2, 3, 4, 2), torch.rand(2, 3, 4) > 0.5)
+assert out.lane_embedding.shape == (2, 3, 16) and bool(out.lane_embedding.isfinite().all())
+"""
+
+
+def _imports_on_its_own(path: Path) -> str:
+    """Import ``path`` in a fresh interpreter where lpim cannot be imported; '' if it works."""
+    result = subprocess.run(
+        [sys.executable, "-c", _SMOKE_TEST, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return "" if result.returncode == 0 else result.stderr.strip()[-2000:]

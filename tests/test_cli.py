@@ -1,0 +1,70 @@
+"""The `lpim` command: conventions table, vendor, exit statuses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lpim import masks
+from lpim.cli import main
+
+
+def test_conventions_lists_every_convention(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conventions"]) == 0
+    out = capsys.readouterr().out
+    for convention in masks.CONVENTIONS.values():
+        assert convention.name in out and convention.meaning in out
+    assert "True = ignore" in out and "True = attend" in out
+
+
+def test_conventions_markdown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conventions", "--format", "markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| convention") and set(lines[1]) <= {"|", "-"}
+    assert len(lines) == 2 + len(masks.CONVENTIONS)
+
+
+def test_vendor_writes_a_standalone_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["vendor", str(tmp_path)]) == 0
+    written = tmp_path / "encoder.py"
+    text = written.read_text()
+    assert text.startswith("# Vendored from lpim ")
+    assert "\nimport lpim" not in text and "\nfrom lpim" not in text
+    # it runs from a directory where lpim is shadowed by nothing but its own file
+    check = subprocess.run(
+        [sys.executable, "-c", "import encoder, torch; encoder.PriorEncoder(d_model=8, nhead=2)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
+    assert main(["vendor", str(written)]) == 2  # exists
+    assert "--force" in capsys.readouterr().err
+    assert main(["vendor", str(written), "--force"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["vendor", "/no/such/dir/encoder.py"], "does not exist"),
+        (["vendor", "notes.txt"], "directory or a .py file"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_usage_errors_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_script_and_module_entry_points() -> None:
+    for command in (["lpim", "conventions"], [sys.executable, "-m", "lpim", "conventions"]):
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0 and "key_padding_mask" in result.stdout
