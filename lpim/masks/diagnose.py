@@ -117,7 +117,16 @@ class _Reader:
         if mask.dim() == 3:
             library_shape = tuple(mask.shape) == tuple(self.point_mask.shape)
             if library_shape and mask.dtype == torch.bool and self.intended != "attn_mask_3d":
-                return self._library(mask)
+                as_library = self._library(mask)
+                if as_library.ok or self.intended == "point_mask":
+                    return as_library
+                # [B, M=1, N=1] is also the shape of a one-head (B*M, L=1, S=1) attn_mask: as
+                # for 2-D bool masks, without `intended` the correct reading wins.
+                as_3d = self._rank3(mask)
+                if as_3d.ok:
+                    warn = " Read as a point_mask (True = real point) it is inverted."
+                    return Diagnosis(as_3d.convention, None, as_3d.advice + warn, as_3d.fix)
+                return as_library
             return self._rank3(mask)
         if mask.dim() == 4:
             return self._rank4(mask)
@@ -136,16 +145,22 @@ class _Reader:
                 return self._ok("cu_seqlens", extra=note)
             return self._wrong("cu_seqlens", "disagrees_with_points", self._detail_counts(mask))
         if mask.numel() == self.lanes:
-            if torch.equal(mask.long(), counts):
-                slot = torch.arange(self.s, device=mask.device)
-                if torch.equal(self.keep, slot < counts[:, None]):
-                    return self._ok("lengths")
-                return self._wrong(
-                    "lengths",
-                    "disagrees_with_points",
-                    "the counts are right but the points are not right-padded, so 'the first "
-                    "n slots' is false; pack with lpim.masks.pack and use to_cu_seqlens",
+            slot = torch.arange(self.s, device=mask.device)
+            if not torch.equal(self.keep, slot < counts[:, None]):
+                # to_lengths refuses this layout, so the fix is offsets over packed points
+                offsets = _call("cu_seqlens", self.q, self.num_heads)
+                counts_note = (
+                    "the counts are right but"
+                    if torch.equal(mask.long(), counts)
+                    else "the counts differ, and"
                 )
+                detail = (
+                    f"{counts_note} the points are not right-padded, so 'the first n slots' is "
+                    "false; pack with lpim.masks.pack and use to_cu_seqlens"
+                )
+                return self._wrong("lengths", "disagrees_with_points", detail, fix=offsets)
+            if torch.equal(mask.long(), counts):
+                return self._ok("lengths")
             return self._wrong("lengths", "disagrees_with_points", "the counts differ")
         return _unrecognised(
             f"a 1-D tensor of {mask.numel()} entries for B*M = {self.lanes} lanes",
@@ -204,9 +219,20 @@ class _Reader:
                     "attn_mask_3d",
                     "missing_head_rows",
                     f"it has {rows} rows (one per lane); nn.MultiheadAttention needs B*M*num_heads"
-                    f" = {self.lanes}*{self.num_heads or 'H'} rows in b*H + h order",
+                    f" = {self.lanes}*{self.num_heads or 'H'}"
+                    + (f" = {self.lanes * self.num_heads}" if self.num_heads else "")
+                    + " rows in b*H + h order",
                 )
             return per_lane
+        if length != width:
+            # nn.MultiheadAttention wants (B*M*H, L, S) with L = S for self-attention over the
+            # lane's tokens; (B*M*H, 1, S) from kpm[:, None, :] is refused by torch
+            return self._wrong(
+                "attn_mask_3d",
+                "unrecognised",
+                f"it is {tuple(mask.shape)}: L = {length} query rows for S = {width} keys, but "
+                f"self-attention over a lane's tokens needs L = S = {self.s}",
+            )
         if rows % self.lanes:
             return _unrecognised(
                 f"a 3-D mask with {rows} rows: not a multiple of B*M = {self.lanes}",
@@ -220,6 +246,7 @@ class _Reader:
                 "unrecognised",
                 f"it has {rows} rows = B*M*{heads}, but num_heads = {self.num_heads}",
             )
+        self.num_heads = heads  # inferred from the rows when not given: the fix can name it
         as_lane_head = (~blocked).reshape(self.lanes, heads, length, width)  # rows b*H + h
         as_head_lane = (~blocked).reshape(heads, self.lanes, length, width)  # rows h*B*M + b
         interleaved = self._judge_rows(as_lane_head.flatten(0, 1)[::heads], "attn_mask_3d")
@@ -236,6 +263,12 @@ class _Reader:
                     "row b*H + h holds lane (b*H + h) % (B*M)'s mask: built with repeat(H, 1, 1) "
                     "instead of repeat_interleave(H, 0)",
                 )
+        if interleaved.mistake is None:  # head 0 of every lane is right, another head is not
+            return self._wrong(
+                "attn_mask_3d",
+                "disagrees_with_points",
+                "the heads of one lane block different keys: not a padding mask",
+            )
         return interleaved
 
     def _rank4(self, mask: torch.Tensor) -> Diagnosis:
@@ -275,14 +308,17 @@ class _Reader:
         negative = values[values < 0]
         if negative.numel() == 1 and bool(((values == 0) | (values == negative)).all()):
             fill = float(negative[0])
-            reading = self._judge_rows(
-                (mask == 0).reshape(mask.shape[0], -1, mask.shape[-1])[:, 0], convention
-            )
-            if reading.mistake is None:
+            # read it as if the fill were -inf: rows, heads and polarity are judged as usual
+            reading = self.read(mask.masked_fill(mask == fill, float("-inf")))
+            if reading.ok and reading.convention is not None:
                 return self._wrong(
-                    "additive" if mask.dim() != 3 else convention,
-                    "finite_fill",
-                    f"the fill is {fill:g}, not -inf",
+                    reading.convention, "finite_fill", f"the fill is {fill:g}, not -inf"
+                )
+            if reading.convention is not None and reading.mistake != "unrecognised":
+                # a layout mistake as well (head order, rows, polarity): name it, note the fill
+                note = f" The fill is also {fill:g}, not -inf."
+                return Diagnosis(
+                    reading.convention, reading.mistake, reading.advice + note, reading.fix
                 )
         return _unrecognised(
             f"a float mask with values {values[:6].tolist()}", self.q, self.num_heads
@@ -353,12 +389,14 @@ class _Reader:
         advice = f"OK: a correct {convention} ({c.shape}, {c.dtype}, {c.meaning}) for {c.used_by}."
         return Diagnosis(convention, None, advice + extra, fix)
 
-    def _wrong(self, convention: str, mistake: str, detail: str) -> Diagnosis:
-        fix = _call(convention, self.q, self.num_heads)
+    def _wrong(
+        self, convention: str, mistake: str, detail: str, fix: str | None = None
+    ) -> Diagnosis:
+        fix = fix or _call(convention, self.q, self.num_heads)
         advice = f"{mistake}: {MISTAKES[mistake]}."
         if detail:
             advice += f" Here: {detail}."
-        advice += f" Read as a {convention}. Build it with {fix}"
+        advice += f" Read as convention {convention}. Build it with {fix}"
         if convention == "attn_mask_3d":
             advice += (
                 ", or better pass a 2D key_padding_mask: "
