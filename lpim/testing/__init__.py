@@ -1,0 +1,51 @@
+"""Hold any encoder to "masked batched output equals the per-lane unpadded computation".
+
+- :func:`check_encoder` runs every property at every dtype with Hypothesis and returns a
+  :class:`CheckReport`, or raises :class:`EncoderPropertyError` with the shrunk example and a
+  pasteable ``.reproducer``.
+- One ``assert_*`` per property (:data:`PROPERTIES`), for your own ``@given`` tests.
+
+Modules: ``protocol`` (how an encoder is called), ``properties`` (the asserts), ``errors`` (the
+property registry and the error), ``reproducer`` (source that re-raises a failure), ``check``
+(the driver). The tolerance rule lives in :mod:`lpim.tolerance`.
+"""
+
+from lpim.testing.check import (
+    DEFAULT_DTYPES,
+    DEFAULT_SETTINGS,
+    CheckReport,
+    PropertyResult,
+    check_encoder,
+)
+from lpim.testing.errors import PROPERTIES, EncoderPropertyError, Property
+from lpim.testing.properties import (
+    assert_devices_agree,
+    assert_finite,
+    assert_gradients_isolated,
+    assert_ignores_padding,
+    assert_lanes_independent,
+    assert_matches_unpadded,
+    lane_alone,
+)
+from lpim.testing.protocol import EncoderOutput, ProtocolError, Subject
+
+__all__ = [
+    "DEFAULT_DTYPES",
+    "DEFAULT_SETTINGS",
+    "PROPERTIES",
+    "CheckReport",
+    "EncoderOutput",
+    "EncoderPropertyError",
+    "Property",
+    "PropertyResult",
+    "ProtocolError",
+    "Subject",
+    "assert_devices_agree",
+    "assert_finite",
+    "assert_gradients_isolated",
+    "assert_ignores_padding",
+    "assert_lanes_independent",
+    "assert_matches_unpadded",
+    "check_encoder",
+    "lane_alone",
+]

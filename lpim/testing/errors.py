@@ -1,0 +1,133 @@
+"""The properties by name, what each means, and the error a failed one raises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lpim.batch import LaneBatch
+
+
+@dataclass(frozen=True)
+class Property:
+    """One property every encoder must hold.
+
+    Attributes:
+        name: its name in reports, ``--property`` and ``EncoderPropertyError.property_name``.
+        assert_name: the ``lpim.testing`` function that checks it on one batch.
+        meaning: what it says, in one sentence.
+        usual_causes: the bug classes (``lpim.zoo`` names) that usually break it.
+    """
+
+    name: str
+    assert_name: str
+    meaning: str
+    usual_causes: str
+
+
+PROPERTIES: dict[str, Property] = {
+    p.name: p
+    for p in [
+        Property(
+            "runs",
+            "(any)",
+            "the encoder runs on every valid batch and returns the protocol's output: a tensor "
+            "[B, M, C] or an object with lane_embedding [B, M, C] (and point_features "
+            "[B, M, N, C]) on the input's device",
+            "a 3D attn_mask with B*M rows instead of B*M*num_heads (seed_crash_3d_mask); a fill "
+            "value that overflows the dtype (fill_minus_1e9_fp16); an empty lane or batch the "
+            "code never expected",
+        ),
+        Property(
+            "finite",
+            "assert_finite",
+            "no NaN or inf in any output for finite real points, including empty lanes, empty "
+            "samples and all-empty batches",
+            "a fully masked attention row with need_weights=True (empty_lane_nan_need_weights); "
+            "NaN as an 'empty' marker (nan_sentinel_empty_lanes); dividing by a zero count",
+        ),
+        Property(
+            "matches_unpadded",
+            "assert_matches_unpadded",
+            "each real lane's output (and its real points' features) equals the same encoder "
+            "run on that lane alone, unpadded, as points [1, 1, n, D]",
+            "a head-major 3D mask (repeat_head_order); inverted polarity (library_mask_as_kpm, "
+            "mha_polarity_in_sdpa); a missing or shifted query column; slot-index positions; "
+            "pooling over slots instead of real points; lanes sorted and never unsorted",
+        ),
+        Property(
+            "ignores_padding",
+            "assert_ignores_padding",
+            "whatever padded slots hold (zeros, huge values, inf, NaN) changes no output",
+            "multiplying by the mask instead of selecting (multiply_by_mask: 0 * NaN = NaN); a "
+            "finite additive fill such as -1e4 (additive_minus_1e4); an unmasked max-pool",
+        ),
+        Property(
+            "lanes_independent",
+            "assert_lanes_independent",
+            "a lane's outputs do not depend on other lanes or other samples: changing or "
+            "emptying them changes nothing, and permuting lanes and samples permutes outputs",
+            "statistics across lanes (normalise_across_lanes, empty_lanes_take_sample_mean); "
+            "lanes reordered and not restored (sort_without_unsort)",
+        ),
+        Property(
+            "gradients_isolated",
+            "assert_gradients_isolated",
+            "padded inputs get exactly zero gradient, no gradient is NaN, and no gradient flows "
+            "from one lane's output to another lane's points",
+            "NaN from fully masked rows that is masked in the forward pass but not the backward "
+            "(nan_grad_from_empty_rows); multiplying by a mask",
+        ),
+        Property(
+            "devices_agree",
+            "assert_devices_agree",
+            "the encoder on CUDA gives what it gives on the CPU, within the tolerance rule",
+            "a fast path taken on one device only (cuda_only_fast_path); device-dependent "
+            "kernels with different mask conventions",
+        ),
+    ]
+}
+"""Every property, in the order :func:`~lpim.testing.check_encoder` runs them."""
+
+
+class EncoderPropertyError(AssertionError):
+    """An encoder broke a property.
+
+    Attributes:
+        property_name: the property (a key of :data:`PROPERTIES`).
+        example: the (shrunk, when raised by ``check_encoder``) :class:`~lpim.LaneBatch`.
+        detail: what was seen: which lane, which output, how far off.
+        reproducer: pasteable Python that re-raises this error (set by ``check_encoder``; a
+            bare assert leaves it empty).
+        dtype: the dtype the failure was seen at (set by ``check_encoder``).
+
+    An exception raised by the encoder itself is wrapped as property ``runs`` with the
+    original as ``__cause__``.
+    """
+
+    def __init__(self, property_name: str, detail: str, example: LaneBatch) -> None:
+        self.property_name = property_name
+        self.detail = detail
+        self.example = example
+        self.reproducer = ""
+        self.dtype = str(example.points.dtype)
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        prop = PROPERTIES[self.property_name]
+        lines = [
+            f"property {self.property_name!r} failed: {self.detail}",
+            f"  the property: {prop.meaning}.",
+            f"  usual causes: {prop.usual_causes}.",
+            f"  example: {self.example!r}",
+        ]
+        if self.reproducer:
+            lines += ["  reproducer (paste into a file and run):", "", self.reproducer]
+        return "\n".join(lines)
+
+    def attach_reproducer(self, source: str) -> None:
+        """Set :attr:`reproducer` and add it to the message."""
+        self.reproducer = source
+        self.args = (self._message(),)
+
+    def __str__(self) -> str:
+        return self._message()

@@ -1,0 +1,528 @@
+"""One assert per property, each checking one encoder on one batch.
+
+Each ``assert_*`` takes an encoder (see :mod:`lpim.testing.protocol`; put it in eval mode first)
+and a :class:`~lpim.LaneBatch`, raises :class:`~lpim.testing.EncoderPropertyError` when the
+property fails, and otherwise returns the largest error seen as a fraction of the allowed one
+(:mod:`lpim.tolerance`; 0.0 for exact checks). Use them inside your own ``@given`` tests::
+
+    @given(lane_batches(num_lanes=(1, 50)))
+    def test_my_encoder_matches_unpadded(batch):
+        assert_matches_unpadded(my_encoder, batch)
+
+Each varies one thing and holds everything else fixed, so that a failure names its cause:
+``finite`` and ``matches_unpadded`` run the batch as given; ``ignores_padding`` varies only what
+padded slots hold; ``lanes_independent`` varies only other lanes; ``gradients_isolated`` only
+differentiates. Every comparison of floating outputs goes through the tolerance rule.
+"""
+
+from __future__ import annotations
+
+import math
+import unittest
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from lpim.batch import LaneBatch
+from lpim.testing.errors import EncoderPropertyError
+from lpim.testing.protocol import Encoder, EncoderOutput, ProtocolError, Subject
+
+# -- running the encoder ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _runs(batch: LaneBatch) -> Iterator[None]:
+    """Turn anything the encoder raises into a failure of property ``runs``."""
+    try:
+        yield
+    except EncoderPropertyError:
+        raise
+    except ProtocolError as error:
+        raise EncoderPropertyError(
+            "runs", f"the output breaks the protocol: {error}", batch
+        ) from error
+    except Exception as error:  # the encoder's own bug, whatever its type
+        raise EncoderPropertyError(
+            "runs", f"the encoder raised {type(error).__name__}: {error}", batch
+        ) from error
+
+
+def _call(subject: Subject, batch: LaneBatch) -> EncoderOutput:
+    with _runs(batch), torch.no_grad():
+        return subject(batch)
+
+
+def _reference64(subject: Subject, batch: LaneBatch) -> EncoderOutput | None:
+    with _runs(batch), torch.no_grad():
+        return subject.reference64(batch)
+
+
+# -- comparing outputs under the tolerance rule ----------------------------------------------------
+
+
+def _compare(
+    property_name: str,
+    subject: Subject,
+    batch: LaneBatch,
+    pairs: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]],
+    what: str,
+) -> float:
+    """Check each ``(output name, actual, expected, expected_64, labels)`` under the rule.
+
+    ``actual``, ``expected`` and ``expected_64`` are ``[K, C]`` rows to compare; ``labels[k]``
+    names row ``k`` for the message. Returns the largest error ratio; raises past 1.
+    """
+    rule = subject.tolerance(batch)
+    worst = 0.0
+    for name, actual, expected, expected_64, labels in pairs:
+        if actual.numel() == 0:
+            continue
+        drift = 0.0
+        if expected_64 is not None:
+            finite = expected.isfinite() & expected_64.isfinite()
+            gap = (expected.double() - expected_64.double()).abs()[finite]
+            drift = float(gap.max()) if gap.numel() else 0.0
+        ratio = rule.error_ratio(actual, expected, drift)  # [K, C]
+        largest = float(ratio.max())
+        if largest > 1.0:
+            row, col = divmod(int(ratio.argmax()), ratio.shape[1])
+            got, want = float(actual[row, col]), float(expected[row, col])
+            allowed = float(rule.allowed(expected[row : row + 1, col : col + 1], drift).max())
+            times = "inf" if math.isinf(largest) else f"{largest:.3g}"
+            raise EncoderPropertyError(
+                property_name,
+                f"{labels[row]}: {name}[{col}] is {got:.6g} {what} but {want:.6g} is expected "
+                f"(allowed error {allowed:.3g} at {subject.dtype}, {times}x over)",
+                batch,
+            )
+        worst = max(worst, largest)
+    return worst
+
+
+def _lane_rows(output: EncoderOutput, index: torch.Tensor) -> torch.Tensor:
+    """``lane_embedding`` rows at flat lane indices ``index`` -> ``[K, C]``."""
+    return output.lane_embedding.flatten(0, 1)[index]
+
+
+def _point_rows(output: EncoderOutput, point_mask: torch.Tensor) -> torch.Tensor | None:
+    """``point_features`` at real points -> ``[T, C']``, or None."""
+    return None if output.point_features is None else output.point_features[point_mask]
+
+
+def _lane_labels(batch: LaneBatch, index: torch.Tensor) -> list[str]:
+    m = batch.shape[1]
+    lengths = batch.lengths.flatten()
+    return [
+        f"lane (b={int(i) // m}, m={int(i) % m}) with {int(lengths[i])} real points" for i in index
+    ]
+
+
+def _point_labels(batch: LaneBatch) -> list[str]:
+    return [f"point (b={b}, m={m}, n={n})" for b, m, n in batch.point_mask.nonzero().tolist()]
+
+
+def _pairs(
+    actual: EncoderOutput,
+    expected: EncoderOutput,
+    expected_64: EncoderOutput | None,
+    batch: LaneBatch,
+    lanes: torch.Tensor,
+    point_mask: torch.Tensor,
+) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]]:
+    """Lane rows ``lanes`` and point rows ``point_mask`` of two outputs (and the float64 one)."""
+    pairs: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]] = [
+        (
+            "lane_embedding",
+            _lane_rows(actual, lanes),
+            _lane_rows(expected, lanes),
+            None if expected_64 is None else _lane_rows(expected_64, lanes),
+            _lane_labels(batch, lanes),
+        )
+    ]
+    actual_points, expected_points = (
+        _point_rows(actual, point_mask),
+        _point_rows(expected, point_mask),
+    )
+    if actual_points is not None and expected_points is not None:
+        labels = [f"point (b={b}, m={m}, n={n})" for b, m, n in point_mask.nonzero().tolist()]
+        pairs.append(
+            (
+                "point_features",
+                actual_points,
+                expected_points,
+                None if expected_64 is None else _point_rows(expected_64, point_mask),
+                labels,
+            )
+        )
+    return pairs
+
+
+# -- finite ----------------------------------------------------------------------------------------
+
+
+def assert_finite(encoder: Encoder | Subject, batch: LaneBatch) -> float:
+    """Property ``finite``: no NaN or inf in any output, empty lanes and batches included.
+
+    Checks ``lane_embedding`` of every lane (empty ones too: consumers without a lane mask read
+    them) and ``point_features`` at real points. Real points must be finite (``LaneBatch``
+    guarantees it); padded slots are used as given.
+
+    Returns:
+        0.0 (an exact check).
+    """
+    subject = Subject.of(encoder, batch)
+    out = _call(subject, batch)
+    checks = [
+        (
+            "lane_embedding",
+            out.lane_embedding.flatten(0, 1),
+            _lane_labels(batch, torch.arange(batch.lane_mask.numel())),
+        )
+    ]
+    points = _point_rows(out, batch.point_mask)
+    if points is not None:
+        checks.append(("point_features", points, _point_labels(batch)))
+    for name, rows, labels in checks:
+        bad = ~rows.isfinite()
+        if bool(bad.any()):
+            row, col = (int(i) for i in bad.nonzero()[0])
+            raise EncoderPropertyError(
+                "finite",
+                f"{labels[row]}: {name}[{col}] is {float(rows[row, col])} ({int(bad.sum())} "
+                f"non-finite values in {name})",
+                batch,
+            )
+    return 0.0
+
+
+# -- matches unpadded ------------------------------------------------------------------------------
+
+
+def lane_alone(batch: LaneBatch, b: int, m: int) -> LaneBatch:
+    """Lane ``(b, m)`` alone and unpadded: ``points [1, 1, n, D]``, every point real."""
+    real = batch.points[b, m][batch.point_mask[b, m]]  # [n, D]
+    mask = torch.ones(1, 1, real.shape[0], dtype=torch.bool, device=real.device)
+    return LaneBatch(real[None, None], mask)
+
+
+def assert_matches_unpadded(encoder: Encoder | Subject, batch: LaneBatch) -> float:
+    """Property ``matches_unpadded``: each real lane equals the encoder on that lane alone.
+
+    For every lane with at least one real point, runs the encoder on :func:`lane_alone` and
+    compares ``lane_embedding`` (and ``point_features`` at the real points, in slot order) with
+    the batched output under the tolerance rule.
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+    """
+    subject = Subject.of(encoder, batch)
+    out = _call(subject, batch)
+    out_64 = _reference64(subject, batch) if subject.twin is not None else None
+    real_lanes = batch.lane_mask.flatten().nonzero().squeeze(1)  # [R]
+    if real_lanes.numel() == 0:
+        return 0.0
+    m = batch.shape[1]
+    alone, alone_64 = [], []
+    for index in real_lanes.tolist():
+        single = lane_alone(batch, index // m, index % m)
+        alone.append(_call(subject, single))
+        alone_64.append(_reference64(subject, single) if out_64 is not None else None)
+    # One row per real lane, then one row per real point, in the batch's order.
+    expected = EncoderOutput(
+        _scatter_lanes(batch, real_lanes, [a.lane_embedding[0, 0] for a in alone]),
+        _scatter_points(batch, [a.point_features for a in alone]),
+    )
+    expected_64 = None
+    if out_64 is not None:
+        expected_64 = EncoderOutput(
+            _scatter_lanes(batch, real_lanes, [a.lane_embedding[0, 0] for a in alone_64 if a]),
+            _scatter_points(batch, [a.point_features for a in alone_64 if a]),
+        )
+    if out.point_features is None or expected.point_features is None:
+        out = EncoderOutput(out.lane_embedding, None)
+    pairs = _pairs(out, expected, expected_64, batch, real_lanes, batch.point_mask)
+    return _compare("matches_unpadded", subject, batch, pairs, "in the batch")
+
+
+def _scatter_lanes(batch: LaneBatch, lanes: torch.Tensor, rows: list[torch.Tensor]) -> torch.Tensor:
+    """Per-lane rows back into a ``[B, M, C]`` tensor (other lanes NaN: never compared)."""
+    b, m, _, _ = batch.shape
+    stacked = torch.stack(rows)  # [R, C]
+    out = stacked.new_full((b * m, stacked.shape[1]), math.nan)
+    out[lanes] = stacked
+    return out.view(b, m, -1)
+
+
+def _scatter_points(batch: LaneBatch, features: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """Per-lane ``[1, 1, n, C]`` point features back into ``[B, M, N, C]`` at the real points."""
+    if not features or any(f is None for f in features):
+        return None
+    real = torch.cat([f[0, 0] for f in features if f is not None])  # [T, C]
+    out = real.new_full((*batch.point_mask.shape, real.shape[1]), math.nan)
+    out[batch.point_mask] = real
+    return out
+
+
+# -- ignores padding -------------------------------------------------------------------------------
+
+
+def garbage_fills(dtype: torch.dtype) -> dict[str, float]:
+    """The values :func:`assert_ignores_padding` writes into padded slots, per kind."""
+    big = min(1e30, float(torch.finfo(dtype).max))
+    return {"large": big, "-large": -big, "inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def with_padding(batch: LaneBatch, fill: float) -> LaneBatch:
+    """``batch`` with every padded slot set to ``fill`` (real points untouched)."""
+    points = torch.where(batch.point_mask[..., None], batch.points, fill)
+    return LaneBatch(points, batch.point_mask)
+
+
+def assert_ignores_padding(encoder: Encoder | Subject, batch: LaneBatch) -> float:
+    """Property ``ignores_padding``: what padded slots hold changes no output.
+
+    Runs the batch with zeros in every padded slot, then with the batch's own padding and with
+    each of :func:`garbage_fills` (huge, -huge, inf, -inf, NaN), and compares ``lane_embedding``
+    of every lane and ``point_features`` at real points with the zero-padded run. NaN in both
+    counts as equal (NaN itself is property ``finite``'s business).
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+    """
+    subject = Subject.of(encoder, batch)
+    zeros = with_padding(batch, 0.0)
+    expected = _call(subject, zeros)
+    expected_64 = _reference64(subject, zeros) if subject.twin is not None else None
+    every_lane = torch.arange(batch.lane_mask.numel(), device=batch.points.device)
+    variants = {"as drawn": batch} | {
+        kind: with_padding(batch, fill) for kind, fill in garbage_fills(batch.points.dtype).items()
+    }
+    worst = 0.0
+    for kind, variant in variants.items():
+        if not bool((~batch.point_mask).any()):
+            break  # no padded slot: nothing to vary
+        actual = _call(subject, variant)
+        pairs = _pairs(actual, expected, expected_64, variant, every_lane, batch.point_mask)
+        worst = max(
+            worst,
+            _compare("ignores_padding", subject, variant, pairs, f"with {kind} padding"),
+        )
+    return worst
+
+
+# -- lanes independent -----------------------------------------------------------------------------
+
+
+def assert_lanes_independent(encoder: Encoder | Subject, batch: LaneBatch) -> float:
+    """Property ``lanes_independent``: no lane's output depends on another lane or sample.
+
+    Three variations of ``batch``, each compared with the original on the lanes it keeps:
+
+    1. samples reversed and lanes rotated by one within each sample: outputs must move with
+       their lanes;
+    2. every other lane (in flattened ``b*M + m`` order) emptied if it had real points, or
+       filled if it was empty: the untouched lanes' outputs must not change;
+    3. the same for the other half.
+
+    Compares ``lane_embedding`` of every kept lane (empty ones too) and ``point_features`` at
+    their real points.
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+    """
+    subject = Subject.of(encoder, batch)
+    expected = _call(subject, batch)
+    expected_64 = _reference64(subject, batch) if subject.twin is not None else None
+    b, m, _, _ = batch.shape
+    worst = 0.0
+
+    # 1. permutation: outputs must follow their lanes.
+    sample_order = torch.arange(b - 1, -1, -1)
+    lane_order = torch.roll(torch.arange(m), 1)
+    permuted = LaneBatch(
+        batch.points[sample_order][:, lane_order], batch.point_mask[sample_order][:, lane_order]
+    )
+    actual = _call(subject, permuted)
+    restored = EncoderOutput(
+        _unpermute(actual.lane_embedding, sample_order, lane_order),
+        None
+        if actual.point_features is None
+        else _unpermute(actual.point_features, sample_order, lane_order),
+    )
+    every_lane = torch.arange(b * m, device=batch.points.device)
+    pairs = _pairs(restored, expected, expected_64, batch, every_lane, batch.point_mask)
+    worst = _compare(
+        "lanes_independent", subject, batch, pairs, "after permuting lanes and samples"
+    )
+
+    # 2 and 3. change one half of the lanes, keep the other.
+    parity = (torch.arange(b * m, device=batch.points.device) % 2).view(b, m)
+    for changed_half in (0, 1):
+        changed = parity == changed_half  # [B, M]
+        if not bool(changed.any()) or bool(changed.all()):
+            continue
+        actual = _call(subject, _changed_lanes(batch, changed))
+        kept_lanes = (~changed).flatten().nonzero().squeeze(1)
+        kept_points = batch.point_mask & ~changed[..., None]
+        pairs = _pairs(actual, expected, expected_64, batch, kept_lanes, kept_points)
+        worst = max(
+            worst,
+            _compare("lanes_independent", subject, batch, pairs, "after changing the other lanes"),
+        )
+    return worst
+
+
+def _unpermute(
+    values: torch.Tensor, sample_order: torch.Tensor, lane_order: torch.Tensor
+) -> torch.Tensor:
+    """Undo ``values[sample_order][:, lane_order]`` on the first two axes."""
+    out = torch.empty_like(values)
+    out[sample_order[:, None], lane_order[None, :]] = values
+    return out
+
+
+def _changed_lanes(batch: LaneBatch, changed: torch.Tensor) -> LaneBatch:
+    """Lanes where ``changed`` is True: emptied if they had real points, else filled with a
+    fixed, finite polyline; the other lanes as they were."""
+    _, _, n, d = batch.shape
+    slot = torch.arange(n, dtype=torch.float64, device=batch.points.device)
+    coordinate = torch.arange(d, dtype=torch.float64, device=batch.points.device)
+    polyline = (slot[:, None] - n / 2) * (coordinate[None, :] + 1.5)  # [N, D], finite, bounded
+    empty_now = changed & ~batch.lane_mask  # [B, M]: gets the polyline
+    emptied = changed & batch.lane_mask  # [B, M]: loses its points
+    point_mask = (batch.point_mask & ~emptied[..., None]) | empty_now[..., None]
+    points = torch.where(empty_now[..., None, None], polyline.to(batch.points.dtype), batch.points)
+    return LaneBatch(points, point_mask)
+
+
+# -- gradients isolated ----------------------------------------------------------------------------
+
+
+def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> float:
+    """Property ``gradients_isolated``: gradients stay on real points of their own lane.
+
+    With a loss over real lanes' ``lane_embedding`` and real points' ``point_features``
+    (fixed, nonuniform weights), the gradient w.r.t. ``points`` must be finite everywhere and
+    exactly 0 at padded slots; and for each real lane, the gradient of that lane's outputs must
+    be exactly 0 on every other lane's points. Only real lanes' outputs enter the losses: that is
+    what a correctly masked training loss reads.
+
+    Returns:
+        0.0 (an exact check).
+    """
+    subject = Subject.of(encoder, batch)
+    real_lanes = batch.lane_mask.flatten().nonzero().squeeze(1)  # [R]
+    if real_lanes.numel() == 0:
+        return 0.0
+    points = batch.points.to(device=subject.device, dtype=subject.dtype).detach().requires_grad_()
+    point_mask = batch.point_mask.to(subject.device)
+    with _runs(batch):
+        out = subject(LaneBatch(points, point_mask))
+    if not out.lane_embedding.requires_grad:
+        raise EncoderPropertyError(
+            "gradients_isolated",
+            "lane_embedding carries no gradient w.r.t. points (detached, or computed under "
+            "no_grad): a training loss could not reach the points",
+            batch,
+        )
+    lane_losses = _lane_losses(out, point_mask)  # [B*M] (only real lanes nonzero)
+    with _runs(batch):
+        (grad,) = torch.autograd.grad(
+            lane_losses.sum(), points, retain_graph=True, allow_unused=True
+        )
+    if grad is None:
+        grad = torch.zeros_like(points)
+    if not bool(grad.isfinite().all()):
+        where = [int(i) for i in (~grad.isfinite()).nonzero()[0]]
+        kind = "padded" if not bool(point_mask[tuple(where[:3])]) else "real"
+        raise EncoderPropertyError(
+            "gradients_isolated",
+            f"the gradient w.r.t. points is {float(grad[tuple(where)])} at {kind} slot "
+            f"(b, m, n, d) = {where}: NaN from masked computations reaches the backward pass",
+            batch,
+        )
+    leaked = (grad != 0) & ~point_mask[..., None]
+    if bool(leaked.any()):
+        where = [int(i) for i in leaked.nonzero()[0]]
+        raise EncoderPropertyError(
+            "gradients_isolated",
+            f"padded slot (b, m, n, d) = {where} gets gradient {float(grad[tuple(where)]):.3g}: "
+            "padded values take part in the computation",
+            batch,
+        )
+    m = batch.shape[1]
+    for lane in real_lanes.tolist():
+        with _runs(batch):
+            (lane_grad,) = torch.autograd.grad(
+                lane_losses[lane], points, retain_graph=True, allow_unused=True
+            )
+        if lane_grad is None:
+            continue
+        others = lane_grad.flatten(0, 1).clone()  # [B*M, N, D]
+        others[lane] = 0
+        if bool((others != 0).any()):
+            other = int((others != 0).flatten(1).any(1).nonzero()[0])
+            raise EncoderPropertyError(
+                "gradients_isolated",
+                f"the output of lane (b={lane // m}, m={lane % m}) has gradient on the points "
+                f"of lane (b={other // m}, m={other % m}): lanes interact",
+                batch,
+            )
+    return 0.0
+
+
+def _lane_losses(out: EncoderOutput, point_mask: torch.Tensor) -> torch.Tensor:
+    """``[B*M]``: a fixed nonuniform weighting of each real lane's outputs (0 for empty lanes)."""
+    lane_mask = point_mask.any(-1).flatten()  # [B*M]
+    embedding = out.lane_embedding.flatten(0, 1)  # [B*M, C]
+    weights = torch.cos(torch.arange(embedding.shape[1], device=embedding.device) + 0.5)
+    losses = torch.where(lane_mask, (embedding * weights.to(embedding.dtype)).sum(-1), 0)
+    if out.point_features is not None:
+        features = out.point_features.flatten(0, 1)  # [B*M, N, C]
+        point_weights = torch.sin(torch.arange(features.shape[-1], device=features.device) + 0.5)
+        per_point = (features * point_weights.to(features.dtype)).sum(-1)  # [B*M, N]
+        real = point_mask.flatten(0, 1)
+        losses = losses + torch.where(real, per_point, 0).sum(-1)
+    return losses
+
+
+# -- devices agree ---------------------------------------------------------------------------------
+
+
+def assert_devices_agree(
+    encoder: Encoder | Subject, batch: LaneBatch, device: str | torch.device = "cuda"
+) -> float:
+    """Property ``devices_agree``: the encoder on ``device`` gives what it gives on the CPU.
+
+    Modules are copied to ``device``; other callables receive inputs there. Compares
+    ``lane_embedding`` of every lane and ``point_features`` at real points under the tolerance
+    rule (the observed term from a float64 CPU copy).
+
+    Raises:
+        unittest.SkipTest: when ``device`` is CUDA and none is available (pytest shows a skip).
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+    """
+    target = torch.device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise unittest.SkipTest(
+            "devices_agree needs a CUDA device: torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})"
+        )
+    cpu_batch = batch.to(device="cpu")
+    subject = Subject.of(encoder, cpu_batch)
+    if subject.device.type != "cpu":
+        subject = Subject.prepare(subject.encoder, subject.dtype, torch.device("cpu"))
+    expected = _call(subject, cpu_batch)
+    expected_64 = _reference64(subject, cpu_batch) if subject.twin is not None else None
+    remote = Subject.prepare(subject.encoder, subject.dtype, target)
+    actual = _call(remote, cpu_batch)
+    actual = EncoderOutput(
+        actual.lane_embedding.cpu(),
+        None if actual.point_features is None else actual.point_features.cpu(),
+    )
+    every_lane = torch.arange(batch.lane_mask.numel())
+    pairs = _pairs(actual, expected, expected_64, cpu_batch, every_lane, cpu_batch.point_mask)
+    return _compare("devices_agree", subject, cpu_batch, pairs, f"on {target}")
