@@ -404,7 +404,8 @@ def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> f
 
     With a loss over real lanes' ``lane_embedding`` and real points' ``point_features``
     (fixed, nonuniform weights), the gradient w.r.t. ``points`` must be finite everywhere and
-    exactly 0 at padded slots; and for each real lane, the gradient of that lane's outputs must
+    exactly 0 at padded slots, the gradients of the parameters (of an ``nn.Module``) finite;
+    and for each real lane, the gradient of that lane's outputs must
     be exactly 0 on every other lane's points. Only real lanes' outputs enter the losses: that is
     what a correctly masked training loss reads.
 
@@ -427,12 +428,24 @@ def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> f
             batch,
         )
     lane_losses = _lane_losses(out, point_mask)  # [B*M] (only real lanes nonzero)
+    parameters = _trainable(subject.encoder)
     with _runs(batch):
-        (grad,) = torch.autograd.grad(
-            lane_losses.sum(), points, retain_graph=True, allow_unused=True
+        grad, *parameter_grads = torch.autograd.grad(
+            lane_losses.sum(), [points, *parameters], retain_graph=True, allow_unused=True
         )
     if grad is None:
         grad = torch.zeros_like(points)
+    for (name, _), parameter_grad in zip(
+        _named_trainable(subject.encoder), parameter_grads, strict=True
+    ):
+        if parameter_grad is not None and not bool(parameter_grad.isfinite().all()):
+            raise EncoderPropertyError(
+                "gradients_isolated",
+                f"the gradient of parameter {name!r} holds "
+                f"{int((~parameter_grad.isfinite()).sum())} NaN or inf values for a loss over real lanes only: NaN from fully masked rows "
+                "reaches the backward pass even though the forward pass selects it away",
+                batch,
+            )
     if not bool(grad.isfinite().all()):
         where = [int(i) for i in (~grad.isfinite()).nonzero()[0]]
         kind = "padded" if not bool(point_mask[tuple(where[:3])]) else "real"
@@ -470,6 +483,17 @@ def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> f
                 batch,
             )
     return 0.0
+
+
+def _named_trainable(encoder: Encoder) -> list[tuple[str, torch.Tensor]]:
+    """Parameters that take gradients (none for a plain callable)."""
+    if not isinstance(encoder, torch.nn.Module):
+        return []
+    return [(name, p) for name, p in encoder.named_parameters() if p.requires_grad]
+
+
+def _trainable(encoder: Encoder) -> list[torch.Tensor]:
+    return [p for _, p in _named_trainable(encoder)]
 
 
 def _lane_losses(out: EncoderOutput, point_mask: torch.Tensor) -> torch.Tensor:
