@@ -73,7 +73,7 @@ class MaskedMean(nn.Module):
         return pooled
 
 
-# -- each assert catches its bug and passes the correct encoder ----------------------------------
+# -- each assert catches its bug and passes the correct encoder ------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -156,7 +156,7 @@ def test_devices_agree_skips_cleanly_without_cuda() -> None:
         assert type(info.value).__name__ == "SkipTest"
 
 
-# -- check_encoder ----------------------------------------------------------------------------------
+# -- check_encoder ---------------------------------------------------------------------------------
 
 
 def test_check_encoder_passes_the_reference_encoder_at_every_dtype() -> None:

@@ -442,7 +442,8 @@ def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> f
             raise EncoderPropertyError(
                 "gradients_isolated",
                 f"the gradient of parameter {name!r} holds "
-                f"{int((~parameter_grad.isfinite()).sum())} NaN or inf values for a loss over real lanes only: NaN from fully masked rows "
+                f"{int((~parameter_grad.isfinite()).sum())} NaN or inf values for a loss over "
+                "real lanes only: NaN from fully masked rows "
                 "reaches the backward pass even though the forward pass selects it away",
                 batch,
             )
