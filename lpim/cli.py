@@ -1,6 +1,7 @@
 """The ``lpim`` command.
 
 Subcommands:
+    ``lpim check [MODULE:FACTORY]``  every property on an encoder (default: the reference encoder)
     ``lpim conventions``  the mask conventions table (name, shape, dtype, meaning, used by, call)
     ``lpim vendor DEST``  copy the reference encoder into your tree, checked to import on its own
 
@@ -11,14 +12,19 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+from hypothesis import settings as Settings
+
 import lpim
 from lpim import encoder as reference_encoder
 from lpim.masks import CONVENTIONS
+from lpim.testing import DEFAULT_SETTINGS, PROPERTIES, EncoderPropertyError, check_encoder
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -50,6 +56,44 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lpim {lpim.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    check = commands.add_parser(
+        "check",
+        help="run every property on an encoder (default: lpim's reference PriorEncoder)",
+        description="Exit status: 0 every property holds, 1 a property failed, 2 usage error.",
+    )
+    check.add_argument(
+        "target",
+        nargs="?",
+        default=DEFAULT_TARGET,
+        help="MODULE:FACTORY, where FACTORY (evaluated in MODULE) is an encoder or a callable "
+        f"returning one (default {DEFAULT_TARGET})",
+    )
+    check.add_argument(
+        "--dtype",
+        action="append",
+        choices=sorted(DTYPES),
+        help="check this dtype (repeat for several; default all four)",
+    )
+    check.add_argument(
+        "--property",
+        action="append",
+        dest="properties",
+        choices=[name for name in PROPERTIES if name != "runs"],
+        help="check only this property (repeatable)",
+    )
+    check.add_argument("--point-dim", type=int, help="coordinates per point, if not encoder.in_dim")
+    check.add_argument("--device", default="cpu", help="device to run on (default cpu)")
+    check.add_argument(
+        "--max-examples", type=int, default=None, help="Hypothesis examples per property"
+    )
+    check.add_argument(
+        "--reproducer-dir",
+        type=Path,
+        default=Path("lpim-reproducers"),
+        help="where a failure's reproducer is written (default ./lpim-reproducers)",
+    )
+    check.set_defaults(run=_check)
+
     conventions = commands.add_parser(
         "conventions", help="print every mask convention: shape, dtype, meaning, who uses it"
     )
@@ -65,6 +109,85 @@ def _parser() -> argparse.ArgumentParser:
     vendor.add_argument("--force", action="store_true", help="overwrite an existing file")
     vendor.set_defaults(run=_vendor)
     return parser
+
+
+# -- lpim check ---------------------------------------------------------------------------------
+
+DEFAULT_TARGET = "lpim.encoder:PriorEncoder"
+DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def load_target(target: str) -> object:
+    """Import ``MODULE:FACTORY`` and return the encoder it names (calling a factory or class).
+
+    Raises:
+        UsageError: a malformed target, an import error, or a factory that fails.
+    """
+    module_name, colon, expression = target.partition(":")
+    if not colon or not module_name or not expression:
+        raise UsageError(f"target must be MODULE:FACTORY (e.g. {DEFAULT_TARGET}); got {target!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # any import-time failure is the user's to fix, in one line
+        raise UsageError(
+            f"cannot import {module_name!r}: {type(error).__name__}: {error}"
+        ) from error
+    try:
+        found = eval(expression, vars(module))  # an attribute path or a small expression
+        if callable(found) and not isinstance(found, torch.nn.Module):
+            found = found()
+    except Exception as error:
+        raise UsageError(
+            f"cannot build the encoder from {target!r}: {type(error).__name__}: {error}"
+        ) from error
+    if not callable(found):
+        raise UsageError(f"{target!r} gave a {type(found).__name__}, not a callable encoder")
+    return found
+
+
+def _check(args: argparse.Namespace) -> int:
+    encoder = load_target(args.target)
+    if isinstance(encoder, torch.nn.Module):
+        encoder.eval()
+    settings = DEFAULT_SETTINGS
+    if args.max_examples is not None:
+        if args.max_examples < 1:
+            raise UsageError(f"--max-examples must be at least 1; got {args.max_examples}")
+        settings = Settings(DEFAULT_SETTINGS, max_examples=args.max_examples)
+    dtypes = [DTYPES[name] for name in args.dtype] if args.dtype else None
+    try:
+        report = check_encoder(
+            encoder,  # type: ignore[arg-type]
+            point_dim=args.point_dim,
+            dtype=dtypes,
+            device=args.device,
+            settings=settings,
+            properties=args.properties,
+            factory=args.target,
+        )
+    except EncoderPropertyError as failure:
+        path = _write_reproducer(failure, args.reproducer_dir)
+        print(getattr(failure, "report", ""))
+        print(f"\n{failure}")
+        print(f"\nreproducer written to {path}")
+        return EXIT_FAILED
+    except ValueError as error:  # point_dim unknown, bad device, ...
+        raise UsageError(str(error)) from error
+    print(report)
+    return EXIT_OK
+
+
+def _write_reproducer(failure: EncoderPropertyError, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    dtype = failure.dtype.removeprefix("torch.")
+    path = directory / f"{failure.property_name}_{dtype}.py"
+    path.write_text(failure.reproducer)
+    return path
 
 
 # -- lpim conventions ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,51 @@ def test_console_script_and_module_entry_points() -> None:
     for command in (["lpim", "conventions"], [sys.executable, "-m", "lpim", "conventions"]):
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0 and "key_padding_mask" in result.stdout
+
+
+# -- lpim check ------------------------------------------------------------------------------------
+
+
+def test_check_passes_the_reference_encoder(capsys: pytest.CaptureFixture[str]) -> None:
+    target = "lpim.encoder:PriorEncoder(d_model=16, nhead=2, num_layers=1, dim_feedforward=32)"
+    assert main(["check", target, "--dtype", "float32", "--max-examples", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "all properties hold" in out and "matches_unpadded" in out
+
+
+def test_check_fails_with_exit_1_and_writes_the_reproducer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = "tests.test_testing:MaskedMean(bug='slots')"
+    argv = ["check", target, "--dtype", "float64", "--reproducer-dir", str(tmp_path)]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "property 'matches_unpadded' failed" in out
+    written = tmp_path / "matches_unpadded_float64.py"
+    assert f"reproducer written to {written}" in out
+    root = str(Path(__file__).parent.parent)
+    env = {**os.environ, "PYTHONPATH": root}
+    result = subprocess.run([sys.executable, str(written)], capture_output=True, text=True, env=env)
+    assert result.returncode == 1 and "property 'matches_unpadded' failed" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_such_module_xyz:Encoder", "cannot import 'no_such_module_xyz'"),
+        ("lpim.encoder", "MODULE:FACTORY"),
+        ("lpim.encoder:NoSuchThing", "cannot build the encoder"),
+        ("lpim:__version__", "not a callable encoder"),
+    ],
+)
+def test_check_usage_errors_exit_2(
+    target: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", target]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_check_without_point_dim_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "torch:nn.Identity"]) == 2
+    assert "pass point_dim=D" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -197,8 +198,8 @@ def test_reproducer_fails_the_same_way_in_a_fresh_process(tmp_path: Path) -> Non
         [sys.executable, str(script)],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).parent,
-        env={"PYTHONPATH": str(Path(__file__).parent), "PATH": ""},
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
     )
     assert result.returncode == 1
     assert "EncoderPropertyError" in result.stderr
