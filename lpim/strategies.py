@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -94,32 +93,58 @@ def lane_batches(
     if not (coord_range > 0 and np.isfinite(coord_range)):
         raise InvalidArgument(f"coord_range must be positive and finite; got {coord_range!r}")
 
-    # The mask: one bit per slot (shrinking toward True: every slot real), then emptiness drawn
-    # per lane, per sample and per batch so that each case is common, then the layout.
-    real_bits = draw(arrays(np.bool_, (b, m, n), elements=st.booleans().map(operator.not_)))
-    lane_empty = draw(arrays(np.bool_, (b, m), elements=st.sampled_from(_EMPTY_LANE)))
-    sample_empty = draw(arrays(np.bool_, (b,), elements=st.sampled_from(_EMPTY_SAMPLE)))
-    batch_empty = draw(st.sampled_from(_EMPTY_BATCH))
-    if not empty_lanes:
-        lane_empty[:] = False
-        real_bits[..., 0] |= ~real_bits.any(axis=-1)  # every lane keeps at least one point
-    if not (empty_lanes and empty_samples):
-        sample_empty[:] = False
-    if not (empty_lanes and empty_samples and all_empty):
-        batch_empty = False
-    keep = ~lane_empty & ~sample_empty[:, None] & (not batch_empty)  # [B, M]
-    real_bits &= keep[..., None]
-    if empty_lanes and empty_samples and not all_empty and b * m * n and not real_bits.any():
-        real_bits[0, 0, 0] = True
+    # The mask, drawn so that it shrinks: per lane the number of padded slots (shrinking toward 0,
+    # every slot real) and whether the lane is drawn empty, per sample and per batch whether it
+    # is, so that each case is common; then the layout. Counts keep their meaning when the
+    # shrinker lowers N (one bit per slot would realign and lose the padded slot), and each
+    # lane's and each sample's draws are contiguous, so the shrinker can delete or reorder them
+    # as a block: a batch with padding shrinks to 1 sample, 1 lane, 1 point.
+    if not empty_lanes and n == 0 and b * m:
+        raise InvalidArgument(
+            "empty_lanes=False needs num_points >= 1 (a lane with no point slot is empty); "
+            f"drew num_points={n} with {b * m} lane(s)"
+        )
+    scattered = chosen_layout == "scattered"
+    lane = st.tuples(
+        st.integers(0, n if empty_lanes else max(n - 1, 0)),  # padded slots
+        st.sampled_from(_EMPTY_LANE) if empty_lanes else st.just(False),
+        # scattered: real points take the slots with the smallest keys, ties in slot order (so
+        # the keys shrink toward right padding)
+        st.lists(st.integers(0, n), min_size=n, max_size=n) if scattered else st.just(None),
+    )
+    sample = st.tuples(
+        st.sampled_from(_EMPTY_SAMPLE) if empty_lanes and empty_samples else st.just(False),
+        st.lists(lane, min_size=m, max_size=m),
+    )
+    samples = draw(st.lists(sample, min_size=b, max_size=b))
+    batch_empty = (
+        draw(st.sampled_from(_EMPTY_BATCH))
+        if empty_lanes and empty_samples and all_empty
+        else False
+    )
+    counts = np.zeros((b, m), dtype=np.int64)  # [B, M] real points per lane
+    keys = np.zeros((b, m, n), dtype=np.int64)  # [B, M, N] where scattered lanes put them
+    for i, (sample_empty, lanes) in enumerate(samples):
+        for j, (padded, lane_empty, lane_keys) in enumerate(lanes):
+            if not (batch_empty or sample_empty or lane_empty):
+                counts[i, j] = n - padded
+            if lane_keys is not None:
+                keys[i, j] = lane_keys
+    if empty_lanes and empty_samples and not all_empty and b * m * n and not counts.any():
+        counts[0, 0] = 1
     if empty_lanes and not empty_samples and m * n:
-        lonely = ~real_bits.any(axis=(1, 2))  # [B] samples left without a real lane
-        real_bits[lonely, 0, 0] = True
-    point_mask = _apply_layout(real_bits, chosen_layout)  # [B, M, N]
+        counts[~counts.any(axis=1), 0] = 1  # samples left without a real lane get one point
 
     # Real coordinates, bounded; padded slots get the garbage.
     coords = st.floats(-coord_range, coord_range, allow_nan=False, allow_infinity=False)
     real = draw(arrays(np.float64, (b, m, n, d), elements=coords))
-    junk = draw(arrays(np.float64, (b, m, n, d), elements=_garbage(chosen_garbage, chosen_dtype)))
+    garbage_values = _garbage_values(chosen_garbage, chosen_dtype)
+    junk = (
+        np.full((b, m, n, d), garbage_values[0])  # one possible value: nothing to draw
+        if len(garbage_values) == 1
+        else draw(arrays(np.float64, (b, m, n, d), elements=st.sampled_from(garbage_values)))
+    )
+    point_mask = _apply_layout(counts, n, chosen_layout, keys)  # [B, M, N]
     points = np.where(point_mask[..., None], real, junk)  # [B, M, N, D]
     return LaneBatch(
         torch.from_numpy(points).to(dtype=chosen_dtype, device=chosen_device),
@@ -178,23 +203,23 @@ def _value(knob: T | st.SearchStrategy[T]) -> st.SearchStrategy[T]:
     return knob if isinstance(knob, st.SearchStrategy) else st.just(knob)
 
 
-def _garbage(kind: str, dtype: torch.dtype) -> st.SearchStrategy[float]:
+def _garbage_values(kind: str, dtype: torch.dtype) -> list[float]:
     biggest = min(1e30, float(torch.finfo(dtype).max))
-    values = {
+    return {
         "zeros": [0.0],
         "large": [biggest, -biggest, 1e4, -3e4],
         "inf": [float("inf"), float("-inf")],
         "nan": [float("nan")],
     }[kind]
-    return st.sampled_from(values)
 
 
-def _apply_layout(real_bits: np.ndarray, layout: str) -> np.ndarray:
-    """Keep each lane's count of real points; place them first, last, or where drawn."""
-    if layout == "scattered":
-        return real_bits
-    n = real_bits.shape[-1]
-    counts = real_bits.sum(axis=-1, keepdims=True)  # [B, M, 1]
+def _apply_layout(counts: np.ndarray, n: int, layout: str, keys: np.ndarray) -> np.ndarray:
+    """``[B, M, N]`` mask with ``counts [B, M]`` real points per lane: first (``"right"``), last
+    (``"left"``), or on the slots whose ``keys [B, M, N]`` are smallest (``"scattered"``)."""
     slot = np.arange(n)
-    placed: np.ndarray = slot < counts if layout == "right" else slot >= n - counts
+    if layout == "scattered":
+        slot = np.argsort(np.argsort(keys, axis=-1, kind="stable"), axis=-1)  # rank of each slot
+    placed: np.ndarray = (
+        slot >= n - counts[..., None] if layout == "left" else slot < counts[..., None]
+    )
     return placed

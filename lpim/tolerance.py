@@ -91,6 +91,8 @@ class Tolerance:
         ``drift`` is ``max|y_s - y_64|``, the reference's own distance from float64 (0 when
         unknown or when ``dtype`` is float64).
         """
+        if not (math.isfinite(drift) and drift >= 0):
+            raise ValueError(f"drift must be a finite number >= 0; got {drift!r}")
         magnitude = expected.detach().to(torch.float64).abs()
         return OBSERVED_FACTOR * drift + self.atol + self.rtol * magnitude
 
@@ -104,10 +106,13 @@ class Tolerance:
         """
         a = actual.detach().to(torch.float64)
         e = expected.detach().to(torch.float64)
-        error = (a - e).abs()
         same = (a == e) | (a.isnan() & e.isnan())
-        error = torch.where(same, 0.0, torch.nan_to_num(error, nan=math.inf))
-        return error / self.allowed(e, drift)
+        finite = a.isfinite() & e.isfinite()
+        # Non-finite elements are decided before dividing: with ``expected`` inf or NaN the
+        # allowed error is inf or NaN, which would turn a mismatch into 0 or NaN (and a NaN
+        # ratio passes ``ratio.max() <= 1``, hiding every other element).
+        ratio = (a - e).abs() / self.allowed(torch.where(finite, e, 0.0), drift)
+        return torch.where(same, 0.0, torch.where(finite, ratio, math.inf))
 
 
 def tolerance(dtype: torch.dtype, reduction_length: int = 1, depth: int = 1) -> Tolerance:
