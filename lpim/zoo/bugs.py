@@ -507,12 +507,14 @@ class NanGradFromEmptyRows(EmptyLaneNanNeedWeights):
     ``-inf`` mask into the empty lane's keys, through the MLP, and through the parent's
     sanitising ``clean_points`` (``nan_to_num`` and ``clamp`` pass gradient through unchanged)
     into the padded input slots. Had ``clean_points`` selected with ``torch.where``, the NaN would
-    stop at the MLP's weights instead: NaN parameter gradients, as deadly for training but
-    invisible to input gradients. "NaN gradients from fully masked rows persist even if the rows
-    are dropped" (pytorch#41508).
+    stop at the parameters instead (the MLP's, the seed's, the pooling attention's): NaN parameter
+    gradients, as deadly for training but invisible to a check of input gradients alone. "NaN
+    gradients from fully masked rows persist even if the rows are dropped" (pytorch#41508).
 
     Caught by ``gradients_isolated`` only: outputs are finite and exact, padded values never
-    reach them, and lanes stay independent. Offending line::
+    reach them, and lanes stay independent. lpim's check reads parameter gradients before input
+    gradients, so its message names a parameter (``seed``); the padded points' gradients are NaN
+    too. Offending line::
 
         return torch.where(point_mask.any(dim=-1)[..., None], super().pool(...), 0)
     """
