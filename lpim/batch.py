@@ -117,7 +117,8 @@ class LaneBatch:
                 ``N-n..N-1``) or ``"scattered"`` (slots ``floor(i * N / n)``, spreading padding
                 between real points).
             point_dim: ``D`` when there is no lane to read it from (default 2).
-            dtype, device: of ``points``; default those of the first lane (else float32, CPU).
+            dtype: of ``points``; default that of the first lane (else float32).
+            device: of ``points`` and ``point_mask``; default that of the first lane (else CPU).
             fill: value written into padded slots.
 
         Returns:

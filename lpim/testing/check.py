@@ -146,7 +146,9 @@ def check_encoder(
             skipped, with the reason, where there is no CUDA.
         settings: Hypothesis settings (e.g. a profile's); default :data:`DEFAULT_SETTINGS`.
         properties: a subset of :data:`~lpim.testing.PROPERTIES` (default all).
-        batch_size, num_lanes, num_points: sizes of the drawn batches (ints or ranges).
+        batch_size: ``B`` of the drawn batches: an int or an inclusive ``(low, high)`` range.
+        num_lanes: ``M`` of the drawn batches: an int or a range.
+        num_points: ``N`` of the drawn batches: an int or a range.
         factory: ``"module:expression"`` that rebuilds the encoder, for the reproducer.
 
     Returns:

@@ -1,0 +1,194 @@
+"""Pictures of masks for the docs, drawn with matplotlib at build time and returned as inline SVG.
+
+Used by ``docs/conventions.md`` (markdown-exec blocks with ``html="true"``); ``scripts/`` is put on
+``sys.path`` by ``scripts/mkdocs_hooks.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.patches import Patch
+
+KEEP, DROP, QUERY, EMPTY = "#4c9be8", "#eeeeee", "#f4a340", "#ffffff"
+
+
+def svg(fig: plt.Figure) -> str:
+    """The figure as an inline ``<svg>`` element (no file on disk, nothing to go missing)."""
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buffer.getvalue()
+    return text[text.find("<svg") :]
+
+
+def _grid(
+    ax: plt.Axes,
+    values: torch.Tensor,
+    keep: torch.Tensor,
+    *,
+    query_tokens: int,
+    row_labels: list[str],
+    title: str,
+    fmt: str = "{}",
+) -> None:
+    rows, cols = values.shape
+    for r in range(rows):
+        for c in range(cols):
+            colour = KEEP if keep[r, c] else DROP
+            if c < query_tokens and keep[r, c]:
+                colour = QUERY
+            ax.add_patch(plt.Rectangle((c, rows - 1 - r), 1, 1, fc=colour, ec="#555555", lw=0.8))
+            value = values[r, c].item()
+            text = fmt.format(value) if not isinstance(value, bool) else ("T" if value else "F")
+            if isinstance(value, float) and math.isinf(value):
+                text = "-inf" if value < 0 else "inf"
+            ax.text(c + 0.5, rows - 0.5 - r, text, ha="center", va="center", fontsize=8)
+    ax.set_xlim(0, cols)
+    ax.set_ylim(0, rows)
+    ax.set_xticks([c + 0.5 for c in range(cols)])
+    ax.set_xticklabels(["q" if c < query_tokens else f"p{c - query_tokens}" for c in range(cols)])
+    ax.set_yticks([rows - 0.5 - r for r in range(rows)])
+    ax.set_yticklabels(row_labels, fontsize=8)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(length=0, labelsize=8)
+    for side in ax.spines.values():
+        side.set_visible(False)
+
+
+def _legend(fig: plt.Figure, query: bool = True) -> None:
+    handles = [Patch(fc=KEEP, ec="#555555", label="real point: attended")]
+    if query:
+        handles.append(Patch(fc=QUERY, ec="#555555", label="query token: never masked"))
+    handles.append(Patch(fc=DROP, ec="#555555", label="padded slot: masked"))
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=3,
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.08),
+    )
+
+
+def lane_labels(point_mask: torch.Tensor) -> list[str]:
+    """``"b0 m1"`` for each flattened lane of ``point_mask [B, M, N]``."""
+    B, M, _ = point_mask.shape
+    return [f"b{b} m{m}" for b in range(B) for m in range(M)]
+
+
+def draw_rows(
+    values: torch.Tensor,
+    keep: torch.Tensor,
+    point_mask: torch.Tensor,
+    *,
+    query_tokens: int,
+    title: str,
+    fmt: str = "{}",
+) -> str:
+    """One row per lane (``(B*M, S)``): key_padding_mask, sdpa, additive, attention_mask."""
+    fig, ax = plt.subplots(figsize=(0.55 * values.shape[1] + 1.2, 0.45 * values.shape[0] + 0.8))
+    _grid(
+        ax,
+        values,
+        keep,
+        query_tokens=query_tokens,
+        row_labels=lane_labels(point_mask),
+        title=title,
+        fmt=fmt,
+    )
+    _legend(fig, query=query_tokens > 0)
+    return svg(fig)
+
+
+def draw_point_mask(point_mask: torch.Tensor) -> str:
+    """``point_mask [B, M, N]`` as one grid per sample."""
+    B = point_mask.shape[0]
+    fig, axes = plt.subplots(1, B, figsize=(2.6 * B + 0.6, 0.45 * point_mask.shape[1] + 0.9))
+    axes = [axes] if B == 1 else list(axes)
+    for b, ax in enumerate(axes):
+        sample = point_mask[b]
+        _grid(
+            ax,
+            sample,
+            sample,
+            query_tokens=0,
+            row_labels=[f"m{m}" for m in range(sample.shape[0])],
+            title=f"point_mask[{b}]",
+        )
+    _legend(fig, query=False)
+    return svg(fig)
+
+
+def draw_attn_mask_3d(
+    attn_mask: torch.Tensor,
+    point_mask: torch.Tensor,
+    num_heads: int,
+    *,
+    query_tokens: int,
+    title: str,
+) -> str:
+    """``(B*M*H, L, S)`` as one ``L x S`` panel per row block, labelled with its lane and head."""
+    rows = attn_mask.shape[0]
+    labels = lane_labels(point_mask)
+    cols = num_heads
+    fig, axes = plt.subplots(rows // cols, cols, figsize=(2.3 * cols, 2.3 * rows // cols))
+    for r, ax in enumerate(axes.flat):
+        lane, head = divmod(r, num_heads)
+        block = attn_mask[r]
+        _grid(
+            ax,
+            block,
+            ~block,
+            query_tokens=query_tokens,
+            row_labels=[
+                "q" if i < query_tokens else f"p{i - query_tokens}" for i in range(block.shape[0])
+            ],
+            title=f"row {r}: {labels[lane]}, head {head}",
+        )
+    fig.suptitle(title, fontsize=10)
+    _legend(fig)
+    return svg(fig)
+
+
+def draw_packed(point_mask: torch.Tensor, cu_seqlens: torch.Tensor, *, query_tokens: int) -> str:
+    """Packed tokens ``[T]`` with each lane's segment and the ``cu_seqlens`` offsets."""
+    labels = lane_labels(point_mask)
+    total = int(cu_seqlens[-1])
+    fig, ax = plt.subplots(figsize=(0.55 * max(total, 4) + 1.0, 1.5))
+    palette = ["#4c9be8", "#7bc47f", "#c27bd1", "#e8734c", "#d1c27b"]
+    for lane in range(len(cu_seqlens) - 1):
+        start, end = int(cu_seqlens[lane]), int(cu_seqlens[lane + 1])
+        for t in range(start, end):
+            colour = QUERY if t - start < query_tokens else palette[lane % len(palette)]
+            ax.add_patch(plt.Rectangle((t, 0), 1, 1, fc=colour, ec="#555555", lw=0.8))
+            ax.text(t + 0.5, 0.5, str(t), ha="center", va="center", fontsize=8)
+        if end > start:
+            ax.text((start + end) / 2, 1.25, labels[lane], ha="center", fontsize=8)
+    for offset in cu_seqlens.tolist():
+        ax.axvline(offset, color="black", lw=1.5)
+        ax.text(offset, -0.45, str(offset), ha="center", fontsize=8)
+    ax.set_xlim(-0.2, max(total, 1) + 0.2)
+    ax.set_ylim(-0.7, 1.6)
+    ax.axis("off")
+    ax.set_title(f"packed tokens [T = {total}]; cu_seqlens = {cu_seqlens.tolist()}", fontsize=9)
+    return svg(fig)
+
+
+def draw_lengths(point_mask: torch.Tensor, lengths: torch.Tensor) -> str:
+    """``lengths (B*M,)`` as bars over the right-padded slots."""
+    labels = lane_labels(point_mask)
+    fig, ax = plt.subplots(figsize=(4.5, 0.45 * len(labels) + 0.8))
+    ax.barh(range(len(labels)), lengths.tolist(), color=KEEP, ec="#555555")
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("lengths: real tokens per lane (right padding only)", fontsize=8)
+    ax.set_xlim(0, point_mask.shape[-1] + 1)
+    for i, n in enumerate(lengths.tolist()):
+        ax.text(n + 0.1, i, str(n), va="center", fontsize=8)
+    return svg(fig)
