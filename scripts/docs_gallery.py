@@ -1,0 +1,116 @@
+"""The pitfalls gallery's sections, printed as Markdown by ``docs/pitfalls.md`` at build time.
+
+Each section shows a zoo bug's docstring (what is wrong, why people write it, what catches it),
+the source of the method(s) it overrides, and the real output of ``check_encoder`` on it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+import time
+
+import torch
+from hypothesis import Phase, settings
+
+from lpim.testing import DEFAULT_SETTINGS, EncoderPropertyError, check_encoder
+from lpim.zoo import BUGS
+
+#: The defaults, derandomized (the page shows the same thing on every build), with fewer
+#: examples and without the ``target`` and ``explain`` phases (they triple the build time and add
+#: nothing to the report shown).
+GALLERY_SETTINGS = settings(
+    DEFAULT_SETTINGS,
+    derandomize=True,
+    database=None,
+    max_examples=10,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+)
+#: Small batches: every bug in the zoo shows on them, and shrinking them is quick.
+GALLERY_SIZES = {"batch_size": (1, 2), "num_lanes": (1, 4), "num_points": (1, 6)}
+
+
+def rst_to_markdown(docstring: str) -> str:
+    """Turn the reST literals of the zoo's docstrings (````x````, ``::`` blocks) into Markdown."""
+    text = inspect.cleandoc(docstring).replace("``", "`")
+    out: list[str] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.rstrip().endswith("::"):
+            out.append(line.rstrip()[:-1])
+            block: list[str] = []
+            i += 1
+            while i < len(lines) and (not lines[i].strip() or lines[i].startswith("    ")):
+                block.append(lines[i])
+                i += 1
+            out += ["", "```python", textwrap.dedent("\n".join(block)).strip("\n"), "```", ""]
+            continue
+        out.append(line)
+        i += 1
+    return "\n".join(out)
+
+
+def overridden_source(cls: type) -> str:
+    """Source of the methods ``cls`` defines itself: the override that is the bug."""
+    parts = [
+        inspect.getsource(member)
+        for name, member in vars(cls).items()
+        if inspect.isfunction(member) and not name.startswith("__")
+    ]
+    return textwrap.dedent("\n".join(parts)).rstrip()
+
+
+def check_output(name: str) -> tuple[str, str, str]:
+    """``(report, message, reproducer)`` of ``check_encoder`` on zoo bug ``name``."""
+    entry = BUGS[name]
+    dtype = torch.float16 if name == "fill_minus_1e9_fp16" else torch.float64
+    encoder = entry.factory()
+    try:
+        report = check_encoder(encoder, dtype=dtype, settings=GALLERY_SETTINGS, **GALLERY_SIZES)
+    except EncoderPropertyError as failure:
+        if failure.property_name != entry.caught_by:
+            raise AssertionError(
+                f"{name}: the zoo says {entry.caught_by} catches it, the check said "
+                f"{failure.property_name}"
+            ) from failure
+        message = str(failure).split("  reproducer (paste")[0].rstrip()
+        return str(failure.report), message, failure.reproducer  # type: ignore[attr-defined]
+    if torch.cuda.is_available() or entry.caught_by != "devices_agree":
+        raise AssertionError(f"{name}: check_encoder passed, but {entry.caught_by} should fail")
+    return str(report), "", ""
+
+
+#: The bugs shown so far, so that the page can check it shows every one.
+SHOWN: list[str] = []
+
+
+def section(name: str) -> None:
+    """Print the Markdown body of one gallery section."""
+    SHOWN.append(name)
+    entry = BUGS[name]
+    cls = type(entry.factory())
+    started = time.perf_counter()
+    report, message, reproducer = check_output(name)
+    seconds = time.perf_counter() - started
+    dtype = "float16" if name == "fill_minus_1e9_fp16" else "float64"
+    print(f"**{entry.summary}.** Bug class `{entry.bug_class}`; caught by `{entry.caught_by}`.\n")
+    print(rst_to_markdown(cls.__doc__ or ""))
+    print(f"\nThe override (`lpim.zoo.bugs.{cls.__name__}`):\n")
+    print(f"```python\n{overridden_source(cls)}\n```\n")
+    print(
+        f"`check_encoder(BUGS[{name!r}].factory(), dtype=torch.{dtype}, ...)` at build time "
+        f"({seconds:.1f} s):\n"
+    )
+    print(f"```text\n{report}\n```\n")
+    if message:
+        print(f"```text\n{message}\n```\n")
+        body = textwrap.indent(f"```python\n{reproducer.rstrip()}\n```", "    ")
+        print(f'??? example "The reproducer it prints"\n\n{body}\n')
+    else:
+        print(
+            "On this machine there is no GPU, so `devices_agree` is skipped (the row says why) "
+            "and the check passes: this bug only shows where CUDA runs. See "
+            "[Run the checks on a GPU](howto/gpu.md).\n"
+        )
