@@ -159,11 +159,13 @@ def _cuda_missing(name: str) -> str:
     return ""
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def lpim_device(request: pytest.FixtureRequest) -> torch.device:
     """The device to test on: one test per ``--lpim-device`` value (default ``cpu``).
 
-    A CUDA device that is not available skips the test with the reason.
+    A CUDA device that is not available skips the test with the reason. Session-scoped, so it
+    can be used inside a Hypothesis ``@given`` test without tripping the
+    ``function_scoped_fixture`` health check.
     """
     import torch
 
@@ -197,7 +199,7 @@ def profile_settings() -> Settings:
     return Settings()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def lpim_check(lpim_device: torch.device) -> Callable[..., CheckReport]:
     """``lpim_check(encoder_or_factory, **kwargs)``: :func:`~lpim.testing.check_encoder`, here.
 

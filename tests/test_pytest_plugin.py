@@ -10,8 +10,6 @@ from hypothesis import settings
 
 from lpim.profiles import PROFILES
 
-pytest_plugins = ["pytester"]
-
 HAS_CUDA = torch.cuda.is_available()
 
 PROFILE_PROBE = """
