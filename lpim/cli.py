@@ -2,6 +2,7 @@
 
 Subcommands:
     ``lpim check [MODULE:FACTORY]``  every property on an encoder (default: the reference encoder)
+    ``lpim diagnose MASK.pt --point-mask POINT_MASK.pt``  name the convention or mistake of a mask
     ``lpim conventions``  the mask conventions table (name, shape, dtype, meaning, used by, call)
     ``lpim vendor DEST``  copy the reference encoder into your tree, checked to import on its own
 
@@ -17,14 +18,22 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from hypothesis import settings as Settings
 
 import lpim
 from lpim import encoder as reference_encoder
-from lpim.masks import CONVENTIONS
-from lpim.testing import DEFAULT_SETTINGS, PROPERTIES, EncoderPropertyError, check_encoder
+from lpim.masks import CONVENTIONS, diagnose
+from lpim.profiles import PROFILES, register_profiles
+from lpim.testing import (
+    DEFAULT_SETTINGS,
+    PROPERTIES,
+    EncoderPropertyError,
+    PropertyResult,
+    check_encoder,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -82,9 +91,19 @@ def _parser() -> argparse.ArgumentParser:
         help="check only this property (repeatable)",
     )
     check.add_argument("--point-dim", type=int, help="coordinates per point, if not encoder.in_dim")
-    check.add_argument("--device", default="cpu", help="device to run on (default cpu)")
     check.add_argument(
-        "--max-examples", type=int, default=None, help="Hypothesis examples per property"
+        "--device", default="cpu", help="device to run on: cpu, cuda or cuda:N (default cpu)"
+    )
+    check.add_argument(
+        "--profile",
+        help=f"Hypothesis settings profile ({', '.join(PROFILES)}, or one you registered); "
+        "default: lpim check's own (15 examples a property)",
+    )
+    check.add_argument(
+        "--max-examples",
+        type=int,
+        default=None,
+        help="Hypothesis examples per property (overrides the profile's)",
     )
     check.add_argument(
         "--reproducer-dir",
@@ -93,6 +112,25 @@ def _parser() -> argparse.ArgumentParser:
         help="where a failure's reproducer is written (default ./lpim-reproducers)",
     )
     check.set_defaults(run=_check)
+
+    diagnose_ = commands.add_parser(
+        "diagnose",
+        help="say which convention a saved mask follows, or which known mistake it is",
+        description="Exit status: 0 the mask follows a convention and agrees with the points, "
+        "1 it is a known mistake or unrecognised, 2 usage error.",
+    )
+    diagnose_.add_argument("mask", type=Path, help="a mask saved with torch.save")
+    diagnose_.add_argument(
+        "--point-mask",
+        type=Path,
+        required=True,
+        help="the batch's point_mask [B, M, N] (bool, True = real point), saved with torch.save",
+    )
+    diagnose_.add_argument("--num-heads", type=int, help="attention heads (for 3D masks)")
+    diagnose_.add_argument(
+        "--query-tokens", type=int, default=0, help="tokens prepended to each lane (default 0)"
+    )
+    diagnose_.set_defaults(run=_diagnose)
 
     conventions = commands.add_parser(
         "conventions", help="print every mask convention: shape, dtype, meaning, who uses it"
@@ -113,7 +151,10 @@ def _parser() -> argparse.ArgumentParser:
 
 # -- lpim check ---------------------------------------------------------------------------------
 
-DEFAULT_TARGET = "lpim.encoder:PriorEncoder"
+# The reference encoder with its 8 heads and its structure, narrower and shallower than the
+# realistic defaults so that a first check takes seconds: mask bugs do not depend on width.
+# `lpim check lpim.encoder:PriorEncoder` checks the realistic configuration.
+DEFAULT_TARGET = "lpim.encoder:PriorEncoder(d_model=64, dim_feedforward=128, num_layers=2)"
 DTYPES = {
     "float64": torch.float64,
     "float32": torch.float32,
@@ -154,32 +195,95 @@ def _check(args: argparse.Namespace) -> int:
     encoder = load_target(args.target)
     if isinstance(encoder, torch.nn.Module):
         encoder.eval()
-    settings = DEFAULT_SETTINGS
-    if args.max_examples is not None:
-        if args.max_examples < 1:
-            raise UsageError(f"--max-examples must be at least 1; got {args.max_examples}")
-        settings = Settings(DEFAULT_SETTINGS, max_examples=args.max_examples)
+    settings = _settings(args.profile, args.max_examples)
+    device = _device(args.device)
     dtypes = [DTYPES[name] for name in args.dtype] if args.dtype else None
+    live = _Progress(sys.stdout)
     try:
         report = check_encoder(
             encoder,  # type: ignore[arg-type]
             point_dim=args.point_dim,
             dtype=dtypes,
-            device=args.device,
+            device=device,
             settings=settings,
             properties=args.properties,
             factory=args.target,
+            progress=live,
         )
     except EncoderPropertyError as failure:
         path = _write_reproducer(failure, args.reproducer_dir)
+        print()
         print(getattr(failure, "report", ""))
         print(f"\n{failure}")
         print(f"\nreproducer written to {path}")
         return EXIT_FAILED
-    except ValueError as error:  # point_dim unknown, bad device, ...
+    except ValueError as error:  # point_dim unknown, ...
         raise UsageError(str(error)) from error
+    print()
     print(report)
     return EXIT_OK
+
+
+def _settings(profile: str | None, max_examples: int | None) -> Settings:
+    settings = DEFAULT_SETTINGS
+    if profile is not None:
+        register_profiles()
+        try:
+            settings = Settings.get_profile(profile)
+        except Exception as error:  # Hypothesis raises InvalidArgument for an unknown name
+            raise UsageError(
+                f"unknown Hypothesis profile {profile!r}; lpim's are {', '.join(PROFILES)}"
+            ) from error
+    if max_examples is not None:
+        if max_examples < 1:
+            raise UsageError(f"--max-examples must be at least 1; got {max_examples}")
+        settings = Settings(settings, max_examples=max_examples)
+    return settings
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise UsageError(f"--device: expected cpu, cuda or cuda:N; got {name!r}") from error
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device: expected cpu, cuda or cuda:N; got {name!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"--device {name}: torch.cuda.is_available() is False (torch {torch.__version__}"
+                f"{', a CPU-only build' if torch.version.cuda is None else ''})"
+            )
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    return device
+
+
+class _Progress:
+    """``lpim check``'s live display: a line per property and dtype as it finishes.
+
+    On a terminal the running property is shown on the line being written and replaced by its
+    result; elsewhere (a log, CI) only finished lines are printed.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+
+    def __call__(self, name: str, dtype: torch.dtype, result: PropertyResult | None) -> None:
+        label = f"  {name:<20} {str(dtype).removeprefix('torch.'):<9}"
+        if result is None:
+            if self.live:
+                self.stream.write(f"{label} running...\r")
+                self.stream.flush()
+            return
+        detail = f"error/allowed {result.max_error_ratio:.3g}" if result.verdict == "pass" else ""
+        line = f"{label} {result.verdict:<11} {result.examples:>4} examples {result.seconds:6.2f}s"
+        clear_rest = "\x1b[K" if self.live else ""  # wipe what "running..." left on the line
+        self.stream.write(f"{line}  {detail or result.note[:60]}".rstrip() + clear_rest + "\n")
+        self.stream.flush()
 
 
 def _write_reproducer(failure: EncoderPropertyError, directory: Path) -> Path:
@@ -188,6 +292,45 @@ def _write_reproducer(failure: EncoderPropertyError, directory: Path) -> Path:
     path = directory / f"{failure.property_name}_{dtype}.py"
     path.write_text(failure.reproducer)
     return path
+
+
+# -- lpim diagnose ------------------------------------------------------------------------------
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    mask = _load_tensor(args.mask, "MASK")
+    point_mask = _load_tensor(args.point_mask, "--point-mask")
+    if args.num_heads is not None and args.num_heads < 1:
+        raise UsageError(f"--num-heads must be at least 1; got {args.num_heads}")
+    if args.query_tokens < 0:
+        raise UsageError(f"--query-tokens must be at least 0; got {args.query_tokens}")
+    try:
+        diagnosis = diagnose(
+            mask, point_mask, num_heads=args.num_heads, query_tokens=args.query_tokens
+        )
+    except ValueError as error:  # point_mask itself malformed: a usage problem, said in one line
+        raise UsageError(str(error).splitlines()[0]) from error
+    print(diagnosis)
+    return EXIT_OK if diagnosis.ok else EXIT_FAILED
+
+
+def _load_tensor(path: Path, what: str) -> torch.Tensor:
+    if not path.is_file():
+        raise UsageError(f"{what}: no such file {str(path)!r}")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a torch file, or pickled objects beyond tensors
+        first_line = next((line for line in str(error).splitlines() if line.strip()), "")
+        raise UsageError(
+            f"{what}: cannot read {str(path)!r} with torch.load(weights_only=True): "
+            f"{type(error).__name__}: {first_line}"
+        ) from error
+    if not isinstance(loaded, torch.Tensor):
+        raise UsageError(
+            f"{what}: {str(path)!r} holds a {type(loaded).__name__}, expected one tensor "
+            "saved with torch.save(tensor, path)"
+        )
+    return loaded
 
 
 # -- lpim conventions ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lpim import masks
 from lpim.cli import main
@@ -117,3 +118,90 @@ def test_check_usage_errors_exit_2(
 def test_check_without_point_dim_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "torch:nn.Identity"]) == 2
     assert "pass point_dim=D" in capsys.readouterr().err
+
+
+def test_check_shows_progress_per_property_and_takes_a_profile(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    target = "lpim.encoder:PriorEncoder(d_model=16, nhead=2, num_layers=1, dim_feedforward=32)"
+    argv = ["check", target, "--dtype", "float32", "--profile", "lpim-dev"]
+    argv += ["--property", "finite", "--property", "matches_unpadded"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    progress = [line.split() for line in lines if line.startswith("  ")]
+    # one finished line per property, before the table; lpim-dev runs 10 examples each
+    assert [row[:4] for row in progress] == [
+        ["finite", "float32", "pass", "10"],
+        ["matches_unpadded", "float32", "pass", "10"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--profile", "no-such-profile"], "unknown Hypothesis profile 'no-such-profile'"),
+        (["--device", "tpu"], "--device: expected cpu, cuda or cuda:N; got 'tpu'"),
+        (["--max-examples", "0"], "--max-examples must be at least 1"),
+    ],
+)
+def test_check_bad_options_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is missing")
+def test_check_on_missing_cuda_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--device", "cuda"]) == 2
+    assert "torch.cuda.is_available() is False" in capsys.readouterr().err
+
+
+# -- lpim diagnose ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def seed_point_mask(tmp_path: Path) -> Path:
+    generator = torch.Generator().manual_seed(0)
+    point_mask = torch.rand(2, 3, 4, generator=generator) > 0.4  # [B, M, N], True = real
+    point_mask[0, 0] = True
+    path = tmp_path / "point_mask.pt"
+    torch.save(point_mask, path)
+    return path
+
+
+def test_diagnose_accepts_a_right_mask_and_names_a_mistake(
+    tmp_path: Path, seed_point_mask: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    point_mask = torch.load(seed_point_mask)
+    right = masks.to_attn_mask_3d(point_mask, num_heads=4, query_tokens=1)
+    kpm = masks.to_key_padding_mask(point_mask, query_tokens=1)  # (B*M, 1 + N)
+    wrong = kpm[:, None, :].expand(-1, 5, -1).repeat(4, 1, 1)  # head-major: the `repeat` "fix"
+    torch.save(right, tmp_path / "right.pt")
+    torch.save(wrong, tmp_path / "wrong.pt")
+    common = ["--point-mask", str(seed_point_mask), "--num-heads", "4", "--query-tokens", "1"]
+
+    assert main(["diagnose", str(tmp_path / "right.pt"), *common]) == 0
+    assert "attn_mask_3d" in capsys.readouterr().out
+
+    assert main(["diagnose", str(tmp_path / "wrong.pt"), *common]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("head_major_order") and "repeat_interleave" in out
+
+
+def test_diagnose_usage_errors_exit_2(
+    tmp_path: Path, seed_point_mask: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_tensor = tmp_path / "dict.pt"
+    torch.save({"mask": torch.ones(2)}, not_tensor)
+    text = tmp_path / "notes.pt"
+    text.write_text("not a torch file")
+    for mask_path, message in [
+        (tmp_path / "missing.pt", "no such file"),
+        (not_tensor, "holds a dict, expected one tensor"),
+        (text, "cannot read"),
+    ]:
+        assert main(["diagnose", str(mask_path), "--point-mask", str(seed_point_mask)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err

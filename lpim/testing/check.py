@@ -133,6 +133,7 @@ def check_encoder(
     num_lanes: int | tuple[int, int] = (1, 6),
     num_points: int | tuple[int, int] = (1, 8),
     factory: str | None = None,
+    progress: Callable[[str, torch.dtype, PropertyResult | None], None] | None = None,
 ) -> CheckReport:
     """Check every property on ``encoder`` and return a report; raise on the first failure.
 
@@ -150,6 +151,9 @@ def check_encoder(
         num_lanes: ``M`` of the drawn batches: an int or a range.
         num_points: ``N`` of the drawn batches: an int or a range.
         factory: ``"module:expression"`` that rebuilds the encoder, for the reproducer.
+        progress: called as ``progress(property_name, dtype, None)`` when a property starts and
+            ``progress(property_name, dtype, result)`` when it ends (a failure too, before the
+            error is raised): a live display, such as ``lpim check``'s.
 
     Returns:
         A :class:`CheckReport` when every property holds.
@@ -173,10 +177,15 @@ def check_encoder(
         unsupported = _unsupported(subject, dim)
         for name in names:
             if unsupported:
-                report.results.append(
-                    PropertyResult(name, checked_dtype, "unsupported", 0, 0.0, 0.0, unsupported)
+                result = PropertyResult(
+                    name, checked_dtype, "unsupported", 0, 0.0, 0.0, unsupported
                 )
+                report.results.append(result)
+                if progress is not None:
+                    progress(name, checked_dtype, result)
                 continue
+            if progress is not None:
+                progress(name, checked_dtype, None)
             strategy = lane_batches(
                 batch_size=batch_size,
                 num_lanes=num_lanes,
@@ -186,8 +195,23 @@ def check_encoder(
                 dtype=checked_dtype,
                 device=target,
             )
-            result = _run_property(name, subject, strategy, run_settings, report, encoder, factory)
+            try:
+                result = _run_property(
+                    name, subject, strategy, run_settings, report, encoder, factory
+                )
+            except EncoderPropertyError:
+                last = report.results[-1] if report.results else None
+                if (
+                    progress is not None
+                    and last is not None
+                    and last.property_name == name
+                    and last.dtype == checked_dtype
+                ):
+                    progress(name, checked_dtype, last)
+                raise
             report.results.append(result)
+            if progress is not None:
+                progress(name, checked_dtype, result)
     return report
 
 

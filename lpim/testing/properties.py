@@ -534,7 +534,12 @@ def assert_devices_agree(
     if target.type == "cuda" and not torch.cuda.is_available():
         raise unittest.SkipTest(
             "devices_agree needs a CUDA device: torch.cuda.is_available() is False "
-            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda})"
+            f"(torch {torch.__version__}"
+            + (
+                ", a CPU-only build)"
+                if torch.version.cuda is None
+                else f", CUDA {torch.version.cuda})"
+            )
         )
     cpu_batch = batch.to(device="cpu")
     subject = Subject.of(encoder, cpu_batch)

@@ -1,0 +1,253 @@
+"""lpim's pytest plugin: Hypothesis profiles, a device option and fixture, a one-line check.
+
+Installing lpim is enough: the plugin is registered under pytest's ``pytest11`` entry point.
+
+- Profiles ``lpim-dev``, ``lpim-ci`` and ``lpim-thorough`` (:mod:`lpim.profiles`) are registered
+  when pytest starts; pick one with Hypothesis' own ``--hypothesis-profile lpim-ci``.
+- ``--lpim-device DEVICE`` (repeatable; ``cpu``, ``cuda``, ``cuda:1`` or ``all`` = CPU and every
+  visible CUDA device; default ``cpu``) chooses the devices of the ``lpim_device`` fixture.
+- ``lpim_device``: a :class:`torch.device`, one test per chosen device. A CUDA device that is not
+  there skips its test with the reason (no CUDA build, no GPU visible, or too few GPUs).
+- ``lpim_check``: ``lpim_check(encoder_or_factory, **kwargs)`` runs
+  :func:`lpim.testing.check_encoder` on ``lpim_device`` with the loaded profile's settings and
+  returns the :class:`~lpim.testing.CheckReport`; a failed property fails the test with the
+  shrunk example and the reproducer in pytest's report.
+
+Example (``test_my_encoder.py``)::
+
+    from my_package.model import build_encoder
+
+    def test_my_encoder_masks_padding(lpim_check):
+        lpim_check(build_encoder)
+
+run with ``pytest --hypothesis-profile lpim-ci --lpim-device all``.
+
+torch is imported only when a fixture is used, so the plugin costs nothing in a project that
+does not use it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from hypothesis import settings as Settings
+
+from lpim.profiles import PROFILES, register_profiles
+
+if TYPE_CHECKING:
+    import torch
+
+    from lpim.testing import CheckReport
+
+__all__ = [
+    "DEVICE_OPTION",
+    "PROFILES",
+    "lpim_check",
+    "lpim_device",
+    "profile_settings",
+    "resolve_devices",
+]
+
+DEVICE_OPTION = "--lpim-device"
+
+# Registered at import, before any plugin's pytest_configure: Hypothesis' own plugin loads the
+# profile named by --hypothesis-profile in its pytest_configure, and must find ours there.
+register_profiles()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lpim", "lpim: padding-mask checks for lane encoders")
+    group.addoption(
+        DEVICE_OPTION,
+        action="append",
+        dest="lpim_devices",
+        metavar="DEVICE",
+        help="device for the lpim_device fixture: cpu, cuda, cuda:N, or all (CPU and every "
+        "visible CUDA device); repeatable; default cpu",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register_profiles()  # again, in case a conftest reset Hypothesis' profiles
+    config.addinivalue_line(
+        "markers", "lpim_cuda: the test was parametrized with a CUDA device by --lpim-device"
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    devices = ", ".join(resolve_devices(config.getoption("lpim_devices")))
+    return f"lpim: devices {devices}; hypothesis profile {_profile_name()}"
+
+
+def resolve_devices(requested: list[str] | None) -> list[str]:
+    """The device names ``--lpim-device`` values stand for, in order, without duplicates.
+
+    ``all`` becomes ``cpu`` plus ``cuda:0`` .. ``cuda:{n-1}`` for the visible CUDA devices, or
+    ``cpu`` and ``cuda`` where none is visible (so that the CUDA test is reported as skipped,
+    with its reason, instead of vanishing).
+
+    Raises:
+        pytest.UsageError: a value that is not ``cpu``, ``cuda``, ``cuda:N`` or ``all``.
+    """
+    names: list[str] = []
+    for value in requested or ["cpu"]:
+        value = value.strip().lower()
+        if value == "all":
+            expanded = ["cpu", *_visible_cuda_devices()]
+        elif value == "cpu" or value == "cuda" or _is_cuda_index(value):
+            expanded = [value]
+        else:
+            raise pytest.UsageError(
+                f"{DEVICE_OPTION}: expected cpu, cuda, cuda:N or all; got {value!r}"
+            )
+        names += [name for name in expanded if name not in names]
+    return names
+
+
+def _is_cuda_index(value: str) -> bool:
+    prefix, colon, index = value.partition(":")
+    return prefix == "cuda" and colon == ":" and index.isdigit()
+
+
+def _visible_cuda_devices() -> list[str]:
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{i}" for i in range(count)] or ["cuda"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "lpim_device" not in metafunc.fixturenames:
+        return
+    names = resolve_devices(metafunc.config.getoption("lpim_devices"))
+    metafunc.parametrize(
+        "lpim_device",
+        [
+            pytest.param(name, marks=[pytest.mark.lpim_cuda] if name != "cpu" else [])
+            for name in names
+        ],
+        ids=names,
+        indirect=True,
+    )
+
+
+def _cuda_missing(name: str) -> str:
+    """Why CUDA device ``name`` cannot be used here ('' if it can)."""
+    import torch
+
+    if torch.version.cuda is None:
+        return (
+            f"{name} requested by {DEVICE_OPTION}, but this torch ({torch.__version__}) is a "
+            "CPU-only build"
+        )
+    if not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        hint = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+        return (
+            f"{name} requested by {DEVICE_OPTION}, but torch.cuda.is_available() is False: "
+            f"no GPU visible{hint}"
+        )
+    index = torch.device(name).index or 0
+    if index >= torch.cuda.device_count():
+        return (
+            f"{name} requested by {DEVICE_OPTION}, but only {torch.cuda.device_count()} CUDA "
+            "device(s) are visible"
+        )
+    return ""
+
+
+@pytest.fixture(scope="session")
+def lpim_device(request: pytest.FixtureRequest) -> torch.device:
+    """The device to test on: one test per ``--lpim-device`` value (default ``cpu``).
+
+    A CUDA device that is not available skips the test with the reason. Session-scoped, so it
+    can be used inside a Hypothesis ``@given`` test without tripping the
+    ``function_scoped_fixture`` health check.
+    """
+    import torch
+
+    name: str = getattr(request, "param", "cpu")
+    if name != "cpu":
+        missing = _cuda_missing(name)
+        if missing:
+            pytest.skip(missing)
+    return torch.device(name)
+
+
+def _profile_name() -> str:
+    current: Callable[[], str] | None = getattr(Settings, "get_current_profile_name", None)
+    return current() if current is not None else "unknown"
+
+
+def profile_settings() -> Settings:
+    """The settings ``lpim_check`` runs with.
+
+    The profile loaded with ``--hypothesis-profile`` (or ``settings.load_profile``) when it is
+    one you chose; when Hypothesis is on a profile it picked by itself (``default``, or ``ci``,
+    which it loads when it sees a CI environment variable), ``lpim-dev`` or, in CI, ``lpim-ci``:
+    Hypothesis' defaults of 100 examples, for every property at four dtypes, are slower than a
+    unit test should be.
+    """
+    name = _profile_name()
+    if name == "default":
+        return Settings.get_profile("lpim-dev")
+    if name == "ci":
+        return Settings.get_profile("lpim-ci")
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def lpim_check(lpim_device: torch.device) -> Callable[..., CheckReport]:
+    """``lpim_check(encoder_or_factory, **kwargs)``: :func:`~lpim.testing.check_encoder`, here.
+
+    ``encoder_or_factory`` is an encoder (anything following the encoder protocol) or a
+    zero-argument callable that builds one (a class or a factory function; told apart from an
+    encoder by not being an ``nn.Module`` and taking no arguments). It runs on ``lpim_device``
+    with the loaded Hypothesis profile's settings (see :func:`profile_settings`); ``kwargs`` go
+    to ``check_encoder`` (``dtype=``, ``point_dim=``, ``properties=``, ``settings=``, ...) and
+    override those defaults. Returns the report; a failed property raises
+    :class:`~lpim.testing.EncoderPropertyError`, which fails the test with the shrunk example
+    and the reproducer.
+    """
+    from lpim.testing import check_encoder
+
+    def run(encoder_or_factory: Any, **kwargs: Any) -> CheckReport:
+        encoder = _build(encoder_or_factory)
+        kwargs.setdefault("device", lpim_device)
+        kwargs.setdefault("settings", profile_settings())
+        if "factory" not in kwargs and callable(encoder_or_factory):
+            kwargs["factory"] = _factory_path(encoder_or_factory)
+        return check_encoder(encoder, **kwargs)
+
+    return run
+
+
+def _build(encoder_or_factory: Any) -> Any:
+    import inspect
+
+    import torch
+
+    if isinstance(encoder_or_factory, torch.nn.Module) or not callable(encoder_or_factory):
+        return encoder_or_factory
+    try:
+        signature = inspect.signature(encoder_or_factory)
+    except (TypeError, ValueError):  # a builtin or C callable: treat it as the encoder
+        return encoder_or_factory
+    required = [
+        p
+        for p in signature.parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    return encoder_or_factory() if not required else encoder_or_factory
+
+
+def _factory_path(factory: Any) -> str | None:
+    """``module:qualname`` for a factory defined at a module's top level, for the reproducer."""
+    module = getattr(factory, "__module__", None)
+    qualname = getattr(factory, "__qualname__", "")
+    if not module or not qualname or "<" in qualname:
+        return None
+    return f"{module}:{qualname}"
