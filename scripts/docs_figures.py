@@ -19,7 +19,9 @@ KEEP, DROP, QUERY, EMPTY = "#4c9be8", "#eeeeee", "#f4a340", "#ffffff"
 def svg(fig: plt.Figure) -> str:
     """The figure as an inline ``<svg>`` element (no file on disk, nothing to go missing)."""
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    # No date in the metadata and fixed element ids: the same page on every build.
+    with plt.rc_context({"svg.hashsalt": "lpim"}):
+        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buffer.getvalue()
     return text[text.find("<svg") :]

@@ -86,8 +86,9 @@ def check_output(name: str) -> tuple[str, str, str]:
 SHOWN: list[str] = []
 
 
-def section(name: str) -> None:
-    """Print the Markdown body of one gallery section."""
+def section(name: str) -> str:
+    """The Markdown body of one gallery section (the page prints it: markdown-exec captures the
+    page's ``print``, not this module's)."""
     SHOWN.append(name)
     entry = BUGS[name]
     cls = type(entry.factory())
@@ -95,22 +96,26 @@ def section(name: str) -> None:
     report, message, reproducer = check_output(name)
     seconds = time.perf_counter() - started
     dtype = "float16" if name == "fill_minus_1e9_fp16" else "float64"
-    print(f"**{entry.summary}.** Bug class `{entry.bug_class}`; caught by `{entry.caught_by}`.\n")
-    print(rst_to_markdown(cls.__doc__ or ""))
-    print(f"\nThe override (`lpim.zoo.bugs.{cls.__name__}`):\n")
-    print(f"```python\n{overridden_source(cls)}\n```\n")
-    print(
+    out: list[str] = []
+    out.append(
+        f"**{entry.summary}.** Bug class `{entry.bug_class}`; caught by `{entry.caught_by}`.\n"
+    )
+    out.append(rst_to_markdown(cls.__doc__ or ""))
+    out.append(f"\nThe override (`lpim.zoo.bugs.{cls.__name__}`):\n")
+    out.append(f"```python\n{overridden_source(cls)}\n```\n")
+    out.append(
         f"`check_encoder(BUGS[{name!r}].factory(), dtype=torch.{dtype}, ...)` at build time "
         f"({seconds:.1f} s):\n"
     )
-    print(f"```text\n{report}\n```\n")
+    out.append(f"```text\n{report}\n```\n")
     if message:
-        print(f"```text\n{message}\n```\n")
+        out.append(f"```text\n{message}\n```\n")
         body = textwrap.indent(f"```python\n{reproducer.rstrip()}\n```", "    ")
-        print(f'??? example "The reproducer it prints"\n\n{body}\n')
+        out.append(f'??? example "The reproducer it prints"\n\n{body}\n')
     else:
-        print(
+        out.append(
             "On this machine there is no GPU, so `devices_agree` is skipped (the row says why) "
             "and the check passes: this bug only shows where CUDA runs. See "
             "[Run the checks on a GPU](howto/gpu.md).\n"
         )
+    return "\n".join(out)

@@ -11,8 +11,10 @@ for all of them:
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +28,19 @@ def on_startup(**kwargs: Any) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+_log = logging.getLogger("mkdocs.hooks.lpim")
+_started: dict[str, float] = {}
+
+
+def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
+    _started[page.file.src_uri] = time.perf_counter()
+    return markdown
+
+
+def on_page_content(html: str, page: Any, **kwargs: Any) -> str:
+    """Log how long each page's executed blocks took, to keep the build time in view."""
+    seconds = time.perf_counter() - _started.pop(page.file.src_uri, time.perf_counter())
+    _log.info("page %s rendered in %.1f s", page.file.src_uri, seconds)
+    return html
