@@ -138,7 +138,9 @@ def draw_attn_mask_3d(
     rows = attn_mask.shape[0]
     labels = lane_labels(point_mask)
     cols = num_heads
-    fig, axes = plt.subplots(rows // cols, cols, figsize=(2.3 * cols, 2.3 * rows // cols))
+    fig, axes = plt.subplots(
+        rows // cols, cols, figsize=(2.4 * cols, 2.7 * rows // cols), layout="constrained"
+    )
     for r, ax in enumerate(axes.flat):
         lane, head = divmod(r, num_heads)
         block = attn_mask[r]

@@ -97,9 +97,8 @@ def section(name: str) -> str:
     seconds = time.perf_counter() - started
     dtype = "float16" if name == "fill_minus_1e9_fp16" else "float64"
     out: list[str] = []
-    out.append(
-        f"**{entry.summary}.** Bug class `{entry.bug_class}`; caught by `{entry.caught_by}`.\n"
-    )
+    summary = entry.summary.replace("*", "\\*")  # B*M is not emphasis
+    out.append(f"**{summary}.** Bug class `{entry.bug_class}`; caught by `{entry.caught_by}`.\n")
     out.append(rst_to_markdown(cls.__doc__ or ""))
     out.append(f"\nThe override (`lpim.zoo.bugs.{cls.__name__}`):\n")
     out.append(f"```python\n{overridden_source(cls)}\n```\n")
@@ -116,6 +115,6 @@ def section(name: str) -> str:
         out.append(
             "On this machine there is no GPU, so `devices_agree` is skipped (the row says why) "
             "and the check passes: this bug only shows where CUDA runs. See "
-            "[Run the checks on a GPU](howto/gpu.md).\n"
+            "[Run the checks on a GPU](../howto/gpu/).\n"
         )
     return "\n".join(out)
