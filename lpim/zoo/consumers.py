@@ -51,7 +51,7 @@ __all__ = [
 
 
 def bev_queries(
-    num_queries: int | tuple[int, int] = (1, 4), embed_dim: int = 16, value_range: float = 4.0
+    num_queries: int | tuple[int, int] = (1, 3), embed_dim: int = 16, value_range: float = 4.0
 ) -> OtherInputs:
     """``other_inputs`` for the cross-attention consumers: a 1-tuple ``(bev_queries,)``.
 
