@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, find, given, settings
+from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from torch import nn
@@ -42,7 +42,7 @@ ASSERTS: dict[str, Callable[[Any, LaneSet], float]] = {
     "ignores_padded_lanes": assert_ignores_padded_lanes,
     "lane_order_invariant": assert_lane_order_invariant,
 }
-QUIET = settings(database=None, deadline=None)
+QUIET = settings(database=None, deadline=None, phases=[Phase.generate, Phase.shrink])
 
 
 def fixed_lanes(
@@ -351,3 +351,14 @@ _USER_CONSUMER = CONSUMER_CORRECT["masked_cross_attention"].factory()
 def test_the_asserts_work_in_a_users_given_test(lanes: LaneSet) -> None:
     for assert_property in ASSERTS.values():
         assert assert_property(_USER_CONSUMER, lanes) <= 1.0
+
+
+def test_finite_tries_a_batch_without_any_lane() -> None:
+    def batch_mean(lane_embedding: torch.Tensor, lane_mask: torch.Tensor) -> torch.Tensor:
+        lanes = torch.where(lane_mask[..., None], lane_embedding, 0)
+        return lanes.sum((0, 1)) / lane_mask.sum()  # 0 / 0 only when no sample has a lane
+
+    with pytest.raises(LaneConsumerPropertyError, match="with every lane padded") as info:
+        assert_consumer_finite(batch_mean, fixed_lanes())
+    assert info.value.property_name == "finite"
+    assert not bool(info.value.example.lane_mask.any())  # the failing variant is the example
