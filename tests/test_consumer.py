@@ -167,6 +167,17 @@ def test_lane_sets_rejects_other_inputs_that_are_not_a_tuple_or_dict() -> None:
 # -- the asserts on one fixed lane set -------------------------------------------------------------
 
 
+def test_the_consumer_zoo_is_complete() -> None:
+    caught = {entry.caught_by for entry in CONSUMER_BUGS.values()}
+    assert caught == set(CONSUMER_PROPERTIES) - {"runs"}  # every property has a bug
+    assert "unmasked_cross_attention" in CONSUMER_BUGS and len(CONSUMER_CORRECT) >= 2
+    for entry in [*CONSUMER_BUGS.values(), *CONSUMER_CORRECT.values()]:
+        consumer = entry.factory()
+        assert not consumer.training and consumer.embed_dim == 16
+        doc = type(consumer).__doc__ or ""
+        assert len(doc) > 80 and (entry.caught_by is None or entry.caught_by in doc)
+
+
 @pytest.mark.parametrize("name", sorted(CONSUMER_BUGS))
 def test_each_zoo_bug_breaks_the_property_it_names_on_a_fixed_lane_set(name: str) -> None:
     entry = CONSUMER_BUGS[name]

@@ -633,8 +633,8 @@ def check_lane_consumer(
         device: where to run (default CPU).
         settings: Hypothesis settings (e.g. a profile's); default
             :data:`~lpim.testing.DEFAULT_SETTINGS`.
-        properties: a subset of :data:`CONSUMER_PROPERTIES` (default all but ``runs``, which
-            every property checks).
+        properties: some of ``finite``, ``ignores_appended_lanes``, ``ignores_padded_lanes``,
+            ``lane_order_invariant`` (default all; ``runs`` is checked by every one of them).
         batch_size, num_lanes: sizes of the drawn lane sets (ints or ranges).
         factory: ``"module:expression"`` that rebuilds the consumer, for the reproducer.
 
