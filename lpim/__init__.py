@@ -3,17 +3,21 @@
 - :class:`PriorEncoder`: the reference LPIM encoder (``lpim/encoder.py``, vendorable).
 - :class:`LaneBatch`: a padded batch, ``points [B, M, N, D]`` + ``point_mask [B, M, N]``
   (bool, True = real point).
+- :class:`LaneSet`: what a lane-set consumer reads, ``lane_embedding [B, M, C]`` + ``lane_mask
+  [B, M]`` (bool, True = real lane) + its other inputs.
 - :mod:`lpim.masks`: every mask convention named, with converters, a validator and a diagnoser.
 """
 
 from lpim import masks
 from lpim.batch import LaneBatch
 from lpim.encoder import PriorEncoder, PriorEncoderLayer, PriorEncoderOutput
+from lpim.lane_set import LaneSet
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LaneBatch",
+    "LaneSet",
     "PriorEncoder",
     "PriorEncoderLayer",
     "PriorEncoderOutput",

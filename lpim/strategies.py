@@ -1,7 +1,9 @@
 """Hypothesis strategies that draw padded lane batches.
 
 :func:`lane_batches` draws a :class:`~lpim.LaneBatch`; :func:`padded_tensors` draws the same data
-as a ``(points, point_mask)`` tuple for users with their own batch types. Every knob takes an int
+as a ``(points, point_mask)`` tuple for users with their own batch types. :func:`lane_sets` draws
+a :class:`~lpim.LaneSet`, the input of a lane-set consumer (``lane_embedding [B, M, C]``,
+``lane_mask [B, M]`` and the consumer's other inputs). Every knob takes an int
 (or a value), a ``(min, max)`` range, or a Hypothesis strategy.
 
 Everything is drawn from Hypothesis' own primitives (``integers``, ``floats``, ``sampled_from``,
@@ -19,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -29,6 +31,7 @@ from hypothesis.errors import InvalidArgument
 from hypothesis.extra.numpy import arrays
 
 from lpim.batch import LAYOUTS, LaneBatch
+from lpim.lane_set import LaneSet
 
 GARBAGE_KINDS = ("zeros", "large", "inf", "nan")
 """What padded slots may hold: exact zeros, huge finite values, +-inf, NaN."""
@@ -223,3 +226,114 @@ def _apply_layout(counts: np.ndarray, n: int, layout: str, keys: np.ndarray) -> 
         slot >= n - counts[..., None] if layout == "left" else slot < counts[..., None]
     )
     return placed
+
+
+# -- lane sets: the inputs of lane-set consumers ---------------------------------------------------
+
+OtherInputs = Callable[[int, torch.dtype, torch.device], st.SearchStrategy[Any]]
+"""``other_inputs(batch_size, dtype, device)`` -> a strategy of a consumer's other inputs: a
+``tuple`` (positional, passed after ``lane_mask``) or a ``dict`` (keyword)."""
+
+
+@st.composite
+def lane_sets(
+    draw: st.DrawFn,
+    batch_size: int | tuple[int, int] | st.SearchStrategy[int] = (1, 3),
+    num_lanes: int | tuple[int, int] | st.SearchStrategy[int] = (1, 6),
+    embed_dim: int | tuple[int, int] | st.SearchStrategy[int] = 16,
+    garbage: str | Sequence[str] | st.SearchStrategy[str] | None = "zeros",
+    empty_lanes: bool = True,
+    empty_samples: bool = True,
+    all_empty: bool = True,
+    dtype: torch.dtype | st.SearchStrategy[torch.dtype] = torch.float32,
+    device: str | torch.device | st.SearchStrategy[str | torch.device] = "cpu",
+    value_range: float = 4.0,
+    other_inputs: OtherInputs | None = None,
+) -> LaneSet:
+    """A Hypothesis strategy of :class:`~lpim.LaneSet` s: what a lane-set consumer receives.
+
+    Each example holds ``lane_embedding [B, M, C]``, ``lane_mask [B, M]`` (bool, True = real
+    lane) and the consumer's other inputs drawn by ``other_inputs``. Shrinks toward 1 sample, 1
+    real lane, embeddings 0, zeros in padded lanes, and the simplest other inputs.
+
+    Args:
+        batch_size: ``B``, samples per batch.
+        num_lanes: ``M``, lane slots per sample (``M = 0`` only if asked for).
+        embed_dim: ``C``, the embedding width.
+        garbage: what padded lanes hold: ``"zeros"``, ``"large"`` (up to 1e30, clipped to the
+            dtype's largest finite value), ``"inf"`` (+-inf), ``"nan"``, a list, or None for any
+            (shrinks toward ``"zeros"``).
+        empty_lanes: draw padded lanes (``lane_mask`` False) among the ``M`` slots.
+        empty_samples: draw samples with no real lane (needs ``empty_lanes``).
+        all_empty: draw batches with no real lane at all (needs ``empty_samples``).
+        dtype: of ``lane_embedding`` (a floating dtype, or a strategy of them).
+        device: of both tensors, and passed to ``other_inputs``.
+        value_range: real embeddings are finite and lie in ``[-value_range, value_range]``.
+        other_inputs: ``(batch_size, dtype, device) -> SearchStrategy`` of a tuple (extra
+            positional inputs) or a dict (extra keyword inputs); None for none.
+
+    Returns:
+        A strategy; each example is a valid ``LaneSet`` (real lanes finite, mask bool).
+    """
+    b = draw(_ints(batch_size, "batch_size", low=0))
+    m = draw(_ints(num_lanes, "num_lanes", low=0))
+    c = draw(_ints(embed_dim, "embed_dim", low=1))
+    chosen_garbage = draw(_choice(garbage, GARBAGE_KINDS, "garbage"))
+    chosen_dtype = draw(_value(dtype))
+    chosen_device = torch.device(draw(_value(device)))  # type: ignore[call-overload]
+    if not (isinstance(chosen_dtype, torch.dtype) and chosen_dtype.is_floating_point):
+        raise InvalidArgument(f"dtype must be a floating torch.dtype; got {chosen_dtype!r}")
+    if not (value_range > 0 and np.isfinite(value_range)):
+        raise InvalidArgument(f"value_range must be positive and finite; got {value_range!r}")
+
+    # The lane mask, as flags that shrink toward "real": per sample whether it is drawn empty and
+    # per lane whether it is padded, each sample's draws contiguous so the shrinker can delete
+    # them as a block; then whether the whole batch is empty.
+    lane_flag = st.sampled_from(_EMPTY_LANE) if empty_lanes else st.just(False)
+    sample = st.tuples(
+        st.sampled_from(_EMPTY_SAMPLE) if empty_lanes and empty_samples else st.just(False),
+        st.lists(lane_flag, min_size=m, max_size=m),
+    )
+    samples = draw(st.lists(sample, min_size=b, max_size=b))
+    batch_empty = (
+        draw(st.sampled_from(_EMPTY_BATCH))
+        if empty_lanes and empty_samples and all_empty
+        else False
+    )
+    lane_mask = np.zeros((b, m), dtype=bool)  # [B, M]
+    for i, (sample_empty, padded) in enumerate(samples):
+        lane_mask[i] = [not (batch_empty or sample_empty or p) for p in padded]
+    if m and not empty_samples:
+        lane_mask[~lane_mask.any(axis=1), 0] = True  # every sample keeps a real lane
+    if m and b and not all_empty and not lane_mask.any():
+        lane_mask[0, 0] = True
+
+    values = st.floats(-value_range, value_range, allow_nan=False, allow_infinity=False)
+    real = draw(arrays(np.float64, (b, m, c), elements=values))  # [B, M, C]
+    garbage_values = _garbage_values(chosen_garbage, chosen_dtype)
+    junk = (
+        np.full((b, m, c), garbage_values[0])
+        if len(garbage_values) == 1
+        else draw(arrays(np.float64, (b, m, c), elements=st.sampled_from(garbage_values)))
+    )
+    embedding = np.where(lane_mask[..., None], real, junk)  # [B, M, C]
+
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    if other_inputs is not None:
+        extra = draw(other_inputs(b, chosen_dtype, chosen_device))
+        if isinstance(extra, tuple):
+            args = extra
+        elif isinstance(extra, Mapping):
+            kwargs = dict(extra)
+        else:
+            raise InvalidArgument(
+                "other_inputs(batch_size, dtype, device) must return a strategy of a tuple "
+                f"(positional inputs) or a dict (keyword inputs); it drew {type(extra).__name__}"
+            )
+    return LaneSet(
+        torch.from_numpy(embedding).to(dtype=chosen_dtype, device=chosen_device),
+        torch.from_numpy(lane_mask).to(chosen_device),
+        args,
+        kwargs,
+    )

@@ -4,10 +4,13 @@
   :class:`CheckReport`, or raises :class:`EncoderPropertyError` with the shrunk example and a
   pasteable ``.reproducer``.
 - One ``assert_*`` per property (:data:`PROPERTIES`), for your own ``@given`` tests.
+- :func:`check_lane_consumer` and its asserts (:data:`CONSUMER_PROPERTIES`) do the same for
+  lane-set consumers, one step downstream: modules that read ``lane_embedding [B, M, C]`` and
+  ``lane_mask [B, M]`` (True = real lane); failures raise :class:`LaneConsumerPropertyError`.
 
 Modules: ``protocol`` (how an encoder is called), ``properties`` (the asserts), ``errors`` (the
 property registry and the error), ``reproducer`` (source that re-raises a failure), ``check``
-(the driver). The tolerance rule lives in :mod:`lpim.tolerance`.
+(the driver), ``consumer`` (lane-set consumers). The tolerance rule lives in :mod:`lpim.tolerance`.
 """
 
 from lpim.testing.check import (
@@ -16,6 +19,15 @@ from lpim.testing.check import (
     CheckReport,
     PropertyResult,
     check_encoder,
+)
+from lpim.testing.consumer import (
+    CONSUMER_PROPERTIES,
+    LaneConsumerPropertyError,
+    assert_consumer_finite,
+    assert_ignores_appended_lanes,
+    assert_ignores_padded_lanes,
+    assert_lane_order_invariant,
+    check_lane_consumer,
 )
 from lpim.testing.errors import PROPERTIES, EncoderPropertyError, Property
 from lpim.testing.properties import (
@@ -30,22 +42,29 @@ from lpim.testing.properties import (
 from lpim.testing.protocol import EncoderOutput, ProtocolError, Subject
 
 __all__ = [
+    "CONSUMER_PROPERTIES",
     "DEFAULT_DTYPES",
     "DEFAULT_SETTINGS",
     "PROPERTIES",
     "CheckReport",
     "EncoderOutput",
     "EncoderPropertyError",
+    "LaneConsumerPropertyError",
     "Property",
     "PropertyResult",
     "ProtocolError",
     "Subject",
+    "assert_consumer_finite",
     "assert_devices_agree",
     "assert_finite",
     "assert_gradients_isolated",
+    "assert_ignores_appended_lanes",
+    "assert_ignores_padded_lanes",
     "assert_ignores_padding",
+    "assert_lane_order_invariant",
     "assert_lanes_independent",
     "assert_matches_unpadded",
     "check_encoder",
+    "check_lane_consumer",
     "lane_alone",
 ]

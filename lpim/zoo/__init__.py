@@ -11,6 +11,9 @@ on it (``None`` for correct encoders)::
 Each encoder class says in its docstring what is wrong (or why it is right), why it is
 realistic, which property catches it, and which line does it. The bugs subclass the correct
 encoders and override one step, so the override is the bug.
+
+``CONSUMER_BUGS`` and ``CONSUMER_CORRECT`` (:mod:`lpim.zoo.consumers`) do the same one step
+downstream, for lane-set consumers checked by :func:`lpim.testing.check_lane_consumer`.
 """
 
 from __future__ import annotations
@@ -23,19 +26,24 @@ import torch
 from torch import nn
 
 from lpim.encoder import PriorEncoder
-from lpim.zoo import bugs, correct
+from lpim.zoo import bugs, consumers, correct
 from lpim.zoo._base import AttentionLaneEncoder, LaneOutput, PointLaneEncoder
+from lpim.zoo.consumers import CONSUMER_BUGS, CONSUMER_CORRECT, ConsumerZooEntry
 
 __all__ = [
     "BUGS",
+    "CONSUMER_BUGS",
+    "CONSUMER_CORRECT",
     "CORRECT",
     "PROPERTIES",
     "AttentionLaneEncoder",
+    "ConsumerZooEntry",
     "LaneOutput",
     "PointLaneEncoder",
     "PropertyName",
     "ZooEntry",
     "bugs",
+    "consumers",
     "correct",
 ]
 

@@ -1,0 +1,776 @@
+"""Lane-set consumers: the mask bug one step downstream of the encoder.
+
+A *lane-set consumer* reads the encoder's lane embeddings as a set: BEV queries cross-attending over
+the ``M`` lanes, a pooled scene vector, a planner's map context. In a public LPIM
+reimplementation the BEV queries attend over all ``M`` lane embeddings with no lane mask, so the
+result changes with ``M`` and with whatever empty lanes hold. These checks catch that.
+
+The consumer protocol
+---------------------
+A consumer is a callable ``consumer(lane_embedding, lane_mask, *args, **kwargs)`` with
+
+- ``lane_embedding [B, M, C]`` floating, rows of padded lanes meaningless (any value, NaN too);
+- ``lane_mask [B, M]`` bool, ``True`` = real lane (the library convention: pass
+  ``~lane_mask`` as ``nn.MultiheadAttention``'s ``key_padding_mask``);
+- ``args`` / ``kwargs``: its other inputs (e.g. BEV queries ``[B, Q, C]``), which must not depend
+  on ``M``.
+
+It returns a tensor, or a tuple / list / dict (a ``NamedTuple`` is a tuple) of tensors, on the
+input's device. **Every** returned tensor is compared, entirely: these are set-level outputs
+(one per sample or per query), which must not change shape with ``M``. Floating tensors are
+compared under the tolerance rule, others (bool, int) exactly. Wrap a module with another
+signature in a ``lambda``. Per-lane outputs (``[B, M, ...]``) are not covered by these checks.
+
+Properties
+----------
+``runs``, ``finite``, ``ignores_appended_lanes``, ``ignores_padded_lanes`` and (when the user
+declares it) ``lane_order_invariant``: see :data:`CONSUMER_PROPERTIES`. One ``assert_*`` per
+property works on one :class:`~lpim.LaneSet` inside a user's own ``@given`` test;
+:func:`check_lane_consumer` runs them all with Hypothesis and raises
+:class:`LaneConsumerPropertyError` (an ``AssertionError``) with the shrunk example and a pasteable
+reproducer.
+
+How the tolerance rule applies
+------------------------------
+Each property compares the consumer with itself on two inputs that must give the same output (``M``
+lanes vs ``M + k``, zeros vs garbage in padded lanes, one lane order vs another), at the same
+dtype. The rule of :mod:`lpim.tolerance` is used as for encoders: ``y_s`` is the output on the
+original input, ``y_64`` that of a float64 copy of the consumer (an ``nn.Module``) on the same
+input, and the floors take the reduction length ``K = max(M', C, widest nn.Linear input,
+nn.MultiheadAttention embed_dim)`` with ``M'`` the larger lane count of the two runs (attention
+and pooling over lanes sum ``M'`` terms), and ``depth`` = the matmul-bearing modules
+(:func:`lpim.tolerance.encoder_scale`). Plain callables get the floors alone, with ``depth`` 1.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import unittest
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from hypothesis import Phase, given
+from hypothesis import settings as Settings
+from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
+
+import lpim
+from lpim.lane_set import LaneSet
+from lpim.strategies import OtherInputs, lane_sets
+from lpim.testing.check import DEFAULT_SETTINGS, CheckReport, PropertyResult, _dtypes
+from lpim.testing.errors import Property
+from lpim.testing.properties import garbage_fills
+from lpim.testing.protocol import ProtocolError, Subject
+from lpim.testing.reproducer import encoder_source
+from lpim.tolerance import Tolerance, encoder_scale, tolerance
+
+__all__ = [
+    "CONSUMER_PROPERTIES",
+    "Consumer",
+    "LaneConsumerPropertyError",
+    "assert_consumer_finite",
+    "assert_ignores_appended_lanes",
+    "assert_ignores_padded_lanes",
+    "assert_lane_order_invariant",
+    "check_lane_consumer",
+    "consumer_outputs",
+    "consumer_reproducer",
+]
+
+Consumer = Callable[..., Any]
+"""Anything callable as ``consumer(lane_embedding, lane_mask, *args, **kwargs)``."""
+
+CONSUMER_PROPERTIES: dict[str, Property] = {
+    p.name: p
+    for p in [
+        Property(
+            "runs",
+            "(any)",
+            "the consumer runs on every valid lane set and returns a tensor, or a tuple, list or "
+            "dict of tensors, on the input's device",
+            "an empty sample or batch the code never expected; an index built from M",
+        ),
+        Property(
+            "finite",
+            "assert_consumer_finite",
+            "no NaN or inf in any output for finite real lanes, including samples with no real "
+            "lane and batches with none",
+            "attention whose every key is masked, with need_weights=True "
+            "(empty_sample_nan_need_weights); dividing by a zero lane count",
+        ),
+        Property(
+            "ignores_appended_lanes",
+            "assert_ignores_appended_lanes",
+            "appending padded lanes (M grows, lane_mask False there) changes no output",
+            "attention over all M lanes with no key_padding_mask (unmasked_cross_attention); "
+            "a mean over M slots instead of the real lanes (zeroed_mean_over_slots)",
+        ),
+        Property(
+            "ignores_padded_lanes",
+            "assert_ignores_padded_lanes",
+            "whatever padded lanes hold (zeros, huge values, inf, NaN) changes no output",
+            "no lane mask at all (unmasked_cross_attention); a key_padding_mask without "
+            "selecting padded embeddings away: weight 0 times a NaN value is NaN "
+            "(kpm_values_not_cleaned); multiplying by the mask",
+        ),
+        Property(
+            "lane_order_invariant",
+            "assert_lane_order_invariant",
+            "(declared with order_invariant=True) reordering the lane slots, each lane with its "
+            "mask, changes no output",
+            "positional encodings of the lane slot index (lane_index_positions); lanes sorted "
+            "and read positionally",
+        ),
+    ]
+}
+"""Every consumer property, in the order :func:`check_lane_consumer` runs them."""
+
+
+class LaneConsumerPropertyError(AssertionError):
+    """A lane-set consumer broke a property: the consumer-side sibling of
+    :class:`~lpim.testing.EncoderPropertyError`.
+
+    Attributes:
+        property_name: the property (a key of :data:`CONSUMER_PROPERTIES`).
+        example: the (shrunk, when raised by ``check_lane_consumer``) :class:`~lpim.LaneSet`.
+        detail: what was seen: which output, which element, how far off.
+        reproducer: pasteable Python that re-raises this error (set by ``check_lane_consumer``;
+            a bare assert leaves it empty).
+        dtype: the dtype the failure was seen at.
+
+    An exception raised by the consumer itself is wrapped as property ``runs`` with the
+    original as ``__cause__``.
+    """
+
+    def __init__(self, property_name: str, detail: str, example: LaneSet) -> None:
+        self.property_name = property_name
+        self.detail = detail
+        self.example = example
+        self.reproducer = ""
+        self.dtype = str(example.lane_embedding.dtype)
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        prop = CONSUMER_PROPERTIES[self.property_name]
+        lines = [
+            f"lane-consumer property {self.property_name!r} failed: {self.detail}",
+            f"  the property: {prop.meaning}.",
+            f"  usual causes: {prop.usual_causes}.",
+            f"  example: {self.example!r}",
+        ]
+        if self.reproducer:
+            lines += ["  reproducer (paste into a file and run):", "", self.reproducer]
+        return "\n".join(lines)
+
+    def attach_reproducer(self, source: str) -> None:
+        """Set :attr:`reproducer` and add it to the message."""
+        self.reproducer = source
+        self.args = (self._message(),)
+
+    def __str__(self) -> str:
+        return self._message()
+
+
+# -- running the consumer --------------------------------------------------------------------------
+
+
+def consumer_outputs(output: object, lanes: LaneSet) -> dict[str, torch.Tensor]:
+    """Every tensor a consumer returned, by name (``output``, ``output[0]``, ``output['bev']``).
+
+    Raises:
+        ProtocolError: not a tensor, a tuple / list / dict of tensors, or a tensor on another
+            device than ``lanes.lane_embedding``.
+    """
+    if isinstance(output, torch.Tensor):
+        named = {"output": output}
+    elif isinstance(output, tuple | list):
+        named = {f"output[{i}]": value for i, value in enumerate(output)}
+    elif isinstance(output, Mapping):
+        named = {f"output[{key!r}]": value for key, value in output.items()}
+    else:
+        raise ProtocolError(
+            "a lane-set consumer must return a tensor, or a tuple, list or dict of tensors; "
+            f"got {type(output).__name__}"
+        )
+    device = lanes.lane_embedding.device
+    for name, value in named.items():
+        if not isinstance(value, torch.Tensor):
+            raise ProtocolError(f"{name} must be a tensor; got {type(value).__name__}")
+        if value.device != device:
+            raise ProtocolError(
+                f"{name} must be on the input's device {device}; got {value.device}"
+            )
+    return named
+
+
+@contextmanager
+def _runs(lanes: LaneSet) -> Iterator[None]:
+    """Turn anything the consumer raises into a failure of property ``runs``."""
+    try:
+        yield
+    except LaneConsumerPropertyError:
+        raise
+    except ProtocolError as error:
+        raise LaneConsumerPropertyError(
+            "runs", f"the output breaks the protocol: {error}", lanes
+        ) from error
+    except Exception as error:  # the consumer's own bug, whatever its type
+        raise LaneConsumerPropertyError(
+            "runs", f"the consumer raised {type(error).__name__}: {error}", lanes
+        ) from error
+
+
+def _call(consumer: Consumer, lanes: LaneSet) -> dict[str, torch.Tensor]:
+    with _runs(lanes), torch.no_grad():
+        return consumer_outputs(lanes.call(consumer), lanes)
+
+
+def _call64(consumer: Consumer, lanes: LaneSet) -> dict[str, torch.Tensor] | None:
+    """The float64 copy's outputs on ``lanes`` (None: not a module, or already float64)."""
+    dtype = lanes.lane_embedding.dtype
+    twin = Subject(consumer, dtype, lanes.lane_embedding.device).twin
+    if twin is None:
+        return None
+    return _call(twin, lanes.to(dtype=torch.float64))
+
+
+def _rule(consumer: Consumer, lanes: LaneSet, num_lanes: int) -> Tolerance:
+    """The tolerance rule at ``lanes``' dtype, with ``num_lanes`` lanes reduced over."""
+    _, _, c = lanes.shape
+    k, depth = encoder_scale(consumer, fallback_length=max(num_lanes, c))
+    return tolerance(lanes.lane_embedding.dtype, k, depth)
+
+
+def _compare(
+    property_name: str,
+    rule: Tolerance,
+    expected: dict[str, torch.Tensor],
+    expected_64: dict[str, torch.Tensor] | None,
+    actual: dict[str, torch.Tensor],
+    example: LaneSet,
+    what: str,
+) -> float:
+    """Each output of ``actual`` against ``expected`` under ``rule``; the largest error ratio.
+
+    NaN in both counts as equal (NaN itself is property ``finite``'s business).
+    """
+    if list(actual) != list(expected):
+        raise LaneConsumerPropertyError(
+            property_name, f"the outputs are {list(actual)} {what} but {list(expected)}", example
+        )
+    worst = 0.0
+    for name, want in expected.items():
+        got = actual[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise LaneConsumerPropertyError(
+                property_name,
+                f"{name} is {got.dtype} {tuple(got.shape)} {what} but {want.dtype} "
+                f"{tuple(want.shape)} without (outputs must not depend on M)",
+                example,
+            )
+        if got.numel() == 0:
+            continue
+        if not want.is_floating_point():
+            if not torch.equal(got, want):
+                index = _index(int((got != want).flatten().nonzero()[0]), want.shape)
+                raise LaneConsumerPropertyError(
+                    property_name,
+                    f"{name}{_at(index)} is {got[index].item()} {what} but {want[index].item()} "
+                    "is expected (compared exactly: not floating)",
+                    example,
+                )
+            continue
+        drift = 0.0
+        if expected_64 is not None and name in expected_64:
+            reference = expected_64[name]
+            finite = want.isfinite() & reference.isfinite()
+            gap = (want.double() - reference.double()).abs()[finite]
+            drift = float(gap.max()) if gap.numel() else 0.0
+        ratio = rule.error_ratio(got, want, drift)
+        largest = float(ratio.max())
+        if largest > 1.0:
+            index = _index(int(ratio.argmax()), want.shape)
+            allowed = float(rule.allowed(want[index].reshape(1), drift).max())
+            times = "inf" if math.isinf(largest) else f"{largest:.3g}"
+            raise LaneConsumerPropertyError(
+                property_name,
+                f"{name}{_at(index)} is {float(got[index]):.6g} {what} but "
+                f"{float(want[index]):.6g} is expected (allowed error {allowed:.3g} at "
+                f"{want.dtype}, {times}x over)",
+                example,
+            )
+        worst = max(worst, largest)
+    return worst
+
+
+def _at(index: tuple[int, ...]) -> str:
+    """``(0, 2, 7)`` -> ``"[0, 2, 7]"``, for messages."""
+    return f"[{', '.join(map(str, index))}]"
+
+
+def _index(flat: int, shape: torch.Size) -> tuple[int, ...]:
+    """The multi-index of flat position ``flat`` in a tensor of ``shape``."""
+    index = []
+    for size in reversed(shape):
+        flat, rest = divmod(flat, size)
+        index.append(rest)
+    return tuple(reversed(index))
+
+
+def _replace(
+    lanes: LaneSet, lane_embedding: torch.Tensor, lane_mask: torch.Tensor | None = None
+) -> LaneSet:
+    """``lanes`` with another embedding (and mask), the other inputs kept."""
+    mask = lanes.lane_mask if lane_mask is None else lane_mask
+    return LaneSet(lane_embedding, mask, lanes.args, lanes.kwargs)
+
+
+# -- finite ----------------------------------------------------------------------------------------
+
+
+def assert_consumer_finite(consumer: Consumer, lanes: LaneSet) -> float:
+    """Property ``finite``: no NaN or inf in any output, lane-less samples and batches included.
+
+    Runs ``lanes`` as given, then with sample 0's lanes all marked padded (if it had a real
+    lane), then with every lane marked padded (if any was real); the embeddings stay as they
+    are, so the inputs are finite wherever they were. Every output tensor must be finite.
+
+    Args:
+        consumer: see the module docstring (put a module in eval mode first).
+        lanes: ``lane_embedding [B, M, C]``, ``lane_mask [B, M]`` (True = real) and the other
+            inputs.
+
+    Returns:
+        0.0 (an exact check).
+
+    Raises:
+        LaneConsumerPropertyError: ``finite`` (or ``runs``), with the failing variant as example.
+    """
+    embedding = lanes.lane_embedding
+    variants = [("", lanes)]
+    if lanes.shape[0] and bool(lanes.lane_mask[0].any()):
+        emptied = lanes.lane_mask.clone()
+        emptied[0] = False
+        variants.append((" with sample 0's lanes all padded", _replace(lanes, embedding, emptied)))
+    if bool(lanes.lane_mask.any()):
+        no_lanes = torch.zeros_like(lanes.lane_mask)
+        variants.append((" with every lane padded", _replace(lanes, embedding, no_lanes)))
+    for what, variant in variants:
+        for name, value in _call(consumer, variant).items():
+            if not value.is_floating_point() and not value.is_complex():
+                continue
+            bad = ~value.isfinite()
+            if bool(bad.any()):
+                index = _index(int(bad.flatten().nonzero()[0]), value.shape)
+                per_sample = variant.lane_mask.sum(-1).tolist()
+                raise LaneConsumerPropertyError(
+                    "finite",
+                    f"{name}{_at(index)} is {float(value[index])}{what} (real lanes per sample "
+                    f"{per_sample}; {int(bad.sum())} non-finite values in {name})",
+                    variant,
+                )
+    return 0.0
+
+
+# -- ignores appended lanes ------------------------------------------------------------------------
+
+APPENDED_LANES = (1, 7)
+"""How many padded lanes :func:`assert_ignores_appended_lanes` appends, one run each."""
+
+
+def with_appended_lanes(lanes: LaneSet, count: int) -> LaneSet:
+    """``lanes`` with ``count`` padded lanes appended: ``M -> M + count``, zeros, mask False."""
+    b, _, c = lanes.shape
+    embedding = lanes.lane_embedding
+    extra = embedding.new_zeros(b, count, c)  # [B, count, C]
+    mask = lanes.lane_mask.new_zeros(b, count)  # [B, count]
+    return _replace(
+        lanes, torch.cat([embedding, extra], dim=1), torch.cat([lanes.lane_mask, mask], dim=1)
+    )
+
+
+def assert_ignores_appended_lanes(consumer: Consumer, lanes: LaneSet) -> float:
+    """Property ``ignores_appended_lanes``: more padded lane slots change no output.
+
+    Appends :data:`APPENDED_LANES` padded lanes (zeros, ``lane_mask`` False) after the ``M``
+    slots, one run per count, and compares every output with the run on ``lanes`` under the
+    tolerance rule (reduction length the larger ``M``). The appended lanes hold zeros, the most
+    harmless content: what padded lanes hold is :func:`assert_ignores_padded_lanes`' business.
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+
+    Raises:
+        LaneConsumerPropertyError: ``ignores_appended_lanes`` (or ``runs``).
+    """
+    expected = _call(consumer, lanes)
+    expected_64 = _call64(consumer, lanes)
+    m = lanes.shape[1]
+    worst = 0.0
+    for count in APPENDED_LANES:
+        actual = _call(consumer, with_appended_lanes(lanes, count))
+        what = f"with {count} padded lane(s) appended (M {m} -> {m + count})"
+        rule = _rule(consumer, lanes, m + count)
+        worst = max(
+            worst,
+            _compare("ignores_appended_lanes", rule, expected, expected_64, actual, lanes, what),
+        )
+    return worst
+
+
+# -- ignores padded lanes --------------------------------------------------------------------------
+
+
+def with_padded_lanes(lanes: LaneSet, fill: float) -> LaneSet:
+    """``lanes`` with every padded lane's embedding set to ``fill`` (real lanes untouched)."""
+    embedding = torch.where(lanes.lane_mask[..., None], lanes.lane_embedding, fill)
+    return _replace(lanes, embedding)
+
+
+_RANK = {"nan": 4, "inf": 3, "-inf": 2, "large": 1}
+
+
+def assert_ignores_padded_lanes(consumer: Consumer, lanes: LaneSet) -> float:
+    """Property ``ignores_padded_lanes``: what padded lanes hold changes no output.
+
+    Runs ``lanes`` with zeros in every padded lane, then with each of
+    :func:`lpim.testing.properties.garbage_fills` (NaN, inf, -inf, huge, -huge) and with its own
+    padded content, and compares every output with the zero-filled run under the tolerance
+    rule. Nothing to vary (and 0.0 returned) when no lane is padded.
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+
+    Raises:
+        LaneConsumerPropertyError: ``ignores_padded_lanes`` (or ``runs``), with the variant
+            that changed the output as example.
+    """
+    if bool(lanes.lane_mask.all()):
+        return 0.0
+    zeros = with_padded_lanes(lanes, 0.0)
+    expected = _call(consumer, zeros)
+    expected_64 = _call64(consumer, zeros)
+    rule = _rule(consumer, lanes, lanes.shape[1])
+    # NaN and inf first: they are what leaks most often, and a failing run stops at the first.
+    fills = sorted(
+        garbage_fills(lanes.lane_embedding.dtype).items(), key=lambda kv: -_RANK.get(kv[0], 0)
+    )
+    variants = {kind: with_padded_lanes(lanes, fill) for kind, fill in fills} | {"as given": lanes}
+    worst = 0.0
+    for kind, variant in variants.items():
+        actual = _call(consumer, variant)
+        what = f"with padded lanes {kind}" if kind == "as given" else f"with {kind} padded lanes"
+        worst = max(
+            worst,
+            _compare("ignores_padded_lanes", rule, expected, expected_64, actual, variant, what),
+        )
+    return worst
+
+
+# -- lane order ------------------------------------------------------------------------------------
+
+
+def lane_orders(num_lanes: int) -> dict[str, torch.Tensor]:
+    """The slot permutations :func:`assert_lane_order_invariant` applies: reversed, rotated."""
+    if num_lanes < 2:
+        return {}
+    order = torch.arange(num_lanes)
+    orders = {"reversed": order.flip(0), "rotated by one": order.roll(1)}
+    if num_lanes == 2:
+        del orders["rotated by one"]  # the same as reversed
+    return orders
+
+
+def assert_lane_order_invariant(consumer: Consumer, lanes: LaneSet) -> float:
+    """Property ``lane_order_invariant``: reordering lane slots changes no output.
+
+    Only for consumers that declare it (a lane set has no order, but a consumer may read one on
+    purpose). Reverses, then rotates by one, the ``M`` slots of every sample, each lane with its
+    ``lane_mask`` entry, and compares every output with the run on ``lanes`` under the
+    tolerance rule. Nothing to vary (and 0.0 returned) when ``M < 2``.
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+
+    Raises:
+        LaneConsumerPropertyError: ``lane_order_invariant`` (or ``runs``).
+    """
+    orders = lane_orders(lanes.shape[1])
+    if not orders:
+        return 0.0
+    expected = _call(consumer, lanes)
+    expected_64 = _call64(consumer, lanes)
+    rule = _rule(consumer, lanes, lanes.shape[1])
+    worst = 0.0
+    for kind, order in orders.items():
+        order = order.to(lanes.lane_embedding.device)
+        permuted = _replace(lanes, lanes.lane_embedding[:, order], lanes.lane_mask[:, order])
+        actual = _call(consumer, permuted)
+        what = f"with the lane slots {kind}"
+        worst = max(
+            worst,
+            _compare("lane_order_invariant", rule, expected, expected_64, actual, lanes, what),
+        )
+    return worst
+
+
+# -- the reproducer --------------------------------------------------------------------------------
+
+
+def _tensor_source(value: torch.Tensor) -> str:
+    on_device = "" if value.device.type == "cpu" else f", device={str(value.device)!r}"
+    shape = ", ".join(map(str, value.shape)) + ("," if value.dim() == 1 else "")
+    return (
+        f"torch.tensor({value.detach().cpu().tolist()!r}, dtype={value.dtype}{on_device})"
+        f".reshape({shape})"
+    )
+
+
+def _value_source(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return _tensor_source(value)
+    if isinstance(value, bool | int | float | str | type(None)):
+        return repr(value)
+    return f"...  # a {type(value).__name__}: rebuild it here"
+
+
+def consumer_reproducer(
+    example: LaneSet,
+    assert_name: str,
+    property_name: str,
+    consumer: object,
+    factory: str | None = None,
+) -> str:
+    """Python source that rebuilds ``example`` exactly and calls ``lpim.testing.<assert_name>``.
+
+    The consumer is rebuilt as :func:`lpim.testing.reproducer.encoder_source` rebuilds an
+    encoder (``factory`` ``"module:expression"``, or an importable class from its stored
+    constructor arguments; weights from ``torch.manual_seed(0)``).
+    """
+    imports, build = encoder_source(consumer, factory)
+    dtype = example.lane_embedding.dtype
+    device = example.lane_embedding.device
+    to_device = "" if device.type == "cpu" else f".to({str(device)!r})"
+    args = "".join(f"\n    {_value_source(v)}," for v in example.args)
+    kwargs = "".join(f"\n    {k!r}: {_value_source(v)}," for k, v in example.kwargs.items())
+    lines = [
+        f"# lpim {lpim.__version__} reproducer: lane-consumer property {property_name!r} "
+        f"at {dtype}",
+        "import torch",
+        "",
+        "from lpim import LaneSet",
+        f"from lpim.testing import {assert_name}",
+        *imports,
+        "",
+        "nan, inf = float('nan'), float('inf')",
+        "torch.manual_seed(0)",
+        f"consumer = {build}",
+        "if isinstance(consumer, torch.nn.Module):",
+        f"    consumer = consumer.to({dtype}){to_device}.eval()",
+        f"lane_embedding = {_tensor_source(example.lane_embedding)}",
+        f"lane_mask = {_tensor_source(example.lane_mask)}",
+        f"args = ({args}\n)",
+        f"kwargs = {{{kwargs}\n}}",
+        f"{assert_name}(consumer, LaneSet(lane_embedding, lane_mask, args, kwargs))",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# -- the driver ------------------------------------------------------------------------------------
+
+_ASSERTS: dict[str, Callable[[Consumer, LaneSet], float]] = {
+    "finite": assert_consumer_finite,
+    "ignores_appended_lanes": assert_ignores_appended_lanes,
+    "ignores_padded_lanes": assert_ignores_padded_lanes,
+    "lane_order_invariant": assert_lane_order_invariant,
+}
+# What padded lanes hold in the examples each property draws: only ignores_padded_lanes varies
+# it, so that a garbage leak is named as such and not as a NaN or a change with M.
+_GARBAGE: dict[str, str | None] = {
+    "finite": "zeros",
+    "ignores_appended_lanes": "zeros",
+    "ignores_padded_lanes": None,
+    "lane_order_invariant": "zeros",
+}
+
+
+_NOT_DECLARED = "not declared: order_invariant=False"
+
+
+def check_lane_consumer(
+    consumer: Consumer,
+    *,
+    embed_dim: int | None = None,
+    other_inputs: OtherInputs | None = None,
+    order_invariant: bool = False,
+    dtype: torch.dtype | Sequence[torch.dtype] | None = None,
+    device: str | torch.device | None = None,
+    settings: Settings | None = None,
+    properties: Sequence[str] | None = None,
+    batch_size: int | tuple[int, int] = (1, 3),
+    num_lanes: int | tuple[int, int] = (1, 6),
+    factory: str | None = None,
+) -> CheckReport:
+    """Check every lane-consumer property on ``consumer``; return a report, raise on a failure.
+
+    Args:
+        consumer: called as ``consumer(lane_embedding [B, M, C], lane_mask [B, M], *args,
+            **kwargs)`` (``lane_mask`` True = real lane); returns a tensor or a tuple / list /
+            dict of tensors, every one of which is compared (module docstring). A module is
+            copied per dtype and put in eval mode; the caller's module is never modified.
+        embed_dim: ``C``; read from ``consumer.embed_dim`` (or ``d_model``, ``lane_dim``) when
+            omitted.
+        other_inputs: ``(batch_size, dtype, device) -> SearchStrategy`` of the consumer's other
+            inputs: a tuple (positional, after ``lane_mask``) or a dict (keyword); e.g. BEV
+            queries ``lambda b, dtype, device: st.tuples(...)``. None: the consumer takes none.
+        order_invariant: declare that the output must not depend on the order of the lane
+            slots; ``lane_order_invariant`` is reported ``skipped`` otherwise.
+        dtype: one dtype or several; default float64, float32, bfloat16, float16.
+        device: where to run (default CPU).
+        settings: Hypothesis settings (e.g. a profile's); default
+            :data:`~lpim.testing.DEFAULT_SETTINGS`.
+        properties: some of ``finite``, ``ignores_appended_lanes``, ``ignores_padded_lanes``,
+            ``lane_order_invariant`` (default all; ``runs`` is checked by every one of them).
+        batch_size, num_lanes: sizes of the drawn lane sets (ints or ranges).
+        factory: ``"module:expression"`` that rebuilds the consumer, for the reproducer.
+
+    Returns:
+        A :class:`~lpim.testing.CheckReport` (``str()`` is the same table as ``check_encoder``'s).
+
+    Raises:
+        LaneConsumerPropertyError: the first property that fails, with the shrunk example, a
+            ``.reproducer`` and ``.report`` (the rows so far).
+        ValueError: an unknown property or dtype, or ``embed_dim`` cannot be read.
+    """
+    dtypes = _dtypes(dtype)
+    target = torch.device(device or "cpu")
+    names = list(_ASSERTS) if properties is None else list(properties)
+    unknown = [n for n in names if n not in _ASSERTS]
+    if unknown:
+        raise ValueError(f"unknown properties {unknown}; expected some of {list(_ASSERTS)}")
+    dim = embed_dim if embed_dim is not None else _read_embed_dim(consumer)
+    base = settings if settings is not None else DEFAULT_SETTINGS
+    # No explain phase: the error already says what varied, and explaining a shrunk lane set
+    # re-runs the consumer hundreds of times (it multiplied a check's time by 50).
+    phases = tuple(phase for phase in base.phases if phase != Phase.explain)
+    run_settings = Settings(base, report_multiple_bugs=False, deadline=None, phases=phases)
+    report = CheckReport(_describe(consumer))
+
+    for checked_dtype in dtypes:
+        prepared = Subject.prepare(consumer, checked_dtype, target).encoder
+        unsupported = ""
+        for name in names:
+            if name == "lane_order_invariant" and not order_invariant:
+                report.results.append(
+                    PropertyResult(name, checked_dtype, "skipped", 0, 0.0, 0.0, _NOT_DECLARED)
+                )
+                continue
+            if unsupported:
+                report.results.append(
+                    PropertyResult(name, checked_dtype, "unsupported", 0, 0.0, 0.0, unsupported)
+                )
+                continue
+            strategy = lane_sets(
+                batch_size=batch_size,
+                num_lanes=num_lanes,
+                embed_dim=dim,
+                garbage=_GARBAGE[name],
+                dtype=checked_dtype,
+                device=target,
+                other_inputs=other_inputs,
+            )
+            result = _run_property(
+                name, prepared, checked_dtype, strategy, run_settings, report, consumer, factory
+            )
+            if result.verdict == "unsupported":
+                unsupported = result.note
+            report.results.append(result)
+    return report
+
+
+def _run_property(
+    name: str,
+    prepared: Consumer,
+    dtype: torch.dtype,
+    strategy: st.SearchStrategy[LaneSet],
+    run_settings: Settings,
+    report: CheckReport,
+    consumer: Consumer,
+    factory: str | None,
+) -> PropertyResult:
+    assert_property = _ASSERTS[name]
+    examples, worst = 0, 0.0
+
+    def one_example(lanes: LaneSet) -> None:
+        nonlocal examples, worst
+        examples += 1
+        worst = max(worst, assert_property(prepared, lanes))
+
+    test = run_settings(given(strategy)(one_example))
+    # Each property, dtype and consumer class gets its own entry in the example database.
+    key = f"lpim-consumer:{name}:{dtype}:{_describe(consumer)}".encode()
+    test._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    try:
+        test()
+    except unittest.SkipTest as skip:
+        return PropertyResult(name, dtype, "skipped", examples, 0.0, 0.0, str(skip))
+    except LaneConsumerPropertyError as failure:
+        cause = failure.__cause__
+        if failure.property_name == "runs" and (
+            isinstance(cause, NotImplementedError) or "not implemented for" in str(cause)
+        ):
+            note = f"not implemented at {dtype}: {str(cause).splitlines()[0]}"[:200]
+            return PropertyResult(name, dtype, "unsupported", examples, 0.0, 0.0, note)
+        failure.dtype = str(dtype)
+        failure.attach_reproducer(
+            consumer_reproducer(
+                failure.example,
+                CONSUMER_PROPERTIES[failure.property_name].assert_name
+                if failure.property_name != "runs"
+                else CONSUMER_PROPERTIES[name].assert_name,
+                failure.property_name,
+                consumer,
+                factory,
+            )
+        )
+        report.results.append(
+            PropertyResult(
+                name,
+                dtype,
+                "FAIL",
+                examples,
+                time.perf_counter() - started,
+                worst,
+                f"{failure.property_name}: {failure.detail}"[:120],
+            )
+        )
+        failure.report = report  # type: ignore[attr-defined]
+        raise
+    except HypothesisException as error:  # e.g. Flaky: the consumer is not deterministic
+        raise LaneConsumerPropertyError(
+            "runs",
+            f"Hypothesis could not check {name}: {type(error).__name__}: {error}",
+            LaneSet(torch.zeros(0, 0, 1), torch.zeros(0, 0, dtype=torch.bool)),
+        ) from error
+    return PropertyResult(name, dtype, "pass", examples, time.perf_counter() - started, worst)
+
+
+def _read_embed_dim(consumer: Consumer) -> int:
+    for attribute in ("embed_dim", "d_model", "lane_dim"):
+        value = getattr(consumer, attribute, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    raise ValueError(
+        f"check_lane_consumer cannot tell the lane embedding width C of {_describe(consumer)}: "
+        "it has no embed_dim, d_model or lane_dim attribute; pass embed_dim=C"
+    )
+
+
+def _describe(consumer: object) -> str:
+    cls = type(consumer)
+    return f"{cls.__module__}.{cls.__qualname__}"
