@@ -635,7 +635,8 @@ def check_lane_consumer(
             :data:`~lpim.testing.DEFAULT_SETTINGS`.
         properties: some of ``finite``, ``ignores_appended_lanes``, ``ignores_padded_lanes``,
             ``lane_order_invariant`` (default all; ``runs`` is checked by every one of them).
-        batch_size, num_lanes: sizes of the drawn lane sets (ints or ranges).
+        batch_size: ``B`` of the drawn lane sets: an int or an inclusive ``(low, high)`` range.
+        num_lanes: ``M`` of the drawn lane sets: an int or a range.
         factory: ``"module:expression"`` that rebuilds the consumer, for the reproducer.
 
     Returns:
