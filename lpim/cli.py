@@ -24,7 +24,12 @@ from hypothesis import settings as Settings
 import lpim
 from lpim import encoder as reference_encoder
 from lpim.masks import CONVENTIONS
-from lpim.testing import DEFAULT_SETTINGS, PROPERTIES, EncoderPropertyError, check_encoder
+from lpim.testing import (
+    CHECKED_PROPERTIES,
+    DEFAULT_SETTINGS,
+    EncoderPropertyError,
+    check_encoder,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -78,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         "--property",
         action="append",
         dest="properties",
-        choices=[name for name in PROPERTIES if name != "runs"],
+        choices=list(CHECKED_PROPERTIES),
         help="check only this property (repeatable)",
     )
     check.add_argument("--point-dim", type=int, help="coordinates per point, if not encoder.in_dim")
@@ -92,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("lpim-reproducers"),
         help="where a failure's reproducer is written (default ./lpim-reproducers)",
     )
+    _add_deadline_option(check)
     check.set_defaults(run=_check)
 
     conventions = commands.add_parser(
@@ -169,6 +175,7 @@ def _check(args: argparse.Namespace) -> int:
             settings=settings,
             properties=args.properties,
             factory=args.target,
+            deadline=_deadline(args),
         )
     except EncoderPropertyError as failure:
         path = _write_reproducer(failure, args.reproducer_dir)
@@ -180,6 +187,24 @@ def _check(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from error
     print(report)
     return EXIT_OK
+
+
+def _add_deadline_option(check: argparse.ArgumentParser) -> None:
+    check.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="fail property 'deadline' when one call of the encoder on one batch takes longer "
+        "(timed twice before it counts; default: no limit)",
+    )
+
+
+def _deadline(args: argparse.Namespace) -> float | None:
+    """``--deadline`` checked: a positive finite number of seconds, or None."""
+    seconds: float | None = args.deadline
+    if seconds is not None and not (0 < seconds < float("inf")):
+        raise UsageError(f"--deadline must be a positive number of seconds; got {seconds}")
+    return seconds
 
 
 def _write_reproducer(failure: EncoderPropertyError, directory: Path) -> Path:

@@ -11,6 +11,7 @@ property registry and the error), ``reproducer`` (source that re-raises a failur
 """
 
 from lpim.testing.check import (
+    CHECKED_PROPERTIES,
     DEFAULT_DTYPES,
     DEFAULT_SETTINGS,
     CheckReport,
@@ -19,6 +20,7 @@ from lpim.testing.check import (
 )
 from lpim.testing.errors import PROPERTIES, EncoderPropertyError, Property
 from lpim.testing.properties import (
+    assert_deterministic,
     assert_devices_agree,
     assert_finite,
     assert_gradients_isolated,
@@ -30,6 +32,7 @@ from lpim.testing.properties import (
 from lpim.testing.protocol import EncoderOutput, ProtocolError, Subject
 
 __all__ = [
+    "CHECKED_PROPERTIES",
     "DEFAULT_DTYPES",
     "DEFAULT_SETTINGS",
     "PROPERTIES",
@@ -40,6 +43,7 @@ __all__ = [
     "PropertyResult",
     "ProtocolError",
     "Subject",
+    "assert_deterministic",
     "assert_devices_agree",
     "assert_finite",
     "assert_gradients_isolated",

@@ -26,7 +26,13 @@ import torch
 
 from lpim.batch import LaneBatch
 from lpim.testing.errors import EncoderPropertyError
-from lpim.testing.protocol import Encoder, EncoderOutput, ProtocolError, Subject
+from lpim.testing.protocol import (
+    Encoder,
+    EncoderOutput,
+    ProtocolError,
+    Subject,
+    training_modules,
+)
 
 # -- running the encoder ---------------------------------------------------------------------------
 
@@ -156,6 +162,48 @@ def _pairs(
             )
         )
     return pairs
+
+
+# -- deterministic ---------------------------------------------------------------------------------
+
+
+def assert_deterministic(encoder: Encoder | Subject, batch: LaneBatch) -> float:
+    """Property ``deterministic``: the same batch twice gives the same output.
+
+    Calls the encoder twice on ``batch`` and compares ``lane_embedding`` of every lane and
+    ``point_features`` at real points under the tolerance rule (so that GPU kernels whose
+    reduction order varies pass). A failure names what usually causes it: dropout still active
+    (the modules it finds in training mode, with "call .eval()"), random numbers drawn in
+    ``forward``, or state kept between calls.
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+    """
+    subject = Subject.of(encoder, batch)
+    first = _call(subject, batch)
+    second = _call(subject, batch)
+    every_lane = torch.arange(batch.lane_mask.numel(), device=first.lane_embedding.device)
+    pairs = _pairs(second, first, None, batch, every_lane, batch.point_mask)
+    try:
+        return _compare(
+            "deterministic", subject, batch, pairs, "on a second call with the same batch"
+        )
+    except EncoderPropertyError as failure:
+        training = training_modules(subject.encoder)
+        if training:
+            hint = (
+                f"is dropout active? The encoder holds modules in training mode: "
+                f"{', '.join(training[:3])}. Call .eval() on them before checking "
+                "(check_encoder puts an nn.Module it is given in eval mode itself, but not "
+                "one wrapped in a function or another object)"
+            )
+        else:
+            hint = (
+                "is dropout active (F.dropout(..., training=True), a module wrapped where "
+                ".eval() cannot reach)? Call .eval(); else the encoder draws random numbers "
+                "or keeps state between calls"
+            )
+        raise EncoderPropertyError("deterministic", f"{failure.detail}: {hint}", batch) from None
 
 
 # -- finite ----------------------------------------------------------------------------------------
