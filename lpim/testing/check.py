@@ -309,7 +309,9 @@ def _prepare(
     failure.attach_reproducer(
         reproducer(failure.example, "assert_finite", "runs", encoder, factory)
     )
-    report.results.append(PropertyResult("runs", dtype, "FAIL", 0, 0.0, 0.0, problem[:120]))
+    report.results.append(
+        PropertyResult("runs", dtype, "FAIL", 0, 0.0, 0.0, f"runs: {problem}"[:120])
+    )
     failure.report = report  # type: ignore[attr-defined]
     raise failure from cause
 
