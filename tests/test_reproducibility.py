@@ -36,20 +36,6 @@ FAST = settings(max_examples=10, database=None, deadline=None)
 SIZES = {"batch_size": (1, 2), "num_lanes": (1, 3), "num_points": (1, 4)}
 
 
-def _run_python(source_or_file: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = (
-        [sys.executable, str(source_or_file)]
-        if isinstance(source_or_file, Path)
-        else [
-            sys.executable,
-            "-c",
-            source_or_file,
-        ]
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
-
-
 _RUN_ALL = """
 import runpy, sys
 for path in sys.argv[1:]:

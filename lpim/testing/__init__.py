@@ -4,6 +4,9 @@
   :class:`CheckReport`, or raises :class:`EncoderPropertyError` with the shrunk example and a
   pasteable ``.reproducer``.
 - One ``assert_*`` per property (:data:`PROPERTIES`), for your own ``@given`` tests.
+- Reliability: a misbehaving encoder is reported, never a crash of the checker. Every call gets
+  copies of the batch (``inputs_unchanged``), may be timed (``deadline``), and must give the same
+  output twice (``deterministic``); :data:`CHECKED_PROPERTIES` lists what ``check_encoder`` runs.
 
 Modules: ``protocol`` (how an encoder is called), ``properties`` (the asserts), ``errors`` (the
 property registry and the error), ``reproducer`` (source that re-raises a failure), ``check``
