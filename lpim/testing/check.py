@@ -257,9 +257,11 @@ def _global_rng_restored(device: torch.device) -> Iterator[None]:
     states afterwards, whatever the encoder or its copies draw."""
     python_state = random.getstate()
     numpy_state = np.random.get_state()
-    devices = [device] if device.type == "cuda" else []
+    devices: list[int] = []
+    if device.type == "cuda":  # the CPU state is always forked; CUDA's only where checked
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     try:
-        with torch.random.fork_rng(devices=devices, device_type=device.type):
+        with torch.random.fork_rng(devices=devices):
             yield
     finally:
         random.setstate(python_state)
