@@ -333,7 +333,7 @@ MISBEHAVING: dict[str, Misbehaviour] = {
             "slow",
             _seeded(Slow),
             "deadline",
-            r"took 0\.2\d* s, and 0\.2\d* s when timed again.*deadline is 0\.05 s",
+            r"took [0-9.e+-]+ s, and [0-9.e+-]+ s when timed again.*deadline is 0\.05 s",
             "sleeps 0.25 s per call; reported under deadline=0.05",
             deadline=0.05,
         ),
