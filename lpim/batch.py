@@ -41,8 +41,16 @@ class LaneBatch:
 
     Raises:
         TypeError: ``points`` is not floating or ``point_mask`` is not ``torch.bool``.
-        ValueError: wrong ranks, shapes that disagree, different devices, or a real point that
-            is NaN or inf.
+        ValueError: wrong ranks, shapes that disagree, ``D = 0``, different devices, the
+            ``meta`` device (no values), or a real point that is NaN or inf.
+
+    What ``True`` means: a slot the mask marks real *is* a real point, whatever it holds. A
+    mask that marks a padded slot as real cannot be told from a real point at those
+    coordinates when the slot holds a finite fill (zeros, a repeated last point): it is
+    encoded as a real point. When the slot holds NaN or inf (a common padding fill), the batch
+    is refused, naming the first such slot. Zero-size batches (``B``, ``M`` or ``N`` = 0),
+    non-contiguous and expanded tensors, and ``points`` that require grad are accepted as
+    they are (nothing is copied).
 
     Example:
         >>> import torch
@@ -215,6 +223,15 @@ class LaneBatch:
             raise ValueError(
                 f"points and point_mask must be on one device; got {points.device} and "
                 f"{point_mask.device}"
+            )
+        if points.shape[-1] == 0:
+            raise ValueError(
+                f"points must have D >= 1 coordinates per point; got shape {tuple(points.shape)}"
+            )
+        if points.device.type == "meta":
+            raise ValueError(
+                "a LaneBatch holds values (real points are checked to be finite); expected "
+                "tensors on a device with data (cpu, cuda, ...), got tensors on the meta device"
             )
         bad = point_mask & ~torch.isfinite(points).all(dim=-1)  # [B, M, N]
         if bool(bad.any()):

@@ -28,8 +28,8 @@ from lpim import encoder as reference_encoder
 from lpim.masks import CONVENTIONS, diagnose
 from lpim.profiles import PROFILES, register_profiles
 from lpim.testing import (
+    CHECKED_PROPERTIES,
     DEFAULT_SETTINGS,
-    PROPERTIES,
     EncoderPropertyError,
     PropertyResult,
     check_encoder,
@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         "--property",
         action="append",
         dest="properties",
-        choices=[name for name in PROPERTIES if name != "runs"],
+        choices=list(CHECKED_PROPERTIES),
         help="check only this property (repeatable)",
     )
     check.add_argument("--point-dim", type=int, help="coordinates per point, if not encoder.in_dim")
@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("lpim-reproducers"),
         help="where a failure's reproducer is written (default ./lpim-reproducers)",
     )
+    _add_deadline_option(check)
     check.set_defaults(run=_check)
 
     diagnose_ = commands.add_parser(
@@ -209,6 +210,7 @@ def _check(args: argparse.Namespace) -> int:
             properties=args.properties,
             factory=args.target,
             progress=live,
+            deadline=_deadline(args),
         )
     except EncoderPropertyError as failure:
         path = _write_reproducer(failure, args.reproducer_dir)
@@ -284,6 +286,24 @@ class _Progress:
         clear_rest = "\x1b[K" if self.live else ""  # wipe what "running..." left on the line
         self.stream.write(f"{line}  {detail or result.note[:60]}".rstrip() + clear_rest + "\n")
         self.stream.flush()
+
+
+def _add_deadline_option(check: argparse.ArgumentParser) -> None:
+    check.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="fail property 'deadline' when one call of the encoder on one batch takes longer "
+        "(timed twice before it counts; default: no limit)",
+    )
+
+
+def _deadline(args: argparse.Namespace) -> float | None:
+    """``--deadline`` checked: a positive finite number of seconds, or None."""
+    seconds: float | None = args.deadline
+    if seconds is not None and not (0 < seconds < float("inf")):
+        raise UsageError(f"--deadline must be a positive number of seconds; got {seconds}")
+    return seconds
 
 
 def _write_reproducer(failure: EncoderPropertyError, directory: Path) -> Path:

@@ -141,6 +141,10 @@ class PriorEncoder(nn.Module):
         super().__init__()
         if in_dim < 1:
             raise ValueError(f"in_dim must be at least 1; got {in_dim}")
+        if d_model % nhead:
+            raise ValueError(
+                f"d_model must be divisible by nhead; got d_model = {d_model}, nhead = {nhead}"
+            )
         if not (math.isfinite(coord_range) and coord_range > 0):
             raise ValueError(f"coord_range must be a positive finite number; got {coord_range}")
         self.in_dim = in_dim
@@ -265,6 +269,11 @@ class PriorEncoder(nn.Module):
                 f"points, point_mask and the encoder's parameters must be on one device; got "
                 f"points on {points.device}, point_mask on {point_mask.device}, "
                 f"parameters on {self.query.device}"
+            )
+        if points.device.type == "meta":
+            raise ValueError(
+                "PriorEncoder reads point_mask's values to pick the real lanes; expected inputs "
+                "on a device with data (cpu, cuda, ...), got the meta device, which holds none"
             )
         # A non-finite real coordinate makes that lane's output NaN; padded slots may hold anything.
         bad_values = point_mask[..., None] & ~torch.isfinite(points)  # [B, M, N, D]

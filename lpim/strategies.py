@@ -82,7 +82,24 @@ def lane_batches(
 
     Returns:
         A strategy; each example is a valid ``LaneBatch`` (real points finite, mask bool).
+
+    Raises:
+        hypothesis.errors.InvalidArgument: when drawing, for any knob outside what is
+            documented here (a negative or reversed range, an unknown layout or garbage kind,
+            a non-floating dtype, a device torch does not know, is not available, or the
+            ``meta`` device, which holds no values; a non-positive or non-finite
+            ``coord_range``; a non-bool flag), naming the knob, what it expects and what came.
+            Values drawn from a strategy knob are checked the same way.
     """
+    for flag, value in (
+        ("empty_lanes", empty_lanes),
+        ("empty_samples", empty_samples),
+        ("all_empty", all_empty),
+    ):
+        if not isinstance(value, bool):
+            raise InvalidArgument(f"{flag} must be True or False; got {value!r}")
+    if isinstance(coord_range, bool) or not isinstance(coord_range, int | float):
+        raise InvalidArgument(f"coord_range must be a positive finite number; got {coord_range!r}")
     b = draw(_ints(batch_size, "batch_size", low=0))
     m = draw(_ints(num_lanes, "num_lanes", low=0))
     n = draw(_ints(num_points, "num_points", low=0))
@@ -90,7 +107,7 @@ def lane_batches(
     chosen_layout = draw(_choice(layout, LAYOUTS, "layout"))
     chosen_garbage = draw(_choice(garbage, GARBAGE_KINDS, "garbage"))
     chosen_dtype = draw(_value(dtype))
-    chosen_device = torch.device(draw(_value(device)))  # type: ignore[call-overload]
+    chosen_device = _device(draw(_value(device)))
     if not (isinstance(chosen_dtype, torch.dtype) and chosen_dtype.is_floating_point):
         raise InvalidArgument(f"dtype must be a floating torch.dtype; got {chosen_dtype!r}")
     if not (coord_range > 0 and np.isfinite(coord_range)):
@@ -168,15 +185,49 @@ def padded_tensors(**knobs: Any) -> st.SearchStrategy[tuple[torch.Tensor, torch.
 
 def _ints(knob: object, name: str, *, low: int) -> st.SearchStrategy[int]:
     if isinstance(knob, st.SearchStrategy):
-        return knob
+        return knob.map(lambda value: _check_drawn_int(value, name, low))
     if isinstance(knob, bool) or not isinstance(knob, int | tuple):
         raise InvalidArgument(
             f"{name} must be an int, a (min, max) tuple or a strategy; got {knob!r}"
         )
+    if isinstance(knob, tuple) and len(knob) != 2:
+        raise InvalidArgument(f"{name} must be a (min, max) tuple of two ints; got {knob!r}")
     lo, hi = (knob, knob) if isinstance(knob, int) else knob
+    if isinstance(lo, bool) or isinstance(hi, bool):
+        raise InvalidArgument(f"{name} must hold ints, not bools; got {knob!r}")
     if not (isinstance(lo, int) and isinstance(hi, int) and low <= lo <= hi):
         raise InvalidArgument(f"{name} must satisfy {low} <= min <= max; got {knob!r}")
     return st.integers(lo, hi)
+
+
+def _check_drawn_int(value: object, name: str, low: int) -> int:
+    """A value drawn from a strategy knob: an int of at least ``low``, or InvalidArgument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidArgument(f"{name} must be an int >= {low}; its strategy drew {value!r}")
+    return value
+
+
+def _device(value: object) -> torch.device:
+    """``value`` as a torch.device that holds data and is available, or InvalidArgument."""
+    if isinstance(value, bool) or not isinstance(value, str | torch.device):
+        raise InvalidArgument(f"device must be a str or torch.device; got {value!r}")
+    try:
+        chosen = torch.device(value)
+    except RuntimeError as error:
+        raise InvalidArgument(
+            f"device must be one torch knows (cpu, cuda, ...); got {value!r} ({error})"
+        ) from None
+    if chosen.type == "meta":
+        raise InvalidArgument(
+            "device must hold data (a lane batch's real points are checked to be finite); got "
+            "the meta device"
+        )
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgument(
+            f"device must be available; got {str(chosen)!r}, but torch.cuda.is_available() is "
+            f"False (torch {torch.__version__})"
+        )
+    return chosen
 
 
 def _choice(knob: object, allowed: Sequence[str], name: str) -> st.SearchStrategy[str]:

@@ -10,6 +10,7 @@ convention flattens samples and lanes into one batch axis of ``B*M`` sequences.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -190,3 +191,42 @@ def check_point_mask(point_mask: object, where: str) -> torch.Tensor:
             hint=inverted_hint if point_mask.dtype != torch.bool else "",
         )
     return point_mask
+
+
+def check_count(value: object, name: str, where: str, *, minimum: int) -> int:
+    """Check that ``value`` is an integer (not a bool) of at least ``minimum``; return it.
+
+    Raises:
+        TypeError: ``value`` is not an integer (a float, a bool, a string, None, ...).
+        ValueError: ``value`` is below ``minimum``.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{where}: {name} must be an int >= {minimum}; got the bool {value}")
+    try:
+        count = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"{where}: {name} must be an int >= {minimum}; got {value!r} ({type(value).__name__})"
+        ) from None
+    if count < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {count} (in {where})")
+    return count
+
+
+def check_has_values(tensor: torch.Tensor, name: str, where: str, convention: str) -> None:
+    """Refuse a tensor on the ``meta`` device where ``where`` has to read its values.
+
+    Meta tensors carry shape, dtype and device but no values: shape-only converters (such as
+    :func:`~lpim.masks.to_key_padding_mask`) accept them, anything that reads values refuses them
+    here rather than failing deep inside torch.
+    """
+    if tensor.device.type == "meta":
+        raise MaskConventionError(
+            f"{where}: {name} is on the meta device, which holds no values, and {where} reads them",
+            convention=convention,
+            expected=f"{name} on a device with data (cpu, cuda, ...)",
+            got=describe(tensor),
+            hint="build the mask from real data; on meta only shape-only converters work "
+            "(to_key_padding_mask, to_attn_mask_3d, to_additive_mask, to_sdpa_mask, "
+            "to_attention_mask, keep_tokens)",
+        )

@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import torch
 
-from lpim.masks.conventions import MaskConventionError, check_point_mask, describe
+from lpim.masks.conventions import (
+    MaskConventionError,
+    check_count,
+    check_has_values,
+    check_point_mask,
+    describe,
+)
 
 # -- the library mask, flattened to token sequences ---------------------------------------------
 
@@ -28,8 +34,7 @@ def keep_tokens(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor
     polarity and layout.
     """
     check_point_mask(point_mask, "keep_tokens")
-    if query_tokens < 0:
-        raise ValueError(f"query_tokens must be >= 0; got {query_tokens}")
+    query_tokens = check_count(query_tokens, "query_tokens", "keep_tokens", minimum=0)
     b, m, n = point_mask.shape
     per_lane = point_mask.reshape(b * m, n)  # [B*M, N]
     query = torch.ones(b * m, query_tokens, dtype=torch.bool, device=point_mask.device)
@@ -40,8 +45,11 @@ def _lanes_to_point_mask(
     keep: torch.Tensor, num_lanes: int, query_tokens: int, convention: str, inverse: str
 ) -> torch.Tensor:
     """Invert :func:`keep_tokens`: ``(B*M, q + N)`` keep -> ``[B, M, N]`` point mask."""
+    num_lanes = check_count(num_lanes, "num_lanes", inverse, minimum=1)
+    query_tokens = check_count(query_tokens, "query_tokens", inverse, minimum=0)
+    check_has_values(keep, "the mask", inverse, convention)
     rows, s = keep.shape
-    if num_lanes <= 0 or rows % num_lanes:
+    if rows % num_lanes:
         raise MaskConventionError(
             f"{inverse}: cannot split {rows} rows into samples of num_lanes = {num_lanes}",
             convention=convention,
@@ -115,8 +123,7 @@ def to_attn_mask_3d(
         ``(B*M*H, q + N, q + N)`` bool. A lane with no real token (only possible with
         ``query_tokens=0``) has fully blocked rows, which MHA turns into NaN or 0.
     """
-    if num_heads < 1:
-        raise ValueError(f"num_heads must be >= 1; got {num_heads}")
+    num_heads = check_count(num_heads, "num_heads", "to_attn_mask_3d", minimum=1)
     blocked = ~keep_tokens(point_mask, query_tokens)  # [B*M, S]
     s = blocked.shape[1]
     per_lane = blocked[:, None, :].expand(-1, s, -1)  # [B*M, L, S]
@@ -129,6 +136,8 @@ def from_attn_mask_3d(
     """Inverse of :func:`to_attn_mask_3d`; refuses masks whose heads or query rows disagree."""
     _expect_dtype(attn_mask, torch.bool, "attn_mask_3d", "from_attn_mask_3d")
     _expect_rank(attn_mask, 3, "attn_mask_3d", "from_attn_mask_3d")
+    num_heads = check_count(num_heads, "num_heads", "from_attn_mask_3d", minimum=1)
+    check_has_values(attn_mask, "attn_mask", "from_attn_mask_3d", "attn_mask_3d")
     rows, length, s = attn_mask.shape
     if rows % num_heads:
         raise MaskConventionError(
@@ -169,6 +178,7 @@ def from_sdpa_mask(sdpa_mask: torch.Tensor, num_lanes: int, query_tokens: int = 
     """Inverse of :func:`to_sdpa_mask`: ``(B*M, 1, 1, S)`` True = attend -> ``[B, M, N]``."""
     _expect_dtype(sdpa_mask, torch.bool, "sdpa", "from_sdpa_mask")
     _expect_rank(sdpa_mask, 4, "sdpa", "from_sdpa_mask")
+    check_has_values(sdpa_mask, "sdpa_mask", "from_sdpa_mask", "sdpa")
     return _lanes_to_point_mask(
         _single_row(sdpa_mask, "sdpa", "from_sdpa_mask"),
         num_lanes,
@@ -186,7 +196,7 @@ def to_additive_mask(
     Added to the attention scores by SDPA and MHA. ``-inf`` rather than a large negative number:
     ``-1e9`` overflows float16 and ``-1e4`` lets huge scores through.
     """
-    if not dtype.is_floating_point:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"to_additive_mask: dtype must be floating; got {dtype}")
     keep = keep_tokens(point_mask, query_tokens)[:, None, None, :]  # [B*M, 1, 1, S]
     zeros = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
@@ -205,6 +215,7 @@ def from_additive_mask(
             expected="a floating tensor of 0 (keep) and -inf (block)",
             got=describe(additive_mask),
         )
+    check_has_values(additive_mask, "additive_mask", "from_additive_mask", "additive")
     neg_inf = additive_mask == float("-inf")
     if not bool((neg_inf | (additive_mask == 0)).all()):
         raise MaskConventionError(
@@ -231,6 +242,7 @@ def from_attention_mask(
 ) -> torch.Tensor:
     """Inverse of :func:`to_attention_mask`; accepts int or bool 0/1."""
     _expect_rank(attention_mask, 2, "attention_mask", "from_attention_mask")
+    check_has_values(attention_mask, "attention_mask", "from_attention_mask", "attention_mask")
     if attention_mask.is_floating_point() or not bool(
         ((attention_mask == 0) | (attention_mask == 1)).all()
     ):
@@ -253,6 +265,7 @@ def to_lengths(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
     :func:`to_cu_seqlens` with :func:`pack` for any layout.
     """
     keep = keep_tokens(point_mask, query_tokens)  # [B*M, S]
+    check_has_values(point_mask, "point_mask", "to_lengths", "lengths")
     lengths = keep.sum(dim=1)  # [B*M]
     slot = torch.arange(keep.shape[1], device=keep.device)
     right_aligned = keep == (slot < lengths[:, None])
@@ -281,6 +294,9 @@ def from_lengths(
             expected="an integer (B*M,) tensor",
             got=describe(lengths),
         )
+    num_points = check_count(num_points, "num_points", "from_lengths", minimum=0)
+    query_tokens = check_count(query_tokens, "query_tokens", "from_lengths", minimum=0)
+    check_has_values(lengths, "lengths", "from_lengths", "lengths")
     s = num_points + query_tokens
     if bool(((lengths < query_tokens) | (lengths > s)).any()):
         raise MaskConventionError(
@@ -302,6 +318,7 @@ def to_cu_seqlens(point_mask: torch.Tensor, query_tokens: int = 0) -> tuple[torc
     the lane's points. Empty lanes have empty spans.
     """
     lengths = keep_tokens(point_mask, query_tokens).sum(dim=1)  # [B*M]
+    check_has_values(point_mask, "point_mask", "to_cu_seqlens", "cu_seqlens")
     cu_seqlens = torch.zeros(lengths.numel() + 1, dtype=torch.int32, device=lengths.device)
     cu_seqlens[1:] = lengths.cumsum(0)
     max_seqlen = int(lengths.max()) if lengths.numel() else 0
@@ -313,6 +330,14 @@ def from_cu_seqlens(
 ) -> torch.Tensor:
     """``cu_seqlens`` -> a right-padded ``[B, M, N]`` point mask (offsets carry no layout)."""
     _expect_rank(cu_seqlens, 1, "cu_seqlens", "from_cu_seqlens")
+    if cu_seqlens.is_floating_point() or cu_seqlens.is_complex() or cu_seqlens.dtype == torch.bool:
+        raise MaskConventionError(
+            "from_cu_seqlens: offsets are integers",
+            convention="cu_seqlens",
+            expected="an integer (B*M + 1,) tensor (int32 for flash-attn)",
+            got=describe(cu_seqlens),
+        )
+    check_has_values(cu_seqlens, "cu_seqlens", "from_cu_seqlens", "cu_seqlens")
     if cu_seqlens.numel() == 0 or int(cu_seqlens[0]) != 0:
         raise MaskConventionError(
             "from_cu_seqlens: offsets start at 0",
@@ -347,6 +372,21 @@ def pack(points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
 def unpack(packed: torch.Tensor, point_mask: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
     """Scatter ``packed [T, C]`` back to ``[B, M, N, C]``; padded slots hold ``fill``."""
     check_point_mask(point_mask, "unpack")
+    if not isinstance(packed, torch.Tensor):
+        raise MaskConventionError(
+            "unpack: packed must be a tensor",
+            convention="cu_seqlens",
+            expected="a [T, C] tensor with T = point_mask.sum()",
+            got=type(packed).__name__,
+        )
+    check_has_values(point_mask, "point_mask", "unpack", "point_mask")
+    if packed.device != point_mask.device:
+        raise MaskConventionError(
+            "unpack: packed and point_mask on different devices",
+            convention="point_mask",
+            expected=f"packed on {point_mask.device} (that of point_mask)",
+            got=describe(packed),
+        )
     real = int(point_mask.sum())
     if packed.dim() != 2 or packed.shape[0] != real:
         raise MaskConventionError(
@@ -395,6 +435,7 @@ def _check_points(points: torch.Tensor, point_mask: torch.Tensor, where: str) ->
             expected=f"points on {point_mask.device}",
             got=describe(points),
         )
+    check_has_values(point_mask, "point_mask", where, "point_mask")
 
 
 def _expect_dtype(mask: torch.Tensor, dtype: torch.dtype, convention: str, where: str) -> None:

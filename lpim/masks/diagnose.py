@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from lpim.masks.conventions import CONVENTIONS, check_point_mask, describe
+from lpim.masks.conventions import (
+    CONVENTIONS,
+    check_count,
+    check_has_values,
+    check_point_mask,
+    describe,
+)
 from lpim.masks.convert import keep_tokens, to_cu_seqlens
 
 MISTAKES: dict[str, str] = {
@@ -84,13 +90,28 @@ def diagnose(
             warns about the other.
 
     Returns:
-        A :class:`Diagnosis`; ``str()`` of it is the advice.
+        A :class:`Diagnosis`; ``str()`` of it is the advice. Any ``mask`` gets one, whatever its
+        rank, dtype or size (``unrecognised`` when nothing fits); a mask on another device is
+        read on ``point_mask``'s.
+
+    Raises:
+        MaskConventionError: ``point_mask`` is not a ``[B, M, N]`` bool tensor, or ``mask`` or
+            ``point_mask`` is on the ``meta`` device (no values to read).
+        ValueError: ``num_heads < 1``, ``query_tokens < 0`` or an unknown ``intended``.
+        TypeError: ``num_heads`` or ``query_tokens`` is not an int.
     """
     check_point_mask(point_mask, "diagnose")
+    check_has_values(point_mask, "point_mask", "diagnose", "point_mask")
+    if num_heads is not None:
+        num_heads = check_count(num_heads, "num_heads", "diagnose", minimum=1)
+    query_tokens = check_count(query_tokens, "query_tokens", "diagnose", minimum=0)
     if intended is not None and intended not in CONVENTIONS:
-        raise ValueError(f"unknown convention {intended!r}; expected one of {list(CONVENTIONS)}")
+        raise ValueError(
+            f"unknown convention: got intended={intended!r}; expected one of {list(CONVENTIONS)}"
+        )
     if not isinstance(mask, torch.Tensor):
         return _unrecognised(f"a {type(mask).__name__}, not a tensor", query_tokens, num_heads)
+    check_has_values(mask, "the mask", "diagnose", "point_mask")
     if mask.device != point_mask.device:
         mask = mask.to(point_mask.device)
     return _Reader(point_mask, num_heads, query_tokens, intended).read(mask)
@@ -203,6 +224,13 @@ class _Reader:
 
     def _rank3(self, mask: torch.Tensor) -> Diagnosis:
         rows, length, width = mask.shape
+        if mask.numel() == 0 and not (rows == self.lanes == 0 and length == width == self.s):
+            return _unrecognised(
+                f"an empty 3-D mask {tuple(mask.shape)} for B*M = {self.lanes} lanes of "
+                f"S = {self.s} tokens",
+                self.q,
+                self.num_heads,
+            )
         if mask.is_floating_point():
             reading = _float_reading(mask)
             if reading is None:
@@ -233,7 +261,7 @@ class _Reader:
                 f"it is {tuple(mask.shape)}: L = {length} query rows for S = {width} keys, but "
                 f"self-attention over a lane's tokens needs L = S = {self.s}",
             )
-        if rows % self.lanes:
+        if self.lanes == 0 or rows % self.lanes:
             return _unrecognised(
                 f"a 3-D mask with {rows} rows: not a multiple of B*M = {self.lanes}",
                 self.q,
@@ -446,4 +474,5 @@ def _float_reading(mask: torch.Tensor) -> torch.Tensor | None:
 
 def _one_row(mask4d: torch.Tensor) -> torch.Tensor:
     """``(B*M, h, l, S)`` -> ``(B*M, h*l, S)``: every head and query row, for _judge_rows."""
-    return mask4d.reshape(mask4d.shape[0], -1, mask4d.shape[-1])
+    lanes, heads, rows, width = mask4d.shape
+    return mask4d.reshape(lanes, heads * rows, width)  # explicit: -1 is ambiguous at 0 lanes

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from lpim.masks.conventions import CONVENTIONS, MaskConventionError, check_point_mask, describe
+from lpim.masks.conventions import (
+    CONVENTIONS,
+    MaskConventionError,
+    check_count,
+    check_has_values,
+    check_point_mask,
+    describe,
+)
 from lpim.masks.convert import keep_tokens, to_attn_mask_3d, to_cu_seqlens, to_lengths
 
 
@@ -35,8 +42,11 @@ def validate(
 
     Raises:
         MaskConventionError: naming the convention assumed, the expected shape, dtype, device
-            and polarity, what came, and the lpim call that builds the right mask.
-        ValueError: ``convention`` is not a name lpim knows.
+            and polarity, what came, and the lpim call that builds the right mask; also for a
+            mask or ``point_mask`` on the ``meta`` device (no values to check).
+        ValueError: ``convention`` is not a name lpim knows, or ``num_heads < 1`` or
+            ``query_tokens < 0``.
+        TypeError: ``num_heads`` or ``query_tokens`` is not an int.
     """
     checks = {
         "key_padding_mask": _key_padding_mask,
@@ -49,7 +59,7 @@ def validate(
     }
     if convention not in checks:
         raise ValueError(
-            f"unknown convention {convention!r}; expected one of {sorted(checks)} "
+            f"unknown convention: got {convention!r}; expected one of {sorted(checks)} "
             f"(all conventions: {list(CONVENTIONS)})"
         )
     if not isinstance(mask, torch.Tensor):
@@ -59,8 +69,12 @@ def validate(
             expected=f"a tensor of shape {CONVENTIONS[convention].shape}",
             got=type(mask).__name__,
         )
+    if num_heads is not None:
+        num_heads = check_count(num_heads, "num_heads", "validate", minimum=1)
+    query_tokens = check_count(query_tokens, "query_tokens", "validate", minimum=0)
     if point_mask is not None:
         check_point_mask(point_mask, "validate")
+        check_has_values(point_mask, "point_mask", "validate", "point_mask")
         if mask.device != point_mask.device:
             raise MaskConventionError(
                 "mask and point_mask are on different devices",
@@ -69,6 +83,7 @@ def validate(
                 got=describe(mask),
                 hint="move it with .to(point_mask.device)",
             )
+    check_has_values(mask, "the mask", "validate", convention)
     checks[convention](mask, point_mask, num_heads, query_tokens)
 
 

@@ -7,6 +7,9 @@
 - :func:`check_lane_consumer` and its asserts (:data:`CONSUMER_PROPERTIES`) do the same for
   lane-set consumers, one step downstream: modules that read ``lane_embedding [B, M, C]`` and
   ``lane_mask [B, M]`` (True = real lane); failures raise :class:`LaneConsumerPropertyError`.
+- Reliability: a misbehaving encoder is reported, never a crash of the checker. Every call gets
+  copies of the batch (``inputs_unchanged``), may be timed (``deadline``), and must give the same
+  output twice (``deterministic``); :data:`CHECKED_PROPERTIES` lists what ``check_encoder`` runs.
 
 Modules: ``protocol`` (how an encoder is called), ``properties`` (the asserts), ``errors`` (the
 property registry and the error), ``reproducer`` (source that re-raises a failure), ``check``
@@ -14,6 +17,7 @@ property registry and the error), ``reproducer`` (source that re-raises a failur
 """
 
 from lpim.testing.check import (
+    CHECKED_PROPERTIES,
     DEFAULT_DTYPES,
     DEFAULT_SETTINGS,
     CheckReport,
@@ -31,6 +35,7 @@ from lpim.testing.consumer import (
 )
 from lpim.testing.errors import PROPERTIES, EncoderPropertyError, Property
 from lpim.testing.properties import (
+    assert_deterministic,
     assert_devices_agree,
     assert_finite,
     assert_gradients_isolated,
@@ -42,6 +47,7 @@ from lpim.testing.properties import (
 from lpim.testing.protocol import EncoderOutput, ProtocolError, Subject
 
 __all__ = [
+    "CHECKED_PROPERTIES",
     "CONSUMER_PROPERTIES",
     "DEFAULT_DTYPES",
     "DEFAULT_SETTINGS",
@@ -55,6 +61,7 @@ __all__ = [
     "ProtocolError",
     "Subject",
     "assert_consumer_finite",
+    "assert_deterministic",
     "assert_devices_agree",
     "assert_finite",
     "assert_gradients_isolated",

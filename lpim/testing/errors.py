@@ -38,6 +38,31 @@ PROPERTIES: dict[str, Property] = {
             "code never expected",
         ),
         Property(
+            "deterministic",
+            "assert_deterministic",
+            "the encoder gives the same output when called twice on the same batch (a "
+            "reliability check: a nondeterministic encoder cannot be held to any other property)",
+            "dropout left active (a module wrapped in a plain function and never put in eval "
+            "mode, or F.dropout(training=True)); random numbers drawn in forward; state kept "
+            "between calls",
+        ),
+        Property(
+            "inputs_unchanged",
+            "(any)",
+            "the encoder does not write into points or point_mask (checked after every call: "
+            "the checker hands the encoder copies)",
+            "in-place ops on the inputs: points.masked_fill_, points[~mask] = 0, points /= "
+            "range, point_mask &= ...",
+        ),
+        Property(
+            "deadline",
+            "(any)",
+            "each call of the encoder on one batch finishes within check_encoder's deadline "
+            "(timed twice before it counts)",
+            "a Python loop over lanes or points; a per-call copy of the weights; a host sync "
+            "per lane",
+        ),
+        Property(
             "finite",
             "assert_finite",
             "no NaN or inf in any output for finite real points, including empty lanes, empty "

@@ -26,7 +26,13 @@ import torch
 
 from lpim.batch import LaneBatch
 from lpim.testing.errors import EncoderPropertyError
-from lpim.testing.protocol import Encoder, EncoderOutput, ProtocolError, Subject
+from lpim.testing.protocol import (
+    Encoder,
+    EncoderOutput,
+    ProtocolError,
+    Subject,
+    training_modules,
+)
 
 # -- running the encoder ---------------------------------------------------------------------------
 
@@ -156,6 +162,48 @@ def _pairs(
             )
         )
     return pairs
+
+
+# -- deterministic ---------------------------------------------------------------------------------
+
+
+def assert_deterministic(encoder: Encoder | Subject, batch: LaneBatch) -> float:
+    """Property ``deterministic``: the same batch twice gives the same output.
+
+    Calls the encoder twice on ``batch`` and compares ``lane_embedding`` of every lane and
+    ``point_features`` at real points under the tolerance rule (so that GPU kernels whose
+    reduction order varies pass). A failure names what usually causes it: dropout still active
+    (the modules it finds in training mode, with "call .eval()"), random numbers drawn in
+    ``forward``, or state kept between calls.
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+    """
+    subject = Subject.of(encoder, batch)
+    first = _call(subject, batch)
+    second = _call(subject, batch)
+    every_lane = torch.arange(batch.lane_mask.numel(), device=first.lane_embedding.device)
+    pairs = _pairs(second, first, None, batch, every_lane, batch.point_mask)
+    try:
+        return _compare(
+            "deterministic", subject, batch, pairs, "on a second call with the same batch"
+        )
+    except EncoderPropertyError as failure:
+        training = training_modules(subject.encoder)
+        if training:
+            hint = (
+                f"is dropout active? The encoder holds modules in training mode: "
+                f"{', '.join(training[:3])}. Call .eval() on them before checking "
+                "(check_encoder puts an nn.Module it is given in eval mode itself, but not "
+                "one wrapped in a function or another object)"
+            )
+        else:
+            hint = (
+                "is dropout active (F.dropout(..., training=True), a module wrapped where "
+                ".eval() cannot reach)? Call .eval(); else the encoder draws random numbers "
+                "or keeps state between calls"
+            )
+        raise EncoderPropertyError("deterministic", f"{failure.detail}: {hint}", batch) from None
 
 
 # -- finite ----------------------------------------------------------------------------------------
@@ -515,6 +563,15 @@ def _lane_losses(out: EncoderOutput, point_mask: torch.Tensor) -> torch.Tensor:
 # -- devices agree ---------------------------------------------------------------------------------
 
 
+def no_cuda_reason() -> str:
+    """Why ``devices_agree`` is skipped here: the message of its skip where CUDA is missing."""
+    build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+    return (
+        "devices_agree needs a CUDA device: torch.cuda.is_available() is False "
+        f"(torch {torch.__version__}, {build})"
+    )
+
+
 def assert_devices_agree(
     encoder: Encoder | Subject, batch: LaneBatch, device: str | torch.device = "cuda"
 ) -> float:
@@ -532,15 +589,7 @@ def assert_devices_agree(
     """
     target = torch.device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
-        raise unittest.SkipTest(
-            "devices_agree needs a CUDA device: torch.cuda.is_available() is False "
-            f"(torch {torch.__version__}"
-            + (
-                ", a CPU-only build)"
-                if torch.version.cuda is None
-                else f", CUDA {torch.version.cuda})"
-            )
-        )
+        raise unittest.SkipTest(no_cuda_reason())
     cpu_batch = batch.to(device="cpu")
     subject = Subject.of(encoder, cpu_batch)
     if subject.device.type != "cpu":

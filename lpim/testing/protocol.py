@@ -12,14 +12,17 @@ its scale (for the rule's floors).
 from __future__ import annotations
 
 import copy
+import functools
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 
 from lpim.batch import LaneBatch
+from lpim.testing.errors import EncoderPropertyError
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
 
 Encoder = Callable[[torch.Tensor, torch.Tensor], Any]
@@ -73,6 +76,10 @@ def _check_tensor(value: object, name: str, lead: tuple[int, ...], batch: LaneBa
         raise ProtocolError(f"{name} must have shape {expected}; got {tuple(value.shape)}")
     if not value.is_floating_point():
         raise ProtocolError(f"{name} must be floating; got {value.dtype}")
+    if value.dtype != batch.points.dtype:
+        raise ProtocolError(
+            f"{name} must have the points' dtype {batch.points.dtype}; got {value.dtype}"
+        )
     if value.device != batch.points.device:
         raise ProtocolError(
             f"{name} must be on the input's device {batch.points.device}; got {value.device}"
@@ -93,6 +100,8 @@ class Subject:
     encoder: Encoder
     dtype: torch.dtype
     device: torch.device
+    deadline: float | None = None
+    """Seconds one call may take (``check_encoder(deadline=...)``); None for no limit."""
 
     @classmethod
     def of(cls, encoder: Encoder | Subject, batch: LaneBatch) -> Subject:
@@ -109,9 +118,29 @@ class Subject:
         return cls(_prepared(encoder, dtype, device), dtype, device)
 
     def __call__(self, batch: LaneBatch) -> EncoderOutput:
-        """Run the encoder on ``batch`` (converted to this subject's dtype and device)."""
+        """Run the encoder on ``batch`` (converted to this subject's dtype and device).
+
+        The encoder gets copies of ``points`` and ``point_mask``; after the call the copies
+        must still equal the batch (an encoder that writes into its inputs breaks property
+        ``inputs_unchanged``, and the caller's tensors are never touched). With a
+        :attr:`deadline`, a call that takes longer is timed once more, and raises
+        :class:`DeadlineExceeded` if it is slow again.
+        """
         batch = batch.to(device=self.device, dtype=self.dtype)
-        return normalise_output(self.encoder(batch.points, batch.point_mask), batch)
+        output, took = self._timed_call(batch)
+        if self.deadline is not None and took > self.deadline:
+            _, again = self._timed_call(batch)  # the first call on a new shape is often slow
+            if again > self.deadline:
+                raise DeadlineExceeded(took, again, self.deadline, batch)
+        return normalise_output(output, batch)
+
+    def _timed_call(self, batch: LaneBatch) -> tuple[object, float]:
+        points, point_mask = batch.points.clone(), batch.point_mask.clone()
+        started = time.perf_counter()
+        output = self.encoder(points, point_mask)
+        took = time.perf_counter() - started
+        _check_unchanged(batch, points, point_mask)
+        return output, took
 
     @property
     def twin(self) -> Encoder | None:
@@ -133,6 +162,134 @@ class Subject:
         _, _, n, _ = batch.shape
         k, depth = encoder_scale(self.encoder, fallback_length=n + 1)
         return tolerance(self.dtype, k, depth)
+
+
+class DeadlineExceeded(BaseException):
+    """One call of the encoder took longer than the check's deadline, twice in a row.
+
+    A ``BaseException`` so that Hypothesis does not shrink or replay it (timing is not a
+    function of the input, and every replay would be slow): :func:`~lpim.testing.check_encoder`
+    catches it and reports property ``deadline`` with the times taken.
+
+    Attributes:
+        took: seconds of the first call.
+        again: seconds of the second call on the same batch.
+        deadline: the limit, in seconds.
+        batch: the batch.
+    """
+
+    def __init__(self, took: float, again: float, deadline: float, batch: LaneBatch) -> None:
+        self.took, self.again, self.deadline, self.batch = took, again, deadline, batch
+        super().__init__(
+            f"one call of the encoder took {took:.3g} s, and {again:.3g} s when timed again on "
+            f"the same batch; the deadline is {deadline:.3g} s per call"
+        )
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal shape, dtype and values, NaN equal to NaN (padded slots may hold NaN)."""
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    with torch.no_grad():
+        equal = a == b
+        if a.is_floating_point():
+            equal = equal | (a.isnan() & b.isnan())
+        return bool(equal.all())
+
+
+def _check_unchanged(batch: LaneBatch, points: torch.Tensor, point_mask: torch.Tensor) -> None:
+    """Raise property ``inputs_unchanged`` if the encoder wrote into the copies it was given."""
+    changed = [
+        name
+        for name, given, original in (
+            ("points", points, batch.points),
+            ("point_mask", point_mask, batch.point_mask),
+        )
+        if not _same(given, original)
+    ]
+    if changed:
+        raise EncoderPropertyError(
+            "inputs_unchanged",
+            f"the encoder modified {' and '.join(changed)} in place (the checker hands it "
+            "copies, so the caller's tensors are intact; a caller reusing its batch would not "
+            "be): use out-of-place ops (x = x * 2, not x.mul_(2); torch.where, not "
+            "masked_fill_)",
+            batch,
+        )
+
+
+def training_modules(encoder: object) -> list[str]:
+    """Modules in training mode that ``encoder`` holds, as ``"path (Type)"``.
+
+    Looks inside an ``nn.Module`` and, for any other callable, one or two levels into what it
+    wraps: a bound method's object, ``functools.partial`` arguments, closure cells, an
+    instance's attributes. Used to say "call .eval()" when two identical calls differ.
+    """
+    found: list[str] = []
+    for path, module in reachable_modules(encoder):
+        for name, sub in module.named_modules():
+            if sub.training and (
+                isinstance(sub, torch.nn.modules.dropout._DropoutNd) and sub.p > 0
+            ):
+                where = f"{path}.{name}" if name else path
+                found.append(f"{where} ({type(sub).__name__}, p={sub.p})")
+        if not found and module.training:
+            found.append(f"{path} ({type(module).__name__})")
+    return found
+
+
+def reachable_modules(encoder: object, depth: int = 3) -> Iterator[tuple[str, torch.nn.Module]]:
+    """``(path, module)`` for each top-level ``nn.Module`` reachable from ``encoder``."""
+    seen: set[int] = set()
+
+    def visit(obj: object, path: str, left: int) -> Iterator[tuple[str, torch.nn.Module]]:
+        if id(obj) in seen or left < 0:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.nn.Module):
+            yield path, obj
+            return
+        children: list[tuple[str, object]] = []
+        if isinstance(obj, functools.partial):
+            children += [(f"{path}.func", obj.func)]
+            children += [(f"{path}.args[{i}]", a) for i, a in enumerate(obj.args)]
+            children += [(f"{path}.keywords[{k!r}]", v) for k, v in obj.keywords.items()]
+        for attribute in ("__self__", "__wrapped__", "__func__"):
+            inner = getattr(obj, attribute, None)
+            if inner is not None:
+                children.append((f"{path}.{attribute}", inner))
+        for i, cell in enumerate(getattr(obj, "__closure__", None) or ()):
+            try:
+                children.append((f"{path}<closure {i}>", cell.cell_contents))
+            except ValueError:  # an empty cell
+                continue
+        attributes = getattr(obj, "__dict__", None)
+        if isinstance(attributes, dict) and not isinstance(obj, type):
+            children += [(f"{path}.{k}", v) for k, v in attributes.items()]
+        if isinstance(obj, list | tuple):
+            children += [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
+        for child_path, child in children:
+            yield from visit(child, child_path, left - 1)
+
+    yield from visit(encoder, "encoder", depth)
+
+
+def foreign_device_tensors(encoder: object, device: torch.device) -> list[str]:
+    """Parameters, buffers and plain tensor attributes reachable from ``encoder`` that are not
+    on ``device``, as ``"path: device"`` (the first few)."""
+    found: list[str] = []
+    for path, module in reachable_modules(encoder):
+        named = [*module.named_parameters(), *module.named_buffers()]
+        for sub_name, sub in module.named_modules():
+            named += [
+                (f"{sub_name}.{k}" if sub_name else k, v)
+                for k, v in vars(sub).items()
+                if isinstance(v, torch.Tensor)
+            ]
+        for name, tensor in named:
+            if not same_device(tensor.device, device):
+                found.append(f"{path}.{name} on {tensor.device}")
+    return found[:4]
 
 
 _TWINS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, ...], torch.nn.Module]] = (
@@ -158,3 +315,12 @@ def _prepared(encoder: Encoder, dtype: torch.dtype, device: torch.device) -> Enc
         return encoder
     module = copy.deepcopy(encoder).to(device=device, dtype=dtype)
     return module.eval()
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` (the current device) are the same place."""
+    if a.type != b.type:
+        return False
+    if a.index is None or b.index is None:
+        return True
+    return a.index == b.index

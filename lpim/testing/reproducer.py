@@ -46,8 +46,14 @@ def reproducer(
     property_name: str,
     encoder: object,
     factory: str | None = None,
+    call: str | None = None,
 ) -> str:
-    """Python source that rebuilds ``example`` exactly and calls ``lpim.testing.<assert_name>``."""
+    """Python source that rebuilds ``example`` exactly and calls ``lpim.testing.<assert_name>``.
+
+    ``call``, when given, replaces that last line: source that uses ``encoder``, ``points``,
+    ``point_mask``, ``LaneBatch`` and ``EncoderPropertyError`` (used for the ``deadline``
+    check, which no assert function times).
+    """
     imports, build = encoder_source(encoder, factory)
     dtype = example.points.dtype
     device = example.points.device
@@ -58,7 +64,7 @@ def reproducer(
         "import torch",
         "",
         "from lpim import LaneBatch",
-        f"from lpim.testing import {assert_name}",
+        f"from lpim.testing import {assert_name if call is None else 'EncoderPropertyError'}",
         *imports,
         "",
         "nan, inf = float('nan'), float('inf')",
@@ -70,7 +76,7 @@ def reproducer(
         f"point_mask = torch.tensor({example.point_mask.tolist()!r}{on_device})",
         "points = points.reshape(" + ", ".join(map(str, example.points.shape)) + ")",
         "point_mask = point_mask.reshape(" + ", ".join(map(str, example.point_mask.shape)) + ")",
-        f"{assert_name}(encoder, LaneBatch(points, point_mask))",
+        f"{assert_name}(encoder, LaneBatch(points, point_mask))" if call is None else call,
         "",
     ]
     return "\n".join(lines)

@@ -8,6 +8,9 @@ on it (``None`` for correct encoders)::
     from lpim.zoo import BUGS
     encoder = BUGS["repeat_head_order"].factory()
 
+``lpim.zoo.misbehaving`` holds encoders that misbehave in other ways (raise, mutate their
+inputs, nondeterminism, slowness, ...), each reported by the check as the property it names.
+
 Each encoder class says in its docstring what is wrong (or why it is right), why it is
 realistic, which property catches it, and which line does it. The bugs subclass the correct
 encoders and override one step, so the override is the bug.

@@ -1,0 +1,350 @@
+"""Misbehaving encoders: not mask bugs, but the ways an encoder can break the checker's trust.
+
+``MISBEHAVING`` maps a snake_case name to a :class:`Misbehaviour`. Each encoder is correct about
+masks (a masked mean over real points, or a wrapper around one) and misbehaves in one other way;
+:func:`lpim.testing.check_encoder` and ``lpim check`` must report each one clearly, as the
+property in ``reported_as``, and never crash::
+
+    from lpim.zoo.misbehaving import MISBEHAVING
+    entry = MISBEHAVING["mutates_inputs"]
+    check_encoder(entry.factory(), deadline=entry.deadline)  # EncoderPropertyError
+
+From the shell: ``lpim check "lpim.zoo.misbehaving:MISBEHAVING['raises'].factory"``.
+
+Every factory builds its encoder with seed-0 weights and leaves the global RNG as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "MISBEHAVING",
+    "DropoutMean",
+    "EncoderFn",
+    "InPlaceNormalise",
+    "MaskedMeanEncoder",
+    "Misbehaviour",
+    "NoisyOutput",
+    "OtherDeviceWrapper",
+    "Raises",
+    "ReturnsList",
+    "ReturnsNaN",
+    "Slow",
+    "TrainingWrapper",
+    "WrongDevice",
+    "WrongDtype",
+    "WrongShape",
+]
+
+
+class MaskedMeanEncoder(nn.Module):
+    """Correct: embed each point, average over the lane's real points (empty lanes give 0).
+
+    The base every misbehaving encoder here changes in one way. Padded points are selected
+    away with ``torch.where`` before anything reads them.
+    """
+
+    def __init__(self, in_dim: int = 2, d_model: int = 8) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.embed = nn.Linear(in_dim, d_model)
+
+    def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """``points [B, M, N, D]``, ``point_mask [B, M, N]`` -> ``[B, M, C]``."""
+        keep = point_mask[..., None]  # [B, M, N, 1]
+        features = torch.where(keep, self.embed(torch.where(keep, points, 0)), 0)  # [B, M, N, C]
+        count = point_mask.sum(-1, keepdim=True).clamp(min=1)  # [B, M, 1]
+        return features.sum(2) / count.to(features.dtype)  # [B, M, C]
+
+
+class Raises(MaskedMeanEncoder):
+    """Raises on every batch (a shape assertion written for one dataset's padding, say).
+
+    Reported as property ``runs``, with the encoder's own exception as ``__cause__``.
+    """
+
+    def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """Raise ``ValueError``."""
+        raise ValueError(f"expected 20 points per lane, got {points.shape[2]}")
+
+
+class ReturnsList(MaskedMeanEncoder):
+    """Returns a Python list of per-sample tensors instead of a ``[B, M, C]`` tensor.
+
+    Reported as property ``runs``: the output breaks the protocol (its type).
+    """
+
+    def forward(self, points: Tensor, point_mask: Tensor) -> list[Tensor]:  # type: ignore[override]
+        """A list of ``[M, C]`` tensors."""
+        return list(super().forward(points, point_mask).unbind(0))
+
+
+class WrongShape(MaskedMeanEncoder):
+    """Returns lanes flattened to ``[B*M, C]`` (samples and lanes merged, never split back).
+
+    Reported as property ``runs``: the output breaks the protocol (its shape).
+    """
+
+    def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """``[B*M, C]``."""
+        return super().forward(points, point_mask).flatten(0, 1)
+
+
+class WrongDtype(MaskedMeanEncoder):
+    """Returns float64 whatever the input's dtype (an upcast "for accuracy" never undone).
+
+    Reported as property ``runs`` at every dtype but float64: the output breaks the protocol
+    (its dtype must be the points').
+    """
+
+    def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """``[B, M, C]`` float64."""
+        return super().forward(points, point_mask).double()
+
+
+class WrongDevice(MaskedMeanEncoder):
+    """Returns its output on another device than the input's (``meta`` stands in for a second
+    device where there is no CUDA: the output moved to where the next stage was expected).
+
+    Reported as property ``runs``: the output breaks the protocol (its device).
+    """
+
+    def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """``[B, M, C]`` on ``meta``."""
+        return super().forward(points, point_mask).to("meta")
+
+
+class ReturnsNaN(MaskedMeanEncoder):
+    """Returns NaN in every lane embedding (a ``0 / 0`` left in a normalisation).
+
+    Reported as property ``finite``.
+    """
+
+    def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """``[B, M, C]`` of NaN."""
+        out = super().forward(points, point_mask)
+        return out * (out - out) / (out - out)  # 0 / 0 = NaN everywhere
+
+
+class InPlaceNormalise(MaskedMeanEncoder):
+    """Divides the caller's ``points`` by the coordinate range in place (``points /= 50``).
+
+    Its output is right; the caller's batch is not, the next time it is used. Reported as
+    property ``inputs_unchanged`` (the checker hands copies, so nothing of the caller's is
+    harmed, and compares the copies with the batch after each call).
+    """
+
+    def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """Normalise ``points`` in place, then the masked mean."""
+        points.div_(50.0)
+        return super().forward(points, point_mask)
+
+
+class NoisyOutput(MaskedMeanEncoder):
+    """Adds Gaussian noise to its output in eval mode too (a "regulariser" left in forward).
+
+    Reported as property ``deterministic``: the same batch twice gives different outputs.
+    """
+
+    def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """The masked mean plus noise of scale 0.1."""
+        out = super().forward(points, point_mask)
+        return out + 0.1 * torch.randn_like(out)
+
+
+class DropoutMean(MaskedMeanEncoder):
+    """The masked mean with ``nn.Dropout(0.5)`` on the point features: correct in eval mode."""
+
+    def __init__(self, in_dim: int = 2, d_model: int = 8) -> None:
+        super().__init__(in_dim, d_model)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """Dropout on the embedded points, then the masked mean."""
+        keep = point_mask[..., None]  # [B, M, N, 1]
+        features = self.dropout(self.embed(torch.where(keep, points, 0)))  # [B, M, N, C]
+        features = torch.where(keep, features, 0)
+        count = point_mask.sum(-1, keepdim=True).clamp(min=1)  # [B, M, 1]
+        return features.sum(2) / count.to(features.dtype)
+
+
+class TrainingWrapper:
+    """A plain callable wrapping a :class:`DropoutMean` left in train mode.
+
+    ``check_encoder`` copies an ``nn.Module`` and calls ``.eval()`` on the copy, but it cannot
+    reach a module inside an arbitrary callable: here dropout stays active. Reported as
+    property ``deterministic``, naming ``encoder.model.dropout`` and asking for ``.eval()``.
+    """
+
+    in_dim = 2
+
+    def __init__(self) -> None:
+        self.model = DropoutMean().train()
+
+    def __call__(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """Run the wrapped model."""
+        out: Tensor = self.model(points, point_mask)
+        return out
+
+
+class Slow(MaskedMeanEncoder):
+    """Sleeps 0.25 s per call (a stand-in for a Python loop over lanes).
+
+    Passes without a deadline; with ``deadline=0.05`` it is reported as property
+    ``deadline``, with both times it took.
+    """
+
+    seconds = 0.25
+
+    def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """Sleep, then the masked mean."""
+        time.sleep(self.seconds)
+        return super().forward(points, point_mask)
+
+
+class OtherDeviceWrapper:
+    """A plain callable whose model sits on another device than the one checked (``meta``
+    stands in for a CUDA model checked on the CPU): ``.to()`` cannot reach it.
+
+    Reported as property ``runs`` before any batch is drawn, naming the parameters and their
+    device.
+    """
+
+    in_dim = 2
+
+    def __init__(self) -> None:
+        self.model = MaskedMeanEncoder().to("meta").eval()
+
+    def __call__(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """Run the wrapped model."""
+        out: Tensor = self.model(points, point_mask)
+        return out
+
+
+EncoderFn = Callable[[Tensor, Tensor], object]
+"""What a factory returns: anything callable as ``encoder(points, point_mask)``."""
+
+
+@dataclass(frozen=True)
+class Misbehaviour:
+    """One misbehaving encoder.
+
+    Attributes:
+        name: its key in :data:`MISBEHAVING`.
+        factory: zero-argument callable returning a fresh encoder (``in_dim == 2``).
+        reported_as: the property ``check_encoder`` reports it as.
+        message: a regular expression the report's message must match.
+        summary: what it does wrong, in one line.
+        deadline: the ``deadline=`` (seconds) under which it is reported, or None.
+    """
+
+    name: str
+    factory: Callable[[], EncoderFn]
+    reported_as: str
+    message: str
+    summary: str
+    deadline: float | None = None
+
+
+def _seeded(cls: Callable[[], EncoderFn]) -> Callable[[], EncoderFn]:
+    def build() -> EncoderFn:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            built = cls()
+        return built.eval() if isinstance(built, nn.Module) else built
+
+    build.__name__ = build.__qualname__ = f"build_{getattr(cls, '__name__', 'encoder')}"
+    return build
+
+
+MISBEHAVING: dict[str, Misbehaviour] = {
+    entry.name: entry
+    for entry in [
+        Misbehaviour(
+            "raises",
+            _seeded(Raises),
+            "runs",
+            r"the encoder raised ValueError: expected 20 points per lane",
+            "raises ValueError on every batch",
+        ),
+        Misbehaviour(
+            "returns_list",
+            _seeded(ReturnsList),
+            "runs",
+            r"must return a tensor \[B, M, C\] or an object with \.lane_embedding.*got list",
+            "returns a list of per-sample tensors",
+        ),
+        Misbehaviour(
+            "wrong_shape",
+            _seeded(WrongShape),
+            "runs",
+            r"lane_embedding must have shape \[B, M, C\]",
+            "returns [B*M, C] instead of [B, M, C]",
+        ),
+        Misbehaviour(
+            "wrong_dtype",
+            _seeded(WrongDtype),
+            "runs",
+            r"lane_embedding must have the points' dtype torch\.float32; got torch\.float64",
+            "returns float64 for float32 input",
+        ),
+        Misbehaviour(
+            "wrong_device",
+            _seeded(WrongDevice),
+            "runs",
+            r"lane_embedding must be on the input's device cpu; got meta",
+            "returns its output on another device (meta)",
+        ),
+        Misbehaviour(
+            "returns_nan",
+            _seeded(ReturnsNaN),
+            "finite",
+            r"lane_embedding\[0\] is nan",
+            "returns NaN lane embeddings",
+        ),
+        Misbehaviour(
+            "mutates_inputs",
+            _seeded(InPlaceNormalise),
+            "inputs_unchanged",
+            r"the encoder modified points in place",
+            "divides the caller's points by 50 in place",
+        ),
+        Misbehaviour(
+            "nondeterministic",
+            _seeded(NoisyOutput),
+            "deterministic",
+            r"on a second call with the same batch.*is dropout active",
+            "adds random noise to its output on every call",
+        ),
+        Misbehaviour(
+            "train_mode_dropout",
+            _seeded(TrainingWrapper),
+            "deterministic",
+            r"training mode: encoder\.model\.dropout \(Dropout, p=0\.5\)\. Call \.eval\(\)",
+            "a plain callable wrapping a module left in train mode with dropout",
+        ),
+        Misbehaviour(
+            "slow",
+            _seeded(Slow),
+            "deadline",
+            r"took [0-9.e+-]+ s, and [0-9.e+-]+ s when timed again.*deadline is 0\.05 s",
+            "sleeps 0.25 s per call; reported under deadline=0.05",
+            deadline=0.05,
+        ),
+        Misbehaviour(
+            "parameters_on_other_device",
+            _seeded(OtherDeviceWrapper),
+            "runs",
+            r"holds tensors on another device than the one checked \(cpu\): "
+            r"encoder\.model\.embed\.weight on meta",
+            "a plain callable whose model sits on another device (meta) than the one checked",
+        ),
+    ]
+}
+"""Every misbehaving encoder by name, with the property it must be reported as."""
