@@ -16,14 +16,14 @@ name                       shape                True means
 ``point_mask``             ``[B, M, N]``        real point (the library convention)
 ``lane_mask``              ``[B, M]``           lane has at least one real point
 ``key_padding_mask``       ``[R, L]``           ignore this key (``nn.MultiheadAttention``)
-SDPA bool ``attn_mask``    ``[.., L, S]``       attend (``F.scaled_dot_product_attention``)
+SDPA bool ``attn_mask``    ``[R, 1, 1, L]``     attend (``F.scaled_dot_product_attention``)
 MHA 3D ``attn_mask``       ``[R*H, L, S]``      ignore; row ``r*H + h`` (``repeat_interleave``)
 =========================  ===================  ==============================================
 
-Only the first three appear below; the last two are listed because they are the ones people mix up
-(SDPA's polarity is the opposite of MHA's, and a 3D mask built with ``repeat`` instead of
-``repeat_interleave`` runs silently with every head reading another lane's mask). This file never
-builds a 3D mask: a 2D ``key_padding_mask`` says everything a padding mask has to say.
+The first four appear below; the last is listed because it is the one people get wrong (a 3D mask
+built with ``repeat`` instead of ``repeat_interleave`` runs silently with every head reading
+another lane's mask), and SDPA's polarity is the opposite of MHA's. This file never builds a 3D
+mask: one row of keys per lane says everything a padding mask has to say.
 
 How the forward pass stays exact whatever the padding holds:
 
@@ -31,16 +31,21 @@ How the forward pass stays exact whatever the padding holds:
    slots, the Transformer runs on those alone, and the outputs of empty lanes are exact zeros. An
    empty lane would otherwise be a row whose every key is masked, which is NaN in some attention
    paths and the mean of garbage in others.
-2. Padded values are *selected* away with ``torch.where`` before anything reads them, never
-   multiplied by a mask: ``0 * NaN`` is NaN, ``0 * inf`` is NaN. ``torch.where`` also gives padded
+2. Padded values are never read: the real points are *selected* (``points[point_mask]``), never
+   multiplied by a mask: ``0 * NaN`` is NaN, ``0 * inf`` is NaN. Selection also gives padded
    slots an exact zero gradient.
-3. Each lane's real points are moved to the front (a stable argsort of the mask) and the token
-   axis is cut to the longest real lane. This changes nothing, because the only position signal is
-   the coordinates themselves: attention has no slot-index term, so right, left and scattered
-   padding give the same result, and the cost follows the real tokens, not ``N``. Per-point outputs
-   are scattered back to the slots they came from; padded slots are exact zeros.
-4. The query token is never masked, so no attention row is ever fully masked. Padded keys inside
-   the trimmed window are excluded with the 2D ``key_padding_mask``.
+3. Only real tokens are computed. The real points of all real lanes and one query token per real
+   lane are packed into one ``[T, C]`` tensor (T = real lanes + real points), and every
+   per-token step (position MLP, projections, feed-forward, norms) runs on that alone: the cost
+   follows the real tokens, not ``B * M * (N + 1)``.
+4. Attention is the one step that needs a lane's tokens side by side. For it the packed tokens
+   are laid out on a ``[R, L]`` grid, ``L`` = 1 + the longest real lane: each lane's query
+   first, then its real points in their given order (a lane's real points move to the front,
+   which changes nothing, because the only position signal is the coordinates themselves:
+   attention has no slot-index term, so right, left and scattered padding give the same
+   result). Grid slots past a lane's end are excluded as keys by the SDPA mask. The query key is
+   never excluded, so no attention row is ever fully masked. Per-point outputs go back to the
+   slots they came from; padded slots are exact zeros.
 
 The layer keeps the state-dict layout of ``torch.nn.TransformerEncoderLayer`` (GELU,
 ``batch_first=True``), so weights load either way and the two can be checked against each other.
@@ -49,13 +54,13 @@ The layer keeps the state-dict layout of ``torch.nn.TransformerEncoderLayer`` (G
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PriorEncoder", "PriorEncoderLayer", "PriorEncoderOutput"]
+__all__ = ["PackedLanes", "PriorEncoder", "PriorEncoderLayer", "PriorEncoderOutput"]
 
 
 class PriorEncoderOutput(NamedTuple):
@@ -66,13 +71,35 @@ class PriorEncoderOutput(NamedTuple):
     lane_mask: Tensor  # [B, M] bool, True = lane has at least one real point
 
 
+class PackedLanes(NamedTuple):
+    """Where packed tokens ``[T, C]`` sit on the padded ``[R, L]`` grid that attention reads.
+
+    ``T`` real tokens of ``R`` lanes; ``L`` = the longest lane's token count. Any order of the
+    packed tokens works: ``grid_index`` says where each one goes.
+    """
+
+    grid_index: Tensor  # [T] int64, slot of each packed token in the flattened [R*L] grid
+    attend: Tensor  # [R, 1, 1, L] bool, True = real key (SDPA's polarity: True = attend)
+    num_lanes: int  # R
+    length: int  # L
+
+    @classmethod
+    def from_key_padding_mask(cls, key_padding_mask: Tensor) -> PackedLanes:
+        """Packing of the real tokens of ``key_padding_mask [R, L]`` (True = ignore), row-major."""
+        R, L = key_padding_mask.shape
+        real = ~key_padding_mask  # [R, L]
+        return cls(real.flatten().nonzero().squeeze(1), real.view(R, 1, 1, L), R, L)
+
+
 class PriorEncoderLayer(nn.Module):
     """One Transformer encoder layer, state-dict compatible with ``nn.TransformerEncoderLayer``.
 
     Same submodule names and maths as ``nn.TransformerEncoderLayer(d_model, nhead,
     dim_feedforward, dropout, activation="gelu", batch_first=True, norm_first=norm_first)``,
-    written out so the mask handling is visible and torch's nested-tensor fast path (which
-    changes what padded positions hold) never kicks in.
+    written out so that it runs on packed real tokens (:meth:`forward_packed`) and so that the
+    mask handling is visible. ``self_attn`` is kept as an ``nn.MultiheadAttention`` for its
+    parameters (``in_proj_weight``, ``in_proj_bias``, ``out_proj``), which the layer feeds to
+    ``F.scaled_dot_product_attention`` itself.
     """
 
     def __init__(
@@ -95,28 +122,47 @@ class PriorEncoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
 
     def forward(self, tokens: Tensor, key_padding_mask: Tensor) -> Tensor:
-        """``tokens [R, L, C]``, ``key_padding_mask [R, L]`` bool, True = ignore that key."""
+        """``tokens [R, L, C]``, ``key_padding_mask [R, L]`` bool, True = ignore that key.
+
+        Returns ``[R, L, C]``: real tokens as ``nn.TransformerEncoderLayer`` computes them,
+        ignored positions exact zeros (they are never computed).
+        """
+        R, L, C = tokens.shape
+        lanes = PackedLanes.from_key_padding_mask(key_padding_mask)
+        packed = tokens.reshape(R * L, C)[lanes.grid_index]  # [T, C]
+        packed = self.forward_packed(packed, lanes)  # [T, C]
+        return packed.new_zeros(R * L, C).index_copy(0, lanes.grid_index, packed).view(R, L, C)
+
+    def forward_packed(self, tokens: Tensor, lanes: PackedLanes) -> Tensor:
+        """``tokens [T, C]``: real tokens only, placed on the attention grid by ``lanes``."""
         if self.norm_first:
-            tokens = tokens + self._attention(self.norm1(tokens), key_padding_mask)
+            tokens = tokens + self._attention(self.norm1(tokens), lanes)
             tokens = tokens + self._feedforward(self.norm2(tokens))
         else:
-            tokens = self.norm1(tokens + self._attention(tokens, key_padding_mask))
+            tokens = self.norm1(tokens + self._attention(tokens, lanes))
             tokens = self.norm2(tokens + self._feedforward(tokens))
-        return tokens  # [R, L, C]
+        return tokens  # [T, C]
 
-    def _attention(self, tokens: Tensor, key_padding_mask: Tensor) -> Tensor:
-        # need_weights=False: with weights requested, MHA returns NaN on a fully masked row.
-        # No row here is fully masked (the query token is always a real key), but the cheaper
-        # path that cannot produce NaN is the right default anyway.
-        attended: Tensor = self.self_attn(
-            tokens, tokens, tokens, key_padding_mask=key_padding_mask, need_weights=False
-        )[0]  # [R, L, C]
-        out: Tensor = self.dropout1(attended)
+    def _attention(self, tokens: Tensor, lanes: PackedLanes) -> Tensor:
+        mha = self.self_attn
+        R, L, C, H = lanes.num_lanes, lanes.length, mha.embed_dim, mha.num_heads
+        qkv = F.linear(tokens, mha.in_proj_weight, mha.in_proj_bias)  # [T, 3C]
+        # Only attention needs lanes side by side: place q, k, v on the [R, L] grid. Slots past a
+        # lane's end hold zeros and are no key of anyone (the mask); their rows are dropped below.
+        grid = qkv.new_zeros(R * L, 3 * C).index_copy(0, lanes.grid_index, qkv)  # [R*L, 3C]
+        q, k, v = grid.view(R, L, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # [R, H, L, C/H]
+        # SDPA, not MHA with need_weights=True: a fully masked row (none here, the query key is
+        # always real) would be NaN there and is 0 here. Same maths and scale as MHA.
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=lanes.attend, dropout_p=mha.dropout if self.training else 0.0
+        )  # [R, H, L, C/H]
+        attended = attended.transpose(1, 2).reshape(R * L, C)[lanes.grid_index]  # [T, C]
+        out: Tensor = self.dropout1(mha.out_proj(attended))  # [T, C]
         return out
 
     def _feedforward(self, tokens: Tensor) -> Tensor:
-        hidden = self.dropout(F.gelu(self.linear1(tokens)))  # [R, L, F]
-        out: Tensor = self.dropout2(self.linear2(hidden))  # [R, L, C]
+        hidden = self.dropout(F.gelu(self.linear1(tokens)))  # [T, F]
+        out: Tensor = self.dropout2(self.linear2(hidden))  # [T, C]
         return out
 
 
@@ -172,12 +218,12 @@ class PriorEncoder(nn.Module):
         Padded slots may hold anything, NaN and inf included. Real points must be finite.
         """
         self._check_inputs(points, point_mask)
-        B, M, N, D = points.shape
+        B, M, N, _ = points.shape
         C = self.d_model
 
         lane_mask = point_mask.any(dim=-1)  # [B, M]
         lane_embedding = points.new_zeros(B * M, C)  # [B*M, C]
-        point_features = points.new_zeros(B * M, N, C)  # [B*M, N, C]
+        point_features = points.new_zeros(B * M * N, C)  # [B*M*N, C]
         real_lanes = lane_mask.flatten().nonzero().squeeze(1)  # [R], indices into B*M
         R = real_lanes.numel()
         if R == 0:  # nothing real: empty lanes are exact zeros and are never computed
@@ -185,41 +231,32 @@ class PriorEncoder(nn.Module):
                 lane_embedding.view(B, M, C), point_features.view(B, M, N, C), lane_mask
             )
 
-        # Select, never multiply: 0 * NaN would be NaN. Also gives padded slots zero gradient.
-        clean_points = torch.where(point_mask[..., None], points, 0)  # [B, M, N, D]
-        lane_points = clean_points.reshape(B * M, N, D)[real_lanes]  # [R, N, D]
+        # Select, never multiply: padded slots are never read, so 0 * NaN cannot happen, and
+        # they get an exact zero gradient. Order (b, m, n): lane by lane, points in given order.
+        real_points = points[point_mask]  # [Tp, D]
+        real_point_slots = point_mask.flatten().nonzero().squeeze(1)  # [Tp], indices into B*M*N
+
+        # Grid for attention: row r = r-th real lane, column 0 its query, column j its j-th real
+        # point. Keeping the points' given order keeps the reduction order of the unpadded lane.
         lane_point_mask = point_mask.reshape(B * M, N)[real_lanes]  # [R, N]
+        column = lane_point_mask.cumsum(dim=1)  # [R, N], 1 + real points before this one
+        L = 1 + int(column[:, -1].max())  # longest lane + query; one host sync, for the shape
+        row_start = torch.arange(R, device=points.device) * L  # [R], grid slot of each query
+        point_grid = (row_start[:, None] + column)[lane_point_mask]  # [Tp], same order as points
+        grid_index = torch.cat([row_start, point_grid])  # [T], T = R + Tp
+        attend = torch.zeros(R * L, dtype=torch.bool, device=points.device)
+        attend = attend.index_fill(0, grid_index, True).view(R, 1, 1, L)  # True = real key
+        lanes = PackedLanes(grid_index, attend, R, L)
 
-        # Real points first, then cut the token axis to the longest real lane: exact, since
-        # nothing below depends on a point's slot index. Stable only so that the points keep
-        # their given order, and with it the reduction order of the unpadded lane.
-        is_padding = (~lane_point_mask).to(torch.uint8)  # [R, N], 0 = real sorts first
-        slot_order = torch.argsort(is_padding, dim=1, stable=True)  # [R, N]
-        real_counts = lane_point_mask.sum(dim=1)  # [R]
-        P = int(real_counts.max())  # longest real lane; one host sync, needed for the shape
-        slot_order = slot_order[:, :P]  # [R, P], original slot of each compacted point
-        compact_points = lane_points.gather(1, slot_order[..., None].expand(R, P, D))  # [R, P, D]
-        compact_point_mask = torch.arange(P, device=points.device) < real_counts[:, None]  # [R, P]
-
-        point_tokens = self.pos_embed(compact_points / self.coord_range)  # [R, P, C]
-        query_tokens = self.query.view(1, 1, C).expand(R, 1, C)  # [R, 1, C]
-        tokens = torch.cat([query_tokens, point_tokens], dim=1)  # [R, 1+P, C]
-        # The query column is never masked, so every attention row has at least one real key.
-        key_padding_mask = torch.cat(
-            [compact_point_mask.new_zeros(R, 1), ~compact_point_mask], dim=1
-        )  # [R, 1+P], True = ignore
+        # Packed tokens: the R queries, then every real point. Nothing below sees padding.
+        point_tokens = self.pos_embed(real_points / self.coord_range)  # [Tp, C]
+        tokens = torch.cat([self.query.expand(R, C), point_tokens])  # [T, C]
         for layer in self.layers:
-            tokens = layer(tokens, key_padding_mask)  # [R, 1+P, C]
-        tokens = self.norm(tokens)  # [R, 1+P, C]
+            tokens = cast(PriorEncoderLayer, layer).forward_packed(tokens, lanes)  # [T, C]
+        tokens = self.norm(tokens)  # [T, C]
 
-        # Padded tokens inside the window computed something finite but meaningless: zero them
-        # (by selection) before they are scattered back onto the padded slots.
-        real_point_out = torch.where(compact_point_mask[..., None], tokens[:, 1:], 0)  # [R, P, C]
-        lane_point_out = tokens.new_zeros(R, N, C).scatter(
-            1, slot_order[..., None].expand(R, P, C), real_point_out
-        )  # [R, N, C], each point back in its original slot
-        lane_embedding = lane_embedding.index_copy(0, real_lanes, tokens[:, 0])  # [B*M, C]
-        point_features = point_features.index_copy(0, real_lanes, lane_point_out)  # [B*M, N, C]
+        lane_embedding = lane_embedding.index_copy(0, real_lanes, tokens[:R])  # [B*M, C]
+        point_features = point_features.index_copy(0, real_point_slots, tokens[R:])  # [B*M*N, C]
         return PriorEncoderOutput(
             lane_embedding.view(B, M, C), point_features.view(B, M, N, C), lane_mask
         )
