@@ -23,7 +23,7 @@ MHA 3D ``attn_mask``       ``[R*H, L, S]``      ignore; row ``r*H + h`` (``repea
 The first four appear below; the last is listed because it is the one people get wrong (a 3D mask
 built with ``repeat`` instead of ``repeat_interleave`` runs silently with every head reading
 another lane's mask), and SDPA's polarity is the opposite of MHA's. This file never builds a 3D
-mask: one row of keys per lane says everything a padding mask has to say.
+mask, nor any other: packing leaves no padding to mask (see 4).
 
 How the forward pass stays exact whatever the padding holds:
 
@@ -31,21 +31,20 @@ How the forward pass stays exact whatever the padding holds:
    slots, the Transformer runs on those alone, and the outputs of empty lanes are exact zeros. An
    empty lane would otherwise be a row whose every key is masked, which is NaN in some attention
    paths and the mean of garbage in others.
-2. Padded values are never read: the real points are *selected* (``points[point_mask]``), never
-   multiplied by a mask: ``0 * NaN`` is NaN, ``0 * inf`` is NaN. Selection also gives padded
+2. Padded values are never read: the real points are *selected* by index, never multiplied by a
+   mask: ``0 * NaN`` is NaN, ``0 * inf`` is NaN. Selection also gives padded
    slots an exact zero gradient.
-3. Only real tokens are computed. The real points of all real lanes and one query token per real
-   lane are packed into one ``[T, C]`` tensor (T = real lanes + real points), and every
-   per-token step (position MLP, projections, feed-forward, norms) runs on that alone: the cost
-   follows the real tokens, not ``B * M * (N + 1)``.
-4. Attention is the one step that needs a lane's tokens side by side. For it the packed tokens
-   are laid out on a ``[R, L]`` grid, ``L`` = 1 + the longest real lane: each lane's query
-   first, then its real points in their given order (a lane's real points move to the front,
-   which changes nothing, because the only position signal is the coordinates themselves:
-   attention has no slot-index term, so right, left and scattered padding give the same
-   result). Grid slots past a lane's end are excluded as keys by the SDPA mask. The query key is
-   never excluded, so no attention row is ever fully masked. Per-point outputs go back to the
-   slots they came from; padded slots are exact zeros.
+3. Only real tokens are computed. Each real lane's query token and real points are packed, lane
+   after lane, into one ``[T, C]`` tensor (T = real lanes + real points), and every step runs on
+   that alone: the cost follows the real tokens, not ``B * M * (N + 1)``. A lane's real points
+   keep their given order; where the padding sat is forgotten, which changes nothing, because the
+   only position signal is the coordinates themselves (attention has no slot-index term), so
+   right, left and scattered padding give the same result.
+4. Lanes are packed shortest first, so lanes of equal length form one contiguous ``[n, L]`` block
+   of tokens. Attention runs block by block (one call per distinct length, never per lane) with
+   no mask at all: there is no padding left to mask, so no row can be fully masked, and no
+   ``(B*M*H, L, S)`` mask is ever built. Outputs go back to the slots they came from; padded
+   slots and empty lanes are exact zeros.
 
 The layer keeps the state-dict layout of ``torch.nn.TransformerEncoderLayer`` (GELU,
 ``batch_first=True``), so weights load either way and the two can be checked against each other.
@@ -72,23 +71,28 @@ class PriorEncoderOutput(NamedTuple):
 
 
 class PackedLanes(NamedTuple):
-    """Where packed tokens ``[T, C]`` sit on the padded ``[R, L]`` grid that attention reads.
+    """How the real tokens of a padded ``[R, S]`` batch of lanes are packed into ``[T, C]``.
 
-    ``T`` real tokens of ``R`` lanes; ``L`` = the longest lane's token count. Any order of the
-    packed tokens works: ``grid_index`` says where each one goes.
+    Lanes are sorted shortest first (stable) and each lane's real tokens are contiguous, in
+    their given order, so the lanes of one length form one ``[n, L]`` block: attention on a
+    block needs no mask. Lanes without a real token are left out.
     """
 
-    grid_index: Tensor  # [T] int64, slot of each packed token in the flattened [R*L] grid
-    attend: Tensor  # [R, 1, 1, L] bool, True = real key (SDPA's polarity: True = attend)
-    num_lanes: int  # R
-    length: int  # L
+    source: Tensor  # [T] int64, flat index into the [R*S] padded slots of each packed token
+    groups: tuple[tuple[int, int], ...]  # (lanes n, tokens per lane L) per block, packed order
 
     @classmethod
-    def from_key_padding_mask(cls, key_padding_mask: Tensor) -> PackedLanes:
-        """Packing of the real tokens of ``key_padding_mask [R, L]`` (True = ignore), row-major."""
-        R, L = key_padding_mask.shape
-        real = ~key_padding_mask  # [R, L]
-        return cls(real.flatten().nonzero().squeeze(1), real.view(R, 1, 1, L), R, L)
+    def pack(cls, keep: Tensor) -> PackedLanes:
+        """Packing of ``keep [R, S]`` (bool, True = real token)."""
+        S = keep.shape[1]
+        counts = keep.sum(dim=1)  # [R]
+        lanes = counts.nonzero().squeeze(1)  # [R'], lanes with a real token
+        lanes = lanes[counts[lanes].argsort(stable=True)]  # [R'], shortest first
+        lengths, lanes_per_length = torch.unique_consecutive(counts[lanes], return_counts=True)
+        # One host sync: the block sizes are shapes.
+        groups = tuple(zip(lanes_per_length.tolist(), lengths.tolist(), strict=True))
+        slots = lanes[:, None] * S + torch.arange(S, device=keep.device)  # [R', S]
+        return cls(slots[keep[lanes]], groups)  # source [T]: lane by lane, slots in order
 
 
 class PriorEncoderLayer(nn.Module):
@@ -128,37 +132,38 @@ class PriorEncoderLayer(nn.Module):
         ignored positions exact zeros (they are never computed).
         """
         R, L, C = tokens.shape
-        lanes = PackedLanes.from_key_padding_mask(key_padding_mask)
-        packed = tokens.reshape(R * L, C)[lanes.grid_index]  # [T, C]
-        packed = self.forward_packed(packed, lanes)  # [T, C]
-        return packed.new_zeros(R * L, C).index_copy(0, lanes.grid_index, packed).view(R, L, C)
+        packing = PackedLanes.pack(~key_padding_mask)
+        packed = tokens.reshape(R * L, C)[packing.source]  # [T, C]
+        packed = self.forward_packed(packed, packing.groups)  # [T, C]
+        return packed.new_zeros(R * L, C).index_copy(0, packing.source, packed).view(R, L, C)
 
-    def forward_packed(self, tokens: Tensor, lanes: PackedLanes) -> Tensor:
-        """``tokens [T, C]``: real tokens only, placed on the attention grid by ``lanes``."""
+    def forward_packed(self, tokens: Tensor, groups: tuple[tuple[int, int], ...]) -> Tensor:
+        """``tokens [T, C]``, real tokens only, packed as :class:`PackedLanes` describes: blocks
+        of ``n`` lanes of ``L`` tokens each, ``groups`` = the ``(n, L)`` of each block in order.
+        """
         if self.norm_first:
-            tokens = tokens + self._attention(self.norm1(tokens), lanes)
+            tokens = tokens + self._attention(self.norm1(tokens), groups)
             tokens = tokens + self._feedforward(self.norm2(tokens))
         else:
-            tokens = self.norm1(tokens + self._attention(tokens, lanes))
+            tokens = self.norm1(tokens + self._attention(tokens, groups))
             tokens = self.norm2(tokens + self._feedforward(tokens))
         return tokens  # [T, C]
 
-    def _attention(self, tokens: Tensor, lanes: PackedLanes) -> Tensor:
-        mha = self.self_attn
-        R, L, C, H = lanes.num_lanes, lanes.length, mha.embed_dim, mha.num_heads
+    def _attention(self, tokens: Tensor, groups: tuple[tuple[int, int], ...]) -> Tensor:
+        mha = self.self_attn  # kept for its parameters and their state-dict names
+        C, H = mha.embed_dim, mha.num_heads
+        dropout_p = mha.dropout if self.training else 0.0
         qkv = F.linear(tokens, mha.in_proj_weight, mha.in_proj_bias)  # [T, 3C]
-        # Only attention needs lanes side by side: place q, k, v on the [R, L] grid. Slots past a
-        # lane's end hold zeros and are no key of anyone (the mask); their rows are dropped below.
-        grid = qkv.new_zeros(R * L, 3 * C).index_copy(0, lanes.grid_index, qkv)  # [R*L, 3C]
-        q, k, v = grid.view(R, L, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # [R, H, L, C/H]
-        # SDPA, not MHA with need_weights=True: a fully masked row (none here, the query key is
-        # always real) would be NaN there and is 0 here. Same maths and scale as MHA.
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=lanes.attend, dropout_p=mha.dropout if self.training else 0.0
-        )  # [R, H, L, C/H]
-        attended = attended.transpose(1, 2).reshape(R * L, C)[lanes.grid_index]  # [T, C]
-        out: Tensor = self.dropout1(mha.out_proj(attended))  # [T, C]
-        return out
+        blocks = qkv.split_with_sizes([n * L for n, L in groups])  # [n*L, 3C] per block
+        attended = []
+        for block, (n, L) in zip(blocks, groups, strict=True):
+            # n lanes of exactly L real tokens: plain attention, no mask. Same maths and
+            # 1/sqrt(C/H) scale as nn.MultiheadAttention, which calls this function too.
+            q, k, v = block.view(n, L, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # [n,H,L,C/H]
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # [n, H, L, C/H]
+            attended.append(out.transpose(1, 2).reshape(n * L, C))  # [n*L, C]
+        result: Tensor = self.dropout1(mha.out_proj(torch.cat(attended)))  # [T, C]
+        return result
 
     def _feedforward(self, tokens: Tensor) -> Tensor:
         hidden = self.dropout(F.gelu(self.linear1(tokens)))  # [T, F]
@@ -224,39 +229,33 @@ class PriorEncoder(nn.Module):
         lane_mask = point_mask.any(dim=-1)  # [B, M]
         lane_embedding = points.new_zeros(B * M, C)  # [B*M, C]
         point_features = points.new_zeros(B * M * N, C)  # [B*M*N, C]
-        real_lanes = lane_mask.flatten().nonzero().squeeze(1)  # [R], indices into B*M
-        R = real_lanes.numel()
-        if R == 0:  # nothing real: empty lanes are exact zeros and are never computed
+        if not bool(lane_mask.any()):  # nothing real: empty lanes are exact zeros, never computed
             return PriorEncoderOutput(
                 lane_embedding.view(B, M, C), point_features.view(B, M, N, C), lane_mask
             )
 
+        # Token 0 of each lane is its query (real iff the lane is), tokens 1..N its points.
+        keep = torch.cat([lane_mask.reshape(B * M, 1), point_mask.reshape(B * M, N)], dim=1)
+        packing = PackedLanes.pack(keep)  # source [T] into the B*M*(1+N) token slots
+        lane, column = packing.source // (1 + N), packing.source % (1 + N)  # [T] each
+        query_rows = (column == 0).nonzero().squeeze(1)  # [R]
+        point_rows = (column > 0).nonzero().squeeze(1)  # [Tp]
+        point_slots = (lane * N + column - 1)[point_rows]  # [Tp], into B*M*N
+
         # Select, never multiply: padded slots are never read, so 0 * NaN cannot happen, and
-        # they get an exact zero gradient. Order (b, m, n): lane by lane, points in given order.
-        real_points = points[point_mask]  # [Tp, D]
-        real_point_slots = point_mask.flatten().nonzero().squeeze(1)  # [Tp], indices into B*M*N
-
-        # Grid for attention: row r = r-th real lane, column 0 its query, column j its j-th real
-        # point. Keeping the points' given order keeps the reduction order of the unpadded lane.
-        lane_point_mask = point_mask.reshape(B * M, N)[real_lanes]  # [R, N]
-        column = lane_point_mask.cumsum(dim=1)  # [R, N], 1 + real points before this one
-        L = 1 + int(column[:, -1].max())  # longest lane + query; one host sync, for the shape
-        row_start = torch.arange(R, device=points.device) * L  # [R], grid slot of each query
-        point_grid = (row_start[:, None] + column)[lane_point_mask]  # [Tp], same order as points
-        grid_index = torch.cat([row_start, point_grid])  # [T], T = R + Tp
-        attend = torch.zeros(R * L, dtype=torch.bool, device=points.device)
-        attend = attend.index_fill(0, grid_index, True).view(R, 1, 1, L)  # True = real key
-        lanes = PackedLanes(grid_index, attend, R, L)
-
-        # Packed tokens: the R queries, then every real point. Nothing below sees padding.
+        # they get an exact zero gradient.
+        real_points = points.reshape(B * M * N, -1)[point_slots]  # [Tp, D]
         point_tokens = self.pos_embed(real_points / self.coord_range)  # [Tp, C]
-        tokens = torch.cat([self.query.expand(R, C), point_tokens])  # [T, C]
+        query_tokens = self.query.expand(query_rows.numel(), C)  # [R, C]
+        # In-place writes into fresh zeros (autograd records them): no copy of the zeros.
+        tokens = point_tokens.new_zeros(packing.source.numel(), C)  # [T, C]
+        tokens.index_copy_(0, query_rows, query_tokens).index_copy_(0, point_rows, point_tokens)
         for layer in self.layers:
-            tokens = cast(PriorEncoderLayer, layer).forward_packed(tokens, lanes)  # [T, C]
+            tokens = cast(PriorEncoderLayer, layer).forward_packed(tokens, packing.groups)
         tokens = self.norm(tokens)  # [T, C]
 
-        lane_embedding = lane_embedding.index_copy(0, real_lanes, tokens[:R])  # [B*M, C]
-        point_features = point_features.index_copy(0, real_point_slots, tokens[R:])  # [B*M*N, C]
+        lane_embedding.index_copy_(0, lane[query_rows], tokens[query_rows])  # [B*M, C]
+        point_features.index_copy_(0, point_slots, tokens[point_rows])  # [B*M*N, C]
         return PriorEncoderOutput(
             lane_embedding.view(B, M, C), point_features.view(B, M, N, C), lane_mask
         )
