@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/encoder.py [--preset NAME ...] [--mode eval|train ...] [--device cpu|cuda]
                                  [--dtype float32|bfloat16 ...] [--quick] [--reps 7] [--warmup 2]
-                                 [--row-budget-s 5] [--threads N]
+                                 [--row-budget-s 5] [--threads N] [--clock wall|process]
 
 Prints one Markdown table per preset, mode and dtype. Every row runs the same weights (one
 ``lpim.PriorEncoder``; torch's layers load its layer state dict) on the same padded batch:
@@ -293,7 +293,11 @@ def synchronize(device: str) -> None:
 
 
 def interleaved_medians(
-    fns: dict[str, Callable[[], object]], reps: int, warmup: int, device: str
+    fns: dict[str, Callable[[], object]],
+    reps: int,
+    warmup: int,
+    device: str,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds per call of each function, timed round-robin.
 
@@ -307,10 +311,10 @@ def interleaved_medians(
     for _ in range(reps):
         for name, fn in fns.items():
             synchronize(device)
-            started = time.perf_counter()
+            started = clock()
             fn()
             synchronize(device)
-            times[name].append(time.perf_counter() - started)
+            times[name].append(clock() - started)
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -391,8 +395,10 @@ def bench_table(
     encoder.train(mode == "train")
     rule = tolerance(dtype, *encoder_scale(encoder, p.points + 1))
 
+    clock = time.process_time if args.clock == "process" else time.perf_counter
     probe = matmul_probe(dtype, device)
-    rough_rate = MATMUL_FLOPS / interleaved_medians({"matmul": probe}, 3, 1, device)["matmul"]
+    rough = interleaved_medians({"matmul": probe}, 3, 1, device, clock)["matmul"]
+    rough_rate = MATMUL_FLOPS / rough
     builders: dict[str, Callable[[PriorEncoder], Row]] = {
         "naive": naive_row,
         "nested fast path": nested_row,
@@ -438,7 +444,7 @@ def bench_table(
         verdicts[row] = f"ok ({ratio:.2f})"
         steps[row] = step
 
-    seconds = interleaved_medians({**steps, "matmul": probe}, reps, warmup, device)
+    seconds = interleaved_medians({**steps, "matmul": probe}, reps, warmup, device, clock)
     rate = MATMUL_FLOPS / seconds.pop("matmul")
     limit_s = real_flops / rate
     peaks = {row: peak_bytes(step, device) for row, step in steps.items()}
@@ -453,7 +459,7 @@ def bench_table(
         f"{R} real lanes of {p.batch * p.lanes}, {T} real tokens of {S} ({100 * T / S:.1f}%). "
         f"Limit: {real_flops / 1e9:.2f} GFLOP / {rate / 1e9:.0f} GFLOP/s "
         f"(1024x1024 matmul, timed among the rows) = {fmt_ms(limit_s)} ms. "
-        f"Median of {reps} round-robin repetitions after {warmup} warm-up.\n"
+        f"Median of {reps} round-robin repetitions after {warmup} warm-up, {args.clock} clock.\n"
     )
     header = ["row", "check (error/allowed)", "median ms", "x naive speed", "x limit", "peak MiB",
               "memory / naive"]  # fmt: skip
@@ -488,6 +494,13 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--clock",
+        choices=["wall", "process"],
+        default="wall",
+        help="process: CPU seconds of this process (all threads); with --threads 1 on a CPU "
+        "shared with other jobs, the work's own time. CUDA needs wall",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help="torch.set_num_threads; on a CPU shared with other jobs, 1 avoids OpenMP stalls",
@@ -497,6 +510,8 @@ def main() -> None:
         parser.error(f"--reps must be at least 5; got {args.reps}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch.cuda.is_available() is False on this machine")
+    if args.device == "cuda" and args.clock != "wall":
+        parser.error("--device cuda needs --clock wall (GPU work is not process CPU time)")
     if args.threads:
         torch.set_num_threads(args.threads)
     machine = (
