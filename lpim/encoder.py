@@ -15,15 +15,17 @@ name                       shape                True means
 =========================  ===================  ==============================================
 ``point_mask``             ``[B, M, N]``        real point (the library convention)
 ``lane_mask``              ``[B, M]``           lane has at least one real point
+``keep``                   ``[R, S]``           real token (query or point), for packing
 ``key_padding_mask``       ``[R, L]``           ignore this key (``nn.MultiheadAttention``)
-SDPA bool ``attn_mask``    ``[R, 1, 1, L]``     attend (``F.scaled_dot_product_attention``)
+SDPA bool ``attn_mask``    ``[.., L, S]``       attend (``F.scaled_dot_product_attention``)
 MHA 3D ``attn_mask``       ``[R*H, L, S]``      ignore; row ``r*H + h`` (``repeat_interleave``)
 =========================  ===================  ==============================================
 
-The first four appear below; the last is listed because it is the one people get wrong (a 3D mask
-built with ``repeat`` instead of ``repeat_interleave`` runs silently with every head reading
-another lane's mask), and SDPA's polarity is the opposite of MHA's. This file never builds a 3D
-mask, nor any other: packing leaves no padding to mask (see 4).
+The first four appear below (``key_padding_mask`` only in the layer's padded ``forward``); the
+last two are listed because they are the ones people mix up (SDPA's polarity is the opposite of
+MHA's, and a 3D mask built with ``repeat`` instead of ``repeat_interleave`` runs silently with
+every head reading another lane's mask). This file builds neither: packing leaves no padding for
+attention to mask (see 4).
 
 How the forward pass stays exact whatever the padding holds:
 
@@ -133,6 +135,8 @@ class PriorEncoderLayer(nn.Module):
         """
         R, L, C = tokens.shape
         packing = PackedLanes.pack(~key_padding_mask)
+        if not packing.groups:  # every key ignored: nothing real to compute
+            return tokens.new_zeros(R, L, C)
         packed = tokens.reshape(R * L, C)[packing.source]  # [T, C]
         packed = self.forward_packed(packed, packing.groups)  # [T, C]
         return packed.new_zeros(R * L, C).index_copy(0, packing.source, packed).view(R, L, C)
