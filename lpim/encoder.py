@@ -15,15 +15,17 @@ name                       shape                True means
 =========================  ===================  ==============================================
 ``point_mask``             ``[B, M, N]``        real point (the library convention)
 ``lane_mask``              ``[B, M]``           lane has at least one real point
+``keep``                   ``[R, S]``           real token (query or point), for packing
 ``key_padding_mask``       ``[R, L]``           ignore this key (``nn.MultiheadAttention``)
 SDPA bool ``attn_mask``    ``[.., L, S]``       attend (``F.scaled_dot_product_attention``)
 MHA 3D ``attn_mask``       ``[R*H, L, S]``      ignore; row ``r*H + h`` (``repeat_interleave``)
 =========================  ===================  ==============================================
 
-Only the first three appear below; the last two are listed because they are the ones people mix up
-(SDPA's polarity is the opposite of MHA's, and a 3D mask built with ``repeat`` instead of
-``repeat_interleave`` runs silently with every head reading another lane's mask). This file never
-builds a 3D mask: a 2D ``key_padding_mask`` says everything a padding mask has to say.
+The first four appear below (``key_padding_mask`` only in the layer's padded ``forward``); the
+last two are listed because they are the ones people mix up (SDPA's polarity is the opposite of
+MHA's, and a 3D mask built with ``repeat`` instead of ``repeat_interleave`` runs silently with
+every head reading another lane's mask). This file builds neither: packing leaves no padding for
+attention to mask (see 4).
 
 How the forward pass stays exact whatever the padding holds:
 
@@ -31,16 +33,20 @@ How the forward pass stays exact whatever the padding holds:
    slots, the Transformer runs on those alone, and the outputs of empty lanes are exact zeros. An
    empty lane would otherwise be a row whose every key is masked, which is NaN in some attention
    paths and the mean of garbage in others.
-2. Padded values are *selected* away with ``torch.where`` before anything reads them, never
-   multiplied by a mask: ``0 * NaN`` is NaN, ``0 * inf`` is NaN. ``torch.where`` also gives padded
+2. Padded values are never read: the real points are *selected* by index, never multiplied by a
+   mask: ``0 * NaN`` is NaN, ``0 * inf`` is NaN. Selection also gives padded
    slots an exact zero gradient.
-3. Each lane's real points are moved to the front (a stable argsort of the mask) and the token
-   axis is cut to the longest real lane. This changes nothing, because the only position signal is
-   the coordinates themselves: attention has no slot-index term, so right, left and scattered
-   padding give the same result, and the cost follows the real tokens, not ``N``. Per-point outputs
-   are scattered back to the slots they came from; padded slots are exact zeros.
-4. The query token is never masked, so no attention row is ever fully masked. Padded keys inside
-   the trimmed window are excluded with the 2D ``key_padding_mask``.
+3. Only real tokens are computed. Each real lane's query token and real points are packed, lane
+   after lane, into one ``[T, C]`` tensor (T = real lanes + real points), and every step runs on
+   that alone: the cost follows the real tokens, not ``B * M * (N + 1)``. A lane's real points
+   keep their given order; where the padding sat is forgotten, which changes nothing, because the
+   only position signal is the coordinates themselves (attention has no slot-index term), so
+   right, left and scattered padding give the same result.
+4. Lanes are packed shortest first, so lanes of equal length form one contiguous ``[n, L]`` block
+   of tokens. Attention runs block by block (one call per distinct length, never per lane) with
+   no mask at all: there is no padding left to mask, so no row can be fully masked, and no
+   ``(B*M*H, L, S)`` mask is ever built. Outputs go back to the slots they came from; padded
+   slots and empty lanes are exact zeros.
 
 The layer keeps the state-dict layout of ``torch.nn.TransformerEncoderLayer`` (GELU,
 ``batch_first=True``), so weights load either way and the two can be checked against each other.
@@ -49,13 +55,13 @@ The layer keeps the state-dict layout of ``torch.nn.TransformerEncoderLayer`` (G
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PriorEncoder", "PriorEncoderLayer", "PriorEncoderOutput"]
+__all__ = ["PackedLanes", "PriorEncoder", "PriorEncoderLayer", "PriorEncoderOutput"]
 
 
 class PriorEncoderOutput(NamedTuple):
@@ -66,13 +72,40 @@ class PriorEncoderOutput(NamedTuple):
     lane_mask: Tensor  # [B, M] bool, True = lane has at least one real point
 
 
+class PackedLanes(NamedTuple):
+    """How the real tokens of a padded ``[R, S]`` batch of lanes are packed into ``[T, C]``.
+
+    Lanes are sorted shortest first (stable) and each lane's real tokens are contiguous, in
+    their given order, so the lanes of one length form one ``[n, L]`` block: attention on a
+    block needs no mask. Lanes without a real token are left out.
+    """
+
+    source: Tensor  # [T] int64, flat index into the [R*S] padded slots of each packed token
+    groups: tuple[tuple[int, int], ...]  # (lanes n, tokens per lane L) per block, packed order
+
+    @classmethod
+    def pack(cls, keep: Tensor) -> PackedLanes:
+        """Packing of ``keep [R, S]`` (bool, True = real token)."""
+        S = keep.shape[1]
+        counts = keep.sum(dim=1)  # [R]
+        lanes = counts.nonzero().squeeze(1)  # [R'], lanes with a real token
+        lanes = lanes[counts[lanes].argsort(stable=True)]  # [R'], shortest first
+        lengths, lanes_per_length = torch.unique_consecutive(counts[lanes], return_counts=True)
+        # One host sync: the block sizes are shapes.
+        groups = tuple(zip(lanes_per_length.tolist(), lengths.tolist(), strict=True))
+        slots = lanes[:, None] * S + torch.arange(S, device=keep.device)  # [R', S]
+        return cls(slots[keep[lanes]], groups)  # source [T]: lane by lane, slots in order
+
+
 class PriorEncoderLayer(nn.Module):
     """One Transformer encoder layer, state-dict compatible with ``nn.TransformerEncoderLayer``.
 
     Same submodule names and maths as ``nn.TransformerEncoderLayer(d_model, nhead,
     dim_feedforward, dropout, activation="gelu", batch_first=True, norm_first=norm_first)``,
-    written out so the mask handling is visible and torch's nested-tensor fast path (which
-    changes what padded positions hold) never kicks in.
+    written out so that it runs on packed real tokens (:meth:`forward_packed`) and so that the
+    mask handling is visible. ``self_attn`` is kept as an ``nn.MultiheadAttention`` for its
+    parameters (``in_proj_weight``, ``in_proj_bias``, ``out_proj``), which the layer feeds to
+    ``F.scaled_dot_product_attention`` itself.
     """
 
     def __init__(
@@ -95,28 +128,50 @@ class PriorEncoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
 
     def forward(self, tokens: Tensor, key_padding_mask: Tensor) -> Tensor:
-        """``tokens [R, L, C]``, ``key_padding_mask [R, L]`` bool, True = ignore that key."""
+        """``tokens [R, L, C]``, ``key_padding_mask [R, L]`` bool, True = ignore that key.
+
+        Returns ``[R, L, C]``: real tokens as ``nn.TransformerEncoderLayer`` computes them,
+        ignored positions exact zeros (they are never computed).
+        """
+        R, L, C = tokens.shape
+        packing = PackedLanes.pack(~key_padding_mask)
+        if not packing.groups:  # every key ignored: nothing real to compute
+            return tokens.new_zeros(R, L, C)
+        packed = tokens.reshape(R * L, C)[packing.source]  # [T, C]
+        packed = self.forward_packed(packed, packing.groups)  # [T, C]
+        return packed.new_zeros(R * L, C).index_copy(0, packing.source, packed).view(R, L, C)
+
+    def forward_packed(self, tokens: Tensor, groups: tuple[tuple[int, int], ...]) -> Tensor:
+        """``tokens [T, C]``, real tokens only, packed as :class:`PackedLanes` describes: blocks
+        of ``n`` lanes of ``L`` tokens each, ``groups`` = the ``(n, L)`` of each block in order.
+        """
         if self.norm_first:
-            tokens = tokens + self._attention(self.norm1(tokens), key_padding_mask)
+            tokens = tokens + self._attention(self.norm1(tokens), groups)
             tokens = tokens + self._feedforward(self.norm2(tokens))
         else:
-            tokens = self.norm1(tokens + self._attention(tokens, key_padding_mask))
+            tokens = self.norm1(tokens + self._attention(tokens, groups))
             tokens = self.norm2(tokens + self._feedforward(tokens))
-        return tokens  # [R, L, C]
+        return tokens  # [T, C]
 
-    def _attention(self, tokens: Tensor, key_padding_mask: Tensor) -> Tensor:
-        # need_weights=False: with weights requested, MHA returns NaN on a fully masked row.
-        # No row here is fully masked (the query token is always a real key), but the cheaper
-        # path that cannot produce NaN is the right default anyway.
-        attended: Tensor = self.self_attn(
-            tokens, tokens, tokens, key_padding_mask=key_padding_mask, need_weights=False
-        )[0]  # [R, L, C]
-        out: Tensor = self.dropout1(attended)
-        return out
+    def _attention(self, tokens: Tensor, groups: tuple[tuple[int, int], ...]) -> Tensor:
+        mha = self.self_attn  # kept for its parameters and their state-dict names
+        C, H = mha.embed_dim, mha.num_heads
+        dropout_p = mha.dropout if self.training else 0.0
+        qkv = F.linear(tokens, mha.in_proj_weight, mha.in_proj_bias)  # [T, 3C]
+        blocks = qkv.split_with_sizes([n * L for n, L in groups])  # [n*L, 3C] per block
+        attended = []
+        for block, (n, L) in zip(blocks, groups, strict=True):
+            # n lanes of exactly L real tokens: plain attention, no mask. Same maths and
+            # 1/sqrt(C/H) scale as nn.MultiheadAttention, which calls this function too.
+            q, k, v = block.view(n, L, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # [n,H,L,C/H]
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # [n, H, L, C/H]
+            attended.append(out.transpose(1, 2).reshape(n * L, C))  # [n*L, C]
+        result: Tensor = self.dropout1(mha.out_proj(torch.cat(attended)))  # [T, C]
+        return result
 
     def _feedforward(self, tokens: Tensor) -> Tensor:
-        hidden = self.dropout(F.gelu(self.linear1(tokens)))  # [R, L, F]
-        out: Tensor = self.dropout2(self.linear2(hidden))  # [R, L, C]
+        hidden = self.dropout(F.gelu(self.linear1(tokens)))  # [T, F]
+        out: Tensor = self.dropout2(self.linear2(hidden))  # [T, C]
         return out
 
 
@@ -176,54 +231,39 @@ class PriorEncoder(nn.Module):
         Padded slots may hold anything, NaN and inf included. Real points must be finite.
         """
         self._check_inputs(points, point_mask)
-        B, M, N, D = points.shape
+        B, M, N, _ = points.shape
         C = self.d_model
 
         lane_mask = point_mask.any(dim=-1)  # [B, M]
         lane_embedding = points.new_zeros(B * M, C)  # [B*M, C]
-        point_features = points.new_zeros(B * M, N, C)  # [B*M, N, C]
-        real_lanes = lane_mask.flatten().nonzero().squeeze(1)  # [R], indices into B*M
-        R = real_lanes.numel()
-        if R == 0:  # nothing real: empty lanes are exact zeros and are never computed
+        point_features = points.new_zeros(B * M * N, C)  # [B*M*N, C]
+        if not bool(lane_mask.any()):  # nothing real: empty lanes are exact zeros, never computed
             return PriorEncoderOutput(
                 lane_embedding.view(B, M, C), point_features.view(B, M, N, C), lane_mask
             )
 
-        # Select, never multiply: 0 * NaN would be NaN. Also gives padded slots zero gradient.
-        clean_points = torch.where(point_mask[..., None], points, 0)  # [B, M, N, D]
-        lane_points = clean_points.reshape(B * M, N, D)[real_lanes]  # [R, N, D]
-        lane_point_mask = point_mask.reshape(B * M, N)[real_lanes]  # [R, N]
+        # Token 0 of each lane is its query (real iff the lane is), tokens 1..N its points.
+        keep = torch.cat([lane_mask.reshape(B * M, 1), point_mask.reshape(B * M, N)], dim=1)
+        packing = PackedLanes.pack(keep)  # source [T] into the B*M*(1+N) token slots
+        lane, column = packing.source // (1 + N), packing.source % (1 + N)  # [T] each
+        query_rows = (column == 0).nonzero().squeeze(1)  # [R]
+        point_rows = (column > 0).nonzero().squeeze(1)  # [Tp]
+        point_slots = (lane * N + column - 1)[point_rows]  # [Tp], into B*M*N
 
-        # Real points first, then cut the token axis to the longest real lane: exact, since
-        # nothing below depends on a point's slot index. Stable only so that the points keep
-        # their given order, and with it the reduction order of the unpadded lane.
-        is_padding = (~lane_point_mask).to(torch.uint8)  # [R, N], 0 = real sorts first
-        slot_order = torch.argsort(is_padding, dim=1, stable=True)  # [R, N]
-        real_counts = lane_point_mask.sum(dim=1)  # [R]
-        P = int(real_counts.max())  # longest real lane; one host sync, needed for the shape
-        slot_order = slot_order[:, :P]  # [R, P], original slot of each compacted point
-        compact_points = lane_points.gather(1, slot_order[..., None].expand(R, P, D))  # [R, P, D]
-        compact_point_mask = torch.arange(P, device=points.device) < real_counts[:, None]  # [R, P]
-
-        point_tokens = self.pos_embed(compact_points / self.coord_range)  # [R, P, C]
-        query_tokens = self.query.view(1, 1, C).expand(R, 1, C)  # [R, 1, C]
-        tokens = torch.cat([query_tokens, point_tokens], dim=1)  # [R, 1+P, C]
-        # The query column is never masked, so every attention row has at least one real key.
-        key_padding_mask = torch.cat(
-            [compact_point_mask.new_zeros(R, 1), ~compact_point_mask], dim=1
-        )  # [R, 1+P], True = ignore
+        # Select, never multiply: padded slots are never read, so 0 * NaN cannot happen, and
+        # they get an exact zero gradient.
+        real_points = points.reshape(B * M * N, -1)[point_slots]  # [Tp, D]
+        point_tokens = self.pos_embed(real_points / self.coord_range)  # [Tp, C]
+        query_tokens = self.query.expand(query_rows.numel(), C)  # [R, C]
+        # In-place writes into fresh zeros (autograd records them): no copy of the zeros.
+        tokens = point_tokens.new_zeros(packing.source.numel(), C)  # [T, C]
+        tokens.index_copy_(0, query_rows, query_tokens).index_copy_(0, point_rows, point_tokens)
         for layer in self.layers:
-            tokens = layer(tokens, key_padding_mask)  # [R, 1+P, C]
-        tokens = self.norm(tokens)  # [R, 1+P, C]
+            tokens = cast(PriorEncoderLayer, layer).forward_packed(tokens, packing.groups)
+        tokens = self.norm(tokens)  # [T, C]
 
-        # Padded tokens inside the window computed something finite but meaningless: zero them
-        # (by selection) before they are scattered back onto the padded slots.
-        real_point_out = torch.where(compact_point_mask[..., None], tokens[:, 1:], 0)  # [R, P, C]
-        lane_point_out = tokens.new_zeros(R, N, C).scatter(
-            1, slot_order[..., None].expand(R, P, C), real_point_out
-        )  # [R, N, C], each point back in its original slot
-        lane_embedding = lane_embedding.index_copy(0, real_lanes, tokens[:, 0])  # [B*M, C]
-        point_features = point_features.index_copy(0, real_lanes, lane_point_out)  # [B*M, N, C]
+        lane_embedding.index_copy_(0, lane[query_rows], tokens[query_rows])  # [B*M, C]
+        point_features.index_copy_(0, point_slots, tokens[point_rows])  # [B*M*N, C]
         return PriorEncoderOutput(
             lane_embedding.view(B, M, C), point_features.view(B, M, N, C), lane_mask
         )

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lpim.encoder import PriorEncoder, PriorEncoderLayer, PriorEncoderOutput
+from lpim.encoder import PackedLanes, PriorEncoder, PriorEncoderLayer, PriorEncoderOutput
 
 F64_RTOL = F64_ATOL = 1e-12
 GARBAGE = (1e30, math.inf, -math.inf, math.nan)
@@ -172,6 +172,40 @@ def test_layer_matches_torch_layer_on_real_tokens(dtype: torch.dtype, norm_first
     actual = ours(tokens, key_padding_mask)
     real = ~key_padding_mask
     assert_close(actual[real], expected[real])
+
+
+def test_packed_lanes_are_equal_length_blocks_shortest_first() -> None:
+    gen = torch.Generator().manual_seed(3)
+    keep = torch.rand(12, 7, generator=gen) < 0.5  # [R, S]
+    keep[2] = False  # a lane with no real token is left out
+    keep[5] = True
+    packing = PackedLanes.pack(keep)
+    assert sorted(packing.source.tolist()) == keep.flatten().nonzero().squeeze(1).tolist()
+    assert sum(n * L for n, L in packing.groups) == packing.source.numel()
+    lengths = [L for _, L in packing.groups]
+    assert lengths == sorted(set(lengths))  # one block per length, shortest first
+    start = 0
+    for n, L in packing.groups:
+        block = packing.source[start : start + n * L].view(n, L)
+        rows = block // keep.shape[1]
+        assert (rows == rows[:, :1]).all()  # each block row is one lane ...
+        assert (keep[rows[:, 0]].sum(1) == L).all()  # ... of exactly L real tokens ...
+        assert (block.diff(dim=1) > 0).all()  # ... in their given order
+        start += n * L
+
+
+def test_layer_zeros_ignored_positions_and_fully_ignored_lanes() -> None:
+    torch.manual_seed(0)
+    layer = PriorEncoderLayer(32, 4, 64, 0.0).double().eval()
+    tokens = torch.randn(3, 5, 32, dtype=torch.float64)
+    key_padding_mask = torch.tensor([[0, 0, 1, 0, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]).bool()
+    out = layer(tokens, key_padding_mask)
+    assert out.shape == (3, 5, 32)
+    assert (out[key_padding_mask] == 0).all()
+    assert torch.isfinite(out).all()
+    alone = layer(tokens[2:, :1], key_padding_mask[2:, :1])  # lane 2 has one real token
+    assert_close(out[2, 0], alone[0, 0])
+    assert (layer(tokens, torch.ones(3, 5, dtype=torch.bool)) == 0).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
