@@ -47,7 +47,30 @@ def test_check_encoder_catches_every_bug(name: str) -> None:
         assert info.value.reproducer
 
 
-@pytest.mark.parametrize("name", [*sorted(CORRECT), "PriorEncoder"])
+# Measured on an H200 with torch 2.11: the fused CUDA kernel behind nn.TransformerEncoderLayer's
+# fast path (eval, no grad) differs from torch's own slow path by 1.3e-4 at float64 (7.6e-5 at
+# float32) on real tokens, for a bare torch layer too, while the CPU fast path agrees with the
+# slow path to 4e-16. devices_agree reports that; strict, so a torch that fixes it shows here.
+_TORCH_CUDA_FAST_PATH = pytest.mark.xfail(
+    HAS_CUDA,
+    reason="torch's CUDA fast path of TransformerEncoderLayer drifts ~1e-4 from its slow path",
+    raises=EncoderPropertyError,
+    strict=True,
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *(
+            pytest.param(n, marks=_TORCH_CUDA_FAST_PATH)
+            if n == "torch_transformer_fast_path"
+            else n
+            for n in sorted(CORRECT)
+        ),
+        "PriorEncoder",
+    ],
+)
 def test_check_encoder_passes_every_correct_encoder(name: str) -> None:
     if name == "PriorEncoder":
         torch.manual_seed(0)
