@@ -33,7 +33,7 @@ from lpim.testing.consumer import (
     assert_lane_order_invariant,
     check_lane_consumer,
 )
-from lpim.testing.errors import PROPERTIES, EncoderPropertyError, Property
+from lpim.testing.errors import PROPERTIES, EncoderPropertyError, Property, PropertyError
 from lpim.testing.properties import (
     assert_deterministic,
     assert_devices_agree,
@@ -57,6 +57,7 @@ __all__ = [
     "EncoderPropertyError",
     "LaneConsumerPropertyError",
     "Property",
+    "PropertyError",
     "PropertyResult",
     "ProtocolError",
     "Subject",

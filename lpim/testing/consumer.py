@@ -61,7 +61,7 @@ import lpim
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
 from lpim.testing.check import DEFAULT_SETTINGS, CheckReport, PropertyResult, _dtypes
-from lpim.testing.errors import Property
+from lpim.testing.errors import Property, PropertyError
 from lpim.testing.properties import garbage_fills
 from lpim.testing.protocol import ProtocolError, Subject
 from lpim.testing.reproducer import encoder_source
@@ -129,9 +129,9 @@ CONSUMER_PROPERTIES: dict[str, Property] = {
 """Every consumer property, in the order :func:`check_lane_consumer` runs them."""
 
 
-class LaneConsumerPropertyError(AssertionError):
+class LaneConsumerPropertyError(PropertyError[LaneSet]):
     """A lane-set consumer broke a property: the consumer-side sibling of
-    :class:`~lpim.testing.EncoderPropertyError`.
+    :class:`~lpim.testing.EncoderPropertyError` (both are :class:`~lpim.testing.PropertyError`).
 
     Attributes:
         property_name: the property (a key of :data:`CONSUMER_PROPERTIES`).
@@ -145,33 +145,13 @@ class LaneConsumerPropertyError(AssertionError):
     original as ``__cause__``.
     """
 
-    def __init__(self, property_name: str, detail: str, example: LaneSet) -> None:
-        self.property_name = property_name
-        self.detail = detail
-        self.example = example
-        self.reproducer = ""
-        self.dtype = str(example.lane_embedding.dtype)
-        super().__init__(self._message())
+    properties = CONSUMER_PROPERTIES
+    label = "lane-consumer property"
 
-    def _message(self) -> str:
-        prop = CONSUMER_PROPERTIES[self.property_name]
-        lines = [
-            f"lane-consumer property {self.property_name!r} failed: {self.detail}",
-            f"  the property: {prop.meaning}.",
-            f"  usual causes: {prop.usual_causes}.",
-            f"  example: {self.example!r}",
-        ]
-        if self.reproducer:
-            lines += ["  reproducer (paste into a file and run):", "", self.reproducer]
-        return "\n".join(lines)
-
-    def attach_reproducer(self, source: str) -> None:
-        """Set :attr:`reproducer` and add it to the message."""
-        self.reproducer = source
-        self.args = (self._message(),)
-
-    def __str__(self) -> str:
-        return self._message()
+    @staticmethod
+    def example_dtype(example: LaneSet) -> str:
+        """``str(example.lane_embedding.dtype)``."""
+        return str(example.lane_embedding.dtype)
 
 
 # -- running the consumer --------------------------------------------------------------------------

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Generic, TypeVar
 
 from lpim.batch import LaneBatch
+
+ExampleT = TypeVar("ExampleT")
 
 
 @dataclass(frozen=True)
@@ -114,33 +117,42 @@ PROPERTIES: dict[str, Property] = {
 """Every property, in the order :func:`~lpim.testing.check_encoder` runs them."""
 
 
-class EncoderPropertyError(AssertionError):
-    """An encoder broke a property.
+class PropertyError(AssertionError, Generic[ExampleT]):
+    """Base of lpim's property failures: a property name, what was seen, and the example.
+
+    Subclasses name their property registry (:attr:`properties`), the word that opens the
+    message (:attr:`label`) and how to read the example's dtype; the message, the reproducer and
+    their formatting live here once.
 
     Attributes:
-        property_name: the property (a key of :data:`PROPERTIES`).
-        example: the (shrunk, when raised by ``check_encoder``) :class:`~lpim.LaneBatch`.
-        detail: what was seen: which lane, which output, how far off.
-        reproducer: pasteable Python that re-raises this error (set by ``check_encoder``; a
-            bare assert leaves it empty).
-        dtype: the dtype the failure was seen at (set by ``check_encoder``).
-
-    An exception raised by the encoder itself is wrapped as property ``runs`` with the
-    original as ``__cause__``.
+        property_name: the property (a key of the subclass's :attr:`properties`).
+        example: the (shrunk, when raised by a check) example that shows it.
+        detail: what was seen: where, which output, how far off.
+        reproducer: pasteable Python that re-raises this error (set by the check; a bare
+            assert leaves it empty).
+        dtype: the dtype the failure was seen at.
     """
 
-    def __init__(self, property_name: str, detail: str, example: LaneBatch) -> None:
+    properties: ClassVar[dict[str, Property]] = {}
+    label: ClassVar[str] = "property"
+
+    def __init__(self, property_name: str, detail: str, example: ExampleT) -> None:
         self.property_name = property_name
         self.detail = detail
         self.example = example
         self.reproducer = ""
-        self.dtype = str(example.points.dtype)
+        self.dtype = self.example_dtype(example)
         super().__init__(self._message())
 
+    @staticmethod
+    def example_dtype(example: ExampleT) -> str:
+        """The dtype of ``example``'s float data, as ``str(torch.dtype)``."""
+        raise NotImplementedError
+
     def _message(self) -> str:
-        prop = PROPERTIES[self.property_name]
+        prop = self.properties[self.property_name]
         lines = [
-            f"property {self.property_name!r} failed: {self.detail}",
+            f"{self.label} {self.property_name!r} failed: {self.detail}",
             f"  the property: {prop.meaning}.",
             f"  usual causes: {prop.usual_causes}.",
             f"  example: {self.example!r}",
@@ -156,3 +168,26 @@ class EncoderPropertyError(AssertionError):
 
     def __str__(self) -> str:
         return self._message()
+
+
+class EncoderPropertyError(PropertyError[LaneBatch]):
+    """An encoder broke a property.
+
+    Attributes:
+        property_name: the property (a key of :data:`PROPERTIES`).
+        example: the (shrunk, when raised by ``check_encoder``) :class:`~lpim.LaneBatch`.
+        detail: what was seen: which lane, which output, how far off.
+        reproducer: pasteable Python that re-raises this error (set by ``check_encoder``; a
+            bare assert leaves it empty).
+        dtype: the dtype the failure was seen at (set by ``check_encoder``).
+
+    An exception raised by the encoder itself is wrapped as property ``runs`` with the
+    original as ``__cause__``.
+    """
+
+    properties = PROPERTIES
+
+    @staticmethod
+    def example_dtype(example: LaneBatch) -> str:
+        """``str(example.points.dtype)``."""
+        return str(example.points.dtype)
