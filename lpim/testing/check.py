@@ -176,7 +176,9 @@ def check_encoder(
             ignored: pass ``deadline=`` (Hypothesis' own would turn torch's slow first call on
             a new shape into a flaky failure).
         properties: a subset of :data:`CHECKED_PROPERTIES` (a name or a list; default all).
-        batch_size, num_lanes, num_points: sizes of the drawn batches (ints or ranges).
+        batch_size: ``B`` of the drawn batches: an int or an inclusive ``(low, high)`` range.
+        num_lanes: ``M`` of the drawn batches: an int or a range.
+        num_points: ``N`` of the drawn batches: an int or a range.
         factory: ``"module:expression"`` that rebuilds the encoder, for the reproducer.
         deadline: seconds (or a ``timedelta``) one call of the encoder on one batch may take;
             a call over it is timed again on the same batch and, if slow again, property
