@@ -45,6 +45,29 @@ _EMPTY_SAMPLE = [False] * 7 + [True]
 _EMPTY_BATCH = [False] * 15 + [True]
 
 
+def _samples_and_batch_flag(
+    draw: st.DrawFn,
+    lane: st.SearchStrategy[T],
+    b: int,
+    m: int,
+    empty_samples: bool,
+    all_empty: bool,
+) -> tuple[list[tuple[bool, list[T]]], bool]:
+    """Draw ``b`` samples of ``m`` lanes each, with a per-sample "drawn empty" flag, then a
+    whole-batch "empty" flag.
+
+    Each sample's draws are contiguous so the shrinker can delete them as a block; the flags
+    shrink toward False (real). Shared by :func:`lane_batches` and :func:`lane_sets`.
+    """
+    sample = st.tuples(
+        st.sampled_from(_EMPTY_SAMPLE) if empty_samples else st.just(False),
+        st.lists(lane, min_size=m, max_size=m),
+    )
+    samples = draw(st.lists(sample, min_size=b, max_size=b))
+    batch_empty = draw(st.sampled_from(_EMPTY_BATCH)) if empty_samples and all_empty else False
+    return samples, batch_empty
+
+
 @st.composite
 def lane_batches(
     draw: st.DrawFn,
@@ -132,15 +155,8 @@ def lane_batches(
         # the keys shrink toward right padding)
         st.lists(st.integers(0, n), min_size=n, max_size=n) if scattered else st.just(None),
     )
-    sample = st.tuples(
-        st.sampled_from(_EMPTY_SAMPLE) if empty_lanes and empty_samples else st.just(False),
-        st.lists(lane, min_size=m, max_size=m),
-    )
-    samples = draw(st.lists(sample, min_size=b, max_size=b))
-    batch_empty = (
-        draw(st.sampled_from(_EMPTY_BATCH))
-        if empty_lanes and empty_samples and all_empty
-        else False
+    samples, batch_empty = _samples_and_batch_flag(
+        draw, lane, b, m, empty_lanes and empty_samples, all_empty
     )
     counts = np.zeros((b, m), dtype=np.int64)  # [B, M] real points per lane
     keys = np.zeros((b, m, n), dtype=np.int64)  # [B, M, N] where scattered lanes put them
@@ -341,15 +357,8 @@ def lane_sets(
     # per lane whether it is padded, each sample's draws contiguous so the shrinker can delete
     # them as a block; then whether the whole batch is empty.
     lane_flag = st.sampled_from(_EMPTY_LANE) if empty_lanes else st.just(False)
-    sample = st.tuples(
-        st.sampled_from(_EMPTY_SAMPLE) if empty_lanes and empty_samples else st.just(False),
-        st.lists(lane_flag, min_size=m, max_size=m),
-    )
-    samples = draw(st.lists(sample, min_size=b, max_size=b))
-    batch_empty = (
-        draw(st.sampled_from(_EMPTY_BATCH))
-        if empty_lanes and empty_samples and all_empty
-        else False
+    samples, batch_empty = _samples_and_batch_flag(
+        draw, lane_flag, b, m, empty_lanes and empty_samples, all_empty
     )
     lane_mask = np.zeros((b, m), dtype=bool)  # [B, M]
     for i, (sample_empty, padded) in enumerate(samples):

@@ -47,8 +47,8 @@ from __future__ import annotations
 import math
 import time
 import unittest
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -60,9 +60,15 @@ from hypothesis.errors import HypothesisException
 import lpim
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
-from lpim.testing.check import DEFAULT_SETTINGS, CheckReport, PropertyResult, _dtypes
+from lpim.testing.check import (
+    DEFAULT_SETTINGS,
+    CheckReport,
+    PropertyResult,
+    _describe,
+    _dtypes,
+)
 from lpim.testing.errors import Property, PropertyError
-from lpim.testing.properties import garbage_fills
+from lpim.testing.properties import garbage_fills, runs_as
 from lpim.testing.protocol import ProtocolError, Subject
 from lpim.testing.reproducer import encoder_source
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
@@ -186,21 +192,9 @@ def consumer_outputs(output: object, lanes: LaneSet) -> dict[str, torch.Tensor]:
     return named
 
 
-@contextmanager
-def _runs(lanes: LaneSet) -> Iterator[None]:
+def _runs(lanes: LaneSet) -> AbstractContextManager[None]:
     """Turn anything the consumer raises into a failure of property ``runs``."""
-    try:
-        yield
-    except LaneConsumerPropertyError:
-        raise
-    except ProtocolError as error:
-        raise LaneConsumerPropertyError(
-            "runs", f"the output breaks the protocol: {error}", lanes
-        ) from error
-    except Exception as error:  # the consumer's own bug, whatever its type
-        raise LaneConsumerPropertyError(
-            "runs", f"the consumer raised {type(error).__name__}: {error}", lanes
-        ) from error
+    return runs_as(LaneConsumerPropertyError, lanes, "consumer")
 
 
 def _call(consumer: Consumer, lanes: LaneSet) -> dict[str, torch.Tensor]:
@@ -750,8 +744,3 @@ def _read_embed_dim(consumer: Consumer) -> int:
         f"check_lane_consumer cannot tell the lane embedding width C of {_describe(consumer)}: "
         "it has no embed_dim, d_model or lane_dim attribute; pass embed_dim=C"
     )
-
-
-def _describe(consumer: object) -> str:
-    cls = type(consumer)
-    return f"{cls.__module__}.{cls.__qualname__}"

@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 import unittest
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 
 from lpim.batch import LaneBatch
-from lpim.testing.errors import EncoderPropertyError
+from lpim.testing.errors import EncoderPropertyError, ExampleT, PropertyError
 from lpim.testing.protocol import (
     Encoder,
     EncoderOutput,
@@ -38,20 +38,29 @@ from lpim.testing.protocol import (
 
 
 @contextmanager
-def _runs(batch: LaneBatch) -> Iterator[None]:
-    """Turn anything the encoder raises into a failure of property ``runs``."""
+def runs_as(
+    error_type: type[PropertyError[ExampleT]], example: ExampleT, what: str
+) -> Iterator[None]:
+    """Turn anything the code under check raises into ``error_type``'s property ``runs``.
+
+    ``what`` names the code under check in the message ("encoder", "consumer"); a property
+    failure raised inside passes through unchanged.
+    """
     try:
         yield
-    except EncoderPropertyError:
+    except PropertyError:
         raise
     except ProtocolError as error:
-        raise EncoderPropertyError(
-            "runs", f"the output breaks the protocol: {error}", batch
+        raise error_type("runs", f"the output breaks the protocol: {error}", example) from error
+    except Exception as error:  # the code's own bug, whatever its type
+        raise error_type(
+            "runs", f"the {what} raised {type(error).__name__}: {error}", example
         ) from error
-    except Exception as error:  # the encoder's own bug, whatever its type
-        raise EncoderPropertyError(
-            "runs", f"the encoder raised {type(error).__name__}: {error}", batch
-        ) from error
+
+
+def _runs(batch: LaneBatch) -> AbstractContextManager[None]:
+    """Turn anything the encoder raises into a failure of property ``runs``."""
+    return runs_as(EncoderPropertyError, batch, "encoder")
 
 
 def _call(subject: Subject, batch: LaneBatch) -> EncoderOutput:
