@@ -43,7 +43,7 @@ class Float32Internal(MaskedMean):
     def forward(self, points: Tensor, point_mask: Tensor) -> LaneOutput:
         """``points [B, M, N, D]`` (any float dtype; used as float32), ``point_mask [B, M, N]``."""
         out = super().forward(points.float(), point_mask)  # float32 inside, whatever came
-        offset = self.offset.float()  # [C], the float32 buffer a `.to(dtype)` would change
+        offset = torch.as_tensor(self.offset).float()  # [C]: the buffer a `.to(dtype)` changes
         return LaneOutput(out.lane_embedding + offset, out.point_features)
 
 
