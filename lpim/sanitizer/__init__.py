@@ -252,6 +252,7 @@ def _count_call() -> None:
 
 
 def _deliver(hazards: list[Hazard], api: str) -> None:
+    __tracebackhide__ = True  # pytest shows the user's call, not this frame
     filename, line = user_site()
     where = f"{_short(filename)}:{line}"
     to_raise: Finding | None = None
