@@ -263,7 +263,7 @@ def inspect_mha(
                 and not heads_agree(attn_mask, n, h)
                 # a per-head mask shared by every batch entry (each entry's H rows the same as
                 # the next entry's) has period N whenever H divides N: that is not a bug
-                and not torch.equal(attn_mask[:h].repeat(n, 1, 1), attn_mask)
+                and not _shared_by_entries(attn_mask, n, h)
             ):
                 found.hazards.append(_head_major(api, attn_mask, attn_mask_name, n, h, q))
             blocked_parts.append(blocked_3d.reshape(n, h, length, s))
@@ -328,6 +328,12 @@ def _fully_masked_fix(q: int | None) -> str:
         "torch.where(lane_mask[..., None], out, 0). Dropping the NaN rows afterwards is not "
         "enough: their gradient is NaN as well."
     )
+
+
+def _shared_by_entries(attn_mask: Tensor, n: int, h: int) -> bool:
+    """True when every batch entry has the same ``h`` rows (a per-head mask, no per-entry part)."""
+    per_entry = attn_mask.reshape(n, h, *attn_mask.shape[1:])  # [N, H, L, S], rows n*H + h
+    return torch.equal(per_entry, per_entry[:1].expand_as(per_entry))
 
 
 def _missing_head_rows(

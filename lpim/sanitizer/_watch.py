@@ -231,31 +231,16 @@ class Watcher:
         return result
 
 
-def _varlen_ops() -> set[Any]:
-    """varlen_attn's op (torch >= 2.10), as a function mode sees it; empty where torch lacks it."""
-    ops: set[Any] = set()
-    try:
-        packet = torch.ops.torch_attn._varlen_attn
-    except (AttributeError, RuntimeError):
-        return ops
-    ops.add(packet)
-    overloads: list[str] = packet.overloads()  # type: ignore[no-untyped-call]
-    ops.update(getattr(packet, overload) for overload in overloads)
-    return ops
+_VARLEN_OP = "torch_attn::_varlen_attn"  # what torch.nn.attention.varlen.varlen_attn calls
 
 
-_VARLEN_OPS: set[Any] | None = None
-
-
-def _watched_functions() -> set[Any]:
-    global _VARLEN_OPS
-    if _VARLEN_OPS is None:
-        try:
-            import torch.nn.attention.varlen  # noqa: F401  registers the op where it exists
-        except ImportError:
-            pass
-        _VARLEN_OPS = _varlen_ops()
-    return {F.scaled_dot_product_attention, F.multi_head_attention_forward, *_VARLEN_OPS}
+def _is_varlen(func: Callable[..., Any]) -> bool:
+    """True for varlen_attn's op. Matched by name: importing torch.nn.attention.varlen to look
+    the op up would import torch._dynamo (seconds), and a user's script may import it after the
+    sanitizer is on."""
+    if isinstance(func, torch._ops.OpOverload):
+        func = func._overloadpacket
+    return isinstance(func, torch._ops.OpOverloadPacket) and func._qualified_op_name == _VARLEN_OP
 
 
 class _AttentionMode(TorchFunctionMode):
@@ -264,7 +249,7 @@ class _AttentionMode(TorchFunctionMode):
     def __init__(self, watcher: Watcher) -> None:
         super().__init__()
         self._watcher = watcher
-        self._watched = _watched_functions()
+        self._watched = {F.scaled_dot_product_attention, F.multi_head_attention_forward}
 
     def __torch_function__(
         self,
@@ -274,7 +259,10 @@ class _AttentionMode(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        if func in self._watched:
+        if func in self._watched or (
+            isinstance(func, torch._ops.OpOverloadPacket | torch._ops.OpOverload)
+            and _is_varlen(func)
+        ):
             return self._watcher.on_function(func, args, kwargs)
         return func(*args, **kwargs)
 
