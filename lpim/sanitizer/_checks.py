@@ -57,15 +57,31 @@ class Hazard:
 class Inspection:
     """What :func:`inspect_mha` / :func:`inspect_sdpa` found before the call runs.
 
-    ``fully_masked`` (bool, broadcastable to the output's rows, True = no key left) is kept for
-    the output check; ``None`` when no row is fully masked or torch is about to raise.
+    ``blocked_parts`` (bool, True = blocked, each broadcastable to the call's ``(..., L, S)``)
+    are kept so that :meth:`fully_masked` can be computed only when an output row is not finite:
+    reading a large 3D mask in full at every call would cost more than the call.
     """
 
     hazards: list[Hazard] = field(default_factory=list)
-    fully_masked: Tensor | None = None
     check_output: bool = True
     query_tokens: int | None = None
     num_heads: int | None = None
+    blocked_parts: list[Tensor] = field(default_factory=list)
+    head_axis: int | None = None  # MHA merges heads: a row is lost if any head has no key
+
+    def fully_masked(self) -> Tensor | None:
+        """Bool, broadcastable to the output's rows, True = no key left; None if no mask."""
+        if not self.blocked_parts:
+            return None
+        blocked = self.blocked_parts[0]
+        for part in self.blocked_parts[1:]:
+            blocked = blocked | part
+        if blocked.shape[-1] == 0:
+            return None
+        fully = blocked.all(dim=-1)  # broadcastable to (N, H, L) or the SDPA output's rows
+        if self.head_axis is not None:
+            fully = fully.any(dim=self.head_axis)  # (N, L), MHA's output rows
+        return fully
 
 
 @dataclass(frozen=True)
@@ -291,33 +307,24 @@ def _fully_masked(
     api: str,
     head_axis: int | None = None,
 ) -> None:
-    """Rows with no key left; a finite fill makes them an average of blocked values: report."""
-    if not blocked_parts:
-        return
-    blocked = blocked_parts[0]
-    for part in blocked_parts[1:]:
-        blocked = blocked | part
-    if blocked.shape[-1] == 0:
-        return
-    fully = blocked.all(dim=-1)  # broadcastable to (N, H, L) or the SDPA output's rows
-    if head_axis is not None:
-        fully = fully.any(dim=head_axis)  # (N, L), MHA's output rows
-    if not bool(fully.any()):
-        return
-    found.fully_masked = fully
+    """Keep the blocked parts; with a finite fill, fully blocked rows are a finding already."""
+    found.blocked_parts, found.head_axis = blocked_parts, head_axis
     fills = [r.fill for r in readings.values() if r is not None and r.kind == "finite_fill"]
-    if fills:
-        count = int(fully.sum())
-        found.hazards.append(
-            Hazard(
-                "fully_masked_rows",
-                f"{count} query row(s) of {api} have every key blocked, by a finite fill "
-                f"({fills[0]:g}): softmax gives each blocked key the same weight, so these rows "
-                "are the mean of the values they were meant not to see (an arbitrary, finite "
-                "number; NaN once the fill overflows to -inf in float16). "
-                + _fully_masked_fix(found.query_tokens),
-            )
+    if not fills:
+        return  # -inf / bool: fully masked rows are judged by the output (NaN or not)
+    fully = found.fully_masked()
+    if fully is None or not bool(fully.any()):
+        return
+    found.hazards.append(
+        Hazard(
+            "fully_masked_rows",
+            f"{int(fully.sum())} query row(s) of {api} have every key blocked, by a finite fill "
+            f"({fills[0]:g}): softmax gives each blocked key the same weight, so these rows "
+            "are the mean of the values they were meant not to see (an arbitrary, finite "
+            "number; NaN once the fill overflows to -inf in float16). "
+            + _fully_masked_fix(found.query_tokens),
         )
+    )
 
 
 def _fully_masked_fix(q: int | None) -> str:
@@ -402,7 +409,7 @@ def check_output(api: str, found: Inspection, out: Tensor, inputs: list[Tensor])
     """Findings in an attention output: NaN / inf rows, with or without a key to attend to.
 
     ``out`` has its feature axis last and its query rows laid out so that ``out.shape[:-1]``
-    matches the rows of ``found.fully_masked`` under broadcasting (``(N, L)`` for MHA after the
+    matches the rows of ``found.fully_masked()`` under broadcasting (``(N, L)`` for MHA after the
     caller moved the batch first, ``(..., H, L)`` for SDPA). ``inputs`` (query, key, value) are
     read only to say whether a NaN came in or was made.
     """
@@ -413,7 +420,7 @@ def check_output(api: str, found: Inspection, out: Tensor, inputs: list[Tensor])
         return []
     bad = ~finite_rows
     hazards: list[Hazard] = []
-    fully = found.fully_masked
+    fully = found.fully_masked()
     if fully is not None:
         try:
             fully = torch.broadcast_to(fully, bad.shape)
