@@ -287,7 +287,7 @@ def lpim_sanitize() -> Iterator[SanitizeReport]:
     """This test runs under ``lpim.sanitize(on_finding="raise")``; the fixture is its report.
 
     A mask hazard in any attention call the test makes (its own or its model's) raises
-    :class:`lpim.MaskHazardError` at that call, which fails the test; ``report.calls`` says how
+    `lpim.MaskHazardError` at that call, which fails the test; ``report.calls`` says how
     many attention calls were inspected, so a test can assert that its model was seen at all.
     """
     from lpim.sanitizer import sanitize

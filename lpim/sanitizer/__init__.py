@@ -51,7 +51,7 @@ class Finding:
     """One kind of mask hazard at one call site.
 
     Attributes:
-        kind: one of :data:`KINDS` (``missing_head_rows``, ``head_major_3d_mask``,
+        kind: one of `KINDS` (``missing_head_rows``, ``head_major_3d_mask``,
             ``float_mask_as_additive``, ``fully_masked_rows``, ``finite_fill``,
             ``nonfinite_output``).
         where: ``"path/to/file.py:LINE"``, the user's line that made the attention call (frames
@@ -89,7 +89,7 @@ class SanitizeReport:
     """What one sanitizer session saw: its findings, and how many attention calls it inspected.
 
     Attributes:
-        findings: one :class:`Finding` per (kind, call site), in order of first occurrence.
+        findings: one `Finding` per (kind, call site), in order of first occurrence.
         calls: attention calls inspected (so "no findings" can be told from "saw nothing").
     """
 
@@ -174,7 +174,7 @@ class Sanitize:
     """``lpim.sanitize``: the sanitizer, as a context manager factory and an on/off switch.
 
     ``lpim.sanitize(on_finding="warn" | "raise" | "collect")`` returns a context manager that
-    yields a :class:`SanitizeReport`; ``lpim.sanitize.enable(...)`` / ``.disable()`` do the same
+    yields a `SanitizeReport`; ``lpim.sanitize.enable(...)`` / ``.disable()`` do the same
     for a training script. While any session is active, every attention call is checked:
 
     - ``warn`` (default): one ``MaskHazardWarning`` per call site and kind, attributed to the
@@ -214,7 +214,7 @@ class Sanitize:
         return SanitizeSession(on_finding)
 
     def enable(self, on_finding: OnFinding = "warn") -> SanitizeReport:
-        """Switch the sanitizer on until :meth:`disable`; return the session's report.
+        """Switch the sanitizer on until `disable`; return the session's report.
 
         Calling it while enabled ends the previous session first (its report stays readable).
         """
@@ -226,7 +226,7 @@ class Sanitize:
         return session.report
 
     def disable(self) -> SanitizeReport | None:
-        """Switch off what :meth:`enable` switched on; return its report (None if not enabled)."""
+        """Switch off what `enable` switched on; return its report (None if not enabled)."""
         session, self._enabled = self._enabled, None
         if session is None:
             return None

@@ -11,7 +11,7 @@ Pure functions of the tensors of one call; no hooks, no state. Two conventions:
 
 A finding is made only where these tensors prove it. Inverted polarity, a shifted query column
 or a mask that disagrees with the points are wrong only relative to the points, which the call
-does not see: :func:`lpim.testing.check_encoder` finds those.
+does not see: `lpim.testing.check_encoder` finds those.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ class Hazard:
 
 @dataclass
 class Inspection:
-    """What :func:`inspect_mha` / :func:`inspect_sdpa` found before the call runs.
+    """What `inspect_mha` / `inspect_sdpa` found before the call runs.
 
     ``blocked_parts`` (bool, True = blocked, each broadcastable to the call's ``(..., L, S)``)
-    are kept so that :meth:`fully_masked` can be computed only when an output row is not finite:
+    are kept so that `fully_masked` can be computed only when an output row is not finite:
     reading a large 3D mask in full at every call would cost more than the call.
     """
 

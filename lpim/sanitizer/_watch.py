@@ -1,7 +1,7 @@
 """Where the sanitizer meets torch: a TorchFunctionMode for functions, global module hooks.
 
 - ``F.scaled_dot_product_attention``, ``F.multi_head_attention_forward`` and varlen attention's
-  op are seen by :class:`_AttentionMode`, a ``TorchFunctionMode``.
+  op are seen by `_AttentionMode`, a ``TorchFunctionMode``.
 - ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` and ``nn.TransformerEncoder`` are
   seen by global forward (pre-)hooks. Their fused fast paths call ``torch._native_*`` kernels
   directly, which no function mode sees, and they refuse the fast path while any torch function

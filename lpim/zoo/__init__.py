@@ -15,9 +15,9 @@ Each encoder class says in its docstring what is wrong (or why it is right), why
 realistic, which property catches it, and which line does it. The bugs subclass the correct
 encoders and override one step, so the override is the bug.
 
-Each bug's docstring also has a ``Sanitizer:`` line: the :data:`lpim.sanitize` finding kind that
+Each bug's docstring also has a ``Sanitizer:`` line: the `lpim.sanitize` finding kind that
 reports it at run time ("found as `KIND`"), or why only the property check can ("needs
-check_encoder: why"); :func:`sanitizer_verdict` reads it.
+check_encoder: why"); `sanitizer_verdict` reads it.
 
 ``CONSUMER_BUGS`` and ``CONSUMER_CORRECT`` (:mod:`lpim.zoo.consumers`) do the same one step
 downstream, for lane-set consumers checked by :func:`lpim.testing.check_lane_consumer`.
@@ -369,7 +369,7 @@ def sanitizer_verdict(entry: ZooEntry) -> tuple[str | None, str]:
     Returns:
         ``(kind, note)`` for a bug the sanitizer reports (``kind`` a finding kind, ``note`` any
         remark after it), or ``(None, why)`` for one that needs
-        :func:`lpim.testing.check_encoder`.
+        `lpim.testing.check_encoder`.
 
     Raises:
         ValueError: the entry's docstring has no ``Sanitizer:`` paragraph.
