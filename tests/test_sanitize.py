@@ -115,6 +115,14 @@ def test_finite_fill(fill: float) -> None:
     assert f"{fill:g}" in report.findings[0].message
 
 
+def test_sdpa_called_with_keywords() -> None:
+    q = torch.randn(LANES, H, S, C // H)
+    float_mask = to_sdpa_mask(POINT_MASK, 1).float()
+    with lpim.sanitize(on_finding="collect") as report:
+        F.scaled_dot_product_attention(query=q, key=q, value=q, attn_mask=float_mask)
+    assert _kinds(report) == ["float_mask_as_additive"]
+
+
 def test_finite_fill_fully_masked_rows_are_an_average() -> None:
     """With no query token an empty lane's row is fully blocked: by -1e9 it averages V."""
     q = torch.randn(LANES, H, S - 1, C // H)

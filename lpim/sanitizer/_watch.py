@@ -189,14 +189,19 @@ class Watcher:
         if self._state.calls:
             return func(*args, **kwargs)  # inside a watched module: seen there
         if func is F.scaled_dot_product_attention:
-            query, key = args[0], args[1]
-            attn_mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
-            found = inspect_sdpa(query, key, attn_mask)
+            named = dict(zip(("query", "key", "value", "attn_mask"), args, strict=False))
+            named.update(kwargs)
+            query, key = named.get("query"), named.get("key")
+            if not isinstance(query, Tensor) or not isinstance(key, Tensor):
+                return func(*args, **kwargs)  # torch says what is wrong with the call
+            found = inspect_sdpa(query, key, named.get("attn_mask"))
             api = "F.scaled_dot_product_attention"
-            inputs = [t for t in args[:3] if isinstance(t, Tensor)]
-            batch_first = True
+            inputs = [t for t in (query, key, named.get("value")) if isinstance(t, Tensor)]
         elif func is F.multi_head_attention_forward:
-            bound = inspect.signature(F.multi_head_attention_forward).bind(*args, **kwargs)
+            try:
+                bound = inspect.signature(F.multi_head_attention_forward).bind(*args, **kwargs)
+            except TypeError:
+                return func(*args, **kwargs)  # torch says what is wrong with the call
             bound.apply_defaults()
             a = bound.arguments
             api = "F.multi_head_attention_forward"
@@ -210,12 +215,10 @@ class Watcher:
                 batch_first=False,
             )
             inputs = [a["query"], a["key"], a["value"]]
-            batch_first = False
         else:  # varlen attention: packed tokens, no mask to read; the output is still checked
             api = "varlen_attn"
             found = Inspection()
             inputs = [t for t in args[:3] if isinstance(t, Tensor)]
-            batch_first = True
         self._count_call()
         if found.hazards:
             self._deliver(found.hazards, api)
@@ -227,7 +230,6 @@ class Watcher:
             hazards = check_output(api, found, out, inputs)
             if hazards:
                 self._deliver(hazards, api)
-        del batch_first
         return result
 
 
@@ -311,8 +313,9 @@ def _inspect_module(
         attn, mask_name = module.self_attn, "src_mask"
     else:
         assert isinstance(module, nn.TransformerEncoder)
-        first = module.layers[0]
-        assert isinstance(first, nn.TransformerEncoderLayer)
+        first = module.layers[0] if len(module.layers) else None
+        if not isinstance(first, nn.TransformerEncoderLayer):
+            return Inspection(check_output=False), (), True  # no layer: no attention to read
         attn, mask_name = first.self_attn, "mask"
     src = a["src"]
     found = inspect_mha(
