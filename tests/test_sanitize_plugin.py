@@ -102,6 +102,28 @@ def test_cli_runs_a_script_under_the_sanitizer(
     assert sys.argv == argv_before and sys.path == path_before
 
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "seed_training_step.py"
+
+
+@pytest.mark.parametrize(
+    ("mask_style", "status", "kind"),
+    [("crash", 1, "missing_head_rows"), ("repeat", 1, "head_major_3d_mask"), ("kpm", 0, None)],
+)
+def test_seed_example_under_the_cli(
+    mask_style: str, status: int, kind: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sanitize", str(EXAMPLE), mask_style]) == status
+    out = capsys.readouterr().out
+    if kind is None:
+        assert "no findings in 2 attention call(s)" in out, out
+    else:
+        call = (
+            "src_mask=per_lane)" if mask_style == "crash" else "src_mask=per_lane.repeat(H, 1, 1))"
+        )
+        line = 1 + next(i for i, t in enumerate(EXAMPLE.read_text().splitlines()) if call in t)
+        assert f"{kind}  " in out and f"seed_training_step.py:{line}" in out, out
+
+
 def test_cli_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sanitize", str(tmp_path / "missing.py")]) == 2
     assert "no such script" in capsys.readouterr().err
