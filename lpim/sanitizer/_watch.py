@@ -90,6 +90,9 @@ class Watcher:
     # -- install / remove -------------------------------------------------------------------
 
     def install(self) -> None:
+        # a call left open by a session that ended inside a module's forward must not mark
+        # every later call as nested
+        self._state.calls = []
         self._handles = [
             torch_module.register_module_forward_pre_hook(self._pre_hook),
             # always_call: the mode goes back on the stack even when the forward raises
