@@ -16,6 +16,7 @@ does not see: `lpim.testing.check_encoder` finds those.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -45,12 +46,25 @@ KINDS: dict[str, str] = {
 _BLOCKING_BELOW = -103.3
 
 
-@dataclass(frozen=True)
 class Hazard:
-    """One finding of one call, before it is tied to a site: ``kind`` and the advice text."""
+    """One finding of one call, before it is tied to a site: ``kind`` and the advice text.
 
-    kind: str
-    detail: str
+    ``detail`` may be given as a function, called only when the text is read: the sanitizer
+    reads it once per site and kind, and some texts count over a whole mask.
+    """
+
+    def __init__(self, kind: str, detail: str | Callable[[], str]) -> None:
+        self.kind = kind
+        self._detail = detail
+
+    @property
+    def detail(self) -> str:
+        if callable(self._detail):
+            self._detail = self._detail()
+        return self._detail
+
+    def __repr__(self) -> str:
+        return f"Hazard({self.kind!r})"
 
 
 @dataclass
@@ -360,20 +374,22 @@ def _missing_head_rows(
 
 
 def _head_major(api: str, attn_mask: Tensor, name: str, n: int, h: int, q: int | None) -> Hazard:
-    per_entry = attn_mask.reshape(n, h, *attn_mask.shape[1:])  # read as torch does: n*H + h
-    disagree = int((per_entry != per_entry[:, :1]).flatten(1).any(dim=1).sum())
-    return Hazard(
-        "head_major_3d_mask",
-        f"{api}'s 3D {name} {tuple(attn_mask.shape)} for N = {n} batch entries x num_heads = "
-        f"{h} repeats with period N (row r equals row r + {n}): it was built head-major, with "
-        f"repeat({h}, 1, 1). torch reads row n*{h} + h as entry n, head h, so head h of entry n "
-        f"gets entry (n*{h} + h) % {n}'s mask: in {disagree} of {n} entries the heads disagree. "
-        f"It runs without error and is wrong. Fix: build it with "
-        f"{name}_per_entry.repeat_interleave({h}, dim=0), i.e. "
-        f"{converter_call('attn_mask_3d', _q(q), h)}, or better pass a 2D key_padding_mask, "
-        f"{converter_call('key_padding_mask', _q(q), h)} ((N, S) bool, True = ignore; "
-        f"point_mask [B, M, N] bool, True = real point){_q_note(q)}.",
-    )
+    def detail() -> str:
+        per_entry = attn_mask.reshape(n, h, *attn_mask.shape[1:])  # read as torch: row n*H + h
+        disagree = int((per_entry != per_entry[:, :1]).flatten(1).any(dim=1).sum())
+        return (
+            f"{api}'s 3D {name} {tuple(attn_mask.shape)} for N = {n} batch entries x "
+            f"num_heads = {h} repeats with period N (row r equals row r + {n}): it was built "
+            f"head-major, with repeat({h}, 1, 1). torch reads row n*{h} + h as entry n, head h, "
+            f"so head h of entry n gets entry (n*{h} + h) % {n}'s mask: in {disagree} of {n} "
+            "entries the heads disagree. It runs without error and is wrong. Fix: build it with "
+            f"{name}_per_entry.repeat_interleave({h}, dim=0), i.e. "
+            f"{converter_call('attn_mask_3d', _q(q), h)}, or better pass a 2D key_padding_mask, "
+            f"{converter_call('key_padding_mask', _q(q), h)} ((N, S) bool, True = ignore; "
+            f"point_mask [B, M, N] bool, True = real point){_q_note(q)}."
+        )
+
+    return Hazard("head_major_3d_mask", detail)
 
 
 def inspect_sdpa(query: Tensor, key: Tensor, attn_mask: object) -> Inspection:
