@@ -5,6 +5,7 @@ Subcommands:
     ``lpim diagnose MASK.pt --point-mask POINT_MASK.pt``  name the convention or mistake of a mask
     ``lpim conventions``  the mask conventions table (name, shape, dtype, meaning, used by, call)
     ``lpim vendor DEST``  copy the reference encoder into your tree, checked to import on its own
+    ``lpim sanitize SCRIPT.py [ARGS]``  run a script with the masks reaching attention checked
 
 Exit status: 0 success, 1 a check failed, 2 a usage error (bad argument, file exists, ...).
 """
@@ -221,6 +222,17 @@ def _parser() -> argparse.ArgumentParser:
     vendor.add_argument("dest", type=Path, help="a directory, or the .py file to write")
     vendor.add_argument("--force", action="store_true", help="overwrite an existing file")
     vendor.set_defaults(run=_vendor)
+
+    sanitize_ = commands.add_parser(
+        "sanitize",
+        help="run a Python script under lpim.sanitize and print the mask findings table",
+        description="Run SCRIPT (as __main__, with sys.argv = [SCRIPT, *ARGS] and its folder on "
+        "sys.path) with every attention call's masks checked. Exit status: 1 on any finding "
+        "(or if the script raised), else the script's own exit status (0).",
+    )
+    sanitize_.add_argument("script", type=Path, help="the Python script to run, e.g. one step")
+    sanitize_.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    sanitize_.set_defaults(run=_sanitize)
     return parser
 
 
@@ -730,3 +742,35 @@ def _imports_on_its_own(path: Path) -> str:
         check=False,
     )
     return "" if result.returncode == 0 else result.stderr.strip()[-2000:]
+
+
+# -- lpim sanitize -------------------------------------------------------------------------------
+
+
+def _sanitize(args: argparse.Namespace) -> int:
+    """Run a user's script under ``lpim.sanitize(on_finding="collect")``; print the findings."""
+    import runpy
+    import traceback
+
+    script: Path = args.script
+    if not script.is_file():
+        raise UsageError(f"no such script: {script}")
+    argv, path = list(sys.argv), list(sys.path)
+    sys.argv = [str(script), *args.args]
+    sys.path.insert(0, str(script.resolve().parent))  # as `python SCRIPT.py` does
+    status = EXIT_OK
+    try:
+        with lpim.sanitize(on_finding="collect") as report:
+            try:
+                runpy.run_path(str(script), run_name="__main__")
+            except SystemExit as exit_:
+                code = exit_.code
+                status = code if isinstance(code, int) else (0 if code is None else EXIT_FAILED)
+            except Exception:
+                traceback.print_exc()
+                status = EXIT_FAILED
+    finally:
+        sys.argv, sys.path[:] = argv, path
+    sys.stdout.flush()
+    print(report.table())
+    return EXIT_FAILED if report.findings else status

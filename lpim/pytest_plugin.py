@@ -8,6 +8,9 @@ Installing lpim is enough: the plugin is registered under pytest's ``pytest11`` 
   visible CUDA device; default ``cpu``) chooses the devices of the ``lpim_device`` fixture.
 - ``lpim_device``: a :class:`torch.device`, one test per chosen device. A CUDA device that is not
   there skips its test with the reason (no CUDA build, no GPU visible, or too few GPUs).
+- ``--lpim-sanitize`` runs every test under ``lpim.sanitize(on_finding="raise")``, and the
+  ``lpim_sanitize`` fixture does it for one test: a mask hazard that reaches torch's attention
+  fails the test with ``lpim.MaskHazardError`` naming the line and the fix.
 - ``lpim_check``: ``lpim_check(encoder_or_factory, **kwargs)`` runs
   :func:`lpim.testing.check_encoder` on ``lpim_device`` with the loaded profile's settings and
   returns the :class:`~lpim.testing.CheckReport`; a failed property fails the test with the
@@ -29,7 +32,7 @@ does not use it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -40,18 +43,22 @@ from lpim.profiles import PROFILES, register_profiles
 if TYPE_CHECKING:
     import torch
 
+    from lpim.sanitizer import SanitizeReport
     from lpim.testing import CheckReport
 
 __all__ = [
     "DEVICE_OPTION",
     "PROFILES",
+    "SANITIZE_OPTION",
     "lpim_check",
     "lpim_device",
+    "lpim_sanitize",
     "profile_settings",
     "resolve_devices",
 ]
 
 DEVICE_OPTION = "--lpim-device"
+SANITIZE_OPTION = "--lpim-sanitize"
 
 # Registered at import, before any plugin's pytest_configure: Hypothesis' own plugin loads the
 # profile named by --hypothesis-profile in its pytest_configure, and must find ours there.
@@ -67,6 +74,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DEVICE",
         help="device for the lpim_device fixture: cpu, cuda, cuda:N, or all (CPU and every "
         "visible CUDA device); repeatable; default cpu",
+    )
+    group.addoption(
+        SANITIZE_OPTION,
+        action="store_true",
+        dest="lpim_sanitize",
+        help="run every test under lpim.sanitize(on_finding='raise'): a mask hazard reaching "
+        "torch's attention fails the test (lpim.MaskHazardError)",
     )
 
 
@@ -251,3 +265,32 @@ def _factory_path(factory: Any) -> str | None:
     if not module or not qualname or "<" in qualname:
         return None
     return f"{module}:{qualname}"
+
+
+# -- the sanitizer -------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """With ``--lpim-sanitize``, run the test body under ``lpim.sanitize(on_finding="raise")``."""
+    if not item.config.getoption("lpim_sanitize", default=False):
+        yield
+        return
+    from lpim.sanitizer import sanitize
+
+    with sanitize(on_finding="raise"):
+        yield
+
+
+@pytest.fixture
+def lpim_sanitize() -> Iterator[SanitizeReport]:
+    """This test runs under ``lpim.sanitize(on_finding="raise")``; the fixture is its report.
+
+    A mask hazard in any attention call the test makes (its own or its model's) raises
+    `lpim.MaskHazardError` at that call, which fails the test; ``report.calls`` says how
+    many attention calls were inspected, so a test can assert that its model was seen at all.
+    """
+    from lpim.sanitizer import sanitize
+
+    with sanitize(on_finding="raise") as report:
+        yield report

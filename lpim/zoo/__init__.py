@@ -15,12 +15,18 @@ Each encoder class says in its docstring what is wrong (or why it is right), why
 realistic, which property catches it, and which line does it. The bugs subclass the correct
 encoders and override one step, so the override is the bug.
 
+Each bug's docstring also has a ``Sanitizer:`` line: the `lpim.sanitize` finding kind that
+reports it at run time ("found as `KIND`"), or why only the property check can ("needs
+check_encoder: why"); `sanitizer_verdict` reads it.
+
 ``CONSUMER_BUGS`` and ``CONSUMER_CORRECT`` (:mod:`lpim.zoo.consumers`) do the same one step
 downstream, for lane-set consumers checked by :func:`lpim.testing.check_lane_consumer`.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,6 +55,7 @@ __all__ = [
     "consumers",
     "contracts",
     "correct",
+    "sanitizer_verdict",
 ]
 
 PropertyName = Literal[
@@ -411,3 +418,30 @@ BUGS: dict[str, ZooEntry] = _entries(
         "packed points assigned to lanes with searchsorted(right=False): off by one",
     ),
 )
+
+
+_SANITIZER_LINE = re.compile(
+    r"^Sanitizer: (?:found as `(?P<kind>\w+)`(?P<note>.*)|needs check_encoder: (?P<why>.*))$",
+    re.S,
+)
+
+
+def sanitizer_verdict(entry: ZooEntry) -> tuple[str | None, str]:
+    """What ``lpim.sanitize`` makes of a bug, read from its docstring's ``Sanitizer:`` paragraph.
+
+    Returns:
+        ``(kind, note)`` for a bug the sanitizer reports (``kind`` a finding kind, ``note`` any
+        remark after it), or ``(None, why)`` for one that needs
+        `lpim.testing.check_encoder`.
+
+    Raises:
+        ValueError: the entry's docstring has no ``Sanitizer:`` paragraph.
+    """
+    doc = inspect.getdoc(type(entry.factory())) or ""
+    for paragraph in doc.split("\n\n"):
+        match = _SANITIZER_LINE.match(" ".join(paragraph.split()))
+        if match:
+            if match["kind"]:
+                return match["kind"], match["note"].strip(" .()")
+            return None, match["why"].strip()
+    raise ValueError(f"zoo entry {entry.name!r}: its docstring has no 'Sanitizer:' paragraph")

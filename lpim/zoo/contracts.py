@@ -56,6 +56,9 @@ class GruPackedRightPadding(nn.Module):
     run with length 1 and selected to zeros. Checked with ``layout="right"`` it passes every
     property; without it, left and scattered padding feed it padded slots and
     ``matches_unpadded`` fails (the lane differs from itself unpadded).
+
+    Sanitizer: needs check_encoder: no attention mask; the mistake is which slots a length
+    selects, which only the points can tell.
     """
 
     def __init__(self, in_dim: int = 2, d_model: int = 16, coord_range: float = 50.0) -> None:
@@ -92,7 +95,12 @@ class KpmValuesFromPadding(AttentionLaneEncoder):
     ``0 * inf`` and ``0 * NaN`` are NaN: NaN or inf in a padded slot makes every real token of
     the lane NaN. Checked with ``garbage="finite"`` it passes; without, it is caught by
     ``ignores_nonfinite_padding`` (a loader that writes NaN there breaks it; one that never
-    does is fine). Offending line::
+    does is fine).
+
+    Sanitizer: needs check_encoder: the key_padding_mask is right; the leak is in the values,
+    and shows (as `nonfinite_output`) only when a batch holds NaN or inf in padded slots.
+
+    Offending line::
 
         return points  # padded slots go into the keys and values as they are
     """
@@ -110,7 +118,11 @@ class LinearOnEverySlot(PointLaneEncoder):
     slot, and at a padded slot that is ``NaN * 0 = NaN``: one NaN in the loader's padding and
     the first training step writes NaN into the weights. Realistic: "the mask is applied at the
     pooling" is the usual reasoning. Caught by ``gradients_ignore_padding`` only (every forward
-    property passes, and ``gradients_isolated`` pads with zeros). Offending line::
+    property passes, and ``gradients_isolated`` pads with zeros).
+
+    Sanitizer: needs check_encoder: no attention call; the leak is in the backward pass.
+
+    Offending line::
 
         return points  # the MLP reads padded slots; only its output is masked
     """
@@ -132,6 +144,8 @@ class EmptyLaneBias(MaskedMean):
     for a consumer that reads all ``M`` lanes, which is what ``empty_lanes="zero"`` declares.
     Caught by ``empty_lanes_zero`` only, under that contract; the report of any check notes
     "empty lanes give one constant vector".
+
+    Sanitizer: needs check_encoder: no attention call; empty lanes' values are a contract.
     """
 
     def __init__(self, in_dim: int = 2, d_model: int = 16, coord_range: float = 50.0) -> None:
