@@ -219,7 +219,11 @@ def _parser() -> argparse.ArgumentParser:
     vendor = commands.add_parser(
         "vendor", help="write the reference encoder (encoder.py) into your tree"
     )
-    vendor.add_argument("dest", type=Path, help="a directory, or the .py file to write")
+    vendor.add_argument(
+        "raw_dest",
+        metavar="DEST",
+        help="a folder (made if missing) or the .py file to write (its folder made if missing)",
+    )
     vendor.add_argument("--force", action="store_true", help="overwrite an existing file")
     vendor.set_defaults(run=_vendor)
 
@@ -680,12 +684,19 @@ def _conventions(args: argparse.Namespace) -> int:
 
 
 def _vendor(args: argparse.Namespace) -> int:
+    args.dest = Path(args.raw_dest)
     source_path = Path(reference_encoder.__file__)
-    dest: Path = args.dest / "encoder.py" if args.dest.is_dir() else args.dest
+    given = str(args.raw_dest)
+    # A folder (existing, or named with a trailing slash) gets encoder.py; a .py path is the file.
+    as_folder = args.dest.is_dir() or given.endswith(("/", "\\")) or args.dest.suffix == ""
+    dest: Path = args.dest / "encoder.py" if as_folder else args.dest
     if dest.suffix != ".py":
-        raise UsageError(f"DEST must be a directory or a .py file; got {str(args.dest)!r}")
-    if not dest.parent.is_dir():
-        raise UsageError(f"directory {str(dest.parent)!r} does not exist")
+        raise UsageError(
+            f"DEST must be a folder (existing, or ending in '/') or a .py file; got {given!r}"
+        )
+    if dest.parent.exists() and not dest.parent.is_dir():
+        raise UsageError(f"{str(dest.parent)!r} is a file, not a folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)  # folders that do not exist yet are made
     if dest.exists() and not args.force:
         raise UsageError(f"{str(dest)!r} exists; pass --force to overwrite it")
     source = source_path.read_text()

@@ -50,11 +50,17 @@ def test_vendor_writes_a_standalone_copy(
     assert main(["vendor", str(written), "--force"]) == 0
 
 
+@pytest.mark.parametrize("dest", ["new/dir/encoder.py", "new/dir/", "new/dir"])
+def test_vendor_makes_missing_folders(tmp_path: Path, dest: str) -> None:
+    assert main(["vendor", str(tmp_path / dest)]) == 0
+    assert (tmp_path / "new" / "dir" / "encoder.py").is_file()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["vendor", "/no/such/dir/encoder.py"], "does not exist"),
-        (["vendor", "notes.txt"], "directory or a .py file"),
+        (["vendor", "/proc/version/encoder.py"], "is a file, not a folder"),
+        (["vendor", "notes.txt"], "a folder (existing, or ending in '/') or a .py file"),
         (["frobnicate"], "invalid choice"),
         ([], "required"),
     ],

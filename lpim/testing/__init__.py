@@ -53,6 +53,16 @@ from lpim.testing.properties import (
 from lpim.testing.protocol import EncoderOutput, ProtocolError, Subject
 from lpim.testing.report import VERDICTS, CheckReport, PropertyResult
 
+# Failures show as lpim.testing.EncoderPropertyError, the path users import them from.
+for _error in (
+    EncoderPropertyError,
+    LaneConsumerPropertyError,
+    PropertyError,
+    IncompleteCheckError,
+):
+    _error.__module__ = __name__
+del _error
+
 __all__ = [
     "CHECKED_PROPERTIES",
     "CONSUMER_PROPERTIES",

@@ -197,6 +197,7 @@ def check_encoder(
         TypeError: ``encoder`` is not callable, ``settings`` is not a ``hypothesis.settings``,
             or an argument has the wrong type.
     """
+    __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
     if not callable(encoder):
         raise TypeError(
             "check_encoder expects a callable encoder(points, point_mask); got "

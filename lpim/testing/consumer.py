@@ -59,7 +59,7 @@ from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, garbage_fills, lane_sets
 from lpim.testing.check import DEFAULT_SETTINGS, _describe, _device, _dtypes
 from lpim.testing.driver import Case, Driver, check_settings, global_rng_restored, torch_threads
-from lpim.testing.errors import Property, PropertyError
+from lpim.testing.errors import Cause, Property, PropertyError
 from lpim.testing.properties import runs_as
 from lpim.testing.protocol import ProtocolError, Subject
 from lpim.testing.report import CheckReport, PropertyResult
@@ -90,38 +90,70 @@ CONSUMER_PROPERTIES: dict[str, Property] = {
             "(any)",
             "the consumer runs on every valid lane set and returns a tensor, or a tuple, list or "
             "dict of tensors, on the input's device",
-            "an empty sample or batch the code never expected; an index built from M",
+            (
+                Cause(
+                    "an empty sample or batch the code never expected",
+                    "",
+                    frozenset({"empty_sample"}),
+                ),
+                Cause("an index built from M"),
+            ),
         ),
         Property(
             "finite",
             "assert_consumer_finite",
             "no NaN or inf in any output for finite real lanes, including samples with no real "
             "lane and batches with none",
-            "attention whose every key is masked, with need_weights=True "
-            "(empty_sample_nan_need_weights); dividing by a zero lane count",
+            (
+                Cause(
+                    "attention whose every key is masked, with need_weights=True",
+                    "empty_sample_nan_need_weights",
+                ),
+                Cause("dividing by a zero lane count"),
+            ),
         ),
         Property(
             "ignores_appended_lanes",
             "assert_ignores_appended_lanes",
             "appending padded lanes (M grows, lane_mask False there) changes no output",
-            "attention over all M lanes with no key_padding_mask (unmasked_cross_attention); "
-            "a mean over M slots instead of the real lanes (zeroed_mean_over_slots)",
+            (
+                Cause(
+                    "attention over all M lanes with no key_padding_mask",
+                    "unmasked_cross_attention",
+                ),
+                Cause("a mean over M slots instead of the real lanes", "zeroed_mean_over_slots"),
+            ),
         ),
         Property(
             "ignores_padded_lanes",
             "assert_ignores_padded_lanes",
             "whatever padded lanes hold (zeros, huge values, inf, NaN) changes no output",
-            "no lane mask at all (unmasked_cross_attention); a key_padding_mask without "
-            "selecting padded embeddings away: weight 0 times a NaN value is NaN "
-            "(kpm_values_not_cleaned); multiplying by the mask",
+            (
+                Cause(
+                    "no lane mask at all", "unmasked_cross_attention", frozenset({"padded_lanes"})
+                ),
+                Cause(
+                    "a key_padding_mask without selecting padded embeddings away: weight 0 "
+                    "times a NaN value is NaN",
+                    "kpm_values_not_cleaned",
+                    frozenset({"padded_lanes"}),
+                ),
+                Cause("multiplying by the mask", "", frozenset({"padded_lanes"})),
+            ),
         ),
         Property(
             "lane_order_invariant",
             "assert_lane_order_invariant",
             "(declared with order_invariant=True) reordering the lane slots, each lane with its "
             "mask, changes no output",
-            "positional encodings of the lane slot index (lane_index_positions); lanes sorted "
-            "and read positionally",
+            (
+                Cause(
+                    "positional encodings of the lane slot index",
+                    "lane_index_positions",
+                    frozenset({"lanes"}),
+                ),
+                Cause("lanes sorted and read positionally", "", frozenset({"lanes"})),
+            ),
         ),
     ]
 }
@@ -151,6 +183,17 @@ class LaneConsumerPropertyError(PropertyError[LaneSet]):
     def example_dtype(example: LaneSet) -> str:
         """``str(example.lane_embedding.dtype)``."""
         return str(example.lane_embedding.dtype)
+
+    @staticmethod
+    def example_features(example: LaneSet) -> frozenset[str]:
+        """Several lanes, padded lanes, a sample without a lane (see `Cause.needs`)."""
+        _, m, _ = example.shape
+        found = {
+            "lanes": m > 1,
+            "padded_lanes": bool((~example.lane_mask).any()),
+            "empty_sample": bool((~example.lane_mask.any(-1)).any()) if m else True,
+        }
+        return frozenset(name for name, present in found.items() if present)
 
 
 # -- running the consumer --------------------------------------------------------------------------
@@ -623,6 +666,7 @@ def check_lane_consumer(
             with ``.failures`` (every failure) and ``.report``.
         ValueError: an unknown property or dtype, or ``embed_dim`` cannot be read.
     """
+    __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
     dtypes = _dtypes(dtype)
     target = _device(device)
     names = _consumer_property_names(properties)

@@ -207,13 +207,16 @@ class Driver(Generic[ExampleT]):
                 with its reproducer) and ``.report``.
             IncompleteCheckError: ``strict=True`` and a row was skipped or unsupported.
         """
+        __tracebackhide__ = True  # pytest shows lpim's message, not the frames that found it
         if self.failures:
             first = self.failures[0]
             for failure in self.failures:
                 failure.report = self.report
             first.failures = list(self.failures)
             first.refresh()
-            raise first
+            # Without the traceback of where Hypothesis first raised it (dozens of lpim and
+            # Hypothesis frames); the cause, for a crash, keeps the encoder's own traceback.
+            raise first.with_traceback(None)
         if self.strict and not self.report.complete:
             raise IncompleteCheckError(self.report)
         return self.report
