@@ -11,8 +11,9 @@ Then what a reader sees in the page's article (each check is a function below, w
 
 - ``rest-markup``: a literal reST role (``:func:``, ``:class:``, ...) or ``::`` in rendered text;
 - ``rest-table``: a run of ``====`` in text (a reST table rendered as a paragraph);
-- ``clipped-output``: a plain-text code block (what executed blocks print) whose content is wider
-  than its box, at 1280 px and at phone width (390 px), or a page wider than a phone's screen;
+- ``clipped-output``: executed output (a code block of mostly unhighlighted text, or console
+  output) whose content is wider than its box, at 1280 px and at phone width (390 px), or a
+  page wider than a phone's screen;
 - ``alt-text``: an ``<img>`` without ``alt`` text or an ``<svg>`` without a ``<title>``,
   ``aria-label`` or ``aria-labelledby`` (unless ``aria-hidden``);
 - ``internal-name``: a leaked internal module name (``_code_block_session``, ``._base.``);
@@ -164,11 +165,18 @@ def check_rest_table(page: Any) -> list[str]:
     return found
 
 
-# Plain-text code blocks (no syntax highlighting: what executed blocks print) wider than their box.
+# Executed output wider than its box: code blocks whose text is mostly unhighlighted (what
+# result="text" prints) or console output (Pygments' "go" spans of result="console").
 _CLIPPED = (
     "(() => { const root = " + _ROOT + "; const out = [];"
     " for (const code of root.querySelectorAll('pre > code')) {"
-    "   if (code.querySelector('span[class]')) continue;"  # highlighted source, not output
+    # Output: most of the text is unhighlighted (result="text") or console output (span.go).
+    " const walk = document.createTreeWalker(code, NodeFilter.SHOW_TEXT); let plain = 0;"
+    " for (let n = walk.nextNode(); n; n = walk.nextNode()) {"
+    "   const span = n.parentElement.closest('span[class]');"
+    "   if (!span || !code.contains(span) || span.classList.contains('go'))"
+    "     plain += n.textContent.trim().length; }"
+    "   if (plain * 2 < code.innerText.trim().length) continue;"  # highlighted source
     "   if (code.scrollWidth > code.clientWidth + 1) {"
     "     const line = code.innerText.split('\\n')"
     "       .reduce((a, b) => (b.length > a.length ? b : a), '');"

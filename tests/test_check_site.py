@@ -96,10 +96,13 @@ def test_executed_output_wider_than_its_box_is_found(page_with: Any) -> None:
         f'<pre><code><span class="n">{long_line}</span></code></pre>'  # highlighted source
         f'<pre><code style="white-space: pre-wrap">{long_line}</code></pre>'  # wrapped: fits
         "<pre><code>short</code></pre>"
+        '<pre><code><span class="gp">$ </span><span class="nb">lpim</span> check\n'
+        f'<span class="go">{long_line.replace("matches", "console")}</span></code></pre>'
     )
     found = check_site.check_clipped_output(page)
-    assert len(found) == 1, found
+    assert len(found) == 2, found
     assert "matches_unpadded" in found[0] and "at 1280 px" in found[0]
+    assert "console_unpadded" in found[1]
 
 
 def test_a_page_wider_than_a_phone_is_found(page_with: Any) -> None:
