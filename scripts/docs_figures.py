@@ -229,3 +229,72 @@ def draw_lengths(point_mask: torch.Tensor, lengths: torch.Tensor) -> str:
     for i, n in enumerate(lengths.tolist()):
         ax.text(n + 0.1, i, str(n), va="center", fontsize=8)
     return svg(fig)
+
+
+def draw_head_order(num_lanes: int = 3, num_heads: int = 2) -> str:
+    """Row ``r`` of a 3D ``attn_mask``: whose mask MHA reads there, and whose ``repeat`` put."""
+    rows = num_lanes * num_heads
+    palette = ["#4c9be8", "#7bc47f", "#c27bd1", "#e8734c", "#d1c27b"]
+    fig, ax = plt.subplots(figsize=(7.2, 0.42 * rows + 1.3))
+    columns = [
+        (
+            "nn.MultiheadAttention reads\nrow r as lane r // H,\nhead r % H",
+            lambda r: r // num_heads,
+        ),
+        (
+            "repeat_interleave(H, 0)\nputs lane r // H there\n(lane-major: right)",
+            lambda r: r // num_heads,
+        ),
+        (
+            "repeat(H, 1, 1)\nputs lane r % (B*M) there\n(head-major: wrong)",
+            lambda r: r % num_lanes,
+        ),
+    ]
+    for c, (title, lane_of) in enumerate(columns):
+        x = c * 3.6
+        ax.text(x + 1.4, rows + 0.35, title, ha="center", va="bottom", fontsize=8)
+        for r in range(rows):
+            lane = lane_of(r)
+            y = rows - 1 - r
+            wrong = lane != r // num_heads
+            ax.add_patch(
+                plt.Rectangle(
+                    (x, y + 0.08),
+                    2.8,
+                    0.84,
+                    fc=palette[lane % len(palette)],
+                    ec="#c0392b" if wrong else "#555555",
+                    lw=2.2 if wrong else 0.8,
+                )
+            )
+            label = f"lane {lane}'s mask" if c else f"lane {lane}, head {r % num_heads}"
+            ax.text(
+                x + 1.4,
+                y + 0.5,
+                label + ("  ✗" if wrong else ""),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if not wrong else "black",
+                weight="bold" if wrong else "normal",
+            )
+    for r in range(rows):
+        ax.text(-0.25, rows - 0.5 - r, f"row {r}", ha="right", va="center", fontsize=8)
+    ax.set_xlim(-1.3, 3 * 3.6)
+    ax.set_ylim(-0.1, rows + 1.6)
+    ax.axis("off")
+    ax.set_title(
+        f"B*M = {num_lanes} lanes, H = {num_heads} heads: {rows} rows; "
+        "red = a head reads another lane's padding",
+        fontsize=9,
+    )
+    return svg(
+        fig,
+        alt=(
+            f"Rows 0 to {rows - 1} of a 3D attn_mask for {num_lanes} lanes and {num_heads} "
+            "heads. nn.MultiheadAttention reads row r as lane r // H, head r % H. "
+            "repeat_interleave puts lane r // H's mask there, which matches every row; "
+            "repeat puts lane r % (B*M)'s mask there, which matches only rows 0 and "
+            f"{rows - 1}: every other row gives a head another lane's padding."
+        ),
+    )
