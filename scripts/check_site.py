@@ -35,6 +35,7 @@ import argparse
 import functools
 import html.parser
 import http.server
+import json
 import re
 import shutil
 import sys
@@ -63,6 +64,8 @@ SEARCH_EXPECT = "howto/fix-3d-attn-mask/"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 CHECKS = ("rest-markup", "rest-table", "clipped-output", "alt-text", "internal-name", "search")
+#: Code block languages that hold what executed blocks print (markdown-exec's result=...).
+OUTPUT_LANGUAGES = ("text", "console", "pycon", "output", "plain", "shell-session")
 INTERNAL_NAMES = ("_code_block_session", "._base.")
 
 # The page's article (the content a reader reads; navigation and header excluded), or the body.
@@ -170,13 +173,20 @@ def check_rest_table(page: Any) -> list[str]:
 _CLIPPED = (
     "(() => { const root = " + _ROOT + "; const out = [];"
     " for (const code of root.querySelectorAll('pre > code')) {"
-    # Output: most of the text is unhighlighted (result="text") or console output (span.go).
-    " const walk = document.createTreeWalker(code, NodeFilter.SHOW_TEXT); let plain = 0;"
-    " for (let n = walk.nextNode(); n; n = walk.nextNode()) {"
-    "   const span = n.parentElement.closest('span[class]');"
-    "   if (!span || !code.contains(span) || span.classList.contains('go'))"
-    "     plain += n.textContent.trim().length; }"
-    "   if (plain * 2 < code.innerText.trim().length) continue;"  # highlighted source
+    # Output: a block whose language (Pygments' language-* class) is one of OUTPUT_LANGUAGES;
+    # without a language class, one whose text is mostly unhighlighted or console output (.go).
+    "   const box = code.closest('.highlight');"
+    "   const lang = box ? [...box.classList].find(c => c.startsWith('language-')) : undefined;"
+    "   if (lang !== undefined) { if (!"
+    + json.dumps(OUTPUT_LANGUAGES)
+    + ".includes(lang.slice(9)))"
+    "     continue; } else {"
+    "   const walk = document.createTreeWalker(code, NodeFilter.SHOW_TEXT); let plain = 0;"
+    "   for (let n = walk.nextNode(); n; n = walk.nextNode()) {"
+    "     const span = n.parentElement.closest('span[class]');"
+    "     if (!span || !code.contains(span) || span.classList.contains('go'))"
+    "       plain += n.textContent.trim().length; }"
+    "   if (plain * 2 < code.textContent.trim().length) continue; }"  # highlighted source
     "   if (code.scrollWidth > code.clientWidth + 1) {"
     "     const line = code.innerText.split('\\n')"
     "       .reduce((a, b) => (b.length > a.length ? b : a), '');"

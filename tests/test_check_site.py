@@ -98,11 +98,17 @@ def test_executed_output_wider_than_its_box_is_found(page_with: Any) -> None:
         "<pre><code>short</code></pre>"
         '<pre><code><span class="gp">$ </span><span class="nb">lpim</span> check\n'
         f'<span class="go">{long_line.replace("matches", "console")}</span></code></pre>'
+        f'<div class="language-python highlight"><pre><code>{long_line}</code></pre></div>'
+        '<div class="language-text highlight"><pre><code><span class="err">'
+        f"{long_line.replace('matches', 'text')}</span></code></pre></div>"
+        '<details><summary>reproducer</summary><pre><code><span class="c1"># lpim</span>'
+        f'<span class="n">{long_line}</span></code></pre></details>'  # collapsed source
     )
     found = check_site.check_clipped_output(page)
-    assert len(found) == 2, found
+    assert len(found) == 3, found
     assert "matches_unpadded" in found[0] and "at 1280 px" in found[0]
     assert "console_unpadded" in found[1]
+    assert "text_unpadded" in found[2]
 
 
 def test_a_page_wider_than_a_phone_is_found(page_with: Any) -> None:
