@@ -13,28 +13,29 @@ SETUP = """\
 import torch
 from torch import nn
 
-B, M, N, H = 8, 200, 20, 8                  # samples, lanes, points per lane, heads
-L = 1 + N                                   # one query token + the lane's points
-self_attn = nn.MultiheadAttention(16, H, batch_first=True)  # dropout 0
-x = torch.randn(B * M, L, 16)               # one token sequence per lane
-point_mask = torch.rand(B, M, N) > 0.5      # True = real point
-ignore = torch.cat([torch.zeros(B * M, 1, dtype=torch.bool),   # the query token: never ignored
-                    ~point_mask.reshape(B * M, N)], dim=1)     # (B*M, L), True = ignore
+B, M, N, H = 8, 200, 20, 8                # samples, lanes, points per lane, heads
+L = 1 + N                                 # one query token + the lane's points
+self_attn = nn.MultiheadAttention(16, H, batch_first=True)
+x = torch.randn(B * M, L, 16)             # one token sequence per lane
+point_mask = torch.rand(B, M, N) > 0.5    # True = real point
+query = torch.zeros(B * M, 1, dtype=torch.bool)               # query token: never ignored
+ignore = torch.cat([query, ~point_mask.reshape(B * M, N)], 1)  # (B*M, L), True = ignore
 """
 
 #: What the seed did: a 3D mask with one block per lane (it needs one per lane and head).
 BEFORE = """\
-attn_mask = ignore[:, None, :].expand(-1, L, -1)        # (B*M, L, L): one block per lane
+attn_mask = ignore[:, None, :].expand(-1, L, -1)  # (B*M, L, L)
 out, _ = self_attn(x, x, x, attn_mask=attn_mask)"""
 
 #: The tempting fix: the right shape, the wrong row order (head-major where MHA reads lane-major).
 REPEAT = """\
-attn_mask = ignore[:, None, :].expand(-1, L, -1).repeat(H, 1, 1)   # (H*B*M, L, L): head-major
+attn_mask = ignore[:, None, :].expand(-1, L, -1)  # (B*M, L, L)
+attn_mask = attn_mask.repeat(H, 1, 1)             # (H*B*M, L, L), head-major
 out, _ = self_attn(x, x, x, attn_mask=attn_mask)"""
 
 #: The fix: the 2D mask as ``key_padding_mask``; torch expands it per head itself.
 AFTER = """\
-out, _ = self_attn(x, x, x, key_padding_mask=ignore)   # (B*M, L), True = ignore"""
+out, _ = self_attn(x, x, x, key_padding_mask=ignore)  # (B*M, L)"""
 
 
 def run(code: str, namespace: dict[str, object]) -> str | None:
@@ -88,7 +89,7 @@ def diff(context: bool = True) -> str:
     """The fix as a Markdown ``diff`` block: the seed's lines removed, the fix added."""
     lines = ["```diff"]
     if context:
-        lines += ["  " + line for line in SETUP.splitlines()[-2:]]
+        lines += ["  " + line for line in SETUP.splitlines()[-1:]]
     lines += ["- " + line for line in BEFORE.splitlines()]
     lines += ["+ " + line for line in AFTER.splitlines()]
     return "\n".join([*lines, "```"])
