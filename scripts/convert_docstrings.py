@@ -4,7 +4,7 @@
     python scripts/convert_docstrings.py lpim             # rewrite every docstring under lpim/
     python scripts/convert_docstrings.py --check lpim     # list what would change, exit 1 if any
 
-What it rewrites, in module, class and function docstrings only (code is never touched):
+What it rewrites, in module, class, function and attribute docstrings (code is never touched):
 
 - reST roles (``:func:``, ``:class:``, ``:mod:``, ``:data:``, ``:meth:``, ``:attr:``, ``:exc:``,
   ``:obj:``) become mkdocstrings cross-references, ``[`name`][lpim.full.path]``, where the target
@@ -387,13 +387,17 @@ def convert_source(
     def visit(node: ast.AST, scope: str | None) -> None:
         body = getattr(node, "body", None)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                spans.append((body[0].value, scope))
+            assert isinstance(body, list)
+            for i, statement in enumerate(body):
+                # the docstring, and attribute docstrings (a string right after an assignment)
+                after_assignment = i > 0 and isinstance(body[i - 1], (ast.Assign, ast.AnnAssign))
+                if (
+                    (i == 0 or after_assignment)
+                    and isinstance(statement, ast.Expr)
+                    and isinstance(statement.value, ast.Constant)
+                    and isinstance(statement.value.value, str)
+                ):
+                    spans.append((statement.value, scope))
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.ClassDef):
                 visit(child, f"{scope}.{child.name}" if scope else child.name)

@@ -35,21 +35,28 @@ class Finding(NamedTuple):
         return f"{self.path}:{self.line}: {self.kind}: {self.text.strip()}"
 
 
+def _is_string(node: ast.stmt) -> bool:
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
+
+
 def docstrings(source: str) -> list[tuple[int, str]]:
-    """``(first line, raw text)`` of every module, class and function docstring in ``source``."""
+    """``(first line, raw text)`` of every docstring in ``source``: module, class and function
+    docstrings, and attribute docstrings (a string right after an assignment, which mkdocstrings
+    renders too)."""
     tree = ast.parse(source)
     found = []
     for node in ast.walk(tree):
         if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
-        body = node.body
-        if (
-            body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            found.append((body[0].value.lineno, body[0].value.value))
+        for i, statement in enumerate(node.body):
+            after_assignment = i > 0 and isinstance(node.body[i - 1], (ast.Assign, ast.AnnAssign))
+            if _is_string(statement) and (i == 0 or after_assignment):
+                value = statement.value  # type: ignore[attr-defined]
+                found.append((value.lineno, value.value))
     return sorted(found)
 
 
@@ -96,6 +103,9 @@ def test_the_scanner_finds_each_kind_with_file_and_line() -> None:
                 Batch()
             """
 
+            LIMIT = 3
+            """The limit :data:`LIMIT` sets."""
+
             def make(self) -> None:
                 """Make one, see :meth:`Batch.make` and :class:`~lpim.LaneBatch`.
 
@@ -116,10 +126,11 @@ def test_the_scanner_finds_each_kind_with_file_and_line() -> None:
         (11, "reST '====' table"),
         (13, "reST '::' literal block"),
         (19, "reST role"),
-        (19, "reST role"),
-        (21, "'>>>' example outside fenced code"),
+        (22, "reST role"),
+        (22, "reST role"),
+        (24, "'>>>' example outside fenced code"),
     ]
-    assert str(found[5]) == "lpim/x.py:19: reST role: :meth:`Batch.make`"
+    assert str(found[6]) == "lpim/x.py:22: reST role: :meth:`Batch.make`"
     assert rest_in_docstrings('"""Plain Markdown: `x`, [LaneBatch][lpim.LaneBatch]."""') == []
 
 
