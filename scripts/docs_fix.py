@@ -13,13 +13,13 @@ SETUP = """\
 import torch
 from torch import nn
 
-B, M, N, H = 8, 200, 20, 8                # samples, lanes, points per lane, heads
-L = 1 + N                                 # one query token + the lane's points
+B, M, N, H = 8, 200, 20, 8              # samples, lanes, points, heads
+L = 1 + N                               # a query token + the lane's points
 self_attn = nn.MultiheadAttention(16, H, batch_first=True)
-x = torch.randn(B * M, L, 16)             # one token sequence per lane
-point_mask = torch.rand(B, M, N) > 0.5    # True = real point
-query = torch.zeros(B * M, 1, dtype=torch.bool)               # query token: never ignored
-ignore = torch.cat([query, ~point_mask.reshape(B * M, N)], 1)  # (B*M, L), True = ignore
+x = torch.randn(B * M, L, 16)           # one token sequence per lane
+point_mask = torch.rand(B, M, N) > 0.5  # True = real point
+query = torch.zeros(B * M, 1, dtype=torch.bool)  # query token: never ignored
+ignore = torch.cat([query, ~point_mask.reshape(B * M, N)], 1)  # True = ignore
 """
 
 #: What the seed did: a 3D mask with one block per lane (it needs one per lane and head).
