@@ -157,7 +157,13 @@ def _fenced(indent: str, language: str, block: list[str]) -> list[str]:
 
 
 def _blank_around(out: list[str], new: list[str]) -> None:
-    if out and out[-1].strip() and not re.fullmatch(r"\s*[A-Z]\w*( \w+)?:", out[-1]):
+    """Append ``new`` after a blank line, except as the content of a Google section header
+    (``Example:`` with ``new`` indented below it)."""
+    header = out and re.fullmatch(r"\s*[A-Z]\w*( \w+)?:", out[-1])
+    if header and new and _indent(new[0]) > _indent(out[-1]):
+        out.extend(new)
+        return
+    if out and out[-1].strip():
         out.append("")
     out.extend(new)
 
