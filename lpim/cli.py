@@ -667,16 +667,24 @@ def _load_tensor(path: Path, what: str) -> torch.Tensor:
 
 
 def _conventions(args: argparse.Namespace) -> int:
-    header = ["convention", "shape", "dtype", "True / value means", "used by", "lpim call"]
-    rows = [
-        [c.name, c.shape, c.dtype, c.meaning, c.used_by, c.converter] for c in CONVENTIONS.values()
-    ]
-    print(format_table(header, rows, markdown=args.format == "markdown"))
-    if args.format == "text":
-        print(
-            "\nB samples, M lanes, N point slots, H heads; S = L = query_tokens + N tokens a lane."
-            "\nlpim's point_mask: True = real point. MHA: True = ignore. SDPA: True = attend."
-        )
+    if args.format == "markdown":
+        header = ["convention", "shape", "dtype", "True / value means", "used by", "lpim call"]
+        rows = [
+            [c.name, c.shape, c.dtype, c.meaning, c.used_by, c.converter]
+            for c in CONVENTIONS.values()
+        ]
+        print(format_table(header, rows, markdown=True))
+        return EXIT_OK
+    # One block per convention: six columns side by side would be 240 characters wide.
+    width = max(len(c.name) for c in CONVENTIONS.values())
+    for c in CONVENTIONS.values():
+        print(f"{c.name:<{width}}  {c.shape}  {c.dtype}")
+        for label, value in (("means", c.meaning), ("used by", c.used_by), ("lpim", c.converter)):
+            print(f"{'':<{width}}  {label + ':':<9}{value}")
+    print(
+        "\nB samples, M lanes, N point slots, H heads; S = L = query_tokens + N tokens a lane."
+        "\nlpim's point_mask: True = real point. MHA: True = ignore. SDPA: True = attend."
+    )
     return EXIT_OK
 
 
