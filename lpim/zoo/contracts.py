@@ -59,6 +59,10 @@ class GruPackedRightPadding(nn.Module):
 
     Sanitizer: needs check_encoder: no attention mask; the mistake is which slots a length
     selects, which only the points can tell.
+
+    Offending line (under left or scattered padding)::
+
+        nn.utils.rnn.pack_padded_sequence(clean, lengths, batch_first=True, ...)
     """
 
     def __init__(self, in_dim: int = 2, d_model: int = 16, coord_range: float = 50.0) -> None:
@@ -146,6 +150,10 @@ class EmptyLaneBias(MaskedMean):
     "empty lanes give one constant vector".
 
     Sanitizer: needs check_encoder: no attention call; empty lanes' values are a contract.
+
+    Offending line::
+
+        return LaneOutput(self.project(out.lane_embedding), out.point_features)
     """
 
     def __init__(self, in_dim: int = 2, d_model: int = 16, coord_range: float = 50.0) -> None:
