@@ -42,6 +42,7 @@ Run it from this folder::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -195,21 +196,38 @@ def build_nan_fusion() -> NanOnEmptySampleFusion:
     return NanOnEmptySampleFusion().eval()
 
 
+OtherInputs = Callable[[int, torch.dtype, torch.device], st.SearchStrategy[Any]]
 _VALUES = st.floats(-4.0, 4.0, allow_nan=False, allow_infinity=False, width=32)
 
 
-def bev_queries(
-    batch_size: int, dtype: torch.dtype, device: torch.device
-) -> st.SearchStrategy[Any]:
-    """``other_inputs`` for the fusion: ``(bev_queries [B, Q, C],)`` with ``Q`` in 1..3."""
-    return st.integers(1, 3).flatmap(
-        lambda q: arrays(np.float32, (batch_size, q, EMBED_DIM), elements=_VALUES)
-    ).map(lambda a: (torch.from_numpy(a).to(dtype=dtype, device=device),))
+def bev_queries(max_queries: int = 3) -> OtherInputs:
+    """``other_inputs`` for the fusion: draws ``(bev_queries [B, Q, C],)``, ``Q`` in 1..max.
+
+    ``check_lane_consumer(..., other_inputs=bev_queries())``; on the command line
+    ``--other-inputs lanediffusion_prior:bev_queries`` (lpim calls it with no arguments).
+    """
+
+    def draw(batch_size: int, dtype: torch.dtype, device: torch.device) -> st.SearchStrategy[Any]:
+        return (
+            st.integers(1, max_queries)
+            .flatmap(lambda q: arrays(np.float32, (batch_size, q, EMBED_DIM), elements=_VALUES))
+            .map(lambda a: (torch.from_numpy(a).to(dtype=dtype, device=device),))
+        )
+
+    return draw
 
 
-def bev_map(batch_size: int, dtype: torch.dtype, device: torch.device) -> st.SearchStrategy[Any]:
-    """``other_inputs`` for the fusion: ``(bev_map [B, C, H, W],)`` with ``H, W`` in 1..3."""
-    sizes = st.tuples(st.integers(1, 3), st.integers(1, 3))
-    return sizes.flatmap(
-        lambda hw: arrays(np.float32, (batch_size, EMBED_DIM, *hw), elements=_VALUES)
-    ).map(lambda a: (torch.from_numpy(a).to(dtype=dtype, device=device),))
+def bev_map(max_size: int = 3) -> OtherInputs:
+    """``other_inputs`` for the fusion: draws ``(bev_map [B, C, H, W],)``, ``H, W`` in 1..max.
+
+    ``check_lane_consumer(..., other_inputs=bev_map())``; on the command line
+    ``--other-inputs lanediffusion_prior:bev_map``.
+    """
+
+    def draw(batch_size: int, dtype: torch.dtype, device: torch.device) -> st.SearchStrategy[Any]:
+        sizes = st.tuples(st.integers(1, max_size), st.integers(1, max_size))
+        return sizes.flatmap(
+            lambda hw: arrays(np.float32, (batch_size, EMBED_DIM, *hw), elements=_VALUES)
+        ).map(lambda a: (torch.from_numpy(a).to(dtype=dtype, device=device),))
+
+    return draw
