@@ -73,6 +73,7 @@ class VectorNetSubgraph(nn.Module):
         widths = [2 * in_dim] + [2 * hidden] * (num_layers - 1)
         self.layers = nn.ModuleList(SubgraphLayer(w, hidden) for w in widths)
 
+    # --8<-- [start:vectors]
     def vectors(self, points: Tensor, point_mask: Tensor) -> tuple[Tensor, Tensor]:
         """``[start, end]`` between consecutive real points: ``[B, M, N, 2D]`` and its mask."""
         # Gather each polyline's real points to the front, keeping their order (stable sort).
@@ -85,6 +86,7 @@ class VectorNetSubgraph(nn.Module):
         real = nn.functional.pad(real, (0, 1))  # [B, M, N+1]
         vectors = torch.cat([gathered[:, :, :-1], gathered[:, :, 1:]], dim=-1)  # [B, M, N, 2D]
         return vectors, real[:, :, 1:]  # a vector is real when its end point is
+    # --8<-- [end:vectors]
 
     def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
         """Polyline embeddings ``[B, M, 2H]``; zeros for fewer than two real points."""
@@ -94,6 +96,7 @@ class VectorNetSubgraph(nn.Module):
         return masked_max(x, vector_mask)  # [B, M, 2H]
 
 
+# --8<-- [start:buggy]
 class VectorIntoPaddingSubgraph(VectorNetSubgraph):
     """Bug: a vector from every real point to the next *slot*, padded or not.
 
@@ -107,6 +110,7 @@ class VectorIntoPaddingSubgraph(VectorNetSubgraph):
         points = torch.where(point_mask[..., None], points, 0)  # [B, M, N, D]
         end = torch.roll(points, shifts=-1, dims=2)  # the bug: the next slot, not the next point
         return torch.cat([points, end], dim=-1), point_mask  # [B, M, N, 2D], [B, M, N]
+# --8<-- [end:buggy]
 
 
 def build_encoder() -> VectorNetSubgraph:
