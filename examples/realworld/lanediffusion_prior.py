@@ -70,7 +70,8 @@ class PostNormLayer(nn.Module):
         """``key_padding_mask [L, S]``: True = ignore that token, as MultiheadAttention reads it."""
         attended = self.self_attn(x, x, x, key_padding_mask=key_padding_mask, need_weights=False)[0]
         x = self.norm1(x + attended)  # [L, S, C]
-        return self.norm2(x + self.linear2(torch.relu(self.linear1(x))))  # [L, S, C]
+        out: Tensor = self.norm2(x + self.linear2(torch.relu(self.linear1(x))))  # [L, S, C]
+        return out
 
 
 class LanePriorEncoder(nn.Module):

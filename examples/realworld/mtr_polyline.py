@@ -84,6 +84,7 @@ def build_encoder() -> PointNetPolylineEncoder:
     encoder = PointNetPolylineEncoder()
     for module in encoder.modules():
         if isinstance(module, nn.BatchNorm1d):
+            assert module.running_mean is not None and module.running_var is not None
             module.running_mean.uniform_(-0.5, 0.5)  # as after training, not the identity
             module.running_var.uniform_(0.5, 2.0)
     return encoder.eval()

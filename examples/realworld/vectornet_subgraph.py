@@ -86,6 +86,7 @@ class VectorNetSubgraph(nn.Module):
         real = nn.functional.pad(real, (0, 1))  # [B, M, N+1]
         vectors = torch.cat([gathered[:, :, :-1], gathered[:, :, 1:]], dim=-1)  # [B, M, N, 2D]
         return vectors, real[:, :, 1:]  # a vector is real when its end point is
+
     # --8<-- [end:vectors]
 
     def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
@@ -110,6 +111,8 @@ class VectorIntoPaddingSubgraph(VectorNetSubgraph):
         points = torch.where(point_mask[..., None], points, 0)  # [B, M, N, D]
         end = torch.roll(points, shifts=-1, dims=2)  # the bug: the next slot, not the next point
         return torch.cat([points, end], dim=-1), point_mask  # [B, M, N, 2D], [B, M, N]
+
+
 # --8<-- [end:buggy]
 
 
