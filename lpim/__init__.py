@@ -9,11 +9,10 @@
 """
 
 from lpim import masks
+from lpim._version import __version__
 from lpim.batch import LaneBatch
 from lpim.encoder import PriorEncoder, PriorEncoderLayer, PriorEncoderOutput
 from lpim.lane_set import LaneSet
-
-__version__ = "0.1.0"
 
 __all__ = [
     "LaneBatch",

@@ -22,8 +22,8 @@ convention             shape                           dtype     meaning
 ``S = L = query_tokens + N``: query tokens prepended to each lane are never masked.
 """
 
-from lpim.masks.conventions import CONVENTIONS, Convention, MaskConventionError
-from lpim.masks.convert import (
+from lpim.masks._conventions import CONVENTIONS, Convention
+from lpim.masks._convert import (
     from_additive_mask,
     from_attention_mask,
     from_attn_mask_3d,
@@ -43,8 +43,9 @@ from lpim.masks.convert import (
     to_sdpa_mask,
     unpack,
 )
-from lpim.masks.diagnose import MISTAKES, Diagnosis, diagnose
-from lpim.masks.validate import validate
+from lpim.masks._diagnose import MISTAKES, Diagnosis, diagnose
+from lpim.masks._errors import MaskConventionError
+from lpim.masks._validate import validate
 
 __all__ = [
     "CONVENTIONS",

@@ -30,7 +30,7 @@ from torch import nn
 
 from lpim.encoder import PriorEncoder
 from lpim.zoo import bugs, consumers, correct
-from lpim.zoo._base import AttentionLaneEncoder, LaneOutput, PointLaneEncoder
+from lpim.zoo.base import AttentionLaneEncoder, LaneOutput, PointLaneEncoder
 from lpim.zoo.consumers import CONSUMER_BUGS, CONSUMER_CORRECT, ConsumerZooEntry
 
 __all__ = [

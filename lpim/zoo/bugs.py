@@ -1,6 +1,6 @@
 """The bug zoo: small encoders with exactly one realistic padding-mask bug each.
 
-Every class overrides one step of a correct encoder (its base class, from :mod:`lpim.zoo._base` or
+Every class overrides one step of a correct encoder (its base class, from :mod:`lpim.zoo.base` or
 :mod:`lpim.zoo.correct`), so the override *is* the bug. Three shapes of that: most override a step
 of their parent; ``sort_without_unsort`` wraps ``forward`` (sorting is a step that the correct
 encoder does not have); ``additive_minus_1e4`` overrides a second step, ``clean_points``, as the
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from lpim.masks import to_attention_mask, to_key_padding_mask, to_sdpa_mask
-from lpim.zoo._base import AttentionLaneEncoder, LaneOutput
+from lpim.zoo.base import AttentionLaneEncoder, LaneOutput
 from lpim.zoo.correct import (
     AttentionPooling,
     LastRealPoint,

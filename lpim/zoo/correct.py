@@ -25,7 +25,7 @@ from lpim.masks import (
     to_sdpa_mask,
     unpack,
 )
-from lpim.zoo._base import (
+from lpim.zoo.base import (
     AttentionLaneEncoder,
     LaneOutput,
     PointLaneEncoder,

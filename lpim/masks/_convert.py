@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from lpim.masks.conventions import (
+from lpim._validation import check_int
+from lpim.masks._errors import (
     MaskConventionError,
-    check_count,
     check_has_values,
     check_point_mask,
-    describe,
+    describe_tensor,
 )
 
 # -- the library mask, flattened to token sequences ---------------------------------------------
@@ -34,7 +34,7 @@ def keep_tokens(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor
     polarity and layout.
     """
     check_point_mask(point_mask, "keep_tokens")
-    query_tokens = check_count(query_tokens, "query_tokens", "keep_tokens", minimum=0)
+    query_tokens = check_int(query_tokens, "query_tokens", "keep_tokens", minimum=0)
     b, m, n = point_mask.shape
     per_lane = point_mask.reshape(b * m, n)  # [B*M, N]
     query = torch.ones(b * m, query_tokens, dtype=torch.bool, device=point_mask.device)
@@ -45,8 +45,8 @@ def _lanes_to_point_mask(
     keep: torch.Tensor, num_lanes: int, query_tokens: int, convention: str, inverse: str
 ) -> torch.Tensor:
     """Invert :func:`keep_tokens`: ``(B*M, q + N)`` keep -> ``[B, M, N]`` point mask."""
-    num_lanes = check_count(num_lanes, "num_lanes", inverse, minimum=1)
-    query_tokens = check_count(query_tokens, "query_tokens", inverse, minimum=0)
+    num_lanes = check_int(num_lanes, "num_lanes", inverse, minimum=1)
+    query_tokens = check_int(query_tokens, "query_tokens", inverse, minimum=0)
     check_has_values(keep, "the mask", inverse, convention)
     rows, s = keep.shape
     if rows % num_lanes:
@@ -123,7 +123,7 @@ def to_attn_mask_3d(
         ``(B*M*H, q + N, q + N)`` bool. A lane with no real token (only possible with
         ``query_tokens=0``) has fully blocked rows, which MHA turns into NaN or 0.
     """
-    num_heads = check_count(num_heads, "num_heads", "to_attn_mask_3d", minimum=1)
+    num_heads = check_int(num_heads, "num_heads", "to_attn_mask_3d", minimum=1)
     blocked = ~keep_tokens(point_mask, query_tokens)  # [B*M, S]
     s = blocked.shape[1]
     per_lane = blocked[:, None, :].expand(-1, s, -1)  # [B*M, L, S]
@@ -136,7 +136,7 @@ def from_attn_mask_3d(
     """Inverse of :func:`to_attn_mask_3d`; refuses masks whose heads or query rows disagree."""
     _expect_dtype(attn_mask, torch.bool, "attn_mask_3d", "from_attn_mask_3d")
     _expect_rank(attn_mask, 3, "attn_mask_3d", "from_attn_mask_3d")
-    num_heads = check_count(num_heads, "num_heads", "from_attn_mask_3d", minimum=1)
+    num_heads = check_int(num_heads, "num_heads", "from_attn_mask_3d", minimum=1)
     check_has_values(attn_mask, "attn_mask", "from_attn_mask_3d", "attn_mask_3d")
     rows, length, s = attn_mask.shape
     if rows % num_heads:
@@ -144,7 +144,7 @@ def from_attn_mask_3d(
             f"from_attn_mask_3d: {rows} rows is not a multiple of num_heads = {num_heads}",
             convention="attn_mask_3d",
             expected="B*M*num_heads rows",
-            got=describe(attn_mask),
+            got=describe_tensor(attn_mask),
         )
     per_head = attn_mask.reshape(rows // num_heads, num_heads, length, s)  # [B*M, H, L, S]
     first = per_head[:, :1, :1, :]  # [B*M, 1, 1, S]
@@ -155,7 +155,7 @@ def from_attn_mask_3d(
             "repeat_interleave)",
             convention="attn_mask_3d",
             expected="every head and every query row of a lane equal",
-            got=describe(attn_mask),
+            got=describe_tensor(attn_mask),
             hint="lpim.masks.diagnose(mask, point_mask, num_heads) names the mistake",
         )
     return _lanes_to_point_mask(
@@ -213,7 +213,7 @@ def from_additive_mask(
             "from_additive_mask: an additive mask is floating",
             convention="additive",
             expected="a floating tensor of 0 (keep) and -inf (block)",
-            got=describe(additive_mask),
+            got=describe_tensor(additive_mask),
         )
     check_has_values(additive_mask, "additive_mask", "from_additive_mask", "additive")
     neg_inf = additive_mask == float("-inf")
@@ -250,7 +250,7 @@ def from_attention_mask(
             "from_attention_mask: an attention_mask holds integer 0 and 1 only",
             convention="attention_mask",
             expected="int or bool values 0 (pad) / 1 (valid)",
-            got=describe(attention_mask),
+            got=describe_tensor(attention_mask),
         )
     return _lanes_to_point_mask(
         attention_mask.bool(), num_lanes, query_tokens, "attention_mask", "from_attention_mask"
@@ -292,10 +292,10 @@ def from_lengths(
             "from_lengths: lengths are integers",
             convention="lengths",
             expected="an integer (B*M,) tensor",
-            got=describe(lengths),
+            got=describe_tensor(lengths),
         )
-    num_points = check_count(num_points, "num_points", "from_lengths", minimum=0)
-    query_tokens = check_count(query_tokens, "query_tokens", "from_lengths", minimum=0)
+    num_points = check_int(num_points, "num_points", "from_lengths", minimum=0)
+    query_tokens = check_int(query_tokens, "query_tokens", "from_lengths", minimum=0)
     check_has_values(lengths, "lengths", "from_lengths", "lengths")
     s = num_points + query_tokens
     if bool(((lengths < query_tokens) | (lengths > s)).any()):
@@ -335,7 +335,7 @@ def from_cu_seqlens(
             "from_cu_seqlens: offsets are integers",
             convention="cu_seqlens",
             expected="an integer (B*M + 1,) tensor (int32 for flash-attn)",
-            got=describe(cu_seqlens),
+            got=describe_tensor(cu_seqlens),
         )
     check_has_values(cu_seqlens, "cu_seqlens", "from_cu_seqlens", "cu_seqlens")
     if cu_seqlens.numel() == 0 or int(cu_seqlens[0]) != 0:
@@ -343,7 +343,7 @@ def from_cu_seqlens(
             "from_cu_seqlens: offsets start at 0",
             convention="cu_seqlens",
             expected="(B*M + 1,) int offsets, cu_seqlens[0] == 0, non-decreasing",
-            got=describe(cu_seqlens),
+            got=describe_tensor(cu_seqlens),
         )
     lengths = cu_seqlens.diff()
     if bool((lengths < 0).any()):
@@ -385,7 +385,7 @@ def unpack(packed: torch.Tensor, point_mask: torch.Tensor, fill: float = 0.0) ->
             "unpack: packed and point_mask on different devices",
             convention="point_mask",
             expected=f"packed on {point_mask.device} (that of point_mask)",
-            got=describe(packed),
+            got=describe_tensor(packed),
         )
     real = int(point_mask.sum())
     if packed.dim() != 2 or packed.shape[0] != real:
@@ -393,7 +393,7 @@ def unpack(packed: torch.Tensor, point_mask: torch.Tensor, fill: float = 0.0) ->
             "unpack: packed must have one row per real point of point_mask",
             convention="cu_seqlens",
             expected=f"a [T, C] tensor with T = point_mask.sum() = {real}",
-            got=describe(packed),
+            got=describe_tensor(packed),
         )
     out = packed.new_full((*point_mask.shape, packed.shape[1]), fill)  # [B, M, N, C]
     out[point_mask] = packed
@@ -421,7 +421,7 @@ def _check_points(points: torch.Tensor, point_mask: torch.Tensor, where: str) ->
         or points.dim() != 4
         or points.shape[:-1] != point_mask.shape
     ):
-        got = describe(points) if isinstance(points, torch.Tensor) else type(points).__name__
+        got = describe_tensor(points) if isinstance(points, torch.Tensor) else type(points).__name__
         raise MaskConventionError(
             f"{where}: points must be [B, M, N, D] matching point_mask [B, M, N]",
             convention="point_mask",
@@ -433,22 +433,22 @@ def _check_points(points: torch.Tensor, point_mask: torch.Tensor, where: str) ->
             f"{where}: points and point_mask on different devices",
             convention="point_mask",
             expected=f"points on {point_mask.device}",
-            got=describe(points),
+            got=describe_tensor(points),
         )
     check_has_values(point_mask, "point_mask", where, "point_mask")
 
 
-def _expect_dtype(mask: torch.Tensor, dtype: torch.dtype, convention: str, where: str) -> None:
-    if not isinstance(mask, torch.Tensor) or mask.dtype != dtype:
-        got = describe(mask) if isinstance(mask, torch.Tensor) else type(mask).__name__
+def _expect_dtype(tensor: torch.Tensor, dtype: torch.dtype, convention: str, where: str) -> None:
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype != dtype:
+        got = describe_tensor(tensor) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise MaskConventionError(
             f"{where}: wrong dtype", convention=convention, expected=str(dtype), got=got
         )
 
 
-def _expect_rank(mask: torch.Tensor, rank: int, convention: str, where: str) -> None:
-    if not isinstance(mask, torch.Tensor) or mask.dim() != rank:
-        got = describe(mask) if isinstance(mask, torch.Tensor) else type(mask).__name__
+def _expect_rank(tensor: torch.Tensor, rank: int, convention: str, where: str) -> None:
+    if not isinstance(tensor, torch.Tensor) or tensor.dim() != rank:
+        got = describe_tensor(tensor) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise MaskConventionError(
             f"{where}: wrong rank", convention=convention, expected=f"a {rank}-D tensor", got=got
         )
@@ -462,6 +462,6 @@ def _single_row(mask4d: torch.Tensor, convention: str, where: str) -> torch.Tens
             f"{where}: heads or query rows block different keys: not a padding mask",
             convention=convention,
             expected="a mask that broadcasts one row per lane",
-            got=describe(mask4d),
+            got=describe_tensor(mask4d),
         )
     return first[:, 0, 0, :]
