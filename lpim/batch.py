@@ -25,6 +25,10 @@ from typing import Literal
 
 import torch
 
+from lpim._validation import point_mask_dtype_message
+
+__all__ = ["LAYOUTS", "LaneBatch", "Layout"]
+
 Layout = Literal["right", "left", "scattered"]
 LAYOUTS: tuple[Layout, ...] = ("right", "left", "scattered")
 
@@ -209,11 +213,7 @@ class LaneBatch:
         if not points.is_floating_point():
             raise TypeError(f"points must be a floating dtype; got {points.dtype}")
         if point_mask.dtype != torch.bool:
-            raise TypeError(
-                f"point_mask must be torch.bool with True = real point; got {point_mask.dtype}. "
-                "If 1 means real use point_mask.bool(); if it is a key_padding_mask (True = "
-                "ignore) use lpim.masks.from_key_padding_mask"
-            )
+            raise TypeError(point_mask_dtype_message(point_mask.dtype))
         if point_mask.shape != points.shape[:-1]:
             raise ValueError(
                 f"point_mask must have shape points.shape[:-1] = {tuple(points.shape[:-1])} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lpim._validation import POINT_MASK_DTYPE_FIX, point_mask_dtype_message
+from lpim._validation import point_mask_dtype_message
 
 __all__ = ["MaskConventionError", "check_has_values", "check_point_mask", "describe_tensor"]
 
@@ -70,7 +70,7 @@ def check_point_mask(point_mask: object, where: str) -> torch.Tensor:
             convention="point_mask",
             expected="a [B, M, N] torch.bool tensor, True = real point",
             got=describe_tensor(point_mask),
-            hint=f"{POINT_MASK_DTYPE_FIX} (lpim.masks.from_key_padding_mask reads a 2-D one)",
+            hint="lpim.masks.from_key_padding_mask reads a key_padding_mask back into a point_mask",
         )
     if point_mask.dim() != 3:
         raise MaskConventionError(

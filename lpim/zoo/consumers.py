@@ -27,17 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 from torch import Tensor, nn
 
-from lpim.strategies import OtherInputs
+from lpim.zoo._seeded import seeded
 
 __all__ = [
     "CONSUMER_BUGS",
     "CONSUMER_CORRECT",
+    "BevQueries",
     "ConsumerZooEntry",
     "EmptySampleNanNeedWeights",
     "KpmValuesNotCleaned",
@@ -46,29 +44,44 @@ __all__ = [
     "MaskedMeanPool",
     "UnmaskedCrossAttention",
     "ZeroedMeanOverSlots",
-    "bev_queries",
 ]
 
 
-def bev_queries(
-    num_queries: int | tuple[int, int] = (1, 3), embed_dim: int = 16, value_range: float = 4.0
-) -> OtherInputs:
-    """``other_inputs`` for the cross-attention consumers: a 1-tuple ``(bev_queries,)``.
+@dataclass(frozen=True)
+class BevQueries:
+    """The other input of the cross-attention consumers, `bev_queries [B, Q, C]`, as data.
 
-    ``bev_queries [B, Q, C]`` at the check's dtype and device, values finite in
-    ``[-value_range, value_range]``, shrinking toward one query of zeros.
+    An instance is what [`check_lane_consumer`][lpim.testing.check_lane_consumer] takes as
+    `other_inputs`: called with `(batch_size, dtype, device)` it returns
+    [`lpim.strategies.bev_queries`][lpim.strategies.bev_queries]'s strategy for these
+    settings. Hypothesis is imported only then, so `import lpim.zoo` loads neither Hypothesis
+    nor [`lpim.strategies`][lpim.strategies].
+
+    Attributes:
+        num_queries: `Q`, or a `(min, max)` range of it.
+        embed_dim: `C`, the consumer's embedding width.
+        value_range: queries are finite, in `[-value_range, value_range]`.
     """
-    low, high = (num_queries, num_queries) if isinstance(num_queries, int) else num_queries
 
-    def draw(batch_size: int, dtype: torch.dtype, device: torch.device) -> st.SearchStrategy[Any]:
-        values = st.floats(-value_range, value_range, allow_nan=False, allow_infinity=False)
-        return (
-            st.integers(low, high)
-            .flatmap(lambda q: arrays(np.float64, (batch_size, q, embed_dim), elements=values))
-            .map(lambda a: (torch.from_numpy(a).to(dtype=dtype, device=device),))
-        )
+    num_queries: int | tuple[int, int] = (1, 3)
+    embed_dim: int = 16
+    value_range: float = 4.0
 
-    return draw
+    def __call__(self, batch_size: int, dtype: torch.dtype, device: torch.device) -> Any:
+        """The strategy of `(bev_queries,)` for one check: see `lpim.strategies.bev_queries`."""
+        from lpim.strategies import bev_queries  # deferred: the zoo itself loads no Hypothesis
+
+        other_inputs = bev_queries(self.num_queries, self.embed_dim, self.value_range)
+        return other_inputs(batch_size, dtype, device)
+
+
+def __getattr__(name: str) -> Any:
+    """`lpim.zoo.consumers.bev_queries`, the old home of `lpim.strategies.bev_queries`."""
+    if name == "bev_queries":  # moved to lpim.strategies; kept so that old imports still work
+        from lpim.strategies import bev_queries
+
+        return bev_queries
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- BEV queries cross-attending over the lanes ----------------------------------------------------
@@ -271,20 +284,8 @@ class ConsumerZooEntry:
     factory: Callable[[], nn.Module]
     caught_by: str | None
     summary: str
-    other_inputs: OtherInputs | None = None
+    other_inputs: Callable[[int, torch.dtype, torch.device], Any] | None = None
     order_invariant: bool = True
-
-
-def _seeded(cls: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
-    """Build ``cls()`` with seed-0 weights, in eval mode, leaving the global RNG untouched."""
-
-    def build() -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            return cls().eval()
-
-    build.__name__ = build.__qualname__ = f"build_{getattr(cls, '__name__', 'consumer')}"
-    return build
 
 
 def _entries(*entries: ConsumerZooEntry) -> dict[str, ConsumerZooEntry]:
@@ -294,15 +295,15 @@ def _entries(*entries: ConsumerZooEntry) -> dict[str, ConsumerZooEntry]:
 CONSUMER_CORRECT: dict[str, ConsumerZooEntry] = _entries(
     ConsumerZooEntry(
         "masked_cross_attention",
-        _seeded(MaskedCrossAttention),
+        seeded(MaskedCrossAttention),
         None,
         "BEV queries attend with key_padding_mask=~lane_mask, padded lanes selected to 0, "
         "lane-less samples get 0",
-        bev_queries(),
+        BevQueries(),
     ),
     ConsumerZooEntry(
         "masked_mean_pool",
-        _seeded(MaskedMeanPool),
+        seeded(MaskedMeanPool),
         None,
         "mean over real lanes (torch.where, count clamped to 1) and a bool has_lanes",
     ),
@@ -311,35 +312,35 @@ CONSUMER_CORRECT: dict[str, ConsumerZooEntry] = _entries(
 CONSUMER_BUGS: dict[str, ConsumerZooEntry] = _entries(
     ConsumerZooEntry(
         "unmasked_cross_attention",
-        _seeded(UnmaskedCrossAttention),
+        seeded(UnmaskedCrossAttention),
         "ignores_appended_lanes",
         "BEV queries attend over all M lane slots with no lane mask (the bug in the wild)",
-        bev_queries(),
+        BevQueries(),
     ),
     ConsumerZooEntry(
         "empty_sample_nan_need_weights",
-        _seeded(EmptySampleNanNeedWeights),
+        seeded(EmptySampleNanNeedWeights),
         "finite",
         "key_padding_mask with need_weights=True: a sample with no lane gets NaN",
-        bev_queries(),
+        BevQueries(),
     ),
     ConsumerZooEntry(
         "kpm_values_not_cleaned",
-        _seeded(KpmValuesNotCleaned),
+        seeded(KpmValuesNotCleaned),
         "ignores_padded_lanes",
         "key_padding_mask but padded embeddings kept: weight 0 times NaN value is NaN",
-        bev_queries(),
+        BevQueries(),
     ),
     ConsumerZooEntry(
         "lane_index_positions",
-        _seeded(LaneIndexPositions),
+        seeded(LaneIndexPositions),
         "lane_order_invariant",
         "sinusoidal encodings of the lane slot index added before attention",
-        bev_queries(),
+        BevQueries(),
     ),
     ConsumerZooEntry(
         "zeroed_mean_over_slots",
-        _seeded(ZeroedMeanOverSlots),
+        seeded(ZeroedMeanOverSlots),
         "ignores_appended_lanes",
         "padded lanes zeroed, then mean over all M slots",
     ),

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from lpim.zoo._seeded import seeded
+
 __all__ = [
     "MISBEHAVING",
     "DropoutMean",
@@ -252,86 +254,75 @@ class Misbehaviour:
     deadline: float | None = None
 
 
-def _seeded(cls: Callable[[], EncoderFn]) -> Callable[[], EncoderFn]:
-    def build() -> EncoderFn:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            built = cls()
-        return built.eval() if isinstance(built, nn.Module) else built
-
-    build.__name__ = build.__qualname__ = f"build_{getattr(cls, '__name__', 'encoder')}"
-    return build
-
-
 MISBEHAVING: dict[str, Misbehaviour] = {
     entry.name: entry
     for entry in [
         Misbehaviour(
             "raises",
-            _seeded(Raises),
+            seeded(Raises),
             "runs",
             r"the encoder raised ValueError: expected 20 points per lane",
             "raises ValueError on every batch",
         ),
         Misbehaviour(
             "returns_list",
-            _seeded(ReturnsList),
+            seeded(ReturnsList),
             "runs",
             r"must return a tensor \[B, M, C\] or an object with \.lane_embedding.*got list",
             "returns a list of per-sample tensors",
         ),
         Misbehaviour(
             "wrong_shape",
-            _seeded(WrongShape),
+            seeded(WrongShape),
             "runs",
             r"lane_embedding must have shape \[B, M, C\]",
             "returns [B*M, C] instead of [B, M, C]",
         ),
         Misbehaviour(
             "wrong_dtype",
-            _seeded(WrongDtype),
+            seeded(WrongDtype),
             "runs",
             r"lane_embedding must have the points' dtype torch\.float32; got torch\.float64",
             "returns float64 for float32 input",
         ),
         Misbehaviour(
             "wrong_device",
-            _seeded(WrongDevice),
+            seeded(WrongDevice),
             "runs",
             r"lane_embedding must be on the input's device cpu; got meta",
             "returns its output on another device (meta)",
         ),
         Misbehaviour(
             "returns_nan",
-            _seeded(ReturnsNaN),
+            seeded(ReturnsNaN),
             "finite",
             r"lane_embedding\[0\] is nan",
             "returns NaN lane embeddings",
         ),
         Misbehaviour(
             "mutates_inputs",
-            _seeded(InPlaceNormalise),
+            seeded(InPlaceNormalise),
             "inputs_unchanged",
             r"the encoder modified points in place",
             "divides the caller's points by 50 in place",
         ),
         Misbehaviour(
             "nondeterministic",
-            _seeded(NoisyOutput),
+            seeded(NoisyOutput),
             "deterministic",
             r"on a second call with the same batch.*is dropout active",
             "adds random noise to its output on every call",
         ),
         Misbehaviour(
             "train_mode_dropout",
-            _seeded(TrainingWrapper),
+            seeded(TrainingWrapper),
             "deterministic",
             r"training mode: encoder\.model\.dropout \(Dropout, p=0\.5\)\. Call \.eval\(\)",
             "a plain callable wrapping a module left in train mode with dropout",
         ),
         Misbehaviour(
             "slow",
-            _seeded(Slow),
+            seeded(Slow),
             "deadline",
             r"took [0-9.e+-]+ s, and [0-9.e+-]+ s when timed again.*deadline is 0\.05 s",
             "sleeps 0.25 s per call; reported under deadline=0.05",
@@ -339,7 +330,7 @@ MISBEHAVING: dict[str, Misbehaviour] = {
         ),
         Misbehaviour(
             "parameters_on_other_device",
-            _seeded(OtherDeviceWrapper),
+            seeded(OtherDeviceWrapper),
             "runs",
             r"holds tensors on another device than the one checked \(cpu\): "
             r"encoder\.model\.embed\.weight on meta",
