@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -30,7 +30,10 @@ from lpim._validation import point_mask_dtype_message
 __all__ = ["LAYOUTS", "LaneBatch", "Layout"]
 
 Layout = Literal["right", "left", "scattered"]
-LAYOUTS: tuple[Layout, ...] = ("right", "left", "scattered")
+"""Where a lane's real points sit among its `N` slots: first, last, or anywhere."""
+
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+"""Every [`Layout`][lpim.batch.Layout], in the order the strategies shrink toward."""
 
 
 @dataclass(frozen=True, eq=False, repr=False)

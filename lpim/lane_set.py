@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+__all__ = ["LaneSet"]
+
 
 @dataclass(frozen=True, eq=False, repr=False)
 class LaneSet:
@@ -129,9 +131,9 @@ class LaneSet:
             f"padded lanes hold {_garbage_kinds(padded)}" if padded.shape[0] else "no padded lane",
         ]
         if self.args:
-            parts.append(f"args=({', '.join(_describe(v) for v in self.args)},)")
+            parts.append(f"args=({', '.join(_value_summary(v) for v in self.args)},)")
         if self.kwargs:
-            inner = ", ".join(f"{k!r}: {_describe(v)}" for k, v in self.kwargs.items())
+            inner = ", ".join(f"{k!r}: {_value_summary(v)}" for k, v in self.kwargs.items())
             parts.append(f"kwargs={{{inner}}}")
         return f"LaneSet({', '.join(parts)})"
 
@@ -145,7 +147,7 @@ def _convert(value: Any, device: str | torch.device | None, dtype: torch.dtype |
     return value.to(device) if device is not None else value
 
 
-def _describe(value: Any) -> str:
+def _value_summary(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         dtype = str(value.dtype).removeprefix("torch.")
         return f"Tensor{list(value.shape)} {dtype}"

@@ -47,6 +47,15 @@ from dataclasses import dataclass
 
 import torch
 
+__all__ = [
+    "ASSERT_CLOSE_DEFAULTS",
+    "OBSERVED_FACTOR",
+    "UNIT_ROUNDOFF",
+    "Tolerance",
+    "encoder_scale",
+    "tolerance",
+]
+
 ASSERT_CLOSE_DEFAULTS: dict[torch.dtype, tuple[float, float]] = {
     torch.float64: (1e-7, 1e-7),
     torch.float32: (1.3e-6, 1e-5),

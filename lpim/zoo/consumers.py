@@ -308,6 +308,7 @@ CONSUMER_CORRECT: dict[str, ConsumerZooEntry] = _entries(
         "mean over real lanes (torch.where, count clamped to 1) and a bool has_lanes",
     ),
 )
+"""Every correct consumer by name: `check_lane_consumer` passes each of them."""
 
 CONSUMER_BUGS: dict[str, ConsumerZooEntry] = _entries(
     ConsumerZooEntry(
@@ -345,3 +346,4 @@ CONSUMER_BUGS: dict[str, ConsumerZooEntry] = _entries(
         "padded lanes zeroed, then mean over all M slots",
     ),
 )
+"""Every buggy consumer by name: `entry.caught_by` is the first property that fails on it."""
