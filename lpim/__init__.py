@@ -1,11 +1,13 @@
 """lpim: padding masks for lane-prior (polyline) encoders, proved.
 
-- :class:`PriorEncoder`: the reference LPIM encoder (``lpim/encoder.py``, vendorable).
-- :class:`LaneBatch`: a padded batch, ``points [B, M, N, D]`` + ``point_mask [B, M, N]``
+- [`PriorEncoder`][lpim.PriorEncoder]: the reference LPIM encoder (`lpim/encoder.py`,
+  vendorable).
+- [`LaneBatch`][lpim.LaneBatch]: a padded batch, `points [B, M, N, D]` + `point_mask [B, M, N]`
   (bool, True = real point).
-- :class:`LaneSet`: what a lane-set consumer reads, ``lane_embedding [B, M, C]`` + ``lane_mask
-  [B, M]`` (bool, True = real lane) + its other inputs.
-- :mod:`lpim.masks`: every mask convention named, with converters, a validator and a diagnoser.
+- [`LaneSet`][lpim.LaneSet]: what a lane-set consumer reads, `lane_embedding [B, M, C]` +
+  `lane_mask [B, M]` (bool, True = real lane) + its other inputs.
+- [`lpim.masks`][lpim.masks]: every mask convention named, with converters, a validator and a
+  diagnoser.
 """
 
 from lpim import masks

@@ -551,15 +551,15 @@ MISTAKE_CASES: dict[str, MistakeCase] = {
         lambda pm: masks.to_cu_seqlens(pm)[0],
         {"query_tokens": 1},
     ),
-    # a correct mask of another convention than the intended one
+    # a correct mask of another convention than the intended one: not one of the intended
     "sdpa-meant-as-kpm": (
-        "wrong_convention",
+        "unrecognised",
         "key_padding_mask",
         lambda pm: masks.to_sdpa_mask(pm, 1),
         {"query_tokens": 1, "intended": "key_padding_mask"},
     ),
     "attention_mask-meant-as-kpm": (
-        "wrong_convention",
+        "unrecognised",
         "key_padding_mask",
         lambda pm: masks.to_attention_mask(pm),  # int64 1 = valid, N columns: q read as 0
         {"intended": "key_padding_mask"},
@@ -925,13 +925,13 @@ def test_an_inverted_key_padding_mask_meant_as_one_is_named_inverted(q: int) -> 
     assert d.fix == f"lpim.masks.to_key_padding_mask(point_mask, query_tokens={q})"
 
 
-def test_intent_turns_a_correct_mask_of_another_convention_into_wrong_convention() -> None:
+def test_intent_never_calls_a_correct_mask_of_another_convention_ok() -> None:
     sdpa = masks.to_sdpa_mask(RIGHT, 1)
     assert diagnose(sdpa, RIGHT).ok
     d = diagnose(sdpa, RIGHT, intended="additive")
     assert_diagnosis_is_consistent(d)
-    assert (d.convention, d.mistake) == ("additive", "wrong_convention"), d.advice
-    assert "it is a correct sdpa" in d.advice
+    assert (d.convention, d.mistake) == ("additive", "unrecognised"), d.advice
+    assert "it is a correct sdpa" in d.advice and "not an additive" in d.advice
     assert d.fix == "lpim.masks.to_additive_mask(point_mask, dtype, query_tokens=1)"
     # a mistake of another convention keeps its name and gets the intended convention's call
     head_major = per_lane_3d(masks.to_key_padding_mask(RIGHT, 1)).repeat(4, 1, 1)

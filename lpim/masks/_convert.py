@@ -3,7 +3,7 @@
 Every ``to_*`` takes ``point_mask [B, M, N]`` (bool, True = real point) and returns the mask in
 the consumer's convention with samples and lanes flattened into ``B*M`` sequences of
 ``S = query_tokens + N`` tokens, the query tokens first and never masked. Every ``from_*`` undoes
-its ``to_*`` and refuses, with :class:`~lpim.masks.MaskConventionError`, a mask whose information
+its ``to_*`` and refuses, with `MaskConventionError`, a mask whose information
 does not fit a point mask (a masked query column, heads or rows that disagree).
 
 The key fact behind two of them: ``nn.MultiheadAttention`` reads its 3D ``attn_mask`` as
@@ -44,7 +44,7 @@ def keep_tokens(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor
 def _lanes_to_point_mask(
     keep: torch.Tensor, num_lanes: int, query_tokens: int, convention: str, inverse: str
 ) -> torch.Tensor:
-    """Invert :func:`keep_tokens`: ``(B*M, q + N)`` keep -> ``[B, M, N]`` point mask."""
+    """Invert `keep_tokens`: ``(B*M, q + N)`` keep -> ``[B, M, N]`` point mask."""
     num_lanes = check_int(num_lanes, "num_lanes", inverse, minimum=1)
     query_tokens = check_int(query_tokens, "query_tokens", inverse, minimum=0)
     check_has_values(keep, "the mask", inverse, convention)
@@ -95,7 +95,7 @@ def to_key_padding_mask(point_mask: torch.Tensor, query_tokens: int = 0) -> torc
 def from_key_padding_mask(
     key_padding_mask: torch.Tensor, num_lanes: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Inverse of :func:`to_key_padding_mask`: ``(B*M, S)`` True = ignore -> ``[B, M, N]``."""
+    """Inverse of `to_key_padding_mask`: ``(B*M, S)`` True = ignore -> ``[B, M, N]``."""
     _expect_dtype(key_padding_mask, torch.bool, "key_padding_mask", "from_key_padding_mask")
     _expect_rank(key_padding_mask, 2, "key_padding_mask", "from_key_padding_mask")
     return _lanes_to_point_mask(
@@ -111,7 +111,7 @@ def to_attn_mask_3d(
     Row ``b*num_heads + h`` belongs to lane ``b`` (of the flattened ``B*M``) and head ``h``,
     the order ``nn.MultiheadAttention`` uses internally, hence ``repeat_interleave``. Every query
     row ``l`` of a lane blocks the same keys, so this is equivalent to
-    :func:`to_key_padding_mask` but costs ``B*M*H*L*S`` elements: prefer the 2D mask unless you
+    `to_key_padding_mask` but costs ``B*M*H*L*S`` elements: prefer the 2D mask unless you
     need per-query structure (causal, local).
 
     Args:
@@ -133,7 +133,7 @@ def to_attn_mask_3d(
 def from_attn_mask_3d(
     attn_mask: torch.Tensor, num_heads: int, num_lanes: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Inverse of :func:`to_attn_mask_3d`; refuses masks whose heads or query rows disagree."""
+    """Inverse of `to_attn_mask_3d`; refuses masks whose heads or query rows disagree."""
     _expect_dtype(attn_mask, torch.bool, "attn_mask_3d", "from_attn_mask_3d")
     _expect_rank(attn_mask, 3, "attn_mask_3d", "from_attn_mask_3d")
     num_heads = check_int(num_heads, "num_heads", "from_attn_mask_3d", minimum=1)
@@ -175,7 +175,7 @@ def to_sdpa_mask(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tenso
 
 
 def from_sdpa_mask(sdpa_mask: torch.Tensor, num_lanes: int, query_tokens: int = 0) -> torch.Tensor:
-    """Inverse of :func:`to_sdpa_mask`: ``(B*M, 1, 1, S)`` True = attend -> ``[B, M, N]``."""
+    """Inverse of `to_sdpa_mask`: ``(B*M, 1, 1, S)`` True = attend -> ``[B, M, N]``."""
     _expect_dtype(sdpa_mask, torch.bool, "sdpa", "from_sdpa_mask")
     _expect_rank(sdpa_mask, 4, "sdpa", "from_sdpa_mask")
     check_has_values(sdpa_mask, "sdpa_mask", "from_sdpa_mask", "sdpa")
@@ -206,7 +206,7 @@ def to_additive_mask(
 def from_additive_mask(
     additive_mask: torch.Tensor, num_lanes: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Inverse of :func:`to_additive_mask`; refuses values other than 0 and -inf."""
+    """Inverse of `to_additive_mask`; refuses values other than 0 and -inf."""
     _expect_rank(additive_mask, 4, "additive", "from_additive_mask")
     if not additive_mask.is_floating_point():
         raise MaskConventionError(
@@ -240,7 +240,7 @@ def to_attention_mask(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.
 def from_attention_mask(
     attention_mask: torch.Tensor, num_lanes: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Inverse of :func:`to_attention_mask`; accepts int or bool 0/1."""
+    """Inverse of `to_attention_mask`; accepts int or bool 0/1."""
     _expect_rank(attention_mask, 2, "attention_mask", "from_attention_mask")
     check_has_values(attention_mask, "attention_mask", "from_attention_mask", "attention_mask")
     if attention_mask.is_floating_point() or not bool(
@@ -262,7 +262,7 @@ def to_lengths(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
 
     A length says "the first n slots are real", which is false under left or scattered padding,
     so those layouts are refused rather than converted into a silently wrong answer. Use
-    :func:`to_cu_seqlens` with :func:`pack` for any layout.
+    `to_cu_seqlens` with `pack` for any layout.
     """
     keep = keep_tokens(point_mask, query_tokens)  # [B*M, S]
     check_has_values(point_mask, "point_mask", "to_lengths", "lengths")
@@ -285,7 +285,7 @@ def to_lengths(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
 def from_lengths(
     lengths: torch.Tensor, num_lanes: int, num_points: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Inverse of :func:`to_lengths`: ``(B*M,)`` counts -> right-padded ``[B, M, N]``."""
+    """Inverse of `to_lengths`: ``(B*M,)`` counts -> right-padded ``[B, M, N]``."""
     _expect_rank(lengths, 1, "lengths", "from_lengths")
     if lengths.is_floating_point() or lengths.dtype == torch.bool:
         raise MaskConventionError(
@@ -313,7 +313,7 @@ def to_cu_seqlens(point_mask: torch.Tensor, query_tokens: int = 0) -> tuple[torc
     """flash-attn varlen offsets: ``cu_seqlens (B*M + 1,)`` int32 and ``max_seqlen``.
 
     Lane ``i``'s tokens are ``packed[cu_seqlens[i]:cu_seqlens[i + 1]]``. With
-    ``query_tokens=0`` they index the output of :func:`pack` for any padding layout; with query
+    ``query_tokens=0`` they index the output of `pack` for any padding layout; with query
     tokens, each lane's span includes its ``q`` query tokens, which the caller packs in front of
     the lane's points. Empty lanes have empty spans.
     """
@@ -362,7 +362,7 @@ def from_cu_seqlens(
 def pack(points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
     """Gather real points into ``[T, D]``, ``T`` = number of real points, in (b, m, n) order.
 
-    The inverse is :func:`unpack`; :func:`to_cu_seqlens` gives each lane's span. Padded slots
+    The inverse is `unpack`; `to_cu_seqlens` gives each lane's span. Padded slots
     are never read, so their content (NaN included) cannot leak.
     """
     _check_points(points, point_mask, "pack")

@@ -1,9 +1,9 @@
 """`diagnose`: given a mask someone built, say what it is, what is wrong with it, and what to call.
 
-:func:`validate` answers "is this a correct ``X``?". :func:`diagnose` answers the question a user
+`validate` answers "is this a correct ``X``?". `diagnose` answers the question a user
 with a failing model has: "what did I build?". It reads the mask under every convention whose
 shape and dtype fit, compares each reading with what ``point_mask`` says, and names the first
-match: a correct convention, or one of the known mistakes in :data:`MISTAKES`.
+match: a correct convention, or one of the known mistakes in `MISTAKES`.
 """
 
 from __future__ import annotations
@@ -35,21 +35,20 @@ MISTAKES: dict[str, str] = {
     "finite_fill": "a finite fill (-1e4, -1e9) instead of -inf: large scores leak through, and "
     "-1e9 overflows float16",
     "disagrees_with_points": "the layout fits a convention but the values disagree with point_mask",
-    "wrong_convention": "a correct mask of another convention than the one intended (its layout, "
-    "dtype or polarity is that convention's)",
-    "unrecognised": "no convention's shape and dtype fit",
+    "unrecognised": "no convention's shape and dtype fit (given intended=, the intended one's do "
+    "not)",
 }
-"""Every mistake :func:`diagnose` can name, with what it means."""
+"""Every mistake `diagnose` can name, with what it means."""
 
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """What :func:`diagnose` found.
+    """What `diagnose` found.
 
     Attributes:
         convention: the convention whose layout the mask has (a key of
-            :data:`~lpim.masks.CONVENTIONS`), or None when none fits.
-        mistake: None for a correct mask, else a key of :data:`MISTAKES`.
+            `CONVENTIONS`), or None when none fits.
+        mistake: None for a correct mask, else a key of `MISTAKES`.
         advice: what was found and what to do; also ``str(diagnosis)``.
         fix: the lpim call that builds the right mask.
     """
@@ -90,7 +89,8 @@ def diagnose(
         intended: the convention the mask is meant to be (a key of
             [`CONVENTIONS`][lpim.masks.CONVENTIONS], e.g. `"key_padding_mask"`). A mask is
             then judged as that convention: an inverted mask of it is `inverted_polarity`,
-            and a correct mask of another convention is `wrong_convention`, never "OK".
+            and a correct mask of another convention is `unrecognised` as the intended one (the
+            advice names what it is), never "OK".
             Without `intended`, some masks are correct under one convention and inverted under
             another (a `(B*M, S)` bool with True = real is a fine `attention_mask` and an
             inverted `key_padding_mask`): the correct reading wins and the advice warns about
@@ -223,13 +223,11 @@ class _Reader:
         fix = self._call(self.intended)
         if diagnosis.ok:
             found = CONVENTIONS[str(diagnosis.convention)]
-            advice = (
-                f"wrong_convention: {MISTAKES['wrong_convention']}. Here: it is a correct "
-                f"{found.name} ({found.shape}, {found.dtype}, {found.meaning}), not a "
-                f"{meant.name} ({meant.shape}, {meant.dtype}, {meant.meaning}). Read as "
-                f"convention {meant.name}. Build it with {fix}."
+            detail = (
+                f"it is a correct {found.name} ({found.shape}, {found.dtype}, {found.meaning}), "
+                f"not {_article(meant.name)} ({meant.shape}, {meant.dtype}, {meant.meaning})"
             )
-            return Diagnosis(meant.name, "wrong_convention", advice, fix)
+            return self._wrong(meant.name, "unrecognised", detail)
         advice = f"{diagnosis.advice} It was meant to be a {meant.name}: build that with {fix}."
         return Diagnosis(diagnosis.convention, diagnosis.mistake, advice, fix)
 
@@ -556,6 +554,10 @@ _NEEDS_QUERY_TOKENS = (
     " Q: the query tokens the model prepends to each lane; the mask's width does not tell, so "
     "pass query_tokens= to diagnose to have them checked."
 )
+
+
+def _article(name: str) -> str:
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
 def _polarity_advice(convention: str) -> str:

@@ -1,20 +1,21 @@
 """Lane-set consumers for the zoo: the mask bug one step downstream of the encoder, and fixes.
 
 A lane-set consumer reads ``lane_embedding [B, M, C]`` and ``lane_mask [B, M]`` (bool, True = real
-lane) as a set (see :mod:`lpim.testing.consumer`). The motivating bug is in a public LPIM
+lane) as a set (see `lpim.testing.consumer`). The motivating bug is in a public LPIM
 reimplementation: BEV queries cross-attend over all ``M`` lane embeddings with no lane mask, so
 the fused BEV features change with ``M`` (the batch's padding) and with whatever empty lanes hold.
 
-``CONSUMER_BUGS`` and ``CONSUMER_CORRECT`` map a name to a :class:`ConsumerZooEntry`;
+``CONSUMER_BUGS`` and ``CONSUMER_CORRECT`` map a name to a `ConsumerZooEntry`;
 ``entry.factory()`` builds the consumer (``embed_dim`` 16, seed-0 weights, eval mode) and
-``entry.other_inputs`` is what :func:`lpim.testing.check_lane_consumer` takes to draw its other
-inputs::
+``entry.other_inputs`` is what `lpim.testing.check_lane_consumer` takes to draw its other
+inputs:
 
-    from lpim.testing import check_lane_consumer
-    from lpim.zoo.consumers import CONSUMER_BUGS
-
-    entry = CONSUMER_BUGS["unmasked_cross_attention"]
-    check_lane_consumer(entry.factory(), other_inputs=entry.other_inputs, order_invariant=True)
+```python
+from lpim.testing import check_lane_consumer
+from lpim.zoo.consumers import CONSUMER_BUGS
+entry = CONSUMER_BUGS["unmasked_cross_attention"]
+check_lane_consumer(entry.factory(), other_inputs=entry.other_inputs, order_invariant=True)
+```
 
 As in the encoder zoo, each bug subclasses a correct consumer and overrides one step, so the
 override is the bug; each docstring says what is wrong and which property catches it.
@@ -137,7 +138,7 @@ class MaskedCrossAttention(nn.Module):
 class UnmaskedCrossAttention(MaskedCrossAttention):
     """Bug (the one in the wild): BEV queries attend over all ``M`` lane slots, no lane mask.
 
-    What is wrong: :meth:`attend` passes no ``key_padding_mask`` and :meth:`clean` keeps padded
+    What is wrong: `attend` passes no ``key_padding_mask`` and `clean` keeps padded
     embeddings, as in the public LPIM reimplementation. Every padded slot is a key: its score
     joins the softmax and takes weight from the real lanes, so the fused features depend on how
     many lanes the batch was padded to and on what the encoder left in empty lanes (zeros from
@@ -159,7 +160,7 @@ class UnmaskedCrossAttention(MaskedCrossAttention):
 class EmptySampleNanNeedWeights(MaskedCrossAttention):
     """Bug: masked correctly, but a sample with no real lane gets NaN.
 
-    What is wrong: :meth:`attend` uses ``key_padding_mask=~lane_mask`` with
+    What is wrong: `attend` uses ``key_padding_mask=~lane_mask`` with
     ``nn.MultiheadAttention``'s default ``need_weights=True`` and does not select lane-less
     samples away. For a sample whose every key is masked, that path computes a softmax over a
     row of ``-inf`` and returns NaN (``need_weights=False`` would give 0), which the residual and
@@ -178,7 +179,7 @@ class EmptySampleNanNeedWeights(MaskedCrossAttention):
 class KpmValuesNotCleaned(MaskedCrossAttention):
     """Bug: the ``key_padding_mask`` is right, but padded embeddings are not selected away.
 
-    What is wrong: :meth:`clean` returns ``lane_embedding`` as it came. The mask gives padded
+    What is wrong: `clean` returns ``lane_embedding`` as it came. The mask gives padded
     keys an attention weight of exactly 0, but the weighted sum still multiplies that 0 by the
     padded *values*: ``0 * NaN = NaN`` and ``0 * inf = NaN``. With zeros or finite values in
     padded lanes (lpim's encoder writes zeros) the output is right, so tests with a correct
@@ -194,7 +195,7 @@ class KpmValuesNotCleaned(MaskedCrossAttention):
 class LaneIndexPositions(MaskedCrossAttention):
     """Bug (when the lanes are a set): sinusoidal encodings of the lane *slot* index are added.
 
-    What is wrong: :meth:`position` adds a DETR-style sinusoidal encoding of each lane's slot
+    What is wrong: `position` adds a DETR-style sinusoidal encoding of each lane's slot
     index ``0..M-1`` to its embedding. Masking is right, so ``M`` and padded content do not
     matter; but the lanes of a map come in no meaningful order (the order a map API returns
     them, or after a shuffle), and the output changes when the same lanes arrive in another
@@ -250,7 +251,7 @@ class MaskedMeanPool(nn.Module):
 class ZeroedMeanOverSlots(MaskedMeanPool):
     """Bug: padded lanes zeroed, then ``mean(dim=1)``: divides by ``M`` slots, not real lanes.
 
-    What is wrong: :meth:`pool` takes ``lanes.mean(dim=1)`` after selecting padded lanes to
+    What is wrong: `pool` takes ``lanes.mean(dim=1)`` after selecting padded lanes to
     zero. Padded content cannot leak, but the scene vector shrinks as the batch is padded to
     more lanes (a sample with 3 lanes gets sum/3 alone, sum/50 in a batch padded to 50).
 
@@ -269,10 +270,10 @@ class ConsumerZooEntry:
     """One zoo consumer.
 
     Attributes:
-        name: its key in :data:`CONSUMER_BUGS` or :data:`CONSUMER_CORRECT`.
+        name: its key in `CONSUMER_BUGS` or `CONSUMER_CORRECT`.
         factory: zero-argument callable returning a fresh consumer in eval mode,
             ``embed_dim == 16``.
-        caught_by: the first property of :func:`lpim.testing.check_lane_consumer` that fails
+        caught_by: the first property of `lpim.testing.check_lane_consumer` that fails
             on it; None for a correct consumer.
         summary: one line saying what it does wrong, or right.
         other_inputs: what ``check_lane_consumer(other_inputs=...)`` needs for it (None: it

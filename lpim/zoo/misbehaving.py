@@ -1,13 +1,15 @@
 """Misbehaving encoders: not mask bugs, but the ways an encoder can break the checker's trust.
 
-``MISBEHAVING`` maps a snake_case name to a :class:`Misbehaviour`. Each encoder is correct about
+``MISBEHAVING`` maps a snake_case name to a `Misbehaviour`. Each encoder is correct about
 masks (a masked mean over real points, or a wrapper around one) and misbehaves in one other way;
-:func:`lpim.testing.check_encoder` and ``lpim check`` must report each one clearly, as the
-property in ``reported_as``, and never crash::
+`lpim.testing.check_encoder` and ``lpim check`` must report each one clearly, as the
+property in ``reported_as``, and never crash:
 
-    from lpim.zoo.misbehaving import MISBEHAVING
-    entry = MISBEHAVING["mutates_inputs"]
-    check_encoder(entry.factory(), deadline=entry.deadline)  # EncoderPropertyError
+```python
+from lpim.zoo.misbehaving import MISBEHAVING
+entry = MISBEHAVING["mutates_inputs"]
+check_encoder(entry.factory(), deadline=entry.deadline)  # EncoderPropertyError
+```
 
 From the shell: ``lpim check "lpim.zoo.misbehaving:MISBEHAVING['raises'].factory"``.
 
@@ -177,7 +179,7 @@ class DropoutMean(MaskedMeanEncoder):
 
 
 class TrainingWrapper:
-    """A plain callable wrapping a :class:`DropoutMean` left in train mode.
+    """A plain callable wrapping a `DropoutMean` left in train mode.
 
     ``check_encoder`` copies an ``nn.Module`` and calls ``.eval()`` on the copy, but it cannot
     reach a module inside an arbitrary callable: here dropout stays active. Reported as
@@ -238,7 +240,7 @@ class Misbehaviour:
     """One misbehaving encoder.
 
     Attributes:
-        name: its key in :data:`MISBEHAVING`.
+        name: its key in `MISBEHAVING`.
         factory: zero-argument callable returning a fresh encoder (``in_dim == 2``).
         reported_as: the property ``check_encoder`` reports it as.
         message: a regular expression the report's message must match.
