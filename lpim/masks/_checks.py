@@ -6,7 +6,7 @@ it the lpim call that builds the right mask (`fix`), which every error quotes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -16,7 +16,27 @@ from lpim.masks._errors import MaskConventionError, describe_tensor
 if TYPE_CHECKING:  # the registry imports these checks and hands each its own entry
     from lpim.masks._conventions import Convention
 
+
+class Against(NamedTuple):
+    """What [`validate`][lpim.masks.validate] checks a mask against.
+
+    Attributes:
+        convention: the registry entry of the convention checked.
+        point_mask: `[B, M, N]` bool, True = real point, or None to check layout only.
+        num_heads: `H`, or None when not given.
+        query_tokens: tokens prepended to each lane.
+        fix: the lpim call that builds the right mask, quoted by every error.
+    """
+
+    convention: Convention
+    point_mask: torch.Tensor | None
+    num_heads: int | None
+    query_tokens: int
+    fix: str
+
+
 __all__ = [
+    "Against",
     "check_additive",
     "check_attention_mask",
     "check_attn_mask_3d",
@@ -27,15 +47,9 @@ __all__ = [
 ]
 
 
-def check_key_padding_mask(
-    key_padding_mask: torch.Tensor,
-    point_mask: torch.Tensor | None,
-    num_heads: int | None,
-    q: int,
-    convention: Convention,
-) -> None:
+def check_key_padding_mask(key_padding_mask: torch.Tensor, against: Against) -> None:
     """Raise unless `key_padding_mask` is a correct one (of `point_mask`, if given)."""
-    fix = convention.advice(q, num_heads)
+    convention, point_mask, _, q, fix = against
     if key_padding_mask.is_floating_point():
         raise MaskConventionError(
             "a floating key_padding_mask is ADDED to the attention scores: a 0/1 mask adds +1 "
@@ -54,15 +68,9 @@ def check_key_padding_mask(
     )
 
 
-def check_attn_mask_3d(
-    attn_mask: torch.Tensor,
-    point_mask: torch.Tensor | None,
-    num_heads: int | None,
-    q: int,
-    convention: Convention,
-) -> None:
+def check_attn_mask_3d(attn_mask: torch.Tensor, against: Against) -> None:
     """Raise unless `attn_mask` is a correct attn_mask_3d mask (of `point_mask`, if given)."""
-    fix = convention.advice(q, num_heads)
+    convention, point_mask, num_heads, q, fix = against
     _expect(attn_mask, convention, dtype=torch.bool, rank=3, fix=fix)
     if num_heads is not None and attn_mask.shape[0] % num_heads:
         raise MaskConventionError(
@@ -114,15 +122,9 @@ def check_attn_mask_3d(
     _compare(~attn_mask, ~expected, "attn_mask_3d", fix, "True = blocked")
 
 
-def check_additive(
-    additive_mask: torch.Tensor,
-    point_mask: torch.Tensor | None,
-    num_heads: int | None,
-    q: int,
-    convention: Convention,
-) -> None:
+def check_additive(additive_mask: torch.Tensor, against: Against) -> None:
     """Raise unless `additive_mask` is a correct additive mask (of `point_mask`, if given)."""
-    fix = convention.advice(q, num_heads)
+    convention, point_mask, num_heads, q, fix = against
     if not additive_mask.is_floating_point():
         raise MaskConventionError(
             "an additive mask is floating (0 = keep, -inf = block)",
@@ -156,15 +158,9 @@ def check_additive(
     _compare(_rows(~neg_inf, "additive"), keep_tokens(point_mask, q), "additive", fix, "0 = keep")
 
 
-def check_sdpa(
-    sdpa_mask: torch.Tensor,
-    point_mask: torch.Tensor | None,
-    num_heads: int | None,
-    q: int,
-    convention: Convention,
-) -> None:
+def check_sdpa(sdpa_mask: torch.Tensor, against: Against) -> None:
     """Raise unless `sdpa_mask` is a correct sdpa mask (of `point_mask`, if given)."""
-    fix = convention.advice(q, num_heads)
+    convention, point_mask, num_heads, q, fix = against
     _expect(sdpa_mask, convention, dtype=torch.bool, rank=4, fix=fix)
     if point_mask is None:
         return
@@ -172,15 +168,9 @@ def check_sdpa(
     _compare(_rows(sdpa_mask, "sdpa"), keep_tokens(point_mask, q), "sdpa", fix, "True = attend")
 
 
-def check_attention_mask(
-    attention_mask: torch.Tensor,
-    point_mask: torch.Tensor | None,
-    num_heads: int | None,
-    q: int,
-    convention: Convention,
-) -> None:
+def check_attention_mask(attention_mask: torch.Tensor, against: Against) -> None:
     """Raise unless `attention_mask` is a correct one (of `point_mask`, if given)."""
-    fix = convention.advice(q, num_heads)
+    convention, point_mask, _, q, fix = against
     _expect(attention_mask, convention, dtype=None, rank=2, fix=fix)
     if attention_mask.is_floating_point() or not bool(
         ((attention_mask == 0) | (attention_mask == 1)).all()
@@ -198,15 +188,9 @@ def check_attention_mask(
     _compare(attention_mask.bool(), keep_tokens(point_mask, q), "attention_mask", fix, "1 = valid")
 
 
-def check_lengths(
-    lengths: torch.Tensor,
-    point_mask: torch.Tensor | None,
-    num_heads: int | None,
-    q: int,
-    convention: Convention,
-) -> None:
+def check_lengths(lengths: torch.Tensor, against: Against) -> None:
     """Raise unless `lengths` is a correct lengths mask (of `point_mask`, if given)."""
-    fix = convention.advice(q, num_heads)
+    convention, point_mask, _, q, fix = against
     _expect(lengths, convention, dtype=None, rank=1, fix=fix)
     if lengths.is_floating_point() or lengths.dtype == torch.bool:
         raise MaskConventionError(
@@ -222,15 +206,9 @@ def check_lengths(
     _same_values(lengths, expected, "lengths", fix)
 
 
-def check_cu_seqlens(
-    cu_seqlens: torch.Tensor,
-    point_mask: torch.Tensor | None,
-    num_heads: int | None,
-    q: int,
-    convention: Convention,
-) -> None:
+def check_cu_seqlens(cu_seqlens: torch.Tensor, against: Against) -> None:
     """Raise unless `cu_seqlens` is a correct cu_seqlens mask (of `point_mask`, if given)."""
-    fix = convention.advice(q, num_heads)
+    convention, point_mask, _, q, fix = against
     _expect(cu_seqlens, convention, dtype=torch.int32, rank=1, fix=fix)
     if cu_seqlens.numel() == 0 or int(cu_seqlens[0]) != 0 or bool((cu_seqlens.diff() < 0).any()):
         raise MaskConventionError(

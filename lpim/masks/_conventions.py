@@ -19,29 +19,11 @@ from typing import Any
 
 import torch
 
-from lpim.masks import _checks
-from lpim.masks._convert import (
-    from_additive_mask,
-    from_attention_mask,
-    from_attn_mask_3d,
-    from_cu_seqlens,
-    from_key_padding_mask,
-    from_lengths,
-    from_sdpa_mask,
-    to_additive_mask,
-    to_attention_mask,
-    to_attn_mask_3d,
-    to_cu_seqlens,
-    to_key_padding_mask,
-    to_lengths,
-    to_nested,
-    to_sdpa_mask,
-    unpack,
-)
+from lpim.masks import _checks, _convert
 
 __all__ = ["CONVENTIONS", "Convention"]
 
-Check = Callable[[torch.Tensor, "torch.Tensor | None", "int | None", int, "Convention"], None]
+Check = Callable[[torch.Tensor, _checks.Against], None]
 
 
 @dataclass(frozen=True)
@@ -138,9 +120,9 @@ CONVENTIONS: dict[str, Convention] = {
             "bool",
             "True = ignore this key",
             "nn.MultiheadAttention, nn.Transformer*",
-            to_key_padding_mask,
+            _convert.to_key_padding_mask,
             ("point_mask", "query_tokens"),
-            from_key_padding_mask,
+            _convert.from_key_padding_mask,
             ("key_padding_mask", "num_lanes", "query_tokens"),
             _checks.check_key_padding_mask,
         ),
@@ -150,9 +132,9 @@ CONVENTIONS: dict[str, Convention] = {
             "bool",
             "True = blocked; heads are the minor index (repeat_interleave)",
             "nn.MultiheadAttention attn_mask",
-            to_attn_mask_3d,
+            _convert.to_attn_mask_3d,
             ("point_mask", "num_heads", "query_tokens"),
-            from_attn_mask_3d,
+            _convert.from_attn_mask_3d,
             ("attn_mask", "num_heads", "num_lanes", "query_tokens"),
             _checks.check_attn_mask_3d,
             prefer="key_padding_mask",
@@ -163,9 +145,9 @@ CONVENTIONS: dict[str, Convention] = {
             "floating",
             "0 = keep, -inf = block (added to the scores)",
             "F.scaled_dot_product_attention, MHA, xformers",
-            to_additive_mask,
+            _convert.to_additive_mask,
             ("point_mask", "dtype", "query_tokens"),
-            from_additive_mask,
+            _convert.from_additive_mask,
             ("additive_mask", "num_lanes", "query_tokens"),
             _checks.check_additive,
         ),
@@ -175,9 +157,9 @@ CONVENTIONS: dict[str, Convention] = {
             "bool",
             "True = attend (the opposite of MHA)",
             "F.scaled_dot_product_attention",
-            to_sdpa_mask,
+            _convert.to_sdpa_mask,
             ("point_mask", "query_tokens"),
-            from_sdpa_mask,
+            _convert.from_sdpa_mask,
             ("sdpa_mask", "num_lanes", "query_tokens"),
             _checks.check_sdpa,
         ),
@@ -187,9 +169,9 @@ CONVENTIONS: dict[str, Convention] = {
             "int64 (or bool)",
             "1 = valid token",
             "flash-attn unpad_input, Hugging Face",
-            to_attention_mask,
+            _convert.to_attention_mask,
             ("point_mask", "query_tokens"),
-            from_attention_mask,
+            _convert.from_attention_mask,
             ("attention_mask", "num_lanes", "query_tokens"),
             _checks.check_attention_mask,
         ),
@@ -199,9 +181,9 @@ CONVENTIONS: dict[str, Convention] = {
             "int64",
             "number of real tokens; right padding only",
             "pack_padded_sequence, length-based kernels",
-            to_lengths,
+            _convert.to_lengths,
             ("point_mask", "query_tokens"),
-            from_lengths,
+            _convert.from_lengths,
             ("lengths", "num_lanes", "num_points", "query_tokens"),
             _checks.check_lengths,
         ),
@@ -211,9 +193,9 @@ CONVENTIONS: dict[str, Convention] = {
             "int32",
             "offsets of each lane's tokens in the packed [T, ...] tensor",
             "flash-attn varlen",
-            to_cu_seqlens,
+            _convert.to_cu_seqlens,
             ("point_mask", "query_tokens"),
-            from_cu_seqlens,
+            _convert.from_cu_seqlens,
             ("cu_seqlens", "num_lanes", "num_points", "query_tokens"),
             _checks.check_cu_seqlens,
         ),
@@ -223,9 +205,9 @@ CONVENTIONS: dict[str, Convention] = {
             "points' dtype",
             "no mask at all: only real points are stored",
             "torch.nested, SDPA on nested tensors",
-            to_nested,
+            _convert.to_nested,
             ("points", "point_mask"),
-            unpack,
+            _convert.unpack,
             ("nested.values()", "point_mask"),
         ),
     ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from lpim._validation import check_int
+from lpim.masks import _checks
 from lpim.masks._conventions import CONVENTIONS
 from lpim.masks._errors import (
     MaskConventionError,
@@ -83,4 +84,5 @@ def validate(
             )
     check_has_values(mask, "the mask", "validate", convention)
     assert entry.check is not None  # only checkable conventions pass the test above
-    entry.check(mask, point_mask, num_heads, query_tokens, entry)
+    fix = entry.advice(query_tokens, num_heads)
+    entry.check(mask, _checks.Against(entry, point_mask, num_heads, query_tokens, fix))

@@ -10,7 +10,7 @@ from torch import nn
 
 from lpim.encoder import PriorEncoder
 from lpim.zoo import bugs, correct
-from lpim.zoo._seeded import seeded
+from lpim.zoo._seeded import by_name, seeded
 from lpim.zoo.base import AttentionLaneEncoder
 
 __all__ = ["BUGS", "CAUGHT_BY", "CORRECT", "PropertyName", "ZooEntry"]
@@ -56,11 +56,7 @@ def _reference() -> nn.Module:
     return PriorEncoder(in_dim=2, d_model=16, nhead=2, num_layers=1, dim_feedforward=32)
 
 
-def _entries(*entries: ZooEntry) -> dict[str, ZooEntry]:
-    return {entry.name: entry for entry in entries}
-
-
-CORRECT: dict[str, ZooEntry] = _entries(
+CORRECT: dict[str, ZooEntry] = by_name(
     ZooEntry(
         "mha_key_padding_mask",
         seeded(AttentionLaneEncoder),
@@ -141,7 +137,7 @@ CORRECT: dict[str, ZooEntry] = _entries(
 )
 """Every correct encoder by name: `check_encoder` passes each of them."""
 
-BUGS: dict[str, ZooEntry] = _entries(
+BUGS: dict[str, ZooEntry] = by_name(
     ZooEntry(
         "repeat_head_order",
         seeded(bugs.RepeatHeadOrder),

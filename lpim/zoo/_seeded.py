@@ -1,16 +1,24 @@
-"""The one way the zoo builds its entries: seed-0 weights, eval mode, the global RNG untouched."""
+"""How the zoo builds its registries: seed-0 factories, entries keyed by name."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import torch
 from torch import nn
 
-__all__ = ["seeded"]
+__all__ = ["by_name", "seeded"]
 
 T = TypeVar("T")
+Entry = TypeVar("Entry", bound="Named")
+
+
+class Named(Protocol):
+    """Anything with a `name`: a zoo entry."""
+
+    @property
+    def name(self) -> str: ...
 
 
 def seeded(cls: Callable[[], T]) -> Callable[[], T]:
@@ -30,3 +38,8 @@ def seeded(cls: Callable[[], T]) -> Callable[[], T]:
 
     build.__name__ = build.__qualname__ = f"build_{getattr(cls, '__name__', 'entry')}"
     return build
+
+
+def by_name(*entries: Entry) -> dict[str, Entry]:
+    """The registry of `entries`, keyed by their `name`, in the order given."""
+    return {entry.name: entry for entry in entries}

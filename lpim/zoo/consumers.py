@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lpim.zoo._seeded import seeded
+from lpim.zoo._seeded import by_name, seeded
 
 __all__ = [
     "CONSUMER_BUGS",
@@ -289,11 +289,7 @@ class ConsumerZooEntry:
     order_invariant: bool = True
 
 
-def _entries(*entries: ConsumerZooEntry) -> dict[str, ConsumerZooEntry]:
-    return {entry.name: entry for entry in entries}
-
-
-CONSUMER_CORRECT: dict[str, ConsumerZooEntry] = _entries(
+CONSUMER_CORRECT: dict[str, ConsumerZooEntry] = by_name(
     ConsumerZooEntry(
         "masked_cross_attention",
         seeded(MaskedCrossAttention),
@@ -311,7 +307,7 @@ CONSUMER_CORRECT: dict[str, ConsumerZooEntry] = _entries(
 )
 """Every correct consumer by name: `check_lane_consumer` passes each of them."""
 
-CONSUMER_BUGS: dict[str, ConsumerZooEntry] = _entries(
+CONSUMER_BUGS: dict[str, ConsumerZooEntry] = by_name(
     ConsumerZooEntry(
         "unmasked_cross_attention",
         seeded(UnmaskedCrossAttention),
