@@ -20,7 +20,7 @@ import torch
 from hypothesis import settings as Settings
 
 from lpim import PriorEncoder
-from lpim.cli import format_table
+from lpim.testing.report import format_table
 from lpim.testing import DEFAULT_SETTINGS, EncoderPropertyError, check_encoder
 
 CONFIGS = {

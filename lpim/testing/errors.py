@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from lpim.batch import LaneBatch
+from lpim.testing.report import CheckReport
 
 ExampleT = TypeVar("ExampleT")
 
@@ -85,9 +86,20 @@ PROPERTIES: dict[str, Property] = {
         Property(
             "ignores_padding",
             "assert_ignores_padding",
-            "whatever padded slots hold (zeros, huge values, inf, NaN) changes no output",
-            "multiplying by the mask instead of selecting (multiply_by_mask: 0 * NaN = NaN); a "
-            "finite additive fill such as -1e4 (additive_minus_1e4); an unmasked max-pool",
+            "whatever finite values padded slots hold (zeros, values in the real coordinates' "
+            "range, the lane's last point repeated and, unless the data contract says "
+            "garbage='finite', huge values) changes no output",
+            "a finite additive fill such as -1e4 that huge padded scores overcome "
+            "(additive_minus_1e4); pooling or attending over padded slots; an unmasked max-pool",
+        ),
+        Property(
+            "ignores_nonfinite_padding",
+            "assert_ignores_nonfinite_padding",
+            "NaN or inf in padded slots changes no output (your loader must never write NaN/inf "
+            "in padded slots, or the encoder must select real points before its first layer)",
+            "multiplying by the mask instead of selecting (multiply_by_mask: 0 * NaN = NaN); "
+            "keys and values computed from padded slots and masked only in the softmax, where "
+            "weight 0 times an inf value is NaN (kpm_values_from_padding)",
         ),
         Property(
             "lanes_independent",
@@ -104,6 +116,22 @@ PROPERTIES: dict[str, Property] = {
             "from one lane's output to another lane's points",
             "NaN from fully masked rows that is masked in the forward pass but not the backward "
             "(nan_grad_from_empty_rows); multiplying by a mask",
+        ),
+        Property(
+            "gradients_ignore_padding",
+            "assert_gradients_ignore_padding",
+            "training with huge, inf or NaN values in padded slots (those of the data contract) "
+            "gives every parameter the finite gradient it gets with zeros there",
+            "a layer run on every slot and masked after it (linear_on_every_slot: the weight "
+            "gradient sums 0 * NaN); 0 * NaN in any backward pass over padded slots",
+        ),
+        Property(
+            "empty_lanes_zero",
+            "assert_empty_lanes_zero",
+            "(declared with empty_lanes='zero') every empty lane's lane_embedding is exactly 0, "
+            "so a consumer may read all M lanes without a lane mask",
+            "a bias or a learned token left in empty lanes (empty_lane_bias); the output of a "
+            "layer on zeros, mlp(0), where no point was",
         ),
         Property(
             "devices_agree",
@@ -125,23 +153,39 @@ class PropertyError(AssertionError, Generic[ExampleT]):
     their formatting live here once.
 
     Attributes:
-        property_name: the property (a key of the subclass's :attr:`properties`).
+        property_name: the property (a key of the subclass's `properties`).
         example: the (shrunk, when raised by a check) example that shows it.
         detail: what was seen: where, which output, how far off.
         reproducer: pasteable Python that re-raises this error (set by the check; a bare
             assert leaves it empty).
         dtype: the dtype the failure was seen at.
+        error_ratio: the error on ``example`` as a fraction of the allowed one (0.0 for exact
+            checks and crashes).
+        largest_ratio: the largest error seen over every example the check drew for this
+            property and dtype, shrunk ones included (set by the check), so that a bug whose
+            shrunk example is small is never presented as rounding.
+        report: the check's report, every row (set by the check; None for a bare assert).
+        failures: every failure of the check, this one first (set by the check; ``[self]``
+            for a bare assert).
     """
 
     properties: ClassVar[dict[str, Property]] = {}
     label: ClassVar[str] = "property"
+    report: CheckReport | None
+    failures: list[PropertyError[Any]]
 
-    def __init__(self, property_name: str, detail: str, example: ExampleT) -> None:
+    def __init__(
+        self, property_name: str, detail: str, example: ExampleT, error_ratio: float = 0.0
+    ) -> None:
         self.property_name = property_name
         self.detail = detail
         self.example = example
         self.reproducer = ""
         self.dtype = self.example_dtype(example)
+        self.error_ratio = error_ratio
+        self.largest_ratio = error_ratio
+        self.report = None
+        self.failures = [self]
         super().__init__(self._message())
 
     @staticmethod
@@ -155,11 +199,29 @@ class PropertyError(AssertionError, Generic[ExampleT]):
             f"{self.label} {self.property_name!r} failed: {self.detail}",
             f"  the property: {prop.meaning}.",
             f"  usual causes: {prop.usual_causes}.",
-            f"  example: {self.example!r}",
         ]
+        if self.largest_ratio > max(self.error_ratio, 1.0) * 1.5:
+            lines.append(
+                f"  largest error seen: {self.largest_ratio:.3g}x the allowed one over every "
+                f"example drawn (the shrunk example below shows {self.error_ratio:.3g}x)"
+            )
+        lines.append(f"  example: {self.example!r}")
         if self.reproducer:
             lines += ["  reproducer (paste into a file and run):", "", self.reproducer]
+        others = self.failures[1:]
+        if others:
+            lines += ["", f"  {len(others)} more failure(s) in this check (each on .failures):"]
+            lines += [f"  - {other.summary()}" for other in others]
         return "\n".join(lines)
+
+    def summary(self) -> str:
+        """One line: property, dtype and what was seen."""
+        dtype = self.dtype.removeprefix("torch.")
+        return f"{self.property_name} at {dtype}: {self.detail.splitlines()[0][:160]}"
+
+    def refresh(self) -> None:
+        """Rebuild the message after the check set attributes it shows."""
+        self.args = (self._message(),)
 
     def attach_reproducer(self, source: str) -> None:
         """Set :attr:`reproducer` and add it to the message."""
