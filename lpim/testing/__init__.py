@@ -14,7 +14,8 @@
 Modules: ``protocol`` (how an encoder is called), ``properties`` (the asserts), ``errors`` (the
 property registry and the error), ``report`` (rows, headline, table), ``contract`` (the data
 contract), ``reproducer`` (source that re-raises a failure), ``driver`` (the one loop every
-check runs through), ``check`` (encoders), ``consumer`` (lane-set consumers). The tolerance rule lives in :mod:`lpim.tolerance`.
+check runs through), ``check`` (encoders), ``consumer`` (lane-set consumers). The tolerance
+rule lives in `lpim.tolerance`.
 """
 
 from lpim.testing.check import (

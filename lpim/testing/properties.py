@@ -350,6 +350,18 @@ def padding_variants(batch: LaneBatch, kinds: Sequence[str]) -> dict[str, LaneBa
     return variants
 
 
+def padding_mixture(batch: LaneBatch, kinds: Sequence[str]) -> LaneBatch:
+    """``batch`` with its padded slots refilled from every variant of `padding_variants`
+    at once: padded slot ``k`` (in flat order) takes variant ``k mod V``'s value."""
+    variants = list(padding_variants(batch, kinds).values())
+    flat = torch.arange(batch.point_mask.numel(), device=batch.points.device)
+    pick = (flat % len(variants)).reshape(batch.point_mask.shape)  # [B, M, N]
+    points = batch.points
+    for index, variant in enumerate(variants):
+        points = torch.where((pick == index)[..., None], variant.points, points)
+    return LaneBatch(points, batch.point_mask)
+
+
 def _last_points(batch: LaneBatch) -> torch.Tensor:
     """``[B, M, N, D]``: each slot holds its lane's last real point (zeros in empty lanes)."""
     n = batch.point_mask.shape[-1]
@@ -691,7 +703,13 @@ def assert_gradients_ignore_padding(
         return 0.0  # NaN with zero padding already: gradients_isolated's business
     rule = subject.tolerance(batch)
     worst = 0.0
-    variants = padding_variants(batch, [*finite, *nonfinite])
+    # One backward pass per group, each padded slot holding another of the group's fills: a
+    # garbage-sensitive gradient shows with any of them, and each pass costs a full backward.
+    variants = {
+        f"mixed {' / '.join(group)}": padding_mixture(batch, group)
+        for group in (finite, nonfinite)
+        if group
+    }
     for label, grads in _parameter_gradients(subject, variants, named, batch).items():
         for name, want, got in zip(names, reference, grads, strict=True):
             if want is None or got is None:

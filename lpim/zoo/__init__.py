@@ -26,7 +26,7 @@ same one step downstream, for lane-set consumers checked by
 The zoo imports neither the checks nor Hypothesis: `import lpim.zoo` needs only torch.
 """
 
-from lpim.zoo import base, bugs, consumers, correct
+from lpim.zoo import base, bugs, consumers, contracts, correct
 from lpim.zoo._registry import BUGS, CAUGHT_BY, CORRECT, PropertyName, ZooEntry
 from lpim.zoo.base import AttentionLaneEncoder, LaneOutput, PointLaneEncoder
 from lpim.zoo.consumers import CONSUMER_BUGS, CONSUMER_CORRECT, ConsumerZooEntry
@@ -46,5 +46,6 @@ __all__ = [
     "base",
     "bugs",
     "consumers",
+    "contracts",
     "correct",
 ]

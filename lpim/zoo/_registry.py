@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal, get_args
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 from torch import nn
 
 from lpim.encoder import PriorEncoder
-from lpim.zoo import bugs, correct
+from lpim.zoo import bugs, contracts, correct
 from lpim.zoo._seeded import by_name, seeded
 from lpim.zoo.base import AttentionLaneEncoder
 
@@ -20,8 +20,11 @@ PropertyName = Literal[
     "finite",
     "matches_unpadded",
     "ignores_padding",
+    "ignores_nonfinite_padding",
     "lanes_independent",
     "gradients_isolated",
+    "gradients_ignore_padding",
+    "empty_lanes_zero",
     "devices_agree",
 ]
 """A property of [`check_encoder`][lpim.testing.check_encoder] that can catch a zoo bug."""
@@ -42,6 +45,9 @@ class ZooEntry:
         caught_by: the first property that fails on it; `None` for a correct encoder.
         bug_class: a short slug for the kind of mistake (`"correct"` for correct encoders).
         summary: one line saying what it does wrong, or right.
+        contract: the `lpim.testing.check_encoder` keywords (data contract, precision) under
+            which `caught_by` holds: empty for "anything may happen"; e.g.
+            `{"layout": "right"}` for an encoder correct under right padding only.
     """
 
     name: str
@@ -49,6 +55,7 @@ class ZooEntry:
     caught_by: PropertyName | None
     bug_class: str
     summary: str
+    contract: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _reference() -> nn.Module:
@@ -134,6 +141,29 @@ CORRECT: dict[str, ZooEntry] = by_name(
         "correct",
         "lpim.PriorEncoder itself (d 16, 2 heads, 1 layer): empty lanes never computed",
     ),
+    ZooEntry(
+        "float32_internal",
+        seeded(contracts.Float32Internal),
+        None,
+        "correct",
+        "computes in float32 whatever it gets: unsupported under cast, passes under autocast",
+    ),
+    ZooEntry(
+        "gru_packed_right_padding",
+        seeded(contracts.GruPackedRightPadding),
+        None,
+        "correct",
+        "GRU over pack_padded_sequence under the contract its loader keeps: right padding",
+        {"layout": "right"},
+    ),
+    ZooEntry(
+        "kpm_values_finite_padding",
+        seeded(contracts.KpmValuesFromPadding),
+        None,
+        "correct",
+        "keys and values read padded slots, under a loader that writes finite values only",
+        {"garbage": "finite"},
+    ),
 )
 """Every correct encoder by name: `check_encoder` passes each of them."""
 
@@ -204,7 +234,7 @@ BUGS: dict[str, ZooEntry] = by_name(
     ZooEntry(
         "multiply_by_mask",
         seeded(bugs.MultiplyByMask),
-        "ignores_padding",
+        "ignores_nonfinite_padding",
         "nan-leak",
         "points * point_mask instead of torch.where: 0 * NaN garbage leaks as NaN",
     ),
@@ -284,6 +314,35 @@ BUGS: dict[str, ZooEntry] = by_name(
         "gradients_isolated",
         "empty-lane-nan",
         "NaN rows of empty lanes hidden by torch.where: clean forward, NaN input gradients",
+    ),
+    ZooEntry(
+        "kpm_values_from_padding",
+        seeded(contracts.KpmValuesFromPadding),
+        "ignores_nonfinite_padding",
+        "nan-leak",
+        "keys and values read padded slots, masked only in the softmax: 0 * inf is NaN",
+    ),
+    ZooEntry(
+        "gru_packed_any_layout",
+        seeded(contracts.GruPackedRightPadding),
+        "matches_unpadded",
+        "slot-assumption",
+        "GRU over pack_padded_sequence checked under any layout: reads padding unless right",
+    ),
+    ZooEntry(
+        "linear_on_every_slot",
+        seeded(contracts.LinearOnEverySlot),
+        "gradients_ignore_padding",
+        "nan-grad",
+        "MLP on every slot, output masked: exact forward, NaN weight gradients from NaN padding",
+    ),
+    ZooEntry(
+        "empty_lane_bias",
+        seeded(contracts.EmptyLaneBias),
+        "empty_lanes_zero",
+        "empty-lane-value",
+        "output projection after a masked mean: empty lanes get its bias, not zeros",
+        {"empty_lanes": "zero"},
     ),
     ZooEntry(
         "cu_seqlens_off_by_one",

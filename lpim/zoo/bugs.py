@@ -272,7 +272,10 @@ class MultiplyByMask(AttentionLaneEncoder):
     exact, which is why it survives ordinary tests. Realistic: ``x * mask[..., None]`` is the
     most common masking idiom there is.
 
-    Caught by ``ignores_padding`` only. Gradients are clean too: ``d(x * 0)/dx = 0``.
+    Caught by ``ignores_nonfinite_padding`` (any finite garbage, huge values included, is
+    multiplied to an exact 0: ``ignores_padding`` passes; so would a check under
+    ``garbage="finite"``, which is right for a loader that never writes NaN or inf). The input
+    gradients are clean too: ``d(x * 0)/dx = 0``.
     Offending line::
 
         return points * point_mask[..., None]
