@@ -939,3 +939,12 @@ def test_intent_never_calls_a_correct_mask_of_another_convention_ok() -> None:
     assert (d.convention, d.mistake) == ("attn_mask_3d", "head_major_order"), d.advice
     assert d.fix == "lpim.masks.to_key_padding_mask(point_mask, query_tokens=1)"
     assert "It was meant to be a key_padding_mask" in d.advice
+
+
+def test_a_given_query_token_count_the_width_contradicts_is_named() -> None:
+    """`lpim diagnose` used to pass query_tokens=0 by default: the width still says what fits."""
+    kpm = masks.to_key_padding_mask(RIGHT, query_tokens=1)
+    d = diagnose(kpm, RIGHT, query_tokens=0)
+    assert d.mistake == "unrecognised"
+    assert "if the model prepends 1 query token(s), diagnose it with query_tokens=1" in d.advice
+    assert diagnose(kpm, RIGHT, query_tokens=1).ok

@@ -495,11 +495,17 @@ class _Reader:
                     f"sees S = {self.s} keys"
                     + ("; its polarity is inverted as well" if inverted else ""),
                 )
-        return self._wrong(
-            convention,
-            "unrecognised",
-            f"shape {tuple(got_keep.shape)} where ({self.lanes}, {self.s}) = (B*M, S) was expected",
+        detail = (
+            f"shape {tuple(got_keep.shape)} where ({self.lanes}, {self.s}) = (B*M, S) was expected"
         )
+        width = got_keep.shape[-1]
+        if self.given_q and got_keep.shape[0] == self.lanes and width > self.n and width != self.s:
+            # the width says another query-token count: name it rather than rebuild with this one
+            detail += (
+                f"; its {width} columns are N + {width - self.n}: if the model prepends "
+                f"{width - self.n} query token(s), diagnose it with query_tokens={width - self.n}"
+            )
+        return self._wrong(convention, "unrecognised", detail)
 
     def _detail_counts(self, mask: torch.Tensor) -> str:
         expected, _ = to_cu_seqlens(self.point_mask, self.q)
