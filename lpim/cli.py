@@ -482,10 +482,8 @@ def _run_check(
     return EXIT_OK
 
 
-# Python keywords in a check's error messages, as the flags that set them.
+# Python keywords of the checks, as the flags that set them.
 _FLAGS = {
-    "point_dim=D": "--point-dim D",
-    "embed_dim=C": "--embed-dim C",
     "point_dim": "--point-dim",
     "embed_dim": "--embed-dim",
     "min_points": "--min-points",
@@ -498,13 +496,16 @@ _FLAGS = {
     "garbage": "--garbage",
     "layout": "--layout",
     "threads": "--threads",
+    "deadline": "--deadline",
 }
 
 
 def _flag_names(message: str) -> str:
-    """``message`` with the check's keywords named as this command's flags."""
-    for keyword in sorted(_FLAGS, key=len, reverse=True):
-        message = re.sub(rf"(?<![\w-]){re.escape(keyword)}(?![\w=])", _FLAGS[keyword], message)
+    """``message`` with the check's keywords named as this command's flags where it tells
+    what to pass or what was wrong ("pass point_dim=D", "min_points must be ...")."""
+    for keyword, flag in _FLAGS.items():
+        message = re.sub(rf"\bpass {keyword}=(\w+)", rf"pass {flag} \1", message)
+        message = re.sub(rf"^{keyword} must\b", f"{flag} must", message)
     return message
 
 

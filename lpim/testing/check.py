@@ -244,20 +244,17 @@ def check_encoder(
             for name in names:
                 if name in _OPT_IN and properties is None and not _declared(name, contract):
                     continue  # an opt-in property gets a row only when asked for
-                why_not = _excluded(name, contract) or _skipped_here(name, target)
-                if why_not or unsupported:
-                    verdict = (
-                        "excluded"
-                        if _excluded(name, contract)
-                        else "skipped"
-                        if why_not
-                        else "unsupported"
+                excluded = _excluded(name, contract)
+                skipped = _skipped_here(name, target)
+                if excluded or unsupported or skipped:
+                    verdict, note = (
+                        ("excluded", excluded)
+                        if excluded
+                        else ("unsupported", unsupported)
+                        if unsupported
+                        else ("skipped", skipped)
                     )
-                    driver.row(
-                        PropertyResult(
-                            name, checked_dtype, verdict, 0, 0.0, 0.0, why_not or unsupported
-                        )
-                    )
+                    driver.row(PropertyResult(name, checked_dtype, verdict, 0, 0.0, 0.0, note))
                     continue
                 check = _ASSERTS[name]
                 if name in _TAKES_GARBAGE:
@@ -735,7 +732,7 @@ def _read_point_dim(encoder: Encoder) -> int:
     raise ValueError(
         f"check_encoder cannot tell how many coordinates a point has for {_describe(encoder)}: "
         f"it has none of the attributes {', '.join(_POINT_DIM_ATTRIBUTES)}{tried}; pass "
-        "point_dim=D (lpim check: --point-dim D)"
+        "point_dim=D"
     )
 
 

@@ -734,6 +734,5 @@ def _read_embed_dim(consumer: Consumer) -> int:
             return value
     raise ValueError(
         f"check_lane_consumer cannot tell the lane embedding width C of {_describe(consumer)}: "
-        "it has no embed_dim, d_model or lane_dim attribute; pass embed_dim=C "
-        "(lpim check-consumer: --embed-dim C)"
+        "it has no embed_dim, d_model or lane_dim attribute; pass embed_dim=C"
     )

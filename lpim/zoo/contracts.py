@@ -9,8 +9,6 @@ property catches it without that contract.
 
 from __future__ import annotations
 
-from typing import cast
-
 import torch
 from torch import Tensor, nn
 
@@ -45,7 +43,7 @@ class Float32Internal(MaskedMean):
     def forward(self, points: Tensor, point_mask: Tensor) -> LaneOutput:
         """``points [B, M, N, D]`` (any float dtype; used as float32), ``point_mask [B, M, N]``."""
         out = super().forward(points.float(), point_mask)  # float32 inside, whatever came
-        offset = cast(Tensor, self.offset).float()  # [C], the float32 buffer `.to(dtype)` changes
+        offset = torch.as_tensor(self.offset).float()  # [C]: the buffer a `.to(dtype)` changes
         return LaneOutput(out.lane_embedding + offset, out.point_features)
 
 
