@@ -205,7 +205,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     diagnose_.add_argument("--num-heads", type=int, help="attention heads (for 3D masks)")
     diagnose_.add_argument(
-        "--query-tokens", type=int, default=0, help="tokens prepended to each lane (default 0)"
+        "--query-tokens",
+        type=int,
+        default=None,
+        help="tokens prepended to each lane (default: read from the mask's width against "
+        "--point-mask's N)",
+    )
+    diagnose_.add_argument(
+        "--intended",
+        choices=list(CONVENTIONS),
+        metavar="CONVENTION",
+        help="the convention the mask was meant to follow (see lpim conventions): an inverted "
+        "mask of it is named as such, and a correct mask of another convention is not OK",
     )
     diagnose_.set_defaults(run=_diagnose)
 
@@ -651,11 +662,15 @@ def _diagnose(args: argparse.Namespace) -> int:
     point_mask = _load_tensor(args.point_mask, "--point-mask")
     if args.num_heads is not None and args.num_heads < 1:
         raise UsageError(f"--num-heads must be at least 1; got {args.num_heads}")
-    if args.query_tokens < 0:
+    if args.query_tokens is not None and args.query_tokens < 0:
         raise UsageError(f"--query-tokens must be at least 0; got {args.query_tokens}")
     try:
         diagnosis = diagnose(
-            mask, point_mask, num_heads=args.num_heads, query_tokens=args.query_tokens
+            mask,
+            point_mask,
+            num_heads=args.num_heads,
+            query_tokens=args.query_tokens,
+            intended=args.intended,
         )
     except ValueError as error:  # point_mask itself malformed: a usage problem, said in one line
         raise UsageError(str(error).splitlines()[0]) from error

@@ -511,3 +511,35 @@ def bev_queries(
         )
 
     return draw
+
+
+def bev_maps(
+    channels: int = 16,
+    height: int | tuple[int, int] = (1, 4),
+    width: int | tuple[int, int] = (1, 4),
+) -> OtherInputs:
+    """`other_inputs` for consumers that take a BEV feature map: a 1-tuple `(bev_map,)`.
+
+    `bev_map [B, C, H, W]` at the check's dtype and device (what the LaneDiffusion fusion
+    flattens into `H * W` queries), values finite in `[-4, 4]`, shrinking toward a 1 x 1 map of
+    zeros.
+
+    Args:
+        channels: `C` (the lane embedding width, for a fusion that attends with the map's
+            pixels as queries).
+        height: `H`, or a `(min, max)` range of it.
+        width: `W`, or a `(min, max)` range of it.
+
+    Returns:
+        A function `(batch_size, dtype, device) -> SearchStrategy` of `(bev_map,)`, as
+        `lane_sets(other_inputs=...)` and `check_lane_consumer(other_inputs=...)` take it.
+    """
+
+    def draw(batch_size: int, dtype: torch.dtype, device: torch.device) -> st.SearchStrategy[Any]:
+        values = st.floats(-4.0, 4.0, allow_nan=False, allow_infinity=False)
+        size = st.tuples(_ints(height, "height", low=1), _ints(width, "width", low=1))
+        return size.flatmap(
+            lambda hw: arrays(np.float64, (batch_size, channels, *hw), elements=values)
+        ).map(lambda a: (torch.from_numpy(a).to(dtype=dtype, device=device),))
+
+    return draw

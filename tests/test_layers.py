@@ -39,20 +39,9 @@ FLOORS: list[tuple[str, ...]] = [
     ("lpim.__main__",),  # `python -m lpim` runs the CLI
 ]
 
-# Arrows that break a rule today, in files the lead is rewriting (issue 14, item 1):
-# __version__ is read from lpim._version (not the package root), and the private helpers
-# (`_describe`, `_device`, `_dtypes`, `_ints`) get public homes (`lpim._validation` has
-# `check_int`, `check_device`, `check_floating_dtype` for the argument checks). Each entry is
-# (file, imported name); remove it when it is fixed. The test fails on any arrow not listed
-# here, and on an entry that no longer occurs.
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    ("lpim/testing/consumer.py", "lpim"),
-    ("lpim/testing/consumer.py", "lpim.testing.check._describe"),
-    ("lpim/testing/consumer.py", "lpim.testing.check._device"),
-    ("lpim/testing/consumer.py", "lpim.testing.check._dtypes"),
-    ("lpim/testing/contract.py", "lpim.strategies._ints"),
-    ("lpim/testing/reproducer.py", "lpim"),
-}
+# Arrows allowed to break a rule: none. Each entry is (file, imported name); the test fails on
+# any arrow not listed here, and on an entry that no longer occurs (so a fixed one cannot return).
+KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from hypothesis.errors import Flaky, HypothesisException
 from lpim.batch import LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS
 from lpim.testing import properties as props
+from lpim.testing.arguments import DEFAULT_DTYPES, checked_device, checked_dtypes, subject_name
 from lpim.testing.contract import DataContract
 from lpim.testing.driver import (
     Case,
@@ -57,8 +58,6 @@ __all__ = [
     "check_encoder",
 ]
 
-DEFAULT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
-"""The dtypes checked by default: mixed precision is where fill values such as -1e9 overflow."""
 
 PRECISIONS = ("cast", "autocast")
 """How a low-precision dtype is run: ``cast`` copies the module with ``.to(dtype)`` and feeds
@@ -203,8 +202,8 @@ def check_encoder(
             "check_encoder expects a callable encoder(points, point_mask); got "
             f"{type(encoder).__name__}"
         )
-    dtypes = _dtypes(dtype)
-    target = _device(device)
+    dtypes = checked_dtypes(dtype)
+    target = checked_device(device)
     names = _property_names(properties)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
@@ -227,7 +226,7 @@ def check_encoder(
     # (a nondeterministic encoder that slips through makes a later property Flaky, which is
     # reported as `deterministic` too).
     twice = Settings(run_settings, max_examples=max(1, run_settings.max_examples // 5))
-    report = CheckReport(_describe(encoder), contract=contract.describe())
+    report = CheckReport(subject_name(encoder), contract=contract.describe())
     driver: Driver[LaneBatch] = Driver(report, progress, strict)
 
     with torch_threads(threads), global_rng_restored(target):
@@ -578,29 +577,6 @@ def _skipped_here(name: str, target: torch.device) -> str:
     return ""
 
 
-def _dtypes(dtype: torch.dtype | Sequence[torch.dtype] | None) -> tuple[torch.dtype, ...]:
-    if dtype is not None and not isinstance(dtype, torch.dtype | Sequence):
-        raise TypeError(f"dtype must be a torch.dtype or a list of them; got {dtype!r}")
-    if isinstance(dtype, str):
-        raise ValueError(
-            f"dtype must be among {list(DEFAULT_DTYPES)} (torch.dtype objects); got the string "
-            f"{dtype!r}"
-        )
-    chosen = (
-        DEFAULT_DTYPES
-        if dtype is None
-        else (dtype,)
-        if isinstance(dtype, torch.dtype)
-        else tuple(dtype)
-    )
-    if not chosen:
-        raise ValueError(f"dtype must name at least one of {DEFAULT_DTYPES}; got an empty list")
-    for d in chosen:
-        if d not in DEFAULT_DTYPES:
-            raise ValueError(f"dtype must be among {list(DEFAULT_DTYPES)}; got {d!r}")
-    return chosen
-
-
 def _property_names(chosen: str | Sequence[str] | None) -> list[str]:
     names = list(_ASSERTS) if chosen is None else [chosen] if isinstance(chosen, str) else chosen
     if not isinstance(names, Sequence):
@@ -612,30 +588,6 @@ def _property_names(chosen: str | Sequence[str] | None) -> list[str]:
     if unknown:
         raise ValueError(f"unknown properties: got {unknown}; expected some of {list(_ASSERTS)}")
     return names
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    """The device to check on: one torch knows, that is available and holds data."""
-    if device is not None and (
-        isinstance(device, bool) or not isinstance(device, str | torch.device)
-    ):
-        raise TypeError(f"device must be a str or torch.device; got {device!r}")
-    try:
-        target = torch.device(device or "cpu")
-    except RuntimeError as error:
-        raise ValueError(
-            f"device must be one torch knows (cpu, cuda, ...); got {device!r} ({error})"
-        ) from None
-    if target.type == "meta":
-        raise ValueError(
-            "device must hold data (the checks compare values); expected cpu or cuda, got meta"
-        )
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device must be available; got {str(target)!r}, but torch.cuda.is_available() is "
-            f"False (torch {torch.__version__})"
-        )
-    return target
 
 
 def _point_dim(point_dim: int | None, encoder: Encoder) -> int:
@@ -694,11 +646,11 @@ def _database_key(encoder: object) -> str:
     """What tells encoders apart in the example database: a module's class, else the
     callable's own qualified name (every plain function shares one class)."""
     if isinstance(encoder, torch.nn.Module):
-        return _describe(encoder)
+        return subject_name(encoder)
     target = getattr(encoder, "func", encoder)  # functools.partial
     name = getattr(target, "__qualname__", None)
     module = getattr(target, "__module__", None)
-    return f"{module}.{name}" if name and module else _describe(encoder)
+    return f"{module}.{name}" if name and module else subject_name(encoder)
 
 
 _POINT_DIM_ATTRIBUTES = ("in_dim", "point_dim", "input_dim", "in_channels", "in_features")
@@ -731,7 +683,7 @@ def _read_point_dim(encoder: Encoder) -> int:
             return width
     tried = f" (the widths of its layers, {candidates}, did not run)" if candidates else ""
     raise ValueError(
-        f"check_encoder cannot tell how many coordinates a point has for {_describe(encoder)}: "
+        f"check_encoder cannot tell how many coordinates a point has for {subject_name(encoder)}: "
         f"it has none of the attributes {', '.join(_POINT_DIM_ATTRIBUTES)}{tried}; pass "
         "point_dim=D"
     )
@@ -763,8 +715,3 @@ def _parameters_and_buffers(encoder: Encoder) -> Iterator[torch.Tensor]:
     for _, module in reachable_modules(encoder):
         yield from module.parameters()
         yield from module.buffers()
-
-
-def _describe(encoder: object) -> str:
-    cls = type(encoder)
-    return f"{cls.__module__}.{cls.__qualname__}"

@@ -54,10 +54,11 @@ import torch
 from hypothesis import settings as Settings
 from hypothesis.errors import HypothesisException
 
-import lpim
+from lpim._version import __version__
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, garbage_fills, lane_sets
-from lpim.testing.check import DEFAULT_SETTINGS, _describe, _device, _dtypes
+from lpim.testing.arguments import checked_device, checked_dtypes, subject_name
+from lpim.testing.check import DEFAULT_SETTINGS
 from lpim.testing.driver import Case, Driver, check_settings, global_rng_restored, torch_threads
 from lpim.testing.errors import Cause, Property, PropertyError
 from lpim.testing.properties import runs_as
@@ -565,8 +566,7 @@ def consumer_reproducer(
     args = "".join(f"\n    {_value_source(v)}," for v in example.args)
     kwargs = "".join(f"\n    {k!r}: {_value_source(v)}," for k, v in example.kwargs.items())
     lines = [
-        f"# lpim {lpim.__version__} reproducer: lane-consumer property {property_name!r} "
-        f"at {dtype}",
+        f"# lpim {__version__} reproducer: lane-consumer property {property_name!r} at {dtype}",
         "import torch",
         "",
         "from lpim import LaneSet",
@@ -667,12 +667,12 @@ def check_lane_consumer(
         ValueError: an unknown property or dtype, or ``embed_dim`` cannot be read.
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
-    dtypes = _dtypes(dtype)
-    target = _device(device)
+    dtypes = checked_dtypes(dtype)
+    target = checked_device(device)
     names = _consumer_property_names(properties)
     dim = embed_dim if embed_dim is not None else _read_embed_dim(consumer)
     run_settings = check_settings(settings if settings is not None else DEFAULT_SETTINGS)
-    report = CheckReport(_describe(consumer))
+    report = CheckReport(subject_name(consumer))
     driver: Driver[LaneSet] = Driver(report, progress, strict)
 
     with torch_threads(threads), global_rng_restored(target):
@@ -706,7 +706,7 @@ def check_lane_consumer(
                         ),
                         check=functools.partial(assert_property, prepared),
                         settings=run_settings,
-                        database_key=f"lpim-consumer:{name}:{checked_dtype}:{_describe(consumer)}",
+                        database_key=f"lpim-consumer:{name}:{checked_dtype}:{subject_name(consumer)}",
                         reproducer=functools.partial(_reproducer, name, consumer, factory),
                         translate=functools.partial(_translate, name),
                     )
@@ -777,6 +777,6 @@ def _read_embed_dim(consumer: Consumer) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     raise ValueError(
-        f"check_lane_consumer cannot tell the lane embedding width C of {_describe(consumer)}: "
+        f"check_lane_consumer cannot tell the lane embedding width C of {subject_name(consumer)}: "
         "it has no embed_dim, d_model or lane_dim attribute; pass embed_dim=C"
     )

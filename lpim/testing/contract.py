@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 from hypothesis import strategies as st
-from hypothesis.errors import InvalidArgument
 
+from lpim._validation import check_int
 from lpim.batch import LAYOUTS, LaneBatch
-from lpim.strategies import GARBAGE_CONTRACTS, _ints, lane_batches
+from lpim.strategies import GARBAGE_CONTRACTS, lane_batches
 from lpim.testing.properties import padding_variants
 
 if sys.version_info >= (3, 11):
@@ -103,10 +103,7 @@ class DataContract:
         if not isinstance(self.empty_samples, bool):
             raise TypeError(f"empty_samples must be True or False; got {self.empty_samples!r}")
         for name in ("batch_size", "num_lanes", "num_points"):
-            try:
-                _ints(getattr(self, name), name, low=0)
-            except InvalidArgument as error:
-                raise ValueError(str(error)) from None
+            _check_size(name, getattr(self, name))
         if self.strategy is not None and not isinstance(self.strategy, st.SearchStrategy):
             raise TypeError(
                 f"strategy must be a Hypothesis strategy of LaneBatch; got {self.strategy!r}"
@@ -179,6 +176,16 @@ class DataContract:
             dtype=dtype,
             device=device,
         )
+
+
+def _check_size(name: str, size: object) -> None:
+    """A size: an int >= 0 or an inclusive ``(low, high)`` range of them, low <= high."""
+    values = size if isinstance(size, tuple) else (size,)
+    if not isinstance(size, int | tuple) or len(values) not in (1, 2):
+        raise TypeError(f"{name} must be an int or a (min, max) tuple of ints; got {size!r}")
+    low, high = (check_int(v, name, "check_encoder", minimum=0) for v in (values * 2)[:2])
+    if low > high:
+        raise ValueError(f"{name} must satisfy min <= max; got {size!r}")
 
 
 def _refill(

@@ -6,7 +6,7 @@ import importlib
 import inspect
 from typing import Any
 
-import lpim
+from lpim._version import __version__
 from lpim.batch import LaneBatch
 
 
@@ -65,7 +65,7 @@ def reproducer(
     on_device = "" if device.type == "cpu" else f", device={str(device)!r}"
     to_device = "" if device.type == "cpu" else f".to({str(device)!r})"
     lines = [
-        f"# lpim {lpim.__version__} reproducer: property {property_name!r} at {dtype}",
+        f"# lpim {__version__} reproducer: property {property_name!r} at {dtype}",
         "import torch",
         "",
         "from lpim import LaneBatch",
