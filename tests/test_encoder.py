@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from lpim.encoder import PackedLanes, PriorEncoder, PriorEncoderLayer, PriorEncoderOutput
+from lpim.testing.reference import torch_stack
 
 F64_RTOL = F64_ATOL = 1e-12
 GARBAGE = (1e30, math.inf, -math.inf, math.nan)
@@ -81,24 +82,7 @@ def make_batch(
 
 def torch_reference(encoder: PriorEncoder) -> nn.TransformerEncoder:
     """torch's own encoder stack, loaded with `encoder`'s layer (and final norm) weights."""
-    layer = nn.TransformerEncoderLayer(
-        encoder.d_model,
-        encoder.nhead,
-        encoder.dim_feedforward,
-        encoder.dropout,
-        activation="gelu",
-        batch_first=True,
-        norm_first=encoder.norm_first,
-    )
-    stack = nn.TransformerEncoder(
-        layer,
-        encoder.num_layers,
-        norm=nn.LayerNorm(encoder.d_model) if encoder.norm_first else None,
-        enable_nested_tensor=False,
-    )
-    weights = {k: v for k, v in encoder.state_dict().items() if k.startswith(("layers.", "norm."))}
-    stack.load_state_dict(weights, strict=True)
-    return stack.to(encoder.query.dtype).eval()
+    return torch_stack(encoder).eval()
 
 
 def reference_lane(
