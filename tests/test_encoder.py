@@ -158,24 +158,28 @@ def test_layer_matches_torch_layer_on_real_tokens(dtype: torch.dtype, norm_first
     assert_close(actual[real], expected[real])
 
 
-def test_packed_lanes_are_equal_length_blocks_shortest_first() -> None:
+def test_packed_lanes_layouts() -> None:
+    """Packed: real tokens lane by lane. Attention: each real lane's tokens at its front."""
     gen = torch.Generator().manual_seed(3)
-    keep = torch.rand(12, 7, generator=gen) < 0.5  # [R, S]
+    keep = torch.rand(12, 7, generator=gen) < 0.5  # [K, S]
     keep[2] = False  # a lane with no real token is left out
     keep[5] = True
-    packing = PackedLanes.pack(keep)
-    assert sorted(packing.source.tolist()) == keep.flatten().nonzero().squeeze(1).tolist()
-    assert sum(n * L for n, L in packing.groups) == packing.source.numel()
-    lengths = [L for _, L in packing.groups]
-    assert lengths == sorted(set(lengths))  # one block per length, shortest first
-    start = 0
-    for n, L in packing.groups:
-        block = packing.source[start : start + n * L].view(n, L)
-        rows = block // keep.shape[1]
-        assert (rows == rows[:, :1]).all()  # each block row is one lane ...
-        assert (keep[rows[:, 0]].sum(1) == L).all()  # ... of exactly L real tokens ...
-        assert (block.diff(dim=1) > 0).all()  # ... in their given order
-        start += n * L
+    T, R, S = int(keep.sum()), int(keep.any(1).sum()), keep.shape[1]
+    packing = PackedLanes.pack(keep, T, R, torch.float64)
+    assert packing.source.tolist() == keep.flatten().nonzero().squeeze(1).tolist()
+    lane_of_token = packing.source // S  # [T], lane slot of each packed token
+    lengths = keep.sum(1)[keep.any(1)]  # [R]
+    assert packing.to_attention.shape == (R * S,) and packing.key_bias.shape == (R, 1, 1, S)
+    for r, length in enumerate(lengths.tolist()):
+        row = packing.to_attention[r * S : (r + 1) * S]  # packed tokens at lane r's positions
+        lane = lane_of_token[row]
+        assert (lane == lane[0]).all()  # every position of an attention row reads one lane ...
+        assert row[:length].diff().eq(1).all()  # ... its real tokens first, in order ...
+        assert (row[length:] == row[length - 1]).all()  # ... then repeats of its last token
+        bias = packing.key_bias[r, 0, 0]
+        assert (bias[:length] == 0).all() and (bias[length:] == -math.inf).all()
+    # from_attention inverts to_attention on real positions
+    assert torch.equal(packing.to_attention[packing.from_attention], torch.arange(T))
 
 
 def test_layer_zeros_ignored_positions_and_fully_ignored_lanes() -> None:
