@@ -164,7 +164,7 @@ class PriorEncoderLayer(nn.Module):
         """
         R, L, C = tokens.shape
         keep = ~key_padding_mask  # [R, L], True = real token
-        T, lanes = (int(n) for n in torch.stack([keep.sum(), keep.any(1).sum()]).tolist())
+        T, lanes = torch.stack([keep.sum(), keep.any(1).sum()]).tolist()
         if T == 0:  # every key ignored: nothing real to compute
             return tokens.new_zeros(R, L, C)
         packing = PackedLanes.pack(keep, T, lanes, tokens.dtype)
@@ -196,7 +196,8 @@ class PriorEncoderLayer(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [R, H, S, C/H] each
         # One call for every lane. Same maths and 1/sqrt(C/H) scale as nn.MultiheadAttention,
         # which calls this function too; blocked keys add exact zeros to each softmax sum.
-        out = F.scaled_dot_product_attention(q, k, v, packing.key_bias, dropout_p)  # [R,H,S,C/H]
+        key_bias = packing.key_bias.to(q.dtype)  # no-op unless under autocast
+        out = F.scaled_dot_product_attention(q, k, v, key_bias, dropout_p)  # [R, H, S, C/H]
         out = out.transpose(1, 2).reshape(R * S, C)[packing.from_attention]  # [T, C]
         result: Tensor = self.dropout1(mha.out_proj(out))  # [T, C]
         return result
@@ -280,9 +281,7 @@ class PriorEncoder(nn.Module):
         # Token 0 of each lane is its query (real iff the lane is), tokens 1..N its points.
         keep = torch.cat([lane_mask[..., None], point_mask], dim=-1).view(K, S)  # [K, S]
         # The one host sync: sizes that become shapes below (and the input check's count).
-        T, R, finite = (
-            int(n) for n in torch.stack([keep.sum(), lane_mask.sum(), finite_values]).tolist()
-        )
+        T, R, finite = torch.stack([keep.sum(), lane_mask.sum(), finite_values]).tolist()
         if finite != (T - R) * self.in_dim:  # T - R real points of in_dim values each
             self._reject_non_finite(points, point_mask, (T - R) * self.in_dim - finite)
         if T == 0:  # nothing real: empty lanes are exact zeros, never computed
@@ -301,15 +300,15 @@ class PriorEncoder(nn.Module):
         point_rows = torch.nonzero_static(packing.source % S != 0, size=T - R).squeeze(1)  # [Tp]
         # In-place writes into fresh zeros (autograd records them): no copy of the zeros.
         tokens = point_tokens.new_zeros(T, C)  # [T, C]
-        tokens.index_copy_(0, query_rows, self.query.expand(R, C))
+        tokens.index_copy_(0, query_rows, self.query.expand(R, C).to(tokens.dtype))  # autocast
         tokens.index_copy_(0, point_rows, point_tokens)
         for layer in self.layers:
             tokens = cast(PriorEncoderLayer, layer).forward_packed(tokens, packing)
         tokens = self.norm(tokens)  # [T, C]
 
         real_lanes = torch.nonzero_static(lane_mask.flatten(), size=R).squeeze(1)  # [R]
-        lane_embedding = points.new_zeros(K, C).index_copy_(0, real_lanes, tokens[query_rows])
-        point_features = points.new_zeros(K * N, C)  # [K*N, C]
+        lane_embedding = tokens.new_zeros(K, C).index_copy_(0, real_lanes, tokens[query_rows])
+        point_features = tokens.new_zeros(K * N, C)  # [K*N, C]
         point_features.index_copy_(0, point_slots, tokens[point_rows])
         return PriorEncoderOutput(
             lane_embedding.view(B, M, C), point_features.view(B, M, N, C), lane_mask
