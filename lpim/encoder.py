@@ -1,55 +1,66 @@
 """Reference LPIM lane-prior encoder, correct under any padding by construction.
 
-This file needs only ``torch`` and the standard library: copy it into your tree as it is.
+This file needs only `torch` and the standard library: copy it into your tree as it is.
 
-The encoder embeds each lane (a polyline of up to ``N`` points with ``D`` coordinates) with a small
+The encoder embeds each lane (a polyline of up to `N` points with `D` coordinates) with a small
 Transformer: the points' coordinates go through an MLP to become tokens, one learned query token is
-prepended, ``num_layers`` encoder layers run over the ``N + 1`` tokens, and the query token's output
-is the lane embedding. Inputs arrive padded to ``[B, M, N, D]`` (B samples, M lanes, N points) with
-a boolean ``point_mask [B, M, N]`` that is True on real points.
+prepended, `num_layers` encoder layers run over the `N + 1` tokens, and the query token's output
+is the lane embedding. Inputs arrive padded to `[B, M, N, D]` (B samples, M lanes, N points) with
+a boolean `point_mask [B, M, N]` that is True on real points.
 
 Mask conventions in this file (they disagree with each other, so every mask is named for its own):
 
-=========================  ===================  ==============================================
-name                       shape                True means
-=========================  ===================  ==============================================
-``point_mask``             ``[B, M, N]``        real point (the library convention)
-``lane_mask``              ``[B, M]``           lane has at least one real point
-``keep``                   ``[R, S]``           real token (query or point), for packing
-``key_padding_mask``       ``[R, L]``           ignore this key (``nn.MultiheadAttention``)
-SDPA bool ``attn_mask``    ``[.., L, S]``       attend (``F.scaled_dot_product_attention``)
-MHA 3D ``attn_mask``       ``[R*H, L, S]``      ignore; row ``r*H + h`` (``repeat_interleave``)
-=========================  ===================  ==============================================
+| name | shape | True means |
+|---|---|---|
+| `point_mask` | `[B, M, N]` | real point (the library convention) |
+| `lane_mask` | `[B, M]` | lane has at least one real point |
+| `keep` | `[K, S]` | real token (query or point), for packing |
+| `key_padding_mask` | `[R, L]` | ignore this key (`nn.MultiheadAttention`) |
+| `key_bias` | `[R, 1, 1, S]` | float, not bool: 0 = attend, -inf = blocked (added to scores) |
+| SDPA bool `attn_mask` | `[.., L, S]` | attend (`F.scaled_dot_product_attention`) |
+| MHA 3D `attn_mask` | `[R*H, L, S]` | ignore; row `r*H + h` (`repeat_interleave`) |
 
-The first four appear below (``key_padding_mask`` only in the layer's padded ``forward``); the
-last two are listed because they are the ones people mix up (SDPA's polarity is the opposite of
-MHA's, and a 3D mask built with ``repeat`` instead of ``repeat_interleave`` runs silently with
-every head reading another lane's mask). This file builds neither: packing leaves no padding for
-attention to mask (see 4).
+The first five appear below (`key_padding_mask` only in the layer's padded `forward`); the last
+two are listed because they are the ones people mix up (SDPA's polarity is the opposite of MHA's,
+and a 3D mask built with `repeat` instead of `repeat_interleave` runs silently with every head
+reading another lane's mask). This file builds neither.
 
 How the forward pass stays exact whatever the padding holds:
 
-1. Empty lanes are never computed. The real lanes (R of them) are gathered out of the ``B * M``
-   slots, the Transformer runs on those alone, and the outputs of empty lanes are exact zeros. An
-   empty lane would otherwise be a row whose every key is masked, which is NaN in some attention
-   paths and the mean of garbage in others.
+1. Empty lanes are never computed. Only the R real lanes enter the Transformer, and the outputs
+   of empty lanes are exact zeros. An empty lane would otherwise be a row whose every key is
+   masked, which is NaN in some attention paths and the mean of garbage in others.
 2. Padded values are never read: the real points are *selected* by index, never multiplied by a
-   mask: ``0 * NaN`` is NaN, ``0 * inf`` is NaN. Selection also gives padded
-   slots an exact zero gradient.
+   mask: `0 * NaN` is NaN, `0 * inf` is NaN. Selection also gives padded slots an exact zero
+   gradient.
 3. Only real tokens are computed. Each real lane's query token and real points are packed, lane
-   after lane, into one ``[T, C]`` tensor (T = real lanes + real points), and every step runs on
-   that alone: the cost follows the real tokens, not ``B * M * (N + 1)``. A lane's real points
-   keep their given order; where the padding sat is forgotten, which changes nothing, because the
-   only position signal is the coordinates themselves (attention has no slot-index term), so
-   right, left and scattered padding give the same result.
-4. Lanes are packed shortest first, so lanes of equal length form one contiguous ``[n, L]`` block
-   of tokens. Attention runs block by block (one call per distinct length, never per lane) with
-   no mask at all: there is no padding left to mask, so no row can be fully masked, and no
-   ``(B*M*H, L, S)`` mask is ever built. Outputs go back to the slots they came from; padded
-   slots and empty lanes are exact zeros.
+   after lane, into one `[T, C]` tensor (T = real lanes + real points); the projections,
+   feed-forward and norms run on that alone: their cost follows the real tokens, not
+   `B * M * (N + 1)`. A lane's real points keep their given order; where the padding sat is
+   forgotten, which changes nothing, because the only position signal is the coordinates
+   themselves (attention has no slot-index term), so right, left and scattered padding give the
+   same result.
+4. Attention runs once per layer for all lanes, on an `[R, S]` layout (S = N + 1) where each
+   real lane's tokens sit at the front of its row. Positions past a lane's end are blocked as
+   keys by an additive `key_bias` (exact zeros in the softmax sum) and their query rows are
+   dropped. Position 0 of every row is real, so no row is ever fully masked.
+5. Everything that says where tokens go (`PackedLanes`) is built once per forward and read by
+   every layer. The only value read back from the device is one small tensor (real tokens, real
+   lanes, finite real values), because those counts become shapes: one host sync per forward,
+   and under `torch.compile(dynamic=True)` one graph break and no recompilation when the masks
+   or sizes change.
 
-The layer keeps the state-dict layout of ``torch.nn.TransformerEncoderLayer`` (GELU,
-``batch_first=True``), so weights load either way and the two can be checked against each other.
+Why this attention layout (measured on CPU, torch 2.13, one thread; see `docs/performance.md`):
+one call per layer over `[R, S]` costs 2-5% more time than one call per distinct lane length
+on unpadded blocks of equal-length lanes, because attention is a small share of the work next to
+the projections and feed-forward on `[T, C]`. In exchange it needs no sorting, no per-length loop
+and no list of lengths read back per forward: one attention launch per layer instead of one per
+distinct length (16 at LPIM's sizes), and a graph that compiles whole. torch's `varlen_attn` (flash kernels) would skip even
+the blocked keys, but runs on CUDA only and in half precision only, so float32 users and every
+CPU would need a second path; SDPA here takes the same call on every device and dtype.
+
+The layer keeps the state-dict layout of `torch.nn.TransformerEncoderLayer` (GELU,
+`batch_first=True`), so weights load either way and the two can be checked against each other.
 """
 
 from __future__ import annotations
@@ -65,7 +76,16 @@ __all__ = ["PackedLanes", "PriorEncoder", "PriorEncoderLayer", "PriorEncoderOutp
 
 
 class PriorEncoderOutput(NamedTuple):
-    """What :class:`PriorEncoder` returns. Empty lanes and padded points hold exact zeros."""
+    """What `PriorEncoder` returns. Empty lanes and padded points hold exact zeros.
+
+    Attributes:
+        lane_embedding: `[B, M, C]`, one embedding per lane (the query token's output); zeros for
+            empty lanes.
+        point_features: `[B, M, N, C]`, each real point's token after the last layer (and the
+            final norm of a pre-norm encoder); zeros at padded slots.
+        lane_mask: `[B, M]` bool, True = the lane has at least one real point
+            (`point_mask.any(-1)`).
+    """
 
     lane_embedding: Tensor  # [B, M, C]
     point_features: Tensor  # [B, M, N, C]
@@ -76,14 +96,14 @@ class PackedLanes(NamedTuple):
     """Where the real tokens of a padded batch of lanes go: built once per forward, read by every
     layer.
 
-    The padded batch is ``keep [K, S]``: K lane slots of S token slots, True on real tokens.
+    The padded batch is `keep [K, S]`: K lane slots of S token slots, True on real tokens.
     Two layouts hold only what is real:
 
-    - packed ``[T, C]``: the T real tokens, lane after lane, each lane's tokens in their given
+    - packed `[T, C]`: the T real tokens, lane after lane, each lane's tokens in their given
       order. Projections, feed-forward and norms run here: no padding is ever computed.
-    - attention ``[R, S]``: the R lanes with a real token, each lane's tokens moved to its front.
+    - attention `[R, S]`: the R lanes with a real token, each lane's tokens moved to its front.
       Attention runs here, all lanes in one call. Positions past a lane's length repeat its
-      last token and are blocked as keys by ``key_bias``; their query rows are computed and
+      last token and are blocked as keys by `key_bias`; their query rows are computed and
       dropped. No row is fully blocked: position 0 of every lane is real.
     """
 
@@ -94,9 +114,18 @@ class PackedLanes(NamedTuple):
 
     @classmethod
     def pack(cls, keep: Tensor, tokens: int, lanes: int, dtype: torch.dtype) -> PackedLanes:
-        """Packing of ``keep [K, S]`` (bool, True = real token), which holds ``tokens`` real tokens
-        in ``lanes`` lanes. The caller passes both counts so that packing reads nothing back
-        from the device (they are the forward's one host sync).
+        """Build the packing of a padded batch of lanes.
+
+        Args:
+            keep: `[K, S]` bool, True = real token.
+            tokens: T, the number of True in `keep`.
+            lanes: R, the number of rows of `keep` with a True. The caller passes both counts
+                so that packing reads nothing back from the device (they come with the
+                forward's one host sync).
+            dtype: dtype of `key_bias` (the attention's dtype).
+
+        Returns:
+            The packing; no value of it has been read on the host.
         """
         T, R, S = tokens, lanes, keep.shape[1]
         source = torch.nonzero_static(keep.flatten(), size=T).squeeze(1)  # [T]
@@ -113,10 +142,10 @@ class PackedLanes(NamedTuple):
 
 
 class PriorEncoderLayer(nn.Module):
-    """One Transformer encoder layer, state-dict compatible with ``nn.TransformerEncoderLayer``.
+    """One Transformer encoder layer, state-dict compatible with `nn.TransformerEncoderLayer`.
 
-    Same submodule names and maths as ``nn.TransformerEncoderLayer(d_model, nhead,
-    dim_feedforward, dropout, activation="gelu", batch_first=True, norm_first=norm_first)``,
+    Same submodule names and maths as `nn.TransformerEncoderLayer(d_model, nhead,
+    dim_feedforward, dropout, activation="gelu", batch_first=True, norm_first=norm_first)`,
     written out so that it runs on packed real tokens (`forward_packed`) and so that the mask
     handling is visible. `self_attn` is kept as an `nn.MultiheadAttention` for its parameters
     (`in_proj_weight`, `in_proj_bias`, `out_proj`), which the layer feeds to
@@ -209,10 +238,44 @@ class PriorEncoderLayer(nn.Module):
 
 
 class PriorEncoder(nn.Module):
-    """LPIM lane-prior encoder: ``[B, M, N, D]`` points to ``[B, M, C]`` lane embeddings.
+    """LPIM lane-prior encoder: `[B, M, N, D]` padded points to `[B, M, C]` lane embeddings.
 
-    Defaults are the LPIM configuration (2-D BEV coordinates in a 50 m range, d 256, 8 heads,
-    4 post-norm layers, FFN 1024, dropout 0.1).
+    Each lane's real points become tokens through a position MLP on their coordinates (divided by
+    `coord_range`), one learned query token is prepended, `num_layers` Transformer encoder layers
+    run over the lane's real tokens only, and the query token's output is the lane embedding.
+    Padding, wherever it sits and whatever it holds, changes nothing. Defaults are the LPIM
+    configuration (2-D BEV coordinates in a 50 m range, d 256, 8 heads, 4 post-norm layers, FFN
+    1024, dropout 0.1).
+
+    Args:
+        in_dim: coordinates per point, `D`.
+        d_model: token and embedding width, `C`.
+        nhead: attention heads; must divide `d_model`.
+        num_layers: encoder layers.
+        dim_feedforward: hidden width of each layer's feed-forward block.
+        dropout: dropout probability in every layer (attention weights, after attention, in and
+            after the feed-forward block); active in training mode only.
+        norm_first: pre-norm layers plus a final `LayerNorm` (True), or post-norm layers (False,
+            torch's default and LPIM's).
+        coord_range: the points are divided by this before the position MLP, so that
+            coordinates in `[-coord_range, coord_range]` enter it in `[-1, 1]` (LPIM: the 50 m
+            BEV range). Must be positive and finite.
+
+    Raises:
+        ValueError: `in_dim < 1`, `d_model` not divisible by `nhead`, or a `coord_range` that is
+            not positive and finite.
+
+    Example:
+        ```python
+        import torch
+        from lpim import PriorEncoder
+
+        encoder = PriorEncoder().eval()
+        points = torch.randn(8, 50, 20, 2) * 20  # [B, M, N, D], metres
+        point_mask = torch.rand(8, 50, 20) < 0.3  # [B, M, N], True = real point
+        out = encoder(points, point_mask)
+        out.lane_embedding.shape  # torch.Size([8, 50, 256])
+        ```
     """
 
     def __init__(
@@ -235,14 +298,15 @@ class PriorEncoder(nn.Module):
             )
         if not (math.isfinite(coord_range) and coord_range > 0):
             raise ValueError(f"coord_range must be a positive finite number; got {coord_range}")
-        self.in_dim = in_dim
-        self.d_model = d_model
-        self.nhead = nhead
-        self.num_layers = num_layers
-        self.dim_feedforward = dim_feedforward
-        self.dropout = dropout
-        self.norm_first = norm_first
-        self.coord_range = coord_range
+        # The configuration, kept as read-only facts about the module:
+        self.in_dim = in_dim  # D, coordinates per point
+        self.d_model = d_model  # C, token and embedding width
+        self.nhead = nhead  # H, attention heads (C // H features each)
+        self.num_layers = num_layers  # encoder layers
+        self.dim_feedforward = dim_feedforward  # feed-forward hidden width
+        self.dropout = dropout  # dropout probability (training only)
+        self.norm_first = norm_first  # pre-norm (+ final LayerNorm) or post-norm
+        self.coord_range = coord_range  # points are divided by this before the position MLP
 
         # Positions come from the coordinates only, never from slot indices: that is what makes
         # the encoder blind to where the padding sits.
