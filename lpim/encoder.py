@@ -55,9 +55,10 @@ one call per layer over `[R, S]` costs 2-5% more time than one call per distinct
 on unpadded blocks of equal-length lanes, because attention is a small share of the work next to
 the projections and feed-forward on `[T, C]`. In exchange it needs no sorting, no per-length loop
 and no list of lengths read back per forward: one attention launch per layer instead of one per
-distinct length (16 at LPIM's sizes), and a graph that compiles whole. torch's `varlen_attn` (flash kernels) would skip even
-the blocked keys, but runs on CUDA only and in half precision only, so float32 users and every
-CPU would need a second path; SDPA here takes the same call on every device and dtype.
+distinct length (16 at LPIM's sizes), and a graph that compiles whole. torch's `varlen_attn`
+(flash kernels) would skip even the blocked keys, but runs on CUDA only and in half precision
+only, so float32 users and every CPU would need a second path; SDPA here takes the same call on
+every device and dtype.
 
 The layer keeps the state-dict layout of `torch.nn.TransformerEncoderLayer` (GELU,
 `batch_first=True`), so weights load either way and the two can be checked against each other.
