@@ -18,7 +18,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from lpim import LaneBatch
 from lpim.encoder import PackedLanes, PriorEncoder, PriorEncoderLayer, PriorEncoderOutput
+from lpim.testing import assert_devices_agree
+from lpim.testing.dispatch import count_dispatch
+from lpim.testing.properties import no_cuda_reason
 from lpim.testing.reference import torch_stack
 
 F64_RTOL = F64_ATOL = 1e-12
@@ -506,3 +510,29 @@ def test_non_finite_real_points_are_rejected(bad: float) -> None:
 def test_constructor_rejects_bad_arguments(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PriorEncoder(**kwargs)  # type: ignore[arg-type]
+
+
+# --- what a forward asks of the device ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_one_host_sync_and_one_attention_call_per_layer(train: bool) -> None:
+    """Lanes of many different lengths: still one sync per forward and one attention per layer."""
+    encoder = make_encoder(torch.float32, num_layers=3).train(train)
+    points, point_mask = make_batch(4, 6, 9, "scattered", dtype=torch.float32, seed=9)
+    lengths = point_mask.sum(-1)[point_mask.any(-1)]
+    assert len(lengths.unique()) >= 5  # per-length attention would call it 5+ times a layer
+    with torch.set_grad_enabled(train), count_dispatch() as count:
+        encoder(points, point_mask)
+    assert count.syncs == 1, count.sync_ops
+    # a fused SDPA kernel, or SDPA's maths fallback (one softmax), which CPU takes with dropout
+    fused = sum(n for op, n in count.by_op.items() if "scaled_dot_product" in op)
+    assert fused + count.by_op["_softmax"] == 3, count.by_op
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=no_cuda_reason())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_agrees_with_cpu(dtype: torch.dtype) -> None:
+    encoder = make_encoder(dtype)
+    points, point_mask = make_batch(3, 5, 7, "scattered", dtype=torch.float32, seed=10)
+    assert_devices_agree(encoder, LaneBatch(points.to(dtype), point_mask))
