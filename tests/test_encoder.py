@@ -527,7 +527,7 @@ def test_one_host_sync_and_one_attention_call_per_layer(train: bool) -> None:
     assert count.syncs == 1, count.sync_ops
     # a fused SDPA kernel, or SDPA's maths fallback (one softmax), which CPU takes with dropout
     fused = sum(n for op, n in count.by_op.items() if "scaled_dot_product" in op)
-    assert fused + count.by_op["_softmax"] == 3, count.by_op
+    assert fused + count.by_op["_safe_softmax"] == 3, count.by_op
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=no_cuda_reason())
