@@ -6,21 +6,26 @@
 - :class:`LaneSet`: what a lane-set consumer reads, ``lane_embedding [B, M, C]`` + ``lane_mask
   [B, M]`` (bool, True = real lane) + its other inputs.
 - :mod:`lpim.masks`: every mask convention named, with converters, a validator and a diagnoser.
+- ``sanitize``: watch the masks that reach torch's attention at run time (:mod:`lpim.sanitizer`).
 """
 
 from lpim import masks
 from lpim.batch import LaneBatch
 from lpim.encoder import PriorEncoder, PriorEncoderLayer, PriorEncoderOutput
 from lpim.lane_set import LaneSet
+from lpim.sanitizer import MaskHazardError, MaskHazardWarning, sanitize
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LaneBatch",
     "LaneSet",
+    "MaskHazardError",
+    "MaskHazardWarning",
     "PriorEncoder",
     "PriorEncoderLayer",
     "PriorEncoderOutput",
     "__version__",
     "masks",
+    "sanitize",
 ]

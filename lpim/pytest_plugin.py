@@ -8,10 +8,15 @@ Installing lpim is enough: the plugin is registered under pytest's ``pytest11`` 
   visible CUDA device; default ``cpu``) chooses the devices of the ``lpim_device`` fixture.
 - ``lpim_device``: a :class:`torch.device`, one test per chosen device. A CUDA device that is not
   there skips its test with the reason (no CUDA build, no GPU visible, or too few GPUs).
+- ``--lpim-sanitize`` runs every test under ``lpim.sanitize(on_finding="raise")``, and the
+  ``lpim_sanitize`` fixture does it for one test: a mask hazard that reaches torch's attention
+  fails the test with ``lpim.MaskHazardError`` naming the line and the fix.
 - ``lpim_check``: ``lpim_check(encoder_or_factory, **kwargs)`` runs
-  :func:`lpim.testing.check_encoder` on ``lpim_device`` with the loaded profile's settings and
-  returns the :class:`~lpim.testing.CheckReport`; a failed property fails the test with the
-  shrunk example and the reproducer in pytest's report.
+  `lpim.testing.check_encoder` on ``lpim_device`` with the loaded profile's settings and the
+  data contract of ``[tool.lpim]`` in pyproject.toml, and returns the
+  `lpim.testing.CheckReport`; a failed property fails the test with lpim's message first (the
+  property, the shrunk example, the reproducer) and a short summary line naming the property.
+- ``lpim_check_consumer``: the same for lane-set consumers (`lpim.testing.check_lane_consumer`).
 
 Example (``test_my_encoder.py``)::
 
@@ -29,7 +34,7 @@ does not use it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -40,18 +45,22 @@ from lpim.profiles import PROFILES, register_profiles
 if TYPE_CHECKING:
     import torch
 
+    from lpim.sanitizer import SanitizeReport
     from lpim.testing import CheckReport
 
 __all__ = [
     "DEVICE_OPTION",
     "PROFILES",
+    "SANITIZE_OPTION",
     "lpim_check",
     "lpim_device",
+    "lpim_sanitize",
     "profile_settings",
     "resolve_devices",
 ]
 
 DEVICE_OPTION = "--lpim-device"
+SANITIZE_OPTION = "--lpim-sanitize"
 
 # Registered at import, before any plugin's pytest_configure: Hypothesis' own plugin loads the
 # profile named by --hypothesis-profile in its pytest_configure, and must find ours there.
@@ -67,6 +76,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DEVICE",
         help="device for the lpim_device fixture: cpu, cuda, cuda:N, or all (CPU and every "
         "visible CUDA device); repeatable; default cpu",
+    )
+    group.addoption(
+        SANITIZE_OPTION,
+        action="store_true",
+        dest="lpim_sanitize",
+        help="run every test under lpim.sanitize(on_finding='raise'): a mask hazard reaching "
+        "torch's attention fails the test (lpim.MaskHazardError)",
     )
 
 
@@ -200,22 +216,29 @@ def profile_settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def lpim_check(lpim_device: torch.device) -> Callable[..., CheckReport]:
-    """``lpim_check(encoder_or_factory, **kwargs)``: :func:`~lpim.testing.check_encoder`, here.
+def lpim_check(
+    lpim_device: torch.device, pytestconfig: pytest.Config
+) -> Callable[..., CheckReport]:
+    """``lpim_check(encoder_or_factory, **kwargs)``: `lpim.testing.check_encoder`, here.
 
     ``encoder_or_factory`` is an encoder (anything following the encoder protocol) or a
     zero-argument callable that builds one (a class or a factory function; told apart from an
     encoder by not being an ``nn.Module`` and taking no arguments). It runs on ``lpim_device``
-    with the loaded Hypothesis profile's settings (see :func:`profile_settings`); ``kwargs`` go
-    to ``check_encoder`` (``dtype=``, ``point_dim=``, ``properties=``, ``settings=``, ...) and
-    override those defaults. Returns the report; a failed property raises
-    :class:`~lpim.testing.EncoderPropertyError`, which fails the test with the shrunk example
-    and the reproducer.
+    with the loaded Hypothesis profile's settings (see `profile_settings`) and the data contract
+    of the ``[tool.lpim]`` table in the project's ``pyproject.toml`` (``layout``, ``garbage``,
+    ``min-points``, ...); ``kwargs`` go to ``check_encoder`` (``dtype=``, ``point_dim=``,
+    ``properties=``, ``layout=``, ``settings=``, ...) and override those defaults. Returns the
+    report; a failed property raises `lpim.testing.EncoderPropertyError`, which fails the test
+    with lpim's message first: the property, the shrunk example and the reproducer.
     """
     from lpim.testing import check_encoder
 
+    defaults = _pyproject_defaults(pytestconfig)
+
     def run(encoder_or_factory: Any, **kwargs: Any) -> CheckReport:
+        __tracebackhide__ = True  # the test's frame and lpim's message, not lpim's internals
         encoder = _build(encoder_or_factory)
+        kwargs = {**defaults, **kwargs}
         kwargs.setdefault("device", lpim_device)
         kwargs.setdefault("settings", profile_settings())
         if "factory" not in kwargs and callable(encoder_or_factory):
@@ -223,6 +246,83 @@ def lpim_check(lpim_device: torch.device) -> Callable[..., CheckReport]:
         return check_encoder(encoder, **kwargs)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def lpim_check_consumer(lpim_device: torch.device) -> Callable[..., CheckReport]:
+    """``lpim_check_consumer(consumer_or_factory, **kwargs)``:
+    `lpim.testing.check_lane_consumer`, here.
+
+    As `lpim_check`, for what reads the lanes: ``consumer(lane_embedding [B, M, C], lane_mask
+    [B, M], *other_inputs)`` with ``lane_mask`` True = real lane. ``kwargs`` go to
+    ``check_lane_consumer`` (``other_inputs=`` such as `lpim.strategies.bev_queries` or
+    `lpim.strategies.bev_maps`, ``order_invariant=``, ``embed_dim=``, ``dtype=``, ...). A failed
+    property raises `lpim.testing.LaneConsumerPropertyError`.
+    """
+    from lpim.testing import check_lane_consumer
+
+    def run(consumer_or_factory: Any, **kwargs: Any) -> CheckReport:
+        __tracebackhide__ = True
+        consumer = _build(consumer_or_factory)
+        kwargs.setdefault("device", lpim_device)
+        kwargs.setdefault("settings", profile_settings())
+        if "factory" not in kwargs and callable(consumer_or_factory):
+            kwargs["factory"] = _factory_path(consumer_or_factory)
+        return check_lane_consumer(consumer, **kwargs)
+
+    return run
+
+
+# [tool.lpim] keys that are check_encoder keywords (the rest are the CLI's: dtype by name, ...).
+_CONTRACT_KEYS = (
+    "layout",
+    "garbage",
+    "min_points",
+    "empty_lanes",
+    "empty_samples",
+    "batch_size",
+    "num_lanes",
+    "num_points",
+    "precision",
+    "point_dim",
+    "threads",
+)
+
+
+def _pyproject_defaults(config: pytest.Config) -> dict[str, Any]:
+    """The data contract of ``[tool.lpim]`` in the pyproject.toml at or above pytest's rootdir."""
+    from pathlib import Path
+
+    from lpim.testing.contract import find_pyproject, read_pyproject
+
+    found = find_pyproject(Path(str(config.rootpath)))
+    if found is None:
+        return {}
+    try:
+        table = read_pyproject(found)
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from error
+    return {key: value for key, value in table.items() if key in _CONTRACT_KEYS}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """A failed lpim property's short summary line names the property, the dtype and what was
+    seen ("matches_unpadded at float32: lane (b=0, m=1) ..."), instead of
+    the exception's dotted type cut at the terminal's width."""
+    outcome = yield
+    report = outcome.get_result()
+    excinfo = call.excinfo
+    if report.failed and excinfo is not None:
+        from lpim.testing import PropertyError
+
+        failure = excinfo.value
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if isinstance(failure, PropertyError) and crash is not None:
+            dtype = failure.dtype.removeprefix("torch.")
+            crash.message = f"{failure.property_name} at {dtype}: {failure.detail.splitlines()[0]}"
 
 
 def _build(encoder_or_factory: Any) -> Any:
@@ -251,3 +351,32 @@ def _factory_path(factory: Any) -> str | None:
     if not module or not qualname or "<" in qualname:
         return None
     return f"{module}:{qualname}"
+
+
+# -- the sanitizer -------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """With ``--lpim-sanitize``, run the test body under ``lpim.sanitize(on_finding="raise")``."""
+    if not item.config.getoption("lpim_sanitize", default=False):
+        yield
+        return
+    from lpim.sanitizer import sanitize
+
+    with sanitize(on_finding="raise"):
+        yield
+
+
+@pytest.fixture
+def lpim_sanitize() -> Iterator[SanitizeReport]:
+    """This test runs under ``lpim.sanitize(on_finding="raise")``; the fixture is its report.
+
+    A mask hazard in any attention call the test makes (its own or its model's) raises
+    `lpim.MaskHazardError` at that call, which fails the test; ``report.calls`` says how
+    many attention calls were inspected, so a test can assert that its model was seen at all.
+    """
+    from lpim.sanitizer import sanitize
+
+    with sanitize(on_finding="raise") as report:
+        yield report

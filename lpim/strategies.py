@@ -33,8 +33,23 @@ from hypothesis.extra.numpy import arrays
 from lpim.batch import LAYOUTS, LaneBatch
 from lpim.lane_set import LaneSet
 
-GARBAGE_KINDS = ("zeros", "large", "inf", "nan")
-"""What padded slots may hold: exact zeros, huge finite values, +-inf, NaN."""
+GARBAGE_KINDS = ("zeros", "finite", "repeat_last", "large", "inf", "nan")
+"""What padded slots may hold: exact zeros; finite values within the real coordinates' range;
+each lane's last real point repeated (zeros in empty lanes), as many loaders pad; huge finite
+values; +-inf; NaN."""
+
+NONFINITE_GARBAGE_KINDS = ("inf", "nan")
+"""The kinds of `GARBAGE_KINDS` that are not finite."""
+
+GARBAGE_CONTRACTS: dict[str, tuple[str, ...]] = {
+    "any": GARBAGE_KINDS,
+    "finite": ("zeros", "finite", "repeat_last"),
+    "zeros": ("zeros",),
+    "repeat_last": ("repeat_last",),
+}
+"""What a data contract's ``garbage=`` allows in padded slots, as kinds of `GARBAGE_KINDS`:
+``"any"`` (huge, inf and NaN too), ``"finite"`` (finite values within the real coordinates'
+range), ``"zeros"``, ``"repeat_last"`` (each lane's last real point, zeros in empty lanes)."""
 
 T = TypeVar("T")
 
@@ -83,6 +98,7 @@ def lane_batches(
     dtype: torch.dtype | st.SearchStrategy[torch.dtype] = torch.float32,
     device: str | torch.device | st.SearchStrategy[str | torch.device] = "cpu",
     coord_range: float = 50.0,
+    min_points: int = 1,
 ) -> LaneBatch:
     """A Hypothesis strategy of padded :class:`~lpim.LaneBatch` es.
 
@@ -93,8 +109,10 @@ def lane_batches(
         point_dim: ``D``, coordinates per point.
         layout: ``"right"``, ``"left"``, ``"scattered"``, a list of them, or None for any
             (shrinks toward ``"right"``).
-        garbage: what padded slots hold: ``"zeros"``, ``"large"`` (up to 1e30, clipped to the
-            dtype's largest finite value), ``"inf"`` (+-inf), ``"nan"``, a list, or None for any
+        garbage: what padded slots hold: ``"zeros"``, ``"finite"`` (finite values within
+            ``[-coord_range, coord_range]``), ``"repeat_last"`` (each lane's last real point;
+            zeros in empty lanes), ``"large"`` (up to 1e30, clipped to the dtype's largest
+            finite value), ``"inf"`` (+-inf), ``"nan"``, a list, or None (or ``"any"``) for any
             (shrinks toward ``"zeros"``).
         empty_lanes: draw lanes with no real point.
         empty_samples: draw samples with no real lane (needs ``empty_lanes``).
@@ -102,6 +120,8 @@ def lane_batches(
         dtype: of ``points`` (a floating dtype, or a strategy of them).
         device: of both tensors.
         coord_range: real coordinates are finite and lie in ``[-coord_range, coord_range]``.
+        min_points: the fewest real points a non-empty lane has (lanes of fewer slots than this
+            are drawn empty); the low end of a ``num_points`` range is raised to it.
 
     Returns:
         A strategy; each example is a valid ``LaneBatch`` (real points finite, mask bool).
@@ -123,9 +143,11 @@ def lane_batches(
             raise InvalidArgument(f"{flag} must be True or False; got {value!r}")
     if isinstance(coord_range, bool) or not isinstance(coord_range, int | float):
         raise InvalidArgument(f"coord_range must be a positive finite number; got {coord_range!r}")
+    if isinstance(min_points, bool) or not isinstance(min_points, int) or min_points < 1:
+        raise InvalidArgument(f"min_points must be an int >= 1; got {min_points!r}")
     b = draw(_ints(batch_size, "batch_size", low=0))
     m = draw(_ints(num_lanes, "num_lanes", low=0))
-    n = draw(_ints(num_points, "num_points", low=0))
+    n = draw(_ints(_at_least(num_points, min_points), "num_points", low=0))
     d = draw(_ints(point_dim, "point_dim", low=1))
     chosen_layout = draw(_choice(layout, LAYOUTS, "layout"))
     chosen_garbage = draw(_choice(garbage, GARBAGE_KINDS, "garbage"))
@@ -147,9 +169,16 @@ def lane_batches(
             "empty_lanes=False needs num_points >= 1 (a lane with no point slot is empty); "
             f"drew num_points={n} with {b * m} lane(s)"
         )
+    if not empty_lanes and 0 < n < min_points and b * m:
+        raise InvalidArgument(
+            f"empty_lanes=False needs num_points >= min_points = {min_points}; drew num_points={n}"
+        )
     scattered = chosen_layout == "scattered"
+    # With min_points 1 an all-padded count is one more way to draw an empty lane (the draws
+    # lpim always made); above it, empty lanes come from the flag alone.
+    most_padded = n if empty_lanes and min_points == 1 else max(n - min_points, 0)
     lane = st.tuples(
-        st.integers(0, n if empty_lanes else max(n - 1, 0)),  # padded slots
+        st.integers(0, most_padded),  # padded slots (all of them: an empty lane)
         st.sampled_from(_EMPTY_LANE) if empty_lanes else st.just(False),
         # scattered: real points take the slots with the smallest keys, ties in slot order (so
         # the keys shrink toward right padding)
@@ -162,30 +191,51 @@ def lane_batches(
     keys = np.zeros((b, m, n), dtype=np.int64)  # [B, M, N] where scattered lanes put them
     for i, (sample_empty, lanes) in enumerate(samples):
         for j, (padded, lane_empty, lane_keys) in enumerate(lanes):
-            if not (batch_empty or sample_empty or lane_empty):
+            if not (batch_empty or sample_empty or lane_empty or n < min_points):
                 counts[i, j] = n - padded
             if lane_keys is not None:
                 keys[i, j] = lane_keys
+    fewest = min(min_points, n)
     if empty_lanes and empty_samples and not all_empty and b * m * n and not counts.any():
-        counts[0, 0] = 1
+        counts[0, 0] = fewest
     if empty_lanes and not empty_samples and m * n:
-        counts[~counts.any(axis=1), 0] = 1  # samples left without a real lane get one point
+        counts[~counts.any(axis=1), 0] = fewest  # samples left without a real lane get one
 
     # Real coordinates, bounded; padded slots get the garbage.
     coords = st.floats(-coord_range, coord_range, allow_nan=False, allow_infinity=False)
     real = draw(arrays(np.float64, (b, m, n, d), elements=coords))
-    garbage_values = _garbage_values(chosen_garbage, chosen_dtype)
-    junk = (
-        np.full((b, m, n, d), garbage_values[0])  # one possible value: nothing to draw
-        if len(garbage_values) == 1
-        else draw(arrays(np.float64, (b, m, n, d), elements=st.sampled_from(garbage_values)))
-    )
     point_mask = _apply_layout(counts, n, chosen_layout, keys)  # [B, M, N]
+    if chosen_garbage == "repeat_last":
+        junk = repeat_last_point(real, point_mask)
+    elif chosen_garbage == "finite":
+        junk = draw(arrays(np.float64, (b, m, n, d), elements=coords))
+    else:
+        garbage_values = _garbage_values(chosen_garbage, chosen_dtype)
+        junk = (
+            np.full((b, m, n, d), garbage_values[0])  # one possible value: nothing to draw
+            if len(garbage_values) == 1
+            else draw(arrays(np.float64, (b, m, n, d), elements=st.sampled_from(garbage_values)))
+        )
     points = np.where(point_mask[..., None], real, junk)  # [B, M, N, D]
     return LaneBatch(
         torch.from_numpy(points).to(dtype=chosen_dtype, device=chosen_device),
         torch.from_numpy(point_mask).to(chosen_device),
     )
+
+
+def repeat_last_point(points: np.ndarray, point_mask: np.ndarray) -> np.ndarray:
+    """``points [B, M, N, D]`` with every slot set to its lane's last real point (in slot
+    order; zeros for a lane with none): what a loader that pads by repetition writes.
+
+    Only the padded slots of the result are meant to be used.
+    """
+    n = point_mask.shape[-1]
+    slot = np.arange(n)
+    last = np.where(point_mask, slot, -1).max(axis=-1)  # [B, M]; -1: empty lane
+    picked = np.take_along_axis(points, np.maximum(last, 0)[..., None, None], axis=2)  # [B,M,1,D]
+    picked = np.where((last >= 0)[..., None, None], picked, 0.0)
+    repeated: np.ndarray = np.broadcast_to(picked, points.shape).copy()
+    return repeated
 
 
 def padded_tensors(**knobs: Any) -> st.SearchStrategy[tuple[torch.Tensor, torch.Tensor]]:
@@ -214,6 +264,15 @@ def _ints(knob: object, name: str, *, low: int) -> st.SearchStrategy[int]:
     if not (isinstance(lo, int) and isinstance(hi, int) and low <= lo <= hi):
         raise InvalidArgument(f"{name} must satisfy {low} <= min <= max; got {knob!r}")
     return st.integers(lo, hi)
+
+
+def _at_least(knob: object, low: int) -> object:
+    """A ``(min, max)`` knob with ``min`` raised to ``low`` where the range reaches it."""
+    if isinstance(knob, tuple) and len(knob) == 2 and all(isinstance(v, int) for v in knob):
+        lo, hi = knob
+        if lo < low <= hi:
+            return (low, hi)
+    return knob
 
 
 def _check_drawn_int(value: object, name: str, low: int) -> int:
@@ -273,14 +332,35 @@ def _value(knob: T | st.SearchStrategy[T]) -> st.SearchStrategy[T]:
     return knob if isinstance(knob, st.SearchStrategy) else st.just(knob)
 
 
-def _garbage_values(kind: str, dtype: torch.dtype) -> list[float]:
-    biggest = min(1e30, float(torch.finfo(dtype).max))
+def garbage_fills(kind: str, dtype: torch.dtype, bound: float = 1.0) -> dict[str, float]:
+    """The constant values of garbage ``kind`` (of `GARBAGE_KINDS`), by label: what the
+    padding properties write into padded slots and what the strategies draw there.
+
+    ``"finite"`` is plus and minus ``bound`` (the real values' range); ``"large"`` is +-1e30,
+    clipped to ``dtype``'s largest finite value; ``"repeat_last"`` has none (it copies each
+    lane's last real point).
+    """
+    big = min(1e30, float(torch.finfo(dtype).max))
     return {
-        "zeros": [0.0],
-        "large": [biggest, -biggest, 1e4, -3e4],
-        "inf": [float("inf"), float("-inf")],
-        "nan": [float("nan")],
+        "zeros": {"zeros": 0.0},
+        "finite": {f"{bound:g}": bound, f"-{bound:g}": -bound},
+        "repeat_last": {},
+        "large": {"large": big, "-large": -big},
+        "inf": {"inf": float("inf"), "-inf": float("-inf")},
+        "nan": {"nan": float("nan")},
     }[kind]
+
+
+def _garbage_values(kind: str, dtype: torch.dtype, bound: float = 1.0) -> list[float]:
+    """The values drawn for ``kind``: its fills, and for ``"large"`` values in between too."""
+    if kind == "repeat_last":
+        return [0.0]  # lane sets have no points to repeat: a padded lane holds zeros
+    values = list(garbage_fills(kind, dtype, bound).values())
+    if kind == "finite":
+        values.append(0.5 * bound)
+    if kind == "large":
+        values += [1e4, -3e4]
+    return values
 
 
 def _apply_layout(counts: np.ndarray, n: int, layout: str, keys: np.ndarray) -> np.ndarray:
@@ -370,7 +450,7 @@ def lane_sets(
 
     values = st.floats(-value_range, value_range, allow_nan=False, allow_infinity=False)
     real = draw(arrays(np.float64, (b, m, c), elements=values))  # [B, M, C]
-    garbage_values = _garbage_values(chosen_garbage, chosen_dtype)
+    garbage_values = _garbage_values(chosen_garbage, chosen_dtype, value_range)
     junk = (
         np.full((b, m, c), garbage_values[0])
         if len(garbage_values) == 1

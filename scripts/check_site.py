@@ -6,8 +6,22 @@
 For every HTML page under ``--site`` it checks: the page loads (HTTP 200), no console error and
 no uncaught exception, no failed request or 4xx/5xx response for the site's own files, every
 ``<img>`` loaded, every internal link (and its ``#fragment``) points at an existing page and id.
-It saves a full-page screenshot per page under ``--screenshots`` (git-ignored) and exits 1 when
-any page has a problem, 0 otherwise.
+Then what a reader sees in the page's article (each check is a function below, with a test in
+``tests/test_check_site.py`` that feeds it a page with the defect):
+
+- ``rest-markup``: a literal reST role (``:func:``, ``:class:``, ...) or ``::`` in rendered text;
+- ``rest-table``: a run of ``====`` in text (a reST table rendered as a paragraph);
+- ``clipped-output``: executed output (a code block of mostly unhighlighted text, or console
+  output) whose content is wider than its box, at 1280 px and at phone width (390 px), or a
+  page wider than a phone's screen;
+- ``alt-text``: an ``<img>`` without ``alt`` text or an ``<svg>`` without a ``<title>``,
+  ``aria-label`` or ``aria-labelledby`` (unless ``aria-hidden``);
+- ``internal-name``: a leaked internal module name (``_code_block_session``, ``._base.``);
+- ``search``: the site's own search (typed into its search box) for the seed's RuntimeError must
+  rank the page that fixes it (``howto/fix-3d-attn-mask/``) first.
+
+It saves a full-page screenshot per page under ``--screenshots`` (git-ignored), prints how many
+defects each check found, and exits 1 when any page has a problem, 0 otherwise.
 
 The browser is Debian's ``chromium`` (``apt-get install -y chromium``) driven by the PyPI
 ``playwright`` package; never ``playwright install``. Where either is missing the check is
@@ -21,11 +35,15 @@ import argparse
 import functools
 import html.parser
 import http.server
+import json
+import re
 import shutil
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urldefrag, urlparse
 
 CHROMIUM = "/usr/bin/chromium"
@@ -37,6 +55,33 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+
+#: What a reader pastes into the search box, and the page that must come first for it.
+SEARCH_QUERY = (
+    "The shape of the 3D attn_mask is torch.Size([1600, 21, 21]), but should be (12800, 21, 21)."
+)
+SEARCH_EXPECT = "howto/fix-3d-attn-mask/"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+CHECKS = ("rest-markup", "rest-table", "clipped-output", "alt-text", "internal-name", "search")
+#: Code block languages that hold what executed blocks print (markdown-exec's result=...).
+OUTPUT_LANGUAGES = ("text", "console", "pycon", "output", "plain", "shell-session")
+INTERNAL_NAMES = ("_code_block_session", "._base.")
+
+# The page's article (the content a reader reads; navigation and header excluded), or the body.
+_ROOT = "(document.querySelector('article.md-content__inner') || document.body)"
+
+# Text nodes a reader sees as prose: not inside code, pre, scripts or styles.
+_PROSE_TEXT = (
+    "(() => { const root = " + _ROOT + "; const out = [];"
+    " const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);"
+    " for (let n = walk.nextNode(); n; n = walk.nextNode()) {"
+    "   const el = n.parentElement;"
+    "   if (!el || el.closest('pre, code, script, style, kbd, samp')) continue;"
+    "   const block = el.closest('p, li, td, th, dd, dt, h1, h2, h3, h4, h5, h6, div') || el;"
+    "   out.push([n.textContent, block.innerText || ''])"
+    " } return out; })()"
+)
 
 
 class _Ids(html.parser.HTMLParser):
@@ -86,6 +131,174 @@ def _ids(file: Path) -> frozenset[str]:
     return frozenset(parser.ids)
 
 
+# reST that mkdocstrings (Google style) or Markdown passed through as text.
+_REST_ROLE = re.compile(r":(?:py:)?(?:func|class|mod|data|meth|attr|exc|obj|ref|const|term):`?")
+_LITERAL_MARKER = re.compile(r"(?<![:\w])::(?=\s|$)")
+_EQUALS_RUN = re.compile(r"={4,}")
+
+
+def _snippet(text: str, start: int, end: int, context: int = 40) -> str:
+    text = " ".join(text.split()) if len(text) < 2000 else text
+    return repr(text[max(0, start - context) : end + context])
+
+
+def _prose(page: Any) -> list[tuple[str, str]]:
+    return [(node, block) for node, block in page.evaluate(_PROSE_TEXT)]
+
+
+def check_rest_markup(page: Any) -> list[str]:
+    """Literal reST roles (``:func:``, ``:class:``, ...) and ``::`` literal markers in prose."""
+    found = []
+    for node, block in _prose(page):
+        for pattern, what in ((_REST_ROLE, "reST role"), (_LITERAL_MARKER, "reST '::'")):
+            for match in pattern.finditer(node):
+                seen = _snippet(node, match.start(), match.end())
+                paragraph = " ".join(block.split())[:80]
+                found.append(f"{what} {match.group(0)!r} in text: {seen} (in {paragraph!r})")
+    return found
+
+
+def check_rest_table(page: Any) -> list[str]:
+    """A run of ``====`` in prose: a reST table rendered as a paragraph."""
+    found = []
+    for node, block in _prose(page):
+        match = _EQUALS_RUN.search(node)
+        if match:
+            found.append(f"run of '=' in text (a reST table?): {_snippet(block, 0, 60, 0)}")
+    return found
+
+
+# Executed output wider than its box: code blocks whose text is mostly unhighlighted (what
+# result="text" prints) or console output (Pygments' "go" spans of result="console").
+_CLIPPED = (
+    "(() => { const root = " + _ROOT + "; const out = [];"
+    " for (const code of root.querySelectorAll('pre > code')) {"
+    # Output: a block whose language (Pygments' language-* class) is one of OUTPUT_LANGUAGES;
+    # without a language class, one whose text is mostly unhighlighted or console output (.go).
+    "   const box = code.closest('.highlight');"
+    "   const lang = box ? [...box.classList].find(c => c.startsWith('language-')) : undefined;"
+    "   if (lang !== undefined) { if (!"
+    + json.dumps(OUTPUT_LANGUAGES)
+    + ".includes(lang.slice(9)))"
+    "     continue; } else {"
+    "   const walk = document.createTreeWalker(code, NodeFilter.SHOW_TEXT); let plain = 0;"
+    "   for (let n = walk.nextNode(); n; n = walk.nextNode()) {"
+    "     const span = n.parentElement.closest('span[class]');"
+    "     if (!span || !code.contains(span) || span.classList.contains('go'))"
+    "       plain += n.textContent.trim().length; }"
+    "   if (plain * 2 < code.textContent.trim().length) continue; }"  # highlighted source
+    "   if (code.scrollWidth > code.clientWidth + 1) {"
+    "     const line = code.innerText.split('\\n')"
+    "       .reduce((a, b) => (b.length > a.length ? b : a), '');"
+    "     out.push([code.scrollWidth, code.clientWidth, line.slice(0, 90)]);"
+    "   } }"
+    " const doc = document.documentElement;"
+    " if (doc.scrollWidth > doc.clientWidth + 1)"
+    "   out.push([doc.scrollWidth, doc.clientWidth, null]);"
+    " return out; })()"
+)
+
+
+def check_clipped_output(page: Any) -> list[str]:
+    """Plain-text (executed output) code blocks whose content is wider than their box."""
+    width = page.viewport_size["width"] if page.viewport_size else "?"
+    found = []
+    for scroll, client, line in page.evaluate(_CLIPPED):
+        if line is None:
+            found.append(f"page is {scroll} px wide in a {client} px window (at {width} px)")
+        else:
+            found.append(
+                f"output clipped at {width} px ({scroll} px in a {client} px box): {line!r}"
+            )
+    return found
+
+
+_NO_ALT = (
+    "(() => { const root = " + _ROOT + "; const out = [];"
+    " const heads = [...root.querySelectorAll('h1, h2, h3, h4')];"
+    " const under = el => { let h = null; for (const x of heads)"
+    "   if (x.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING) h = x;"
+    "   return h ? ' under ' + JSON.stringify(h.innerText.replace('\u00b6', '').trim()) : ''; };"
+    " for (const img of root.querySelectorAll('img')) {"
+    "   if (!(img.getAttribute('alt') || '').trim())"
+    "     out.push('<img src=' + img.getAttribute('src') + '>' + under(img));"
+    " }"
+    " for (const svg of root.querySelectorAll('svg')) {"
+    "   if (svg.parentElement && svg.parentElement.closest('svg')) continue;"  # nested in a figure
+    "   if (svg.closest('[aria-hidden=\"true\"]')) continue;"
+    "   const title = svg.querySelector(':scope > title');"
+    "   const label = (svg.getAttribute('aria-label') || '').trim()"
+    "     || (svg.getAttribute('aria-labelledby') || '').trim()"
+    "     || (title && title.textContent.trim());"
+    "   if (!label) out.push('<svg>' + under(svg));"
+    " }"
+    " return out; })()"
+)
+
+
+def check_alt_text(page: Any) -> list[str]:
+    """``<img>`` without ``alt`` text, ``<svg>`` without a title or label (unless aria-hidden)."""
+    return [f"no alternative text: {what}" for what in page.evaluate(_NO_ALT)]
+
+
+def check_internal_names(page: Any) -> list[str]:
+    """Internal module names a reader should never see (code blocks included)."""
+    text = page.evaluate(_ROOT + ".innerText")
+    found = []
+    for name in INTERNAL_NAMES:
+        for match in re.finditer(re.escape(name), text):
+            found.append(f"internal name {name!r}: {_snippet(text, match.start(), match.end())}")
+    return found
+
+
+def search_results(page: Any, base: str, query: str, timeout_ms: int = 15000) -> list[str]:
+    """The pages the site's search lists for ``query``, best first (site-relative URLs)."""
+    page.goto(base, wait_until="load")
+    box = page.locator("input.md-search__input").first
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:  # the search worker may still be loading its index: type again until it answers
+        box.click()
+        box.fill(query)
+        box.press("End")  # Material reads the query on keyup
+        page.wait_for_timeout(500)
+        meta = page.locator(".md-search-result__meta").first.inner_text()
+        if page.locator(".md-search-result__item").count() or "No matching" in meta:
+            break
+        if time.monotonic() > deadline:
+            return []
+    page.wait_for_timeout(300)  # let the last answer settle
+    hrefs = page.eval_on_selector_all(".md-search-result__item > a", "as => as.map(a => a.href)")
+    pages: list[str] = []
+    for href in hrefs:
+        url = urldefrag(href)[0]
+        url = url[len(base) :] if url.startswith(base) else url
+        if url not in pages:
+            pages.append(url)
+    return pages
+
+
+def check_search(
+    page: Any, base: str, query: str = SEARCH_QUERY, expect: str = SEARCH_EXPECT
+) -> list[str]:
+    """The site's search for ``query`` ranks the page ``expect`` first."""
+    pages = search_results(page, base, query)
+    if pages[:1] == [expect]:
+        return []
+    rank = f"ranked {pages.index(expect) + 1}" if expect in pages else "not found"
+    return [f"search for {query!r}: {expect!r} {rank}; first: {pages[:3]}"]
+
+
+def check_page(page: Any) -> dict[str, list[str]]:
+    """Every in-page check of what a reader sees, on a loaded page, by check name."""
+    return {
+        "rest-markup": check_rest_markup(page),
+        "rest-table": check_rest_table(page),
+        "clipped-output": check_clipped_output(page),
+        "alt-text": check_alt_text(page),
+        "internal-name": check_internal_names(page),
+    }
+
+
 def _skip(reason: str, require: bool) -> int:
     print(f"browser check SKIPPED: {reason}")
     return 2 if require else 0
@@ -97,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--screenshots", type=Path, default=Path("site-screenshots"))
     parser.add_argument("--chromium", default=CHROMIUM, help=f"browser binary ({CHROMIUM})")
     parser.add_argument("--require-browser", action="store_true", help="exit 2 instead of skipping")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="print every defect and the count per check but exit 0 (to count them before a fix)",
+    )
     args = parser.parse_args(argv)
 
     if not (args.site / "index.html").is_file():
@@ -122,11 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     server, base = _serve(site)
     pages = _pages(site)
     problems: dict[str, list[str]] = {}
+    per_check: Counter[str] = Counter()
     started = time.perf_counter()
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context = browser.new_context(viewport=DESKTOP)
+            phone = browser.new_context(viewport=PHONE)
             for url in pages:
                 page = context.new_page()
                 found: list[str] = []
@@ -179,14 +399,31 @@ def main(argv: list[str] | None = None) -> int:
                         and unquote(fragment) not in _ids(target)
                     ):
                         found.append(f"broken anchor: {href}")
+                per_check["loads-links-images"] += len(found)
+                for name, lines in check_page(page).items():
+                    per_check[name] += len(lines)
+                    found += [f"[{name}] {line}" for line in lines]
                 images = page.eval_on_selector_all("img, svg", "els => els.length")
                 shot = args.screenshots / ((url.strip("/").replace("/", "_") or "index") + ".png")
                 page.screenshot(path=str(shot), full_page=True)
                 page.close()
+                small = phone.new_page()
+                small.goto(base + url, wait_until="load")
+                clipped = check_clipped_output(small)
+                small.close()
+                per_check["clipped-output"] += len(clipped)
+                found += [f"[clipped-output] {line}" for line in clipped]
                 status = "ok" if not found else f"{len(found)} PROBLEM(S)"
                 print(f"{url or '/':45s} {status:14s} images+svg {images:3d}  {shot}")
                 if found:
                     problems[url or "/"] = found
+            page = context.new_page()
+            ranking = check_search(page, base)
+            page.close()
+            per_check["search"] += len(ranking)
+            print(f"{'(search)':45s} {'ok' if not ranking else '1 PROBLEM(S)'}")
+            if ranking:
+                problems["(search)"] = [f"[search] {line}" for line in ranking]
             browser.close()
     finally:
         server.shutdown()
@@ -196,13 +433,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{url}:")
         for line in found[:30]:
             print(f"  {line}")
+        if len(found) > 30:
+            print(f"  ... and {len(found) - 30} more")
+    print("\ndefects per check:")
+    for name in ("loads-links-images", *CHECKS):
+        print(f"  {name:20s} {per_check[name]}")
     verdict = "FAILED" if problems else "passed"
     print(
         f"\nbrowser check {verdict}: {len(pages)} pages, {len(problems)} with problems, "
         f"{sum(map(len, problems.values()))} problems; screenshots in {args.screenshots}/ "
         f"({seconds:.0f}s)"
     )
-    return 1 if problems else 0
+    return 1 if problems and not args.report_only else 0
 
 
 if __name__ == "__main__":

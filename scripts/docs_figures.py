@@ -6,6 +6,7 @@ Used by ``docs/conventions.md`` (markdown-exec blocks with ``html="true"``); ``s
 
 from __future__ import annotations
 
+import html
 import io
 import math
 
@@ -16,15 +17,35 @@ from matplotlib.patches import Patch
 KEEP, DROP, QUERY, EMPTY = "#4c9be8", "#eeeeee", "#f4a340", "#ffffff"
 
 
-def svg(fig: plt.Figure) -> str:
-    """The figure as an inline ``<svg>`` element (no file on disk, nothing to go missing)."""
+def _titles(fig: plt.Figure) -> str:
+    """The figure's own titles (suptitle, then each panel's), as a fallback description."""
+    parts = [fig._suptitle.get_text()] if fig._suptitle is not None else []
+    parts += [ax.get_title() for ax in fig.axes if ax.get_title()]
+    return "; ".join(dict.fromkeys(p for p in parts if p))
+
+
+def svg(fig: plt.Figure, alt: str | None = None) -> str:
+    """The figure as an inline ``<svg>`` element (no file on disk, nothing to go missing).
+
+    ``alt`` is what a screen reader says instead of the picture (``role="img"``, ``aria-label``
+    and a ``<title>``); without it the figure's titles are used.
+    """
+    description = alt or _titles(fig) or "figure"
     buffer = io.StringIO()
     # No date in the metadata and fixed element ids: the same page on every build.
     with plt.rc_context({"svg.hashsalt": "lpim"}):
         fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buffer.getvalue()
-    return text[text.find("<svg") :]
+    text = text[text.find("<svg") :]
+    label = html.escape(description, quote=True)
+    head_end = text.index(">") + 1
+    return (
+        text[: head_end - 1]
+        + f' role="img" aria-label="{label}">'
+        + f"<title>{label}</title>"
+        + text[head_end:]
+    )
 
 
 def _grid(
@@ -174,10 +195,22 @@ def draw_packed(point_mask: torch.Tensor, cu_seqlens: torch.Tensor, *, query_tok
         if end > start:
             ax.text((start + end) / 2, 1.25, labels[lane], ha="center", fontsize=8)
     for offset in cu_seqlens.tolist():
-        ax.axvline(offset, color="black", lw=1.5)
-        ax.text(offset, -0.45, str(offset), ha="center", fontsize=8)
-    ax.set_xlim(-0.2, max(total, 1) + 0.2)
-    ax.set_ylim(-0.7, 1.6)
+        # The boundary spans the token row only; its offset is written below it, clear of it.
+        ax.vlines(offset, -0.12, 1.12, color="black", lw=1.5)
+        ax.text(offset, -0.5, str(offset), ha="center", va="center", fontsize=8, weight="bold")
+    ax.text(-0.3, -0.5, "cu_seqlens:", ha="right", va="center", fontsize=8)
+    handles = [Patch(fc=QUERY, ec="#555555", label="query token of a lane")] if query_tokens else []
+    handles.append(Patch(fc="white", ec="#555555", label="a lane's point tokens (one colour each)"))
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.12),
+    )
+    ax.set_xlim(-2.2, max(total, 1) + 0.2)
+    ax.set_ylim(-0.8, 1.6)
     ax.axis("off")
     ax.set_title(f"packed tokens [T = {total}]; cu_seqlens = {cu_seqlens.tolist()}", fontsize=9)
     return svg(fig)
@@ -224,3 +257,72 @@ def fill_sweep_chart(path: str = "docs/data/fill_sweep.json") -> str:
         "path grows slowly from a high floor, PriorEncoder grows with the real tokens."
     )
     return svg(fig).replace("<svg", f'<svg role="img" aria-label="{label}"', 1)
+
+
+def draw_head_order(num_lanes: int = 3, num_heads: int = 2) -> str:
+    """Row ``r`` of a 3D ``attn_mask``: whose mask MHA reads there, and whose ``repeat`` put."""
+    rows = num_lanes * num_heads
+    palette = ["#4c9be8", "#7bc47f", "#c27bd1", "#e8734c", "#d1c27b"]
+    fig, ax = plt.subplots(figsize=(7.2, 0.42 * rows + 1.3))
+    columns = [
+        (
+            "nn.MultiheadAttention reads\nrow r as lane r // H,\nhead r % H",
+            lambda r: r // num_heads,
+        ),
+        (
+            "repeat_interleave(H, 0)\nputs lane r // H there\n(lane-major: right)",
+            lambda r: r // num_heads,
+        ),
+        (
+            "repeat(H, 1, 1)\nputs lane r % (B*M) there\n(head-major: wrong)",
+            lambda r: r % num_lanes,
+        ),
+    ]
+    for c, (title, lane_of) in enumerate(columns):
+        x = c * 3.6
+        ax.text(x + 1.4, rows + 0.35, title, ha="center", va="bottom", fontsize=8)
+        for r in range(rows):
+            lane = lane_of(r)
+            y = rows - 1 - r
+            wrong = lane != r // num_heads
+            ax.add_patch(
+                plt.Rectangle(
+                    (x, y + 0.08),
+                    2.8,
+                    0.84,
+                    fc=palette[lane % len(palette)],
+                    ec="#c0392b" if wrong else "#555555",
+                    lw=2.2 if wrong else 0.8,
+                )
+            )
+            label = f"lane {lane}'s mask" if c else f"lane {lane}, head {r % num_heads}"
+            ax.text(
+                x + 1.4,
+                y + 0.5,
+                label + ("  ✗" if wrong else ""),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if not wrong else "black",
+                weight="bold" if wrong else "normal",
+            )
+    for r in range(rows):
+        ax.text(-0.25, rows - 0.5 - r, f"row {r}", ha="right", va="center", fontsize=8)
+    ax.set_xlim(-1.3, 3 * 3.6)
+    ax.set_ylim(-0.1, rows + 1.6)
+    ax.axis("off")
+    ax.set_title(
+        f"B*M = {num_lanes} lanes, H = {num_heads} heads: {rows} rows; "
+        "red = a head reads another lane's padding",
+        fontsize=9,
+    )
+    return svg(
+        fig,
+        alt=(
+            f"Rows 0 to {rows - 1} of a 3D attn_mask for {num_lanes} lanes and {num_heads} "
+            "heads. nn.MultiheadAttention reads row r as lane r // H, head r % H. "
+            "repeat_interleave puts lane r // H's mask there, which matches every row; "
+            "repeat puts lane r % (B*M)'s mask there, which matches only rows 0 and "
+            f"{rows - 1}: every other row gives a head another lane's padding."
+        ),
+    )

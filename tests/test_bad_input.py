@@ -1182,11 +1182,7 @@ def _cli_argv(kind: str, data: st.DataObject) -> tuple[list[str], str]:
         ], "--property"
     if kind == "point_dim_bad":
         value = data.draw(st.sampled_from(["0", "-1", "3", "abc", "2.5"]))
-        return ["check", TARGET, "--point-dim", value], "point_dim" if value in (
-            "0",
-            "-1",
-            "3",
-        ) else "--point-dim"
+        return ["check", TARGET, "--point-dim", value], "--point-dim"  # the flag, never the keyword
     if kind == "max_examples_bad":
         value = data.draw(st.sampled_from(["0", "-3", "x"]))
         return ["check", TARGET, "--max-examples", value], "--max-examples"

@@ -142,7 +142,7 @@ def test_reference_holds(lpim_check):
 
 def test_multiply_by_mask_fails(lpim_check):
     encoder = BUGS["multiply_by_mask"].factory()
-    lpim_check(encoder, dtype=torch.float32, properties=["ignores_padding"])
+    lpim_check(encoder, dtype=torch.float32, properties=["ignores_nonfinite_padding"])
 """
 
 
@@ -152,10 +152,10 @@ def test_lpim_check_passes_a_correct_encoder_and_reports_a_bug(pytester: pytest.
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*EncoderPropertyError: property 'ignores_padding' failed*",
+            "*EncoderPropertyError: property 'ignores_nonfinite_padding' failed*",
             "*example: LaneBatch(*",
             "*reproducer (paste into a file and run):*",
-            "*assert_ignores_padding(encoder, LaneBatch(points, point_mask))*",
+            "*assert_ignores_nonfinite_padding(encoder, LaneBatch(points, point_mask))*",
         ]
     )
 
@@ -164,4 +164,4 @@ def test_plugin_works_under_xdist(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(DEVICE_TEST + CHECK_TESTS.replace("import torch\n", "", 1))
     result = pytester.runpytest_subprocess("-n", "2", "--hypothesis-profile", "lpim-ci")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*property 'ignores_padding' failed*"])
+    result.stdout.fnmatch_lines(["*property 'ignores_nonfinite_padding' failed*"])

@@ -143,9 +143,18 @@ def test_garbage_fills_padded_slots_only(kind: str) -> None:
             assert (padded.abs() >= _rounded(1e4, dtype)).all()
         elif kind == "inf":
             assert padded.isinf().all()
-        else:
+        elif kind == "nan":
             assert padded.isnan().all()
-        if kind != "zeros":  # garbage never lands in a real slot
+        elif kind == "finite":
+            assert padded.isfinite().all()
+            assert (padded.abs() <= _rounded(coord_range, dtype)).all()
+        else:  # repeat_last: each lane's last real point, zeros in an empty lane
+            for lane_points, lane_mask in zip(
+                points.flatten(0, 1), batch.point_mask.flatten(0, 1), strict=True
+            ):
+                last = lane_points[lane_mask][-1] if bool(lane_mask.any()) else 0.0
+                assert (lane_points[~lane_mask] == last).all()
+        if kind in ("large", "inf", "nan"):  # garbage never lands in a real slot
             assert not (real.abs() >= _rounded(1e4, dtype)).any()
 
     check()

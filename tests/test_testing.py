@@ -17,7 +17,9 @@ from lpim.testing import (
     EncoderPropertyError,
     assert_devices_agree,
     assert_finite,
+    assert_gradients_ignore_padding,
     assert_gradients_isolated,
+    assert_ignores_nonfinite_padding,
     assert_ignores_padding,
     assert_lanes_independent,
     assert_matches_unpadded,
@@ -82,7 +84,7 @@ class MaskedMean(nn.Module):
     [
         (assert_finite, "nan", "finite"),
         (assert_matches_unpadded, "slots", "matches_unpadded"),
-        (assert_ignores_padding, "multiply", "ignores_padding"),
+        (assert_ignores_nonfinite_padding, "multiply", "ignores_nonfinite_padding"),
         (assert_lanes_independent, "across", "lanes_independent"),
         (assert_finite, "raise", "runs"),
     ],
@@ -101,8 +103,10 @@ def test_each_assert_catches_its_bug(assert_property, bug: str, name: str) -> No
         assert_finite,
         assert_matches_unpadded,
         assert_ignores_padding,
+        assert_ignores_nonfinite_padding,
         assert_lanes_independent,
         assert_gradients_isolated,
+        assert_gradients_ignore_padding,
     ],
 )
 @pytest.mark.parametrize(
@@ -169,7 +173,11 @@ def test_check_encoder_passes_the_reference_encoder_at_every_dtype() -> None:
             assert verdicts[(name, dtype)] == "pass"
     assert all(r.max_error_ratio <= 1.0 for r in report.results)
     text = str(report)
-    assert "error/allowed" in text and "all properties hold" in text
+    assert "error/allowed" in text and "0 failed" in text
+    if torch.cuda.is_available():
+        assert "all properties hold" in text
+    else:  # devices_agree cannot run here: the headline says so instead
+        assert "skipped (no CUDA device)" in text and "all properties hold" not in text
 
 
 def test_check_encoder_raises_with_a_shrunk_example_and_report() -> None:
@@ -180,7 +188,8 @@ def test_check_encoder_raises_with_a_shrunk_example_and_report() -> None:
     # shrunk: one sample, one lane, the fewest slots that show the bug (1 real of 2)
     assert error.example.shape[:3] == (1, 1, 2)
     assert int(error.example.point_mask.sum()) == 1
-    assert error.report.results[-1].verdict == "FAIL"  # type: ignore[attr-defined]
+    rows = {r.property_name: r.verdict for r in error.report.results}  # type: ignore[union-attr]
+    assert rows["matches_unpadded"] == "FAIL"
     assert "reproducer" in str(error)
 
 
@@ -191,7 +200,7 @@ def test_reproducer_fails_the_same_way_in_a_fresh_process(tmp_path: Path) -> Non
             dtype=torch.float32,
             factory=f"{__name__}:MaskedMean(bug='multiply')",
         )
-    assert info.value.property_name == "ignores_padding"
+    assert info.value.property_name == "ignores_nonfinite_padding"
     script = tmp_path / "reproduce.py"
     script.write_text(info.value.reproducer)
     result = subprocess.run(
@@ -203,7 +212,7 @@ def test_reproducer_fails_the_same_way_in_a_fresh_process(tmp_path: Path) -> Non
     )
     assert result.returncode == 1
     assert "EncoderPropertyError" in result.stderr
-    assert "property 'ignores_padding' failed" in result.stderr
+    assert "property 'ignores_nonfinite_padding' failed" in result.stderr
 
 
 def test_reproducer_rebuilds_a_class_from_its_stored_arguments() -> None:

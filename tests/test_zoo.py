@@ -42,9 +42,25 @@ def test_check_encoder_catches_every_bug(name: str) -> None:
         )
     for dtype in _dtypes(entry):
         with pytest.raises(EncoderPropertyError) as info:
-            check_encoder(entry.factory(), dtype=dtype, factory=f"lpim.zoo:BUGS[{name!r}].factory")
+            check_encoder(
+                entry.factory(),
+                dtype=dtype,
+                properties=_up_to(entry.caught_by),
+                factory=f"lpim.zoo:BUGS[{name!r}].factory",
+                **entry.contract,
+            )
+        # The first failure of the check is the property the entry names, and every property
+        # before it in the check's order holds.
         assert info.value.property_name == entry.caught_by, str(info.value)
         assert info.value.reproducer
+
+
+def _up_to(caught_by: str | None) -> list[str]:
+    """The check's properties up to and including ``caught_by`` (a crash shows on the first
+    two): the rest of the matrix cannot change which property fails first."""
+    if caught_by not in CHECKED_PROPERTIES:
+        return list(CHECKED_PROPERTIES[:2])
+    return list(CHECKED_PROPERTIES[: CHECKED_PROPERTIES.index(caught_by) + 1])
 
 
 # Measured on an H200 with torch 2.11: the fused CUDA kernel behind nn.TransformerEncoderLayer's
@@ -77,21 +93,38 @@ def test_check_encoder_passes_every_correct_encoder(name: str) -> None:
         encoder = PriorEncoder(d_model=16, nhead=2, num_layers=2, dim_feedforward=32)
     else:
         encoder = CORRECT[name].factory()
-    report = check_encoder(encoder)  # all four dtypes
+    contract = CORRECT[name].contract if name in CORRECT else {}
+    report = check_encoder(encoder, **contract)  # all four dtypes
     assert report.passed, str(report)
     for result in report.results:
-        if result.property_name == "devices_agree" and not HAS_CUDA:
+        if name in RUNS_IN_FLOAT32_ONLY and result.dtype != torch.float32:
+            assert result.verdict == "unsupported", str(report)
+            assert "float32 internally" in result.note
+        elif result.property_name == "devices_agree" and not HAS_CUDA:
             assert result.verdict == "skipped"
+        elif result.verdict == "excluded":  # outside the entry's stated contract
+            assert contract and result.note.startswith("not in the data contract")
         else:
             assert result.verdict == "pass", str(report)
             assert result.max_error_ratio <= 1.0
+    if name in RUNS_IN_FLOAT32_ONLY:  # as mixed-precision training runs it: every row runs
+        autocast = check_encoder(
+            encoder, dtype=[torch.bfloat16, torch.float16], precision="autocast"
+        )
+        assert all(
+            r.verdict == "pass" for r in autocast.results if r.property_name != "devices_agree"
+        ), str(autocast)
+
+
+# Correct encoders that compute in float32 whatever they are given: unsupported under cast.
+RUNS_IN_FLOAT32_ONLY = ("float32_internal",)
 
 
 def _caught_alone(entry: ZooEntry) -> bool:
     """True if every property but ``entry.caught_by`` holds on the bug."""
     others = [p for p in CHECKED_PROPERTIES if p != entry.caught_by]
     try:
-        check_encoder(entry.factory(), dtype=_dtypes(entry)[0], properties=others)
+        check_encoder(entry.factory(), dtype=_dtypes(entry)[0], properties=others, **entry.contract)
     except EncoderPropertyError:
         return False
     return True

@@ -278,11 +278,9 @@ class _Reader:
         as_lane_head = (~blocked).reshape(self.lanes, heads, length, width)  # rows b*H + h
         as_head_lane = (~blocked).reshape(heads, self.lanes, length, width)  # rows h*B*M + b
         interleaved = self._judge_rows(as_lane_head.flatten(0, 1)[::heads], "attn_mask_3d")
-        uniform = torch.equal(as_lane_head, as_lane_head[:, :1].expand_as(as_lane_head))
-        if interleaved.mistake is None and uniform:
+        if interleaved.mistake is None and heads_agree(~blocked, self.lanes, heads):
             return interleaved
-        head_major_uniform = torch.equal(as_head_lane, as_head_lane[:1].expand_as(as_head_lane))
-        if heads > 1 and head_major_uniform:
+        if heads > 1 and repeats_with_period(~blocked, self.lanes, heads):
             head_major = self._judge_rows(as_head_lane[0], "attn_mask_3d")
             if head_major.mistake is None:
                 return self._wrong(
@@ -433,6 +431,36 @@ class _Reader:
         return Diagnosis(convention, mistake, advice + ".", fix)
 
 
+def heads_agree(rows: torch.Tensor, batch: int, num_heads: int) -> bool:
+    """True when each batch entry's ``num_heads`` rows are equal, read head-minor.
+
+    ``rows`` is a 3D mask ``(batch * num_heads, L, S)`` (any dtype) read the way
+    ``nn.MultiheadAttention`` reads it: row ``n * num_heads + h`` is entry ``n``, head ``h``.
+    A padding mask built with ``repeat_interleave(num_heads, 0)`` has this property.
+    """
+    per_entry = rows.reshape(batch, num_heads, *rows.shape[1:])  # [batch, H, L, S]
+    return torch.equal(per_entry, per_entry[:, :1].expand_as(per_entry))
+
+
+def repeats_with_period(rows: torch.Tensor, batch: int, num_heads: int) -> bool:
+    """True when row ``r`` of ``(batch * num_heads, L, S)`` equals row ``r + batch``, for all ``r``.
+
+    That is the layout ``per_entry_mask.repeat(num_heads, 1, 1)`` builds (head-major): the
+    ``num_heads`` blocks of ``batch`` rows are copies of each other.
+    """
+    blocks = rows.reshape(num_heads, batch, *rows.shape[1:])  # [H, batch, L, S]
+    return torch.equal(blocks, blocks[:1].expand_as(blocks))
+
+
+def converter_call(convention: str, query_tokens: int | str, num_heads: int | str | None) -> str:
+    """The lpim call that builds ``convention`` (a key of ``CONVENTIONS``), as advice text.
+
+    ``query_tokens`` and ``num_heads`` are written into the call as given, so a caller that
+    does not know them can pass a placeholder such as ``"Q"``.
+    """
+    return _call(convention, query_tokens, num_heads)
+
+
 def _unrecognised(what: str, q: int, num_heads: int | None) -> Diagnosis:
     fix = _call("key_padding_mask", q, num_heads)
     advice = (
@@ -442,7 +470,7 @@ def _unrecognised(what: str, q: int, num_heads: int | None) -> Diagnosis:
     return Diagnosis(None, "unrecognised", advice, fix)
 
 
-def _call(convention: str, q: int, num_heads: int | None) -> str:
+def _call(convention: str, q: int | str, num_heads: int | str | None) -> str:
     """The lpim call that builds ``convention`` for this ``point_mask``."""
     heads = num_heads if num_heads is not None else "H"
     return {

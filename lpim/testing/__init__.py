@@ -12,16 +12,17 @@
   output twice (``deterministic``); :data:`CHECKED_PROPERTIES` lists what ``check_encoder`` runs.
 
 Modules: ``protocol`` (how an encoder is called), ``properties`` (the asserts), ``errors`` (the
-property registry and the error), ``reproducer`` (source that re-raises a failure), ``check``
-(the driver), ``consumer`` (lane-set consumers). The tolerance rule lives in :mod:`lpim.tolerance`.
+property registry and the error), ``report`` (rows, headline, table), ``contract`` (the data
+contract), ``reproducer`` (source that re-raises a failure), ``driver`` (the one loop every
+check runs through), ``check`` (encoders), ``consumer`` (lane-set consumers). The tolerance
+rule lives in `lpim.tolerance`.
 """
 
 from lpim.testing.check import (
     CHECKED_PROPERTIES,
     DEFAULT_DTYPES,
     DEFAULT_SETTINGS,
-    CheckReport,
-    PropertyResult,
+    PRECISIONS,
     check_encoder,
 )
 from lpim.testing.consumer import (
@@ -33,28 +34,48 @@ from lpim.testing.consumer import (
     assert_lane_order_invariant,
     check_lane_consumer,
 )
+from lpim.testing.contract import DataContract
+from lpim.testing.driver import IncompleteCheckError
 from lpim.testing.errors import PROPERTIES, EncoderPropertyError, Property, PropertyError
 from lpim.testing.properties import (
     assert_deterministic,
     assert_devices_agree,
+    assert_empty_lanes_zero,
     assert_finite,
+    assert_gradients_ignore_padding,
     assert_gradients_isolated,
+    assert_ignores_nonfinite_padding,
     assert_ignores_padding,
     assert_lanes_independent,
     assert_matches_unpadded,
     lane_alone,
 )
 from lpim.testing.protocol import EncoderOutput, ProtocolError, Subject
+from lpim.testing.report import VERDICTS, CheckReport, PropertyResult
+
+# Failures show as lpim.testing.EncoderPropertyError, the path users import them from.
+for _error in (
+    EncoderPropertyError,
+    LaneConsumerPropertyError,
+    PropertyError,
+    IncompleteCheckError,
+):
+    _error.__module__ = __name__
+del _error
 
 __all__ = [
     "CHECKED_PROPERTIES",
     "CONSUMER_PROPERTIES",
     "DEFAULT_DTYPES",
     "DEFAULT_SETTINGS",
+    "PRECISIONS",
     "PROPERTIES",
+    "VERDICTS",
     "CheckReport",
+    "DataContract",
     "EncoderOutput",
     "EncoderPropertyError",
+    "IncompleteCheckError",
     "LaneConsumerPropertyError",
     "Property",
     "PropertyError",
@@ -64,9 +85,12 @@ __all__ = [
     "assert_consumer_finite",
     "assert_deterministic",
     "assert_devices_agree",
+    "assert_empty_lanes_zero",
     "assert_finite",
+    "assert_gradients_ignore_padding",
     "assert_gradients_isolated",
     "assert_ignores_appended_lanes",
+    "assert_ignores_nonfinite_padding",
     "assert_ignores_padded_lanes",
     "assert_ignores_padding",
     "assert_lane_order_invariant",

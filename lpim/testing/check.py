@@ -1,38 +1,70 @@
-"""`check_encoder`: every property, at every dtype, driven by Hypothesis, summed up in a report."""
+"""`check_encoder`: every property at every dtype, under the user's data contract.
+
+The rows are run by the shared `lpim.testing.driver.Driver`; this module knows what is
+particular to encoders: copying a module to a dtype (``precision="cast"``) or running it under
+``torch.autocast`` (``precision="autocast"``), telling a dtype the encoder cannot run
+(``unsupported``) from a bug, which padded-slot contents each property draws, the
+reproducer, and what empty lanes give.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
-import random
-import time
-import unittest
+import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
 import torch
-from hypothesis import HealthCheck, Phase, Verbosity, given
+from hypothesis import HealthCheck, Verbosity
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
-from hypothesis.errors import Flaky, HypothesisException, InvalidArgument
+from hypothesis.errors import Flaky, HypothesisException
 
 from lpim.batch import LaneBatch
-from lpim.strategies import _ints, lane_batches
+from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS
 from lpim.testing import properties as props
-from lpim.testing.errors import PROPERTIES, EncoderPropertyError
+from lpim.testing.contract import DataContract
+from lpim.testing.driver import (
+    Case,
+    Driver,
+    check_settings,
+    global_rng_restored,
+    torch_threads,
+)
+from lpim.testing.errors import PROPERTIES, EncoderPropertyError, PropertyError
 from lpim.testing.protocol import (
     DeadlineExceeded,
     Encoder,
     Subject,
     foreign_device_tensors,
+    reachable_modules,
 )
+from lpim.testing.report import CheckReport, PropertyResult
 from lpim.testing.reproducer import reproducer
+
+__all__ = [
+    "CHECKED_PROPERTIES",
+    "DATABASE_ENV",
+    "DEFAULT_DTYPES",
+    "DEFAULT_SETTINGS",
+    "PRECISIONS",
+    "CheckReport",
+    "PropertyResult",
+    "check_encoder",
+]
 
 DEFAULT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 """The dtypes checked by default: mixed precision is where fill values such as -1e9 overflow."""
+
+PRECISIONS = ("cast", "autocast")
+"""How a low-precision dtype is run: ``cast`` copies the module with ``.to(dtype)`` and feeds
+it points of that dtype; ``autocast`` keeps parameters and points in float32 and runs under
+``torch.autocast(device_type, dtype)``, as mixed-precision training does (bfloat16 and
+float16 only; float64 and float32 rows run as cast)."""
 
 DEFAULT_SETTINGS = Settings(
     max_examples=15,
@@ -43,103 +75,28 @@ DEFAULT_SETTINGS = Settings(
 )
 """Used when ``check_encoder(settings=None)``: small and quick, for editing."""
 
-_ASSERTS: dict[str, Callable[[Subject, LaneBatch], float]] = {
+_ASSERTS: dict[str, Callable[..., float]] = {
     "deterministic": props.assert_deterministic,
     "finite": props.assert_finite,
     "matches_unpadded": props.assert_matches_unpadded,
     "ignores_padding": props.assert_ignores_padding,
+    "ignores_nonfinite_padding": props.assert_ignores_nonfinite_padding,
     "lanes_independent": props.assert_lanes_independent,
     "gradients_isolated": props.assert_gradients_isolated,
+    "gradients_ignore_padding": props.assert_gradients_ignore_padding,
+    "empty_lanes_zero": props.assert_empty_lanes_zero,
     "devices_agree": props.assert_devices_agree,
 }
-# What padded slots hold in the batches each property draws: only ignores_padding varies it, so
-# that a garbage leak is named as such and not as a mismatch or a NaN.
-_GARBAGE: dict[str, str | None] = {
-    "deterministic": None,
-    "finite": "zeros",
-    "matches_unpadded": "zeros",
-    "ignores_padding": None,
-    "lanes_independent": "zeros",
-    "gradients_isolated": "zeros",
-    "devices_agree": None,
-}
+# The asserts that take the contract's garbage= (what they may write into padded slots).
+_TAKES_GARBAGE = ("ignores_padding", "gradients_ignore_padding")
 
 CHECKED_PROPERTIES: tuple[str, ...] = tuple(_ASSERTS)
-"""The properties :func:`check_encoder` runs, in order (``properties=`` picks among them).
+"""The properties `check_encoder` runs, in order (``properties=`` picks among them).
 ``runs``, ``inputs_unchanged`` and ``deadline`` are checked on every call of the encoder."""
 
 DATABASE_ENV = "LPIM_HYPOTHESIS_DATABASE"
 """With ``settings=None``, a directory named by this environment variable holds the example
 database (else Hypothesis' default, ``.hypothesis/examples`` under the working directory)."""
-
-
-@dataclass(frozen=True)
-class PropertyResult:
-    """One property at one dtype.
-
-    Attributes:
-        property_name: a key of :data:`~lpim.testing.PROPERTIES`.
-        dtype: the dtype checked.
-        verdict: ``"pass"``, ``"FAIL"``, ``"skipped"`` or ``"unsupported"`` (the encoder cannot
-            run this dtype at all; not a pass).
-        examples: batches tried.
-        seconds: wall time.
-        max_error_ratio: largest error seen as a fraction of the allowed one (<= 1 passes).
-        note: why skipped or unsupported, or the failure's first line.
-    """
-
-    property_name: str
-    dtype: torch.dtype
-    verdict: str
-    examples: int
-    seconds: float
-    max_error_ratio: float
-    note: str = ""
-
-
-@dataclass
-class CheckReport:
-    """What :func:`check_encoder` found; ``str()`` is a table.
-
-    Attributes:
-        encoder: a short name for the encoder checked.
-        results: one :class:`PropertyResult` per property and dtype, in the order run.
-    """
-
-    encoder: str
-    results: list[PropertyResult] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        """True when no property failed (skipped and unsupported rows are not failures)."""
-        return all(r.verdict != "FAIL" for r in self.results)
-
-    @property
-    def seconds(self) -> float:
-        """Total wall time."""
-        return sum(r.seconds for r in self.results)
-
-    def __str__(self) -> str:
-        from lpim.cli import format_table
-
-        rows = [
-            [
-                r.property_name,
-                str(r.dtype).removeprefix("torch."),
-                str(r.examples),
-                f"{r.seconds:.2f}s",
-                f"{r.max_error_ratio:.3g}" if r.verdict == "pass" else "-",
-                r.verdict,
-                r.note,
-            ]
-            for r in self.results
-        ]
-        header = ["property", "dtype", "examples", "time", "error/allowed", "verdict", "note"]
-        summary = "all properties hold" if self.passed else "a property FAILED"
-        return (
-            f"lpim check of {self.encoder}: {summary} ({self.seconds:.1f}s)\n"
-            f"{format_table(header, rows)}"
-        )
 
 
 def check_encoder(
@@ -149,68 +106,98 @@ def check_encoder(
     dtype: torch.dtype | Sequence[torch.dtype] | None = None,
     device: str | torch.device | None = None,
     settings: Settings | None = None,
-    properties: Sequence[str] | None = None,
-    batch_size: int | tuple[int, int] = (1, 3),
-    num_lanes: int | tuple[int, int] = (1, 6),
-    num_points: int | tuple[int, int] = (1, 8),
+    properties: str | Sequence[str] | None = None,
+    precision: str = "cast",
+    layout: str | Sequence[str] | None = None,
+    garbage: str | None = None,
+    min_points: int | None = None,
+    empty_lanes: bool | str | None = None,
+    empty_samples: bool | None = None,
+    batch_size: int | tuple[int, int] | None = None,
+    num_lanes: int | tuple[int, int] | None = None,
+    num_points: int | tuple[int, int] | None = None,
+    strategy: st.SearchStrategy[LaneBatch] | None = None,
+    strict: bool = False,
+    threads: int | None = 1,
     factory: str | None = None,
     deadline: float | datetime.timedelta | None = None,
     progress: Callable[[str, torch.dtype, PropertyResult | None], None] | None = None,
 ) -> CheckReport:
-    """Check every property on ``encoder`` and return a report; raise on the first failure.
+    """Check every property at every dtype on ``encoder``; return the report, or raise at
+    the end with every failure.
+
+    Every property x dtype row runs, even after a failure, so the report shows them all. The
+    data-contract keywords (``layout`` ... ``strategy``; default: anything may happen) narrow
+    the batches drawn to those the user's loader produces; the report's header names the
+    contract checked, so a pass never claims more than was checked.
 
     Args:
         encoder: anything following the encoder protocol (``lpim.testing.protocol``). A module
             is copied per dtype and put in eval mode; the caller's module is never modified.
-        point_dim: ``D``; read from ``encoder.in_dim`` (or ``point_dim``, ``input_dim``) when
-            omitted.
+        point_dim: ``D``; when omitted, read from an ``in_dim``, ``point_dim``, ``input_dim``,
+            ``in_channels`` or ``in_features`` attribute, else from the input width of the
+            encoder's first layer that a probe call confirms.
         dtype: one dtype or several; default float64, float32, bfloat16, float16.
         device: where to run (default CPU). ``devices_agree`` compares CPU with CUDA and is
             skipped, with the reason, where there is no CUDA.
-        settings: Hypothesis settings (e.g. a profile's); default :data:`DEFAULT_SETTINGS`.
-            Their ``database`` is where failing examples are kept and replayed first next time,
-            one key per property, dtype and encoder (``database=None`` keeps nothing; the
-            ``lpim-ci`` profile has none). With ``settings=None`` the directory named by
-            ``$LPIM_HYPOTHESIS_DATABASE`` is used when set, else Hypothesis' default
-            ``.hypothesis/examples`` under the working directory. Their ``deadline`` is
-            ignored: pass ``deadline=`` (Hypothesis' own would turn torch's slow first call on
-            a new shape into a flaky failure).
-        properties: a subset of :data:`CHECKED_PROPERTIES` (a name or a list; default all).
-        batch_size: ``B`` of the drawn batches: an int or an inclusive ``(low, high)`` range.
-        num_lanes: ``M`` of the drawn batches: an int or a range.
-        num_points: ``N`` of the drawn batches: an int or a range.
+        settings: Hypothesis settings (e.g. a profile's); default `DEFAULT_SETTINGS`. Their
+            ``database`` keeps failing examples, one key per property, dtype and encoder, and
+            replays them first next time (``database=None`` keeps nothing). With
+            ``settings=None``, ``$LPIM_HYPOTHESIS_DATABASE`` names the directory when set.
+            Their ``deadline`` is ignored: pass ``deadline=``.
+        properties: a subset of `CHECKED_PROPERTIES` (a name or a list; default all).
+        precision: ``"cast"`` or ``"autocast"`` (see `PRECISIONS`). The tolerance rule
+            applies at the row's dtype either way.
+        layout: the contract's padding layouts: ``"right"``, ``"left"``, ``"scattered"`` or a
+            list (default all three).
+        garbage: what the contract lets padded slots hold: ``"any"`` (default: huge, inf, NaN
+            too), ``"finite"``, ``"zeros"`` or ``"repeat_last"``. NaN/inf sensitivity is
+            property ``ignores_nonfinite_padding``, excluded unless ``"any"``.
+        min_points: the fewest real points in a non-empty lane (default 1).
+        empty_lanes: whether empty lanes occur (default True); ``"zero"`` also requires them
+            to give an all-zero ``lane_embedding`` (property ``empty_lanes_zero``).
+        empty_samples: whether samples without a real lane occur (default True).
+        batch_size: ``B``: an int or an inclusive ``(low, high)`` range (default (1, 3)).
+        num_lanes: ``M``: an int or a range (default (1, 6)).
+        num_points: ``N``: an int or a range (default (1, 8)).
+        strategy: a Hypothesis strategy of `lpim.LaneBatch` to draw from instead (its point
+            dimension is used; ``garbage`` still says what padded slots may hold).
+        strict: raise `lpim.testing.driver.IncompleteCheckError` when nothing failed but a row
+            was skipped or unsupported (for CI machines that must run everything).
+        threads: torch's intra-op threads during the check (restored after); default 1,
+            because tiny forwards gain nothing from more and lose much when a core is busy.
+            None leaves torch's setting.
         factory: ``"module:expression"`` that rebuilds the encoder, for the reproducer.
         deadline: seconds (or a ``timedelta``) one call of the encoder on one batch may take;
-            a call over it is timed again on the same batch and, if slow again, property
-            ``deadline`` fails with both times. Default None: no limit.
-        progress: called as ``progress(property_name, dtype, None)`` when a property starts and
-            ``progress(property_name, dtype, result)`` when it ends, a failure too (before the
-            error is raised): a live display, such as ``lpim check``'s.
+            a call over it is timed again and, if slow again, property ``deadline`` fails.
+        progress: called as ``progress(property_name, dtype, None)`` when a row starts and
+            ``progress(property_name, dtype, result)`` when it ends: a live display.
 
     Every call of the encoder gets copies of the batch and must leave them as they were
-    (property ``inputs_unchanged``). A nondeterministic encoder (the same batch twice gives
-    different outputs) fails property ``deterministic``, run first on a fifth of
-    ``max_examples`` (at least one), with a hint to call
-    ``.eval()`` when dropout is the likely cause. The global RNG states (``torch``, Python's
-    ``random``, NumPy's) are restored when the check returns or raises, and torch's is seeded
-    with 0 before each property, so that two runs see the same random numbers.
+    (property ``inputs_unchanged``). A nondeterministic encoder fails ``deterministic``, run
+    first on a fifth of ``max_examples``. A crash on a valid batch is its own ``runs`` row;
+    the property it interrupted runs again on the batches where the encoder runs. A dtype the
+    encoder cannot run on one unpadded lane while it runs at float32 (two dtypes meet inside
+    it, or an op has no kernel for the dtype) is ``unsupported``, with a hint; a fill value
+    that overflows the dtype stays a ``runs`` failure. The float64 copy used for the rule's
+    drift term is best effort: without it the floors alone apply and the row says so. The
+    global RNG states are restored afterwards, and torch's is seeded with 0 before each row.
 
     Returns:
-        A :class:`CheckReport` when every property holds.
+        A `CheckReport` when no property failed (``str()``: headline, contract, table, notes).
 
     Raises:
-        EncoderPropertyError: the first property that fails, with the shrunk example, a
-            ``.reproducer`` and ``.report`` (the rows so far). An exception raised by the
-            encoder on a valid batch is property ``runs``, with the original as ``__cause__``;
-            so is an output of the wrong type, shape, dtype or device, and an encoder whose
-            tensors sit on another device than ``device``.
-        ValueError: an unknown property or dtype, an empty list of either, ``point_dim`` that
-            cannot be read or disagrees with the encoder's, a device torch does not know, that
-            is not available or is ``meta``, bad sizes, a malformed ``factory`` or a
+        EncoderPropertyError: the first failure in full (shrunk example, ``.reproducer``),
+            with ``.failures`` (every failure, each with its reproducer) and ``.report``.
+        lpim.testing.driver.IncompleteCheckError: ``strict=True`` and rows were not run.
+        ValueError: an unknown property, dtype or precision, a contract value out of range,
+            ``point_dim`` that cannot be read or disagrees with the encoder's, a device torch
+            does not know, that is not available or is ``meta``, a malformed ``factory`` or a
             non-positive ``deadline``.
         TypeError: ``encoder`` is not callable, ``settings`` is not a ``hypothesis.settings``,
             or an argument has the wrong type.
     """
+    __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
     if not callable(encoder):
         raise TypeError(
             "check_encoder expects a callable encoder(points, point_mask); got "
@@ -219,110 +206,209 @@ def check_encoder(
     dtypes = _dtypes(dtype)
     target = _device(device)
     names = _property_names(properties)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    contract = DataContract.of(
+        layout=layout,
+        garbage=garbage,
+        min_points=min_points,
+        empty_lanes=empty_lanes,
+        empty_samples=empty_samples,
+        batch_size=batch_size,
+        num_lanes=num_lanes,
+        num_points=num_points,
+        strategy=strategy,
+    )
     dim = _point_dim(point_dim, encoder)
-    _check_sizes(batch_size=batch_size, num_lanes=num_lanes, num_points=num_points)
     _check_factory(factory)
     limit = _deadline_seconds(deadline)
-    base = _base_settings(settings)
-    # The explain phase replays the failing example ~100 times to annotate Hypothesis' own
-    # report, which lpim replaces with its own: skipping it makes every failure seconds faster.
-    phases = [phase for phase in base.phases if phase != Phase.explain]
-    run_settings = Settings(base, report_multiple_bugs=False, deadline=None, phases=phases)
+    run_settings = check_settings(_base_settings(settings))
     # Nondeterminism shows on any batch: a fifth of the examples is plenty for `deterministic`
     # (a nondeterministic encoder that slips through makes a later property Flaky, which is
     # reported as `deterministic` too).
     twice = Settings(run_settings, max_examples=max(1, run_settings.max_examples // 5))
-    report = CheckReport(_describe(encoder))
+    report = CheckReport(_describe(encoder), contract=contract.describe())
+    driver: Driver[LaneBatch] = Driver(report, progress, strict)
 
-    with _global_rng_restored(target):
+    with torch_threads(threads), global_rng_restored(target):
+        empty_lanes_seen = ""
         for checked_dtype in dtypes:
-            subject = _prepare(encoder, checked_dtype, target, dim, report, factory)
+            autocast = precision == "autocast" and checked_dtype in (torch.bfloat16, torch.float16)
+            held_dtype = torch.float32 if autocast else checked_dtype
+            context = _autocast(target, checked_dtype) if autocast else contextlib.nullcontext
+            subject = _prepare(encoder, held_dtype, checked_dtype, target, dim, driver, factory)
+            if subject is None:
+                continue
             subject.deadline = limit
-            unsupported = _unsupported(subject, dim)
+            with context():
+                unsupported = _unsupported(encoder, subject, dim, checked_dtype, autocast)
             for name in names:
-                skip = unsupported or _skipped_here(name, target)
-                if skip:
-                    verdict = "unsupported" if unsupported else "skipped"
-                    result = PropertyResult(name, checked_dtype, verdict, 0, 0.0, 0.0, skip)
-                    report.results.append(result)
-                    if progress is not None:
-                        progress(name, checked_dtype, result)
-                    continue
-                if progress is not None:
-                    progress(name, checked_dtype, None)
-                strategy = lane_batches(
-                    batch_size=batch_size,
-                    num_lanes=num_lanes,
-                    num_points=num_points,
-                    point_dim=dim,
-                    garbage=_GARBAGE[name],
-                    dtype=checked_dtype,
-                    device=target,
-                )
-                torch.manual_seed(0)  # the same random numbers for every run of this check
-                try:
-                    result = _run_property(
-                        name,
-                        subject,
-                        strategy,
-                        twice if name == "deterministic" else run_settings,
-                        report,
-                        encoder,
-                        factory,
+                if name in _OPT_IN and properties is None and not _declared(name, contract):
+                    continue  # an opt-in property gets a row only when asked for
+                excluded = _excluded(name, contract)
+                skipped = _skipped_here(name, target)
+                if excluded or unsupported or skipped:
+                    verdict, note = (
+                        ("excluded", excluded)
+                        if excluded
+                        else ("unsupported", unsupported)
+                        if unsupported
+                        else ("skipped", skipped)
                     )
-                except EncoderPropertyError:
-                    failed = report.results[-1] if report.results else None
-                    if progress is not None and failed is not None and failed.verdict == "FAIL":
-                        progress(name, checked_dtype, failed)
-                    raise
-                report.results.append(result)
-                if progress is not None:
-                    progress(name, checked_dtype, result)
-    return report
+                    driver.row(PropertyResult(name, checked_dtype, verdict, 0, 0.0, 0.0, note))
+                    continue
+                check = _ASSERTS[name]
+                if name in _TAKES_GARBAGE:
+                    check = functools.partial(check, garbage=contract.garbage)
+                driver.run(
+                    Case(
+                        property_name=name,
+                        dtype=checked_dtype,
+                        strategy=contract.batches(
+                            point_dim=dim,
+                            dtype=held_dtype,
+                            device=target,
+                            garbage=_drawn_garbage(name, contract),
+                        ),
+                        check=functools.partial(check, subject),
+                        settings=twice if name == "deterministic" else run_settings,
+                        database_key=f"lpim:{name}:{checked_dtype}:{precision}:"
+                        f"{_database_key(encoder)}",
+                        reproducer=functools.partial(
+                            _reproducer, name, encoder, factory, subject, contract, autocast
+                        ),
+                        context=context,
+                        translate=functools.partial(_translate, name, subject),
+                        pass_note=functools.partial(_reference_note, subject),
+                    )
+                )
+            if not empty_lanes_seen and contract.empty_lanes is not False and not unsupported:
+                with context():
+                    empty_lanes_seen = props.empty_lane_values(
+                        subject, _with_empty_lanes(dim, held_dtype, target)
+                    )
+        if subject_notes := _reference_notes(report):
+            report.notes.append(subject_notes)
+        if empty_lanes_seen:
+            report.notes.append(_empty_lane_note(empty_lanes_seen))
+    return driver.finish()
 
 
-@contextlib.contextmanager
-def _global_rng_restored(device: torch.device) -> Iterator[None]:
-    """Restore torch's (CPU and, when checking there, CUDA), Python's and NumPy's global RNG
-    states afterwards, whatever the encoder or its copies draw."""
-    python_state = random.getstate()
-    numpy_state = np.random.get_state()
-    devices: list[int] = []
-    if device.type == "cuda":  # the CPU state is always forked; CUDA's only where checked
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
+def _reference_note(subject: Subject) -> str:
+    return subject.reference_note
 
 
-def _probe(point_dim: int, dtype: torch.dtype, device: torch.device) -> LaneBatch:
-    """One unpadded lane of three points: the batch reported when no drawn batch is to blame."""
-    return LaneBatch(
-        torch.linspace(-1, 1, 3 * point_dim).reshape(1, 1, 3, point_dim).to(dtype),
-        torch.ones(1, 1, 3, dtype=torch.bool),
-    ).to(device=device)
+def _autocast(device: torch.device, dtype: torch.dtype) -> Callable[[], Any]:
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+# Properties that hold only when the user declares them (empty_lanes="zero").
+_OPT_IN = ("empty_lanes_zero",)
+
+
+def _declared(name: str, contract: DataContract) -> bool:
+    return name != "empty_lanes_zero" or contract.require_zero_empty_lanes
+
+
+def _excluded(name: str, contract: DataContract) -> str:
+    """Why property ``name`` is outside the data contract ('' if it is inside)."""
+    kinds = GARBAGE_CONTRACTS[contract.garbage]
+    if name == "ignores_nonfinite_padding" and not set(kinds) & set(NONFINITE_GARBAGE_KINDS):
+        return f"not in the data contract: garbage={contract.garbage!r} (no NaN/inf padding)"
+    if name in ("ignores_padding", "gradients_ignore_padding") and len(kinds) == 1:
+        return (
+            f"not in the data contract: garbage={contract.garbage!r} fixes what padded slots hold"
+        )
+    if name == "empty_lanes_zero" and not contract.require_zero_empty_lanes:
+        return "not declared: empty_lanes='zero' requires zeros for empty lanes"
+    return ""
+
+
+def _drawn_garbage(name: str, contract: DataContract) -> list[str]:
+    """What padded slots hold in the batches property ``name`` draws.
+
+    Only the padding properties vary it, so that a garbage leak is named as such and not as a
+    mismatch or a NaN; the others draw the contract's baseline (zeros, or the last point
+    repeated when that is all the contract allows)."""
+    kinds = list(GARBAGE_CONTRACTS[contract.garbage])
+    if name in ("deterministic", "devices_agree"):
+        return kinds
+    if name == "ignores_padding":
+        return [k for k in kinds if k not in NONFINITE_GARBAGE_KINDS]
+    if name == "ignores_nonfinite_padding":
+        return list(NONFINITE_GARBAGE_KINDS)
+    return ["zeros" if "zeros" in kinds else kinds[0]]
+
+
+def _translate(
+    name: str, subject: Subject, error: BaseException, last: list[LaneBatch]
+) -> EncoderPropertyError | None:
+    """What escaped Hypothesis, as the failure to report (None: not the encoder's doing)."""
+    if isinstance(error, DeadlineExceeded):  # not shrunk: timing is not a function of input
+        return EncoderPropertyError("deadline", str(error), error.batch)
+    if isinstance(error, Flaky):  # the same batch failed, then passed: nondeterminism
+        return _nondeterminism(name, subject, last, error)
+    if isinstance(error, HypothesisException):  # a health check or the like: blame no one
+        return EncoderPropertyError(
+            "runs",
+            f"Hypothesis could not check {name}: {type(error).__name__}: {error}",
+            last[0] if last else _probe(1, subject.dtype, subject.device),
+        )
+    return None
+
+
+def _reproducer(
+    name: str,
+    encoder: Encoder,
+    factory: str | None,
+    subject: Subject,
+    contract: DataContract,
+    autocast: bool,
+    failure: PropertyError[LaneBatch],
+) -> str:
+    """Source that re-raises ``failure``: the property's own assert (the row's for a crash)."""
+    failed = failure.property_name
+    assert_name = PROPERTIES[failed if failed in _ASSERTS else name].assert_name
+    keywords = (
+        f", garbage={contract.garbage!r}"
+        if assert_name in (PROPERTIES[p].assert_name for p in _TAKES_GARBAGE)
+        and contract.garbage != "any"
+        else ""
+    )
+    call = _deadline_call(subject.deadline) if failed == "deadline" and subject.deadline else None
+    example = failure.example
+    if not isinstance(example, LaneBatch):
+        raise TypeError(f"an encoder failure's example is a LaneBatch; got {type(example)}")
+    return reproducer(
+        example,
+        assert_name,
+        failed,
+        encoder,
+        factory,
+        call,
+        keywords=keywords,
+        autocast=failure.dtype if autocast else None,
+    )
 
 
 def _prepare(
     encoder: Encoder,
-    dtype: torch.dtype,
+    held_dtype: torch.dtype,
+    row_dtype: torch.dtype,
     device: torch.device,
     point_dim: int,
-    report: CheckReport,
+    driver: Driver[LaneBatch],
     factory: str | None,
-) -> Subject:
-    """The encoder, copied to ``dtype`` on ``device``; property ``runs`` fails if it cannot
-    be, or if it still holds tensors elsewhere (a module wrapped in a function, a plain tensor
-    attribute that ``.to()`` does not move)."""
+) -> Subject | None:
+    """The encoder, copied to ``held_dtype`` on ``device``; a ``runs`` row fails (and None is
+    returned) if it cannot be, or if it still holds tensors elsewhere (a module wrapped in a
+    function, a plain tensor attribute that ``.to()`` does not move)."""
     problem, cause = "", None
     try:
-        subject = Subject.prepare(encoder, dtype, device)
+        subject = Subject.prepare(encoder, held_dtype, device)
     except Exception as error:
         problem = (
-            f"the encoder cannot be copied and moved to {dtype} on {device} "
+            f"the encoder cannot be copied and moved to {held_dtype} on {device} "
             f"(copy.deepcopy(encoder).to(device, dtype) raised {type(error).__name__}: {error})"
         )
         cause = error
@@ -336,89 +422,106 @@ def _prepare(
             "plain tensor attribute should be a registered buffer), or check on its device "
             "(device=...)"
         )
-    failure = EncoderPropertyError("runs", problem, _probe(point_dim, dtype, device))
-    failure.dtype = str(dtype)
+    failure = EncoderPropertyError("runs", problem, _probe(point_dim, held_dtype, device))
+    failure.__cause__ = cause
     failure.attach_reproducer(
         reproducer(failure.example, "assert_finite", "runs", encoder, factory)
     )
-    report.results.append(
-        PropertyResult("runs", dtype, "FAIL", 0, 0.0, 0.0, f"runs: {problem}"[:120])
+    driver.fail(
+        failure, PropertyResult("runs", row_dtype, "FAIL", 0, 0.0, 0.0, f"runs: {problem}"[:120])
     )
-    failure.report = report  # type: ignore[attr-defined]
-    raise failure from cause
+    return None
 
 
-def _run_property(
-    name: str,
-    subject: Subject,
-    strategy: st.SearchStrategy[LaneBatch],
-    run_settings: Settings,
-    report: CheckReport,
-    encoder: Encoder,
-    factory: str | None,
-) -> PropertyResult:
-    assert_property = _ASSERTS[name]
-    examples, worst = 0, 0.0
-    last: list[LaneBatch] = []
+def _probe(point_dim: int, dtype: torch.dtype, device: torch.device) -> LaneBatch:
+    """One unpadded lane of three points: the batch reported when no drawn batch is to blame."""
+    return LaneBatch(
+        torch.linspace(-1, 1, 3 * point_dim).reshape(1, 1, 3, point_dim).to(dtype),
+        torch.ones(1, 1, 3, dtype=torch.bool),
+    ).to(device=device)
 
-    def one_example(batch: LaneBatch) -> None:
-        nonlocal examples, worst
-        examples += 1
-        last[:] = [batch]
-        worst = max(worst, assert_property(subject, batch))
 
-    test = run_settings(given(strategy)(one_example))
-    # Each property, dtype and encoder gets its own entry in the example database, so a
-    # failure found once is replayed first next time.
-    key = f"lpim:{name}:{subject.dtype}:{_database_key(encoder)}".encode()
-    test._hypothesis_internal_add_digest = key  # type: ignore[attr-defined]
-    started = time.perf_counter()
-    call: str | None = None
+def _with_empty_lanes(point_dim: int, dtype: torch.dtype, device: torch.device) -> LaneBatch:
+    """Two samples of three lanes, four of whose are empty: what empty lanes give."""
+    point_mask = torch.zeros(2, 3, 4, dtype=torch.bool)
+    point_mask[0, 0, :3] = True
+    point_mask[1, 2, :2] = True
+    points = torch.linspace(-1, 1, 2 * 3 * 4 * point_dim).reshape(2, 3, 4, point_dim)
+    return LaneBatch(torch.where(point_mask[..., None], points, 0.0), point_mask).to(
+        device=device, dtype=dtype
+    )
+
+
+def _empty_lane_note(seen: str) -> str:
+    advice = {
+        "exact zeros": "a consumer may read them as they are",
+        "NaN or inf": "a consumer must mask them (select, never multiply)",
+    }.get(seen, "a consumer must mask them (lane_mask) or they take part as real lanes")
+    return f"empty lanes give {seen}: {advice}; empty_lanes='zero' makes zeros required"
+
+
+def _reference_notes(report: CheckReport) -> str:
+    """The first row note that says the float64 reference was missing, for the notes."""
+    for result in report.results:
+        if result.note.startswith("no float64 reference"):
+            return result.note
+    return ""
+
+
+# Why an encoder cannot run at a dtype, read from its exception: two dtypes met inside it, or an
+# op has no kernel for the dtype. A fill that overflows the dtype is a mask bug, not this.
+_DTYPE_NAME = re.compile(
+    r"\b(Float|Double|BFloat16|Half|float32|float64|bfloat16|float16|c10::Half|c10::BFloat16)\b"
+)
+_OVERFLOW = re.compile(r"cannot be converted to type .* without overflow")
+
+
+def _unsupported(
+    encoder: Encoder, subject: Subject, point_dim: int, dtype: torch.dtype, autocast: bool
+) -> str:
+    """Why the encoder cannot run at ``dtype`` ('' if it can, or if the failure is a bug).
+
+    The probe is one unpadded lane: a crash there that does not happen at float32 and names two
+    dtypes or a missing kernel is the dtype's; anything else (a crash at float32 too, only with
+    padding, or a fill value overflowing the dtype) is left for the properties to report.
+    """
+    probe = _probe(point_dim, subject.dtype, subject.device)
     try:
-        try:
-            test()
-        except DeadlineExceeded as slow:  # not shrunk: timing is not a function of the batch
-            call = _deadline_call(slow.deadline)
-            raise EncoderPropertyError("deadline", str(slow), slow.batch) from None
-        except Flaky as error:  # the same batch failed, then passed: nondeterminism
-            raise _nondeterminism(name, subject, last, error) from error
-    except unittest.SkipTest as skip:
-        return PropertyResult(name, subject.dtype, "skipped", examples, 0.0, 0.0, str(skip))
-    except EncoderPropertyError as failure:
-        failure.dtype = str(subject.dtype)
-        assert_name = PROPERTIES[name].assert_name
-        if failure.property_name == "deterministic":
-            assert_name = PROPERTIES["deterministic"].assert_name
-        failure.attach_reproducer(
-            reproducer(failure.example, assert_name, failure.property_name, encoder, factory, call)
+        with torch.no_grad():
+            subject(probe)
+    except (Exception, DeadlineExceeded) as error:
+        if isinstance(error, DeadlineExceeded) or _OVERFLOW.search(str(error)):
+            return ""
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        missing_kernel = isinstance(error, NotImplementedError) or "not implemented for" in message
+        two_dtypes = len(set(_DTYPE_NAME.findall(message))) >= 2 or "same dtype" in message
+        if not (missing_kernel or two_dtypes) or dtype == torch.float32:
+            return ""
+        if not _runs_at_float32(encoder, subject.device, point_dim):
+            return ""
+        if missing_kernel:
+            hint = "an op has no kernel at this dtype on this device"
+        else:
+            hint = "it computes in float32 internally"
+        mode = "under autocast" if autocast else "cast to it"
+        alternative = (
+            "try precision='autocast' (--precision autocast) or dtype=torch.float32 "
+            "(--dtype float32)"
+            if dtype in (torch.bfloat16, torch.float16) and not autocast
+            else "check it at float32 (dtype=torch.float32, --dtype float32), which it runs"
         )
-        report.results.append(
-            PropertyResult(
-                name,
-                subject.dtype,
-                "FAIL",
-                examples,
-                time.perf_counter() - started,
-                worst,
-                f"{failure.property_name}: {failure.detail}"[:120],
-            )
-        )
-        failure.report = report  # type: ignore[attr-defined]
-        raise
-    except HypothesisException as error:  # a health check or the like: name it, blame no one
-        broken = EncoderPropertyError(
-            "runs",
-            f"Hypothesis could not check {name}: {type(error).__name__}: {error}",
-            last[0] if last else _probe(1, subject.dtype, subject.device),
-        )
-        report.results.append(
-            PropertyResult(name, subject.dtype, "FAIL", examples, 0.0, worst, str(error)[:120])
-        )
-        broken.report = report  # type: ignore[attr-defined]
-        raise broken from error
-    return PropertyResult(
-        name, subject.dtype, "pass", examples, time.perf_counter() - started, worst
-    )
+        return f"{hint} ({mode}): {message[:100]}; {alternative}"
+    return ""
+
+
+def _runs_at_float32(encoder: Encoder, device: torch.device, point_dim: int) -> bool:
+    try:
+        float32 = Subject.prepare(encoder, torch.float32, device)
+        with torch.no_grad():
+            float32(_probe(point_dim, torch.float32, device))
+    except (Exception, DeadlineExceeded):
+        return False
+    return True
 
 
 def _nondeterminism(
@@ -472,31 +575,6 @@ def _skipped_here(name: str, target: torch.device) -> str:
     """
     if name == "devices_agree" and not torch.cuda.is_available():
         return props.no_cuda_reason()
-    return ""
-
-
-def _unsupported(subject: Subject, point_dim: int) -> str:
-    """Why the encoder cannot run this dtype at all ('' if it can): one unpadded lane.
-
-    Only "not implemented for this dtype" counts; any other exception is a bug for the
-    properties to report.
-    """
-    probe = LaneBatch(
-        torch.linspace(-1, 1, 3 * point_dim).reshape(1, 1, 3, point_dim).to(subject.dtype),
-        torch.ones(1, 1, 3, dtype=torch.bool),
-    ).to(device=subject.device)
-    try:
-        with torch.no_grad():
-            subject(probe)
-    except NotImplementedError as error:
-        return f"{type(error).__name__}: {error}"[:200]
-    except RuntimeError as error:
-        if "not implemented for" in str(error):
-            return f"not implemented at {subject.dtype}: {str(error).splitlines()[0]}"[:200]
-    except Exception:  # a bug, not an unsupported dtype: the properties will report it
-        return ""
-    except DeadlineExceeded:  # slow, not unsupported: the properties will report it
-        return ""
     return ""
 
 
@@ -576,14 +654,6 @@ def _point_dim(point_dim: int | None, encoder: Encoder) -> int:
     return point_dim
 
 
-def _check_sizes(**sizes: object) -> None:
-    for name, value in sizes.items():
-        try:
-            _ints(value, name, low=0)
-        except InvalidArgument as error:
-            raise ValueError(str(error)) from None
-
-
 def _check_factory(factory: object) -> None:
     if factory is None:
         return
@@ -631,15 +701,68 @@ def _database_key(encoder: object) -> str:
     return f"{module}.{name}" if name and module else _describe(encoder)
 
 
+_POINT_DIM_ATTRIBUTES = ("in_dim", "point_dim", "input_dim", "in_channels", "in_features")
+
+
 def _read_point_dim(encoder: Encoder) -> int:
-    for attribute in ("in_dim", "point_dim", "input_dim"):
+    """``D`` from an attribute (`_POINT_DIM_ATTRIBUTES`), else from the input width of the
+    encoder's layers (``nn.Linear.in_features``, ``nn.Conv1d.in_channels``, an RNN's
+    ``input_size``), in the order they appear, confirmed by a probe call that runs."""
+    for attribute in _POINT_DIM_ATTRIBUTES:
         value = getattr(encoder, attribute, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
+    candidates: list[int] = []
+    for _, module in reachable_modules(encoder):
+        for layer in module.modules():
+            width = (
+                getattr(layer, "in_features", None)
+                if isinstance(layer, torch.nn.Linear)
+                else getattr(layer, "in_channels", None)
+                if isinstance(layer, torch.nn.Conv1d)
+                else getattr(layer, "input_size", None)
+                if isinstance(layer, torch.nn.RNNBase)
+                else None
+            )
+            if isinstance(width, int) and width > 0 and width not in candidates:
+                candidates.append(width)
+    for width in candidates:
+        if _runs_with(encoder, width):
+            return width
+    tried = f" (the widths of its layers, {candidates}, did not run)" if candidates else ""
     raise ValueError(
         f"check_encoder cannot tell how many coordinates a point has for {_describe(encoder)}: "
-        "it has no in_dim, point_dim or input_dim attribute; pass point_dim=D"
+        f"it has none of the attributes {', '.join(_POINT_DIM_ATTRIBUTES)}{tried}; pass "
+        "point_dim=D"
     )
+
+
+def _runs_with(encoder: Encoder, point_dim: int) -> bool:
+    """True when ``encoder`` runs on one lane of 3 points of ``point_dim`` coordinates."""
+    module = encoder if isinstance(encoder, torch.nn.Module) else None
+    was_training = module.training if module is not None else False
+    try:
+        if module is not None:
+            module.eval()
+        with torch.no_grad():
+            first = next(iter(_parameters_and_buffers(encoder)), None)
+            dtype = first.dtype if first is not None and first.is_floating_point() else None
+            probe = _probe(point_dim, dtype or torch.float32, torch.device("cpu"))
+            if first is not None:
+                probe = probe.to(device=first.device)
+            encoder(probe.points, probe.point_mask)
+    except Exception:
+        return False
+    finally:
+        if module is not None:
+            module.train(was_training)
+    return True
+
+
+def _parameters_and_buffers(encoder: Encoder) -> Iterator[torch.Tensor]:
+    for _, module in reachable_modules(encoder):
+        yield from module.parameters()
+        yield from module.buffers()
 
 
 def _describe(encoder: object) -> str:

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import math
 import unittest
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
 import torch
 
 from lpim.batch import LaneBatch
+from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS, garbage_fills
 from lpim.testing.errors import EncoderPropertyError, ExampleT, PropertyError
 from lpim.testing.protocol import (
+    DeadlineExceeded,
     Encoder,
     EncoderOutput,
     ProtocolError,
@@ -69,7 +71,8 @@ def _call(subject: Subject, batch: LaneBatch) -> EncoderOutput:
 
 
 def _reference64(subject: Subject, batch: LaneBatch) -> EncoderOutput | None:
-    with _runs(batch), torch.no_grad():
+    """The float64 reference, best effort (None when it cannot be made or run)."""
+    with torch.no_grad():
         return subject.reference64(batch)
 
 
@@ -108,8 +111,9 @@ def _compare(
             raise EncoderPropertyError(
                 property_name,
                 f"{labels[row]}: {name}[{col}] is {got:.6g} {what} but {want:.6g} is expected "
-                f"(allowed error {allowed:.3g} at {subject.dtype}, {times}x over)",
+                f"(allowed error {allowed:.3g} at {rule.dtype}, {times}x over)",
                 batch,
+                largest,
             )
         worst = max(worst, largest)
     return worst
@@ -324,48 +328,144 @@ def _scatter_points(batch: LaneBatch, features: list[torch.Tensor | None]) -> to
 # -- ignores padding -------------------------------------------------------------------------------
 
 
-def garbage_fills(dtype: torch.dtype) -> dict[str, float]:
-    """The values :func:`assert_ignores_padding` writes into padded slots, per kind."""
-    big = min(1e30, float(torch.finfo(dtype).max))
-    return {"large": big, "-large": -big, "inf": math.inf, "-inf": -math.inf, "nan": math.nan}
-
-
-def with_padding(batch: LaneBatch, fill: float) -> LaneBatch:
-    """``batch`` with every padded slot set to ``fill`` (real points untouched)."""
+def with_padding(batch: LaneBatch, fill: float | torch.Tensor) -> LaneBatch:
+    """``batch`` with every padded slot set to ``fill`` (a number, or ``[B, M, N, D]`` values;
+    real points untouched)."""
     points = torch.where(batch.point_mask[..., None], batch.points, fill)
     return LaneBatch(points, batch.point_mask)
 
 
-def assert_ignores_padding(encoder: Encoder | Subject, batch: LaneBatch) -> float:
-    """Property ``ignores_padding``: what padded slots hold changes no output.
+def padding_variants(batch: LaneBatch, kinds: Sequence[str]) -> dict[str, LaneBatch]:
+    """``batch`` with its padded slots refilled, one variant per fill of each garbage kind
+    (`lpim.strategies.GARBAGE_KINDS`): ``zeros``; ``finite`` (plus and minus the largest real
+    coordinate, or 1); ``repeat_last`` (each lane's last real point); ``large`` (+-1e30, clipped
+    to the dtype); ``inf`` (+-inf); ``nan``."""
+    real = batch.points[batch.point_mask]
+    bound = float(real.abs().max()) if real.numel() else 1.0
+    variants: dict[str, LaneBatch] = {}
+    for kind in kinds:
+        if kind == "repeat_last":
+            variants["the last point repeated"] = with_padding(batch, _last_points(batch))
+        for label, fill in garbage_fills(kind, batch.points.dtype, bound).items():
+            variants[label] = with_padding(batch, fill)
+    return variants
 
-    Runs the batch with zeros in every padded slot, then with the batch's own padding and with
-    each of :func:`garbage_fills` (huge, -huge, inf, -inf, NaN), and compares ``lane_embedding``
-    of every lane and ``point_features`` at real points with the zero-padded run. NaN in both
-    counts as equal (NaN itself is property ``finite``'s business).
+
+def padding_mixture(batch: LaneBatch, kinds: Sequence[str]) -> LaneBatch:
+    """``batch`` with its padded slots refilled from every variant of `padding_variants`
+    at once: padded slot ``k`` (in flat order) takes variant ``k mod V``'s value."""
+    variants = list(padding_variants(batch, kinds).values())
+    flat = torch.arange(batch.point_mask.numel(), device=batch.points.device)
+    pick = (flat % len(variants)).reshape(batch.point_mask.shape)  # [B, M, N]
+    points = batch.points
+    for index, variant in enumerate(variants):
+        points = torch.where((pick == index)[..., None], variant.points, points)
+    return LaneBatch(points, batch.point_mask)
+
+
+def _last_points(batch: LaneBatch) -> torch.Tensor:
+    """``[B, M, N, D]``: each slot holds its lane's last real point (zeros in empty lanes)."""
+    n = batch.point_mask.shape[-1]
+    slot = torch.arange(n, device=batch.points.device)
+    last = torch.where(batch.point_mask, slot, -1).amax(-1) if n else None  # [B, M]
+    if last is None:
+        return torch.zeros_like(batch.points)
+    index = last.clamp(min=0)[..., None, None].expand(-1, -1, 1, batch.shape[-1])
+    picked = batch.points.gather(2, index)  # [B, M, 1, D]
+    picked = torch.where((last >= 0)[..., None, None], picked, 0.0)
+    return picked.expand_as(batch.points)
+
+
+def _padding_kinds(garbage: str) -> tuple[str, list[str], list[str]]:
+    """``(baseline kind, finite kinds to vary, non-finite kinds to vary)`` for a contract."""
+    if garbage not in GARBAGE_CONTRACTS:
+        raise ValueError(
+            f"garbage must be one of {tuple(GARBAGE_CONTRACTS)} (the data contract); got "
+            f"{garbage!r}"
+        )
+    kinds = GARBAGE_CONTRACTS[garbage]
+    baseline = "zeros" if "zeros" in kinds else kinds[0]
+    others = [k for k in kinds if k != baseline]
+    finite = [k for k in others if k not in NONFINITE_GARBAGE_KINDS]
+    return baseline, finite, [k for k in others if k in NONFINITE_GARBAGE_KINDS]
+
+
+def _compare_padding(
+    property_name: str,
+    subject: Subject,
+    batch: LaneBatch,
+    baseline: str,
+    kinds: Sequence[str],
+    as_drawn: bool,
+) -> float:
+    """Outputs with each variant's padding (and the batch's own when ``as_drawn``) against the
+    ``baseline`` kind's, every lane and the real points' features; NaN in both counts as
+    equal (NaN itself is property ``finite``'s business)."""
+    if not bool((~batch.point_mask).any()):
+        return 0.0  # no padded slot: nothing to vary
+    reference = next(iter(padding_variants(batch, [baseline]).values()))
+    expected = _call(subject, reference)
+    expected_64 = _reference64(subject, reference)
+    every_lane = torch.arange(batch.lane_mask.numel(), device=batch.points.device)
+    variants = ({"as drawn": batch} if as_drawn else {}) | padding_variants(batch, kinds)
+    worst = 0.0
+    for label, variant in variants.items():
+        actual = _call(subject, variant)
+        pairs = _pairs(actual, expected, expected_64, variant, every_lane, batch.point_mask)
+        worst = max(
+            worst, _compare(property_name, subject, variant, pairs, f"with {label} padding")
+        )
+    return worst
+
+
+def assert_ignores_padding(
+    encoder: Encoder | Subject, batch: LaneBatch, garbage: str = "any"
+) -> float:
+    """Property ``ignores_padding``: what finite values padded slots hold changes no output.
+
+    Runs the batch with zeros in every padded slot (the baseline), then with its own padding
+    (when finite) and with each finite fill the data contract ``garbage`` allows (see
+    `padding_variants`: values in the real coordinates' range, the last point repeated and,
+    under ``"any"``, +-1e30), and compares ``lane_embedding`` of every lane and
+    ``point_features`` at real points with the baseline. NaN and inf are
+    `assert_ignores_nonfinite_padding`'s business.
+
+    Args:
+        encoder: the encoder (in eval mode).
+        batch: the batch; its own padding is tried too when it is finite.
+        garbage: the data contract's ``"any"``, ``"finite"``, ``"zeros"`` or ``"repeat_last"``
+            (the last two leave nothing to vary: 0.0 is returned).
 
     Returns:
         The largest error as a fraction of the allowed one.
     """
     subject = Subject.of(encoder, batch)
-    zeros = with_padding(batch, 0.0)
-    expected = _call(subject, zeros)
-    expected_64 = _reference64(subject, zeros) if subject.twin is not None else None
-    every_lane = torch.arange(batch.lane_mask.numel(), device=batch.points.device)
-    variants = {"as drawn": batch} | {
-        kind: with_padding(batch, fill) for kind, fill in garbage_fills(batch.points.dtype).items()
-    }
-    worst = 0.0
-    for kind, variant in variants.items():
-        if not bool((~batch.point_mask).any()):
-            break  # no padded slot: nothing to vary
-        actual = _call(subject, variant)
-        pairs = _pairs(actual, expected, expected_64, variant, every_lane, batch.point_mask)
-        worst = max(
-            worst,
-            _compare("ignores_padding", subject, variant, pairs, f"with {kind} padding"),
-        )
-    return worst
+    baseline, finite, _ = _padding_kinds(garbage)
+    if not finite:
+        return 0.0
+    padded = ~batch.point_mask[..., None].expand_as(batch.points)
+    as_drawn = bool(batch.points[padded].isfinite().all())
+    return _compare_padding("ignores_padding", subject, batch, baseline, finite, as_drawn)
+
+
+def assert_ignores_nonfinite_padding(encoder: Encoder | Subject, batch: LaneBatch) -> float:
+    """Property ``ignores_nonfinite_padding``: NaN or inf in padded slots changes no output.
+
+    Runs the batch with zeros in every padded slot, then with +inf, -inf and NaN there (and
+    with its own padding when that holds NaN or inf), and compares ``lane_embedding`` of every
+    lane and ``point_features`` at real points with the zero-padded run. A failure means the
+    loader must never write NaN or inf in padded slots, or the encoder must select real points
+    before its first layer.
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+    """
+    subject = Subject.of(encoder, batch)
+    padded = ~batch.point_mask[..., None].expand_as(batch.points)
+    as_drawn = not bool(batch.points[padded].isfinite().all())
+    return _compare_padding(
+        "ignores_nonfinite_padding", subject, batch, "zeros", NONFINITE_GARBAGE_KINDS, as_drawn
+    )
 
 
 # -- lanes independent -----------------------------------------------------------------------------
@@ -567,6 +667,156 @@ def _lane_losses(out: EncoderOutput, point_mask: torch.Tensor) -> torch.Tensor:
         real = point_mask.flatten(0, 1)
         losses = losses + torch.where(real, per_point, 0).sum(-1)
     return losses
+
+
+def assert_gradients_ignore_padding(
+    encoder: Encoder | Subject, batch: LaneBatch, garbage: str = "any"
+) -> float:
+    """Property ``gradients_ignore_padding``: garbage in padded slots leaves training alone.
+
+    With the same loss as `assert_gradients_isolated` (a fixed weighting of real lanes' outputs
+    only), computes every trainable parameter's gradient with zeros in the padded slots, then
+    with the fills the data contract ``garbage`` allows in the padded slots of real lanes (one
+    pass with the finite ones mixed: values in range, the last point repeated, +-1e30; one
+    with +-inf and NaN mixed). Where the loss itself is unchanged, each gradient must be finite
+    and equal to the zero-padded one under the tolerance rule; a changed loss is a forward
+    leak, which the padding properties name. An encoder that runs a layer on every slot and
+    masks only its output passes every forward property, yet its weight gradients sum
+    ``0 * NaN`` over the padded slots: NaN in the first training step.
+
+    Args:
+        encoder: the encoder; a plain callable without parameters has nothing to train (0.0).
+        batch: the batch; its padded slots are refilled.
+        garbage: the data contract (``"zeros"`` and ``"repeat_last"`` leave nothing to vary).
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+    """
+    subject = Subject.of(encoder, batch)
+    named = _named_trainable(subject.encoder)
+    baseline, finite, nonfinite = _padding_kinds(garbage)
+    if not named or not (finite or nonfinite) or not bool((~batch.point_mask).any()):
+        return 0.0
+    if not bool(batch.lane_mask.any()):
+        return 0.0  # no real lane: the loss is 0 whatever the encoder does
+    names = [name for name, _ in named]
+    baseline_batch = next(iter(padding_variants(batch, [baseline]).values()))
+    baseline_points = baseline_batch.points
+    (_, (base_loss, reference)), *_ = _parameter_gradients(
+        subject, {"baseline": baseline_batch}, named, batch
+    ).items()
+    if any(g is not None and not bool(g.isfinite().all()) for g in reference):
+        return 0.0  # NaN with zero padding already: gradients_isolated's business
+    rule = subject.tolerance(batch)
+    worst = 0.0
+    # One backward pass per group, each padded slot holding another of the group's fills: a
+    # garbage-sensitive gradient shows with any of them, and each pass costs a full backward.
+    # Only real lanes' padded slots are refilled (empty lanes keep the baseline): garbage in a
+    # lane the loss never reads would change nothing the loss sees in the forward pass, and a
+    # leak there is the padding properties' to name.
+    real_lanes = batch.lane_mask[..., None, None]  # [B, M, 1, 1]
+    variants = {
+        f"mixed {' / '.join(group)}": LaneBatch(
+            torch.where(real_lanes, padding_mixture(batch, group).points, baseline_points),
+            batch.point_mask,
+        )
+        for group in (finite, nonfinite)
+        if group
+    }
+    for label, (loss, grads) in _parameter_gradients(subject, variants, named, batch).items():
+        if float(rule.error_ratio(loss, base_loss).max()) > 1.0:
+            continue  # the forward pass already changed: the padding properties' business
+        for name, want, got in zip(names, reference, grads, strict=True):
+            if want is None or got is None:
+                continue
+            ratio = rule.error_ratio(got.flatten(), want.flatten())
+            largest = float(ratio.max()) if ratio.numel() else 0.0
+            if largest > 1.0:
+                where = int(ratio.argmax())
+                bad = int((~got.isfinite()).sum())
+                what = f" ({bad} NaN or inf values)" if bad else ""
+                raise EncoderPropertyError(
+                    "gradients_ignore_padding",
+                    f"with {label} padding, the gradient of parameter {name!r} is "
+                    f"{float(got.flatten()[where]):.6g} at element {where}{what} but "
+                    f"{float(want.flatten()[where]):.6g} with zero padding, for a loss over "
+                    "real lanes only whose value the padding leaves alone: padded slots take "
+                    "part in the backward pass",
+                    variants[label],
+                    largest,
+                )
+            worst = max(worst, largest)
+    return worst
+
+
+def _parameter_gradients(
+    subject: Subject,
+    variants: dict[str, LaneBatch],
+    named: list[tuple[str, torch.Tensor]],
+    batch: LaneBatch,
+) -> dict[str, tuple[torch.Tensor, list[torch.Tensor | None]]]:
+    """Per variant, the real-lane loss (detached, ``[1]``) and its gradient w.r.t. each
+    parameter in ``named``."""
+    found: dict[str, tuple[torch.Tensor, list[torch.Tensor | None]]] = {}
+    parameters = [p for _, p in named]
+    for label, variant in variants.items():
+        with _runs(batch), torch.enable_grad():
+            out = subject(variant)
+            loss = _lane_losses(out, variant.point_mask.to(subject.device)).sum()
+            grads: list[torch.Tensor | None] = [None] * len(parameters)
+            if loss.requires_grad:
+                grads = list(torch.autograd.grad(loss, parameters, allow_unused=True))
+        found[label] = (loss.detach().reshape(1), grads)
+    return found
+
+
+# -- empty lanes -----------------------------------------------------------------------------------
+
+
+def assert_empty_lanes_zero(encoder: Encoder | Subject, batch: LaneBatch) -> float:
+    """Property ``empty_lanes_zero`` (declared with ``empty_lanes="zero"``): every empty
+    lane's ``lane_embedding`` is exactly 0, so that a consumer may read all ``M`` lanes.
+
+    Returns:
+        0.0 (an exact check).
+    """
+    subject = Subject.of(encoder, batch)
+    out = _call(subject, batch)
+    empty = ~batch.lane_mask.to(out.lane_embedding.device)  # [B, M]
+    rows = out.lane_embedding[empty]  # [E, C]
+    nonzero = rows != 0
+    if bool(nonzero.any()):
+        row, col = (int(i) for i in nonzero.nonzero()[0])
+        b, m = (int(i) for i in empty.nonzero()[row])
+        raise EncoderPropertyError(
+            "empty_lanes_zero",
+            f"empty lane (b={b}, m={m}): lane_embedding[{col}] is {float(rows[row, col]):.6g}, "
+            f"not 0 ({int(nonzero.any(-1).sum())} of {rows.shape[0]} empty lanes are not "
+            "zeros)",
+            batch,
+        )
+    return 0.0
+
+
+def empty_lane_values(encoder: Encoder | Subject, batch: LaneBatch) -> str:
+    """What ``encoder`` gives for the empty lanes of ``batch``, in words: ``"exact zeros"``,
+    ``"NaN or inf"``, ``"one constant vector"``, ``"values that vary"`` (or ``""`` when the
+    batch has no empty lane or the encoder fails on it)."""
+    subject = Subject.of(encoder, batch)
+    try:
+        out = _call(subject, batch)
+    except (EncoderPropertyError, DeadlineExceeded):  # the properties report those
+        return ""
+    rows = out.lane_embedding[~batch.lane_mask.to(out.lane_embedding.device)]  # [E, C]
+    if rows.numel() == 0:
+        return ""
+    if not bool(rows.isfinite().all()):
+        return "NaN or inf"
+    if bool((rows == 0).all()):
+        return "exact zeros"
+    if bool((rows == rows[:1]).all()):
+        return "one constant vector (not zeros)"
+    return "values that vary from lane to lane"
 
 
 # -- devices agree ---------------------------------------------------------------------------------

@@ -76,14 +76,23 @@ def _check_tensor(value: object, name: str, lead: tuple[int, ...], batch: LaneBa
         raise ProtocolError(f"{name} must have shape {expected}; got {tuple(value.shape)}")
     if not value.is_floating_point():
         raise ProtocolError(f"{name} must be floating; got {value.dtype}")
-    if value.dtype != batch.points.dtype:
-        raise ProtocolError(
-            f"{name} must have the points' dtype {batch.points.dtype}; got {value.dtype}"
-        )
+    allowed = {batch.points.dtype, compute_dtype(batch.points.dtype, batch.points.device)}
+    if value.dtype not in allowed:
+        expected = " or ".join(sorted(str(d) for d in allowed))
+        raise ProtocolError(f"{name} must have the points' dtype {expected}; got {value.dtype}")
     if value.device != batch.points.device:
         raise ProtocolError(
             f"{name} must be on the input's device {batch.points.device}; got {value.device}"
         )
+
+
+def compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The dtype code computes in on float data of ``dtype`` on ``device``: the autocast dtype
+    where ``torch.autocast`` is on for the device's type and ``dtype`` is float32, else
+    ``dtype`` itself."""
+    if dtype == torch.float32 and torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return dtype
 
 
 @dataclass
@@ -102,6 +111,8 @@ class Subject:
     device: torch.device
     deadline: float | None = None
     """Seconds one call may take (``check_encoder(deadline=...)``); None for no limit."""
+    reference_note: str = ""
+    """Why there is no float64 reference ('' while there is one, or none is needed)."""
 
     @classmethod
     def of(cls, encoder: Encoder | Subject, batch: LaneBatch) -> Subject:
@@ -144,24 +155,47 @@ class Subject:
 
     @property
     def twin(self) -> Encoder | None:
-        """A float64 copy of the encoder, or None (not a module, or already float64)."""
-        if isinstance(self.encoder, torch.nn.Module) and self.dtype != torch.float64:
+        """A float64 copy of the encoder, or None: not a module, already float64 (and not
+        under autocast), or it cannot be copied to float64 (:attr:`reference_note` says why)."""
+        if not isinstance(self.encoder, torch.nn.Module) or self.reference_note:
+            return None
+        if self.dtype == torch.float64 and not torch.is_autocast_enabled(self.device.type):
+            return None
+        try:
             return _float64_twin(self.encoder)
-        return None
+        except Exception as error:  # best effort: the rule's floors still apply without it
+            self.reference_note = _no_reference(error)
+            return None
 
     def reference64(self, batch: LaneBatch) -> EncoderOutput | None:
-        """The float64 twin's output on ``batch``, or None when there is no twin."""
+        """The float64 twin's output on ``batch`` (autocast off), or None when there is no
+        twin or it cannot run (the encoder computes in float32 whatever it is given, say):
+        the tolerance rule's floors alone then apply, and :attr:`reference_note` says why."""
         twin = self.twin
         if twin is None:
             return None
         batch = batch.to(device=self.device, dtype=torch.float64)
-        return normalise_output(twin(batch.points, batch.point_mask), batch)
+        try:
+            with torch.autocast(self.device.type, enabled=False):
+                return normalise_output(twin(batch.points, batch.point_mask), batch)
+        except Exception as error:
+            self.reference_note = _no_reference(error)
+            return None
 
     def tolerance(self, batch: LaneBatch) -> Tolerance:
-        """The tolerance rule for this encoder and dtype (see :mod:`lpim.tolerance`)."""
+        """The tolerance rule for this encoder and the dtype it computes in (the autocast
+        dtype under ``torch.autocast``; see `lpim.tolerance`)."""
         _, _, n, _ = batch.shape
         k, depth = encoder_scale(self.encoder, fallback_length=n + 1)
-        return tolerance(self.dtype, k, depth)
+        return tolerance(compute_dtype(self.dtype, self.device), k, depth)
+
+
+def _no_reference(error: Exception) -> str:
+    first = str(error).splitlines()[0] if str(error) else ""
+    return (
+        f"no float64 reference ({type(error).__name__}: {first[:80]}): the tolerance rule's "
+        "floors alone apply"
+    )
 
 
 class DeadlineExceeded(BaseException):

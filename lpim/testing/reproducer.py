@@ -47,12 +47,17 @@ def reproducer(
     encoder: object,
     factory: str | None = None,
     call: str | None = None,
+    *,
+    keywords: str = "",
+    autocast: str | None = None,
 ) -> str:
     """Python source that rebuilds ``example`` exactly and calls ``lpim.testing.<assert_name>``.
 
     ``call``, when given, replaces that last line: source that uses ``encoder``, ``points``,
     ``point_mask``, ``LaneBatch`` and ``EncoderPropertyError`` (used for the ``deadline``
-    check, which no assert function times).
+    check, which no assert function times). ``keywords`` (e.g. ``", garbage='finite'"``) are
+    appended to the assert's arguments; ``autocast`` (a dtype such as ``"torch.bfloat16"``)
+    runs the assert under ``torch.autocast`` at that dtype, as the check did.
     """
     imports, build = encoder_source(encoder, factory)
     dtype = example.points.dtype
@@ -76,10 +81,25 @@ def reproducer(
         f"point_mask = torch.tensor({example.point_mask.tolist()!r}{on_device})",
         "points = points.reshape(" + ", ".join(map(str, example.points.shape)) + ")",
         "point_mask = point_mask.reshape(" + ", ".join(map(str, example.point_mask.shape)) + ")",
-        f"{assert_name}(encoder, LaneBatch(points, point_mask))" if call is None else call,
+        *_last_lines(
+            f"{assert_name}(encoder, LaneBatch(points, point_mask){keywords})"
+            if call is None
+            else call,
+            autocast,
+            device.type,
+        ),
         "",
     ]
     return "\n".join(lines)
+
+
+def _last_lines(call: str, autocast: str | None, device_type: str) -> list[str]:
+    if autocast is None:
+        return call.splitlines()
+    return [
+        f"with torch.autocast({device_type!r}, dtype={autocast}):",
+        *(f"    {line}" if line else line for line in call.splitlines()),
+    ]
 
 
 def _resolve(module_name: str, qualname: str) -> Any:

@@ -15,21 +15,27 @@ Each encoder class says in its docstring what is wrong (or why it is right), why
 realistic, which property catches it, and which line does it. The bugs subclass the correct
 encoders and override one step, so the override is the bug.
 
+Each bug's docstring also has a ``Sanitizer:`` line: the `lpim.sanitize` finding kind that
+reports it at run time ("found as `KIND`"), or why only the property check can ("needs
+check_encoder: why"); `sanitizer_verdict` reads it.
+
 ``CONSUMER_BUGS`` and ``CONSUMER_CORRECT`` (:mod:`lpim.zoo.consumers`) do the same one step
 downstream, for lane-set consumers checked by :func:`lpim.testing.check_lane_consumer`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from lpim.encoder import PriorEncoder
-from lpim.zoo import bugs, consumers, correct
+from lpim.zoo import bugs, consumers, contracts, correct
 from lpim.zoo._base import AttentionLaneEncoder, LaneOutput, PointLaneEncoder
 from lpim.zoo.consumers import CONSUMER_BUGS, CONSUMER_CORRECT, ConsumerZooEntry
 
@@ -47,7 +53,9 @@ __all__ = [
     "ZooEntry",
     "bugs",
     "consumers",
+    "contracts",
     "correct",
+    "sanitizer_verdict",
 ]
 
 PropertyName = Literal[
@@ -55,8 +63,11 @@ PropertyName = Literal[
     "finite",
     "matches_unpadded",
     "ignores_padding",
+    "ignores_nonfinite_padding",
     "lanes_independent",
     "gradients_isolated",
+    "gradients_ignore_padding",
+    "empty_lanes_zero",
     "devices_agree",
 ]
 
@@ -66,8 +77,11 @@ PROPERTIES: tuple[PropertyName, ...] = (
     "finite",
     "matches_unpadded",
     "ignores_padding",
+    "ignores_nonfinite_padding",
     "lanes_independent",
     "gradients_isolated",
+    "gradients_ignore_padding",
+    "empty_lanes_zero",
     "devices_agree",
 )
 
@@ -82,6 +96,9 @@ class ZooEntry:
         caught_by: the first property that fails on it; ``None`` for a correct encoder.
         bug_class: a short slug for the kind of mistake (``"correct"`` for correct encoders).
         summary: one line saying what it does wrong, or right.
+        contract: the `lpim.testing.check_encoder` keywords (data contract, precision) under
+            which ``caught_by`` holds: empty for "anything may happen"; e.g.
+            ``{"layout": "right"}`` for an encoder correct under right padding only.
     """
 
     name: str
@@ -89,6 +106,7 @@ class ZooEntry:
     caught_by: PropertyName | None
     bug_class: str
     summary: str
+    contract: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _factory(cls: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
@@ -190,6 +208,29 @@ CORRECT: dict[str, ZooEntry] = _entries(
         "correct",
         "lpim.PriorEncoder itself (d 16, 2 heads, 1 layer): empty lanes never computed",
     ),
+    ZooEntry(
+        "float32_internal",
+        _factory(contracts.Float32Internal),
+        None,
+        "correct",
+        "computes in float32 whatever it gets: unsupported under cast, passes under autocast",
+    ),
+    ZooEntry(
+        "gru_packed_right_padding",
+        _factory(contracts.GruPackedRightPadding),
+        None,
+        "correct",
+        "GRU over pack_padded_sequence under the contract its loader keeps: right padding",
+        {"layout": "right"},
+    ),
+    ZooEntry(
+        "kpm_values_finite_padding",
+        _factory(contracts.KpmValuesFromPadding),
+        None,
+        "correct",
+        "keys and values read padded slots, under a loader that writes finite values only",
+        {"garbage": "finite"},
+    ),
 )
 
 BUGS: dict[str, ZooEntry] = _entries(
@@ -259,7 +300,7 @@ BUGS: dict[str, ZooEntry] = _entries(
     ZooEntry(
         "multiply_by_mask",
         _factory(bugs.MultiplyByMask),
-        "ignores_padding",
+        "ignores_nonfinite_padding",
         "nan-leak",
         "points * point_mask instead of torch.where: 0 * NaN garbage leaks as NaN",
     ),
@@ -341,6 +382,35 @@ BUGS: dict[str, ZooEntry] = _entries(
         "NaN rows of empty lanes hidden by torch.where: clean forward, NaN input gradients",
     ),
     ZooEntry(
+        "kpm_values_from_padding",
+        _factory(contracts.KpmValuesFromPadding),
+        "ignores_nonfinite_padding",
+        "nan-leak",
+        "keys and values read padded slots, masked only in the softmax: 0 * inf is NaN",
+    ),
+    ZooEntry(
+        "gru_packed_any_layout",
+        _factory(contracts.GruPackedRightPadding),
+        "matches_unpadded",
+        "slot-assumption",
+        "GRU over pack_padded_sequence checked under any layout: reads padding unless right",
+    ),
+    ZooEntry(
+        "linear_on_every_slot",
+        _factory(contracts.LinearOnEverySlot),
+        "gradients_ignore_padding",
+        "nan-grad",
+        "MLP on every slot, output masked: exact forward, NaN weight gradients from NaN padding",
+    ),
+    ZooEntry(
+        "empty_lane_bias",
+        _factory(contracts.EmptyLaneBias),
+        "empty_lanes_zero",
+        "empty-lane-value",
+        "output projection after a masked mean: empty lanes get its bias, not zeros",
+        {"empty_lanes": "zero"},
+    ),
+    ZooEntry(
         "cu_seqlens_off_by_one",
         _factory(bugs.CuSeqlensOffByOne),
         "matches_unpadded",
@@ -348,3 +418,30 @@ BUGS: dict[str, ZooEntry] = _entries(
         "packed points assigned to lanes with searchsorted(right=False): off by one",
     ),
 )
+
+
+_SANITIZER_LINE = re.compile(
+    r"^Sanitizer: (?:found as `(?P<kind>\w+)`(?P<note>.*)|needs check_encoder: (?P<why>.*))$",
+    re.S,
+)
+
+
+def sanitizer_verdict(entry: ZooEntry) -> tuple[str | None, str]:
+    """What ``lpim.sanitize`` makes of a bug, read from its docstring's ``Sanitizer:`` paragraph.
+
+    Returns:
+        ``(kind, note)`` for a bug the sanitizer reports (``kind`` a finding kind, ``note`` any
+        remark after it), or ``(None, why)`` for one that needs
+        `lpim.testing.check_encoder`.
+
+    Raises:
+        ValueError: the entry's docstring has no ``Sanitizer:`` paragraph.
+    """
+    doc = inspect.getdoc(type(entry.factory())) or ""
+    for paragraph in doc.split("\n\n"):
+        match = _SANITIZER_LINE.match(" ".join(paragraph.split()))
+        if match:
+            if match["kind"]:
+                return match["kind"], match["note"].strip(" .()")
+            return None, match["why"].strip()
+    raise ValueError(f"zoo entry {entry.name!r}: its docstring has no 'Sanitizer:' paragraph")

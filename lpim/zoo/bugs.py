@@ -69,6 +69,8 @@ class RepeatHeadOrder(Mha3dAttnMask):
     raises, and a batch of one lane is even exact. Realistic: it is the fix people reach for
     after ``seed_crash_3d_mask``'s error message, and pytorch#64706 is full of it.
 
+    Sanitizer: found as `head_major_3d_mask`.
+
     Caught by ``matches_unpadded``: the lane alone has ``B*M = 1``, where both orders agree.
     No row is ever fully masked (the query column is open in every lane's mask), so ``finite``
     passes. Offending line::
@@ -91,6 +93,8 @@ class SeedCrash3dMask(Mha3dAttnMask):
     mode MHA's fused fast path raises ``For mask_type == 2 mask shape should match input shape``
     instead). Realistic: a per-lane mask is the natural thing to build, and MHA's 2D
     ``key_padding_mask``, which needs no head axis, is the fix.
+
+    Sanitizer: found as `missing_head_rows` (before torch's RuntimeError).
 
     Caught by ``runs``, on every batch (even one lane: ``B*M = 1`` rows, ``H = 2`` needed).
     Offending line::
@@ -115,6 +119,9 @@ class LibraryMaskAsKpm(AttentionLaneEncoder):
     attended. The code copies the LPIM original, ``cat([query never masked], ~valid)``, and
     drops the ``~``: a one-character bug between two conventions that both say "mask".
 
+    Sanitizer: needs check_encoder: the key_padding_mask is inverted only relative to
+    the points, and no attention row is left without a key.
+
     Caught by ``matches_unpadded``: a lane run alone has no padding, so its query sees only
     itself, while the same lane in a padded batch attends to its (zeroed) padded slots. The
     query column stays unmasked, so no row is ever fully masked and ``finite`` passes. (Had the
@@ -138,6 +145,9 @@ class MhaPolarityInSdpa(SdpaRightPolarity):
     code was ported from ``nn.MultiheadAttention`` to ``F.scaled_dot_product_attention`` for
     speed and kept its mask (pytorch#170400).
 
+    Sanitizer: needs check_encoder: the SDPA mask is inverted only relative to the
+    points, and SDPA returns 0, not NaN, for the rows of full lanes it blocks entirely.
+
     Caught by ``matches_unpadded``. A lane without padding has *every* key blocked; SDPA returns
     0 for such a row on torch 2.13 (its ``_safe_softmax``, measured at every dtype on CPU), not
     NaN, so ``finite`` passes and the lane's embedding is just the layer applied to a zero
@@ -157,6 +167,8 @@ class FloatKpm(AttentionLaneEncoder):
     nothing is masked (they are if anything favoured). No warning, no error (pytorch#92554).
     Realistic: "convert masks to the model dtype" is a common AMP-era habit.
 
+    Sanitizer: found as `float_mask_as_additive`.
+
     Caught by ``matches_unpadded``: a lane alone has no padded key to attend to.
     Offending line::
 
@@ -174,6 +186,9 @@ class KpmWithoutQueryColumn(AttentionLaneEncoder):
     Column 0 (the query) gets point 0's mask, column ``j`` gets point ``j - 1``'s, and the last
     point is never masked. Realistic: the mask is built before deciding where the query goes, or
     the query moved from the end to the front and the mask did not follow.
+
+    Sanitizer: needs check_encoder: the columns are shifted only relative to the
+    points; every row still has a key.
 
     Caught by ``matches_unpadded``: a lane alone has no padding, so a shifted all-False mask is
     still all False. The last column is always open, so no row is fully masked and ``finite``
@@ -194,6 +209,9 @@ class CudaOnlyFastPath(AttentionLaneEncoder):
     to MHA, which reads True as ignore: real keys, the query column included, are masked. On
     CPU the branch is never taken and the encoder is exactly ``mha_key_padding_mask``.
     Realistic: code paths that only run on one device are only tested on one device.
+
+    Sanitizer: needs check_encoder: on CPU the correct branch runs, and on CUDA the
+    mask is inverted only relative to the points.
 
     Caught by ``devices_agree`` only (skipped without CUDA). Offending line::
 
@@ -219,6 +237,9 @@ class FillMinus1e9Fp16(ManualSoftmaxAdditive):
     -998244352) ``exp(-1e9 - max)`` is exactly 0 and the encoder is correct. Realistic: -1e9
     (or -1e4 in HF's older BERT) is the canonical "big negative" in pre-SDPA attention code.
 
+    Sanitizer: needs check_encoder: the softmax is written out by hand, so no mask
+    reaches torch's attention.
+
     Caught by ``runs`` at float16 only; at float32 every property holds. Offending line::
 
         return scores.masked_fill(~to_sdpa_mask(point_mask, query_tokens=1), -1e9)
@@ -242,6 +263,9 @@ class AdditiveMinus1e4(ManualSoftmaxAdditive):
     and the encoder passes the check at every dtype (measured): the finite fill is the bug, the
     missing selection its trigger.
     (Both lines differ from the parent; the fix for both is the parent: select, and use -inf.)
+
+    Sanitizer: needs check_encoder: the softmax is written out by hand, so no mask
+    reaches torch's attention.
 
     Caught by ``ignores_padding`` only: with zero padding every padded score is O(1) and
     ``exp(O(1) - 1e4)`` is exactly 0, so ``matches_unpadded`` passes. Not caught in float16,
@@ -272,7 +296,13 @@ class MultiplyByMask(AttentionLaneEncoder):
     exact, which is why it survives ordinary tests. Realistic: ``x * mask[..., None]`` is the
     most common masking idiom there is.
 
-    Caught by ``ignores_padding`` only. Gradients are clean too: ``d(x * 0)/dx = 0``.
+    Sanitizer: needs check_encoder: the masks are right; the leak is in the points, and
+    shows (as `nonfinite_output`) only when a batch holds NaN or inf in padded slots.
+
+    Caught by ``ignores_nonfinite_padding`` (any finite garbage, huge values included, is
+    multiplied to an exact 0: ``ignores_padding`` passes; so would a check under
+    ``garbage="finite"``, which is right for a loader that never writes NaN or inf). The input
+    gradients are clean too: ``d(x * 0)/dx = 0``.
     Offending line::
 
         return points * point_mask[..., None]
@@ -292,6 +322,8 @@ class UnmaskedMaxPool(PointNetMaskedMax):
     max in any channel where it exceeds every real point. Realistic: the mask is forgotten
     because a max "ignores small values anyway", and ``mlp(0)`` is rarely large.
 
+    Sanitizer: needs check_encoder: there is no attention; the pooling ignores the mask.
+
     Caught by ``matches_unpadded``: padded points are selected to 0 before the MLP (the
     parent's ``clean_points``), so with zero or garbage padding alike the padded feature is
     ``mlp(0)``: the lane differs from itself unpadded, and garbage changes nothing
@@ -310,6 +342,8 @@ class MeanOverSlots(MaskedMean):
     Each lane's embedding is scaled by ``count / N``: right only for lanes with no padding.
     Realistic: ``x.masked_fill(~mask, 0).mean(dim)`` reads like a masked mean.
 
+    Sanitizer: needs check_encoder: there is no attention; the pooling divides by N.
+
     Caught by ``matches_unpadded`` only (padded values are selected away, so garbage cannot
     leak, and empty lanes are ``0 / N = 0``). Offending line::
 
@@ -326,6 +360,9 @@ class FirstSlotPooling(LastRealPoint):
     True for right padding only: under left or scattered padding slot 0 is padding and the
     lane's embedding is ``mlp(0)``. Realistic: most datasets right-pad, and a "CLS"-like first
     token is a common readout.
+
+    Sanitizer: needs check_encoder: there is no attention; the readout slot is wrong
+    only relative to the points.
 
     Caught by ``matches_unpadded`` (on a left- or scattered-padded lane). Offending line::
 
@@ -345,6 +382,9 @@ class LengthsMinusOneIndexing(LastRealPoint):
     parent zeroes empty lanes afterwards, so that half of the bug is harmless here.
     Realistic: ``h[arange(B), lengths - 1]`` is the textbook RNN readout.
 
+    Sanitizer: needs check_encoder: there is no attention; the readout slot is
+    wrong only relative to the points.
+
     Caught by ``matches_unpadded`` (on a left- or scattered-padded lane). Offending line::
 
         return point_mask.sum(dim=-1) - 1
@@ -360,6 +400,9 @@ class SlotIndexPositions(AttentionLaneEncoder):
     A point's position is then where the padding put it, not where it is in the lane: under left
     or scattered padding the same lane gets different tokens. Realistic: "add positional
     encodings" is reflex for anyone coming from NLP, where sequences are right-padded.
+
+    Sanitizer: needs check_encoder: the masks are right; the positions come from slot
+    indices.
 
     Caught by ``matches_unpadded`` (right padding gives real points the same slots as the lane
     alone, so only left or scattered padding shows it). Offending line::
@@ -386,6 +429,9 @@ class SortWithoutUnsort(AttentionLaneEncoder):
     sorting by length is what ``pack_padded_sequence`` and length-bucketing want, and the
     ``unsort`` is the line that goes missing.
 
+    Sanitizer: needs check_encoder: the masks are right; the outputs are in the wrong
+    lane order.
+
     Caught by ``matches_unpadded`` whenever a sample's lanes are not already in length order.
     Offending line::
 
@@ -407,6 +453,9 @@ class NormaliseAcrossLanes(AttentionLaneEncoder):
     centred on itself and becomes exactly 0. The mean is carefully masked (real lanes only,
     count clamped), which is what makes it look right. Realistic: per-sample normalisation of a
     set of embeddings is a common "stabilising" trick.
+
+    Sanitizer: needs check_encoder: the masks are right; lanes are mixed after
+    attention.
 
     Caught by ``matches_unpadded`` (before ``lanes_independent``, which it also breaks).
     Offending line::
@@ -430,6 +479,9 @@ class EmptyLanesTakeSampleMean(AttentionLaneEncoder):
     output now changes when another lane of its sample changes. Realistic: "an empty slot
     should look like an average lane, not like zero" (and downstream cross-attention over all M
     lanes, with no lane mask, does read empty slots).
+
+    Sanitizer: needs check_encoder: the masks are right; empty lanes are filled
+    after attention.
 
     Caught by ``lanes_independent`` only: ``matches_unpadded`` compares real lanes only, padded
     values never reach the means, and a loss over real lanes never touches the empty ones.
@@ -459,6 +511,9 @@ class NanSentinelEmptyLanes(AttentionLaneEncoder):
     a cross-attention over all M slots without a lane mask, a loss). Realistic: NaN as a
     "missing" sentinel is idiomatic in NumPy / pandas code.
 
+    Sanitizer: needs check_encoder: the NaN is written after attention, by
+    torch.where.
+
     Caught by ``finite`` only. Offending line::
 
         lane_embedding=torch.where(lane_mask[..., None], out.lane_embedding, math.nan)
@@ -482,6 +537,8 @@ class EmptyLaneNanNeedWeights(AttentionPooling):
     ``-inf``: NaN weights, NaN output (pytorch#41508, #152028). With ``need_weights=False`` (the
     parent) the same row is 0. Realistic: ``need_weights=True`` is MHA's default, and the
     difference only shows on a lane with no points.
+
+    Sanitizer: found as `fully_masked_rows`.
 
     Caught by ``finite``: the empty lane's embedding is NaN. Offending line::
 
@@ -511,6 +568,9 @@ class NanGradFromEmptyRows(EmptyLaneNanNeedWeights):
     gradients, as deadly for training but invisible to a check of input gradients alone. "NaN
     gradients from fully masked rows persist even if the rows are dropped" (pytorch#41508).
 
+    Sanitizer: found as `fully_masked_rows` (the NaN rows exist before torch.where
+    hides them).
+
     Caught by ``gradients_isolated`` only: outputs are finite and exact, padded values never
     reach them, and lanes stay independent. lpim's check reads parameter gradients before input
     gradients, so its message names a parameter (``seed``); the padded points' gradients are NaN
@@ -534,6 +594,9 @@ class CuSeqlensOffByOne(PackedVarlen):
     rather than at or before it, so the first point of every lane after the first non-empty one
     is given to the lane before: that point attends to, and is attended by, the wrong lane.
     Realistic: ``bisect_left`` vs ``bisect_right`` is the classic off-by-one of segment offsets.
+
+    Sanitizer: needs check_encoder: the block-diagonal mask is wrong only relative to
+    the lanes' offsets (the points); every token keeps a key.
 
     Caught by ``matches_unpadded``: a lane alone is one segment, where both sides agree. Every
     token still attends to itself, so no row is fully masked. Offending line::

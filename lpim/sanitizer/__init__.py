@@ -1,0 +1,301 @@
+"""`lpim.sanitize`: watch the masks that reach torch's attention while your real model runs.
+
+Property tests prove an encoder; they do not see the model you train, where a mask is built in
+one module and consumed three modules later, on shapes no test drew. The sanitizer looks at every
+call of ``F.scaled_dot_product_attention``, ``nn.MultiheadAttention`` (slow path and fused fast
+path), ``nn.TransformerEncoderLayer``, ``nn.TransformerEncoder``,
+``F.multi_head_attention_forward`` and, where torch has it, ``torch.nn.attention.varlen``'s
+``varlen_attn``, and reports what the call's own tensors prove is wrong:
+
+```python
+import lpim
+
+with lpim.sanitize(on_finding="collect") as report:
+    model(points, point_mask)  # one real forward (or training step)
+print(report.table())
+```
+
+It uses torch's extension points (a ``TorchFunctionMode`` and global module hooks), changes no
+output, and leaves torch as it found it when the last context exits.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
+
+from lpim.sanitizer._checks import KINDS, Hazard
+from lpim.sanitizer._watch import Watcher, user_site
+
+__all__ = [
+    "KINDS",
+    "Finding",
+    "MaskHazardError",
+    "MaskHazardWarning",
+    "Sanitize",
+    "SanitizeReport",
+    "SanitizeSession",
+    "sanitize",
+]
+
+OnFinding = Literal["warn", "raise", "collect"]
+_POLICIES = ("warn", "raise", "collect")
+
+
+@dataclass
+class Finding:
+    """One kind of mask hazard at one call site.
+
+    Attributes:
+        kind: one of `KINDS` (``missing_head_rows``, ``head_major_3d_mask``,
+            ``float_mask_as_additive``, ``fully_masked_rows``, ``finite_fill``,
+            ``nonfinite_output``).
+        where: ``"path/to/file.py:LINE"``, the user's line that made the attention call (frames
+            in torch and lpim skipped).
+        count: how many calls at that site had this finding.
+        api: the torch function or module called (``"nn.MultiheadAttention"``, ...).
+        message: what is wrong, with the numbers of the first such call, and the fix; also
+            ``str(finding)``.
+    """
+
+    kind: str
+    where: str
+    count: int
+    api: str
+    message: str
+
+    def __str__(self) -> str:
+        calls = f"{self.count} call{'s' if self.count != 1 else ''}"
+        return f"{self.kind} at {self.where} ({self.api}, {calls}): {self.message}"
+
+
+class MaskHazardError(AssertionError):
+    """Raised by ``sanitize(on_finding="raise")`` at the first finding; ``.finding`` says what."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(str(finding))
+        self.finding = finding
+
+
+class MaskHazardWarning(UserWarning):
+    """Emitted by ``sanitize(on_finding="warn")``, once per call site and finding kind."""
+
+
+class SanitizeReport:
+    """What one sanitizer session saw: its findings, and how many attention calls it inspected.
+
+    Attributes:
+        findings: one `Finding` per (kind, call site), in order of first occurrence.
+        calls: attention calls inspected (so "no findings" can be told from "saw nothing").
+    """
+
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+        self.calls = 0
+        self._index: dict[tuple[str, str], Finding] = {}
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no finding."""
+        return not self.findings
+
+    def kinds(self) -> set[str]:
+        """The finding kinds present."""
+        return {finding.kind for finding in self.findings}
+
+    def _record(self, hazard: Hazard, where: str, api: str) -> Finding:
+        key = (hazard.kind, where)
+        finding = self._index.get(key)
+        if finding is not None:
+            finding.count += 1
+            return finding
+        finding = Finding(hazard.kind, where, 1, api, hazard.detail)
+        self._index[key] = finding
+        self.findings.append(finding)
+        return finding
+
+    def table(self) -> str:
+        """A plain-text table of the findings (kind, where, API, calls), then each message."""
+        if not self.findings:
+            return f"lpim.sanitize: no findings in {self.calls} attention call(s)."
+        header = ("kind", "where", "api", "calls")
+        rows = [(f.kind, f.where, f.api, str(f.count)) for f in self.findings]
+        widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+        lines = [
+            f"lpim.sanitize: {len(self.findings)} finding(s) in {self.calls} attention call(s)",
+            "",
+            "  ".join(
+                cell.ljust(width) for cell, width in zip(header, widths, strict=True)
+            ).rstrip(),
+            "  ".join("-" * width for width in widths),
+        ]
+        lines += [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+        ]
+        lines.append("")
+        lines += [f"{f.kind} at {f.where}:\n  {f.message}" for f in self.findings]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return f"SanitizeReport(calls={self.calls}, findings={[f.kind for f in self.findings]})"
+
+
+class SanitizeSession:
+    """One activation of the sanitizer: a context manager whose ``__enter__`` returns its report."""
+
+    def __init__(self, on_finding: OnFinding = "warn") -> None:
+        if on_finding not in _POLICIES:
+            raise ValueError(f"on_finding must be one of {list(_POLICIES)}; got {on_finding!r}")
+        self.on_finding: OnFinding = on_finding
+        self.report = SanitizeReport()
+        self._warned: set[tuple[str, str]] = set()
+
+    def __enter__(self) -> SanitizeReport:
+        _activate(self)
+        return self.report
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _deactivate(self)
+
+
+class Sanitize:
+    """``lpim.sanitize``: the sanitizer, as a context manager factory and an on/off switch.
+
+    ``lpim.sanitize(on_finding="warn" | "raise" | "collect")`` returns a context manager that
+    yields a `SanitizeReport`; ``lpim.sanitize.enable(...)`` / ``.disable()`` do the same
+    for a training script. While any session is active, every attention call is checked:
+
+    - ``warn`` (default): one ``MaskHazardWarning`` per call site and kind, attributed to the
+      user's line;
+    - ``raise``: ``MaskHazardError`` (an ``AssertionError``) at the first finding (before
+      torch's own ``RuntimeError`` for ``missing_head_rows``);
+    - ``collect``: record only; read ``report.findings`` or print ``report.table()``.
+
+    Outputs are never changed. Sessions nest: every active session records every finding.
+
+    Example:
+        ```python
+        import lpim
+
+        with lpim.sanitize(on_finding="raise"):
+            loss = model(points, point_mask).lane_embedding.sum()
+
+        report = lpim.sanitize.enable(on_finding="collect")  # in a training script
+        train_one_step()
+        lpim.sanitize.disable()
+        print(report.table())
+        ```
+    """
+
+    def __init__(self) -> None:
+        self._enabled: SanitizeSession | None = None
+
+    def __call__(self, on_finding: OnFinding = "warn") -> SanitizeSession:
+        """A session to use in a ``with`` block; ``__enter__`` returns its report.
+
+        Args:
+            on_finding: ``"warn"``, ``"raise"`` or ``"collect"`` (see the class).
+
+        Raises:
+            ValueError: an unknown ``on_finding``.
+        """
+        return SanitizeSession(on_finding)
+
+    def enable(self, on_finding: OnFinding = "warn") -> SanitizeReport:
+        """Switch the sanitizer on until `disable`; return the session's report.
+
+        Calling it while enabled ends the previous session first (its report stays readable).
+        """
+        if self._enabled is not None:
+            self.disable()
+        session = SanitizeSession(on_finding)
+        session.__enter__()
+        self._enabled = session
+        return session.report
+
+    def disable(self) -> SanitizeReport | None:
+        """Switch off what `enable` switched on; return its report (None if not enabled)."""
+        session, self._enabled = self._enabled, None
+        if session is None:
+            return None
+        session.__exit__(None, None, None)
+        return session.report
+
+    @property
+    def active(self) -> bool:
+        """True while any session (``with`` block or ``enable``) is on."""
+        return bool(_sessions)
+
+
+sanitize = Sanitize()
+"""The sanitizer: ``lpim.sanitize(...)``, ``lpim.sanitize.enable(...)``, ``.disable()``."""
+
+_lock = threading.RLock()
+_sessions: list[SanitizeSession] = []
+
+
+def _count_call() -> None:
+    for session in list(_sessions):
+        session.report.calls += 1
+
+
+def _deliver(hazards: list[Hazard], api: str) -> None:
+    __tracebackhide__ = True  # pytest shows the user's call, not this frame
+    filename, line = user_site()
+    where = f"{_short(filename)}:{line}"
+    to_raise: Finding | None = None
+    for hazard in hazards:
+        for session in list(_sessions):
+            finding = session.report._record(hazard, where, api)
+            key = (hazard.kind, where)
+            if session.on_finding == "warn" and key not in session._warned:
+                session._warned.add(key)
+                warnings.warn_explicit(
+                    str(finding), MaskHazardWarning, filename, line, module="lpim.sanitize"
+                )
+            if session.on_finding == "raise" and to_raise is None:
+                to_raise = finding
+    if to_raise is not None:
+        raise MaskHazardError(to_raise)
+
+
+def _short(filename: str) -> str:
+    """``filename`` relative to the working directory when it is under it."""
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:  # another drive on Windows
+        return filename
+    return filename if relative.startswith("..") else relative
+
+
+_watcher = Watcher(_deliver, _count_call)
+
+
+def _activate(session: SanitizeSession) -> None:
+    with _lock:
+        if session in _sessions:
+            raise RuntimeError("this lpim.sanitize session is already active")
+        if not _sessions:
+            _watcher.install()
+        _sessions.append(session)
+
+
+def _deactivate(session: SanitizeSession) -> None:
+    with _lock:
+        if session not in _sessions:
+            return
+        if len(_sessions) == 1:
+            _watcher.remove()  # raises, leaving the session on, if another mode is on top
+        _sessions.remove(session)

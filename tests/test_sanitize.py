@@ -1,0 +1,345 @@
+"""lpim.sanitize: each finding where the call's tensors prove it, none where they do not."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules import module as torch_module
+
+import lpim
+from lpim.masks import to_attn_mask_3d, to_key_padding_mask, to_sdpa_mask
+from lpim.sanitizer import KINDS, SanitizeReport
+
+torch.set_num_threads(1)
+
+H, C = 4, 16
+
+
+def _point_mask(b: int = 3, m: int = 4, n: int = 5) -> torch.Tensor:
+    """``[b, m, n]`` right-padded, lane j of sample i has ``(i + j) % (n + 1)`` points: empties."""
+    counts = (torch.arange(b)[:, None] + torch.arange(m)[None]) % (n + 1)  # [b, m]
+    return torch.arange(n) < counts[..., None]  # [b, m, n]
+
+
+POINT_MASK = _point_mask()
+LANES, S = POINT_MASK.shape[0] * POINT_MASK.shape[1], POINT_MASK.shape[2] + 1  # B*M, 1 + N
+
+
+def _mha() -> nn.MultiheadAttention:
+    torch.manual_seed(0)
+    return nn.MultiheadAttention(C, H, batch_first=True).eval()
+
+
+def _tokens() -> torch.Tensor:
+    return torch.randn(LANES, S, C, generator=torch.Generator().manual_seed(1))
+
+
+def _line() -> str:
+    """``file:line`` of the caller's next line: where a finding made there must point."""
+    frame = inspect.currentframe()
+    assert frame is not None and frame.f_back is not None
+    return f"test_sanitize.py:{frame.f_back.f_lineno + 1}"
+
+
+def _kinds(report: SanitizeReport) -> list[str]:
+    return [finding.kind for finding in report.findings]
+
+
+def _torch_hook_state() -> tuple[object, ...]:
+    return (
+        dict(torch_module._global_forward_pre_hooks),
+        dict(torch_module._global_forward_hooks),
+        dict(torch_module._global_forward_hooks_always_called),
+        torch._C._len_torch_function_stack(),
+    )
+
+
+# -- each kind, where the call proves it --------------------------------------------------------
+
+
+def test_head_major_3d_mask_found_at_the_users_line() -> None:
+    mha, x = _mha(), _tokens()
+    per_lane = to_key_padding_mask(POINT_MASK, query_tokens=1)[:, None, :].expand(-1, S, -1)
+    with lpim.sanitize(on_finding="collect") as report:
+        where = _line()
+        mha(x, x, x, attn_mask=per_lane.repeat(H, 1, 1), need_weights=False)
+    assert _kinds(report) == ["head_major_3d_mask"]
+    finding = report.findings[0]
+    assert finding.where.endswith(where), (finding.where, where)
+    assert finding.count == 1 and finding.api == "nn.MultiheadAttention"
+    message = str(finding)
+    assert f"lpim.masks.to_attn_mask_3d(point_mask, num_heads={H}, query_tokens=1)" in message
+    assert "lpim.masks.to_key_padding_mask(point_mask, query_tokens=1)" in message
+    assert f"({LANES * H}, {S}, {S})" in message
+
+
+def test_missing_head_rows_raises_before_torchs_runtime_error() -> None:
+    mha, x = _mha(), _tokens()
+    per_lane = to_key_padding_mask(POINT_MASK, query_tokens=1)[:, None, :].expand(-1, S, -1)
+    with pytest.raises(lpim.MaskHazardError) as caught, lpim.sanitize(on_finding="raise"):
+        mha(x, x, x, attn_mask=per_lane)
+    assert isinstance(caught.value, AssertionError)
+    assert caught.value.finding.kind == "missing_head_rows"
+    assert f"{LANES}*{H} = {LANES * H}" in str(caught.value)
+    # collect records it and lets torch raise its own error
+    with pytest.raises(RuntimeError, match="3D attn_mask"), lpim.sanitize("collect") as report:
+        mha(x, x, x, attn_mask=per_lane)
+    assert _kinds(report) == ["missing_head_rows"]
+
+
+def test_float_01_key_padding_mask_and_sdpa_mask() -> None:
+    mha, x = _mha(), _tokens()
+    kpm = to_key_padding_mask(POINT_MASK, query_tokens=1)
+    q = torch.randn(LANES, H, S, C // H)
+    with lpim.sanitize(on_finding="collect") as report:
+        mha(x, x, x, key_padding_mask=kpm.float(), need_weights=False)
+        F.scaled_dot_product_attention(q, q, q, attn_mask=to_sdpa_mask(POINT_MASK, 1).float())
+    assert _kinds(report) == ["float_mask_as_additive"] * 2
+    assert "to_key_padding_mask(point_mask, query_tokens=1)" in report.findings[0].message
+    assert "to_sdpa_mask(point_mask, query_tokens=1)" in report.findings[1].message
+
+
+@pytest.mark.parametrize("fill", [-1e4, -1e9, torch.finfo(torch.float32).min])
+def test_finite_fill(fill: float) -> None:
+    q = torch.randn(LANES, H, S, C // H)
+    keep = to_sdpa_mask(POINT_MASK, query_tokens=1)  # [B*M, 1, 1, S], True = attend
+    additive = torch.zeros(keep.shape).masked_fill(~keep, fill)
+    with lpim.sanitize(on_finding="collect") as report:
+        F.scaled_dot_product_attention(q, q, q, attn_mask=additive)
+    assert _kinds(report) == ["finite_fill"]
+    assert f"{fill:g}" in report.findings[0].message
+
+
+def test_sdpa_called_with_keywords() -> None:
+    q = torch.randn(LANES, H, S, C // H)
+    float_mask = to_sdpa_mask(POINT_MASK, 1).float()
+    with lpim.sanitize(on_finding="collect") as report:
+        F.scaled_dot_product_attention(query=q, key=q, value=q, attn_mask=float_mask)
+    assert _kinds(report) == ["float_mask_as_additive"]
+
+
+def test_finite_fill_fully_masked_rows_are_an_average() -> None:
+    """With no query token an empty lane's row is fully blocked: by -1e9 it averages V."""
+    q = torch.randn(LANES, H, S - 1, C // H)
+    keep = to_sdpa_mask(POINT_MASK)  # no query column: empty lanes keep nothing
+    additive = torch.zeros(keep.shape).masked_fill(~keep, -1e9)
+    with lpim.sanitize(on_finding="collect") as report:
+        F.scaled_dot_product_attention(q, q, q, attn_mask=additive)
+    assert sorted(_kinds(report)) == ["finite_fill", "fully_masked_rows"]
+
+
+def test_fully_masked_rows_found_where_they_come_out_nan() -> None:
+    """need_weights=True gives NaN on an empty lane's rows: found; need_weights=False gives 0."""
+    mha, x = _mha(), _tokens()[:, 1:]
+    kpm = to_key_padding_mask(POINT_MASK)  # no query column: empty lanes are fully masked
+    empty = int((~POINT_MASK.any(-1)).sum())
+    assert empty > 0
+    with lpim.sanitize(on_finding="collect") as report:
+        out_nan = mha(x, x, x, key_padding_mask=kpm)[0]
+        out_zero = mha(x, x, x, key_padding_mask=kpm, need_weights=False)[0]
+    assert bool(out_nan.isnan().any()) and not bool(out_zero.isnan().any())  # the premise
+    assert _kinds(report) == ["fully_masked_rows"]
+    assert report.findings[0].count == 1
+    assert f"{empty * (S - 1)} of {LANES * (S - 1)} query row(s)" in report.findings[0].message
+
+
+def test_nonfinite_output_from_nan_at_a_masked_key() -> None:
+    q = torch.randn(LANES, H, S, C // H)
+    v = q.clone()
+    padded = ~to_sdpa_mask(POINT_MASK, query_tokens=1)[:, 0, 0]  # [B*M, S], True = padded key
+    v[padded[:, None, :].expand(-1, H, -1)] = float("nan")  # garbage in padded slots
+    with lpim.sanitize(on_finding="collect") as report:
+        F.scaled_dot_product_attention(q, q, v, attn_mask=to_sdpa_mask(POINT_MASK, 1))
+    assert _kinds(report) == ["nonfinite_output"]
+    assert "0 * NaN" in report.findings[0].message
+
+
+def test_functional_multi_head_attention_forward() -> None:
+    mha, x = _mha(), _tokens().transpose(0, 1)  # (L, N, E): the functional form is seq-first
+    per_lane = to_key_padding_mask(POINT_MASK, query_tokens=1)[:, None, :].expand(-1, S, -1)
+    with lpim.sanitize(on_finding="collect") as report:
+        F.multi_head_attention_forward(
+            x, x, x, C, H, mha.in_proj_weight, mha.in_proj_bias, None, None, False, 0.0,
+            mha.out_proj.weight, mha.out_proj.bias, attn_mask=per_lane.repeat(H, 1, 1),
+            need_weights=False,
+        )  # fmt: skip
+    assert _kinds(report) == ["head_major_3d_mask"]
+    assert report.findings[0].api == "F.multi_head_attention_forward"
+
+
+# -- no finding where nothing is proved ---------------------------------------------------------
+
+
+def test_correct_and_legitimate_masks_give_no_finding() -> None:
+    mha, x = _mha(), _tokens()
+    kpm = to_key_padding_mask(POINT_MASK, query_tokens=1)
+    causal = torch.ones(S, S, dtype=torch.bool).triu(1)  # (L, S), True = blocked
+    # a genuine per-head mask shared by every lane: head h sees a window of h + 1 keys. With
+    # LANES a multiple of H it has period LANES too, which must not read as head-major.
+    window = torch.stack([(torch.arange(S)[None] > torch.arange(S)[:, None] + h) for h in range(H)])
+    assert LANES % H == 0
+    per_head = window.repeat(LANES, 1, 1)  # [B*M*H, S, S], row n*H + h = window h
+    q = torch.randn(LANES, H, S, C // H)
+    with lpim.sanitize(on_finding="raise") as report:
+        mha(x, x, x, key_padding_mask=kpm, need_weights=False)
+        mha(x, x, x, attn_mask=to_attn_mask_3d(POINT_MASK, H, query_tokens=1), need_weights=False)
+        mha(x, x, x, attn_mask=causal, key_padding_mask=kpm)
+        mha(x, x, x, attn_mask=per_head | kpm.repeat_interleave(H, 0)[:, None, :])
+        mha(x, x, x, attn_mask=causal.repeat(LANES * H, 1, 1))  # 3D causal, heads agree
+        F.scaled_dot_product_attention(q, q, q, attn_mask=to_sdpa_mask(POINT_MASK, 1))
+        F.scaled_dot_product_attention(q, q, q, attn_mask=~causal)  # (L, S) broadcast
+        F.scaled_dot_product_attention(q, q, q, is_causal=True)
+        bias = torch.randn(1, H, S, S)  # a float bias (ALiBi-like): neither 0/1 nor a fill
+        F.scaled_dot_product_attention(q, q, q, attn_mask=bias)
+        additive = torch.zeros(LANES, 1, 1, S).masked_fill(kpm[:, None, None, :], float("-inf"))
+        F.scaled_dot_product_attention(q, q, q, attn_mask=additive)
+    assert report.ok and report.calls == 10, report
+
+
+def test_per_head_mask_that_differs_per_entry_is_not_head_major() -> None:
+    """Per-entry padding AND per-head windows: heads differ, no period-N repeat: no finding."""
+    mha, x = _mha(), _tokens()
+    kpm = to_key_padding_mask(POINT_MASK, query_tokens=1)
+    window = torch.stack([(torch.arange(S)[None] > torch.arange(S)[:, None] + h) for h in range(H)])
+    mask = window.repeat(LANES, 1, 1) | kpm.repeat_interleave(H, 0)[:, None, :]
+    with lpim.sanitize(on_finding="collect") as report:
+        mha(x, x, x, attn_mask=mask, need_weights=False)
+    assert report.ok, report
+
+
+# -- policies -----------------------------------------------------------------------------------
+
+
+def test_warn_once_per_site_and_kind_with_counts() -> None:
+    mha, x = _mha(), _tokens()
+    kpm = to_key_padding_mask(POINT_MASK, query_tokens=1).float()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with lpim.sanitize() as report:  # warn is the default
+            for _ in range(3):
+                mha(x, x, x, key_padding_mask=kpm, need_weights=False)
+    hazard_warnings = [w for w in caught if issubclass(w.category, lpim.MaskHazardWarning)]
+    assert len(hazard_warnings) == 1
+    assert hazard_warnings[0].filename == __file__
+    assert report.findings[0].count == 3 and report.calls == 3
+
+
+def test_outputs_unchanged_and_fast_paths_still_taken() -> None:
+    """nn.TransformerEncoder's nested fast path (eval, no_grad): same output, same kernels."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(C, H, 2 * C, dropout=0.0, batch_first=True)
+    encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True).eval()
+    x, kpm = _tokens(), to_key_padding_mask(POINT_MASK, query_tokens=1)
+
+    def run() -> tuple[torch.Tensor, set[str]]:
+        with torch.no_grad(), torch.profiler.profile() as prof, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = encoder(x, src_key_padding_mask=kpm)
+        return out, {event.name for event in prof.events()}
+
+    plain, plain_ops = run()
+    with lpim.sanitize(on_finding="raise") as report:
+        watched, watched_ops = run()
+    assert "aten::_transformer_encoder_layer_fwd" in plain_ops  # the premise: fast path
+    assert "aten::_transformer_encoder_layer_fwd" in watched_ops
+    assert torch.equal(plain, watched)  # bit for bit, padded zeros included
+    assert report.ok and report.calls == 1  # the encoder once; its layers are the same call
+
+
+def test_head_major_mask_caught_on_the_encoder_layers_fast_path() -> None:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(C, H, 2 * C, dropout=0.0, batch_first=True).eval()
+    x = _tokens()
+    per_lane = to_key_padding_mask(POINT_MASK, query_tokens=1)[:, None, :].expand(-1, S, -1)
+    head_major = per_lane.repeat(H, 1, 1)
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        with lpim.sanitize(on_finding="collect") as report:
+            watched = layer(x, src_mask=head_major)
+    assert "aten::_transformer_encoder_layer_fwd" in {e.name for e in prof.events()}
+    assert _kinds(report) == ["head_major_3d_mask"]
+    assert report.findings[0].api == "nn.TransformerEncoderLayer"
+    with torch.no_grad():
+        assert torch.equal(layer(x, src_mask=head_major), watched)
+
+
+def test_mha_fast_path_fully_masked_rows() -> None:
+    """MHA's fused self-attention (eval, no_grad) gives NaN on fully masked rows: found."""
+    mha, x = _mha(), _tokens()[:, 1:]
+    kpm = to_key_padding_mask(POINT_MASK)
+    with torch.no_grad(), lpim.sanitize(on_finding="collect") as report:
+        mha(x, x, x, key_padding_mask=kpm, need_weights=False)
+    assert _kinds(report) == ["fully_masked_rows"]
+
+
+# -- torch left as it was -----------------------------------------------------------------------
+
+
+def test_enable_disable_and_nesting_leave_torch_as_it_was() -> None:
+    before = _torch_hook_state()
+    mha, x = _mha(), _tokens()
+    kpm = to_key_padding_mask(POINT_MASK, query_tokens=1).float()
+    outer = lpim.sanitize.enable(on_finding="collect")
+    assert lpim.sanitize.active
+    with lpim.sanitize(on_finding="collect") as inner:
+        mha(x, x, x, key_padding_mask=kpm, need_weights=False)
+        with pytest.raises(lpim.MaskHazardError), lpim.sanitize(on_finding="raise"):
+            mha(x, x, x, key_padding_mask=kpm, need_weights=False)
+    assert [f.count for f in inner.findings] == [1, 1]  # two sites, one call each
+    assert lpim.sanitize.disable() is outer
+    assert [f.count for f in outer.findings] == [1, 1]
+    assert lpim.sanitize.disable() is None
+    assert not lpim.sanitize.active
+    assert _torch_hook_state() == before
+    # an error inside the block, and a module that raised inside it, restore it too
+    per_lane = to_key_padding_mask(POINT_MASK, 1)[:, None, :].expand(-1, S, -1)
+    with pytest.raises(RuntimeError), lpim.sanitize(on_finding="collect"):
+        mha(x, x, x, attn_mask=per_lane)
+    assert _torch_hook_state() == before
+
+
+def test_another_mode_entered_inside_is_refused_on_exit() -> None:
+    from torch.overrides import TorchFunctionMode
+
+    before = _torch_hook_state()
+    session = lpim.sanitize(on_finding="collect")
+    session.__enter__()
+    other = TorchFunctionMode()
+    other.__enter__()
+    with pytest.raises(RuntimeError, match="exit it first"):
+        session.__exit__(None, None, None)
+    other.__exit__(None, None, None)
+    session.__exit__(None, None, None)
+    assert _torch_hook_state() == before
+
+
+def test_bad_on_finding() -> None:
+    with pytest.raises(ValueError, match="on_finding must be one of"):
+        lpim.sanitize(on_finding="loud")  # type: ignore[arg-type]
+
+
+def test_varlen_attn_is_watched_where_torch_has_it() -> None:
+    varlen = pytest.importorskip("torch.nn.attention.varlen")
+    q = torch.randn(6, H, 8, dtype=torch.float16)
+    cu = torch.tensor([0, 2, 6], dtype=torch.int32)
+    with lpim.sanitize(on_finding="collect") as report:
+        try:
+            varlen.varlen_attn(q, q, q, cu, cu, 4, 4)
+        except (NotImplementedError, RuntimeError):  # flash kernels: CUDA only
+            pass
+    assert report.calls == 1 and report.ok
+
+
+def test_kinds_are_the_contract() -> None:
+    assert list(KINDS) == [
+        "missing_head_rows",
+        "head_major_3d_mask",
+        "float_mask_as_additive",
+        "fully_masked_rows",
+        "finite_fill",
+        "nonfinite_output",
+    ]
