@@ -3,14 +3,12 @@
 A batch holds ``B`` samples, each padded to ``M`` lane slots, each lane padded to ``N`` point slots
 of ``D`` coordinates:
 
-=============  ================  ===========  ==============================================
-field          shape             dtype        meaning
-=============  ================  ===========  ==============================================
-``points``     ``[B, M, N, D]``  floating     coordinates; padded slots may hold anything
-``point_mask`` ``[B, M, N]``     ``bool``     ``True`` = real point (the library convention)
-``lane_mask``  ``[B, M]``        ``bool``     ``True`` = lane has at least one real point
-``lengths``    ``[B, M]``        ``int64``    number of real points in each lane
-=============  ================  ===========  ==============================================
+| field | shape | dtype | meaning |
+|---|---|---|---|
+| ``points`` | ``[B, M, N, D]`` | floating | coordinates; padded slots may hold anything |
+| ``point_mask`` | ``[B, M, N]`` | ``bool`` | ``True`` = real point (the library convention) |
+| ``lane_mask`` | ``[B, M]`` | ``bool`` | ``True`` = lane has at least one real point |
+| ``lengths`` | ``[B, M]`` | ``int64`` | number of real points in each lane |
 
 Real points need not sit at the front of their lane: the padding ``layout`` is ``"right"`` (real
 points first), ``"left"`` (real points last) or ``"scattered"`` (anything else). Values in padded
@@ -21,12 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
+from lpim._validation import point_mask_dtype_message
+
+__all__ = ["LAYOUTS", "LaneBatch", "Layout"]
+
 Layout = Literal["right", "left", "scattered"]
-LAYOUTS: tuple[Layout, ...] = ("right", "left", "scattered")
+"""Where a lane's real points sit among its `N` slots: first, last, or anywhere."""
+
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+"""Every [`Layout`][lpim.batch.Layout], in the order the strategies shrink toward."""
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -53,11 +58,13 @@ class LaneBatch:
     they are (nothing is copied).
 
     Example:
-        >>> import torch
-        >>> lanes = [[torch.zeros(3, 2)], [torch.ones(1, 2), torch.ones(2, 2)]]
-        >>> batch = LaneBatch.from_lanes(lanes)
-        >>> batch.points.shape, batch.lengths.tolist()
-        (torch.Size([2, 2, 3, 2]), [[3, 0], [1, 2]])
+        ```python
+        import torch
+        lanes = [[torch.zeros(3, 2)], [torch.ones(1, 2), torch.ones(2, 2)]]
+        batch = LaneBatch.from_lanes(lanes)
+        batch.points.shape, batch.lengths.tolist()
+        # (torch.Size([2, 2, 3, 2]), [[3, 0], [1, 2]])
+        ```
     """
 
     points: torch.Tensor
@@ -170,7 +177,7 @@ class LaneBatch:
         return cls(points, point_mask)
 
     def lanes(self, *, drop_empty: bool = False) -> list[list[torch.Tensor]]:
-        """The real points of each lane, in slot order: the inverse of :meth:`from_lanes`.
+        """The real points of each lane, in slot order: the inverse of `from_lanes`.
 
         Returns one list per sample of ``[n_i, D]`` tensors; empty lanes are ``[0, D]`` tensors
         unless ``drop_empty``.
@@ -209,11 +216,7 @@ class LaneBatch:
         if not points.is_floating_point():
             raise TypeError(f"points must be a floating dtype; got {points.dtype}")
         if point_mask.dtype != torch.bool:
-            raise TypeError(
-                f"point_mask must be torch.bool with True = real point; got {point_mask.dtype}. "
-                "If 1 means real use point_mask.bool(); if it is a key_padding_mask (True = "
-                "ignore) use lpim.masks.from_key_padding_mask"
-            )
+            raise TypeError(point_mask_dtype_message(point_mask.dtype))
         if point_mask.shape != points.shape[:-1]:
             raise ValueError(
                 f"point_mask must have shape points.shape[:-1] = {tuple(points.shape[:-1])} "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import inspect
 import os
 import re
 import subprocess
@@ -289,8 +290,12 @@ def load_target(target: str, what: str = "encoder") -> object:
         ) from error
     try:
         found = eval(expression, vars(module))  # an attribute path or a small expression
-        if callable(found) and not isinstance(found, torch.nn.Module):
-            found = found()
+        if (
+            callable(found)
+            and not isinstance(found, torch.nn.Module)
+            and _takes_no_arguments(found)
+        ):
+            found = found()  # a factory; a function with arguments is the thing itself
     except Exception as error:
         raise UsageError(
             f"cannot build the {what} from {target!r}: {type(error).__name__}: {error}"
@@ -298,6 +303,20 @@ def load_target(target: str, what: str = "encoder") -> object:
     if not callable(found):
         raise UsageError(f"{target!r} gave a {type(found).__name__}, not a callable {what}")
     return found
+
+
+def _takes_no_arguments(function: Callable[..., object]) -> bool:
+    """True for a factory (a class or a function callable with no argument)."""
+    if isinstance(function, type):
+        return True
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin: call it, as before
+        return True
+    return not any(
+        p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        for p in parameters
+    )
 
 
 def what_command(what: str) -> str:

@@ -3,16 +3,12 @@
 A lane-set consumer is any module that reads the encoder's lane embeddings as a *set*: BEV queries
 cross-attending over the lanes, a pooled scene vector, a planner's map context. It receives
 
-==================  ==============  ==========  ===============================================
-field               shape           dtype       meaning
-==================  ==============  ==========  ===============================================
-``lane_embedding``  ``[B, M, C]``   floating    one embedding per lane slot; padded lanes may
-                                                hold anything (zeros, huge, inf, NaN)
-``lane_mask``       ``[B, M]``      ``bool``    ``True`` = real lane (the library convention)
-``args``            (any)           (any)       the consumer's other positional inputs, e.g.
-                                                BEV queries ``[B, Q, C]``
-``kwargs``          (any)           (any)       the consumer's other keyword inputs
-==================  ==============  ==========  ===============================================
+| field | shape | dtype | meaning |
+|---|---|---|---|
+| `lane_embedding` | `[B, M, C]` | floating | one per lane slot; padded lanes hold anything |
+| ``lane_mask`` | ``[B, M]`` | ``bool`` | ``True`` = real lane (the library convention) |
+| `args` | (any) | (any) | other positional inputs, e.g. BEV queries `[B, Q, C]` |
+| ``kwargs`` | (any) | (any) | the consumer's other keyword inputs |
 
 and is called as ``consumer(lane_embedding, lane_mask, *args, **kwargs)``. A sample may have no
 real lane at all, and so may a whole batch.
@@ -25,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+__all__ = ["LaneSet"]
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -46,10 +44,13 @@ class LaneSet:
             holds NaN or inf.
 
     Example:
-        >>> import torch
-        >>> lanes = LaneSet(torch.zeros(2, 3, 4), torch.tensor([[True, True, False], [False] * 3]))
-        >>> lanes
-        LaneSet(B=2, M=3, C=4, float32, cpu, real lanes per sample [2, 0], padded lanes hold zeros)
+        ```python
+        import torch
+        lanes = LaneSet(torch.zeros(2, 3, 4), torch.tensor([[True, True, False], [False] * 3]))
+        lanes
+        # LaneSet(B=2, M=3, C=4, float32, cpu, real lanes per sample [2, 0],
+        #         padded lanes hold zeros)
+        ```
     """
 
     lane_embedding: torch.Tensor
@@ -129,9 +130,9 @@ class LaneSet:
             f"padded lanes hold {_garbage_kinds(padded)}" if padded.shape[0] else "no padded lane",
         ]
         if self.args:
-            parts.append(f"args=({', '.join(_describe(v) for v in self.args)},)")
+            parts.append(f"args=({', '.join(_value_summary(v) for v in self.args)},)")
         if self.kwargs:
-            inner = ", ".join(f"{k!r}: {_describe(v)}" for k, v in self.kwargs.items())
+            inner = ", ".join(f"{k!r}: {_value_summary(v)}" for k, v in self.kwargs.items())
             parts.append(f"kwargs={{{inner}}}")
         return f"LaneSet({', '.join(parts)})"
 
@@ -145,7 +146,7 @@ def _convert(value: Any, device: str | torch.device | None, dtype: torch.dtype |
     return value.to(device) if device is not None else value
 
 
-def _describe(value: Any) -> str:
+def _value_summary(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         dtype = str(value.dtype).removeprefix("torch.")
         return f"Tensor{list(value.shape)} {dtype}"

@@ -2,15 +2,13 @@
 
 Select one with Hypothesis' own option, ``pytest --hypothesis-profile lpim-ci``, with
 ``lpim check --profile lpim-ci``, or in code with ``hypothesis.settings.load_profile("lpim-ci")``
-after :func:`register_profiles` (the pytest plugin calls it when pytest starts).
+after `register_profiles` (the pytest plugin calls it when pytest starts).
 
-=================  ============  ==========  ========  ==========  ====================
-profile            max_examples  derandomize  database  print_blob  for
-=================  ============  ==========  ========  ==========  ====================
-``lpim-dev``       10            no          yes       no          editing: seconds
-``lpim-ci``        50            yes         none      yes         CI: same run twice
-``lpim-thorough``  500           no          yes       yes         a nightly run
-=================  ============  ==========  ========  ==========  ====================
+| profile | max_examples | derandomize | database | print_blob | for |
+|---|---|---|---|---|---|
+| ``lpim-dev`` | 10 | no | yes | no | editing: seconds |
+| ``lpim-ci`` | 50 | yes | none | yes | CI: same run twice |
+| ``lpim-thorough`` | 500 | no | yes | yes | a nightly run |
 
 All three have ``deadline=None`` (torch's first calls on a new shape are slow, and a deadline would
 report that as a flaky failure) and suppress the ``too_slow`` and ``data_too_large`` health checks
@@ -36,7 +34,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 __all__ = ["DATABASE_ENV", "PROFILES", "register_profiles"]
 
 PROFILES = ("lpim-dev", "lpim-ci", "lpim-thorough")
-"""The names :func:`register_profiles` registers, fastest first."""
+"""The names `register_profiles` registers, fastest first."""
 
 DATABASE_ENV = "LPIM_HYPOTHESIS_DATABASE"
 """Environment variable naming a directory for the example database of the non-CI profiles."""

@@ -477,3 +477,37 @@ def lane_sets(
         args,
         kwargs,
     )
+
+
+# -- other inputs of the zoo's consumers -----------------------------------------------------------
+
+
+def bev_queries(
+    num_queries: int | tuple[int, int] = (1, 3), embed_dim: int = 16, value_range: float = 4.0
+) -> OtherInputs:
+    """`other_inputs` for consumers that take BEV queries: a 1-tuple `(bev_queries,)`.
+
+    `bev_queries [B, Q, C]` at the check's dtype and device, values finite in
+    `[-value_range, value_range]`, shrinking toward one query of zeros. (Moved here from
+    `lpim.zoo.consumers`, which no longer imports Hypothesis.)
+
+    Args:
+        num_queries: `Q`, or a `(min, max)` range of it.
+        embed_dim: `C`.
+        value_range: the largest magnitude of a query value.
+
+    Returns:
+        A function `(batch_size, dtype, device) -> SearchStrategy` of `(bev_queries,)`, as
+        `lane_sets(other_inputs=...)` and `check_lane_consumer(other_inputs=...)` take it.
+    """
+    low, high = (num_queries, num_queries) if isinstance(num_queries, int) else num_queries
+
+    def draw(batch_size: int, dtype: torch.dtype, device: torch.device) -> st.SearchStrategy[Any]:
+        values = st.floats(-value_range, value_range, allow_nan=False, allow_infinity=False)
+        return (
+            st.integers(low, high)
+            .flatmap(lambda q: arrays(np.float64, (batch_size, q, embed_dim), elements=values))
+            .map(lambda a: (torch.from_numpy(a).to(dtype=dtype, device=device),))
+        )
+
+    return draw

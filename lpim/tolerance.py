@@ -6,9 +6,11 @@ The rule
 --------
 With ``y_b`` the output under test (batched), ``y_s`` the reference in the same dtype (the same
 encoder on the lane alone) and ``y_64`` the reference computed by a float64 copy of the encoder,
-an element passes when::
+an element passes when:
 
-    |y_b - y_s| <= 2 * max|y_s - y_64| + atol(dtype, depth) + rtol(dtype, K, depth) * |y_s|
+```text
+|y_b - y_s| <= 2 * max|y_s - y_64| + atol(dtype, depth) + rtol(dtype, K, depth) * |y_s|
+```
 
 Derivation
 ----------
@@ -25,10 +27,12 @@ max), so one badly conditioned element sets the scale, as in PyTorch's SDPA test
 ``torch.testing.assert_close``'s defaults are calibrated for a single operation; an encoder chains
 ``depth`` reductions, each of length up to ``K``. Summation error grows like ``sqrt(K) * u`` in
 practice (``K * u`` is the deterministic bound), with ``u`` the unit roundoff, and independent
-errors of ``depth`` chained reductions add like ``sqrt(depth)``. Hence::
+errors of ``depth`` chained reductions add like ``sqrt(depth)``. Hence:
 
-    rtol(dtype, K, depth) = max(rtol_default(dtype), sqrt(K) * u(dtype)) * sqrt(depth)
-    atol(dtype, depth)    = atol_default(dtype) * sqrt(depth)
+```text
+rtol(dtype, K, depth) = max(rtol_default(dtype), sqrt(K) * u(dtype)) * sqrt(depth)
+atol(dtype, depth)    = atol_default(dtype) * sqrt(depth)
+```
 
 with ``(rtol_default, atol_default)`` from ``assert_close``: float64 ``(1e-7, 1e-7)``, float32
 ``(1.3e-6, 1e-5)``, float16 ``(1e-3, 1e-5)``, bfloat16 ``(1.6e-2, 1e-5)``, and ``u`` = 2^-53,
@@ -46,6 +50,15 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+__all__ = [
+    "ASSERT_CLOSE_DEFAULTS",
+    "OBSERVED_FACTOR",
+    "UNIT_ROUNDOFF",
+    "Tolerance",
+    "encoder_scale",
+    "tolerance",
+]
 
 ASSERT_CLOSE_DEFAULTS: dict[torch.dtype, tuple[float, float]] = {
     torch.float64: (1e-7, 1e-7),

@@ -68,7 +68,9 @@ def check_output(name: str) -> tuple[str, str, str]:
     dtype = torch.float16 if name == "fill_minus_1e9_fp16" else torch.float64
     encoder = entry.factory()
     try:
-        report = check_encoder(encoder, dtype=dtype, settings=GALLERY_SETTINGS, **GALLERY_SIZES)
+        report = check_encoder(
+            encoder, dtype=dtype, settings=GALLERY_SETTINGS, **GALLERY_SIZES, **entry.contract
+        )
     except EncoderPropertyError as failure:
         if failure.property_name != entry.caught_by:
             raise AssertionError(
@@ -76,7 +78,7 @@ def check_output(name: str) -> tuple[str, str, str]:
                 f"{failure.property_name}"
             ) from failure
         message = str(failure).split("  reproducer (paste")[0].rstrip()
-        return str(failure.report), message, failure.reproducer  # type: ignore[attr-defined]
+        return str(failure.report), message, failure.reproducer
     if torch.cuda.is_available() or entry.caught_by != "devices_agree":
         raise AssertionError(f"{name}: check_encoder passed, but {entry.caught_by} should fail")
     return str(report), "", ""
@@ -100,11 +102,12 @@ def section(name: str) -> str:
     summary = entry.summary.replace("*", "\\*")  # B*M is not emphasis
     out.append(f"**{summary}.** Bug class `{entry.bug_class}`; caught by `{entry.caught_by}`.\n")
     out.append(rst_to_markdown(cls.__doc__ or ""))
-    out.append(f"\nThe override (`lpim.zoo.bugs.{cls.__name__}`):\n")
+    out.append(f"\nThe override (`{cls.__module__}.{cls.__name__}`):\n")
     out.append(f"```python\n{overridden_source(cls)}\n```\n")
+    contract = "".join(f", {key}={value!r}" for key, value in entry.contract.items())
     out.append(
-        f"`check_encoder(BUGS[{name!r}].factory(), dtype=torch.{dtype}, ...)` at build time "
-        f"({seconds:.1f} s):\n"
+        f"`check_encoder(BUGS[{name!r}].factory(), dtype=torch.{dtype}{contract}, ...)` at build "
+        f"time ({seconds:.1f} s):\n"
     )
     out.append(f"```text\n{report}\n```\n")
     if message:

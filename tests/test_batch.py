@@ -124,3 +124,21 @@ def test_empty_batches() -> None:
     batch = LaneBatch.from_lanes([[], []], num_lanes=2, num_points=3)
     assert batch.shape == (2, 2, 3, 2) and not batch.point_mask.any()
     assert batch.layout == "right"
+
+
+def test_a_non_bool_point_mask_has_one_wording_everywhere() -> None:
+    """LaneBatch, the converters and the vendorable encoder (which spells it itself) agree."""
+    from lpim import PriorEncoder
+    from lpim._validation import point_mask_dtype_message
+
+    points, point_mask = torch.zeros(1, 2, 3, 2), torch.ones(1, 2, 3)
+    expected = point_mask_dtype_message(point_mask.dtype)
+    with pytest.raises(TypeError) as batch_error:
+        LaneBatch(points, point_mask)
+    with pytest.raises(TypeError) as encoder_error:
+        PriorEncoder(in_dim=2, d_model=8, nhead=2, num_layers=1)(points, point_mask)
+    with pytest.raises(masks.MaskConventionError) as converter_error:
+        masks.to_key_padding_mask(point_mask)
+    assert str(batch_error.value) == expected
+    assert expected in str(encoder_error.value)
+    assert f": {expected}" in str(converter_error.value)

@@ -23,7 +23,7 @@ from hypothesis.errors import InvalidArgument
 from torch import nn
 
 from lpim import LaneSet
-from lpim.strategies import lane_sets
+from lpim.strategies import bev_queries, lane_sets
 from lpim.testing import (
     CONSUMER_PROPERTIES,
     LaneConsumerPropertyError,
@@ -34,7 +34,7 @@ from lpim.testing import (
     check_lane_consumer,
 )
 from lpim.zoo import CONSUMER_BUGS, CONSUMER_CORRECT, ConsumerZooEntry
-from lpim.zoo.consumers import MaskedCrossAttention, bev_queries
+from lpim.zoo.consumers import MaskedCrossAttention
 
 ASSERTS: dict[str, Callable[[Any, LaneSet], float]] = {
     "finite": assert_consumer_finite,

@@ -76,6 +76,10 @@ def evaluate_fix(diagnosis: Diagnosis, point_mask: Tensor, heads: int | None = N
         "dtype": torch.float32,
         "points": torch.randn(*point_mask.shape, 2),
     }
+    if "query_tokens=Q" in diagnosis.fix:
+        # the query tokens were unknowable (not given, and nothing recognised in the mask): the
+        # advice leaves Q for the user to fill in; the cases below built their masks with 0
+        namespace["Q"] = 0
     if "num_heads=H" in diagnosis.fix:
         # the head count was unknowable from the mask (a (B*M, L, S) mask, no num_heads given):
         # the advice leaves H for the user to fill in
@@ -547,6 +551,19 @@ MISTAKE_CASES: dict[str, MistakeCase] = {
         lambda pm: masks.to_cu_seqlens(pm)[0],
         {"query_tokens": 1},
     ),
+    # a correct mask of another convention than the intended one: not one of the intended
+    "sdpa-meant-as-kpm": (
+        "unrecognised",
+        "key_padding_mask",
+        lambda pm: masks.to_sdpa_mask(pm, 1),
+        {"query_tokens": 1, "intended": "key_padding_mask"},
+    ),
+    "attention_mask-meant-as-kpm": (
+        "unrecognised",
+        "key_padding_mask",
+        lambda pm: masks.to_attention_mask(pm),  # int64 1 = valid, N columns: q read as 0
+        {"intended": "key_padding_mask"},
+    ),
     # nothing fits
     "kpm-per-sample": ("unrecognised", None, lambda pm: ~pm.flatten(1), {}),
     "kpm-missing-a-lane": (
@@ -617,9 +634,14 @@ def test_every_mistake_is_named(
         assert f"query_tokens={q}" in d.fix
         assert_fix_builds_an_ok_mask(d, point_mask, q, kwargs.get("num_heads"), heads=H)
     if convention is None:
-        q = kwargs.get("query_tokens", 0)  # unrecognised: advise the mask MHA wants
-        assert d.fix == f"lpim.masks.to_key_padding_mask(point_mask, query_tokens={q})"
-        assert diagnose(evaluate_fix(d, point_mask), point_mask, query_tokens=q).ok
+        # unrecognised: advise the mask MHA wants; with query_tokens not given nothing in an
+        # unrecognised mask says how many there are, so the call leaves Q and says what it is
+        q = kwargs.get("query_tokens")
+        assert d.fix == f"lpim.masks.to_key_padding_mask(point_mask, query_tokens={q or 'Q'})"
+        if q is None:
+            assert "Q: the query tokens the model prepends to each lane" in d.advice
+        built = evaluate_fix(d, point_mask)
+        assert diagnose(built, point_mask, query_tokens=q or 0).ok
 
 
 def test_every_mistake_has_a_case() -> None:
@@ -829,3 +851,100 @@ def test_one_flipped_entry_is_never_ok(point_mask: Tensor, q: int, data: st.Data
         d = diagnose(mask, point_mask, query_tokens=q, **kwargs)
         assert not d.ok, d.advice
         assert d.mistake in MISTAKES and d.mistake != "head_major_order"
+
+
+# -- query tokens inferred, intent, and no harmful advice (issue 12, item 5) ---------------------
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_a_correct_n_plus_1_key_padding_mask_without_query_tokens_is_ok_with_one(
+    layout: str,
+) -> None:
+    """The CLI's old default (query_tokens=0) called it unrecognised and advised query_tokens=0,
+    which builds the missing-query-column bug. The width says N + 1: one query token."""
+    point_mask = LAYOUTS[layout]
+    kpm = masks.to_key_padding_mask(point_mask, query_tokens=1)
+    d = diagnose(kpm, point_mask)
+    assert_diagnosis_is_consistent(d)
+    assert d.ok and d.convention == "key_padding_mask", d.advice
+    assert d.fix == "lpim.masks.to_key_padding_mask(point_mask, query_tokens=1)"
+    assert "query_tokens was not given: read as 1" in d.advice
+    assert "query_tokens=0" not in d.advice
+    assert_fix_builds_an_ok_mask(d, point_mask, 1, None)
+
+
+@pytest.mark.parametrize("q", [0, 1, 2])
+def test_query_tokens_are_inferred_from_the_width_for_every_layout_of_mask(q: int) -> None:
+    built = {
+        "key_padding_mask": masks.to_key_padding_mask(RIGHT, q),
+        "attn_mask_3d": masks.to_attn_mask_3d(RIGHT, 2, q),
+        "additive": masks.to_additive_mask(RIGHT, torch.float32, q),
+        "sdpa": masks.to_sdpa_mask(RIGHT, q),
+        "attention_mask": masks.to_attention_mask(RIGHT, q),
+    }
+    for convention, mask in built.items():
+        d = diagnose(mask, RIGHT, num_heads=2)
+        assert d.ok and d.convention == convention, d.advice
+        assert f"query_tokens={q}" in d.fix and f"read as {q}" in d.advice
+
+
+def test_an_n_column_mask_without_query_tokens_says_what_a_query_token_would_mean() -> None:
+    d = diagnose(masks.to_key_padding_mask(RIGHT), RIGHT)
+    assert d.ok and "read as 0" in d.advice
+    assert "If the model prepends query tokens to each lane, pass query_tokens=" in d.advice
+    # told there is one, the same mask is the missing-query-column mistake
+    told = diagnose(masks.to_key_padding_mask(RIGHT), RIGHT, query_tokens=1)
+    assert told.mistake == "missing_query_column"
+
+
+def test_counts_off_by_a_constant_name_both_readings() -> None:
+    """lengths + 1 is an off-by-one, or lengths built for one query token: say which needs what."""
+    d = diagnose(masks.to_lengths(RIGHT, 1), RIGHT)
+    assert (d.convention, d.mistake) == ("lengths", "disagrees_with_points")
+    assert "pass query_tokens=1 and it is correct" in d.advice
+    assert diagnose(masks.to_lengths(RIGHT, 1), RIGHT, query_tokens=1).ok
+
+
+def test_an_unrecognised_mask_without_query_tokens_names_what_is_needed() -> None:
+    d = diagnose(torch.zeros(3, dtype=torch.bool), RIGHT)
+    assert d.mistake == "unrecognised" and "query_tokens=0" not in d.advice
+    assert d.fix.endswith("query_tokens=Q)")
+    assert "pass query_tokens= to diagnose" in d.advice
+    given_ = diagnose(torch.zeros(3, dtype=torch.bool), RIGHT, query_tokens=1)
+    assert given_.fix.endswith("query_tokens=1)") and "Q:" not in given_.advice
+
+
+@pytest.mark.parametrize("q", [0, 1])
+def test_an_inverted_key_padding_mask_meant_as_one_is_named_inverted(q: int) -> None:
+    inverted = ~masks.to_key_padding_mask(RIGHT, q)
+    # without intent: a correct bool attention_mask, with the warning
+    assert diagnose(inverted, RIGHT).convention == "attention_mask"
+    d = diagnose(inverted, RIGHT, intended="key_padding_mask")
+    assert_diagnosis_is_consistent(d)
+    assert (d.convention, d.mistake) == ("key_padding_mask", "inverted_polarity"), d.advice
+    assert d.fix == f"lpim.masks.to_key_padding_mask(point_mask, query_tokens={q})"
+
+
+def test_intent_never_calls_a_correct_mask_of_another_convention_ok() -> None:
+    sdpa = masks.to_sdpa_mask(RIGHT, 1)
+    assert diagnose(sdpa, RIGHT).ok
+    d = diagnose(sdpa, RIGHT, intended="additive")
+    assert_diagnosis_is_consistent(d)
+    assert (d.convention, d.mistake) == ("additive", "unrecognised"), d.advice
+    assert "it is a correct sdpa" in d.advice and "not an additive" in d.advice
+    assert d.fix == "lpim.masks.to_additive_mask(point_mask, dtype, query_tokens=1)"
+    # a mistake of another convention keeps its name and gets the intended convention's call
+    head_major = per_lane_3d(masks.to_key_padding_mask(RIGHT, 1)).repeat(4, 1, 1)
+    d = diagnose(head_major, RIGHT, num_heads=4, intended="key_padding_mask")
+    assert (d.convention, d.mistake) == ("attn_mask_3d", "head_major_order"), d.advice
+    assert d.fix == "lpim.masks.to_key_padding_mask(point_mask, query_tokens=1)"
+    assert "It was meant to be a key_padding_mask" in d.advice
+
+
+def test_a_given_query_token_count_the_width_contradicts_is_named() -> None:
+    """`lpim diagnose` used to pass query_tokens=0 by default: the width still says what fits."""
+    kpm = masks.to_key_padding_mask(RIGHT, query_tokens=1)
+    d = diagnose(kpm, RIGHT, query_tokens=0)
+    assert d.mistake == "unrecognised"
+    assert "if the model prepends 1 query token(s), diagnose it with query_tokens=1" in d.advice
+    assert diagnose(kpm, RIGHT, query_tokens=1).ok

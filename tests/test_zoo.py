@@ -131,7 +131,7 @@ def _caught_alone(entry: ZooEntry) -> bool:
 
 
 @pytest.mark.parametrize(
-    "property_name", [p for p in zoo.PROPERTIES if p not in ("runs", "devices_agree")]
+    "property_name", [p for p in zoo.CAUGHT_BY if p not in ("runs", "devices_agree")]
 )
 def test_each_property_alone_catches_some_bug(property_name: str) -> None:
     alone = [

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lpim.zoo import BUGS, CORRECT, PROPERTIES, ZooEntry
+from lpim.zoo import BUGS, CAUGHT_BY, CORRECT, ZooEntry
 from lpim.zoo.correct import TorchTransformerFastPath
 
 ALL = {**CORRECT, **BUGS}
@@ -93,7 +93,7 @@ def test_registry_is_complete_and_consistent() -> None:
     for table, is_bug in ((BUGS, True), (CORRECT, False)):
         for name, entry in table.items():
             assert entry.name == name and re.fullmatch(r"[a-z][a-z0-9_]*", name)
-            assert (entry.caught_by in PROPERTIES) if is_bug else entry.caught_by is None
+            assert (entry.caught_by in CAUGHT_BY) if is_bug else entry.caught_by is None
             assert re.fullmatch(r"[a-z][a-z0-9-]*", entry.bug_class)
             assert entry.summary and "\n" not in entry.summary
     with pytest.raises(AttributeError):

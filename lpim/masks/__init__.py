@@ -2,28 +2,26 @@
 
 lpim's own convention is ``point_mask [B, M, N]``, ``torch.bool``, **True = real point**. Each
 consumer wants something else; the ``to_*`` functions build it, the ``from_*`` functions read it
-back, :func:`validate` checks a mask against its convention and :func:`diagnose` names what a
+back, `validate` checks a mask against its convention and `diagnose` names what a
 mask someone built actually is.
 
-=====================  ==============================  ========  ===============================
-convention             shape                           dtype     meaning
-=====================  ==============================  ========  ===============================
-``point_mask``         ``[B, M, N]``                   bool      True = real point (lpim)
-``key_padding_mask``   ``(B*M, S)``                    bool      True = ignore (MHA)
-``attn_mask_3d``       ``(B*M*H, L, S)``, row b*H+h    bool      True = blocked (MHA)
-``additive``           ``(B*M, 1, 1, S)``              float     0 keep, -inf block (added)
-``sdpa``               ``(B*M, 1, 1, S)``              bool      True = attend (SDPA)
-``attention_mask``     ``(B*M, S)``                    int64     1 = valid (flash-attn, HF)
-``lengths``            ``(B*M,)``                      int64     real count, right padding only
-``cu_seqlens``         ``(B*M + 1,)``                  int32     offsets into packed tokens
-``nested``             jagged ``(B*M, j, D)``          points'   no mask: only real points
-=====================  ==============================  ========  ===============================
+| convention | shape | dtype | meaning |
+|---|---|---|---|
+| ``point_mask`` | ``[B, M, N]`` | bool | True = real point (lpim) |
+| ``key_padding_mask`` | ``(B*M, S)`` | bool | True = ignore (MHA) |
+| ``attn_mask_3d`` | ``(B*M*H, L, S)``, row b*H+h | bool | True = blocked (MHA) |
+| ``additive`` | ``(B*M, 1, 1, S)`` | float | 0 keep, -inf block (added) |
+| ``sdpa`` | ``(B*M, 1, 1, S)`` | bool | True = attend (SDPA) |
+| ``attention_mask`` | ``(B*M, S)`` | int64 | 1 = valid (flash-attn, HF) |
+| ``lengths`` | ``(B*M,)`` | int64 | real count, right padding only |
+| ``cu_seqlens`` | ``(B*M + 1,)`` | int32 | offsets into packed tokens |
+| ``nested`` | jagged ``(B*M, j, D)`` | points' | no mask: only real points |
 
 ``S = L = query_tokens + N``: query tokens prepended to each lane are never masked.
 """
 
-from lpim.masks.conventions import CONVENTIONS, Convention, MaskConventionError
-from lpim.masks.convert import (
+from lpim.masks._conventions import CONVENTIONS, Convention
+from lpim.masks._convert import (
     from_additive_mask,
     from_attention_mask,
     from_attn_mask_3d,
@@ -43,8 +41,9 @@ from lpim.masks.convert import (
     to_sdpa_mask,
     unpack,
 )
-from lpim.masks.diagnose import MISTAKES, Diagnosis, diagnose
-from lpim.masks.validate import validate
+from lpim.masks._diagnose import MISTAKES, Diagnosis, diagnose, heads_agree, repeats_with_period
+from lpim.masks._errors import MaskConventionError
+from lpim.masks._validate import validate
 
 __all__ = [
     "CONVENTIONS",
@@ -60,8 +59,10 @@ __all__ = [
     "from_key_padding_mask",
     "from_lengths",
     "from_sdpa_mask",
+    "heads_agree",
     "keep_tokens",
     "pack",
+    "repeats_with_period",
     "to_additive_mask",
     "to_attention_mask",
     "to_attn_mask_3d",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lpim.masks.diagnose import converter_call, heads_agree, repeats_with_period
+from lpim.masks import CONVENTIONS, heads_agree, repeats_with_period
 
 KINDS: dict[str, str] = {
     "missing_head_rows": "a 3D attn_mask with one row per batch entry where nn.MultiheadAttention "
@@ -159,6 +159,11 @@ def infer_query_tokens(blocked_rows: Tensor) -> int | None:
     return lead if bool(keeps_lead_only.any()) else None
 
 
+def _converter_call(convention: str, query_tokens: int | str, num_heads: int | None) -> str:
+    """The lpim call that builds ``convention``, as advice text (``"Q"`` where unknown)."""
+    return CONVENTIONS[convention].call(query_tokens, num_heads)
+
+
 def _q(query_tokens: int | None) -> int | str:
     return query_tokens if query_tokens is not None else "Q"
 
@@ -175,13 +180,13 @@ def _float_hazards(
     where = f"{api}'s float {name} {tuple(mask.shape)} ({mask.dtype})"
     if sdpa:
         fix_bool = (
-            f"a bool mask with True = attend, {converter_call('sdpa', _q(q), None)}, or an "
-            f"additive 0 / -inf mask, {converter_call('additive', _q(q), None)}"
+            f"a bool mask with True = attend, {_converter_call('sdpa', _q(q), None)}, or an "
+            f"additive 0 / -inf mask, {_converter_call('additive', _q(q), None)}"
         )
     else:
         fix_bool = (
             f"a bool key_padding_mask with True = ignore, "
-            f"{converter_call('key_padding_mask', _q(q), None)} (point_mask [B, M, N] bool, "
+            f"{_converter_call('key_padding_mask', _q(q), None)} (point_mask [B, M, N] bool, "
             "True = real point)"
         )
     if reading.kind == "zero_one":
@@ -344,7 +349,7 @@ def _fully_masked(
 def _fully_masked_fix(q: int | None) -> str:
     return (
         "Fix: give every row a key that is always real (prepend a query token and build the mask "
-        f"with {converter_call('key_padding_mask', q if q else 1, None)}), or leave empty lanes "
+        f"with {_converter_call('key_padding_mask', q if q else 1, None)}), or leave empty lanes "
         "out of attention (as lpim.PriorEncoder does) and set their outputs by selection, "
         "torch.where(lane_mask[..., None], out, 0). Dropping the NaN rows afterwards is not "
         "enough: their gradient is NaN as well."
@@ -365,10 +370,10 @@ def _missing_head_rows(
         f"{api} got a 3D {name} of shape {tuple(attn_mask.shape)}: {n} rows, one per batch "
         f"entry (N = {n}), but with num_heads = {h} it needs N*num_heads = {n}*{h} = {n * h} "
         f"rows, row n*{h} + h for entry n, head h. torch raises RuntimeError on it. Fix: pass "
-        f"a 2D key_padding_mask instead, {converter_call('key_padding_mask', _q(q), h)} ((N, S) "
+        f"a 2D key_padding_mask instead, {_converter_call('key_padding_mask', _q(q), h)} ((N, S) "
         "bool, True = ignore; point_mask [B, M, N] bool, True = real point), or expand the mask "
         f"head-minor, {name}.repeat_interleave({h}, dim=0), which is "
-        f"{converter_call('attn_mask_3d', _q(q), h)}{_q_note(q)}. Not {name}.repeat({h}, 1, 1): "
+        f"{_converter_call('attn_mask_3d', _q(q), h)}{_q_note(q)}. Not {name}.repeat({h}, 1, 1): "
         "that runs and is wrong (head_major_3d_mask).",
     )
 
@@ -384,8 +389,8 @@ def _head_major(api: str, attn_mask: Tensor, name: str, n: int, h: int, q: int |
             f"so head h of entry n gets entry (n*{h} + h) % {n}'s mask: in {disagree} of {n} "
             "entries the heads disagree. It runs without error and is wrong. Fix: build it with "
             f"{name}_per_entry.repeat_interleave({h}, dim=0), i.e. "
-            f"{converter_call('attn_mask_3d', _q(q), h)}, or better pass a 2D key_padding_mask, "
-            f"{converter_call('key_padding_mask', _q(q), h)} ((N, S) bool, True = ignore; "
+            f"{_converter_call('attn_mask_3d', _q(q), h)}, or better pass a 2D key_padding_mask, "
+            f"{_converter_call('key_padding_mask', _q(q), h)} ((N, S) bool, True = ignore; "
             f"point_mask [B, M, N] bool, True = real point){_q_note(q)}."
         )
 

@@ -1,12 +1,12 @@
 """The bug zoo: small encoders with exactly one realistic padding-mask bug each.
 
-Every class overrides one step of a correct encoder (its base class, from :mod:`lpim.zoo._base` or
-:mod:`lpim.zoo.correct`), so the override *is* the bug. Three shapes of that: most override a step
+Every class overrides one step of a correct encoder (its base class, from `lpim.zoo.base` or
+`lpim.zoo.correct`), so the override *is* the bug. Three shapes of that: most override a step
 of their parent; ``sort_without_unsort`` wraps ``forward`` (sorting is a step that the correct
 encoder does not have); ``additive_minus_1e4`` overrides a second step, ``clean_points``, as the
 premise without which its bug cannot show; and ``nan_grad_from_empty_rows`` is the naive patch of
 another bug, ``empty_lane_nan_need_weights``. Each docstring says what is wrong, why people write
-it, which property of :func:`lpim.testing.check_encoder` catches it first (properties run in the
+it, which property of `lpim.testing.check_encoder` catches it first (properties run in the
 order ``runs``, ``finite``, ``matches_unpadded``, ``ignores_padding``, ``lanes_independent``,
 ``gradients_isolated``, ``devices_agree``), and shows the offending line.
 """
@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from lpim.masks import to_attention_mask, to_key_padding_mask, to_sdpa_mask
-from lpim.zoo._base import AttentionLaneEncoder, LaneOutput
+from lpim.zoo.base import AttentionLaneEncoder, LaneOutput
 from lpim.zoo.correct import (
     AttentionPooling,
     LastRealPoint,

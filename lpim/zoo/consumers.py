@@ -1,20 +1,21 @@
 """Lane-set consumers for the zoo: the mask bug one step downstream of the encoder, and fixes.
 
 A lane-set consumer reads ``lane_embedding [B, M, C]`` and ``lane_mask [B, M]`` (bool, True = real
-lane) as a set (see :mod:`lpim.testing.consumer`). The motivating bug is in a public LPIM
+lane) as a set (see `lpim.testing.consumer`). The motivating bug is in a public LPIM
 reimplementation: BEV queries cross-attend over all ``M`` lane embeddings with no lane mask, so
 the fused BEV features change with ``M`` (the batch's padding) and with whatever empty lanes hold.
 
-``CONSUMER_BUGS`` and ``CONSUMER_CORRECT`` map a name to a :class:`ConsumerZooEntry`;
+``CONSUMER_BUGS`` and ``CONSUMER_CORRECT`` map a name to a `ConsumerZooEntry`;
 ``entry.factory()`` builds the consumer (``embed_dim`` 16, seed-0 weights, eval mode) and
-``entry.other_inputs`` is what :func:`lpim.testing.check_lane_consumer` takes to draw its other
-inputs::
+``entry.other_inputs`` is what `lpim.testing.check_lane_consumer` takes to draw its other
+inputs:
 
-    from lpim.testing import check_lane_consumer
-    from lpim.zoo.consumers import CONSUMER_BUGS
-
-    entry = CONSUMER_BUGS["unmasked_cross_attention"]
-    check_lane_consumer(entry.factory(), other_inputs=entry.other_inputs, order_invariant=True)
+```python
+from lpim.testing import check_lane_consumer
+from lpim.zoo.consumers import CONSUMER_BUGS
+entry = CONSUMER_BUGS["unmasked_cross_attention"]
+check_lane_consumer(entry.factory(), other_inputs=entry.other_inputs, order_invariant=True)
+```
 
 As in the encoder zoo, each bug subclasses a correct consumer and overrides one step, so the
 override is the bug; each docstring says what is wrong and which property catches it.
@@ -27,17 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 from torch import Tensor, nn
 
-from lpim.strategies import OtherInputs
+from lpim.zoo._seeded import by_name, seeded
 
 __all__ = [
     "CONSUMER_BUGS",
     "CONSUMER_CORRECT",
+    "BevQueries",
     "ConsumerZooEntry",
     "EmptySampleNanNeedWeights",
     "KpmValuesNotCleaned",
@@ -46,29 +45,44 @@ __all__ = [
     "MaskedMeanPool",
     "UnmaskedCrossAttention",
     "ZeroedMeanOverSlots",
-    "bev_queries",
 ]
 
 
-def bev_queries(
-    num_queries: int | tuple[int, int] = (1, 3), embed_dim: int = 16, value_range: float = 4.0
-) -> OtherInputs:
-    """``other_inputs`` for the cross-attention consumers: a 1-tuple ``(bev_queries,)``.
+@dataclass(frozen=True)
+class BevQueries:
+    """The other input of the cross-attention consumers, `bev_queries [B, Q, C]`, as data.
 
-    ``bev_queries [B, Q, C]`` at the check's dtype and device, values finite in
-    ``[-value_range, value_range]``, shrinking toward one query of zeros.
+    An instance is what [`check_lane_consumer`][lpim.testing.check_lane_consumer] takes as
+    `other_inputs`: called with `(batch_size, dtype, device)` it returns
+    [`lpim.strategies.bev_queries`][lpim.strategies.bev_queries]'s strategy for these
+    settings. Hypothesis is imported only then, so `import lpim.zoo` loads neither Hypothesis
+    nor [`lpim.strategies`][lpim.strategies].
+
+    Attributes:
+        num_queries: `Q`, or a `(min, max)` range of it.
+        embed_dim: `C`, the consumer's embedding width.
+        value_range: queries are finite, in `[-value_range, value_range]`.
     """
-    low, high = (num_queries, num_queries) if isinstance(num_queries, int) else num_queries
 
-    def draw(batch_size: int, dtype: torch.dtype, device: torch.device) -> st.SearchStrategy[Any]:
-        values = st.floats(-value_range, value_range, allow_nan=False, allow_infinity=False)
-        return (
-            st.integers(low, high)
-            .flatmap(lambda q: arrays(np.float64, (batch_size, q, embed_dim), elements=values))
-            .map(lambda a: (torch.from_numpy(a).to(dtype=dtype, device=device),))
-        )
+    num_queries: int | tuple[int, int] = (1, 3)
+    embed_dim: int = 16
+    value_range: float = 4.0
 
-    return draw
+    def __call__(self, batch_size: int, dtype: torch.dtype, device: torch.device) -> Any:
+        """The strategy of `(bev_queries,)` for one check: see `lpim.strategies.bev_queries`."""
+        from lpim.strategies import bev_queries  # deferred: the zoo itself loads no Hypothesis
+
+        other_inputs = bev_queries(self.num_queries, self.embed_dim, self.value_range)
+        return other_inputs(batch_size, dtype, device)
+
+
+def __getattr__(name: str) -> Any:
+    """`lpim.zoo.consumers.bev_queries`, the old home of `lpim.strategies.bev_queries`."""
+    if name == "bev_queries":  # moved to lpim.strategies; kept so that old imports still work
+        from lpim.strategies import bev_queries
+
+        return bev_queries
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- BEV queries cross-attending over the lanes ----------------------------------------------------
@@ -124,7 +138,7 @@ class MaskedCrossAttention(nn.Module):
 class UnmaskedCrossAttention(MaskedCrossAttention):
     """Bug (the one in the wild): BEV queries attend over all ``M`` lane slots, no lane mask.
 
-    What is wrong: :meth:`attend` passes no ``key_padding_mask`` and :meth:`clean` keeps padded
+    What is wrong: `attend` passes no ``key_padding_mask`` and `clean` keeps padded
     embeddings, as in the public LPIM reimplementation. Every padded slot is a key: its score
     joins the softmax and takes weight from the real lanes, so the fused features depend on how
     many lanes the batch was padded to and on what the encoder left in empty lanes (zeros from
@@ -146,7 +160,7 @@ class UnmaskedCrossAttention(MaskedCrossAttention):
 class EmptySampleNanNeedWeights(MaskedCrossAttention):
     """Bug: masked correctly, but a sample with no real lane gets NaN.
 
-    What is wrong: :meth:`attend` uses ``key_padding_mask=~lane_mask`` with
+    What is wrong: `attend` uses ``key_padding_mask=~lane_mask`` with
     ``nn.MultiheadAttention``'s default ``need_weights=True`` and does not select lane-less
     samples away. For a sample whose every key is masked, that path computes a softmax over a
     row of ``-inf`` and returns NaN (``need_weights=False`` would give 0), which the residual and
@@ -165,7 +179,7 @@ class EmptySampleNanNeedWeights(MaskedCrossAttention):
 class KpmValuesNotCleaned(MaskedCrossAttention):
     """Bug: the ``key_padding_mask`` is right, but padded embeddings are not selected away.
 
-    What is wrong: :meth:`clean` returns ``lane_embedding`` as it came. The mask gives padded
+    What is wrong: `clean` returns ``lane_embedding`` as it came. The mask gives padded
     keys an attention weight of exactly 0, but the weighted sum still multiplies that 0 by the
     padded *values*: ``0 * NaN = NaN`` and ``0 * inf = NaN``. With zeros or finite values in
     padded lanes (lpim's encoder writes zeros) the output is right, so tests with a correct
@@ -181,7 +195,7 @@ class KpmValuesNotCleaned(MaskedCrossAttention):
 class LaneIndexPositions(MaskedCrossAttention):
     """Bug (when the lanes are a set): sinusoidal encodings of the lane *slot* index are added.
 
-    What is wrong: :meth:`position` adds a DETR-style sinusoidal encoding of each lane's slot
+    What is wrong: `position` adds a DETR-style sinusoidal encoding of each lane's slot
     index ``0..M-1`` to its embedding. Masking is right, so ``M`` and padded content do not
     matter; but the lanes of a map come in no meaningful order (the order a map API returns
     them, or after a shuffle), and the output changes when the same lanes arrive in another
@@ -237,7 +251,7 @@ class MaskedMeanPool(nn.Module):
 class ZeroedMeanOverSlots(MaskedMeanPool):
     """Bug: padded lanes zeroed, then ``mean(dim=1)``: divides by ``M`` slots, not real lanes.
 
-    What is wrong: :meth:`pool` takes ``lanes.mean(dim=1)`` after selecting padded lanes to
+    What is wrong: `pool` takes ``lanes.mean(dim=1)`` after selecting padded lanes to
     zero. Padded content cannot leak, but the scene vector shrinks as the batch is padded to
     more lanes (a sample with 3 lanes gets sum/3 alone, sum/50 in a batch padded to 50).
 
@@ -256,10 +270,10 @@ class ConsumerZooEntry:
     """One zoo consumer.
 
     Attributes:
-        name: its key in :data:`CONSUMER_BUGS` or :data:`CONSUMER_CORRECT`.
+        name: its key in `CONSUMER_BUGS` or `CONSUMER_CORRECT`.
         factory: zero-argument callable returning a fresh consumer in eval mode,
             ``embed_dim == 16``.
-        caught_by: the first property of :func:`lpim.testing.check_lane_consumer` that fails
+        caught_by: the first property of `lpim.testing.check_lane_consumer` that fails
             on it; None for a correct consumer.
         summary: one line saying what it does wrong, or right.
         other_inputs: what ``check_lane_consumer(other_inputs=...)`` needs for it (None: it
@@ -271,76 +285,62 @@ class ConsumerZooEntry:
     factory: Callable[[], nn.Module]
     caught_by: str | None
     summary: str
-    other_inputs: OtherInputs | None = None
+    other_inputs: Callable[[int, torch.dtype, torch.device], Any] | None = None
     order_invariant: bool = True
 
 
-def _seeded(cls: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
-    """Build ``cls()`` with seed-0 weights, in eval mode, leaving the global RNG untouched."""
-
-    def build() -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            return cls().eval()
-
-    build.__name__ = build.__qualname__ = f"build_{getattr(cls, '__name__', 'consumer')}"
-    return build
-
-
-def _entries(*entries: ConsumerZooEntry) -> dict[str, ConsumerZooEntry]:
-    return {entry.name: entry for entry in entries}
-
-
-CONSUMER_CORRECT: dict[str, ConsumerZooEntry] = _entries(
+CONSUMER_CORRECT: dict[str, ConsumerZooEntry] = by_name(
     ConsumerZooEntry(
         "masked_cross_attention",
-        _seeded(MaskedCrossAttention),
+        seeded(MaskedCrossAttention),
         None,
         "BEV queries attend with key_padding_mask=~lane_mask, padded lanes selected to 0, "
         "lane-less samples get 0",
-        bev_queries(),
+        BevQueries(),
     ),
     ConsumerZooEntry(
         "masked_mean_pool",
-        _seeded(MaskedMeanPool),
+        seeded(MaskedMeanPool),
         None,
         "mean over real lanes (torch.where, count clamped to 1) and a bool has_lanes",
     ),
 )
+"""Every correct consumer by name: `check_lane_consumer` passes each of them."""
 
-CONSUMER_BUGS: dict[str, ConsumerZooEntry] = _entries(
+CONSUMER_BUGS: dict[str, ConsumerZooEntry] = by_name(
     ConsumerZooEntry(
         "unmasked_cross_attention",
-        _seeded(UnmaskedCrossAttention),
+        seeded(UnmaskedCrossAttention),
         "ignores_appended_lanes",
         "BEV queries attend over all M lane slots with no lane mask (the bug in the wild)",
-        bev_queries(),
+        BevQueries(),
     ),
     ConsumerZooEntry(
         "empty_sample_nan_need_weights",
-        _seeded(EmptySampleNanNeedWeights),
+        seeded(EmptySampleNanNeedWeights),
         "finite",
         "key_padding_mask with need_weights=True: a sample with no lane gets NaN",
-        bev_queries(),
+        BevQueries(),
     ),
     ConsumerZooEntry(
         "kpm_values_not_cleaned",
-        _seeded(KpmValuesNotCleaned),
+        seeded(KpmValuesNotCleaned),
         "ignores_padded_lanes",
         "key_padding_mask but padded embeddings kept: weight 0 times NaN value is NaN",
-        bev_queries(),
+        BevQueries(),
     ),
     ConsumerZooEntry(
         "lane_index_positions",
-        _seeded(LaneIndexPositions),
+        seeded(LaneIndexPositions),
         "lane_order_invariant",
         "sinusoidal encodings of the lane slot index added before attention",
-        bev_queries(),
+        BevQueries(),
     ),
     ConsumerZooEntry(
         "zeroed_mean_over_slots",
-        _seeded(ZeroedMeanOverSlots),
+        seeded(ZeroedMeanOverSlots),
         "ignores_appended_lanes",
         "padded lanes zeroed, then mean over all M slots",
     ),
 )
+"""Every buggy consumer by name: `entry.caught_by` is the first property that fails on it."""

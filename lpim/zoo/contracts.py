@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lpim.zoo._base import AttentionLaneEncoder, LaneOutput, PointLaneEncoder
+from lpim.zoo.base import AttentionLaneEncoder, LaneOutput, PointLaneEncoder
 from lpim.zoo.correct import MaskedMean
 
 __all__ = [

@@ -3,7 +3,7 @@
 Every class here is exact for right, left and scattered padding, NaN / inf / huge garbage in
 padded slots, empty lanes, empty samples and all-empty batches at float64 and float32, and runs
 without NaN at bfloat16 and float16 (masks are ``-inf`` or boolean, never ``-1e9``). Masks come
-from :mod:`lpim.masks`, never hand-built. The bugs in :mod:`lpim.zoo.bugs` subclass these.
+from `lpim.masks`, never hand-built. The bugs in `lpim.zoo.bugs` subclass these.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from lpim.masks import (
     to_sdpa_mask,
     unpack,
 )
-from lpim.zoo._base import (
+from lpim.zoo.base import (
     AttentionLaneEncoder,
     LaneOutput,
     PointLaneEncoder,
@@ -52,7 +52,7 @@ __all__ = [
 class Mha3dAttnMask(AttentionLaneEncoder):
     """Correct: the padding mask as MHA's per-head 3D ``attn_mask``, built by lpim.
 
-    Why it is right: :func:`lpim.masks.to_attn_mask_3d` gives ``(B*M*H, L, S)`` rows in the order
+    Why it is right: `lpim.masks.to_attn_mask_3d` gives ``(B*M*H, L, S)`` rows in the order
     ``nn.MultiheadAttention`` reads them, lane-major and head-minor (``repeat_interleave``). It is
     the same mask as the 2D ``key_padding_mask``, only ``H * L`` times larger; the 2D one is the
     better choice unless a per-query structure (causal, local) is needed. Parent of the bugs
@@ -74,7 +74,7 @@ class SdpaRightPolarity(AttentionLaneEncoder):
     """Correct: attention written with ``F.scaled_dot_product_attention`` and lpim's SDPA mask.
 
     Why it is right: SDPA reads a boolean mask as True = **attend**, the opposite of MHA, and
-    :func:`lpim.masks.to_sdpa_mask` builds exactly that (``[B*M, 1, 1, 1+N]``, query column
+    `lpim.masks.to_sdpa_mask` builds exactly that (``[B*M, 1, 1, 1+N]``, query column
     True). The projections are the layer's own ``in_proj`` / ``out_proj``, so this computes the
     same function as ``mha_key_padding_mask``. Parent of ``mha_polarity_in_sdpa``.
     """
@@ -99,7 +99,7 @@ class SdpaRightPolarity(AttentionLaneEncoder):
 class ManualSoftmaxAdditive(SdpaRightPolarity):
     """Correct: the attention softmax written out, with an additive ``0 / -inf`` mask.
 
-    Why it is right: :func:`lpim.masks.to_additive_mask` puts ``-inf`` (in the scores' own dtype)
+    Why it is right: `lpim.masks.to_additive_mask` puts ``-inf`` (in the scores' own dtype)
     on padded keys, so their weight is exactly ``exp(-inf) = 0`` whatever their score, in every
     dtype; the query column is never masked, so no row is all ``-inf`` and the softmax never sees
     ``-inf - (-inf)``. Parent of ``fill_minus_1e9_fp16`` and ``additive_minus_1e4``.
@@ -118,13 +118,13 @@ class ManualSoftmaxAdditive(SdpaRightPolarity):
 class TorchTransformerFastPath(AttentionLaneEncoder):
     """Correct: the layer run by ``nn.TransformerEncoder`` itself, nested-tensor fast path on.
 
-    Why it is right: ``src_key_padding_mask`` is :func:`lpim.masks.to_key_padding_mask` with the
+    Why it is right: ``src_key_padding_mask`` is `lpim.masks.to_key_padding_mask` with the
     query column (True = ignore, query never masked, so no sequence is empty). In eval mode under
     ``torch.no_grad()`` torch converts the batch to a nested tensor, which it can only do when
     every lane's real tokens come first: with any other layout it silently falls back to the
     slow path. So the real points are moved to the front first, with lpim's own converters
-    (:func:`~lpim.masks.pack`, :func:`~lpim.masks.to_cu_seqlens`,
-    :func:`~lpim.masks.from_cu_seqlens`, :func:`~lpim.masks.unpack`), which also drops every
+    (`pack`, `to_cu_seqlens`,
+    `from_cu_seqlens`, `unpack`), which also drops every
     padded value unread; per-point outputs are scattered back to their own slots. The fast path
     pads its output with exact zeros; empty lanes and padded points are then set to zero by
     selection as in the base, so both paths return the same thing.
@@ -159,12 +159,12 @@ class TorchTransformerFastPath(AttentionLaneEncoder):
 class PackedVarlen(AttentionLaneEncoder):
     """Correct: real points packed into one sequence, block-diagonal attention, unpacked.
 
-    Why it is right: :func:`lpim.masks.pack` gathers the real points only, so padded values are
+    Why it is right: `lpim.masks.pack` gathers the real points only, so padded values are
     never read and never get a gradient. Every lane contributes its query token and its real
-    points; :func:`lpim.masks.to_cu_seqlens` says which packed point belongs to which lane, and
+    points; `lpim.masks.to_cu_seqlens` says which packed point belongs to which lane, and
     a token may attend only to tokens of its own lane (the block-diagonal mask flash-attn's
     varlen kernels take as ``cu_seqlens``). Every token attends at least to itself, so no row is
-    empty; an empty lane is its query token alone. :func:`lpim.masks.unpack` puts per-point
+    empty; an empty lane is its query token alone. `lpim.masks.unpack` puts per-point
     outputs back in their slots. Parent of ``cu_seqlens_off_by_one``.
     """
 
@@ -235,7 +235,7 @@ class LastRealPoint(PointLaneEncoder):
     Why it is right: the slot is the largest index whose ``point_mask`` is True, which holds for
     right, left and scattered padding; empty lanes are selected to 0. Parent of
     ``lengths_minus_one_indexing`` and ``first_slot_pooling``, which override
-    :meth:`readout_slot`.
+    `readout_slot`.
     """
 
     def pool(self, features: Tensor, point_mask: Tensor) -> Tensor:

@@ -1,13 +1,15 @@
 """Misbehaving encoders: not mask bugs, but the ways an encoder can break the checker's trust.
 
-``MISBEHAVING`` maps a snake_case name to a :class:`Misbehaviour`. Each encoder is correct about
+``MISBEHAVING`` maps a snake_case name to a `Misbehaviour`. Each encoder is correct about
 masks (a masked mean over real points, or a wrapper around one) and misbehaves in one other way;
-:func:`lpim.testing.check_encoder` and ``lpim check`` must report each one clearly, as the
-property in ``reported_as``, and never crash::
+`lpim.testing.check_encoder` and ``lpim check`` must report each one clearly, as the
+property in ``reported_as``, and never crash:
 
-    from lpim.zoo.misbehaving import MISBEHAVING
-    entry = MISBEHAVING["mutates_inputs"]
-    check_encoder(entry.factory(), deadline=entry.deadline)  # EncoderPropertyError
+```python
+from lpim.zoo.misbehaving import MISBEHAVING
+entry = MISBEHAVING["mutates_inputs"]
+check_encoder(entry.factory(), deadline=entry.deadline)  # EncoderPropertyError
+```
 
 From the shell: ``lpim check "lpim.zoo.misbehaving:MISBEHAVING['raises'].factory"``.
 
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from lpim.zoo._seeded import seeded
 
 __all__ = [
     "MISBEHAVING",
@@ -175,7 +179,7 @@ class DropoutMean(MaskedMeanEncoder):
 
 
 class TrainingWrapper:
-    """A plain callable wrapping a :class:`DropoutMean` left in train mode.
+    """A plain callable wrapping a `DropoutMean` left in train mode.
 
     ``check_encoder`` copies an ``nn.Module`` and calls ``.eval()`` on the copy, but it cannot
     reach a module inside an arbitrary callable: here dropout stays active. Reported as
@@ -236,7 +240,7 @@ class Misbehaviour:
     """One misbehaving encoder.
 
     Attributes:
-        name: its key in :data:`MISBEHAVING`.
+        name: its key in `MISBEHAVING`.
         factory: zero-argument callable returning a fresh encoder (``in_dim == 2``).
         reported_as: the property ``check_encoder`` reports it as.
         message: a regular expression the report's message must match.
@@ -252,86 +256,75 @@ class Misbehaviour:
     deadline: float | None = None
 
 
-def _seeded(cls: Callable[[], EncoderFn]) -> Callable[[], EncoderFn]:
-    def build() -> EncoderFn:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            built = cls()
-        return built.eval() if isinstance(built, nn.Module) else built
-
-    build.__name__ = build.__qualname__ = f"build_{getattr(cls, '__name__', 'encoder')}"
-    return build
-
-
 MISBEHAVING: dict[str, Misbehaviour] = {
     entry.name: entry
     for entry in [
         Misbehaviour(
             "raises",
-            _seeded(Raises),
+            seeded(Raises),
             "runs",
             r"the encoder raised ValueError: expected 20 points per lane",
             "raises ValueError on every batch",
         ),
         Misbehaviour(
             "returns_list",
-            _seeded(ReturnsList),
+            seeded(ReturnsList),
             "runs",
             r"must return a tensor \[B, M, C\] or an object with \.lane_embedding.*got list",
             "returns a list of per-sample tensors",
         ),
         Misbehaviour(
             "wrong_shape",
-            _seeded(WrongShape),
+            seeded(WrongShape),
             "runs",
             r"lane_embedding must have shape \[B, M, C\]",
             "returns [B*M, C] instead of [B, M, C]",
         ),
         Misbehaviour(
             "wrong_dtype",
-            _seeded(WrongDtype),
+            seeded(WrongDtype),
             "runs",
             r"lane_embedding must have the points' dtype torch\.float32; got torch\.float64",
             "returns float64 for float32 input",
         ),
         Misbehaviour(
             "wrong_device",
-            _seeded(WrongDevice),
+            seeded(WrongDevice),
             "runs",
             r"lane_embedding must be on the input's device cpu; got meta",
             "returns its output on another device (meta)",
         ),
         Misbehaviour(
             "returns_nan",
-            _seeded(ReturnsNaN),
+            seeded(ReturnsNaN),
             "finite",
             r"lane_embedding\[0\] is nan",
             "returns NaN lane embeddings",
         ),
         Misbehaviour(
             "mutates_inputs",
-            _seeded(InPlaceNormalise),
+            seeded(InPlaceNormalise),
             "inputs_unchanged",
             r"the encoder modified points in place",
             "divides the caller's points by 50 in place",
         ),
         Misbehaviour(
             "nondeterministic",
-            _seeded(NoisyOutput),
+            seeded(NoisyOutput),
             "deterministic",
             r"on a second call with the same batch.*is dropout active",
             "adds random noise to its output on every call",
         ),
         Misbehaviour(
             "train_mode_dropout",
-            _seeded(TrainingWrapper),
+            seeded(TrainingWrapper),
             "deterministic",
             r"training mode: encoder\.model\.dropout \(Dropout, p=0\.5\)\. Call \.eval\(\)",
             "a plain callable wrapping a module left in train mode with dropout",
         ),
         Misbehaviour(
             "slow",
-            _seeded(Slow),
+            seeded(Slow),
             "deadline",
             r"took [0-9.e+-]+ s, and [0-9.e+-]+ s when timed again.*deadline is 0\.05 s",
             "sleeps 0.25 s per call; reported under deadline=0.05",
@@ -339,7 +332,7 @@ MISBEHAVING: dict[str, Misbehaviour] = {
         ),
         Misbehaviour(
             "parameters_on_other_device",
-            _seeded(OtherDeviceWrapper),
+            seeded(OtherDeviceWrapper),
             "runs",
             r"holds tensors on another device than the one checked \(cpu\): "
             r"encoder\.model\.embed\.weight on meta",

@@ -1,9 +1,9 @@
 """`diagnose`: given a mask someone built, say what it is, what is wrong with it, and what to call.
 
-:func:`validate` answers "is this a correct ``X``?". :func:`diagnose` answers the question a user
+`validate` answers "is this a correct ``X``?". `diagnose` answers the question a user
 with a failing model has: "what did I build?". It reads the mask under every convention whose
 shape and dtype fit, compares each reading with what ``point_mask`` says, and names the first
-match: a correct convention, or one of the known mistakes in :data:`MISTAKES`.
+match: a correct convention, or one of the known mistakes in `MISTAKES`.
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ from dataclasses import dataclass
 
 import torch
 
-from lpim.masks.conventions import (
-    CONVENTIONS,
-    check_count,
-    check_has_values,
-    check_point_mask,
-    describe,
-)
-from lpim.masks.convert import keep_tokens, to_cu_seqlens
+from lpim._validation import check_int
+from lpim.masks._conventions import CONVENTIONS
+from lpim.masks._convert import keep_tokens, to_cu_seqlens
+from lpim.masks._errors import check_has_values, check_point_mask, describe_tensor
+
+__all__ = ["MISTAKES", "Diagnosis", "diagnose"]
 
 MISTAKES: dict[str, str] = {
     "inverted_polarity": "True and False (or 0 and 1) are swapped for this convention",
@@ -37,19 +35,20 @@ MISTAKES: dict[str, str] = {
     "finite_fill": "a finite fill (-1e4, -1e9) instead of -inf: large scores leak through, and "
     "-1e9 overflows float16",
     "disagrees_with_points": "the layout fits a convention but the values disagree with point_mask",
-    "unrecognised": "no convention's shape and dtype fit",
+    "unrecognised": "no convention's shape and dtype fit (given intended=, the intended one's do "
+    "not)",
 }
-"""Every mistake :func:`diagnose` can name, with what it means."""
+"""Every mistake `diagnose` can name, with what it means."""
 
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """What :func:`diagnose` found.
+    """What `diagnose` found.
 
     Attributes:
         convention: the convention whose layout the mask has (a key of
-            :data:`~lpim.masks.CONVENTIONS`), or None when none fits.
-        mistake: None for a correct mask, else a key of :data:`MISTAKES`.
+            `CONVENTIONS`), or None when none fits.
+        mistake: None for a correct mask, else a key of `MISTAKES`.
         advice: what was found and what to do; also ``str(diagnosis)``.
         fix: the lpim call that builds the right mask.
     """
@@ -72,63 +71,127 @@ def diagnose(
     mask: torch.Tensor,
     point_mask: torch.Tensor,
     num_heads: int | None = None,
-    query_tokens: int = 0,
+    query_tokens: int | None = None,
     *,
     intended: str | None = None,
 ) -> Diagnosis:
-    """Name the convention ``mask`` follows, or the known mistake it is.
+    """Name the convention `mask` follows, or the known mistake it is.
 
     Args:
-        mask: the mask to examine, built by someone for ``point_mask``.
-        point_mask: ``[B, M, N]`` bool, True = real point: what the mask should encode.
-        num_heads: ``H``, to judge a 3D ``attn_mask``; inferred from its row count if omitted.
-        query_tokens: tokens prepended to each lane, never masked.
-        intended: the convention the mask is meant to be (e.g. ``"key_padding_mask"``). Some
-            masks are correct under one convention and inverted under another: a ``(B*M, S)``
-            bool with True = real is a fine ``attention_mask`` and an inverted
-            ``key_padding_mask``. Without ``intended`` the correct reading wins and the advice
-            warns about the other.
+        mask: the mask to examine, built by someone for `point_mask`.
+        point_mask: `[B, M, N]` bool, True = real point: what the mask should encode.
+        num_heads: `H`, to judge a 3D `attn_mask`; inferred from its row count if omitted.
+        query_tokens: tokens prepended to each lane, never masked. If omitted, inferred from
+            the mask's width against `point_mask`'s `N`: `N + q` columns are read as `q`
+            query tokens (for `lengths` and `cu_seqlens`, from a constant surplus over the
+            real points), and the advice says so. Where the width cannot tell, the advice
+            writes `query_tokens=Q` and says what `Q` must be, rather than guessing 0.
+        intended: the convention the mask is meant to be (a key of
+            [`CONVENTIONS`][lpim.masks.CONVENTIONS], e.g. `"key_padding_mask"`). A mask is
+            then judged as that convention: an inverted mask of it is `inverted_polarity`,
+            and a correct mask of another convention is `unrecognised` as the intended one (the
+            advice names what it is), never "OK".
+            Without `intended`, some masks are correct under one convention and inverted under
+            another (a `(B*M, S)` bool with True = real is a fine `attention_mask` and an
+            inverted `key_padding_mask`): the correct reading wins and the advice warns about
+            the other.
 
     Returns:
-        A :class:`Diagnosis`; ``str()`` of it is the advice. Any ``mask`` gets one, whatever its
-        rank, dtype or size (``unrecognised`` when nothing fits); a mask on another device is
-        read on ``point_mask``'s.
+        A [`Diagnosis`][lpim.masks.Diagnosis]; `str()` of it is the advice. Any `mask` gets one,
+        whatever its rank, dtype or size (`unrecognised` when nothing fits); a mask on another
+        device is read on `point_mask`'s.
 
     Raises:
-        MaskConventionError: ``point_mask`` is not a ``[B, M, N]`` bool tensor, or ``mask`` or
-            ``point_mask`` is on the ``meta`` device (no values to read).
-        ValueError: ``num_heads < 1``, ``query_tokens < 0`` or an unknown ``intended``.
-        TypeError: ``num_heads`` or ``query_tokens`` is not an int.
+        MaskConventionError: `point_mask` is not a `[B, M, N]` bool tensor, or `mask` or
+            `point_mask` is on the `meta` device (no values to read).
+        ValueError: `num_heads < 1`, `query_tokens < 0` or an unknown `intended`.
+        TypeError: `num_heads` or `query_tokens` is not an int.
     """
     check_point_mask(point_mask, "diagnose")
     check_has_values(point_mask, "point_mask", "diagnose", "point_mask")
     if num_heads is not None:
-        num_heads = check_count(num_heads, "num_heads", "diagnose", minimum=1)
-    query_tokens = check_count(query_tokens, "query_tokens", "diagnose", minimum=0)
+        num_heads = check_int(num_heads, "num_heads", "diagnose", minimum=1)
+    if query_tokens is not None:
+        query_tokens = check_int(query_tokens, "query_tokens", "diagnose", minimum=0)
     if intended is not None and intended not in CONVENTIONS:
         raise ValueError(
             f"unknown convention: got intended={intended!r}; expected one of {list(CONVENTIONS)}"
         )
     if not isinstance(mask, torch.Tensor):
-        return _unrecognised(f"a {type(mask).__name__}, not a tensor", query_tokens, num_heads)
+        reader = _Reader(point_mask, num_heads, query_tokens, intended)
+        return reader.judge(None, f"a {type(mask).__name__}, not a tensor")
     check_has_values(mask, "the mask", "diagnose", "point_mask")
     if mask.device != point_mask.device:
         mask = mask.to(point_mask.device)
-    return _Reader(point_mask, num_heads, query_tokens, intended).read(mask)
+    reader = _Reader(point_mask, num_heads, query_tokens, intended, mask)
+    return reader.judge(mask)
+
+
+def _infer_query_tokens(mask: torch.Tensor, point_mask: torch.Tensor) -> int | None:
+    """The query tokens a mask built for `point_mask` has columns for, or None if it cannot tell.
+
+    A mask with `S` columns (2-D to 4-D) was built for `S - N` query tokens. Counts (1-D
+    `lengths`, `cu_seqlens`) have no width: they are read with 0, and a constant surplus over
+    the real points is named in the advice instead (see `_count_surplus`), because it is also
+    what an off-by-one looks like.
+    """
+    n = point_mask.shape[-1]
+    if 2 <= mask.dim() <= 4:
+        width = mask.shape[-1]
+        return width - n if width >= n else None
+    return 0 if mask.dim() == 1 else None
+
+
+def _count_surplus(mask: torch.Tensor, point_mask: torch.Tensor) -> int | None:
+    """`k > 0` if the counts of a 1-D mask are every lane's real points plus the same `k`."""
+    if mask.dim() != 1 or mask.is_floating_point() or mask.dtype == torch.bool:
+        return None
+    b, m, n = point_mask.shape
+    counts = point_mask.reshape(b * m, n).sum(dim=1)  # [B*M]
+    if mask.numel() == b * m:
+        surplus = mask.long() - counts
+    elif mask.numel() == b * m + 1:
+        surplus = mask.long().diff() - counts
+    else:
+        return None
+    if surplus.numel() == 0:
+        return None
+    k = int(surplus[0])
+    return k if k > 0 and bool((surplus == k).all()) else None
 
 
 class _Reader:
-    """Reads one mask against one ``point_mask``; each ``_rank*`` method handles one rank."""
+    """Reads one mask against one `point_mask`; each `_rank*` method handles one rank."""
 
     def __init__(
-        self, point_mask: torch.Tensor, num_heads: int | None, q: int, intended: str | None
+        self,
+        point_mask: torch.Tensor,
+        num_heads: int | None,
+        query_tokens: int | None,
+        intended: str | None,
+        mask: torch.Tensor | None = None,
     ):
         self.point_mask = point_mask
         b, m, n = point_mask.shape
+        self.given_q = query_tokens is not None
+        inferred = _infer_query_tokens(mask, point_mask) if mask is not None else None
+        q = query_tokens if query_tokens is not None else inferred
+        # the query tokens the fix calls name: a number when given or read off the mask, else Q
+        self.q_label: int | str = q if q is not None else "Q"
+        q = q or 0
         self.lanes, self.n, self.q, self.s = b * m, n, q, n + q
         self.num_heads = num_heads
         self.intended = intended
         self.keep = keep_tokens(point_mask, q)  # [B*M, S], True = real token
+
+    def judge(self, mask: torch.Tensor | None, what: str = "") -> Diagnosis:
+        """The reading of `mask`, held to `intended`, with how the query tokens were found."""
+        diagnosis = self.read(mask) if mask is not None else self._unrecognised(what)
+        if self.intended is not None and diagnosis.convention != self.intended:
+            diagnosis = self._against_intent(diagnosis)
+        if not self.given_q and isinstance(self.q_label, int) and diagnosis.convention:
+            diagnosis = self._note_inferred_query_tokens(diagnosis, mask)
+        return diagnosis
 
     def read(self, mask: torch.Tensor) -> Diagnosis:
         if mask.dim() == 1:
@@ -151,13 +214,58 @@ class _Reader:
             return self._rank3(mask)
         if mask.dim() == 4:
             return self._rank4(mask)
-        return _unrecognised(f"a {mask.dim()}-D mask ({describe(mask)})", self.q, self.num_heads)
+        return self._unrecognised(f"a {mask.dim()}-D mask ({describe_tensor(mask)})")
+
+    def _against_intent(self, diagnosis: Diagnosis) -> Diagnosis:
+        """A reading of another convention than `intended`: say so, and build the intended one."""
+        assert self.intended is not None
+        meant = CONVENTIONS[self.intended]
+        fix = self._call(self.intended)
+        if diagnosis.ok:
+            found = CONVENTIONS[str(diagnosis.convention)]
+            detail = (
+                f"it is a correct {found.name} ({found.shape}, {found.dtype}, {found.meaning}), "
+                f"not {_article(meant.name)} ({meant.shape}, {meant.dtype}, {meant.meaning})"
+            )
+            return self._wrong(meant.name, "unrecognised", detail)
+        advice = f"{diagnosis.advice} It was meant to be a {meant.name}: build that with {fix}."
+        return Diagnosis(diagnosis.convention, diagnosis.mistake, advice, fix)
+
+    def _note_inferred_query_tokens(
+        self, diagnosis: Diagnosis, mask: torch.Tensor | None
+    ) -> Diagnosis:
+        """Say that `query_tokens` was read off the mask, and what a different count would mean."""
+        if mask is None or diagnosis.convention in ("point_mask", "nested"):
+            return diagnosis
+        if mask.dim() == 1:
+            note = " query_tokens was not given: read as 0 (counts do not show query tokens)."
+            surplus = _count_surplus(mask, self.point_mask)
+            if surplus is not None and not diagnosis.ok:
+                call = CONVENTIONS[str(diagnosis.convention)].call(surplus, self.num_heads)
+                note += (
+                    f" Its counts are every lane's real points + {surplus}, which is {call}: "
+                    f"if the model prepends {surplus} query token(s), pass "
+                    f"query_tokens={surplus} and it is correct."
+                )
+            return Diagnosis(
+                diagnosis.convention, diagnosis.mistake, diagnosis.advice + note, diagnosis.fix
+            )
+        source = f"from its {mask.shape[-1]} columns for N = {self.n} point slots"
+        note = f" query_tokens was not given: read as {self.q}, {source}."
+        if self.q == 0:
+            note += (
+                " If the model prepends query tokens to each lane, pass query_tokens= to "
+                "have the mask judged for them: it has no column for them."
+            )
+        return Diagnosis(
+            diagnosis.convention, diagnosis.mistake, diagnosis.advice + note, diagnosis.fix
+        )
 
     # -- by rank --------------------------------------------------------------------------------
 
     def _rank1(self, mask: torch.Tensor) -> Diagnosis:
         if mask.is_floating_point() or mask.dtype == torch.bool:
-            return _unrecognised(f"a 1-D {mask.dtype} tensor", self.q, self.num_heads)
+            return self._unrecognised(f"a 1-D {mask.dtype} tensor")
         counts = self.keep.sum(dim=1)  # [B*M]
         if mask.numel() == self.lanes + 1:
             expected, _ = to_cu_seqlens(self.point_mask, self.q)
@@ -169,7 +277,7 @@ class _Reader:
             slot = torch.arange(self.s, device=mask.device)
             if not torch.equal(self.keep, slot < counts[:, None]):
                 # to_lengths refuses this layout, so the fix is offsets over packed points
-                offsets = _call("cu_seqlens", self.q, self.num_heads)
+                offsets = self._call("cu_seqlens")
                 counts_note = (
                     "the counts are right but"
                     if torch.equal(mask.long(), counts)
@@ -183,18 +291,14 @@ class _Reader:
             if torch.equal(mask.long(), counts):
                 return self._ok("lengths")
             return self._wrong("lengths", "disagrees_with_points", "the counts differ")
-        return _unrecognised(
-            f"a 1-D tensor of {mask.numel()} entries for B*M = {self.lanes} lanes",
-            self.q,
-            self.num_heads,
+        return self._unrecognised(
+            f"a 1-D tensor of {mask.numel()} entries for B*M = {self.lanes} lanes"
         )
 
     def _rank2(self, mask: torch.Tensor) -> Diagnosis:
         if mask.shape[0] != self.lanes:
-            return _unrecognised(
-                f"a 2-D mask with {mask.shape[0]} rows for B*M = {self.lanes} lanes",
-                self.q,
-                self.num_heads,
+            return self._unrecognised(
+                f"a 2-D mask with {mask.shape[0]} rows for B*M = {self.lanes} lanes"
             )
         if mask.is_floating_point():
             # A 2-D float key_padding_mask is added to the scores: fine with 0 / -inf only.
@@ -220,16 +324,14 @@ class _Reader:
             return as_kpm
         if bool(((mask == 0) | (mask == 1)).all()):
             return self._judge(mask.bool(), "attention_mask")
-        return _unrecognised("an integer mask with values other than 0/1", self.q, self.num_heads)
+        return self._unrecognised("an integer mask with values other than 0/1")
 
     def _rank3(self, mask: torch.Tensor) -> Diagnosis:
         rows, length, width = mask.shape
         if mask.numel() == 0 and not (rows == self.lanes == 0 and length == width == self.s):
-            return _unrecognised(
+            return self._unrecognised(
                 f"an empty 3-D mask {tuple(mask.shape)} for B*M = {self.lanes} lanes of "
-                f"S = {self.s} tokens",
-                self.q,
-                self.num_heads,
+                f"S = {self.s} tokens"
             )
         if mask.is_floating_point():
             reading = _float_reading(mask)
@@ -239,7 +341,7 @@ class _Reader:
         elif mask.dtype == torch.bool:
             blocked = mask
         else:
-            return _unrecognised(f"a 3-D {mask.dtype} mask", self.q, self.num_heads)
+            return self._unrecognised(f"a 3-D {mask.dtype} mask")
         if rows == self.lanes and (self.num_heads or 0) != 1:
             per_lane = self._judge_rows(~blocked, "attn_mask_3d")
             if per_lane.mistake is None:
@@ -262,10 +364,8 @@ class _Reader:
                 f"self-attention over a lane's tokens needs L = S = {self.s}",
             )
         if self.lanes == 0 or rows % self.lanes:
-            return _unrecognised(
-                f"a 3-D mask with {rows} rows: not a multiple of B*M = {self.lanes}",
-                self.q,
-                self.num_heads,
+            return self._unrecognised(
+                f"a 3-D mask with {rows} rows: not a multiple of B*M = {self.lanes}"
             )
         heads = rows // self.lanes
         if self.num_heads is not None and heads != self.num_heads:
@@ -299,10 +399,8 @@ class _Reader:
 
     def _rank4(self, mask: torch.Tensor) -> Diagnosis:
         if mask.shape[0] != self.lanes:
-            return _unrecognised(
-                f"a 4-D mask with {mask.shape[0]} lanes for B*M = {self.lanes}",
-                self.q,
-                self.num_heads,
+            return self._unrecognised(
+                f"a 4-D mask with {mask.shape[0]} lanes for B*M = {self.lanes}"
             )
         if mask.is_floating_point():
             reading = _float_reading(mask)
@@ -311,7 +409,7 @@ class _Reader:
             return self._judge_rows(_one_row(~reading), "additive")
         if mask.dtype == torch.bool:
             return self._judge_rows(_one_row(mask), "sdpa")
-        return _unrecognised(f"a 4-D {mask.dtype} mask", self.q, self.num_heads)
+        return self._unrecognised(f"a 4-D {mask.dtype} mask")
 
     def _library(self, mask: torch.Tensor) -> Diagnosis:
         if torch.equal(mask, self.point_mask):
@@ -346,9 +444,7 @@ class _Reader:
                 return Diagnosis(
                     reading.convention, reading.mistake, reading.advice + note, reading.fix
                 )
-        return _unrecognised(
-            f"a float mask with values {values[:6].tolist()}", self.q, self.num_heads
-        )
+        return self._unrecognised(f"a float mask with values {values[:6].tolist()}")
 
     def _judge_rows(self, keep_rows: torch.Tensor, convention: str) -> Diagnosis:
         """``keep_rows [B*M, L, W]`` or ``[B*M, W]`` in keep form: rows must agree, then judge."""
@@ -397,11 +493,17 @@ class _Reader:
                     f"sees S = {self.s} keys"
                     + ("; its polarity is inverted as well" if inverted else ""),
                 )
-        return self._wrong(
-            convention,
-            "unrecognised",
-            f"shape {tuple(got_keep.shape)} where ({self.lanes}, {self.s}) = (B*M, S) was expected",
+        detail = (
+            f"shape {tuple(got_keep.shape)} where ({self.lanes}, {self.s}) = (B*M, S) was expected"
         )
+        width = got_keep.shape[-1]
+        if self.given_q and got_keep.shape[0] == self.lanes and width > self.n and width != self.s:
+            # the width says another query-token count: name it rather than rebuild with this one
+            detail += (
+                f"; its {width} columns are N + {width - self.n}: if the model prepends "
+                f"{width - self.n} query token(s), diagnose it with query_tokens={width - self.n}"
+            )
+        return self._wrong(convention, "unrecognised", detail)
 
     def _detail_counts(self, mask: torch.Tensor) -> str:
         expected, _ = to_cu_seqlens(self.point_mask, self.q)
@@ -411,28 +513,49 @@ class _Reader:
 
     def _ok(self, convention: str, extra: str = "") -> Diagnosis:
         c = CONVENTIONS[convention]
-        fix = _call(convention, self.q, self.num_heads)
+        fix = self._call(convention)
         advice = f"OK: a correct {convention} ({c.shape}, {c.dtype}, {c.meaning}) for {c.used_by}."
         return Diagnosis(convention, None, advice + extra, fix)
 
     def _wrong(
         self, convention: str, mistake: str, detail: str, fix: str | None = None
     ) -> Diagnosis:
-        fix = fix or _call(convention, self.q, self.num_heads)
+        fix = fix or self._call(convention)
         advice = f"{mistake}: {MISTAKES[mistake]}."
         if detail:
             advice += f" Here: {detail}."
         advice += f" Read as convention {convention}. Build it with {fix}"
-        if convention == "attn_mask_3d":
-            advice += (
-                ", or better pass a 2D key_padding_mask: "
-                f"{_call('key_padding_mask', self.q, self.num_heads)}"
-            )
-        return Diagnosis(convention, mistake, advice + ".", fix)
+        prefer = CONVENTIONS[convention].prefer
+        if prefer is not None:
+            advice += f", or better pass a 2D {prefer}: {self._call(prefer)}"
+        advice += "."
+        if "query_tokens=Q" in fix:
+            advice += _NEEDS_QUERY_TOKENS
+        return Diagnosis(convention, mistake, advice, fix)
+
+    def _unrecognised(self, what: str) -> Diagnosis:
+        # Nothing was recognised, so a width-inferred count is no evidence: only a given one is.
+        convention = self.intended or "key_padding_mask"
+        q_label = self.q_label if self.given_q else "Q"
+        fix = CONVENTIONS[convention].call(q_label, self.num_heads)
+        consumer = (
+            "nn.MultiheadAttention" if convention == "key_padding_mask" else f"a {convention}"
+        )
+        advice = (
+            f"unrecognised: {what} fits no convention lpim knows (see `lpim conventions`). For "
+            f"{consumer} build {fix}."
+        )
+        if q_label == "Q":
+            advice += _NEEDS_QUERY_TOKENS
+        return Diagnosis(None, "unrecognised", advice, fix)
+
+    def _call(self, convention: str) -> str:
+        """The lpim call that builds `convention` for this `point_mask`."""
+        return CONVENTIONS[convention].call(self.q_label, self.num_heads)
 
 
 def heads_agree(rows: torch.Tensor, batch: int, num_heads: int) -> bool:
-    """True when each batch entry's ``num_heads`` rows are equal, read head-minor.
+    """True when each batch entry's `num_heads` rows are equal, read head-minor.
 
     ``rows`` is a 3D mask ``(batch * num_heads, L, S)`` (any dtype) read the way
     ``nn.MultiheadAttention`` reads it: row ``n * num_heads + h`` is entry ``n``, head ``h``.
@@ -452,39 +575,14 @@ def repeats_with_period(rows: torch.Tensor, batch: int, num_heads: int) -> bool:
     return torch.equal(blocks, blocks[:1].expand_as(blocks))
 
 
-def converter_call(convention: str, query_tokens: int | str, num_heads: int | str | None) -> str:
-    """The lpim call that builds ``convention`` (a key of ``CONVENTIONS``), as advice text.
-
-    ``query_tokens`` and ``num_heads`` are written into the call as given, so a caller that
-    does not know them can pass a placeholder such as ``"Q"``.
-    """
-    return _call(convention, query_tokens, num_heads)
+_NEEDS_QUERY_TOKENS = (
+    " Q: the query tokens the model prepends to each lane; the mask's width does not tell, so "
+    "pass query_tokens= to diagnose to have them checked."
+)
 
 
-def _unrecognised(what: str, q: int, num_heads: int | None) -> Diagnosis:
-    fix = _call("key_padding_mask", q, num_heads)
-    advice = (
-        f"unrecognised: {what} fits no convention lpim knows (see `lpim conventions`). For "
-        f"nn.MultiheadAttention build {fix}."
-    )
-    return Diagnosis(None, "unrecognised", advice, fix)
-
-
-def _call(convention: str, q: int | str, num_heads: int | str | None) -> str:
-    """The lpim call that builds ``convention`` for this ``point_mask``."""
-    heads = num_heads if num_heads is not None else "H"
-    return {
-        "point_mask": "LaneBatch(points, point_mask) with point_mask True = real point",
-        "key_padding_mask": f"lpim.masks.to_key_padding_mask(point_mask, query_tokens={q})",
-        "attn_mask_3d": f"lpim.masks.to_attn_mask_3d(point_mask, num_heads={heads}, "
-        f"query_tokens={q})",
-        "additive": f"lpim.masks.to_additive_mask(point_mask, dtype, query_tokens={q})",
-        "sdpa": f"lpim.masks.to_sdpa_mask(point_mask, query_tokens={q})",
-        "attention_mask": f"lpim.masks.to_attention_mask(point_mask, query_tokens={q})",
-        "lengths": f"lpim.masks.to_lengths(point_mask, query_tokens={q})",
-        "cu_seqlens": f"lpim.masks.to_cu_seqlens(point_mask, query_tokens={q})",
-        "nested": "lpim.masks.to_nested(points, point_mask)",
-    }[convention]
+def _article(name: str) -> str:
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
 
 
 def _polarity_advice(convention: str) -> str:

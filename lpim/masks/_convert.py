@@ -3,7 +3,7 @@
 Every ``to_*`` takes ``point_mask [B, M, N]`` (bool, True = real point) and returns the mask in
 the consumer's convention with samples and lanes flattened into ``B*M`` sequences of
 ``S = query_tokens + N`` tokens, the query tokens first and never masked. Every ``from_*`` undoes
-its ``to_*`` and refuses, with :class:`~lpim.masks.MaskConventionError`, a mask whose information
+its ``to_*`` and refuses, with `MaskConventionError`, a mask whose information
 does not fit a point mask (a masked query column, heads or rows that disagree).
 
 The key fact behind two of them: ``nn.MultiheadAttention`` reads its 3D ``attn_mask`` as
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import torch
 
-from lpim.masks.conventions import (
+from lpim._validation import check_int
+from lpim.masks._errors import (
     MaskConventionError,
-    check_count,
     check_has_values,
     check_point_mask,
-    describe,
+    describe_tensor,
 )
 
 # -- the library mask, flattened to token sequences ---------------------------------------------
@@ -34,7 +34,7 @@ def keep_tokens(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor
     polarity and layout.
     """
     check_point_mask(point_mask, "keep_tokens")
-    query_tokens = check_count(query_tokens, "query_tokens", "keep_tokens", minimum=0)
+    query_tokens = check_int(query_tokens, "query_tokens", "keep_tokens", minimum=0)
     b, m, n = point_mask.shape
     per_lane = point_mask.reshape(b * m, n)  # [B*M, N]
     query = torch.ones(b * m, query_tokens, dtype=torch.bool, device=point_mask.device)
@@ -44,9 +44,9 @@ def keep_tokens(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor
 def _lanes_to_point_mask(
     keep: torch.Tensor, num_lanes: int, query_tokens: int, convention: str, inverse: str
 ) -> torch.Tensor:
-    """Invert :func:`keep_tokens`: ``(B*M, q + N)`` keep -> ``[B, M, N]`` point mask."""
-    num_lanes = check_count(num_lanes, "num_lanes", inverse, minimum=1)
-    query_tokens = check_count(query_tokens, "query_tokens", inverse, minimum=0)
+    """Invert `keep_tokens`: ``(B*M, q + N)`` keep -> ``[B, M, N]`` point mask."""
+    num_lanes = check_int(num_lanes, "num_lanes", inverse, minimum=1)
+    query_tokens = check_int(query_tokens, "query_tokens", inverse, minimum=0)
     check_has_values(keep, "the mask", inverse, convention)
     rows, s = keep.shape
     if rows % num_lanes:
@@ -95,7 +95,7 @@ def to_key_padding_mask(point_mask: torch.Tensor, query_tokens: int = 0) -> torc
 def from_key_padding_mask(
     key_padding_mask: torch.Tensor, num_lanes: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Inverse of :func:`to_key_padding_mask`: ``(B*M, S)`` True = ignore -> ``[B, M, N]``."""
+    """Inverse of `to_key_padding_mask`: ``(B*M, S)`` True = ignore -> ``[B, M, N]``."""
     _expect_dtype(key_padding_mask, torch.bool, "key_padding_mask", "from_key_padding_mask")
     _expect_rank(key_padding_mask, 2, "key_padding_mask", "from_key_padding_mask")
     return _lanes_to_point_mask(
@@ -111,7 +111,7 @@ def to_attn_mask_3d(
     Row ``b*num_heads + h`` belongs to lane ``b`` (of the flattened ``B*M``) and head ``h``,
     the order ``nn.MultiheadAttention`` uses internally, hence ``repeat_interleave``. Every query
     row ``l`` of a lane blocks the same keys, so this is equivalent to
-    :func:`to_key_padding_mask` but costs ``B*M*H*L*S`` elements: prefer the 2D mask unless you
+    `to_key_padding_mask` but costs ``B*M*H*L*S`` elements: prefer the 2D mask unless you
     need per-query structure (causal, local).
 
     Args:
@@ -123,7 +123,7 @@ def to_attn_mask_3d(
         ``(B*M*H, q + N, q + N)`` bool. A lane with no real token (only possible with
         ``query_tokens=0``) has fully blocked rows, which MHA turns into NaN or 0.
     """
-    num_heads = check_count(num_heads, "num_heads", "to_attn_mask_3d", minimum=1)
+    num_heads = check_int(num_heads, "num_heads", "to_attn_mask_3d", minimum=1)
     blocked = ~keep_tokens(point_mask, query_tokens)  # [B*M, S]
     s = blocked.shape[1]
     per_lane = blocked[:, None, :].expand(-1, s, -1)  # [B*M, L, S]
@@ -133,10 +133,10 @@ def to_attn_mask_3d(
 def from_attn_mask_3d(
     attn_mask: torch.Tensor, num_heads: int, num_lanes: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Inverse of :func:`to_attn_mask_3d`; refuses masks whose heads or query rows disagree."""
+    """Inverse of `to_attn_mask_3d`; refuses masks whose heads or query rows disagree."""
     _expect_dtype(attn_mask, torch.bool, "attn_mask_3d", "from_attn_mask_3d")
     _expect_rank(attn_mask, 3, "attn_mask_3d", "from_attn_mask_3d")
-    num_heads = check_count(num_heads, "num_heads", "from_attn_mask_3d", minimum=1)
+    num_heads = check_int(num_heads, "num_heads", "from_attn_mask_3d", minimum=1)
     check_has_values(attn_mask, "attn_mask", "from_attn_mask_3d", "attn_mask_3d")
     rows, length, s = attn_mask.shape
     if rows % num_heads:
@@ -144,7 +144,7 @@ def from_attn_mask_3d(
             f"from_attn_mask_3d: {rows} rows is not a multiple of num_heads = {num_heads}",
             convention="attn_mask_3d",
             expected="B*M*num_heads rows",
-            got=describe(attn_mask),
+            got=describe_tensor(attn_mask),
         )
     per_head = attn_mask.reshape(rows // num_heads, num_heads, length, s)  # [B*M, H, L, S]
     first = per_head[:, :1, :1, :]  # [B*M, 1, 1, S]
@@ -155,7 +155,7 @@ def from_attn_mask_3d(
             "repeat_interleave)",
             convention="attn_mask_3d",
             expected="every head and every query row of a lane equal",
-            got=describe(attn_mask),
+            got=describe_tensor(attn_mask),
             hint="lpim.masks.diagnose(mask, point_mask, num_heads) names the mistake",
         )
     return _lanes_to_point_mask(
@@ -175,7 +175,7 @@ def to_sdpa_mask(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tenso
 
 
 def from_sdpa_mask(sdpa_mask: torch.Tensor, num_lanes: int, query_tokens: int = 0) -> torch.Tensor:
-    """Inverse of :func:`to_sdpa_mask`: ``(B*M, 1, 1, S)`` True = attend -> ``[B, M, N]``."""
+    """Inverse of `to_sdpa_mask`: ``(B*M, 1, 1, S)`` True = attend -> ``[B, M, N]``."""
     _expect_dtype(sdpa_mask, torch.bool, "sdpa", "from_sdpa_mask")
     _expect_rank(sdpa_mask, 4, "sdpa", "from_sdpa_mask")
     check_has_values(sdpa_mask, "sdpa_mask", "from_sdpa_mask", "sdpa")
@@ -206,14 +206,14 @@ def to_additive_mask(
 def from_additive_mask(
     additive_mask: torch.Tensor, num_lanes: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Inverse of :func:`to_additive_mask`; refuses values other than 0 and -inf."""
+    """Inverse of `to_additive_mask`; refuses values other than 0 and -inf."""
     _expect_rank(additive_mask, 4, "additive", "from_additive_mask")
     if not additive_mask.is_floating_point():
         raise MaskConventionError(
             "from_additive_mask: an additive mask is floating",
             convention="additive",
             expected="a floating tensor of 0 (keep) and -inf (block)",
-            got=describe(additive_mask),
+            got=describe_tensor(additive_mask),
         )
     check_has_values(additive_mask, "additive_mask", "from_additive_mask", "additive")
     neg_inf = additive_mask == float("-inf")
@@ -240,7 +240,7 @@ def to_attention_mask(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.
 def from_attention_mask(
     attention_mask: torch.Tensor, num_lanes: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Inverse of :func:`to_attention_mask`; accepts int or bool 0/1."""
+    """Inverse of `to_attention_mask`; accepts int or bool 0/1."""
     _expect_rank(attention_mask, 2, "attention_mask", "from_attention_mask")
     check_has_values(attention_mask, "attention_mask", "from_attention_mask", "attention_mask")
     if attention_mask.is_floating_point() or not bool(
@@ -250,7 +250,7 @@ def from_attention_mask(
             "from_attention_mask: an attention_mask holds integer 0 and 1 only",
             convention="attention_mask",
             expected="int or bool values 0 (pad) / 1 (valid)",
-            got=describe(attention_mask),
+            got=describe_tensor(attention_mask),
         )
     return _lanes_to_point_mask(
         attention_mask.bool(), num_lanes, query_tokens, "attention_mask", "from_attention_mask"
@@ -262,7 +262,7 @@ def to_lengths(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
 
     A length says "the first n slots are real", which is false under left or scattered padding,
     so those layouts are refused rather than converted into a silently wrong answer. Use
-    :func:`to_cu_seqlens` with :func:`pack` for any layout.
+    `to_cu_seqlens` with `pack` for any layout.
     """
     keep = keep_tokens(point_mask, query_tokens)  # [B*M, S]
     check_has_values(point_mask, "point_mask", "to_lengths", "lengths")
@@ -285,17 +285,17 @@ def to_lengths(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
 def from_lengths(
     lengths: torch.Tensor, num_lanes: int, num_points: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Inverse of :func:`to_lengths`: ``(B*M,)`` counts -> right-padded ``[B, M, N]``."""
+    """Inverse of `to_lengths`: ``(B*M,)`` counts -> right-padded ``[B, M, N]``."""
     _expect_rank(lengths, 1, "lengths", "from_lengths")
     if lengths.is_floating_point() or lengths.dtype == torch.bool:
         raise MaskConventionError(
             "from_lengths: lengths are integers",
             convention="lengths",
             expected="an integer (B*M,) tensor",
-            got=describe(lengths),
+            got=describe_tensor(lengths),
         )
-    num_points = check_count(num_points, "num_points", "from_lengths", minimum=0)
-    query_tokens = check_count(query_tokens, "query_tokens", "from_lengths", minimum=0)
+    num_points = check_int(num_points, "num_points", "from_lengths", minimum=0)
+    query_tokens = check_int(query_tokens, "query_tokens", "from_lengths", minimum=0)
     check_has_values(lengths, "lengths", "from_lengths", "lengths")
     s = num_points + query_tokens
     if bool(((lengths < query_tokens) | (lengths > s)).any()):
@@ -313,7 +313,7 @@ def to_cu_seqlens(point_mask: torch.Tensor, query_tokens: int = 0) -> tuple[torc
     """flash-attn varlen offsets: ``cu_seqlens (B*M + 1,)`` int32 and ``max_seqlen``.
 
     Lane ``i``'s tokens are ``packed[cu_seqlens[i]:cu_seqlens[i + 1]]``. With
-    ``query_tokens=0`` they index the output of :func:`pack` for any padding layout; with query
+    ``query_tokens=0`` they index the output of `pack` for any padding layout; with query
     tokens, each lane's span includes its ``q`` query tokens, which the caller packs in front of
     the lane's points. Empty lanes have empty spans.
     """
@@ -335,7 +335,7 @@ def from_cu_seqlens(
             "from_cu_seqlens: offsets are integers",
             convention="cu_seqlens",
             expected="an integer (B*M + 1,) tensor (int32 for flash-attn)",
-            got=describe(cu_seqlens),
+            got=describe_tensor(cu_seqlens),
         )
     check_has_values(cu_seqlens, "cu_seqlens", "from_cu_seqlens", "cu_seqlens")
     if cu_seqlens.numel() == 0 or int(cu_seqlens[0]) != 0:
@@ -343,7 +343,7 @@ def from_cu_seqlens(
             "from_cu_seqlens: offsets start at 0",
             convention="cu_seqlens",
             expected="(B*M + 1,) int offsets, cu_seqlens[0] == 0, non-decreasing",
-            got=describe(cu_seqlens),
+            got=describe_tensor(cu_seqlens),
         )
     lengths = cu_seqlens.diff()
     if bool((lengths < 0).any()):
@@ -362,7 +362,7 @@ def from_cu_seqlens(
 def pack(points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
     """Gather real points into ``[T, D]``, ``T`` = number of real points, in (b, m, n) order.
 
-    The inverse is :func:`unpack`; :func:`to_cu_seqlens` gives each lane's span. Padded slots
+    The inverse is `unpack`; `to_cu_seqlens` gives each lane's span. Padded slots
     are never read, so their content (NaN included) cannot leak.
     """
     _check_points(points, point_mask, "pack")
@@ -385,7 +385,7 @@ def unpack(packed: torch.Tensor, point_mask: torch.Tensor, fill: float = 0.0) ->
             "unpack: packed and point_mask on different devices",
             convention="point_mask",
             expected=f"packed on {point_mask.device} (that of point_mask)",
-            got=describe(packed),
+            got=describe_tensor(packed),
         )
     real = int(point_mask.sum())
     if packed.dim() != 2 or packed.shape[0] != real:
@@ -393,7 +393,7 @@ def unpack(packed: torch.Tensor, point_mask: torch.Tensor, fill: float = 0.0) ->
             "unpack: packed must have one row per real point of point_mask",
             convention="cu_seqlens",
             expected=f"a [T, C] tensor with T = point_mask.sum() = {real}",
-            got=describe(packed),
+            got=describe_tensor(packed),
         )
     out = packed.new_full((*point_mask.shape, packed.shape[1]), fill)  # [B, M, N, C]
     out[point_mask] = packed
@@ -421,7 +421,7 @@ def _check_points(points: torch.Tensor, point_mask: torch.Tensor, where: str) ->
         or points.dim() != 4
         or points.shape[:-1] != point_mask.shape
     ):
-        got = describe(points) if isinstance(points, torch.Tensor) else type(points).__name__
+        got = describe_tensor(points) if isinstance(points, torch.Tensor) else type(points).__name__
         raise MaskConventionError(
             f"{where}: points must be [B, M, N, D] matching point_mask [B, M, N]",
             convention="point_mask",
@@ -433,22 +433,22 @@ def _check_points(points: torch.Tensor, point_mask: torch.Tensor, where: str) ->
             f"{where}: points and point_mask on different devices",
             convention="point_mask",
             expected=f"points on {point_mask.device}",
-            got=describe(points),
+            got=describe_tensor(points),
         )
     check_has_values(point_mask, "point_mask", where, "point_mask")
 
 
-def _expect_dtype(mask: torch.Tensor, dtype: torch.dtype, convention: str, where: str) -> None:
-    if not isinstance(mask, torch.Tensor) or mask.dtype != dtype:
-        got = describe(mask) if isinstance(mask, torch.Tensor) else type(mask).__name__
+def _expect_dtype(tensor: torch.Tensor, dtype: torch.dtype, convention: str, where: str) -> None:
+    if not isinstance(tensor, torch.Tensor) or tensor.dtype != dtype:
+        got = describe_tensor(tensor) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise MaskConventionError(
             f"{where}: wrong dtype", convention=convention, expected=str(dtype), got=got
         )
 
 
-def _expect_rank(mask: torch.Tensor, rank: int, convention: str, where: str) -> None:
-    if not isinstance(mask, torch.Tensor) or mask.dim() != rank:
-        got = describe(mask) if isinstance(mask, torch.Tensor) else type(mask).__name__
+def _expect_rank(tensor: torch.Tensor, rank: int, convention: str, where: str) -> None:
+    if not isinstance(tensor, torch.Tensor) or tensor.dim() != rank:
+        got = describe_tensor(tensor) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise MaskConventionError(
             f"{where}: wrong rank", convention=convention, expected=f"a {rank}-D tensor", got=got
         )
@@ -462,6 +462,6 @@ def _single_row(mask4d: torch.Tensor, convention: str, where: str) -> torch.Tens
             f"{where}: heads or query rows block different keys: not a padding mask",
             convention=convention,
             expected="a mask that broadcasts one row per lane",
-            got=describe(mask4d),
+            got=describe_tensor(mask4d),
         )
     return first[:, 0, 0, :]

@@ -1,30 +1,28 @@
 """The two small encoders every zoo entry is built from, with their forward passes cut into steps.
 
-Each bug in :mod:`lpim.zoo.bugs` is a subclass that overrides one step of a correct encoder, so
+Each bug in `lpim.zoo.bugs` is a subclass that overrides one step of a correct encoder, so
 the diff between the two *is* the bug. Both bases follow the encoder protocol of
-:func:`lpim.testing.check_encoder`: ``forward(points [B, M, N, D], point_mask [B, M, N])`` with
-``point_mask`` True on real points, returning a :class:`LaneOutput`.
+`lpim.testing.check_encoder`: ``forward(points [B, M, N, D], point_mask [B, M, N])`` with
+``point_mask`` True on real points, returning a `LaneOutput`.
 
-:class:`AttentionLaneEncoder` is the LPIM prior encoder in miniature: an MLP embeds each point's
+`AttentionLaneEncoder` is the LPIM prior encoder in miniature: an MLP embeds each point's
 coordinates, one learned query token is prepended to every lane, one post-norm Transformer layer
 runs over the ``1 + N`` tokens, and the query token's output is the lane embedding. Its steps:
 
-======================  ========================================================================
-step                    default (correct) behaviour
-======================  ========================================================================
-``clean_points``        select padded points away: ``torch.where(point_mask, points, 0)``
-``embed``               coordinates / 50 m through a two-layer MLP, one token per point
-``key_padding_mask``    ``lpim.masks.to_key_padding_mask(point_mask, query_tokens=1)``
-``attention``           the layer's ``nn.MultiheadAttention``, that mask, ``need_weights=False``
-``encode``              the parts of one ``nn.TransformerEncoderLayer`` (post-norm, GELU FFN)
-``finish``              empty lanes and padded points set to exact zeros by selection
-======================  ========================================================================
+| step | default (correct) behaviour |
+|---|---|
+| ``clean_points`` | select padded points away: ``torch.where(point_mask, points, 0)`` |
+| ``embed`` | coordinates / 50 m through a two-layer MLP, one token per point |
+| ``key_padding_mask`` | ``lpim.masks.to_key_padding_mask(point_mask, query_tokens=1)`` |
+| ``attention`` | the layer's ``nn.MultiheadAttention``, that mask, ``need_weights=False`` |
+| ``encode`` | the parts of one ``nn.TransformerEncoderLayer`` (post-norm, GELU FFN) |
+| ``finish`` | empty lanes and padded points set to exact zeros by selection |
 
-:class:`PointLaneEncoder` is a PointNet in miniature (MTR / VectorNet style): a per-point MLP and
+`PointLaneEncoder` is a PointNet in miniature (MTR / VectorNet style): a per-point MLP and
 a ``pool`` over each lane's points, which its subclasses supply.
 
 Both compute every one of the ``B * M`` lanes, empty ones included (the reference encoder
-:class:`lpim.PriorEncoder` skips them): that keeps each step a plain batched op, and it is what
+`lpim.PriorEncoder` skips them): that keeps each step a plain batched op, and it is what
 makes empty-lane bugs possible at all. The query token is what keeps it safe here: it is never
 masked, so no attention row of the base ever has every key masked.
 """
@@ -65,7 +63,7 @@ class AttentionLaneEncoder(nn.Module):
     """Correct: a one-layer LPIM prior encoder with a query token and an MHA key padding mask.
 
     Why it is right: padded points are *selected* away before anything reads them (no ``0 * NaN``),
-    the 2D ``key_padding_mask`` comes from :func:`lpim.masks.to_key_padding_mask` (True = ignore,
+    the 2D ``key_padding_mask`` comes from `lpim.masks.to_key_padding_mask` (True = ignore,
     query column never masked, so no attention row is ever fully masked), nothing depends on a
     point's slot index (right, left and scattered padding agree), and empty lanes and padded points
     are set to zero by ``torch.where``, which also gives padded inputs an exact zero gradient.
@@ -162,7 +160,7 @@ class AttentionLaneEncoder(nn.Module):
 class PointLaneEncoder(nn.Module):
     """A per-point MLP followed by a ``pool`` over each lane's points (PointNet style).
 
-    Subclasses supply :meth:`pool`, which returns ``[B, M, C]`` and decides what an empty lane
+    Subclasses supply `pool`, which returns ``[B, M, C]`` and decides what an empty lane
     gets. ``finish`` zeroes padded point features by selection and leaves lane embeddings alone.
     """
 
@@ -181,7 +179,7 @@ class PointLaneEncoder(nn.Module):
         return self.finish(lane_embedding, features, point_mask)
 
     def clean_points(self, points: Tensor, point_mask: Tensor) -> Tensor:
-        """Padded slots -> 0 by selection, as in :class:`AttentionLaneEncoder`."""
+        """Padded slots -> 0 by selection, as in `AttentionLaneEncoder`."""
         return torch.where(point_mask[..., None], points, 0)  # [B, M, N, D]
 
     def embed(self, points: Tensor, point_mask: Tensor) -> Tensor:
@@ -207,6 +205,6 @@ def split_heads(x: Tensor, nhead: int) -> Tensor:
 
 
 def merge_heads(x: Tensor) -> Tensor:
-    """``[R, H, L, C/H]`` -> ``[R, L, C]``; inverse of :func:`split_heads`."""
+    """``[R, H, L, C/H]`` -> ``[R, L, C]``; inverse of `split_heads`."""
     R, H, L, Dh = x.shape
     return x.transpose(1, 2).reshape(R, L, H * Dh)  # [R, L, C]

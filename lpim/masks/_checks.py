@@ -1,130 +1,84 @@
-"""`validate`: check that a mask is what its convention says, before a consumer misreads it.
+"""One check per convention: does a mask have the layout, dtype and values its convention says?
 
-Torch checks some shapes and no meanings: a mask with the wrong polarity, a head-major 3D mask or a
-float 0/1 ``key_padding_mask`` all run without a word. :func:`validate` checks shape, dtype and
-device always, and, given the ``point_mask`` the mask was meant to encode, every value too.
+[`validate`][lpim.masks.validate] picks the check from the convention's registry entry and passes
+it the lpim call that builds the right mask (`fix`), which every error quotes.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NamedTuple
+
 import torch
 
-from lpim.masks.conventions import (
-    CONVENTIONS,
-    MaskConventionError,
-    check_count,
-    check_has_values,
-    check_point_mask,
-    describe,
-)
-from lpim.masks.convert import keep_tokens, to_attn_mask_3d, to_cu_seqlens, to_lengths
+from lpim.masks._convert import keep_tokens, to_attn_mask_3d, to_cu_seqlens, to_lengths
+from lpim.masks._errors import MaskConventionError, describe_tensor
+
+if TYPE_CHECKING:  # the registry imports these checks and hands each its own entry
+    from lpim.masks._conventions import Convention
 
 
-def validate(
-    mask: torch.Tensor,
-    convention: str,
-    *,
-    point_mask: torch.Tensor | None = None,
-    num_heads: int | None = None,
-    query_tokens: int = 0,
-) -> None:
-    """Raise :class:`MaskConventionError` unless ``mask`` is a correct mask of ``convention``.
+class Against(NamedTuple):
+    """What [`validate`][lpim.masks.validate] checks a mask against.
 
-    Args:
-        mask: the mask to check (for ``"cu_seqlens"``, the offsets tensor).
-        convention: one of ``"key_padding_mask"``, ``"attn_mask_3d"``, ``"additive"``,
-            ``"sdpa"``, ``"attention_mask"``, ``"lengths"``, ``"cu_seqlens"``.
-        point_mask: ``[B, M, N]`` bool, True = real point. When given, the exact shape, the
-            device and every value are checked against it; without it, only rank, dtype and
-            the values the convention allows.
-        num_heads: ``H``; needed to check an ``"attn_mask_3d"`` row count and head order.
-        query_tokens: tokens prepended to each lane (never masked).
-
-    Raises:
-        MaskConventionError: naming the convention assumed, the expected shape, dtype, device
-            and polarity, what came, and the lpim call that builds the right mask; also for a
-            mask or ``point_mask`` on the ``meta`` device (no values to check).
-        ValueError: ``convention`` is not a name lpim knows, or ``num_heads < 1`` or
-            ``query_tokens < 0``.
-        TypeError: ``num_heads`` or ``query_tokens`` is not an int.
+    Attributes:
+        convention: the registry entry of the convention checked.
+        point_mask: `[B, M, N]` bool, True = real point, or None to check layout only.
+        num_heads: `H`, or None when not given.
+        query_tokens: tokens prepended to each lane.
+        fix: the lpim call that builds the right mask, quoted by every error.
     """
-    checks = {
-        "key_padding_mask": _key_padding_mask,
-        "attn_mask_3d": _attn_mask_3d,
-        "additive": _additive,
-        "sdpa": _sdpa,
-        "attention_mask": _attention_mask,
-        "lengths": _lengths,
-        "cu_seqlens": _cu_seqlens,
-    }
-    if convention not in checks:
-        raise ValueError(
-            f"unknown convention: got {convention!r}; expected one of {sorted(checks)} "
-            f"(all conventions: {list(CONVENTIONS)})"
-        )
-    if not isinstance(mask, torch.Tensor):
-        raise MaskConventionError(
-            "the mask must be a tensor",
-            convention=convention,
-            expected=f"a tensor of shape {CONVENTIONS[convention].shape}",
-            got=type(mask).__name__,
-        )
-    if num_heads is not None:
-        num_heads = check_count(num_heads, "num_heads", "validate", minimum=1)
-    query_tokens = check_count(query_tokens, "query_tokens", "validate", minimum=0)
-    if point_mask is not None:
-        check_point_mask(point_mask, "validate")
-        check_has_values(point_mask, "point_mask", "validate", "point_mask")
-        if mask.device != point_mask.device:
-            raise MaskConventionError(
-                "mask and point_mask are on different devices",
-                convention=convention,
-                expected=f"device {point_mask.device} (that of point_mask)",
-                got=describe(mask),
-                hint="move it with .to(point_mask.device)",
-            )
-    check_has_values(mask, "the mask", "validate", convention)
-    checks[convention](mask, point_mask, num_heads, query_tokens)
+
+    convention: Convention
+    point_mask: torch.Tensor | None
+    num_heads: int | None
+    query_tokens: int
+    fix: str
 
 
-# -- one check per convention ------------------------------------------------------------------
+__all__ = [
+    "Against",
+    "check_additive",
+    "check_attention_mask",
+    "check_attn_mask_3d",
+    "check_cu_seqlens",
+    "check_key_padding_mask",
+    "check_lengths",
+    "check_sdpa",
+]
 
 
-def _key_padding_mask(
-    mask: torch.Tensor, point_mask: torch.Tensor | None, num_heads: int | None, q: int
-) -> None:
-    fix = f"lpim.masks.to_key_padding_mask(point_mask, query_tokens={q})"
-    if mask.is_floating_point():
+def check_key_padding_mask(key_padding_mask: torch.Tensor, against: Against) -> None:
+    """Raise unless `key_padding_mask` is a correct one (of `point_mask`, if given)."""
+    convention, point_mask, _, q, fix = against
+    if key_padding_mask.is_floating_point():
         raise MaskConventionError(
             "a floating key_padding_mask is ADDED to the attention scores: a 0/1 mask adds +1 "
             "to real (or padded) keys and masks nothing",
             convention="key_padding_mask",
             expected="torch.bool, True = ignore",
-            got=describe(mask),
+            got=describe_tensor(key_padding_mask),
             hint=f"{fix}, or mask.bool() if 1 marks padding",
         )
-    _expect(mask, "key_padding_mask", dtype=torch.bool, rank=2, fix=fix)
+    _expect(key_padding_mask, convention, dtype=torch.bool, rank=2, fix=fix)
     if point_mask is None:
-        _query_columns(~mask, q, "key_padding_mask", fix)
+        _query_columns(~key_padding_mask, q, "key_padding_mask", fix)
         return
-    _compare(~mask, keep_tokens(point_mask, q), "key_padding_mask", fix, "True = ignore")
-
-
-def _attn_mask_3d(
-    mask: torch.Tensor, point_mask: torch.Tensor | None, num_heads: int | None, q: int
-) -> None:
-    fix_2d = f"lpim.masks.to_key_padding_mask(point_mask, query_tokens={q})"
-    fix = (
-        f"lpim.masks.to_attn_mask_3d(point_mask, num_heads={num_heads or 'H'}, query_tokens={q})"
-        f", or better pass a 2D key_padding_mask: {fix_2d}"
+    _compare(
+        ~key_padding_mask, keep_tokens(point_mask, q), "key_padding_mask", fix, "True = ignore"
     )
-    _expect(mask, "attn_mask_3d", dtype=torch.bool, rank=3, fix=fix)
-    if num_heads is not None and mask.shape[0] % num_heads:
+
+
+def check_attn_mask_3d(attn_mask: torch.Tensor, against: Against) -> None:
+    """Raise unless `attn_mask` is a correct attn_mask_3d mask (of `point_mask`, if given)."""
+    convention, point_mask, num_heads, q, fix = against
+    _expect(attn_mask, convention, dtype=torch.bool, rank=3, fix=fix)
+    if num_heads is not None and attn_mask.shape[0] % num_heads:
         raise MaskConventionError(
-            f"the 3D attn_mask has {mask.shape[0]} rows, not a multiple of num_heads = {num_heads}",
+            f"the 3D attn_mask has {attn_mask.shape[0]} rows, not a multiple of "
+            f"num_heads = {num_heads}",
             convention="attn_mask_3d",
             expected="B*M*num_heads rows",
-            got=describe(mask),
+            got=describe_tensor(attn_mask),
             hint=fix,
         )
     if point_mask is None:
@@ -134,9 +88,9 @@ def _attn_mask_3d(
     if num_heads is None:
         raise ValueError("validate(..., 'attn_mask_3d', point_mask=...) also needs num_heads")
     want = (b * m * num_heads, s, s)
-    if tuple(mask.shape) != want:
+    if tuple(attn_mask.shape) != want:
         problem = f"the 3D attn_mask must have shape {want}"
-        if mask.shape[0] == b * m and mask.shape[0] != want[0]:
+        if attn_mask.shape[0] == b * m and attn_mask.shape[0] != want[0]:
             problem = (
                 f"the 3D attn_mask has one row per lane ({b * m}) but nn.MultiheadAttention needs "
                 f"one per lane and head: B*M*num_heads = {b}*{m}*{num_heads} = {want[0]} rows"
@@ -149,40 +103,39 @@ def _attn_mask_3d(
                 f"num_heads = {num_heads}, L = S = query_tokens + N = {s}; rows b*H + h "
                 "(repeat_interleave, not repeat)"
             ),
-            got=describe(mask),
+            got=describe_tensor(attn_mask),
             hint=fix,
         )
     expected = to_attn_mask_3d(point_mask, num_heads, q)
-    if torch.equal(mask, expected):
+    if torch.equal(attn_mask, expected):
         return
-    if num_heads > 1 and torch.equal(mask, _head_major(expected, num_heads)):
+    if num_heads > 1 and torch.equal(attn_mask, _head_major(expected, num_heads)):
         raise MaskConventionError(
             "the 3D attn_mask is head-major (built with repeat(H, 1, 1)): row b*H + h holds "
             "lane (b*H + h) % (B*M)'s mask, so each head reads another lane's padding. It runs "
             "without error and is wrong",
             convention="attn_mask_3d",
             expected="rows in b*H + h order: per_lane_mask.repeat_interleave(num_heads, dim=0)",
-            got=f"{describe(mask)} equal to per_lane_mask.repeat({num_heads}, 1, 1)",
+            got=f"{describe_tensor(attn_mask)} equal to per_lane_mask.repeat({num_heads}, 1, 1)",
             hint=fix,
         )
-    _compare(~mask, ~expected, "attn_mask_3d", fix, "True = blocked")
+    _compare(~attn_mask, ~expected, "attn_mask_3d", fix, "True = blocked")
 
 
-def _additive(
-    mask: torch.Tensor, point_mask: torch.Tensor | None, num_heads: int | None, q: int
-) -> None:
-    fix = f"lpim.masks.to_additive_mask(point_mask, dtype, query_tokens={q})"
-    if not mask.is_floating_point():
+def check_additive(additive_mask: torch.Tensor, against: Against) -> None:
+    """Raise unless `additive_mask` is a correct additive mask (of `point_mask`, if given)."""
+    convention, point_mask, num_heads, q, fix = against
+    if not additive_mask.is_floating_point():
         raise MaskConventionError(
             "an additive mask is floating (0 = keep, -inf = block)",
             convention="additive",
             expected="a floating tensor broadcastable to (B*M, H, L, S)",
-            got=describe(mask),
+            got=describe_tensor(additive_mask),
             hint=f"{fix}, or lpim.masks.to_sdpa_mask for a boolean SDPA mask",
         )
-    _expect(mask, "additive", dtype=None, rank=4, fix=fix)
-    neg_inf = mask == float("-inf")
-    others = mask[~neg_inf & (mask != 0)]
+    _expect(additive_mask, convention, dtype=None, rank=4, fix=fix)
+    neg_inf = additive_mask == float("-inf")
+    others = additive_mask[~neg_inf & (additive_mask != 0)]
     if others.numel():
         values = sorted({float(v) for v in torch.unique(others)[:4]})
         if set(values) <= {1.0}:
@@ -196,103 +149,101 @@ def _additive(
             problem,
             convention="additive",
             expected="values 0 (keep) and -inf (block) only",
-            got=f"{describe(mask)} with values {values}",
+            got=f"{describe_tensor(additive_mask)} with values {values}",
             hint=fix,
         )
     if point_mask is None:
         return
-    _broadcasts(mask, point_mask, num_heads, q, "additive", fix)
+    _broadcasts(additive_mask, point_mask, num_heads, q, "additive", fix)
     _compare(_rows(~neg_inf, "additive"), keep_tokens(point_mask, q), "additive", fix, "0 = keep")
 
 
-def _sdpa(
-    mask: torch.Tensor, point_mask: torch.Tensor | None, num_heads: int | None, q: int
-) -> None:
-    fix = f"lpim.masks.to_sdpa_mask(point_mask, query_tokens={q})"
-    _expect(mask, "sdpa", dtype=torch.bool, rank=4, fix=fix)
+def check_sdpa(sdpa_mask: torch.Tensor, against: Against) -> None:
+    """Raise unless `sdpa_mask` is a correct sdpa mask (of `point_mask`, if given)."""
+    convention, point_mask, num_heads, q, fix = against
+    _expect(sdpa_mask, convention, dtype=torch.bool, rank=4, fix=fix)
     if point_mask is None:
         return
-    _broadcasts(mask, point_mask, num_heads, q, "sdpa", fix)
-    _compare(_rows(mask, "sdpa"), keep_tokens(point_mask, q), "sdpa", fix, "True = attend")
+    _broadcasts(sdpa_mask, point_mask, num_heads, q, "sdpa", fix)
+    _compare(_rows(sdpa_mask, "sdpa"), keep_tokens(point_mask, q), "sdpa", fix, "True = attend")
 
 
-def _attention_mask(
-    mask: torch.Tensor, point_mask: torch.Tensor | None, num_heads: int | None, q: int
-) -> None:
-    fix = f"lpim.masks.to_attention_mask(point_mask, query_tokens={q})"
-    _expect(mask, "attention_mask", dtype=None, rank=2, fix=fix)
-    if mask.is_floating_point() or not bool(((mask == 0) | (mask == 1)).all()):
+def check_attention_mask(attention_mask: torch.Tensor, against: Against) -> None:
+    """Raise unless `attention_mask` is a correct one (of `point_mask`, if given)."""
+    convention, point_mask, _, q, fix = against
+    _expect(attention_mask, convention, dtype=None, rank=2, fix=fix)
+    if attention_mask.is_floating_point() or not bool(
+        ((attention_mask == 0) | (attention_mask == 1)).all()
+    ):
         raise MaskConventionError(
             "an attention_mask holds integer 0 (pad) and 1 (valid) only",
             convention="attention_mask",
             expected="int64 (or bool) values in {0, 1}",
-            got=describe(mask),
+            got=describe_tensor(attention_mask),
             hint=fix,
         )
     if point_mask is None:
-        _query_columns(mask.bool(), q, "attention_mask", fix)
+        _query_columns(attention_mask.bool(), q, "attention_mask", fix)
         return
-    _compare(mask.bool(), keep_tokens(point_mask, q), "attention_mask", fix, "1 = valid")
+    _compare(attention_mask.bool(), keep_tokens(point_mask, q), "attention_mask", fix, "1 = valid")
 
 
-def _lengths(
-    mask: torch.Tensor, point_mask: torch.Tensor | None, num_heads: int | None, q: int
-) -> None:
-    fix = f"lpim.masks.to_lengths(point_mask, query_tokens={q})"
-    _expect(mask, "lengths", dtype=None, rank=1, fix=fix)
-    if mask.is_floating_point() or mask.dtype == torch.bool:
+def check_lengths(lengths: torch.Tensor, against: Against) -> None:
+    """Raise unless `lengths` is a correct lengths mask (of `point_mask`, if given)."""
+    convention, point_mask, _, q, fix = against
+    _expect(lengths, convention, dtype=None, rank=1, fix=fix)
+    if lengths.is_floating_point() or lengths.dtype == torch.bool:
         raise MaskConventionError(
             "lengths are integers",
             convention="lengths",
             expected="an integer (B*M,) tensor",
-            got=describe(mask),
+            got=describe_tensor(lengths),
             hint=fix,
         )
     if point_mask is None:
         return
     expected = to_lengths(point_mask, q)  # refuses non-right layouts itself
-    _same_values(mask, expected, "lengths", fix)
+    _same_values(lengths, expected, "lengths", fix)
 
 
-def _cu_seqlens(
-    mask: torch.Tensor, point_mask: torch.Tensor | None, num_heads: int | None, q: int
-) -> None:
-    fix = f"lpim.masks.to_cu_seqlens(point_mask, query_tokens={q})"
-    _expect(mask, "cu_seqlens", dtype=torch.int32, rank=1, fix=fix)
-    if mask.numel() == 0 or int(mask[0]) != 0 or bool((mask.diff() < 0).any()):
+def check_cu_seqlens(cu_seqlens: torch.Tensor, against: Against) -> None:
+    """Raise unless `cu_seqlens` is a correct cu_seqlens mask (of `point_mask`, if given)."""
+    convention, point_mask, _, q, fix = against
+    _expect(cu_seqlens, convention, dtype=torch.int32, rank=1, fix=fix)
+    if cu_seqlens.numel() == 0 or int(cu_seqlens[0]) != 0 or bool((cu_seqlens.diff() < 0).any()):
         raise MaskConventionError(
             "cu_seqlens must start at 0 and never decrease",
             convention="cu_seqlens",
             expected="(B*M + 1,) int32 offsets, cu_seqlens[0] == 0, non-decreasing",
-            got=f"{describe(mask)}: {mask.tolist()[:8]}",
+            got=f"{describe_tensor(cu_seqlens)}: {cu_seqlens.tolist()[:8]}",
             hint=fix,
         )
     if point_mask is None:
         return
     expected, _ = to_cu_seqlens(point_mask, q)
-    _same_values(mask, expected, "cu_seqlens", fix)
+    _same_values(cu_seqlens, expected, "cu_seqlens", fix)
 
 
 # -- shared pieces -----------------------------------------------------------------------------
 
 
 def _expect(
-    mask: torch.Tensor, convention: str, *, dtype: torch.dtype | None, rank: int, fix: str
+    mask: torch.Tensor, convention: Convention, *, dtype: torch.dtype | None, rank: int, fix: str
 ) -> None:
     if dtype is not None and mask.dtype != dtype:
         raise MaskConventionError(
-            f"wrong dtype for a {convention}",
-            convention=convention,
+            f"wrong dtype for a {convention.name}",
+            convention=convention.name,
             expected=str(dtype),
-            got=describe(mask),
+            got=describe_tensor(mask),
             hint=fix,
         )
     if mask.dim() != rank:
         raise MaskConventionError(
-            f"wrong rank for a {convention}",
-            convention=convention,
-            expected=f"a {rank}-D tensor of shape {CONVENTIONS[convention].shape}",
-            got=describe(mask),
+            f"wrong rank for a {convention.name}",
+            convention=convention.name,
+            expected=f"a {rank}-D tensor of shape {convention.shape}",
+            got=describe_tensor(mask),
             hint=fix,
         )
 
@@ -323,7 +274,7 @@ def _broadcasts(
                 f"shape ({b * m}, 1 or H, 1 or {s}, {s}) for B*M = {b * m} lanes and "
                 f"S = query_tokens + N = {s}"
             ),
-            got=describe(mask),
+            got=describe_tensor(mask),
             hint=fix,
         )
 
@@ -339,7 +290,7 @@ def _rows(mask4d: torch.Tensor, convention: str) -> torch.Tensor:
             "heads or query rows of one lane disagree: not a padding mask",
             convention=convention,
             expected="one row per lane, broadcast over heads and query rows",
-            got=f"{describe(mask4d)}; lane {differ} differs between heads or rows",
+            got=f"{describe_tensor(mask4d)}; lane {differ} differs between heads or rows",
         )
     return first[:, 0, 0, :]
 
@@ -383,8 +334,8 @@ def _same_values(got: torch.Tensor, expected: torch.Tensor, convention: str, fix
         raise MaskConventionError(
             f"the {convention} disagree with point_mask",
             convention=convention,
-            expected=f"{describe(expected)}: {expected.tolist()[:8]}",
-            got=f"{describe(got)}: {got.tolist()[:8]}",
+            expected=f"{describe_tensor(expected)}: {expected.tolist()[:8]}",
+            got=f"{describe_tensor(got)}: {got.tolist()[:8]}",
             hint=fix,
         )
 

@@ -1,0 +1,49 @@
+"""`lpim._validation`: one wording per argument mistake, the same words the strategies use today."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import find
+from hypothesis.errors import InvalidArgument
+
+from lpim import strategies
+from lpim._validation import check_device, check_floating_dtype, check_int
+
+
+@pytest.mark.parametrize("value", [True, 1.5, "3", None])
+def test_check_int_refuses_non_ints_with_a_type_error(value: object) -> None:
+    with pytest.raises(TypeError, match=r"f: n must be an int >= 0; got"):
+        check_int(value, "n", "f", minimum=0)
+
+
+def test_check_int_refuses_small_values_with_the_callers_error() -> None:
+    assert check_int(3, "n", "f", minimum=1) == 3
+    with pytest.raises(ValueError, match=r"n must be >= 1; got 0 \(in f\)"):
+        check_int(0, "n", "f", minimum=1)
+    with pytest.raises(InvalidArgument, match="n must be >= 1"):
+        check_int(0, "n", "f", minimum=1, value_error=InvalidArgument)
+
+
+@pytest.mark.parametrize("value", [3, True, None, "not-a-device", "meta", "cuda:7"])
+def test_check_device_says_what_the_strategies_say(value: object) -> None:
+    """Same words as `lpim.strategies`' own device check, so it can move here unchanged."""
+    if value == "cuda:7" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is available here")
+    with pytest.raises(InvalidArgument) as theirs:
+        find(strategies.lane_batches(device=value), lambda _: True)
+    with pytest.raises((TypeError, ValueError, InvalidArgument)) as ours:
+        check_device(
+            value,
+            why_data="a lane batch's real points are checked to be finite",
+            type_error=InvalidArgument,
+            value_error=InvalidArgument,
+        )
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_check_device_and_dtype_accept_what_is_valid() -> None:
+    assert check_device("cpu") == torch.device("cpu")
+    assert check_floating_dtype(torch.bfloat16) is torch.bfloat16
+    with pytest.raises(TypeError, match=r"dtype must be a floating torch\.dtype; got torch\.int64"):
+        check_floating_dtype(torch.int64)
