@@ -4,6 +4,7 @@ Usage:
     python benchmarks/encoder.py [--preset NAME ...] [--mode eval|train ...] [--device cpu|cuda]
                                  [--dtype float32|bfloat16 ...] [--quick] [--reps 7] [--warmup 2]
                                  [--row-budget-s 5] [--threads N] [--clock wall|process]
+                                 [--rows ROW ...]
 
 Prints one Markdown table per preset, mode and dtype. Every row runs the same weights (one
 ``lpim.PriorEncoder``; torch's layers load its layer state dict) on the same padded batch:
@@ -14,6 +15,8 @@ Prints one Markdown table per preset, mode and dtype. Every row runs the same we
   the batch into a nested tensor (eval only: torch has no training fast path);
 - ``3D attn_mask``: the same stack with ``lpim.masks.to_attn_mask_3d`` as ``mask`` (slow path);
 - ``PriorEncoder``: ``lpim.PriorEncoder`` itself;
+- ``compiled``: ``torch.compile(PriorEncoder, dynamic=True)`` (compiled during the check, before
+  any timing);
 - ``real tokens only``: a lower bound, the same weights on the real tokens alone, packed, with
   attention run per group of equal-length lanes (no padding and no mask anywhere).
 
@@ -22,6 +25,11 @@ own layers run without any mask on groups of equal-length lanes, i.e. each lane 
 ``lpim.tolerance`` rule (the drift term from a float64 copy); a row that disagrees is printed as
 WRONG and not timed. Times are medians of ``--reps`` repetitions after ``--warmup`` runs. A
 training step is forward + backward of ``sum(lane_embedding[real lanes] ** 2)`` with dropout 0.
+
+Ops and host syncs: one forward of each row (under ``no_grad`` in eval; recording the graph for
+a training step) counted by ``lpim.testing.dispatch.count_dispatch``: compute ops dispatched below
+autograd, views excluded (on a GPU, launches), and host syncs (value reads, data-dependent shapes,
+device-to-CPU copies). ``--rows`` runs only the rows named.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above the memory allocated before the
 row; on CPU, the peak of the CPU allocator's running total during one run of the row, read from
@@ -56,6 +64,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lpim import PriorEncoder, masks
+from lpim.testing.dispatch import count_dispatch
+from lpim.testing.reference import torch_stack
 from lpim.tolerance import encoder_scale, tolerance
 
 
@@ -85,7 +95,14 @@ PRESETS: dict[str, Preset] = {
     "mtr": Preset(16, 768, 20, 9, 256, 8, 4, 1024, (0.10, 0.30), (5, 20)),
 }
 
-ROWS = ("naive", "nested fast path", "3D attn_mask", "PriorEncoder", "real tokens only")
+ROWS = (
+    "naive",
+    "nested fast path",
+    "3D attn_mask",
+    "PriorEncoder",
+    "compiled",
+    "real tokens only",
+)
 
 
 def make_batch(preset: Preset, dtype: torch.dtype, device: str, seed: int) -> tuple[Tensor, Tensor]:
@@ -116,28 +133,6 @@ def make_batch(preset: Preset, dtype: torch.dtype, device: str, seed: int) -> tu
 # -- the rows ------------------------------------------------------------------------------------
 
 Row = Callable[[Tensor, Tensor], Tensor]  # (points, point_mask) -> lane_embedding [B, M, C]
-
-
-def torch_stack(encoder: PriorEncoder, nested: bool) -> nn.TransformerEncoder:
-    """torch's encoder stack holding ``encoder``'s layer weights (state dicts are the same)."""
-    layer = nn.TransformerEncoderLayer(
-        encoder.d_model,
-        encoder.nhead,
-        encoder.dim_feedforward,
-        encoder.dropout,
-        activation="gelu",
-        batch_first=True,
-        norm_first=encoder.norm_first,
-    )
-    stack = nn.TransformerEncoder(
-        layer,
-        encoder.num_layers,
-        norm=copy.deepcopy(encoder.norm) if encoder.norm_first else None,
-        enable_nested_tensor=nested,
-    )
-    stack.layers.load_state_dict(encoder.layers.state_dict())
-    # train/eval as the encoder: the nested fast path only runs in eval.
-    return stack.to(device=encoder.query.device, dtype=encoder.query.dtype).train(encoder.training)
 
 
 def all_lane_tokens(encoder: PriorEncoder, points: Tensor) -> Tensor:
@@ -203,6 +198,16 @@ def attn_mask_3d_row(encoder: PriorEncoder) -> Row:
 def prior_row(encoder: PriorEncoder) -> Row:
     def run(points: Tensor, point_mask: Tensor) -> Tensor:
         return encoder(points, point_mask).lane_embedding
+
+    return run
+
+
+def compiled_row(encoder: PriorEncoder) -> Row:
+    """``torch.compile(encoder, dynamic=True)``: compiled on the row's first call (the check)."""
+    compiled = torch.compile(encoder, dynamic=True)
+
+    def run(points: Tensor, point_mask: Tensor) -> Tensor:
+        return compiled(points, point_mask).lane_embedding  # type: ignore[no-any-return]
 
     return run
 
@@ -371,6 +376,21 @@ def forward_flops(encoder: PriorEncoder, tokens_per_lane: Tensor) -> float:
     return float((encoder.num_layers * per_layer + pos_mlp).sum())
 
 
+def count_forward(
+    run: Row, points: Tensor, point_mask: Tensor, mode: str, compiled: bool
+) -> tuple[str, str]:
+    """(compute ops, host syncs) of one forward of a row, as ``lpim.testing.dispatch`` counts.
+
+    In eval the forward runs under ``no_grad``; for a training step it records the graph (the
+    backward is not counted). A compiled row's kernels are not aten ops: only its syncs and the
+    ops it leaves to eager between graphs are seen, so its op count is not comparable and is not
+    printed.
+    """
+    with torch.set_grad_enabled(mode == "train"), count_dispatch() as count:
+        run(points, point_mask)
+    return ("-" if compiled else str(count.ops)), str(count.syncs)
+
+
 def fmt_ms(seconds: float) -> str:
     ms = seconds * 1e3
     return f"{ms:.3g}" if ms < 10 else f"{ms:.1f}" if ms < 1e4 else f"{ms:.0f}"
@@ -411,12 +431,17 @@ def bench_table(
         "nested fast path": nested_row,
         "3D attn_mask": attn_mask_3d_row,
         "PriorEncoder": prior_row,
+        "compiled": compiled_row,
         "real tokens only": real_tokens_row,
     }
     parameters = list(encoder.parameters())
     verdicts: dict[str, str] = {}
     steps: dict[str, Callable[[], object]] = {}
+    dispatched: dict[str, tuple[str, str]] = {}
     for row in ROWS:
+        if args.rows and row not in args.rows:
+            verdicts[row] = "not run (--rows)"
+            continue
         if row == "nested fast path" and mode == "train":
             verdicts[row] = "n/a: torch's fast path is eval-only"
             continue
@@ -450,6 +475,7 @@ def bench_table(
             continue
         verdicts[row] = f"ok ({ratio:.2f})"
         steps[row] = step
+        dispatched[row] = count_forward(run, points, point_mask, mode, compiled=row == "compiled")
 
     seconds = interleaved_medians({**steps, "matmul": probe}, reps, warmup, device, clock)
     rate = probe_flops / seconds.pop("matmul")
@@ -469,17 +495,19 @@ def bench_table(
         f"Median of {reps} round-robin repetitions after {warmup} warm-up, {args.clock} clock.\n"
     )
     header = ["row", "check (error/allowed)", "median ms", "x naive speed", "x limit", "peak MiB",
-              "memory / naive"]  # fmt: skip
+              "memory / naive", "ops / forward", "host syncs / forward"]  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for row in ROWS:
-        cells = [row, verdicts[row]] + ["-"] * 5
+        cells = [row, verdicts[row]] + ["-"] * 7
         if row in seconds:
             cells[2] = fmt_ms(seconds[row])
             cells[3] = f"{naive_s / seconds[row]:.2f}x" if naive_s else "-"
             cells[4] = f"{seconds[row] / limit_s:.2f}"
             cells[5] = f"{peaks[row] / 2**20:.1f}"
             cells[6] = f"{peaks[row] / naive_b:.2f}" if naive_b else "-"
+        if row in dispatched:
+            cells[7], cells[8] = dispatched[row]
         print("| " + " | ".join(cells) + " |")
     sys.stdout.flush()
 
@@ -500,6 +528,12 @@ def main() -> None:
         help="skip padded rows whose estimated time per repetition exceeds this",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rows",
+        choices=ROWS,
+        action="append",
+        help="run only these rows (repeatable); the others print 'not run'",
+    )
     parser.add_argument(
         "--clock",
         choices=["wall", "process"],

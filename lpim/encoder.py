@@ -1,55 +1,67 @@
 """Reference LPIM lane-prior encoder, correct under any padding by construction.
 
-This file needs only ``torch`` and the standard library: copy it into your tree as it is.
+This file needs only `torch` and the standard library: copy it into your tree as it is.
 
-The encoder embeds each lane (a polyline of up to ``N`` points with ``D`` coordinates) with a small
+The encoder embeds each lane (a polyline of up to `N` points with `D` coordinates) with a small
 Transformer: the points' coordinates go through an MLP to become tokens, one learned query token is
-prepended, ``num_layers`` encoder layers run over the ``N + 1`` tokens, and the query token's output
-is the lane embedding. Inputs arrive padded to ``[B, M, N, D]`` (B samples, M lanes, N points) with
-a boolean ``point_mask [B, M, N]`` that is True on real points.
+prepended, `num_layers` encoder layers run over the `N + 1` tokens, and the query token's output
+is the lane embedding. Inputs arrive padded to `[B, M, N, D]` (B samples, M lanes, N points) with
+a boolean `point_mask [B, M, N]` that is True on real points.
 
 Mask conventions in this file (they disagree with each other, so every mask is named for its own):
 
-=========================  ===================  ==============================================
-name                       shape                True means
-=========================  ===================  ==============================================
-``point_mask``             ``[B, M, N]``        real point (the library convention)
-``lane_mask``              ``[B, M]``           lane has at least one real point
-``keep``                   ``[R, S]``           real token (query or point), for packing
-``key_padding_mask``       ``[R, L]``           ignore this key (``nn.MultiheadAttention``)
-SDPA bool ``attn_mask``    ``[.., L, S]``       attend (``F.scaled_dot_product_attention``)
-MHA 3D ``attn_mask``       ``[R*H, L, S]``      ignore; row ``r*H + h`` (``repeat_interleave``)
-=========================  ===================  ==============================================
+| name | shape | True means |
+|---|---|---|
+| `point_mask` | `[B, M, N]` | real point (the library convention) |
+| `lane_mask` | `[B, M]` | lane has at least one real point |
+| `keep` | `[K, S]` | real token (query or point), for packing |
+| `key_padding_mask` | `[R, L]` | ignore this key (`nn.MultiheadAttention`) |
+| `key_bias` | `[R, 1, 1, S]` | float, not bool: 0 = attend, -inf = blocked (added to scores) |
+| SDPA bool `attn_mask` | `[.., L, S]` | attend (`F.scaled_dot_product_attention`) |
+| MHA 3D `attn_mask` | `[R*H, L, S]` | ignore; row `r*H + h` (`repeat_interleave`) |
 
-The first four appear below (``key_padding_mask`` only in the layer's padded ``forward``); the
-last two are listed because they are the ones people mix up (SDPA's polarity is the opposite of
-MHA's, and a 3D mask built with ``repeat`` instead of ``repeat_interleave`` runs silently with
-every head reading another lane's mask). This file builds neither: packing leaves no padding for
-attention to mask (see 4).
+The first five appear below (`key_padding_mask` only in the layer's padded `forward`); the last
+two are listed because they are the ones people mix up (SDPA's polarity is the opposite of MHA's,
+and a 3D mask built with `repeat` instead of `repeat_interleave` runs silently with every head
+reading another lane's mask). This file builds neither.
 
 How the forward pass stays exact whatever the padding holds:
 
-1. Empty lanes are never computed. The real lanes (R of them) are gathered out of the ``B * M``
-   slots, the Transformer runs on those alone, and the outputs of empty lanes are exact zeros. An
-   empty lane would otherwise be a row whose every key is masked, which is NaN in some attention
-   paths and the mean of garbage in others.
+1. Empty lanes are never computed. Only the R real lanes enter the Transformer, and the outputs
+   of empty lanes are exact zeros. An empty lane would otherwise be a row whose every key is
+   masked, which is NaN in some attention paths and the mean of garbage in others.
 2. Padded values are never read: the real points are *selected* by index, never multiplied by a
-   mask: ``0 * NaN`` is NaN, ``0 * inf`` is NaN. Selection also gives padded
-   slots an exact zero gradient.
+   mask: `0 * NaN` is NaN, `0 * inf` is NaN. Selection also gives padded slots an exact zero
+   gradient.
 3. Only real tokens are computed. Each real lane's query token and real points are packed, lane
-   after lane, into one ``[T, C]`` tensor (T = real lanes + real points), and every step runs on
-   that alone: the cost follows the real tokens, not ``B * M * (N + 1)``. A lane's real points
-   keep their given order; where the padding sat is forgotten, which changes nothing, because the
-   only position signal is the coordinates themselves (attention has no slot-index term), so
-   right, left and scattered padding give the same result.
-4. Lanes are packed shortest first, so lanes of equal length form one contiguous ``[n, L]`` block
-   of tokens. Attention runs block by block (one call per distinct length, never per lane) with
-   no mask at all: there is no padding left to mask, so no row can be fully masked, and no
-   ``(B*M*H, L, S)`` mask is ever built. Outputs go back to the slots they came from; padded
-   slots and empty lanes are exact zeros.
+   after lane, into one `[T, C]` tensor (T = real lanes + real points); the projections,
+   feed-forward and norms run on that alone: their cost follows the real tokens, not
+   `B * M * (N + 1)`. A lane's real points keep their given order; where the padding sat is
+   forgotten, which changes nothing, because the only position signal is the coordinates
+   themselves (attention has no slot-index term), so right, left and scattered padding give the
+   same result.
+4. Attention runs once per layer for all lanes, on an `[R, S]` layout (S = N + 1) where each
+   real lane's tokens sit at the front of its row. Positions past a lane's end are blocked as
+   keys by an additive `key_bias` (exact zeros in the softmax sum) and their query rows are
+   dropped. Position 0 of every row is real, so no row is ever fully masked.
+5. Everything that says where tokens go (`PackedLanes`) is built once per forward and read by
+   every layer. The only value read back from the device is one small tensor (real tokens, real
+   lanes, finite real values), because those counts become shapes: one host sync per forward,
+   and under `torch.compile(dynamic=True)` one graph break and no recompilation when the masks
+   or sizes change.
 
-The layer keeps the state-dict layout of ``torch.nn.TransformerEncoderLayer`` (GELU,
-``batch_first=True``), so weights load either way and the two can be checked against each other.
+Why this attention layout (measured on CPU, torch 2.13, one thread; see `docs/performance.md`):
+one call per layer over `[R, S]` costs 2-5% more time than one call per distinct lane length
+on unpadded blocks of equal-length lanes, because attention is a small share of the work next to
+the projections and feed-forward on `[T, C]`. In exchange it needs no sorting, no per-length loop
+and no list of lengths read back per forward: one attention launch per layer instead of one per
+distinct length (16 at LPIM's sizes), and a graph that compiles whole. torch's `varlen_attn`
+(flash kernels) would skip even the blocked keys, but runs on CUDA only and in half precision
+only, so float32 users and every CPU would need a second path; SDPA here takes the same call on
+every device and dtype.
+
+The layer keeps the state-dict layout of `torch.nn.TransformerEncoderLayer` (GELU,
+`batch_first=True`), so weights load either way and the two can be checked against each other.
 """
 
 from __future__ import annotations
@@ -65,7 +77,16 @@ __all__ = ["PackedLanes", "PriorEncoder", "PriorEncoderLayer", "PriorEncoderOutp
 
 
 class PriorEncoderOutput(NamedTuple):
-    """What :class:`PriorEncoder` returns. Empty lanes and padded points hold exact zeros."""
+    """What `PriorEncoder` returns. Empty lanes and padded points hold exact zeros.
+
+    Attributes:
+        lane_embedding: `[B, M, C]`, one embedding per lane (the query token's output); zeros for
+            empty lanes.
+        point_features: `[B, M, N, C]`, each real point's token after the last layer (and the
+            final norm of a pre-norm encoder); zeros at padded slots.
+        lane_mask: `[B, M]` bool, True = the lane has at least one real point
+            (`point_mask.any(-1)`).
+    """
 
     lane_embedding: Tensor  # [B, M, C]
     point_features: Tensor  # [B, M, N, C]
@@ -73,39 +94,71 @@ class PriorEncoderOutput(NamedTuple):
 
 
 class PackedLanes(NamedTuple):
-    """How the real tokens of a padded ``[R, S]`` batch of lanes are packed into ``[T, C]``.
+    """Where the real tokens of a padded batch of lanes go: built once per forward, read by every
+    layer.
 
-    Lanes are sorted shortest first (stable) and each lane's real tokens are contiguous, in
-    their given order, so the lanes of one length form one ``[n, L]`` block: attention on a
-    block needs no mask. Lanes without a real token are left out.
+    The padded batch is `keep [K, S]`: K lane slots of S token slots, True on real tokens.
+    Two layouts hold only what is real:
+
+    - packed `[T, C]`: the T real tokens, lane after lane, each lane's tokens in their given
+      order. Projections, feed-forward and norms run here: no padding is ever computed.
+    - attention `[R, S]`: the R lanes with a real token, each lane's tokens moved to its front.
+      Attention runs here, all lanes in one call. Positions past a lane's length repeat its
+      last token and are blocked as keys by `key_bias`; their query rows are computed and
+      dropped. No row is fully blocked: position 0 of every lane is real.
     """
 
-    source: Tensor  # [T] int64, flat index into the [R*S] padded slots of each packed token
-    groups: tuple[tuple[int, int], ...]  # (lanes n, tokens per lane L) per block, packed order
+    source: Tensor  # [T] int64, flat index into the K*S token slots of each packed token
+    to_attention: Tensor  # [R*S] int64, packed token at each attention position
+    from_attention: Tensor  # [T] int64, attention position (flat, R*S) of each packed token
+    key_bias: Tensor  # [R, 1, 1, S] float, 0 = real key, -inf = past the lane's end
 
     @classmethod
-    def pack(cls, keep: Tensor) -> PackedLanes:
-        """Packing of ``keep [R, S]`` (bool, True = real token)."""
-        S = keep.shape[1]
-        counts = keep.sum(dim=1)  # [R]
-        lanes = counts.nonzero().squeeze(1)  # [R'], lanes with a real token
-        lanes = lanes[counts[lanes].argsort(stable=True)]  # [R'], shortest first
-        lengths, lanes_per_length = torch.unique_consecutive(counts[lanes], return_counts=True)
-        # One host sync: the block sizes are shapes.
-        groups = tuple(zip(lanes_per_length.tolist(), lengths.tolist(), strict=True))
-        slots = lanes[:, None] * S + torch.arange(S, device=keep.device)  # [R', S]
-        return cls(slots[keep[lanes]], groups)  # source [T]: lane by lane, slots in order
+    def pack(cls, keep: Tensor, tokens: int, lanes: int, dtype: torch.dtype) -> PackedLanes:
+        """Build the packing of a padded batch of lanes.
+
+        Args:
+            keep: `[K, S]` bool, True = real token.
+            tokens: T, the number of True in `keep`.
+            lanes: R, the number of rows of `keep` with a True. The caller passes both counts
+                so that packing reads nothing back from the device (they come with the
+                forward's one host sync).
+            dtype: dtype of `key_bias` (the attention's dtype).
+
+        Returns:
+            The packing; no value of it has been read on the host.
+        """
+        T, R, S = tokens, lanes, keep.shape[1]
+        source = torch.nonzero_static(keep.flatten(), size=T).squeeze(1)  # [T]
+        counts = keep.sum(1)  # [K] real tokens per lane slot
+        lengths = counts[torch.nonzero_static(counts, size=R).squeeze(1)]  # [R], in slot order
+        real = torch.arange(S, device=keep.device) < lengths[:, None]  # [R, S], lane at the front
+        # Packed index of each real attention position; past a lane's end the count stops
+        # growing, so those positions read the lane's own last token.
+        to_attention = real.flatten().cumsum(0) - 1  # [R*S]
+        from_attention = torch.nonzero_static(real.flatten(), size=T).squeeze(1)  # [T]
+        key_bias = torch.full((R, 1, 1, S), -math.inf, dtype=dtype, device=keep.device)
+        key_bias.masked_fill_(real[:, None, None, :], 0.0)  # [R, 1, 1, S], additive SDPA mask
+        return cls(source, to_attention, from_attention, key_bias)
 
 
 class PriorEncoderLayer(nn.Module):
-    """One Transformer encoder layer, state-dict compatible with ``nn.TransformerEncoderLayer``.
+    """One Transformer encoder layer, state-dict compatible with `nn.TransformerEncoderLayer`.
 
-    Same submodule names and maths as ``nn.TransformerEncoderLayer(d_model, nhead,
-    dim_feedforward, dropout, activation="gelu", batch_first=True, norm_first=norm_first)``,
-    written out so that it runs on packed real tokens (:meth:`forward_packed`) and so that the
-    mask handling is visible. ``self_attn`` is kept as an ``nn.MultiheadAttention`` for its
-    parameters (``in_proj_weight``, ``in_proj_bias``, ``out_proj``), which the layer feeds to
-    ``F.scaled_dot_product_attention`` itself.
+    Same submodule names and maths as `nn.TransformerEncoderLayer(d_model, nhead,
+    dim_feedforward, dropout, activation="gelu", batch_first=True, norm_first=norm_first)`,
+    written out so that it runs on packed real tokens (`forward_packed`) and so that the mask
+    handling is visible. `self_attn` is kept as an `nn.MultiheadAttention` for its parameters
+    (`in_proj_weight`, `in_proj_bias`, `out_proj`), which the layer feeds to
+    `F.scaled_dot_product_attention` itself.
+
+    Args:
+        d_model: token width C.
+        nhead: attention heads H; must divide `d_model`.
+        dim_feedforward: hidden width of the feed-forward block.
+        dropout: dropout probability after attention, inside and after the feed-forward block,
+            and on the attention weights (training only).
+        norm_first: pre-norm (True) or post-norm (False, torch's default).
     """
 
     def __init__(
@@ -128,45 +181,55 @@ class PriorEncoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
 
     def forward(self, tokens: Tensor, key_padding_mask: Tensor) -> Tensor:
-        """``tokens [R, L, C]``, ``key_padding_mask [R, L]`` bool, True = ignore that key.
+        """Run the layer on a padded batch, computing real tokens only.
 
-        Returns ``[R, L, C]``: real tokens as ``nn.TransformerEncoderLayer`` computes them,
-        ignored positions exact zeros (they are never computed).
+        Args:
+            tokens: `[R, L, C]` token features.
+            key_padding_mask: `[R, L]` bool, True = ignore that key (`nn.MultiheadAttention`'s
+                convention).
+
+        Returns:
+            `[R, L, C]`: real tokens as `nn.TransformerEncoderLayer` computes them, ignored
+            positions exact zeros (they are never computed).
         """
         R, L, C = tokens.shape
-        packing = PackedLanes.pack(~key_padding_mask)
-        if not packing.groups:  # every key ignored: nothing real to compute
+        keep = ~key_padding_mask  # [R, L], True = real token
+        T, lanes = torch.stack([keep.sum(), keep.any(1).sum()]).tolist()
+        if T == 0:  # every key ignored: nothing real to compute
             return tokens.new_zeros(R, L, C)
+        packing = PackedLanes.pack(keep, T, lanes, tokens.dtype)
         packed = tokens.reshape(R * L, C)[packing.source]  # [T, C]
-        packed = self.forward_packed(packed, packing.groups)  # [T, C]
+        packed = self.forward_packed(packed, packing)  # [T, C]
         return packed.new_zeros(R * L, C).index_copy(0, packing.source, packed).view(R, L, C)
 
-    def forward_packed(self, tokens: Tensor, groups: tuple[tuple[int, int], ...]) -> Tensor:
-        """``tokens [T, C]``, real tokens only, packed as :class:`PackedLanes` describes: blocks
-        of ``n`` lanes of ``L`` tokens each, ``groups`` = the ``(n, L)`` of each block in order.
+    def forward_packed(self, tokens: Tensor, packing: PackedLanes) -> Tensor:
+        """Run the layer on `tokens [T, C]`, real tokens only, packed as `packing` describes.
+
+        Returns:
+            `[T, C]`, in the same packed order.
         """
         if self.norm_first:
-            tokens = tokens + self._attention(self.norm1(tokens), groups)
+            tokens = tokens + self._attention(self.norm1(tokens), packing)
             tokens = tokens + self._feedforward(self.norm2(tokens))
         else:
-            tokens = self.norm1(tokens + self._attention(tokens, groups))
+            tokens = self.norm1(tokens + self._attention(tokens, packing))
             tokens = self.norm2(tokens + self._feedforward(tokens))
         return tokens  # [T, C]
 
-    def _attention(self, tokens: Tensor, groups: tuple[tuple[int, int], ...]) -> Tensor:
+    def _attention(self, tokens: Tensor, packing: PackedLanes) -> Tensor:
         mha = self.self_attn  # kept for its parameters and their state-dict names
         C, H = mha.embed_dim, mha.num_heads
+        R, S = packing.key_bias.shape[0], packing.key_bias.shape[-1]
         dropout_p = mha.dropout if self.training else 0.0
         qkv = F.linear(tokens, mha.in_proj_weight, mha.in_proj_bias)  # [T, 3C]
-        blocks = qkv.split_with_sizes([n * L for n, L in groups])  # [n*L, 3C] per block
-        attended = []
-        for block, (n, L) in zip(blocks, groups, strict=True):
-            # n lanes of exactly L real tokens: plain attention, no mask. Same maths and
-            # 1/sqrt(C/H) scale as nn.MultiheadAttention, which calls this function too.
-            q, k, v = block.view(n, L, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # [n,H,L,C/H]
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # [n, H, L, C/H]
-            attended.append(out.transpose(1, 2).reshape(n * L, C))  # [n*L, C]
-        result: Tensor = self.dropout1(mha.out_proj(torch.cat(attended)))  # [T, C]
+        qkv = qkv.index_select(0, packing.to_attention).view(R, S, 3, H, C // H)  # [R,S,3,H,C/H]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [R, H, S, C/H] each
+        # One call for every lane. Same maths and 1/sqrt(C/H) scale as nn.MultiheadAttention,
+        # which calls this function too; blocked keys add exact zeros to each softmax sum.
+        key_bias = packing.key_bias.to(q.dtype)  # no-op unless under autocast
+        out = F.scaled_dot_product_attention(q, k, v, key_bias, dropout_p)  # [R, H, S, C/H]
+        out = out.transpose(1, 2).reshape(R * S, C)[packing.from_attention]  # [T, C]
+        result: Tensor = self.dropout1(mha.out_proj(out))  # [T, C]
         return result
 
     def _feedforward(self, tokens: Tensor) -> Tensor:
@@ -176,10 +239,44 @@ class PriorEncoderLayer(nn.Module):
 
 
 class PriorEncoder(nn.Module):
-    """LPIM lane-prior encoder: ``[B, M, N, D]`` points to ``[B, M, C]`` lane embeddings.
+    """LPIM lane-prior encoder: `[B, M, N, D]` padded points to `[B, M, C]` lane embeddings.
 
-    Defaults are the LPIM configuration (2-D BEV coordinates in a 50 m range, d 256, 8 heads,
-    4 post-norm layers, FFN 1024, dropout 0.1).
+    Each lane's real points become tokens through a position MLP on their coordinates (divided by
+    `coord_range`), one learned query token is prepended, `num_layers` Transformer encoder layers
+    run over the lane's real tokens only, and the query token's output is the lane embedding.
+    Padding, wherever it sits and whatever it holds, changes nothing. Defaults are the LPIM
+    configuration (2-D BEV coordinates in a 50 m range, d 256, 8 heads, 4 post-norm layers, FFN
+    1024, dropout 0.1).
+
+    Args:
+        in_dim: coordinates per point, `D`.
+        d_model: token and embedding width, `C`.
+        nhead: attention heads; must divide `d_model`.
+        num_layers: encoder layers.
+        dim_feedforward: hidden width of each layer's feed-forward block.
+        dropout: dropout probability in every layer (attention weights, after attention, in and
+            after the feed-forward block); active in training mode only.
+        norm_first: pre-norm layers plus a final `LayerNorm` (True), or post-norm layers (False,
+            torch's default and LPIM's).
+        coord_range: the points are divided by this before the position MLP, so that
+            coordinates in `[-coord_range, coord_range]` enter it in `[-1, 1]` (LPIM: the 50 m
+            BEV range). Must be positive and finite.
+
+    Raises:
+        ValueError: `in_dim < 1`, `d_model` not divisible by `nhead`, or a `coord_range` that is
+            not positive and finite.
+
+    Example:
+        ```python
+        import torch
+        from lpim import PriorEncoder
+
+        encoder = PriorEncoder().eval()
+        points = torch.randn(8, 50, 20, 2) * 20  # [B, M, N, D], metres
+        point_mask = torch.rand(8, 50, 20) < 0.3  # [B, M, N], True = real point
+        out = encoder(points, point_mask)
+        out.lane_embedding.shape  # torch.Size([8, 50, 256])
+        ```
     """
 
     def __init__(
@@ -202,14 +299,15 @@ class PriorEncoder(nn.Module):
             )
         if not (math.isfinite(coord_range) and coord_range > 0):
             raise ValueError(f"coord_range must be a positive finite number; got {coord_range}")
-        self.in_dim = in_dim
-        self.d_model = d_model
-        self.nhead = nhead
-        self.num_layers = num_layers
-        self.dim_feedforward = dim_feedforward
-        self.dropout = dropout
-        self.norm_first = norm_first
-        self.coord_range = coord_range
+        # The configuration, kept as read-only facts about the module:
+        self.in_dim = in_dim  # D, coordinates per point
+        self.d_model = d_model  # C, token and embedding width
+        self.nhead = nhead  # H, attention heads (C // H features each)
+        self.num_layers = num_layers  # encoder layers
+        self.dim_feedforward = dim_feedforward  # feed-forward hidden width
+        self.dropout = dropout  # dropout probability (training only)
+        self.norm_first = norm_first  # pre-norm (+ final LayerNorm) or post-norm
+        self.coord_range = coord_range  # points are divided by this before the position MLP
 
         # Positions come from the coordinates only, never from slot indices: that is what makes
         # the encoder blind to where the padding sits.
@@ -226,50 +324,66 @@ class PriorEncoder(nn.Module):
         self.norm: nn.Module = nn.LayerNorm(d_model) if norm_first else nn.Identity()
 
     def forward(self, points: Tensor, point_mask: Tensor) -> PriorEncoderOutput:
-        """Encode ``points [B, M, N, D]`` where ``point_mask [B, M, N]`` (bool) is True.
+        """Encode each lane's real points into one embedding.
 
-        Padded slots may hold anything, NaN and inf included. Real points must be finite.
+        Args:
+            points: `[B, M, N, D]` float, same dtype and device as the encoder. Padded slots may
+                hold anything, NaN and inf included; real points must be finite.
+            point_mask: `[B, M, N]` bool, True = real point.
+
+        Returns:
+            The lane embeddings, per-point features and lane mask (see `PriorEncoderOutput`).
+
+        Raises:
+            TypeError: an input is not a tensor, or has the wrong dtype.
+            ValueError: a shape, device or value is wrong (the message says expected vs. got).
         """
-        self._check_inputs(points, point_mask)
+        finite_values = self._check_inputs(points, point_mask)  # [] int64, at real points
         B, M, N, _ = points.shape
-        C = self.d_model
+        K, S, C = B * M, 1 + N, self.d_model
 
         lane_mask = point_mask.any(dim=-1)  # [B, M]
-        lane_embedding = points.new_zeros(B * M, C)  # [B*M, C]
-        point_features = points.new_zeros(B * M * N, C)  # [B*M*N, C]
-        if not bool(lane_mask.any()):  # nothing real: empty lanes are exact zeros, never computed
-            return PriorEncoderOutput(
-                lane_embedding.view(B, M, C), point_features.view(B, M, N, C), lane_mask
-            )
-
         # Token 0 of each lane is its query (real iff the lane is), tokens 1..N its points.
-        keep = torch.cat([lane_mask.reshape(B * M, 1), point_mask.reshape(B * M, N)], dim=1)
-        packing = PackedLanes.pack(keep)  # source [T] into the B*M*(1+N) token slots
-        lane, column = packing.source // (1 + N), packing.source % (1 + N)  # [T] each
-        query_rows = (column == 0).nonzero().squeeze(1)  # [R]
-        point_rows = (column > 0).nonzero().squeeze(1)  # [Tp]
-        point_slots = (lane * N + column - 1)[point_rows]  # [Tp], into B*M*N
+        keep = torch.cat([lane_mask[..., None], point_mask], dim=-1).view(K, S)  # [K, S]
+        # The one host sync: sizes that become shapes below (and the input check's count).
+        T, R, finite = torch.stack([keep.sum(), lane_mask.sum(), finite_values]).tolist()
+        if finite != (T - R) * self.in_dim:  # T - R real points of in_dim values each
+            self._reject_non_finite(points, point_mask, (T - R) * self.in_dim - finite)
+        if T == 0:  # nothing real: empty lanes are exact zeros, never computed
+            return PriorEncoderOutput(
+                points.new_zeros(B, M, C), points.new_zeros(B, M, N, C), lane_mask
+            )
+        packing = PackedLanes.pack(keep, T, R, points.dtype)
 
         # Select, never multiply: padded slots are never read, so 0 * NaN cannot happen, and
         # they get an exact zero gradient.
-        real_points = points.reshape(B * M * N, -1)[point_slots]  # [Tp, D]
+        point_slots = torch.nonzero_static(point_mask.flatten(), size=T - R).squeeze(1)  # [Tp]
+        real_points = points.reshape(K * N, -1)[point_slots]  # [Tp, D]
         point_tokens = self.pos_embed(real_points / self.coord_range)  # [Tp, C]
-        query_tokens = self.query.expand(query_rows.numel(), C)  # [R, C]
+        # Packed rows: each lane's query first (its first token), then its points in order.
+        query_rows = packing.to_attention.view(R, S)[:, 0]  # [R]
+        point_rows = torch.nonzero_static(packing.source % S != 0, size=T - R).squeeze(1)  # [Tp]
         # In-place writes into fresh zeros (autograd records them): no copy of the zeros.
-        tokens = point_tokens.new_zeros(packing.source.numel(), C)  # [T, C]
-        tokens.index_copy_(0, query_rows, query_tokens).index_copy_(0, point_rows, point_tokens)
+        tokens = point_tokens.new_zeros(T, C)  # [T, C]
+        tokens.index_copy_(0, query_rows, self.query.expand(R, C).to(tokens.dtype))  # autocast
+        tokens.index_copy_(0, point_rows, point_tokens)
         for layer in self.layers:
-            tokens = cast(PriorEncoderLayer, layer).forward_packed(tokens, packing.groups)
+            tokens = cast(PriorEncoderLayer, layer).forward_packed(tokens, packing)
         tokens = self.norm(tokens)  # [T, C]
 
-        lane_embedding.index_copy_(0, lane[query_rows], tokens[query_rows])  # [B*M, C]
-        point_features.index_copy_(0, point_slots, tokens[point_rows])  # [B*M*N, C]
+        real_lanes = torch.nonzero_static(lane_mask.flatten(), size=R).squeeze(1)  # [R]
+        lane_embedding = tokens.new_zeros(K, C).index_copy_(0, real_lanes, tokens[query_rows])
+        point_features = tokens.new_zeros(K * N, C)  # [K*N, C]
+        point_features.index_copy_(0, point_slots, tokens[point_rows])
         return PriorEncoderOutput(
             lane_embedding.view(B, M, C), point_features.view(B, M, N, C), lane_mask
         )
 
-    def _check_inputs(self, points: Tensor, point_mask: Tensor) -> None:
-        """Reject inputs that would run and be silently wrong, saying expected vs. got."""
+    def _check_inputs(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """Reject inputs that would run and be silently wrong, saying expected vs. got.
+
+        Returns the number of finite values at real points, on the device (not read here).
+        """
         if not isinstance(points, Tensor):
             raise TypeError(f"points must be a torch.Tensor [B, M, N, D]; got {type(points)}")
         if not isinstance(point_mask, Tensor):
@@ -315,13 +429,17 @@ class PriorEncoder(nn.Module):
                 "PriorEncoder reads point_mask's values to pick the real lanes; expected inputs "
                 "on a device with data (cpu, cuda, ...), got the meta device, which holds none"
             )
-        # A non-finite real coordinate makes that lane's output NaN; padded slots may hold anything.
+        # A non-finite real coordinate makes that lane's output NaN; padded slots may hold
+        # anything. Counted here (|x| < inf is False for inf and NaN), read back with the
+        # forward's one host sync.
+        return (point_mask[..., None] & (points.abs() < math.inf)).sum()  # [] int64
+
+    @staticmethod
+    def _reject_non_finite(points: Tensor, point_mask: Tensor, count: int) -> None:
         bad_values = point_mask[..., None] & ~torch.isfinite(points)  # [B, M, N, D]
-        if bool(bad_values.any()):
-            count = int(bad_values.sum())
-            first = tuple(int(i) for i in bad_values.nonzero()[0])
-            raise ValueError(
-                f"points holds {count} non-finite value(s) at real points (point_mask True); "
-                f"first at [b, m, n, d] = {list(first)}: {points[first].item()} — real points "
-                f"must be finite (padded slots may hold anything)"
-            )
+        first = tuple(int(i) for i in bad_values.nonzero()[0])
+        raise ValueError(
+            f"points holds {count} non-finite value(s) at real points (point_mask True); "
+            f"first at [b, m, n, d] = {list(first)}: {points[first].item()} — real points "
+            f"must be finite (padded slots may hold anything)"
+        )

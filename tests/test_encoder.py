@@ -18,7 +18,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from lpim import LaneBatch
 from lpim.encoder import PackedLanes, PriorEncoder, PriorEncoderLayer, PriorEncoderOutput
+from lpim.testing import assert_devices_agree
+from lpim.testing.dispatch import count_dispatch
+from lpim.testing.properties import no_cuda_reason
+from lpim.testing.reference import torch_stack
 
 F64_RTOL = F64_ATOL = 1e-12
 GARBAGE = (1e30, math.inf, -math.inf, math.nan)
@@ -81,24 +86,7 @@ def make_batch(
 
 def torch_reference(encoder: PriorEncoder) -> nn.TransformerEncoder:
     """torch's own encoder stack, loaded with `encoder`'s layer (and final norm) weights."""
-    layer = nn.TransformerEncoderLayer(
-        encoder.d_model,
-        encoder.nhead,
-        encoder.dim_feedforward,
-        encoder.dropout,
-        activation="gelu",
-        batch_first=True,
-        norm_first=encoder.norm_first,
-    )
-    stack = nn.TransformerEncoder(
-        layer,
-        encoder.num_layers,
-        norm=nn.LayerNorm(encoder.d_model) if encoder.norm_first else None,
-        enable_nested_tensor=False,
-    )
-    weights = {k: v for k, v in encoder.state_dict().items() if k.startswith(("layers.", "norm."))}
-    stack.load_state_dict(weights, strict=True)
-    return stack.to(encoder.query.dtype).eval()
+    return torch_stack(encoder).eval()
 
 
 def reference_lane(
@@ -174,24 +162,28 @@ def test_layer_matches_torch_layer_on_real_tokens(dtype: torch.dtype, norm_first
     assert_close(actual[real], expected[real])
 
 
-def test_packed_lanes_are_equal_length_blocks_shortest_first() -> None:
+def test_packed_lanes_layouts() -> None:
+    """Packed: real tokens lane by lane. Attention: each real lane's tokens at its front."""
     gen = torch.Generator().manual_seed(3)
-    keep = torch.rand(12, 7, generator=gen) < 0.5  # [R, S]
+    keep = torch.rand(12, 7, generator=gen) < 0.5  # [K, S]
     keep[2] = False  # a lane with no real token is left out
     keep[5] = True
-    packing = PackedLanes.pack(keep)
-    assert sorted(packing.source.tolist()) == keep.flatten().nonzero().squeeze(1).tolist()
-    assert sum(n * L for n, L in packing.groups) == packing.source.numel()
-    lengths = [L for _, L in packing.groups]
-    assert lengths == sorted(set(lengths))  # one block per length, shortest first
-    start = 0
-    for n, L in packing.groups:
-        block = packing.source[start : start + n * L].view(n, L)
-        rows = block // keep.shape[1]
-        assert (rows == rows[:, :1]).all()  # each block row is one lane ...
-        assert (keep[rows[:, 0]].sum(1) == L).all()  # ... of exactly L real tokens ...
-        assert (block.diff(dim=1) > 0).all()  # ... in their given order
-        start += n * L
+    T, R, S = int(keep.sum()), int(keep.any(1).sum()), keep.shape[1]
+    packing = PackedLanes.pack(keep, T, R, torch.float64)
+    assert packing.source.tolist() == keep.flatten().nonzero().squeeze(1).tolist()
+    lane_of_token = packing.source // S  # [T], lane slot of each packed token
+    lengths = keep.sum(1)[keep.any(1)]  # [R]
+    assert packing.to_attention.shape == (R * S,) and packing.key_bias.shape == (R, 1, 1, S)
+    for r, length in enumerate(lengths.tolist()):
+        row = packing.to_attention[r * S : (r + 1) * S]  # packed tokens at lane r's positions
+        lane = lane_of_token[row]
+        assert (lane == lane[0]).all()  # every position of an attention row reads one lane ...
+        assert row[:length].diff().eq(1).all()  # ... its real tokens first, in order ...
+        assert (row[length:] == row[length - 1]).all()  # ... then repeats of its last token
+        bias = packing.key_bias[r, 0, 0]
+        assert (bias[:length] == 0).all() and (bias[length:] == -math.inf).all()
+    # from_attention inverts to_attention on real positions
+    assert torch.equal(packing.to_attention[packing.from_attention], torch.arange(T))
 
 
 def test_layer_zeros_ignored_positions_and_fully_ignored_lanes() -> None:
@@ -518,3 +510,29 @@ def test_non_finite_real_points_are_rejected(bad: float) -> None:
 def test_constructor_rejects_bad_arguments(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PriorEncoder(**kwargs)  # type: ignore[arg-type]
+
+
+# --- what a forward asks of the device ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_one_host_sync_and_one_attention_call_per_layer(train: bool) -> None:
+    """Lanes of many different lengths: still one sync per forward and one attention per layer."""
+    encoder = make_encoder(torch.float32, num_layers=3).train(train)
+    points, point_mask = make_batch(4, 6, 9, "scattered", dtype=torch.float32, seed=9)
+    lengths = point_mask.sum(-1)[point_mask.any(-1)]
+    assert len(lengths.unique()) >= 5  # per-length attention would call it 5+ times a layer
+    with torch.set_grad_enabled(train), count_dispatch() as count:
+        encoder(points, point_mask)
+    assert count.syncs == 1, count.sync_ops
+    # a fused SDPA kernel, or SDPA's maths fallback (one softmax), which CPU takes with dropout
+    fused = sum(n for op, n in count.by_op.items() if "scaled_dot_product" in op)
+    assert fused + count.by_op["_safe_softmax"] == 3, count.by_op
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=no_cuda_reason())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_agrees_with_cpu(dtype: torch.dtype) -> None:
+    encoder = make_encoder(dtype)
+    points, point_mask = make_batch(3, 5, 7, "scattered", dtype=torch.float32, seed=10)
+    assert_devices_agree(encoder, LaneBatch(points.to(dtype), point_mask))
