@@ -49,7 +49,26 @@ from lpim.testing import (
 from lpim.testing.contract import find_pyproject, read_pyproject
 from lpim.testing.report import format_table
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+__all__ = [
+    "DEFAULT_TARGET",
+    "DTYPES",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "HYPOTHESIS_HOME",
+    "REPRODUCER_DIR",
+    "UsageError",
+    "load_target",
+    "main",
+    "what_command",
+]
+
+EXIT_OK = 0
+"""Exit status: success (no property failed; the mask follows a convention)."""
+EXIT_FAILED = 1
+"""Exit status: a property failed (or, with --strict, a row was not run); a mask mistake."""
+EXIT_USAGE = 2
+"""Exit status: a usage error (bad target, import error, bad option)."""
 
 
 class UsageError(Exception):
@@ -258,12 +277,14 @@ def _parser() -> argparse.ArgumentParser:
 # realistic defaults so that a first check takes seconds: mask bugs do not depend on width.
 # `lpim check lpim.encoder:PriorEncoder` checks the realistic configuration.
 DEFAULT_TARGET = "lpim.encoder:PriorEncoder(d_model=64, dim_feedforward=128, num_layers=2)"
+"""What `lpim check` checks without a target: the reference encoder, small and quick."""
 DTYPES = {
     "float64": torch.float64,
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
+"""The `--dtype` names."""
 
 
 def load_target(target: str, what: str = "encoder") -> object:

@@ -33,6 +33,20 @@ from hypothesis.extra.numpy import arrays
 from lpim.batch import LAYOUTS, LaneBatch
 from lpim.lane_set import LaneSet
 
+__all__ = [
+    "GARBAGE_CONTRACTS",
+    "GARBAGE_KINDS",
+    "NONFINITE_GARBAGE_KINDS",
+    "OtherInputs",
+    "bev_maps",
+    "bev_queries",
+    "garbage_fills",
+    "lane_batches",
+    "lane_sets",
+    "padded_tensors",
+    "repeat_last_point",
+]
+
 GARBAGE_KINDS = ("zeros", "finite", "repeat_last", "large", "inf", "nan")
 """What padded slots may hold: exact zeros; finite values within the real coordinates' range;
 each lane's last real point repeated (zeros in empty lanes), as many loaders pad; huge finite
@@ -51,7 +65,7 @@ GARBAGE_CONTRACTS: dict[str, tuple[str, ...]] = {
 ``"any"`` (huge, inf and NaN too), ``"finite"`` (finite values within the real coordinates'
 range), ``"zeros"``, ``"repeat_last"`` (each lane's last real point, zeros in empty lanes)."""
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 # How often a lane, a sample, a whole batch is drawn empty: often enough that a few dozen
 # examples see each case, rarely enough that most examples still have real lanes to compare.
@@ -62,12 +76,12 @@ _EMPTY_BATCH = [False] * 15 + [True]
 
 def _samples_and_batch_flag(
     draw: st.DrawFn,
-    lane: st.SearchStrategy[T],
+    lane: st.SearchStrategy[_T],
     b: int,
     m: int,
     empty_samples: bool,
     all_empty: bool,
-) -> tuple[list[tuple[bool, list[T]]], bool]:
+) -> tuple[list[tuple[bool, list[_T]]], bool]:
     """Draw ``b`` samples of ``m`` lanes each, with a per-sample "drawn empty" flag, then a
     whole-batch "empty" flag.
 
@@ -328,7 +342,7 @@ def _check_choice(value: object, allowed: Sequence[str], name: str) -> str:
     return str(value)
 
 
-def _value(knob: T | st.SearchStrategy[T]) -> st.SearchStrategy[T]:
+def _value(knob: _T | st.SearchStrategy[_T]) -> st.SearchStrategy[_T]:
     return knob if isinstance(knob, st.SearchStrategy) else st.just(knob)
 
 

@@ -68,6 +68,7 @@ from lpim.testing.reproducer import encoder_source
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
 
 __all__ = [
+    "APPENDED_LANES",
     "CONSUMER_PROPERTIES",
     "Consumer",
     "LaneConsumerPropertyError",
@@ -78,6 +79,9 @@ __all__ = [
     "check_lane_consumer",
     "consumer_outputs",
     "consumer_reproducer",
+    "lane_orders",
+    "with_appended_lanes",
+    "with_padded_lanes",
 ]
 
 Consumer = Callable[..., Any]

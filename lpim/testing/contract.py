@@ -31,7 +31,7 @@ else:  # pragma: no cover - the same parser, from PyPI, before Python 3.11
 
 __all__ = ["DataContract", "find_pyproject", "read_pyproject"]
 
-Sizes = int | tuple[int, int]
+_Sizes = int | tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,9 @@ class DataContract:
     min_points: int = 1
     empty_lanes: bool | str = True
     empty_samples: bool = True
-    batch_size: Sizes = (1, 3)
-    num_lanes: Sizes = (1, 6)
-    num_points: Sizes = (1, 8)
+    batch_size: _Sizes = (1, 3)
+    num_lanes: _Sizes = (1, 6)
+    num_points: _Sizes = (1, 8)
     strategy: st.SearchStrategy[LaneBatch] | None = None
 
     @classmethod
@@ -199,7 +199,7 @@ def _refill(
     return next(iter(padding_variants(batch, kinds).values()))
 
 
-def _range(size: Sizes) -> str:
+def _range(size: _Sizes) -> str:
     return str(size) if isinstance(size, int) else f"{size[0]}-{size[1]}"
 
 

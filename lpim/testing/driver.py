@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 import numpy as np
 import torch
@@ -22,12 +22,18 @@ from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
-from lpim.testing.errors import PropertyError
+from lpim.testing.errors import ExampleT, PropertyError
 from lpim.testing.report import CheckReport, PropertyResult
 
-__all__ = ["Case", "Driver", "IncompleteCheckError", "check_settings", "torch_threads"]
+__all__ = [
+    "Case",
+    "Driver",
+    "IncompleteCheckError",
+    "check_settings",
+    "global_rng_restored",
+    "torch_threads",
+]
 
-ExampleT = TypeVar("ExampleT")
 
 # Failures that belong to every property (the code crashed, wrote into its inputs): they get a
 # row of their own, and the property they interrupted is run again on the examples where the

@@ -11,6 +11,18 @@ from lpim.batch import LaneBatch
 from lpim.testing.report import CheckReport
 
 ExampleT = TypeVar("ExampleT")
+"""The type of a property's example: `lpim.LaneBatch` for encoders, `lpim.LaneSet` for
+consumers."""
+
+__all__ = [
+    "GALLERY",
+    "PROPERTIES",
+    "Cause",
+    "EncoderPropertyError",
+    "ExampleT",
+    "Property",
+    "PropertyError",
+]
 
 
 GALLERY = "docs/pitfalls.md"

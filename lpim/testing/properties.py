@@ -36,6 +36,26 @@ from lpim.testing.protocol import (
     training_modules,
 )
 
+__all__ = [
+    "assert_deterministic",
+    "assert_devices_agree",
+    "assert_empty_lanes_zero",
+    "assert_finite",
+    "assert_gradients_ignore_padding",
+    "assert_gradients_isolated",
+    "assert_ignores_nonfinite_padding",
+    "assert_ignores_padding",
+    "assert_lanes_independent",
+    "assert_matches_unpadded",
+    "empty_lane_values",
+    "lane_alone",
+    "no_cuda_reason",
+    "padding_mixture",
+    "padding_variants",
+    "runs_as",
+    "with_padding",
+]
+
 # -- running the encoder ---------------------------------------------------------------------------
 
 

@@ -25,6 +25,20 @@ from lpim.batch import LaneBatch
 from lpim.testing.errors import EncoderPropertyError
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
 
+__all__ = [
+    "DeadlineExceeded",
+    "Encoder",
+    "EncoderOutput",
+    "ProtocolError",
+    "Subject",
+    "compute_dtype",
+    "foreign_device_tensors",
+    "normalise_output",
+    "reachable_modules",
+    "same_device",
+    "training_modules",
+]
+
 Encoder = Callable[[torch.Tensor, torch.Tensor], Any]
 """Anything callable as ``encoder(points, point_mask)``: see the module docstring."""
 

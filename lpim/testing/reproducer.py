@@ -9,6 +9,8 @@ from typing import Any
 from lpim._version import __version__
 from lpim.batch import LaneBatch
 
+__all__ = ["encoder_source", "reproducer"]
+
 
 def encoder_source(encoder: object, factory: str | None = None) -> tuple[list[str], str]:
     """``(import lines, expression)`` that rebuild ``encoder`` in a fresh interpreter.
