@@ -755,13 +755,20 @@ def assert_gradients_ignore_padding(
                 where = int(ratio.argmax())
                 bad = int((~got.isfinite()).sum())
                 what = f" ({bad} NaN or inf values)" if bad else ""
+                remedy = (
+                    "select real points before the first layer (torch.where(point_mask[..., "
+                    "None], points, 0)), or, if your loader never writes NaN or inf in padded "
+                    "slots, state it: garbage='finite' (lpim check --garbage finite)"
+                    if "inf" in label or "nan" in label
+                    else "select real points before the first layer"
+                )
                 raise EncoderPropertyError(
                     "gradients_ignore_padding",
                     f"with {label} padding, the gradient of parameter {name!r} is "
                     f"{float(got.flatten()[where]):.6g} at element {where}{what} but "
                     f"{float(want.flatten()[where]):.6g} with zero padding, for a loss over "
                     "real lanes only whose value the padding leaves alone: padded slots take "
-                    "part in the backward pass",
+                    f"part in the backward pass (one such batch and training is NaN); {remedy}",
                     variants[label],
                     largest,
                 )
