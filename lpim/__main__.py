@@ -1,4 +1,4 @@
-"""``python -m lpim``: the same as the ``lpim`` command."""
+"""`python -m lpim`: the same as the `lpim` command."""
 
 from lpim.cli import main
 

@@ -1,17 +1,17 @@
 """`LaneBatch`: a padded batch of lanes in the library convention.
 
-A batch holds ``B`` samples, each padded to ``M`` lane slots, each lane padded to ``N`` point slots
-of ``D`` coordinates:
+A batch holds `B` samples, each padded to `M` lane slots, each lane padded to `N` point slots
+of `D` coordinates:
 
 | field | shape | dtype | meaning |
 |---|---|---|---|
-| ``points`` | ``[B, M, N, D]`` | floating | coordinates; padded slots may hold anything |
-| ``point_mask`` | ``[B, M, N]`` | ``bool`` | ``True`` = real point (the library convention) |
-| ``lane_mask`` | ``[B, M]`` | ``bool`` | ``True`` = lane has at least one real point |
-| ``lengths`` | ``[B, M]`` | ``int64`` | number of real points in each lane |
+| `points` | `[B, M, N, D]` | floating | coordinates; padded slots may hold anything |
+| `point_mask` | `[B, M, N]` | `bool` | `True` = real point (the library convention) |
+| `lane_mask` | `[B, M]` | `bool` | `True` = lane has at least one real point |
+| `lengths` | `[B, M]` | `int64` | number of real points in each lane |
 
-Real points need not sit at the front of their lane: the padding ``layout`` is ``"right"`` (real
-points first), ``"left"`` (real points last) or ``"scattered"`` (anything else). Values in padded
+Real points need not sit at the front of their lane: the padding `layout` is `"right"` (real
+points first), `"left"` (real points last) or `"scattered"` (anything else). Values in padded
 slots are meaningless by contract and an encoder must never let them reach a real output.
 """
 
@@ -36,25 +36,25 @@ LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 
 @dataclass(frozen=True, eq=False, repr=False)
 class LaneBatch:
-    """A padded batch of lanes: ``points [B, M, N, D]`` and ``point_mask [B, M, N]``.
+    """A padded batch of lanes: `points [B, M, N, D]` and `point_mask [B, M, N]`.
 
     Args:
-        points: ``[B, M, N, D]`` floating tensor of coordinates. Values in padded slots are
+        points: `[B, M, N, D]` floating tensor of coordinates. Values in padded slots are
             ignored by contract (they may be zeros, huge, inf or NaN).
-        point_mask: ``[B, M, N]`` ``torch.bool``, ``True`` = real point. Same device as
-            ``points``.
+        point_mask: `[B, M, N]` `torch.bool`, `True` = real point. Same device as
+            `points`.
 
     Raises:
-        TypeError: ``points`` is not floating or ``point_mask`` is not ``torch.bool``.
-        ValueError: wrong ranks, shapes that disagree, ``D = 0``, different devices, the
-            ``meta`` device (no values), or a real point that is NaN or inf.
+        TypeError: `points` is not floating or `point_mask` is not `torch.bool`.
+        ValueError: wrong ranks, shapes that disagree, `D = 0`, different devices, the
+            `meta` device (no values), or a real point that is NaN or inf.
 
-    What ``True`` means: a slot the mask marks real *is* a real point, whatever it holds. A
+    What `True` means: a slot the mask marks real *is* a real point, whatever it holds. A
     mask that marks a padded slot as real cannot be told from a real point at those
     coordinates when the slot holds a finite fill (zeros, a repeated last point): it is
     encoded as a real point. When the slot holds NaN or inf (a common padding fill), the batch
-    is refused, naming the first such slot. Zero-size batches (``B``, ``M`` or ``N`` = 0),
-    non-contiguous and expanded tensors, and ``points`` that require grad are accepted as
+    is refused, naming the first such slot. Zero-size batches (`B`, `M` or `N` = 0),
+    non-contiguous and expanded tensors, and `points` that require grad are accepted as
     they are (nothing is copied).
 
     Example:
@@ -77,24 +77,24 @@ class LaneBatch:
 
     @property
     def lane_mask(self) -> torch.Tensor:
-        """``[B, M]`` bool, ``True`` = the lane has at least one real point."""
+        """`[B, M]` bool, `True` = the lane has at least one real point."""
         return self.point_mask.any(dim=-1)
 
     @property
     def lengths(self) -> torch.Tensor:
-        """``[B, M]`` int64, the number of real points in each lane (any layout)."""
+        """`[B, M]` int64, the number of real points in each lane (any layout)."""
         return self.point_mask.sum(dim=-1)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        """``(B, M, N, D)``."""
+        """`(B, M, N, D)`."""
         b, m, n, d = self.points.shape
         return b, m, n, d
 
     @property
     def layout(self) -> Layout:
-        """``"right"`` if every lane's real points come first, ``"left"`` if they all come last,
-        else ``"scattered"``. A batch whose lanes are all full or empty counts as ``"right"``."""
+        """`"right"` if every lane's real points come first, `"left"` if they all come last,
+        else `"scattered"`. A batch whose lanes are all full or empty counts as `"right"`."""
         n = self.point_mask.shape[-1]
         lengths = self.lengths.unsqueeze(-1)  # [B, M, 1]
         slot = torch.arange(n, device=self.point_mask.device)  # [N]
@@ -122,22 +122,22 @@ class LaneBatch:
         """Pad nested lists of lanes into a batch.
 
         Args:
-            lanes: one sequence per sample, each holding that sample's lanes as ``[n_i, D]``
-                tensors (``n_i`` may be 0).
-            num_lanes: ``M``, lane slots per sample; default the most lanes in any sample. A
+            lanes: one sequence per sample, each holding that sample's lanes as `[n_i, D]`
+                tensors (`n_i` may be 0).
+            num_lanes: `M`, lane slots per sample; default the most lanes in any sample. A
                 sample with more lanes is an error (lanes are never dropped silently).
-            num_points: ``N``, point slots per lane; default the longest lane. A longer lane is
+            num_points: `N`, point slots per lane; default the longest lane. A longer lane is
                 an error.
-            layout: where real points go: ``"right"`` (slots ``0..n-1``), ``"left"`` (slots
-                ``N-n..N-1``) or ``"scattered"`` (slots ``floor(i * N / n)``, spreading padding
+            layout: where real points go: `"right"` (slots `0..n-1`), `"left"` (slots
+                `N-n..N-1`) or `"scattered"` (slots `floor(i * N / n)`, spreading padding
                 between real points).
-            point_dim: ``D`` when there is no lane to read it from (default 2).
-            dtype: of ``points``; default that of the first lane (else float32).
-            device: of ``points`` and ``point_mask``; default that of the first lane (else CPU).
+            point_dim: `D` when there is no lane to read it from (default 2).
+            dtype: of `points`; default that of the first lane (else float32).
+            device: of `points` and `point_mask`; default that of the first lane (else CPU).
             fill: value written into padded slots.
 
         Returns:
-            The padded ``LaneBatch``.
+            The padded `LaneBatch`.
         """
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -179,8 +179,8 @@ class LaneBatch:
     def lanes(self, *, drop_empty: bool = False) -> list[list[torch.Tensor]]:
         """The real points of each lane, in slot order: the inverse of `from_lanes`.
 
-        Returns one list per sample of ``[n_i, D]`` tensors; empty lanes are ``[0, D]`` tensors
-        unless ``drop_empty``.
+        Returns one list per sample of `[n_i, D]` tensors; empty lanes are `[0, D]` tensors
+        unless `drop_empty`.
         """
         out: list[list[torch.Tensor]] = []
         for b in range(self.points.shape[0]):
@@ -191,7 +191,7 @@ class LaneBatch:
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> LaneBatch:
-        """A copy on ``device`` with ``points`` cast to ``dtype`` (the mask stays bool)."""
+        """A copy on `device` with `points` cast to `dtype` (the mask stays bool)."""
         return LaneBatch(
             self.points.to(device=device, dtype=dtype), self.point_mask.to(device=device)
         )
@@ -202,7 +202,7 @@ class LaneBatch:
         """Check ranks, dtypes, shapes, devices, and that every real point is finite.
 
         Raises:
-            TypeError: ``points`` not floating, or ``point_mask`` not ``torch.bool``.
+            TypeError: `points` not floating, or `point_mask` not `torch.bool`.
             ValueError: anything else, naming what was expected and what came.
         """
         points, point_mask = self.points, self.point_mask
@@ -258,7 +258,7 @@ class LaneBatch:
 
 
 def _slots(count: int, num_points: int, layout: Layout, device: torch.device | str) -> torch.Tensor:
-    """Slot indices, in increasing order, that ``count`` real points occupy under ``layout``."""
+    """Slot indices, in increasing order, that `count` real points occupy under `layout`."""
     index = torch.arange(count, device=device)
     if layout == "right":
         return index

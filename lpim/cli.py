@@ -1,11 +1,11 @@
-"""The ``lpim`` command.
+"""The `lpim` command.
 
 Subcommands:
-    ``lpim check [MODULE:FACTORY]``  every property on an encoder (default: the reference encoder)
-    ``lpim diagnose MASK.pt --point-mask POINT_MASK.pt``  name the convention or mistake of a mask
-    ``lpim conventions``  the mask conventions table (name, shape, dtype, meaning, used by, call)
-    ``lpim vendor DEST``  copy the reference encoder into your tree, checked to import on its own
-    ``lpim sanitize SCRIPT.py [ARGS]``  run a script with the masks reaching attention checked
+    `lpim check [MODULE:FACTORY]`  every property on an encoder (default: the reference encoder)
+    `lpim diagnose MASK.pt --point-mask POINT_MASK.pt`  name the convention or mistake of a mask
+    `lpim conventions`  the mask conventions table (name, shape, dtype, meaning, used by, call)
+    `lpim vendor DEST`  copy the reference encoder into your tree, checked to import on its own
+    `lpim sanitize SCRIPT.py [ARGS]`  run a script with the masks reaching attention checked
 
 Exit status: 0 success, 1 a check failed, 2 a usage error (bad argument, file exists, ...).
 """
@@ -72,11 +72,11 @@ EXIT_USAGE = 2
 
 
 class UsageError(Exception):
-    """A mistake in how ``lpim`` was called: reported in one line, exit status 2."""
+    """A mistake in how `lpim` was called: reported in one line, exit status 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``lpim`` command with ``argv`` (default ``sys.argv[1:]``); return its exit status."""
+    """Run the `lpim` command with `argv` (default `sys.argv[1:]`); return its exit status."""
     _keep_hypothesis_files_out_of_the_folder()
     parser = _parser()
     try:
@@ -92,9 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 HYPOTHESIS_HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lpim"
-"""Where the ``lpim`` command keeps Hypothesis' files (its example database when a profile
-has one, its caches), unless ``$HYPOTHESIS_STORAGE_DIRECTORY`` says otherwise: never in the
-folder the command runs in, which gets nothing but reproducers (``./lpim-reproducers``)."""
+"""Where the `lpim` command keeps Hypothesis' files (its example database when a profile
+has one, its caches), unless `$HYPOTHESIS_STORAGE_DIRECTORY` says otherwise: never in the
+folder the command runs in, which gets nothing but reproducers (`./lpim-reproducers`)."""
 
 
 def _keep_hypothesis_files_out_of_the_folder() -> None:
@@ -288,10 +288,10 @@ DTYPES = {
 
 
 def load_target(target: str, what: str = "encoder") -> object:
-    """Import ``MODULE:FACTORY`` and return what it names (calling a factory or class).
+    """Import `MODULE:FACTORY` and return what it names (calling a factory or class).
 
-    The current folder is importable, as with ``python -m`` and pytest, so that a user's
-    ``lane_encoder.py`` next to them is found.
+    The current folder is importable, as with `python -m` and pytest, so that a user's
+    `lane_encoder.py` next to them is found.
 
     Raises:
         UsageError: a malformed target, an import error (naming the folders searched and the
@@ -352,12 +352,12 @@ def _takes_no_arguments(function: Callable[..., object]) -> bool:
 
 
 def what_command(what: str) -> str:
-    """The subcommand that checks ``what`` (for messages)."""
+    """The subcommand that checks `what` (for messages)."""
     return "check-consumer" if what == "consumer" else "check"
 
 
 def _current_folder_importable() -> None:
-    """Put the current folder first on ``sys.path``, as ``python -m`` does (console scripts
+    """Put the current folder first on `sys.path`, as `python -m` does (console scripts
     start with the script's own folder there instead)."""
     here = str(Path.cwd())
     if here not in sys.path and "" not in sys.path:
@@ -415,11 +415,11 @@ def _add_run_options(command: argparse.ArgumentParser, properties: Sequence[str]
 
 
 REPRODUCER_DIR = "lpim-reproducers"
-"""Where ``lpim check`` writes reproducers, under the folder it runs in."""
+"""Where `lpim check` writes reproducers, under the folder it runs in."""
 
 
 def _size(text: str) -> int | tuple[int, int]:
-    """``"8"`` -> 8, ``"1-50"`` -> (1, 50): a size flag."""
+    """`"8"` -> 8, `"1-50"` -> (1, 50): a size flag."""
     low, dash, high = text.partition("-")
     try:
         return (int(low), int(high)) if dash else int(low)
@@ -430,7 +430,7 @@ def _size(text: str) -> int | tuple[int, int]:
 
 
 def _contract_options(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    """The data contract and run options: ``[tool.lpim]`` of the nearest pyproject.toml, then
+    """The data contract and run options: `[tool.lpim]` of the nearest pyproject.toml, then
     the flags given; and where the table came from ('' when none)."""
     found = find_pyproject(Path.cwd())
     options: dict[str, Any] = {}
@@ -512,7 +512,7 @@ def _run_check(
     args: argparse.Namespace,
     options: dict[str, Any],
 ) -> int:
-    """Run ``check`` with the shared options, print the report and every failure's
+    """Run `check` with the shared options, print the report and every failure's
     reproducer path; the exit status."""
     if options.get("threads", 1) is not None and options.get("threads", 1) < 1:
         raise UsageError(f"--threads must be at least 1; got {options['threads']}")
@@ -568,7 +568,7 @@ _FLAGS = {
 
 
 def _flag_names(message: str) -> str:
-    """``message`` with the check's keywords named as this command's flags where it tells
+    """`message` with the check's keywords named as this command's flags where it tells
     what to pass or what was wrong ("pass point_dim=D", "min_points must be ...")."""
     for keyword, flag in _FLAGS.items():
         message = re.sub(rf"\bpass {keyword}=(\w+)", rf"pass {flag} \1", message)
@@ -652,7 +652,7 @@ def _add_deadline_option(check: argparse.ArgumentParser) -> None:
 
 
 def _deadline(args: argparse.Namespace) -> float | None:
-    """``--deadline`` checked: a positive finite number of seconds, or None."""
+    """`--deadline` checked: a positive finite number of seconds, or None."""
     seconds: float | None = args.deadline
     if seconds is not None and not (0 < seconds < float("inf")):
         raise UsageError(f"--deadline must be a positive number of seconds; got {seconds}")
@@ -660,8 +660,8 @@ def _deadline(args: argparse.Namespace) -> float | None:
 
 
 def _write_reproducer(failure: PropertyError[Any], directory: Path) -> Path:
-    """Write ``failure``'s reproducer, runnable from any folder: the folders the checked code
-    was imported from go first on its ``sys.path``."""
+    """Write `failure`'s reproducer, runnable from any folder: the folders the checked code
+    was imported from go first on its `sys.path`."""
     directory.mkdir(parents=True, exist_ok=True)
     dtype = failure.dtype.removeprefix("torch.")
     path = directory / f"{failure.property_name}_{dtype}.py"
@@ -784,7 +784,7 @@ def _vendor(args: argparse.Namespace) -> int:
 
 
 def _non_torch_imports(source: str) -> set[str]:
-    """Top-level packages ``source`` imports beyond torch and the standard library."""
+    """Top-level packages `source` imports beyond torch and the standard library."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -808,7 +808,7 @@ assert out.lane_embedding.shape == (2, 3, 16) and bool(out.lane_embedding.isfini
 
 
 def _imports_on_its_own(path: Path) -> str:
-    """Import ``path`` in a fresh interpreter where lpim cannot be imported; '' if it works."""
+    """Import `path` in a fresh interpreter where lpim cannot be imported; '' if it works."""
     result = subprocess.run(
         [sys.executable, "-c", _SMOKE_TEST, str(path)],
         capture_output=True,
@@ -822,7 +822,7 @@ def _imports_on_its_own(path: Path) -> str:
 
 
 def _sanitize(args: argparse.Namespace) -> int:
-    """Run a user's script under ``lpim.sanitize(on_finding="collect")``; print the findings."""
+    """Run a user's script under `lpim.sanitize(on_finding="collect")`; print the findings."""
     import runpy
     import traceback
 

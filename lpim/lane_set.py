@@ -6,11 +6,11 @@ cross-attending over the lanes, a pooled scene vector, a planner's map context. 
 | field | shape | dtype | meaning |
 |---|---|---|---|
 | `lane_embedding` | `[B, M, C]` | floating | one per lane slot; padded lanes hold anything |
-| ``lane_mask`` | ``[B, M]`` | ``bool`` | ``True`` = real lane (the library convention) |
+| `lane_mask` | `[B, M]` | `bool` | `True` = real lane (the library convention) |
 | `args` | (any) | (any) | other positional inputs, e.g. BEV queries `[B, Q, C]` |
-| ``kwargs`` | (any) | (any) | the consumer's other keyword inputs |
+| `kwargs` | (any) | (any) | the consumer's other keyword inputs |
 
-and is called as ``consumer(lane_embedding, lane_mask, *args, **kwargs)``. A sample may have no
+and is called as `consumer(lane_embedding, lane_mask, *args, **kwargs)`. A sample may have no
 real lane at all, and so may a whole batch.
 """
 
@@ -30,16 +30,16 @@ class LaneSet:
     """The inputs of one lane-set consumer call.
 
     Args:
-        lane_embedding: ``[B, M, C]`` floating. Rows of padded lanes are meaningless by
+        lane_embedding: `[B, M, C]` floating. Rows of padded lanes are meaningless by
             contract (they may be zeros, huge, inf or NaN); rows of real lanes are finite.
-        lane_mask: ``[B, M]`` ``torch.bool``, ``True`` = real lane. Same device as
-            ``lane_embedding``.
-        args: the consumer's other positional inputs, passed after ``lane_mask``. They must
-            not depend on ``M`` (the checks append lanes).
+        lane_mask: `[B, M]` `torch.bool`, `True` = real lane. Same device as
+            `lane_embedding`.
+        args: the consumer's other positional inputs, passed after `lane_mask`. They must
+            not depend on `M` (the checks append lanes).
         kwargs: the consumer's other keyword inputs.
 
     Raises:
-        TypeError: ``lane_embedding`` is not a floating tensor, ``lane_mask`` not a bool tensor.
+        TypeError: `lane_embedding` is not a floating tensor, `lane_mask` not a bool tensor.
         ValueError: wrong ranks, shapes that disagree, different devices, or a real lane that
             holds NaN or inf.
 
@@ -63,7 +63,7 @@ class LaneSet:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """``(B, M, C)``."""
+        """`(B, M, C)`."""
         b, m, c = self.lane_embedding.shape
         return b, m, c
 
@@ -107,7 +107,7 @@ class LaneSet:
     def to(
         self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
     ) -> LaneSet:
-        """A copy on ``device`` with floating tensors (embedding and other inputs) at ``dtype``."""
+        """A copy on `device` with floating tensors (embedding and other inputs) at `dtype`."""
         return LaneSet(
             _convert(self.lane_embedding, device, dtype),
             self.lane_mask.to(device) if device is not None else self.lane_mask,
@@ -116,7 +116,7 @@ class LaneSet:
         )
 
     def call(self, consumer: Any) -> Any:
-        """``consumer(lane_embedding, lane_mask, *args, **kwargs)``."""
+        """`consumer(lane_embedding, lane_mask, *args, **kwargs)`."""
         return consumer(self.lane_embedding, self.lane_mask, *self.args, **self.kwargs)
 
     def __repr__(self) -> str:
@@ -138,7 +138,7 @@ class LaneSet:
 
 
 def _convert(value: Any, device: str | torch.device | None, dtype: torch.dtype | None) -> Any:
-    """Tensors to ``device``, floating ones to ``dtype``; anything else as it is."""
+    """Tensors to `device`, floating ones to `dtype`; anything else as it is."""
     if not isinstance(value, torch.Tensor):
         return value
     if value.is_floating_point() and dtype is not None:
@@ -154,7 +154,7 @@ def _value_summary(value: Any) -> str:
 
 
 def _garbage_kinds(padded: torch.Tensor) -> str:
-    """What padded rows ``[P, C]`` hold, in words: 'zeros', 'nan and inf', ..."""
+    """What padded rows `[P, C]` hold, in words: 'zeros', 'nan and inf', ..."""
     kinds = []
     if bool((padded == 0).any()):
         kinds.append("zeros")

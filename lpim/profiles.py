@@ -1,27 +1,27 @@
-"""lpim's Hypothesis settings profiles: ``lpim-dev``, ``lpim-ci`` and ``lpim-thorough``.
+"""lpim's Hypothesis settings profiles: `lpim-dev`, `lpim-ci` and `lpim-thorough`.
 
-Select one with Hypothesis' own option, ``pytest --hypothesis-profile lpim-ci``, with
-``lpim check --profile lpim-ci``, or in code with ``hypothesis.settings.load_profile("lpim-ci")``
+Select one with Hypothesis' own option, `pytest --hypothesis-profile lpim-ci`, with
+`lpim check --profile lpim-ci`, or in code with `hypothesis.settings.load_profile("lpim-ci")`
 after `register_profiles` (the pytest plugin calls it when pytest starts).
 
 | profile | max_examples | derandomize | database | print_blob | for |
 |---|---|---|---|---|---|
-| ``lpim-dev`` | 10 | no | yes | no | editing: seconds |
-| ``lpim-ci`` | 50 | yes | none | yes | CI: same run twice |
-| ``lpim-thorough`` | 500 | no | yes | yes | a nightly run |
+| `lpim-dev` | 10 | no | yes | no | editing: seconds |
+| `lpim-ci` | 50 | yes | none | yes | CI: same run twice |
+| `lpim-thorough` | 500 | no | yes | yes | a nightly run |
 
-All three have ``deadline=None`` (torch's first calls on a new shape are slow, and a deadline would
-report that as a flaky failure) and suppress the ``too_slow`` and ``data_too_large`` health checks
-(a padded lane batch is large by design), and ``function_scoped_fixture`` (lpim's fixtures hold no
-per-example state). Each is registered with ``parent=`` Hypothesis' ``default`` profile: a profile
+All three have `deadline=None` (torch's first calls on a new shape are slow, and a deadline would
+report that as a flaky failure) and suppress the `too_slow` and `data_too_large` health checks
+(a padded lane batch is large by design), and `function_scoped_fixture` (lpim's fixtures hold no
+per-example state). Each is registered with `parent=` Hypothesis' `default` profile: a profile
 registered without a parent inherits from whichever profile is loaded, and Hypothesis loads its
-built-in ``ci`` profile by itself when it sees a CI environment variable, which would silently
-change ``lpim-dev`` there.
+built-in `ci` profile by itself when it sees a CI environment variable, which would silently
+change `lpim-dev` there.
 
-The example database (where ``lpim-dev`` and ``lpim-thorough`` keep failing examples so that a
+The example database (where `lpim-dev` and `lpim-thorough` keep failing examples so that a
 failure found once is replayed first next time) is Hypothesis' default,
-``.hypothesis/examples`` under the working directory. Point it elsewhere with
-``LPIM_HYPOTHESIS_DATABASE=/some/dir`` (read when the profiles are registered).
+`.hypothesis/examples` under the working directory. Point it elsewhere with
+`LPIM_HYPOTHESIS_DATABASE=/some/dir` (read when the profiles are registered).
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ def _database() -> ExampleDatabase | None:
 
 
 def register_profiles() -> None:
-    """Register ``lpim-dev``, ``lpim-ci`` and ``lpim-thorough`` with Hypothesis (idempotent).
+    """Register `lpim-dev`, `lpim-ci` and `lpim-thorough` with Hypothesis (idempotent).
 
-    Registering does not load a profile: pass ``--hypothesis-profile NAME`` to pytest or call
-    ``hypothesis.settings.load_profile(NAME)``.
+    Registering does not load a profile: pass `--hypothesis-profile NAME` to pytest or call
+    `hypothesis.settings.load_profile(NAME)`.
     """
     default = settings.get_profile("default")
     database = _database()

@@ -1,31 +1,34 @@
 """lpim's pytest plugin: Hypothesis profiles, a device option and fixture, a one-line check.
 
-Installing lpim is enough: the plugin is registered under pytest's ``pytest11`` entry point.
+Installing lpim is enough: the plugin is registered under pytest's `pytest11` entry point.
 
-- Profiles ``lpim-dev``, ``lpim-ci`` and ``lpim-thorough`` (:mod:`lpim.profiles`) are registered
-  when pytest starts; pick one with Hypothesis' own ``--hypothesis-profile lpim-ci``.
-- ``--lpim-device DEVICE`` (repeatable; ``cpu``, ``cuda``, ``cuda:1`` or ``all`` = CPU and every
-  visible CUDA device; default ``cpu``) chooses the devices of the ``lpim_device`` fixture.
-- ``lpim_device``: a :class:`torch.device`, one test per chosen device. A CUDA device that is not
+- Profiles `lpim-dev`, `lpim-ci` and `lpim-thorough` ([`lpim.profiles`][lpim.profiles]) are
+    registered
+  when pytest starts; pick one with Hypothesis' own `--hypothesis-profile lpim-ci`.
+- `--lpim-device DEVICE` (repeatable; `cpu`, `cuda`, `cuda:1` or `all` = CPU and every
+  visible CUDA device; default `cpu`) chooses the devices of the `lpim_device` fixture.
+- `lpim_device`: a `torch.device`, one test per chosen device. A CUDA device that is not
   there skips its test with the reason (no CUDA build, no GPU visible, or too few GPUs).
-- ``--lpim-sanitize`` runs every test under ``lpim.sanitize(on_finding="raise")``, and the
-  ``lpim_sanitize`` fixture does it for one test: a mask hazard that reaches torch's attention
-  fails the test with ``lpim.MaskHazardError`` naming the line and the fix.
-- ``lpim_check``: ``lpim_check(encoder_or_factory, **kwargs)`` runs
-  `lpim.testing.check_encoder` on ``lpim_device`` with the loaded profile's settings and the
-  data contract of ``[tool.lpim]`` in pyproject.toml, and returns the
+- `--lpim-sanitize` runs every test under `lpim.sanitize(on_finding="raise")`, and the
+  `lpim_sanitize` fixture does it for one test: a mask hazard that reaches torch's attention
+  fails the test with `lpim.MaskHazardError` naming the line and the fix.
+- `lpim_check`: `lpim_check(encoder_or_factory, **kwargs)` runs
+  `lpim.testing.check_encoder` on `lpim_device` with the loaded profile's settings and the
+  data contract of `[tool.lpim]` in pyproject.toml, and returns the
   `lpim.testing.CheckReport`; a failed property fails the test with lpim's message first (the
   property, the shrunk example, the reproducer) and a short summary line naming the property.
-- ``lpim_check_consumer``: the same for lane-set consumers (`lpim.testing.check_lane_consumer`).
+- `lpim_check_consumer`: the same for lane-set consumers (`lpim.testing.check_lane_consumer`).
 
-Example (``test_my_encoder.py``)::
+Example (`test_my_encoder.py`):
 
-    from my_package.model import build_encoder
+```python
+from my_package.model import build_encoder
 
-    def test_my_encoder_masks_padding(lpim_check):
-        lpim_check(build_encoder)
+def test_my_encoder_masks_padding(lpim_check):
+    lpim_check(build_encoder)
+```
 
-run with ``pytest --hypothesis-profile lpim-ci --lpim-device all``.
+run with `pytest --hypothesis-profile lpim-ci --lpim-device all`.
 
 torch is imported only when a fixture is used, so the plugin costs nothing in a project that
 does not use it.
@@ -99,14 +102,14 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def resolve_devices(requested: list[str] | None) -> list[str]:
-    """The device names ``--lpim-device`` values stand for, in order, without duplicates.
+    """The device names `--lpim-device` values stand for, in order, without duplicates.
 
-    ``all`` becomes ``cpu`` plus ``cuda:0`` .. ``cuda:{n-1}`` for the visible CUDA devices, or
-    ``cpu`` and ``cuda`` where none is visible (so that the CUDA test is reported as skipped,
+    `all` becomes `cpu` plus `cuda:0` .. `cuda:{n-1}` for the visible CUDA devices, or
+    `cpu` and `cuda` where none is visible (so that the CUDA test is reported as skipped,
     with its reason, instead of vanishing).
 
     Raises:
-        pytest.UsageError: a value that is not ``cpu``, ``cuda``, ``cuda:N`` or ``all``.
+        pytest.UsageError: a value that is not `cpu`, `cuda`, `cuda:N` or `all`.
     """
     names: list[str] = []
     for value in requested or ["cpu"]:
@@ -151,7 +154,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _cuda_missing(name: str) -> str:
-    """Why CUDA device ``name`` cannot be used here ('' if it can)."""
+    """Why CUDA device `name` cannot be used here ('' if it can)."""
     import torch
 
     if torch.version.cuda is None:
@@ -177,11 +180,11 @@ def _cuda_missing(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def lpim_device(request: pytest.FixtureRequest) -> torch.device:
-    """The device to test on: one test per ``--lpim-device`` value (default ``cpu``).
+    """The device to test on: one test per `--lpim-device` value (default `cpu`).
 
     A CUDA device that is not available skips the test with the reason. Session-scoped, so it
-    can be used inside a Hypothesis ``@given`` test without tripping the
-    ``function_scoped_fixture`` health check.
+    can be used inside a Hypothesis `@given` test without tripping the
+    `function_scoped_fixture` health check.
     """
     import torch
 
@@ -199,11 +202,11 @@ def _profile_name() -> str:
 
 
 def profile_settings() -> Settings:
-    """The settings ``lpim_check`` runs with.
+    """The settings `lpim_check` runs with.
 
-    The profile loaded with ``--hypothesis-profile`` (or ``settings.load_profile``) when it is
-    one you chose; when Hypothesis is on a profile it picked by itself (``default``, or ``ci``,
-    which it loads when it sees a CI environment variable), ``lpim-dev`` or, in CI, ``lpim-ci``:
+    The profile loaded with `--hypothesis-profile` (or `settings.load_profile`) when it is
+    one you chose; when Hypothesis is on a profile it picked by itself (`default`, or `ci`,
+    which it loads when it sees a CI environment variable), `lpim-dev` or, in CI, `lpim-ci`:
     Hypothesis' defaults of 100 examples, for every property at four dtypes, are slower than a
     unit test should be.
     """
@@ -219,15 +222,15 @@ def profile_settings() -> Settings:
 def lpim_check(
     lpim_device: torch.device, pytestconfig: pytest.Config
 ) -> Callable[..., CheckReport]:
-    """``lpim_check(encoder_or_factory, **kwargs)``: `lpim.testing.check_encoder`, here.
+    """`lpim_check(encoder_or_factory, **kwargs)`: `lpim.testing.check_encoder`, here.
 
-    ``encoder_or_factory`` is an encoder (anything following the encoder protocol) or a
+    `encoder_or_factory` is an encoder (anything following the encoder protocol) or a
     zero-argument callable that builds one (a class or a factory function; told apart from an
-    encoder by not being an ``nn.Module`` and taking no arguments). It runs on ``lpim_device``
+    encoder by not being an `nn.Module` and taking no arguments). It runs on `lpim_device`
     with the loaded Hypothesis profile's settings (see `profile_settings`) and the data contract
-    of the ``[tool.lpim]`` table in the project's ``pyproject.toml`` (``layout``, ``garbage``,
-    ``min-points``, ...); ``kwargs`` go to ``check_encoder`` (``dtype=``, ``point_dim=``,
-    ``properties=``, ``layout=``, ``settings=``, ...) and override those defaults. Returns the
+    of the `[tool.lpim]` table in the project's `pyproject.toml` (`layout`, `garbage`,
+    `min-points`, ...); `kwargs` go to `check_encoder` (`dtype=`, `point_dim=`,
+    `properties=`, `layout=`, `settings=`, ...) and override those defaults. Returns the
     report; a failed property raises `lpim.testing.EncoderPropertyError`, which fails the test
     with lpim's message first: the property, the shrunk example and the reproducer.
     """
@@ -250,13 +253,13 @@ def lpim_check(
 
 @pytest.fixture(scope="session")
 def lpim_check_consumer(lpim_device: torch.device) -> Callable[..., CheckReport]:
-    """``lpim_check_consumer(consumer_or_factory, **kwargs)``:
+    """`lpim_check_consumer(consumer_or_factory, **kwargs)`:
     `lpim.testing.check_lane_consumer`, here.
 
     As `lpim_check`, for what reads the lanes: ``consumer(lane_embedding [B, M, C], lane_mask
-    [B, M], *other_inputs)`` with ``lane_mask`` True = real lane. ``kwargs`` go to
-    ``check_lane_consumer`` (``other_inputs=`` such as `lpim.strategies.bev_queries` or
-    `lpim.strategies.bev_maps`, ``order_invariant=``, ``embed_dim=``, ``dtype=``, ...). A failed
+    [B, M], *other_inputs)` with `lane_mask` True = real lane. `kwargs`` go to
+    `check_lane_consumer` (`other_inputs=` such as `lpim.strategies.bev_queries` or
+    `lpim.strategies.bev_maps`, `order_invariant=`, `embed_dim=`, `dtype=`, ...). A failed
     property raises `lpim.testing.LaneConsumerPropertyError`.
     """
     from lpim.testing import check_lane_consumer
@@ -290,7 +293,7 @@ _CONTRACT_KEYS = (
 
 
 def _pyproject_defaults(config: pytest.Config) -> dict[str, Any]:
-    """The data contract of ``[tool.lpim]`` in the pyproject.toml at or above pytest's rootdir."""
+    """The data contract of `[tool.lpim]` in the pyproject.toml at or above pytest's rootdir."""
     from pathlib import Path
 
     from lpim.testing.contract import find_pyproject, read_pyproject
@@ -345,7 +348,7 @@ def _build(encoder_or_factory: Any) -> Any:
 
 
 def _factory_path(factory: Any) -> str | None:
-    """``module:qualname`` for a factory defined at a module's top level, for the reproducer."""
+    """`module:qualname` for a factory defined at a module's top level, for the reproducer."""
     module = getattr(factory, "__module__", None)
     qualname = getattr(factory, "__qualname__", "")
     if not module or not qualname or "<" in qualname:
@@ -358,7 +361,7 @@ def _factory_path(factory: Any) -> str | None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    """With ``--lpim-sanitize``, run the test body under ``lpim.sanitize(on_finding="raise")``."""
+    """With `--lpim-sanitize`, run the test body under `lpim.sanitize(on_finding="raise")`."""
     if not item.config.getoption("lpim_sanitize", default=False):
         yield
         return
@@ -370,10 +373,10 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 @pytest.fixture
 def lpim_sanitize() -> Iterator[SanitizeReport]:
-    """This test runs under ``lpim.sanitize(on_finding="raise")``; the fixture is its report.
+    """This test runs under `lpim.sanitize(on_finding="raise")`; the fixture is its report.
 
     A mask hazard in any attention call the test makes (its own or its model's) raises
-    `lpim.MaskHazardError` at that call, which fails the test; ``report.calls`` says how
+    `lpim.MaskHazardError` at that call, which fails the test; `report.calls` says how
     many attention calls were inspected, so a test can assert that its model was seen at all.
     """
     from lpim.sanitizer import sanitize

@@ -1,22 +1,26 @@
 """Hypothesis strategies that draw padded lane batches.
 
-:func:`lane_batches` draws a :class:`~lpim.LaneBatch`; :func:`padded_tensors` draws the same data
-as a ``(points, point_mask)`` tuple for users with their own batch types. :func:`lane_sets` draws
-a :class:`~lpim.LaneSet`, the input of a lane-set consumer (``lane_embedding [B, M, C]``,
-``lane_mask [B, M]`` and the consumer's other inputs). Every knob takes an int
-(or a value), a ``(min, max)`` range, or a Hypothesis strategy.
+[`lane_batches`][lpim.strategies.lane_batches] draws a [`LaneBatch`][lpim.LaneBatch];
+[`padded_tensors`][lpim.strategies.padded_tensors] draws the same data
+as a `(points, point_mask)` tuple for users with their own batch types.
+[`lane_sets`][lpim.strategies.lane_sets] draws
+a [`LaneSet`][lpim.LaneSet], the input of a lane-set consumer (`lane_embedding [B, M, C]`,
+`lane_mask [B, M]` and the consumer's other inputs). Every knob takes an int
+(or a value), a `(min, max)` range, or a Hypothesis strategy.
 
-Everything is drawn from Hypothesis' own primitives (``integers``, ``floats``, ``sampled_from``,
-``hypothesis.extra.numpy.arrays``), so the database replays failures and examples shrink toward
+Everything is drawn from Hypothesis' own primitives (`integers`, `floats`, `sampled_from`,
+`hypothesis.extra.numpy.arrays`), so the database replays failures and examples shrink toward
 the simplest batch: 1 sample, 1 lane, 1 point, coordinates 0, every slot real, right padding,
 zeros in padded slots.
 
 Example:
+    ```python
     >>> from hypothesis import given
     >>> from lpim.strategies import lane_batches
     >>> @given(lane_batches(num_lanes=(1, 50), layout="left", garbage="nan"))
     ... def test_my_encoder(batch):
     ...     ...
+    ```
 """
 
 from __future__ import annotations
@@ -61,9 +65,9 @@ GARBAGE_CONTRACTS: dict[str, tuple[str, ...]] = {
     "zeros": ("zeros",),
     "repeat_last": ("repeat_last",),
 }
-"""What a data contract's ``garbage=`` allows in padded slots, as kinds of `GARBAGE_KINDS`:
-``"any"`` (huge, inf and NaN too), ``"finite"`` (finite values within the real coordinates'
-range), ``"zeros"``, ``"repeat_last"`` (each lane's last real point, zeros in empty lanes)."""
+"""What a data contract's `garbage=` allows in padded slots, as kinds of `GARBAGE_KINDS`:
+`"any"` (huge, inf and NaN too), `"finite"` (finite values within the real coordinates'
+range), `"zeros"`, `"repeat_last"` (each lane's last real point, zeros in empty lanes)."""
 
 _T = TypeVar("_T")
 
@@ -82,11 +86,12 @@ def _samples_and_batch_flag(
     empty_samples: bool,
     all_empty: bool,
 ) -> tuple[list[tuple[bool, list[_T]]], bool]:
-    """Draw ``b`` samples of ``m`` lanes each, with a per-sample "drawn empty" flag, then a
+    """Draw `b` samples of `m` lanes each, with a per-sample "drawn empty" flag, then a
     whole-batch "empty" flag.
 
     Each sample's draws are contiguous so the shrinker can delete them as a block; the flags
-    shrink toward False (real). Shared by :func:`lane_batches` and :func:`lane_sets`.
+    shrink toward False (real). Shared by [`lane_batches`][lpim.strategies.lane_batches] and
+    [`lane_sets`][lpim.strategies.lane_sets].
     """
     sample = st.tuples(
         st.sampled_from(_EMPTY_SAMPLE) if empty_samples else st.just(False),
@@ -114,38 +119,38 @@ def lane_batches(
     coord_range: float = 50.0,
     min_points: int = 1,
 ) -> LaneBatch:
-    """A Hypothesis strategy of padded :class:`~lpim.LaneBatch` es.
+    """A Hypothesis strategy of padded [`LaneBatch`][lpim.LaneBatch] es.
 
     Args:
-        batch_size: ``B``, samples per batch.
-        num_lanes: ``M``, lane slots per sample.
-        num_points: ``N``, point slots per lane.
-        point_dim: ``D``, coordinates per point.
-        layout: ``"right"``, ``"left"``, ``"scattered"``, a list of them, or None for any
-            (shrinks toward ``"right"``).
-        garbage: what padded slots hold: ``"zeros"``, ``"finite"`` (finite values within
-            ``[-coord_range, coord_range]``), ``"repeat_last"`` (each lane's last real point;
-            zeros in empty lanes), ``"large"`` (up to 1e30, clipped to the dtype's largest
-            finite value), ``"inf"`` (+-inf), ``"nan"``, a list, or None (or ``"any"``) for any
-            (shrinks toward ``"zeros"``).
+        batch_size: `B`, samples per batch.
+        num_lanes: `M`, lane slots per sample.
+        num_points: `N`, point slots per lane.
+        point_dim: `D`, coordinates per point.
+        layout: `"right"`, `"left"`, `"scattered"`, a list of them, or None for any
+            (shrinks toward `"right"`).
+        garbage: what padded slots hold: `"zeros"`, `"finite"` (finite values within
+            `[-coord_range, coord_range]`), `"repeat_last"` (each lane's last real point;
+            zeros in empty lanes), `"large"` (up to 1e30, clipped to the dtype's largest
+            finite value), `"inf"` (+-inf), `"nan"`, a list, or None (or `"any"`) for any
+            (shrinks toward `"zeros"`).
         empty_lanes: draw lanes with no real point.
-        empty_samples: draw samples with no real lane (needs ``empty_lanes``).
-        all_empty: draw batches with no real point at all (needs ``empty_samples``).
-        dtype: of ``points`` (a floating dtype, or a strategy of them).
+        empty_samples: draw samples with no real lane (needs `empty_lanes`).
+        all_empty: draw batches with no real point at all (needs `empty_samples`).
+        dtype: of `points` (a floating dtype, or a strategy of them).
         device: of both tensors.
-        coord_range: real coordinates are finite and lie in ``[-coord_range, coord_range]``.
+        coord_range: real coordinates are finite and lie in `[-coord_range, coord_range]`.
         min_points: the fewest real points a non-empty lane has (lanes of fewer slots than this
-            are drawn empty); the low end of a ``num_points`` range is raised to it.
+            are drawn empty); the low end of a `num_points` range is raised to it.
 
     Returns:
-        A strategy; each example is a valid ``LaneBatch`` (real points finite, mask bool).
+        A strategy; each example is a valid `LaneBatch` (real points finite, mask bool).
 
     Raises:
         hypothesis.errors.InvalidArgument: when drawing, for any knob outside what is
             documented here (a negative or reversed range, an unknown layout or garbage kind,
             a non-floating dtype, a device torch does not know, is not available, or the
-            ``meta`` device, which holds no values; a non-positive or non-finite
-            ``coord_range``; a non-bool flag), naming the knob, what it expects and what came.
+            `meta` device, which holds no values; a non-positive or non-finite
+            `coord_range`; a non-bool flag), naming the knob, what it expects and what came.
             Values drawn from a strategy knob are checked the same way.
     """
     for flag, value in (
@@ -238,7 +243,7 @@ def lane_batches(
 
 
 def repeat_last_point(points: np.ndarray, point_mask: np.ndarray) -> np.ndarray:
-    """``points [B, M, N, D]`` with every slot set to its lane's last real point (in slot
+    """`points [B, M, N, D]` with every slot set to its lane's last real point (in slot
     order; zeros for a lane with none): what a loader that pads by repetition writes.
 
     Only the padded slots of the result are meant to be used.
@@ -253,9 +258,10 @@ def repeat_last_point(points: np.ndarray, point_mask: np.ndarray) -> np.ndarray:
 
 
 def padded_tensors(**knobs: Any) -> st.SearchStrategy[tuple[torch.Tensor, torch.Tensor]]:
-    """The same draws as :func:`lane_batches` (same knobs), as ``(points, point_mask)`` tuples.
+    """The same draws as [`lane_batches`][lpim.strategies.lane_batches] (same knobs), as
+    `(points, point_mask)` tuples.
 
-    ``points [B, M, N, D]`` floating, ``point_mask [B, M, N]`` bool, True = real point.
+    `points [B, M, N, D]` floating, `point_mask [B, M, N]` bool, True = real point.
     """
     return lane_batches(**knobs).map(lambda batch: (batch.points, batch.point_mask))
 
@@ -281,7 +287,7 @@ def _ints(knob: object, name: str, *, low: int) -> st.SearchStrategy[int]:
 
 
 def _at_least(knob: object, low: int) -> object:
-    """A ``(min, max)`` knob with ``min`` raised to ``low`` where the range reaches it."""
+    """A `(min, max)` knob with `min` raised to `low` where the range reaches it."""
     if isinstance(knob, tuple) and len(knob) == 2 and all(isinstance(v, int) for v in knob):
         lo, hi = knob
         if lo < low <= hi:
@@ -290,14 +296,14 @@ def _at_least(knob: object, low: int) -> object:
 
 
 def _check_drawn_int(value: object, name: str, low: int) -> int:
-    """A value drawn from a strategy knob: an int of at least ``low``, or InvalidArgument."""
+    """A value drawn from a strategy knob: an int of at least `low`, or InvalidArgument."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise InvalidArgument(f"{name} must be an int >= {low}; its strategy drew {value!r}")
     return value
 
 
 def _device(value: object) -> torch.device:
-    """``value`` as a torch.device that holds data and is available, or InvalidArgument."""
+    """`value` as a torch.device that holds data and is available, or InvalidArgument."""
     if isinstance(value, bool) or not isinstance(value, str | torch.device):
         raise InvalidArgument(f"device must be a str or torch.device; got {value!r}")
     try:
@@ -347,11 +353,11 @@ def _value(knob: _T | st.SearchStrategy[_T]) -> st.SearchStrategy[_T]:
 
 
 def garbage_fills(kind: str, dtype: torch.dtype, bound: float = 1.0) -> dict[str, float]:
-    """The constant values of garbage ``kind`` (of `GARBAGE_KINDS`), by label: what the
+    """The constant values of garbage `kind` (of `GARBAGE_KINDS`), by label: what the
     padding properties write into padded slots and what the strategies draw there.
 
-    ``"finite"`` is plus and minus ``bound`` (the real values' range); ``"large"`` is +-1e30,
-    clipped to ``dtype``'s largest finite value; ``"repeat_last"`` has none (it copies each
+    `"finite"` is plus and minus `bound` (the real values' range); `"large"` is +-1e30,
+    clipped to `dtype`'s largest finite value; `"repeat_last"` has none (it copies each
     lane's last real point).
     """
     big = min(1e30, float(torch.finfo(dtype).max))
@@ -366,7 +372,7 @@ def garbage_fills(kind: str, dtype: torch.dtype, bound: float = 1.0) -> dict[str
 
 
 def _garbage_values(kind: str, dtype: torch.dtype, bound: float = 1.0) -> list[float]:
-    """The values drawn for ``kind``: its fills, and for ``"large"`` values in between too."""
+    """The values drawn for `kind`: its fills, and for `"large"` values in between too."""
     if kind == "repeat_last":
         return [0.0]  # lane sets have no points to repeat: a padded lane holds zeros
     values = list(garbage_fills(kind, dtype, bound).values())
@@ -378,8 +384,8 @@ def _garbage_values(kind: str, dtype: torch.dtype, bound: float = 1.0) -> list[f
 
 
 def _apply_layout(counts: np.ndarray, n: int, layout: str, keys: np.ndarray) -> np.ndarray:
-    """``[B, M, N]`` mask with ``counts [B, M]`` real points per lane: first (``"right"``), last
-    (``"left"``), or on the slots whose ``keys [B, M, N]`` are smallest (``"scattered"``)."""
+    """`[B, M, N]` mask with `counts [B, M]` real points per lane: first (`"right"`), last
+    (`"left"`), or on the slots whose `keys [B, M, N]` are smallest (`"scattered"`)."""
     slot = np.arange(n)
     if layout == "scattered":
         slot = np.argsort(np.argsort(keys, axis=-1, kind="stable"), axis=-1)  # rank of each slot
@@ -392,8 +398,8 @@ def _apply_layout(counts: np.ndarray, n: int, layout: str, keys: np.ndarray) -> 
 # -- lane sets: the inputs of lane-set consumers ---------------------------------------------------
 
 OtherInputs = Callable[[int, torch.dtype, torch.device], st.SearchStrategy[Any]]
-"""``other_inputs(batch_size, dtype, device)`` -> a strategy of a consumer's other inputs: a
-``tuple`` (positional, passed after ``lane_mask``) or a ``dict`` (keyword)."""
+"""`other_inputs(batch_size, dtype, device)` -> a strategy of a consumer's other inputs: a
+`tuple` (positional, passed after `lane_mask`) or a `dict` (keyword)."""
 
 
 @st.composite
@@ -411,30 +417,30 @@ def lane_sets(
     value_range: float = 4.0,
     other_inputs: OtherInputs | None = None,
 ) -> LaneSet:
-    """A Hypothesis strategy of :class:`~lpim.LaneSet` s: what a lane-set consumer receives.
+    """A Hypothesis strategy of [`LaneSet`][lpim.LaneSet] s: what a lane-set consumer receives.
 
-    Each example holds ``lane_embedding [B, M, C]``, ``lane_mask [B, M]`` (bool, True = real
-    lane) and the consumer's other inputs drawn by ``other_inputs``. Shrinks toward 1 sample, 1
+    Each example holds `lane_embedding [B, M, C]`, `lane_mask [B, M]` (bool, True = real
+    lane) and the consumer's other inputs drawn by `other_inputs`. Shrinks toward 1 sample, 1
     real lane, embeddings 0, zeros in padded lanes, and the simplest other inputs.
 
     Args:
-        batch_size: ``B``, samples per batch.
-        num_lanes: ``M``, lane slots per sample (``M = 0`` only if asked for).
-        embed_dim: ``C``, the embedding width.
-        garbage: what padded lanes hold: ``"zeros"``, ``"large"`` (up to 1e30, clipped to the
-            dtype's largest finite value), ``"inf"`` (+-inf), ``"nan"``, a list, or None for any
-            (shrinks toward ``"zeros"``).
-        empty_lanes: draw padded lanes (``lane_mask`` False) among the ``M`` slots.
-        empty_samples: draw samples with no real lane (needs ``empty_lanes``).
-        all_empty: draw batches with no real lane at all (needs ``empty_samples``).
-        dtype: of ``lane_embedding`` (a floating dtype, or a strategy of them).
-        device: of both tensors, and passed to ``other_inputs``.
-        value_range: real embeddings are finite and lie in ``[-value_range, value_range]``.
-        other_inputs: ``(batch_size, dtype, device) -> SearchStrategy`` of a tuple (extra
+        batch_size: `B`, samples per batch.
+        num_lanes: `M`, lane slots per sample (`M = 0` only if asked for).
+        embed_dim: `C`, the embedding width.
+        garbage: what padded lanes hold: `"zeros"`, `"large"` (up to 1e30, clipped to the
+            dtype's largest finite value), `"inf"` (+-inf), `"nan"`, a list, or None for any
+            (shrinks toward `"zeros"`).
+        empty_lanes: draw padded lanes (`lane_mask` False) among the `M` slots.
+        empty_samples: draw samples with no real lane (needs `empty_lanes`).
+        all_empty: draw batches with no real lane at all (needs `empty_samples`).
+        dtype: of `lane_embedding` (a floating dtype, or a strategy of them).
+        device: of both tensors, and passed to `other_inputs`.
+        value_range: real embeddings are finite and lie in `[-value_range, value_range]`.
+        other_inputs: `(batch_size, dtype, device) -> SearchStrategy` of a tuple (extra
             positional inputs) or a dict (extra keyword inputs); None for none.
 
     Returns:
-        A strategy; each example is a valid ``LaneSet`` (real lanes finite, mask bool).
+        A strategy; each example is a valid `LaneSet` (real lanes finite, mask bool).
     """
     b = draw(_ints(batch_size, "batch_size", low=0))
     m = draw(_ints(num_lanes, "num_lanes", low=0))

@@ -7,6 +7,7 @@ the source of the method(s) it overrides, and the real output of ``check_encoder
 from __future__ import annotations
 
 import inspect
+import re
 import textwrap
 import time
 
@@ -32,7 +33,8 @@ GALLERY_SIZES = {"batch_size": (1, 2), "num_lanes": (1, 4), "num_points": (1, 6)
 
 def rst_to_markdown(docstring: str) -> str:
     """Turn the reST literals of the zoo's docstrings (````x````, ``::`` blocks) into Markdown."""
-    text = inspect.cleandoc(docstring).replace("``", "`")
+    # ``x`` (reST) -> `x` (Markdown); a fence's ``` is left alone
+    text = re.sub(r"(?<!`)``(?!`)", "`", inspect.cleandoc(docstring))
     out: list[str] = []
     lines = text.splitlines()
     i = 0

@@ -142,7 +142,6 @@ def _all_findings() -> list[Finding]:
     return findings
 
 
-@pytest.mark.xfail(strict=False, reason="docstrings being converted, issue 13")
 def test_no_rest_in_lpim_docstrings() -> None:
     findings = _all_findings()
     assert not findings, f"{len(findings)} reST constructs in docstrings:\n" + "\n".join(

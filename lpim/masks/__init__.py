@@ -1,23 +1,23 @@
 """Every padding-mask convention, named once, with converters, a validator and a diagnoser.
 
-lpim's own convention is ``point_mask [B, M, N]``, ``torch.bool``, **True = real point**. Each
-consumer wants something else; the ``to_*`` functions build it, the ``from_*`` functions read it
+lpim's own convention is `point_mask [B, M, N]`, `torch.bool`, **True = real point**. Each
+consumer wants something else; the `to_*` functions build it, the `from_*` functions read it
 back, `validate` checks a mask against its convention and `diagnose` names what a
 mask someone built actually is.
 
 | convention | shape | dtype | meaning |
 |---|---|---|---|
-| ``point_mask`` | ``[B, M, N]`` | bool | True = real point (lpim) |
-| ``key_padding_mask`` | ``(B*M, S)`` | bool | True = ignore (MHA) |
-| ``attn_mask_3d`` | ``(B*M*H, L, S)``, row b*H+h | bool | True = blocked (MHA) |
-| ``additive`` | ``(B*M, 1, 1, S)`` | float | 0 keep, -inf block (added) |
-| ``sdpa`` | ``(B*M, 1, 1, S)`` | bool | True = attend (SDPA) |
-| ``attention_mask`` | ``(B*M, S)`` | int64 | 1 = valid (flash-attn, HF) |
-| ``lengths`` | ``(B*M,)`` | int64 | real count, right padding only |
-| ``cu_seqlens`` | ``(B*M + 1,)`` | int32 | offsets into packed tokens |
-| ``nested`` | jagged ``(B*M, j, D)`` | points' | no mask: only real points |
+| `point_mask` | `[B, M, N]` | bool | True = real point (lpim) |
+| `key_padding_mask` | `(B*M, S)` | bool | True = ignore (MHA) |
+| `attn_mask_3d` | `(B*M*H, L, S)`, row b*H+h | bool | True = blocked (MHA) |
+| `additive` | `(B*M, 1, 1, S)` | float | 0 keep, -inf block (added) |
+| `sdpa` | `(B*M, 1, 1, S)` | bool | True = attend (SDPA) |
+| `attention_mask` | `(B*M, S)` | int64 | 1 = valid (flash-attn, HF) |
+| `lengths` | `(B*M,)` | int64 | real count, right padding only |
+| `cu_seqlens` | `(B*M + 1,)` | int32 | offsets into packed tokens |
+| `nested` | jagged `(B*M, j, D)` | points' | no mask: only real points |
 
-``S = L = query_tokens + N``: query tokens prepended to each lane are never masked.
+`S = L = query_tokens + N`: query tokens prepended to each lane are never masked.
 """
 
 from lpim.masks._conventions import CONVENTIONS, Convention

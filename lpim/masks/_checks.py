@@ -256,7 +256,7 @@ def _broadcasts(
     convention: str,
     fix: str,
 ) -> None:
-    """A 4-D SDPA-style mask must broadcast to ``(B*M, H, L, S)`` with its own lane axis."""
+    """A 4-D SDPA-style mask must broadcast to `(B*M, H, L, S)` with its own lane axis."""
     b, m, n = point_mask.shape
     s = n + q
     lanes, heads, rows, cols = mask.shape
@@ -280,7 +280,7 @@ def _broadcasts(
 
 
 def _rows(mask4d: torch.Tensor, convention: str) -> torch.Tensor:
-    """Reduce a 4-D per-lane mask to ``(B*M, S)``, failing loudly if heads or rows disagree."""
+    """Reduce a 4-D per-lane mask to `(B*M, S)`, failing loudly if heads or rows disagree."""
     first = mask4d[:, :1, :1, :]
     if not torch.equal(mask4d, first.expand_as(mask4d)):
         # A padding mask treats every head and query row alike; anything else is a mistake
@@ -352,6 +352,6 @@ def _query_columns(keep: torch.Tensor, q: int, convention: str, fix: str) -> Non
 
 
 def _head_major(interleaved: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """The mask ``repeat(H, 1, 1)`` would have built from the same per-lane mask."""
+    """The mask `repeat(H, 1, 1)` would have built from the same per-lane mask."""
     per_lane = interleaved[::num_heads]  # [B*M, L, S]
     return per_lane.repeat(num_heads, 1, 1)  # [H*B*M, L, S], head-major

@@ -1,14 +1,14 @@
-"""Converters between lpim's ``point_mask`` and what each consumer takes, and back.
+"""Converters between lpim's `point_mask` and what each consumer takes, and back.
 
-Every ``to_*`` takes ``point_mask [B, M, N]`` (bool, True = real point) and returns the mask in
-the consumer's convention with samples and lanes flattened into ``B*M`` sequences of
-``S = query_tokens + N`` tokens, the query tokens first and never masked. Every ``from_*`` undoes
-its ``to_*`` and refuses, with `MaskConventionError`, a mask whose information
+Every `to_*` takes `point_mask [B, M, N]` (bool, True = real point) and returns the mask in
+the consumer's convention with samples and lanes flattened into `B*M` sequences of
+`S = query_tokens + N` tokens, the query tokens first and never masked. Every `from_*` undoes
+its `to_*` and refuses, with `MaskConventionError`, a mask whose information
 does not fit a point mask (a masked query column, heads or rows that disagree).
 
-The key fact behind two of them: ``nn.MultiheadAttention`` reads its 3D ``attn_mask`` as
-``(B*M*H, L, S)`` with row ``b*H + h`` (heads minor), so a per-lane mask must be expanded with
-``repeat_interleave(H, 0)``; ``repeat(H, 1, 1)`` has the right shape, runs, and hands each head
+The key fact behind two of them: `nn.MultiheadAttention` reads its 3D `attn_mask` as
+`(B*M*H, L, S)` with row `b*H + h` (heads minor), so a per-lane mask must be expanded with
+`repeat_interleave(H, 0)`; `repeat(H, 1, 1)` has the right shape, runs, and hands each head
 another lane's mask.
 """
 
@@ -28,7 +28,7 @@ from lpim.masks._errors import (
 
 
 def keep_tokens(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
-    """``(B*M, q + N)`` bool, True = real token, with ``q`` always-real query tokens in front.
+    """`(B*M, q + N)` bool, True = real token, with `q` always-real query tokens in front.
 
     The common root of every converter: each one is this tensor in its consumer's dtype,
     polarity and layout.
@@ -44,7 +44,7 @@ def keep_tokens(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor
 def _lanes_to_point_mask(
     keep: torch.Tensor, num_lanes: int, query_tokens: int, convention: str, inverse: str
 ) -> torch.Tensor:
-    """Invert `keep_tokens`: ``(B*M, q + N)`` keep -> ``[B, M, N]`` point mask."""
+    """Invert `keep_tokens`: `(B*M, q + N)` keep -> `[B, M, N]` point mask."""
     num_lanes = check_int(num_lanes, "num_lanes", inverse, minimum=1)
     query_tokens = check_int(query_tokens, "query_tokens", inverse, minimum=0)
     check_has_values(keep, "the mask", inverse, convention)
@@ -78,15 +78,15 @@ def _lanes_to_point_mask(
 
 
 def to_key_padding_mask(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
-    """MHA ``key_padding_mask``: ``(B*M, S)`` bool, **True = ignore** this key.
+    """MHA `key_padding_mask`: `(B*M, S)` bool, **True = ignore** this key.
 
     Args:
-        point_mask: ``[B, M, N]`` bool, True = real point.
+        point_mask: `[B, M, N]` bool, True = real point.
         query_tokens: tokens prepended to each lane (e.g. 1 learned query); never masked.
 
     Returns:
-        ``(B*M, query_tokens + N)`` bool for ``nn.MultiheadAttention(key_padding_mask=...)`` or
-        ``nn.TransformerEncoder(src_key_padding_mask=...)``. This 2D mask is the right fix for
+        `(B*M, query_tokens + N)` bool for `nn.MultiheadAttention(key_padding_mask=...)` or
+        `nn.TransformerEncoder(src_key_padding_mask=...)`. This 2D mask is the right fix for
         the "shape of the 3D attn_mask" error: it has no head axis to get wrong.
     """
     return ~keep_tokens(point_mask, query_tokens)
@@ -95,7 +95,7 @@ def to_key_padding_mask(point_mask: torch.Tensor, query_tokens: int = 0) -> torc
 def from_key_padding_mask(
     key_padding_mask: torch.Tensor, num_lanes: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Inverse of `to_key_padding_mask`: ``(B*M, S)`` True = ignore -> ``[B, M, N]``."""
+    """Inverse of `to_key_padding_mask`: `(B*M, S)` True = ignore -> `[B, M, N]`."""
     _expect_dtype(key_padding_mask, torch.bool, "key_padding_mask", "from_key_padding_mask")
     _expect_rank(key_padding_mask, 2, "key_padding_mask", "from_key_padding_mask")
     return _lanes_to_point_mask(
@@ -106,22 +106,22 @@ def from_key_padding_mask(
 def to_attn_mask_3d(
     point_mask: torch.Tensor, num_heads: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """MHA 3D ``attn_mask``: ``(B*M*num_heads, L, S)`` bool, **True = blocked**.
+    """MHA 3D `attn_mask`: `(B*M*num_heads, L, S)` bool, **True = blocked**.
 
-    Row ``b*num_heads + h`` belongs to lane ``b`` (of the flattened ``B*M``) and head ``h``,
-    the order ``nn.MultiheadAttention`` uses internally, hence ``repeat_interleave``. Every query
-    row ``l`` of a lane blocks the same keys, so this is equivalent to
-    `to_key_padding_mask` but costs ``B*M*H*L*S`` elements: prefer the 2D mask unless you
+    Row `b*num_heads + h` belongs to lane `b` (of the flattened `B*M`) and head `h`,
+    the order `nn.MultiheadAttention` uses internally, hence `repeat_interleave`. Every query
+    row `l` of a lane blocks the same keys, so this is equivalent to
+    `to_key_padding_mask` but costs `B*M*H*L*S` elements: prefer the 2D mask unless you
     need per-query structure (causal, local).
 
     Args:
-        point_mask: ``[B, M, N]`` bool, True = real point.
-        num_heads: ``H``, the attention module's ``num_heads``.
+        point_mask: `[B, M, N]` bool, True = real point.
+        num_heads: `H`, the attention module's `num_heads`.
         query_tokens: tokens prepended to each lane; never blocked.
 
     Returns:
-        ``(B*M*H, q + N, q + N)`` bool. A lane with no real token (only possible with
-        ``query_tokens=0``) has fully blocked rows, which MHA turns into NaN or 0.
+        `(B*M*H, q + N, q + N)` bool. A lane with no real token (only possible with
+        `query_tokens=0`) has fully blocked rows, which MHA turns into NaN or 0.
     """
     num_heads = check_int(num_heads, "num_heads", "to_attn_mask_3d", minimum=1)
     blocked = ~keep_tokens(point_mask, query_tokens)  # [B*M, S]
@@ -167,15 +167,15 @@ def from_attn_mask_3d(
 
 
 def to_sdpa_mask(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
-    """SDPA boolean ``attn_mask``: ``(B*M, 1, 1, S)`` bool, **True = attend** (MHA's opposite).
+    """SDPA boolean `attn_mask`: `(B*M, 1, 1, S)` bool, **True = attend** (MHA's opposite).
 
-    Broadcasts against ``(B*M, H, L, S)`` scores in ``F.scaled_dot_product_attention``.
+    Broadcasts against `(B*M, H, L, S)` scores in `F.scaled_dot_product_attention`.
     """
     return keep_tokens(point_mask, query_tokens)[:, None, None, :]  # [B*M, 1, 1, S]
 
 
 def from_sdpa_mask(sdpa_mask: torch.Tensor, num_lanes: int, query_tokens: int = 0) -> torch.Tensor:
-    """Inverse of `to_sdpa_mask`: ``(B*M, 1, 1, S)`` True = attend -> ``[B, M, N]``."""
+    """Inverse of `to_sdpa_mask`: `(B*M, 1, 1, S)` True = attend -> `[B, M, N]`."""
     _expect_dtype(sdpa_mask, torch.bool, "sdpa", "from_sdpa_mask")
     _expect_rank(sdpa_mask, 4, "sdpa", "from_sdpa_mask")
     check_has_values(sdpa_mask, "sdpa_mask", "from_sdpa_mask", "sdpa")
@@ -191,10 +191,10 @@ def from_sdpa_mask(sdpa_mask: torch.Tensor, num_lanes: int, query_tokens: int = 
 def to_additive_mask(
     point_mask: torch.Tensor, dtype: torch.dtype = torch.float32, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Additive float mask: ``(B*M, 1, 1, S)`` of ``dtype``, **0 = keep, -inf = block**.
+    """Additive float mask: `(B*M, 1, 1, S)` of `dtype`, **0 = keep, -inf = block**.
 
-    Added to the attention scores by SDPA and MHA. ``-inf`` rather than a large negative number:
-    ``-1e9`` overflows float16 and ``-1e4`` lets huge scores through.
+    Added to the attention scores by SDPA and MHA. `-inf` rather than a large negative number:
+    `-1e9` overflows float16 and `-1e4` lets huge scores through.
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"to_additive_mask: dtype must be floating; got {dtype}")
@@ -233,7 +233,7 @@ def from_additive_mask(
 
 
 def to_attention_mask(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
-    """BERT / flash-attn ``attention_mask``: ``(B*M, S)`` int64, **1 = valid** token."""
+    """BERT / flash-attn `attention_mask`: `(B*M, S)` int64, **1 = valid** token."""
     return keep_tokens(point_mask, query_tokens).long()
 
 
@@ -258,7 +258,7 @@ def from_attention_mask(
 
 
 def to_lengths(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
-    """``(B*M,)`` int64 count of real tokens per lane: **right padding only**.
+    """`(B*M,)` int64 count of real tokens per lane: **right padding only**.
 
     A length says "the first n slots are real", which is false under left or scattered padding,
     so those layouts are refused rather than converted into a silently wrong answer. Use
@@ -285,7 +285,7 @@ def to_lengths(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
 def from_lengths(
     lengths: torch.Tensor, num_lanes: int, num_points: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """Inverse of `to_lengths`: ``(B*M,)`` counts -> right-padded ``[B, M, N]``."""
+    """Inverse of `to_lengths`: `(B*M,)` counts -> right-padded `[B, M, N]`."""
     _expect_rank(lengths, 1, "lengths", "from_lengths")
     if lengths.is_floating_point() or lengths.dtype == torch.bool:
         raise MaskConventionError(
@@ -310,11 +310,11 @@ def from_lengths(
 
 
 def to_cu_seqlens(point_mask: torch.Tensor, query_tokens: int = 0) -> tuple[torch.Tensor, int]:
-    """flash-attn varlen offsets: ``cu_seqlens (B*M + 1,)`` int32 and ``max_seqlen``.
+    """flash-attn varlen offsets: `cu_seqlens (B*M + 1,)` int32 and `max_seqlen`.
 
-    Lane ``i``'s tokens are ``packed[cu_seqlens[i]:cu_seqlens[i + 1]]``. With
-    ``query_tokens=0`` they index the output of `pack` for any padding layout; with query
-    tokens, each lane's span includes its ``q`` query tokens, which the caller packs in front of
+    Lane `i`'s tokens are `packed[cu_seqlens[i]:cu_seqlens[i + 1]]`. With
+    `query_tokens=0` they index the output of `pack` for any padding layout; with query
+    tokens, each lane's span includes its `q` query tokens, which the caller packs in front of
     the lane's points. Empty lanes have empty spans.
     """
     lengths = keep_tokens(point_mask, query_tokens).sum(dim=1)  # [B*M]
@@ -328,7 +328,7 @@ def to_cu_seqlens(point_mask: torch.Tensor, query_tokens: int = 0) -> tuple[torc
 def from_cu_seqlens(
     cu_seqlens: torch.Tensor, num_lanes: int, num_points: int, query_tokens: int = 0
 ) -> torch.Tensor:
-    """``cu_seqlens`` -> a right-padded ``[B, M, N]`` point mask (offsets carry no layout)."""
+    """`cu_seqlens` -> a right-padded `[B, M, N]` point mask (offsets carry no layout)."""
     _expect_rank(cu_seqlens, 1, "cu_seqlens", "from_cu_seqlens")
     if cu_seqlens.is_floating_point() or cu_seqlens.is_complex() or cu_seqlens.dtype == torch.bool:
         raise MaskConventionError(
@@ -360,7 +360,7 @@ def from_cu_seqlens(
 
 
 def pack(points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
-    """Gather real points into ``[T, D]``, ``T`` = number of real points, in (b, m, n) order.
+    """Gather real points into `[T, D]`, `T` = number of real points, in (b, m, n) order.
 
     The inverse is `unpack`; `to_cu_seqlens` gives each lane's span. Padded slots
     are never read, so their content (NaN included) cannot leak.
@@ -370,7 +370,7 @@ def pack(points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
 
 
 def unpack(packed: torch.Tensor, point_mask: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-    """Scatter ``packed [T, C]`` back to ``[B, M, N, C]``; padded slots hold ``fill``."""
+    """Scatter `packed [T, C]` back to `[B, M, N, C]`; padded slots hold `fill`."""
     check_point_mask(point_mask, "unpack")
     if not isinstance(packed, torch.Tensor):
         raise MaskConventionError(
@@ -401,10 +401,10 @@ def unpack(packed: torch.Tensor, point_mask: torch.Tensor, fill: float = 0.0) ->
 
 
 def to_nested(points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
-    """A jagged nested tensor ``(B*M, j, D)`` holding each lane's real points and nothing else.
+    """A jagged nested tensor `(B*M, j, D)` holding each lane's real points and nothing else.
 
     Components keep slot order; empty lanes are zero-length components. Nested tensors carry
-    no mask: ``F.scaled_dot_product_attention`` on them rejects ``attn_mask`` altogether.
+    no mask: `F.scaled_dot_product_attention` on them rejects `attn_mask` altogether.
     """
     packed = pack(points, point_mask)  # [T, D]
     cu_seqlens, _ = to_cu_seqlens(point_mask)
@@ -455,7 +455,7 @@ def _expect_rank(tensor: torch.Tensor, rank: int, convention: str, where: str) -
 
 
 def _single_row(mask4d: torch.Tensor, convention: str, where: str) -> torch.Tensor:
-    """``(B*M, 1|H, 1|L, S)`` whose heads and rows agree -> ``(B*M, S)``."""
+    """`(B*M, 1|H, 1|L, S)` whose heads and rows agree -> `(B*M, S)`."""
     first = mask4d[:, :1, :1, :]
     if not torch.equal(mask4d, first.expand_as(mask4d)):
         raise MaskConventionError(

@@ -1,8 +1,8 @@
 """`diagnose`: given a mask someone built, say what it is, what is wrong with it, and what to call.
 
-`validate` answers "is this a correct ``X``?". `diagnose` answers the question a user
+`validate` answers "is this a correct `X`?". `diagnose` answers the question a user
 with a failing model has: "what did I build?". It reads the mask under every convention whose
-shape and dtype fit, compares each reading with what ``point_mask`` says, and names the first
+shape and dtype fit, compares each reading with what `point_mask` says, and names the first
 match: a correct convention, or one of the known mistakes in `MISTAKES`.
 """
 
@@ -49,7 +49,7 @@ class Diagnosis:
         convention: the convention whose layout the mask has (a key of
             `CONVENTIONS`), or None when none fits.
         mistake: None for a correct mask, else a key of `MISTAKES`.
-        advice: what was found and what to do; also ``str(diagnosis)``.
+        advice: what was found and what to do; also `str(diagnosis)`.
         fix: the lpim call that builds the right mask.
     """
 
@@ -60,7 +60,7 @@ class Diagnosis:
 
     @property
     def ok(self) -> bool:
-        """True when the mask is a correct mask of ``convention``."""
+        """True when the mask is a correct mask of `convention`."""
         return self.mistake is None and self.convention is not None
 
     def __str__(self) -> str:
@@ -447,7 +447,7 @@ class _Reader:
         return self._unrecognised(f"a float mask with values {values[:6].tolist()}")
 
     def _judge_rows(self, keep_rows: torch.Tensor, convention: str) -> Diagnosis:
-        """``keep_rows [B*M, L, W]`` or ``[B*M, W]`` in keep form: rows must agree, then judge."""
+        """`keep_rows [B*M, L, W]` or `[B*M, W]` in keep form: rows must agree, then judge."""
         if keep_rows.dim() == 3:
             if not torch.equal(keep_rows, keep_rows[:, :1].expand_as(keep_rows)):
                 return self._wrong(
@@ -459,7 +459,7 @@ class _Reader:
         return self._judge(keep_rows, convention)
 
     def _judge(self, got_keep: torch.Tensor, convention: str) -> Diagnosis:
-        """Compare ``got_keep [B*M, W]`` (True = real token) with the expected ``[B*M, S]``."""
+        """Compare `got_keep [B*M, W]` (True = real token) with the expected `[B*M, S]`."""
         per_lane = self.point_mask.reshape(self.lanes, self.n)  # [B*M, N]
         if got_keep.shape == self.keep.shape:
             if torch.equal(got_keep, self.keep):
@@ -557,19 +557,19 @@ class _Reader:
 def heads_agree(rows: torch.Tensor, batch: int, num_heads: int) -> bool:
     """True when each batch entry's `num_heads` rows are equal, read head-minor.
 
-    ``rows`` is a 3D mask ``(batch * num_heads, L, S)`` (any dtype) read the way
-    ``nn.MultiheadAttention`` reads it: row ``n * num_heads + h`` is entry ``n``, head ``h``.
-    A padding mask built with ``repeat_interleave(num_heads, 0)`` has this property.
+    `rows` is a 3D mask `(batch * num_heads, L, S)` (any dtype) read the way
+    `nn.MultiheadAttention` reads it: row `n * num_heads + h` is entry `n`, head `h`.
+    A padding mask built with `repeat_interleave(num_heads, 0)` has this property.
     """
     per_entry = rows.reshape(batch, num_heads, *rows.shape[1:])  # [batch, H, L, S]
     return torch.equal(per_entry, per_entry[:, :1].expand_as(per_entry))
 
 
 def repeats_with_period(rows: torch.Tensor, batch: int, num_heads: int) -> bool:
-    """True when row ``r`` of ``(batch * num_heads, L, S)`` equals row ``r + batch``, for all ``r``.
+    """True when row `r` of `(batch * num_heads, L, S)` equals row `r + batch`, for all `r`.
 
-    That is the layout ``per_entry_mask.repeat(num_heads, 1, 1)`` builds (head-major): the
-    ``num_heads`` blocks of ``batch`` rows are copies of each other.
+    That is the layout `per_entry_mask.repeat(num_heads, 1, 1)` builds (head-major): the
+    `num_heads` blocks of `batch` rows are copies of each other.
     """
     blocks = rows.reshape(num_heads, batch, *rows.shape[1:])  # [H, batch, L, S]
     return torch.equal(blocks, blocks[:1].expand_as(blocks))
@@ -599,6 +599,6 @@ def _float_reading(mask: torch.Tensor) -> torch.Tensor | None:
 
 
 def _one_row(mask4d: torch.Tensor) -> torch.Tensor:
-    """``(B*M, h, l, S)`` -> ``(B*M, h*l, S)``: every head and query row, for _judge_rows."""
+    """`(B*M, h, l, S)` -> `(B*M, h*l, S)`: every head and query row, for _judge_rows."""
     lanes, heads, rows, width = mask4d.shape
     return mask4d.reshape(lanes, heads * rows, width)  # explicit: -1 is ambiguous at 0 lanes

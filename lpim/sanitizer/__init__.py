@@ -2,10 +2,10 @@
 
 Property tests prove an encoder; they do not see the model you train, where a mask is built in
 one module and consumed three modules later, on shapes no test drew. The sanitizer looks at every
-call of ``F.scaled_dot_product_attention``, ``nn.MultiheadAttention`` (slow path and fused fast
-path), ``nn.TransformerEncoderLayer``, ``nn.TransformerEncoder``,
-``F.multi_head_attention_forward`` and, where torch has it, ``torch.nn.attention.varlen``'s
-``varlen_attn``, and reports what the call's own tensors prove is wrong:
+call of `F.scaled_dot_product_attention`, `nn.MultiheadAttention` (slow path and fused fast
+path), `nn.TransformerEncoderLayer`, `nn.TransformerEncoder`,
+`F.multi_head_attention_forward` and, where torch has it, `torch.nn.attention.varlen`'s
+`varlen_attn`, and reports what the call's own tensors prove is wrong:
 
 ```python
 import lpim
@@ -15,7 +15,7 @@ with lpim.sanitize(on_finding="collect") as report:
 print(report.table())
 ```
 
-It uses torch's extension points (a ``TorchFunctionMode`` and global module hooks), changes no
+It uses torch's extension points (a `TorchFunctionMode` and global module hooks), changes no
 output, and leaves torch as it found it when the last context exits.
 """
 

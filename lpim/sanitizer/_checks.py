@@ -2,11 +2,11 @@
 
 Pure functions of the tensors of one call; no hooks, no state. Two conventions:
 
-- MHA (``nn.MultiheadAttention``, ``F.multi_head_attention_forward``,
-  ``nn.TransformerEncoderLayer``, ``nn.TransformerEncoder``): ``attn_mask`` ``(L, S)`` or
-  ``(N*H, L, S)`` with row ``n*H + h``, ``key_padding_mask`` ``(N, S)``; bool True = blocked,
+- MHA (`nn.MultiheadAttention`, `F.multi_head_attention_forward`,
+  `nn.TransformerEncoderLayer`, `nn.TransformerEncoder`): `attn_mask` `(L, S)` or
+  `(N*H, L, S)` with row `n*H + h`, `key_padding_mask` `(N, S)`; bool True = blocked,
   a float mask is added to the scores.
-- SDPA (``F.scaled_dot_product_attention``): ``attn_mask`` broadcastable to ``(N, H, L, S)``;
+- SDPA (`F.scaled_dot_product_attention`): `attn_mask` broadcastable to `(N, H, L, S)`;
   bool True = **attend**, a float mask is added.
 
 A finding is made only where these tensors prove it. Inverted polarity, a shifted query column
@@ -47,9 +47,9 @@ _BLOCKING_BELOW = -103.3
 
 
 class Hazard:
-    """One finding of one call, before it is tied to a site: ``kind`` and the advice text.
+    """One finding of one call, before it is tied to a site: `kind` and the advice text.
 
-    ``detail`` may be given as a function, called only when the text is read: the sanitizer
+    `detail` may be given as a function, called only when the text is read: the sanitizer
     reads it once per site and kind, and some texts count over a whole mask.
     """
 
@@ -71,7 +71,7 @@ class Hazard:
 class Inspection:
     """What `inspect_mha` / `inspect_sdpa` found before the call runs.
 
-    ``blocked_parts`` (bool, True = blocked, each broadcastable to the call's ``(..., L, S)``)
+    `blocked_parts` (bool, True = blocked, each broadcastable to the call's `(..., L, S)`)
     are kept so that `fully_masked` can be computed only when an output row is not finite:
     reading a large 3D mask in full at every call would cost more than the call.
     """
@@ -100,7 +100,7 @@ class Inspection:
 
 @dataclass(frozen=True)
 class _FloatMask:
-    """How a float mask reads: ``kind`` is additive (0 / -inf), zero_one, finite_fill or bias."""
+    """How a float mask reads: `kind` is additive (0 / -inf), zero_one, finite_fill or bias."""
 
     kind: str
     fill: float | None = None
@@ -126,9 +126,9 @@ def _read_float(mask: Tensor) -> _FloatMask:
 def _blocked(
     mask: Tensor, reading: _FloatMask | None, true_blocks: bool, *, intended: bool = False
 ) -> Tensor:
-    """Bool tensor, True where ``mask`` blocks a key (bool polarity per convention).
+    """Bool tensor, True where `mask` blocks a key (bool polarity per convention).
 
-    With ``intended``, a 0/1 float mask is read as the bool mask its author meant (1 = blocked
+    With `intended`, a 0/1 float mask is read as the bool mask its author meant (1 = blocked
     in MHA's convention, 1 = attend in SDPA's), to name the right query tokens in the advice;
     otherwise as what torch does with it, which blocks nothing.
     """
@@ -145,7 +145,7 @@ def _blocked(
 def infer_query_tokens(blocked_rows: Tensor) -> int | None:
     """Leading key columns that no row blocks, when a row proves it (an empty lane), else None.
 
-    ``blocked_rows`` is ``(R, S)`` bool, True = blocked. A lane with no real point keeps only
+    `blocked_rows` is `(R, S)` bool, True = blocked. A lane with no real point keeps only
     its query tokens: if some row keeps exactly the leading never-blocked columns, that count
     is the number of query tokens prepended to each lane.
     """
@@ -160,7 +160,7 @@ def infer_query_tokens(blocked_rows: Tensor) -> int | None:
 
 
 def _converter_call(convention: str, query_tokens: int | str, num_heads: int | None) -> str:
-    """The lpim call that builds ``convention``, as advice text (``"Q"`` where unknown)."""
+    """The lpim call that builds `convention`, as advice text (`"Q"` where unknown)."""
     return CONVENTIONS[convention].call(query_tokens, num_heads)
 
 
@@ -226,17 +226,17 @@ def inspect_mha(
     attn_mask_name: str = "attn_mask",
     key_padding_mask_name: str = "key_padding_mask",
 ) -> Inspection:
-    """Check the masks of one ``nn.MultiheadAttention``-convention call before it runs.
+    """Check the masks of one `nn.MultiheadAttention`-convention call before it runs.
 
     Args:
-        api: what was called, for the message (``"nn.MultiheadAttention"``, ...).
-        query: ``(N, L, E)`` if ``batch_first`` else ``(L, N, E)``; ``(L, E)`` unbatched.
-        key: ``(N, S, E)`` / ``(S, N, E)`` / ``(S, E)`` like ``query``.
-        attn_mask: ``(L, S)`` or ``(N*num_heads, L, S)``, row ``n*num_heads + h``; bool True =
+        api: what was called, for the message (`"nn.MultiheadAttention"`, ...).
+        query: `(N, L, E)` if `batch_first` else `(L, N, E)`; `(L, E)` unbatched.
+        key: `(N, S, E)` / `(S, N, E)` / `(S, E)` like `query`.
+        attn_mask: `(L, S)` or `(N*num_heads, L, S)`, row `n*num_heads + h`; bool True =
             blocked, float added to the scores; or None.
-        key_padding_mask: ``(N, S)`` (``(S,)`` unbatched); bool True = ignore, float added; or
+        key_padding_mask: `(N, S)` (`(S,)` unbatched); bool True = ignore, float added; or
             None.
-        num_heads: ``H`` of the module.
+        num_heads: `H` of the module.
         batch_first: the module's layout.
     """
     found = Inspection(num_heads=num_heads)
@@ -357,7 +357,7 @@ def _fully_masked_fix(q: int | None) -> str:
 
 
 def _shared_by_entries(attn_mask: Tensor, n: int, h: int) -> bool:
-    """True when every batch entry has the same ``h`` rows (a per-head mask, no per-entry part)."""
+    """True when every batch entry has the same `h` rows (a per-head mask, no per-entry part)."""
     per_entry = attn_mask.reshape(n, h, *attn_mask.shape[1:])  # [N, H, L, S], rows n*H + h
     return torch.equal(per_entry, per_entry[:1].expand_as(per_entry))
 
@@ -398,12 +398,12 @@ def _head_major(api: str, attn_mask: Tensor, name: str, n: int, h: int, q: int |
 
 
 def inspect_sdpa(query: Tensor, key: Tensor, attn_mask: object) -> Inspection:
-    """Check the mask of one ``F.scaled_dot_product_attention`` call before it runs.
+    """Check the mask of one `F.scaled_dot_product_attention` call before it runs.
 
     Args:
-        query: ``(..., H, L, E)``.
-        key: ``(..., H_kv, S, E)``.
-        attn_mask: broadcastable to ``(..., H, L, S)``; bool True = attend, float added to the
+        query: `(..., H, L, E)`.
+        key: `(..., H_kv, S, E)`.
+        attn_mask: broadcastable to `(..., H, L, S)`; bool True = attend, float added to the
             scores; or None. No head-order finding: SDPA's mask has its own head axis, so a
             broadcast or per-head mask is never flattened in an order torch could misread.
     """
@@ -429,9 +429,9 @@ def inspect_sdpa(query: Tensor, key: Tensor, attn_mask: object) -> Inspection:
 def check_output(api: str, found: Inspection, out: Tensor, inputs: list[Tensor]) -> list[Hazard]:
     """Findings in an attention output: NaN / inf rows, with or without a key to attend to.
 
-    ``out`` has its feature axis last and its query rows laid out so that ``out.shape[:-1]``
-    matches the rows of ``found.fully_masked()`` under broadcasting (``(N, L)`` for MHA after the
-    caller moved the batch first, ``(..., H, L)`` for SDPA). ``inputs`` (query, key, value) are
+    `out` has its feature axis last and its query rows laid out so that `out.shape[:-1]`
+    matches the rows of `found.fully_masked()` under broadcasting (`(N, L)` for MHA after the
+    caller moved the batch first, `(..., H, L)` for SDPA). `inputs` (query, key, value) are
     read only to say whether a NaN came in or was made.
     """
     if not found.check_output or out.is_nested or not out.is_floating_point():

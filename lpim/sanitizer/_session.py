@@ -32,15 +32,15 @@ class Finding:
     """One kind of mask hazard at one call site.
 
     Attributes:
-        kind: one of `KINDS` (``missing_head_rows``, ``head_major_3d_mask``,
-            ``float_mask_as_additive``, ``fully_masked_rows``, ``finite_fill``,
-            ``nonfinite_output``).
-        where: ``"path/to/file.py:LINE"``, the user's line that made the attention call (frames
+        kind: one of `KINDS` (`missing_head_rows`, `head_major_3d_mask`,
+            `float_mask_as_additive`, `fully_masked_rows`, `finite_fill`,
+            `nonfinite_output`).
+        where: `"path/to/file.py:LINE"`, the user's line that made the attention call (frames
             in torch and lpim skipped).
         count: how many calls at that site had this finding.
-        api: the torch function or module called (``"nn.MultiheadAttention"``, ...).
+        api: the torch function or module called (`"nn.MultiheadAttention"`, ...).
         message: what is wrong, with the numbers of the first such call, and the fix; also
-            ``str(finding)``.
+            `str(finding)`.
     """
 
     kind: str
@@ -55,7 +55,7 @@ class Finding:
 
 
 class MaskHazardError(AssertionError):
-    """Raised by ``sanitize(on_finding="raise")`` at the first finding; ``.finding`` says what."""
+    """Raised by `sanitize(on_finding="raise")` at the first finding; `.finding` says what."""
 
     def __init__(self, finding: Finding) -> None:
         super().__init__(str(finding))
@@ -63,7 +63,7 @@ class MaskHazardError(AssertionError):
 
 
 class MaskHazardWarning(UserWarning):
-    """Emitted by ``sanitize(on_finding="warn")``, once per call site and finding kind."""
+    """Emitted by `sanitize(on_finding="warn")`, once per call site and finding kind."""
 
 
 class SanitizeReport:
@@ -129,7 +129,7 @@ class SanitizeReport:
 
 
 class SanitizeSession:
-    """One activation of the sanitizer: a context manager whose ``__enter__`` returns its report."""
+    """One activation of the sanitizer: a context manager whose `__enter__` returns its report."""
 
     def __init__(self, on_finding: OnFinding = "warn") -> None:
         if on_finding not in _POLICIES:
@@ -152,17 +152,17 @@ class SanitizeSession:
 
 
 class Sanitize:
-    """``lpim.sanitize``: the sanitizer, as a context manager factory and an on/off switch.
+    """`lpim.sanitize`: the sanitizer, as a context manager factory and an on/off switch.
 
-    ``lpim.sanitize(on_finding="warn" | "raise" | "collect")`` returns a context manager that
-    yields a `SanitizeReport`; ``lpim.sanitize.enable(...)`` / ``.disable()`` do the same
+    `lpim.sanitize(on_finding="warn" | "raise" | "collect")` returns a context manager that
+    yields a `SanitizeReport`; `lpim.sanitize.enable(...)` / `.disable()` do the same
     for a training script. While any session is active, every attention call is checked:
 
-    - ``warn`` (default): one ``MaskHazardWarning`` per call site and kind, attributed to the
+    - `warn` (default): one `MaskHazardWarning` per call site and kind, attributed to the
       user's line;
-    - ``raise``: ``MaskHazardError`` (an ``AssertionError``) at the first finding (before
-      torch's own ``RuntimeError`` for ``missing_head_rows``);
-    - ``collect``: record only; read ``report.findings`` or print ``report.table()``.
+    - `raise`: `MaskHazardError` (an `AssertionError`) at the first finding (before
+      torch's own `RuntimeError` for `missing_head_rows`);
+    - `collect`: record only; read `report.findings` or print `report.table()`.
 
     Outputs are never changed. Sessions nest: every active session records every finding.
 
@@ -184,13 +184,13 @@ class Sanitize:
         self._enabled: SanitizeSession | None = None
 
     def __call__(self, on_finding: OnFinding = "warn") -> SanitizeSession:
-        """A session to use in a ``with`` block; ``__enter__`` returns its report.
+        """A session to use in a `with` block; `__enter__` returns its report.
 
         Args:
-            on_finding: ``"warn"``, ``"raise"`` or ``"collect"`` (see the class).
+            on_finding: `"warn"`, `"raise"` or `"collect"` (see the class).
 
         Raises:
-            ValueError: an unknown ``on_finding``.
+            ValueError: an unknown `on_finding`.
         """
         return SanitizeSession(on_finding)
 
@@ -216,12 +216,12 @@ class Sanitize:
 
     @property
     def active(self) -> bool:
-        """True while any session (``with`` block or ``enable``) is on."""
+        """True while any session (`with` block or `enable`) is on."""
         return bool(_sessions)
 
 
 sanitize = Sanitize()
-"""The sanitizer: ``lpim.sanitize(...)``, ``lpim.sanitize.enable(...)``, ``.disable()``."""
+"""The sanitizer: `lpim.sanitize(...)`, `lpim.sanitize.enable(...)`, `.disable()`."""
 
 _lock = threading.RLock()
 _sessions: list[SanitizeSession] = []
@@ -253,7 +253,7 @@ def _deliver(hazards: list[Hazard], api: str) -> None:
 
 
 def _short(filename: str) -> str:
-    """``filename`` relative to the working directory when it is under it."""
+    """`filename` relative to the working directory when it is under it."""
     try:
         relative = os.path.relpath(filename)
     except ValueError:  # another drive on Windows

@@ -1,11 +1,11 @@
 """Where the sanitizer meets torch: a TorchFunctionMode for functions, global module hooks.
 
-- ``F.scaled_dot_product_attention``, ``F.multi_head_attention_forward`` and varlen attention's
-  op are seen by `_AttentionMode`, a ``TorchFunctionMode``.
-- ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` and ``nn.TransformerEncoder`` are
-  seen by global forward (pre-)hooks. Their fused fast paths call ``torch._native_*`` kernels
+- `F.scaled_dot_product_attention`, `F.multi_head_attention_forward` and varlen attention's
+  op are seen by `_AttentionMode`, a `TorchFunctionMode`.
+- `nn.MultiheadAttention`, `nn.TransformerEncoderLayer` and `nn.TransformerEncoder` are
+  seen by global forward (pre-)hooks. Their fused fast paths call `torch._native_*` kernels
   directly, which no function mode sees, and they refuse the fast path while any torch function
-  mode is on the stack (``has_torch_function`` is then true). So while one of these modules runs,
+  mode is on the stack (`has_torch_function` is then true). So while one of these modules runs,
   the hooks take our mode off the stack and put it back afterwards: the module takes exactly the
   path it takes without the sanitizer, and its masks are read at its call.
 
@@ -77,7 +77,7 @@ class _State(threading.local):
 
 
 class Watcher:
-    """Installs and removes the mode and the hooks; hands each call's hazards to ``deliver``."""
+    """Installs and removes the mode and the hooks; hands each call's hazards to `deliver`."""
 
     def __init__(self, deliver: Deliver, count_call: Callable[[], None]) -> None:
         self._deliver = deliver
@@ -276,8 +276,8 @@ def _call_kwargs(module: nn.Module) -> Mapping[str, Any]:
     """The keyword arguments of the module call now starting, read from torch's call frame.
 
     Global forward pre-hooks get only the positional arguments (torch 2.13 has no
-    ``with_kwargs`` for them), and masks are nearly always passed by keyword. The frame that
-    calls the hook is ``Module._call_impl``'s ``inner``, whose ``kwargs`` are the call's: read
+    `with_kwargs` for them), and masks are nearly always passed by keyword. The frame that
+    calls the hook is `Module._call_impl`'s `inner`, whose `kwargs` are the call's: read
     them there, checking that the frame is this module's call.
     """
     frame: FrameType | None = sys._getframe(2)

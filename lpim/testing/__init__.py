@@ -1,20 +1,26 @@
 """Hold any encoder to "masked batched output equals the per-lane unpadded computation".
 
-- :func:`check_encoder` runs every property at every dtype with Hypothesis and returns a
-  :class:`CheckReport`, or raises :class:`EncoderPropertyError` with the shrunk example and a
-  pasteable ``.reproducer``.
-- One ``assert_*`` per property (:data:`PROPERTIES`), for your own ``@given`` tests.
-- :func:`check_lane_consumer` and its asserts (:data:`CONSUMER_PROPERTIES`) do the same for
-  lane-set consumers, one step downstream: modules that read ``lane_embedding [B, M, C]`` and
-  ``lane_mask [B, M]`` (True = real lane); failures raise :class:`LaneConsumerPropertyError`.
+- [`check_encoder`][lpim.testing.check_encoder] runs every property at every dtype with Hypothesis
+    and returns a
+  [`CheckReport`][lpim.testing.CheckReport], or raises
+  [`EncoderPropertyError`][lpim.testing.EncoderPropertyError] with the shrunk example and a
+  pasteable `.reproducer`.
+- One `assert_*` per property ([`PROPERTIES`][lpim.testing.PROPERTIES]), for your own `@given`
+    tests.
+- [`check_lane_consumer`][lpim.testing.check_lane_consumer] and its asserts
+    ([`CONSUMER_PROPERTIES`][lpim.testing.CONSUMER_PROPERTIES]) do the same for
+  lane-set consumers, one step downstream: modules that read `lane_embedding [B, M, C]` and
+  `lane_mask [B, M]` (True = real lane); failures raise
+  [`LaneConsumerPropertyError`][lpim.testing.LaneConsumerPropertyError].
 - Reliability: a misbehaving encoder is reported, never a crash of the checker. Every call gets
-  copies of the batch (``inputs_unchanged``), may be timed (``deadline``), and must give the same
-  output twice (``deterministic``); :data:`CHECKED_PROPERTIES` lists what ``check_encoder`` runs.
+  copies of the batch (`inputs_unchanged`), may be timed (`deadline`), and must give the same
+  output twice (`deterministic`); [`CHECKED_PROPERTIES`][lpim.testing.CHECKED_PROPERTIES] lists what
+  `check_encoder` runs.
 
-Modules: ``protocol`` (how an encoder is called), ``properties`` (the asserts), ``errors`` (the
-property registry and the error), ``report`` (rows, headline, table), ``contract`` (the data
-contract), ``reproducer`` (source that re-raises a failure), ``driver`` (the one loop every
-check runs through), ``check`` (encoders), ``consumer`` (lane-set consumers). The tolerance
+Modules: `protocol` (how an encoder is called), `properties` (the asserts), `errors` (the
+property registry and the error), `report` (rows, headline, table), `contract` (the data
+contract), `reproducer` (source that re-raises a failure), `driver` (the one loop every
+check runs through), `check` (encoders), `consumer` (lane-set consumers). The tolerance
 rule lives in `lpim.tolerance`.
 """
 

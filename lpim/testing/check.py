@@ -1,9 +1,9 @@
 """`check_encoder`: every property at every dtype, under the user's data contract.
 
 The rows are run by the shared `lpim.testing.driver.Driver`; this module knows what is
-particular to encoders: copying a module to a dtype (``precision="cast"``) or running it under
-``torch.autocast`` (``precision="autocast"``), telling a dtype the encoder cannot run
-(``unsupported``) from a bug, which padded-slot contents each property draws, the
+particular to encoders: copying a module to a dtype (`precision="cast"`) or running it under
+`torch.autocast` (`precision="autocast"`), telling a dtype the encoder cannot run
+(`unsupported`) from a bug, which padded-slot contents each property draws, the
 reproducer, and what empty lanes give.
 """
 
@@ -60,9 +60,9 @@ __all__ = [
 
 
 PRECISIONS = ("cast", "autocast")
-"""How a low-precision dtype is run: ``cast`` copies the module with ``.to(dtype)`` and feeds
-it points of that dtype; ``autocast`` keeps parameters and points in float32 and runs under
-``torch.autocast(device_type, dtype)``, as mixed-precision training does (bfloat16 and
+"""How a low-precision dtype is run: `cast` copies the module with `.to(dtype)` and feeds
+it points of that dtype; `autocast` keeps parameters and points in float32 and runs under
+`torch.autocast(device_type, dtype)`, as mixed-precision training does (bfloat16 and
 float16 only; float64 and float32 rows run as cast)."""
 
 DEFAULT_SETTINGS = Settings(
@@ -72,7 +72,7 @@ DEFAULT_SETTINGS = Settings(
     report_multiple_bugs=False,
     verbosity=Verbosity.quiet,
 )
-"""Used when ``check_encoder(settings=None)``: small and quick, for editing."""
+"""Used when `check_encoder(settings=None)`: small and quick, for editing."""
 
 _ASSERTS: dict[str, Callable[..., float]] = {
     "deterministic": props.assert_deterministic,
@@ -90,12 +90,12 @@ _ASSERTS: dict[str, Callable[..., float]] = {
 _TAKES_GARBAGE = ("ignores_padding", "gradients_ignore_padding")
 
 CHECKED_PROPERTIES: tuple[str, ...] = tuple(_ASSERTS)
-"""The properties `check_encoder` runs, in order (``properties=`` picks among them).
-``runs``, ``inputs_unchanged`` and ``deadline`` are checked on every call of the encoder."""
+"""The properties `check_encoder` runs, in order (`properties=` picks among them).
+`runs`, `inputs_unchanged` and `deadline` are checked on every call of the encoder."""
 
 DATABASE_ENV = "LPIM_HYPOTHESIS_DATABASE"
-"""With ``settings=None``, a directory named by this environment variable holds the example
-database (else Hypothesis' default, ``.hypothesis/examples`` under the working directory)."""
+"""With `settings=None`, a directory named by this environment variable holds the example
+database (else Hypothesis' default, `.hypothesis/examples` under the working directory)."""
 
 
 def check_encoder(
@@ -122,78 +122,78 @@ def check_encoder(
     deadline: float | datetime.timedelta | None = None,
     progress: Callable[[str, torch.dtype, PropertyResult | None], None] | None = None,
 ) -> CheckReport:
-    """Check every property at every dtype on ``encoder``; return the report, or raise at
+    """Check every property at every dtype on `encoder`; return the report, or raise at
     the end with every failure.
 
     Every property x dtype row runs, even after a failure, so the report shows them all. The
-    data-contract keywords (``layout`` ... ``strategy``; default: anything may happen) narrow
+    data-contract keywords (`layout` ... `strategy`; default: anything may happen) narrow
     the batches drawn to those the user's loader produces; the report's header names the
     contract checked, so a pass never claims more than was checked.
 
     Args:
-        encoder: anything following the encoder protocol (``lpim.testing.protocol``). A module
+        encoder: anything following the encoder protocol (`lpim.testing.protocol`). A module
             is copied per dtype and put in eval mode; the caller's module is never modified.
-        point_dim: ``D``; when omitted, read from an ``in_dim``, ``point_dim``, ``input_dim``,
-            ``in_channels`` or ``in_features`` attribute, else from the input width of the
+        point_dim: `D`; when omitted, read from an `in_dim`, `point_dim`, `input_dim`,
+            `in_channels` or `in_features` attribute, else from the input width of the
             encoder's first layer that a probe call confirms.
         dtype: one dtype or several; default float64, float32, bfloat16, float16.
-        device: where to run (default CPU). ``devices_agree`` compares CPU with CUDA and is
+        device: where to run (default CPU). `devices_agree` compares CPU with CUDA and is
             skipped, with the reason, where there is no CUDA.
         settings: Hypothesis settings (e.g. a profile's); default `DEFAULT_SETTINGS`. Their
-            ``database`` keeps failing examples, one key per property, dtype and encoder, and
-            replays them first next time (``database=None`` keeps nothing). With
-            ``settings=None``, ``$LPIM_HYPOTHESIS_DATABASE`` names the directory when set.
-            Their ``deadline`` is ignored: pass ``deadline=``.
+            `database` keeps failing examples, one key per property, dtype and encoder, and
+            replays them first next time (`database=None` keeps nothing). With
+            `settings=None`, `$LPIM_HYPOTHESIS_DATABASE` names the directory when set.
+            Their `deadline` is ignored: pass `deadline=`.
         properties: a subset of `CHECKED_PROPERTIES` (a name or a list; default all).
-        precision: ``"cast"`` or ``"autocast"`` (see `PRECISIONS`). The tolerance rule
+        precision: `"cast"` or `"autocast"` (see `PRECISIONS`). The tolerance rule
             applies at the row's dtype either way.
-        layout: the contract's padding layouts: ``"right"``, ``"left"``, ``"scattered"`` or a
+        layout: the contract's padding layouts: `"right"`, `"left"`, `"scattered"` or a
             list (default all three).
-        garbage: what the contract lets padded slots hold: ``"any"`` (default: huge, inf, NaN
-            too), ``"finite"``, ``"zeros"`` or ``"repeat_last"``. NaN/inf sensitivity is
-            property ``ignores_nonfinite_padding``, excluded unless ``"any"``.
+        garbage: what the contract lets padded slots hold: `"any"` (default: huge, inf, NaN
+            too), `"finite"`, `"zeros"` or `"repeat_last"`. NaN/inf sensitivity is
+            property `ignores_nonfinite_padding`, excluded unless `"any"`.
         min_points: the fewest real points in a non-empty lane (default 1).
-        empty_lanes: whether empty lanes occur (default True); ``"zero"`` also requires them
-            to give an all-zero ``lane_embedding`` (property ``empty_lanes_zero``).
+        empty_lanes: whether empty lanes occur (default True); `"zero"` also requires them
+            to give an all-zero `lane_embedding` (property `empty_lanes_zero`).
         empty_samples: whether samples without a real lane occur (default True).
-        batch_size: ``B``: an int or an inclusive ``(low, high)`` range (default (1, 3)).
-        num_lanes: ``M``: an int or a range (default (1, 6)).
-        num_points: ``N``: an int or a range (default (1, 8)).
+        batch_size: `B`: an int or an inclusive `(low, high)` range (default (1, 3)).
+        num_lanes: `M`: an int or a range (default (1, 6)).
+        num_points: `N`: an int or a range (default (1, 8)).
         strategy: a Hypothesis strategy of `lpim.LaneBatch` to draw from instead (its point
-            dimension is used; ``garbage`` still says what padded slots may hold).
+            dimension is used; `garbage` still says what padded slots may hold).
         strict: raise `lpim.testing.driver.IncompleteCheckError` when nothing failed but a row
             was skipped or unsupported (for CI machines that must run everything).
         threads: torch's intra-op threads during the check (restored after); default 1,
             because tiny forwards gain nothing from more and lose much when a core is busy.
             None leaves torch's setting.
-        factory: ``"module:expression"`` that rebuilds the encoder, for the reproducer.
-        deadline: seconds (or a ``timedelta``) one call of the encoder on one batch may take;
-            a call over it is timed again and, if slow again, property ``deadline`` fails.
-        progress: called as ``progress(property_name, dtype, None)`` when a row starts and
-            ``progress(property_name, dtype, result)`` when it ends: a live display.
+        factory: `"module:expression"` that rebuilds the encoder, for the reproducer.
+        deadline: seconds (or a `timedelta`) one call of the encoder on one batch may take;
+            a call over it is timed again and, if slow again, property `deadline` fails.
+        progress: called as `progress(property_name, dtype, None)` when a row starts and
+            `progress(property_name, dtype, result)` when it ends: a live display.
 
     Every call of the encoder gets copies of the batch and must leave them as they were
-    (property ``inputs_unchanged``). A nondeterministic encoder fails ``deterministic``, run
-    first on a fifth of ``max_examples``. A crash on a valid batch is its own ``runs`` row;
+    (property `inputs_unchanged`). A nondeterministic encoder fails `deterministic`, run
+    first on a fifth of `max_examples`. A crash on a valid batch is its own `runs` row;
     the property it interrupted runs again on the batches where the encoder runs. A dtype the
     encoder cannot run on one unpadded lane while it runs at float32 (two dtypes meet inside
-    it, or an op has no kernel for the dtype) is ``unsupported``, with a hint; a fill value
-    that overflows the dtype stays a ``runs`` failure. The float64 copy used for the rule's
+    it, or an op has no kernel for the dtype) is `unsupported`, with a hint; a fill value
+    that overflows the dtype stays a `runs` failure. The float64 copy used for the rule's
     drift term is best effort: without it the floors alone apply and the row says so. The
     global RNG states are restored afterwards, and torch's is seeded with 0 before each row.
 
     Returns:
-        A `CheckReport` when no property failed (``str()``: headline, contract, table, notes).
+        A `CheckReport` when no property failed (`str()`: headline, contract, table, notes).
 
     Raises:
-        EncoderPropertyError: the first failure in full (shrunk example, ``.reproducer``),
-            with ``.failures`` (every failure, each with its reproducer) and ``.report``.
-        lpim.testing.driver.IncompleteCheckError: ``strict=True`` and rows were not run.
+        EncoderPropertyError: the first failure in full (shrunk example, `.reproducer`),
+            with `.failures` (every failure, each with its reproducer) and `.report`.
+        lpim.testing.driver.IncompleteCheckError: `strict=True` and rows were not run.
         ValueError: an unknown property, dtype or precision, a contract value out of range,
-            ``point_dim`` that cannot be read or disagrees with the encoder's, a device torch
-            does not know, that is not available or is ``meta``, a malformed ``factory`` or a
-            non-positive ``deadline``.
-        TypeError: ``encoder`` is not callable, ``settings`` is not a ``hypothesis.settings``,
+            `point_dim` that cannot be read or disagrees with the encoder's, a device torch
+            does not know, that is not available or is `meta`, a malformed `factory` or a
+            non-positive `deadline`.
+        TypeError: `encoder` is not callable, `settings` is not a `hypothesis.settings`,
             or an argument has the wrong type.
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
@@ -310,7 +310,7 @@ def _declared(name: str, contract: DataContract) -> bool:
 
 
 def _excluded(name: str, contract: DataContract) -> str:
-    """Why property ``name`` is outside the data contract ('' if it is inside)."""
+    """Why property `name` is outside the data contract ('' if it is inside)."""
     kinds = GARBAGE_CONTRACTS[contract.garbage]
     if name == "ignores_nonfinite_padding" and not set(kinds) & set(NONFINITE_GARBAGE_KINDS):
         return f"not in the data contract: garbage={contract.garbage!r} (no NaN/inf padding)"
@@ -324,7 +324,7 @@ def _excluded(name: str, contract: DataContract) -> str:
 
 
 def _drawn_garbage(name: str, contract: DataContract) -> list[str]:
-    """What padded slots hold in the batches property ``name`` draws.
+    """What padded slots hold in the batches property `name` draws.
 
     Only the padding properties vary it, so that a garbage leak is named as such and not as a
     mismatch or a NaN; the others draw the contract's baseline (zeros, or the last point
@@ -365,7 +365,7 @@ def _reproducer(
     autocast: bool,
     failure: PropertyError[LaneBatch],
 ) -> str:
-    """Source that re-raises ``failure``: the property's own assert (the row's for a crash)."""
+    """Source that re-raises `failure`: the property's own assert (the row's for a crash)."""
     failed = failure.property_name
     assert_name = PROPERTIES[failed if failed in _ASSERTS else name].assert_name
     keywords = (
@@ -399,9 +399,9 @@ def _prepare(
     driver: Driver[LaneBatch],
     factory: str | None,
 ) -> Subject | None:
-    """The encoder, copied to ``held_dtype`` on ``device``; a ``runs`` row fails (and None is
+    """The encoder, copied to `held_dtype` on `device`; a `runs` row fails (and None is
     returned) if it cannot be, or if it still holds tensors elsewhere (a module wrapped in a
-    function, a plain tensor attribute that ``.to()`` does not move)."""
+    function, a plain tensor attribute that `.to()` does not move)."""
     problem, cause = "", None
     try:
         subject = Subject.prepare(encoder, held_dtype, device)
@@ -478,7 +478,7 @@ _OVERFLOW = re.compile(r"cannot be converted to type .* without overflow")
 def _unsupported(
     encoder: Encoder, subject: Subject, point_dim: int, dtype: torch.dtype, autocast: bool
 ) -> str:
-    """Why the encoder cannot run at ``dtype`` ('' if it can, or if the failure is a bug).
+    """Why the encoder cannot run at `dtype` ('' if it can, or if the failure is a bug).
 
     The probe is one unpadded lane: a crash there that does not happen at float32 and names two
     dtypes or a missing kernel is the dtype's; anything else (a crash at float32 too, only with
@@ -526,7 +526,7 @@ def _runs_at_float32(encoder: Encoder, device: torch.device, point_dim: int) -> 
 def _nondeterminism(
     name: str, subject: Subject, last: list[LaneBatch], error: HypothesisException
 ) -> EncoderPropertyError:
-    """Property ``deterministic`` for a Flaky run: replay the last batch twice to show it."""
+    """Property `deterministic` for a Flaky run: replay the last batch twice to show it."""
     batch = last[0] if last else None
     if batch is not None:
         for _ in range(3):
@@ -567,10 +567,10 @@ def _deadline_call(deadline: float) -> str:
 
 
 def _skipped_here(name: str, target: torch.device) -> str:
-    """Why property ``name`` cannot run on this machine ('' if it can), decided up front.
+    """Why property `name` cannot run on this machine ('' if it can), decided up front.
 
     Deciding it before Hypothesis runs keeps a skip a skip: raised inside a test, it is printed
-    by Hypothesis as a failure to reproduce with ``@seed``.
+    by Hypothesis as a failure to reproduce with `@seed`.
     """
     if name == "devices_agree" and not torch.cuda.is_available():
         return props.no_cuda_reason()
@@ -657,9 +657,9 @@ _POINT_DIM_ATTRIBUTES = ("in_dim", "point_dim", "input_dim", "in_channels", "in_
 
 
 def _read_point_dim(encoder: Encoder) -> int:
-    """``D`` from an attribute (`_POINT_DIM_ATTRIBUTES`), else from the input width of the
-    encoder's layers (``nn.Linear.in_features``, ``nn.Conv1d.in_channels``, an RNN's
-    ``input_size``), in the order they appear, confirmed by a probe call that runs."""
+    """`D` from an attribute (`_POINT_DIM_ATTRIBUTES`), else from the input width of the
+    encoder's layers (`nn.Linear.in_features`, `nn.Conv1d.in_channels`, an RNN's
+    `input_size`), in the order they appear, confirmed by a probe call that runs."""
     for attribute in _POINT_DIM_ATTRIBUTES:
         value = getattr(encoder, attribute, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -690,7 +690,7 @@ def _read_point_dim(encoder: Encoder) -> int:
 
 
 def _runs_with(encoder: Encoder, point_dim: int) -> bool:
-    """True when ``encoder`` runs on one lane of 3 points of ``point_dim`` coordinates."""
+    """True when `encoder` runs on one lane of 3 points of `point_dim` coordinates."""
     module = encoder if isinstance(encoder, torch.nn.Module) else None
     was_training = module.training if module is not None else False
     try:

@@ -1,45 +1,50 @@
 """Lane-set consumers: the mask bug one step downstream of the encoder.
 
 A *lane-set consumer* reads the encoder's lane embeddings as a set: BEV queries cross-attending over
-the ``M`` lanes, a pooled scene vector, a planner's map context. In a public LPIM
-reimplementation the BEV queries attend over all ``M`` lane embeddings with no lane mask, so the
-result changes with ``M`` and with whatever empty lanes hold. These checks catch that.
+the `M` lanes, a pooled scene vector, a planner's map context. In a public LPIM
+reimplementation the BEV queries attend over all `M` lane embeddings with no lane mask, so the
+result changes with `M` and with whatever empty lanes hold. These checks catch that.
 
 The consumer protocol
 ---------------------
-A consumer is a callable ``consumer(lane_embedding, lane_mask, *args, **kwargs)`` with
+A consumer is a callable `consumer(lane_embedding, lane_mask, *args, **kwargs)` with
 
-- ``lane_embedding [B, M, C]`` floating, rows of padded lanes meaningless (any value, NaN too);
-- ``lane_mask [B, M]`` bool, ``True`` = real lane (the library convention: pass
-  ``~lane_mask`` as ``nn.MultiheadAttention``'s ``key_padding_mask``);
-- ``args`` / ``kwargs``: its other inputs (e.g. BEV queries ``[B, Q, C]``), which must not depend
-  on ``M``.
+- `lane_embedding [B, M, C]` floating, rows of padded lanes meaningless (any value, NaN too);
+- `lane_mask [B, M]` bool, `True` = real lane (the library convention: pass
+  `~lane_mask` as `nn.MultiheadAttention`'s `key_padding_mask`);
+- `args` / `kwargs`: its other inputs (e.g. BEV queries `[B, Q, C]`), which must not depend
+  on `M`.
 
-It returns a tensor, or a tuple / list / dict (a ``NamedTuple`` is a tuple) of tensors, on the
+It returns a tensor, or a tuple / list / dict (a `NamedTuple` is a tuple) of tensors, on the
 input's device. **Every** returned tensor is compared, entirely: these are set-level outputs
-(one per sample or per query), which must not change shape with ``M``. Floating tensors are
+(one per sample or per query), which must not change shape with `M`. Floating tensors are
 compared under the tolerance rule, others (bool, int) exactly. Wrap a module with another
-signature in a ``lambda``. Per-lane outputs (``[B, M, ...]``) are not covered by these checks.
+signature in a `lambda`. Per-lane outputs (`[B, M, ...]`) are not covered by these checks.
 
 Properties
 ----------
-``runs``, ``finite``, ``ignores_appended_lanes``, ``ignores_padded_lanes`` and (when the user
-declares it) ``lane_order_invariant``: see :data:`CONSUMER_PROPERTIES`. One ``assert_*`` per
-property works on one :class:`~lpim.LaneSet` inside a user's own ``@given`` test;
-:func:`check_lane_consumer` runs them all with Hypothesis and raises
-:class:`LaneConsumerPropertyError` (an ``AssertionError``) with the shrunk example and a pasteable
+`runs`, `finite`, `ignores_appended_lanes`, `ignores_padded_lanes` and (when the user
+declares it) `lane_order_invariant`: see
+[`CONSUMER_PROPERTIES`][lpim.testing.consumer.CONSUMER_PROPERTIES]. One `assert_*` per
+property works on one [`LaneSet`][lpim.LaneSet] inside a user's own `@given` test;
+[`check_lane_consumer`][lpim.testing.consumer.check_lane_consumer] runs them all with Hypothesis and
+raises
+[`LaneConsumerPropertyError`][lpim.testing.consumer.LaneConsumerPropertyError] (an `AssertionError`)
+with the shrunk example and a pasteable
 reproducer.
 
 How the tolerance rule applies
 ------------------------------
-Each property compares the consumer with itself on two inputs that must give the same output (``M``
-lanes vs ``M + k``, zeros vs garbage in padded lanes, one lane order vs another), at the same
-dtype. The rule of :mod:`lpim.tolerance` is used as for encoders: ``y_s`` is the output on the
-original input, ``y_64`` that of a float64 copy of the consumer (an ``nn.Module``) on the same
+Each property compares the consumer with itself on two inputs that must give the same output (`M`
+lanes vs `M + k`, zeros vs garbage in padded lanes, one lane order vs another), at the same
+dtype. The rule of [`lpim.tolerance`][lpim.tolerance] is used as for encoders: `y_s` is the output
+on the
+original input, `y_64` that of a float64 copy of the consumer (an `nn.Module`) on the same
 input, and the floors take the reduction length ``K = max(M', C, widest nn.Linear input,
-nn.MultiheadAttention embed_dim)`` with ``M'`` the larger lane count of the two runs (attention
-and pooling over lanes sum ``M'`` terms), and ``depth`` = the matmul-bearing modules
-(:func:`lpim.tolerance.encoder_scale`). Plain callables get the floors alone, with ``depth`` 1.
+nn.MultiheadAttention embed_dim)` with `M'`` the larger lane count of the two runs (attention
+and pooling over lanes sum `M'` terms), and `depth` = the matmul-bearing modules
+([`lpim.tolerance.encoder_scale`][lpim.tolerance.encoder_scale]). Plain callables get the floors
+alone, with `depth` 1.
 """
 
 from __future__ import annotations
@@ -85,7 +90,7 @@ __all__ = [
 ]
 
 Consumer = Callable[..., Any]
-"""Anything callable as ``consumer(lane_embedding, lane_mask, *args, **kwargs)``."""
+"""Anything callable as `consumer(lane_embedding, lane_mask, *args, **kwargs)`."""
 
 CONSUMER_PROPERTIES: dict[str, Property] = {
     p.name: p
@@ -162,23 +167,26 @@ CONSUMER_PROPERTIES: dict[str, Property] = {
         ),
     ]
 }
-"""Every consumer property, in the order :func:`check_lane_consumer` runs them."""
+"""Every consumer property, in the order
+[`check_lane_consumer`][lpim.testing.consumer.check_lane_consumer] runs them."""
 
 
 class LaneConsumerPropertyError(PropertyError[LaneSet]):
     """A lane-set consumer broke a property: the consumer-side sibling of
-    :class:`~lpim.testing.EncoderPropertyError` (both are :class:`~lpim.testing.PropertyError`).
+    [`EncoderPropertyError`][lpim.testing.EncoderPropertyError] (both are
+    [`PropertyError`][lpim.testing.PropertyError]).
 
     Attributes:
-        property_name: the property (a key of :data:`CONSUMER_PROPERTIES`).
-        example: the (shrunk, when raised by ``check_lane_consumer``) :class:`~lpim.LaneSet`.
+        property_name: the property (a key of
+            [`CONSUMER_PROPERTIES`][lpim.testing.consumer.CONSUMER_PROPERTIES]).
+        example: the (shrunk, when raised by `check_lane_consumer`) [`LaneSet`][lpim.LaneSet].
         detail: what was seen: which output, which element, how far off.
-        reproducer: pasteable Python that re-raises this error (set by ``check_lane_consumer``;
+        reproducer: pasteable Python that re-raises this error (set by `check_lane_consumer`;
             a bare assert leaves it empty).
         dtype: the dtype the failure was seen at.
 
-    An exception raised by the consumer itself is wrapped as property ``runs`` with the
-    original as ``__cause__``.
+    An exception raised by the consumer itself is wrapped as property `runs` with the
+    original as `__cause__`.
     """
 
     properties = CONSUMER_PROPERTIES
@@ -186,7 +194,7 @@ class LaneConsumerPropertyError(PropertyError[LaneSet]):
 
     @staticmethod
     def example_dtype(example: LaneSet) -> str:
-        """``str(example.lane_embedding.dtype)``."""
+        """`str(example.lane_embedding.dtype)`."""
         return str(example.lane_embedding.dtype)
 
     @staticmethod
@@ -205,11 +213,11 @@ class LaneConsumerPropertyError(PropertyError[LaneSet]):
 
 
 def consumer_outputs(output: object, lanes: LaneSet) -> dict[str, torch.Tensor]:
-    """Every tensor a consumer returned, by name (``output``, ``output[0]``, ``output['bev']``).
+    """Every tensor a consumer returned, by name (`output`, `output[0]`, `output['bev']`).
 
     Raises:
         ProtocolError: not a tensor, a tuple / list / dict of tensors, or a tensor on another
-            device than ``lanes.lane_embedding``.
+            device than `lanes.lane_embedding`.
     """
     if isinstance(output, torch.Tensor):
         named = {"output": output}
@@ -234,7 +242,7 @@ def consumer_outputs(output: object, lanes: LaneSet) -> dict[str, torch.Tensor]:
 
 
 def _runs(lanes: LaneSet) -> AbstractContextManager[None]:
-    """Turn anything the consumer raises into a failure of property ``runs``."""
+    """Turn anything the consumer raises into a failure of property `runs`."""
     return runs_as(LaneConsumerPropertyError, lanes, "consumer")
 
 
@@ -244,7 +252,7 @@ def _call(consumer: Consumer, lanes: LaneSet) -> dict[str, torch.Tensor]:
 
 
 def _call64(consumer: Consumer, lanes: LaneSet) -> dict[str, torch.Tensor] | None:
-    """The float64 copy's outputs on ``lanes`` (None: not a module, or already float64)."""
+    """The float64 copy's outputs on `lanes` (None: not a module, or already float64)."""
     dtype = lanes.lane_embedding.dtype
     twin = Subject(consumer, dtype, lanes.lane_embedding.device).twin
     if twin is None:
@@ -253,7 +261,7 @@ def _call64(consumer: Consumer, lanes: LaneSet) -> dict[str, torch.Tensor] | Non
 
 
 def _rule(consumer: Consumer, lanes: LaneSet, num_lanes: int) -> Tolerance:
-    """The tolerance rule at ``lanes``' dtype, with ``num_lanes`` lanes reduced over."""
+    """The tolerance rule at `lanes`' dtype, with `num_lanes` lanes reduced over."""
     _, _, c = lanes.shape
     k, depth = encoder_scale(consumer, fallback_length=max(num_lanes, c))
     return tolerance(lanes.lane_embedding.dtype, k, depth)
@@ -268,9 +276,9 @@ def _compare(
     example: LaneSet,
     what: str,
 ) -> float:
-    """Each output of ``actual`` against ``expected`` under ``rule``; the largest error ratio.
+    """Each output of `actual` against `expected` under `rule`; the largest error ratio.
 
-    NaN in both counts as equal (NaN itself is property ``finite``'s business).
+    NaN in both counts as equal (NaN itself is property `finite`'s business).
     """
     if list(actual) != list(expected):
         raise LaneConsumerPropertyError(
@@ -322,12 +330,12 @@ def _compare(
 
 
 def _at(index: tuple[int, ...]) -> str:
-    """``(0, 2, 7)`` -> ``"[0, 2, 7]"``, for messages."""
+    """`(0, 2, 7)` -> `"[0, 2, 7]"`, for messages."""
     return f"[{', '.join(map(str, index))}]"
 
 
 def _index(flat: int, shape: torch.Size) -> tuple[int, ...]:
-    """The multi-index of flat position ``flat`` in a tensor of ``shape``."""
+    """The multi-index of flat position `flat` in a tensor of `shape`."""
     index = []
     for size in reversed(shape):
         flat, rest = divmod(flat, size)
@@ -338,7 +346,7 @@ def _index(flat: int, shape: torch.Size) -> tuple[int, ...]:
 def _replace(
     lanes: LaneSet, lane_embedding: torch.Tensor, lane_mask: torch.Tensor | None = None
 ) -> LaneSet:
-    """``lanes`` with another embedding (and mask), the other inputs kept."""
+    """`lanes` with another embedding (and mask), the other inputs kept."""
     mask = lanes.lane_mask if lane_mask is None else lane_mask
     return LaneSet(lane_embedding, mask, lanes.args, lanes.kwargs)
 
@@ -347,22 +355,22 @@ def _replace(
 
 
 def assert_consumer_finite(consumer: Consumer, lanes: LaneSet) -> float:
-    """Property ``finite``: no NaN or inf in any output, lane-less samples and batches included.
+    """Property `finite`: no NaN or inf in any output, lane-less samples and batches included.
 
-    Runs ``lanes`` as given, then with sample 0's lanes all marked padded (if it had a real
+    Runs `lanes` as given, then with sample 0's lanes all marked padded (if it had a real
     lane), then with every lane marked padded (if any was real); the embeddings stay as they
     are, so the inputs are finite wherever they were. Every output tensor must be finite.
 
     Args:
         consumer: see the module docstring (put a module in eval mode first).
-        lanes: ``lane_embedding [B, M, C]``, ``lane_mask [B, M]`` (True = real) and the other
+        lanes: `lane_embedding [B, M, C]`, `lane_mask [B, M]` (True = real) and the other
             inputs.
 
     Returns:
         0.0 (an exact check).
 
     Raises:
-        LaneConsumerPropertyError: ``finite`` (or ``runs``), with the failing variant as example.
+        LaneConsumerPropertyError: `finite` (or `runs`), with the failing variant as example.
     """
     embedding = lanes.lane_embedding
     variants = [("", lanes)]
@@ -393,11 +401,13 @@ def assert_consumer_finite(consumer: Consumer, lanes: LaneSet) -> float:
 # -- ignores appended lanes ------------------------------------------------------------------------
 
 APPENDED_LANES = (1, 7)
-"""How many padded lanes :func:`assert_ignores_appended_lanes` appends, one run each."""
+"""How many padded lanes
+[`assert_ignores_appended_lanes`][lpim.testing.consumer.assert_ignores_appended_lanes] appends, one
+run each."""
 
 
 def with_appended_lanes(lanes: LaneSet, count: int) -> LaneSet:
-    """``lanes`` with ``count`` padded lanes appended: ``M -> M + count``, zeros, mask False."""
+    """`lanes` with `count` padded lanes appended: `M -> M + count`, zeros, mask False."""
     b, _, c = lanes.shape
     embedding = lanes.lane_embedding
     extra = embedding.new_zeros(b, count, c)  # [B, count, C]
@@ -408,18 +418,19 @@ def with_appended_lanes(lanes: LaneSet, count: int) -> LaneSet:
 
 
 def assert_ignores_appended_lanes(consumer: Consumer, lanes: LaneSet) -> float:
-    """Property ``ignores_appended_lanes``: more padded lane slots change no output.
+    """Property `ignores_appended_lanes`: more padded lane slots change no output.
 
-    Appends :data:`APPENDED_LANES` padded lanes (zeros, ``lane_mask`` False) after the ``M``
-    slots, one run per count, and compares every output with the run on ``lanes`` under the
-    tolerance rule (reduction length the larger ``M``). The appended lanes hold zeros, the most
-    harmless content: what padded lanes hold is :func:`assert_ignores_padded_lanes`' business.
+    Appends `APPENDED_LANES` padded lanes (zeros, `lane_mask` False) after the `M`
+    slots, one run per count, and compares every output with the run on `lanes` under the
+    tolerance rule (reduction length the larger `M`). The appended lanes hold zeros, the most
+    harmless content: what padded lanes hold is
+    [`assert_ignores_padded_lanes`][lpim.testing.consumer.assert_ignores_padded_lanes]' business.
 
     Returns:
         The largest error as a fraction of the allowed one.
 
     Raises:
-        LaneConsumerPropertyError: ``ignores_appended_lanes`` (or ``runs``).
+        LaneConsumerPropertyError: `ignores_appended_lanes` (or `runs`).
     """
     expected = _call(consumer, lanes)
     expected_64 = _call64(consumer, lanes)
@@ -440,15 +451,15 @@ def assert_ignores_appended_lanes(consumer: Consumer, lanes: LaneSet) -> float:
 
 
 def with_padded_lanes(lanes: LaneSet, fill: float) -> LaneSet:
-    """``lanes`` with every padded lane's embedding set to ``fill`` (real lanes untouched)."""
+    """`lanes` with every padded lane's embedding set to `fill` (real lanes untouched)."""
     embedding = torch.where(lanes.lane_mask[..., None], lanes.lane_embedding, fill)
     return _replace(lanes, embedding)
 
 
 def assert_ignores_padded_lanes(consumer: Consumer, lanes: LaneSet) -> float:
-    """Property ``ignores_padded_lanes``: what padded lanes hold changes no output.
+    """Property `ignores_padded_lanes`: what padded lanes hold changes no output.
 
-    Runs ``lanes`` with zeros in every padded lane, then with each of
+    Runs `lanes` with zeros in every padded lane, then with each of
     `lpim.strategies.garbage_fills` (NaN, inf, -inf, huge, -huge) and with its own
     padded content, and compares every output with the zero-filled run under the tolerance
     rule. Nothing to vary (and 0.0 returned) when no lane is padded.
@@ -457,7 +468,7 @@ def assert_ignores_padded_lanes(consumer: Consumer, lanes: LaneSet) -> float:
         The largest error as a fraction of the allowed one.
 
     Raises:
-        LaneConsumerPropertyError: ``ignores_padded_lanes`` (or ``runs``), with the variant
+        LaneConsumerPropertyError: `ignores_padded_lanes` (or `runs`), with the variant
             that changed the output as example.
     """
     if bool(lanes.lane_mask.all()):
@@ -487,7 +498,9 @@ def assert_ignores_padded_lanes(consumer: Consumer, lanes: LaneSet) -> float:
 
 
 def lane_orders(num_lanes: int) -> dict[str, torch.Tensor]:
-    """The slot permutations :func:`assert_lane_order_invariant` applies: reversed, rotated."""
+    """The slot permutations
+    [`assert_lane_order_invariant`][lpim.testing.consumer.assert_lane_order_invariant] applies:
+    reversed, rotated."""
     if num_lanes < 2:
         return {}
     order = torch.arange(num_lanes)
@@ -498,18 +511,18 @@ def lane_orders(num_lanes: int) -> dict[str, torch.Tensor]:
 
 
 def assert_lane_order_invariant(consumer: Consumer, lanes: LaneSet) -> float:
-    """Property ``lane_order_invariant``: reordering lane slots changes no output.
+    """Property `lane_order_invariant`: reordering lane slots changes no output.
 
     Only for consumers that declare it (a lane set has no order, but a consumer may read one on
-    purpose). Reverses, then rotates by one, the ``M`` slots of every sample, each lane with its
-    ``lane_mask`` entry, and compares every output with the run on ``lanes`` under the
-    tolerance rule. Nothing to vary (and 0.0 returned) when ``M < 2``.
+    purpose). Reverses, then rotates by one, the `M` slots of every sample, each lane with its
+    `lane_mask` entry, and compares every output with the run on `lanes` under the
+    tolerance rule. Nothing to vary (and 0.0 returned) when `M < 2`.
 
     Returns:
         The largest error as a fraction of the allowed one.
 
     Raises:
-        LaneConsumerPropertyError: ``lane_order_invariant`` (or ``runs``).
+        LaneConsumerPropertyError: `lane_order_invariant` (or `runs`).
     """
     orders = lane_orders(lanes.shape[1])
     if not orders:
@@ -557,11 +570,11 @@ def consumer_reproducer(
     consumer: object,
     factory: str | None = None,
 ) -> str:
-    """Python source that rebuilds ``example`` exactly and calls ``lpim.testing.<assert_name>``.
+    """Python source that rebuilds `example` exactly and calls `lpim.testing.<assert_name>`.
 
-    The consumer is rebuilt as :func:`lpim.testing.reproducer.encoder_source` rebuilds an
-    encoder (``factory`` ``"module:expression"``, or an importable class from its stored
-    constructor arguments; weights from ``torch.manual_seed(0)``).
+    The consumer is rebuilt as `lpim.testing.reproducer.encoder_source` rebuilds an
+    encoder (`factory` `"module:expression"`, or an importable class from its stored
+    constructor arguments; weights from `torch.manual_seed(0)`).
     """
     imports, build = encoder_source(consumer, factory)
     dtype = example.lane_embedding.dtype
@@ -630,45 +643,45 @@ def check_lane_consumer(
     factory: str | None = None,
     progress: Callable[[str, torch.dtype, PropertyResult | None], None] | None = None,
 ) -> CheckReport:
-    """Check every lane-consumer property on ``consumer``; return the report, or raise at the
+    """Check every lane-consumer property on `consumer`; return the report, or raise at the
     end with every failure.
 
     Every property x dtype row runs, even after a failure, through the same driver as
-    `lpim.testing.check_encoder` (same table, same headline, same ``strict``).
+    `lpim.testing.check_encoder` (same table, same headline, same `strict`).
 
     Args:
         consumer: called as ``consumer(lane_embedding [B, M, C], lane_mask [B, M], *args,
-            **kwargs)`` (``lane_mask`` True = real lane); returns a tensor or a tuple / list /
+            **kwargs)` (`lane_mask`` True = real lane); returns a tensor or a tuple / list /
             dict of tensors, every one of which is compared (module docstring). A module is
             copied per dtype and put in eval mode; the caller's module is never modified.
-        embed_dim: ``C``; read from ``consumer.embed_dim`` (or ``d_model``, ``lane_dim``) when
+        embed_dim: `C`; read from `consumer.embed_dim` (or `d_model`, `lane_dim`) when
             omitted.
-        other_inputs: ``(batch_size, dtype, device) -> SearchStrategy`` of the consumer's other
-            inputs: a tuple (positional, after ``lane_mask``) or a dict (keyword); e.g.
+        other_inputs: `(batch_size, dtype, device) -> SearchStrategy` of the consumer's other
+            inputs: a tuple (positional, after `lane_mask`) or a dict (keyword); e.g.
             `lpim.strategies.bev_queries` or `lpim.strategies.bev_maps`. None: it takes none.
         order_invariant: declare that the output must not depend on the order of the lane
-            slots; ``lane_order_invariant`` is reported ``excluded`` otherwise.
+            slots; `lane_order_invariant` is reported `excluded` otherwise.
         dtype: one dtype or several; default float64, float32, bfloat16, float16.
         device: where to run (default CPU).
         settings: Hypothesis settings (e.g. a profile's); default
             `lpim.testing.DEFAULT_SETTINGS`.
-        properties: some of ``finite``, ``ignores_appended_lanes``, ``ignores_padded_lanes``,
-            ``lane_order_invariant`` (default all; ``runs`` is checked by every one of them).
-        batch_size: ``B`` of the drawn lane sets: an int or an inclusive ``(low, high)`` range.
-        num_lanes: ``M`` of the drawn lane sets: an int or a range.
+        properties: some of `finite`, `ignores_appended_lanes`, `ignores_padded_lanes`,
+            `lane_order_invariant` (default all; `runs` is checked by every one of them).
+        batch_size: `B` of the drawn lane sets: an int or an inclusive `(low, high)` range.
+        num_lanes: `M` of the drawn lane sets: an int or a range.
         strict: raise `lpim.testing.driver.IncompleteCheckError` when nothing failed but a row
             was skipped or unsupported.
         threads: torch's intra-op threads during the check (restored after; default 1).
-        factory: ``"module:expression"`` that rebuilds the consumer, for the reproducer.
+        factory: `"module:expression"` that rebuilds the consumer, for the reproducer.
         progress: as `lpim.testing.check_encoder`'s.
 
     Returns:
-        A `lpim.testing.CheckReport` (``str()`` is the same table as ``check_encoder``'s).
+        A `lpim.testing.CheckReport` (`str()` is the same table as `check_encoder`'s).
 
     Raises:
-        LaneConsumerPropertyError: the first failure in full (shrunk example, ``.reproducer``),
-            with ``.failures`` (every failure) and ``.report``.
-        ValueError: an unknown property or dtype, or ``embed_dim`` cannot be read.
+        LaneConsumerPropertyError: the first failure in full (shrunk example, `.reproducer`),
+            with `.failures` (every failure) and `.report`.
+        ValueError: an unknown property or dtype, or `embed_dim` cannot be read.
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
     dtypes = checked_dtypes(dtype)
@@ -732,7 +745,7 @@ def _reproducer(
 def _translate(
     name: str, error: BaseException, last: list[LaneSet]
 ) -> LaneConsumerPropertyError | None:
-    """Hypothesis' own errors (e.g. Flaky: the consumer is not deterministic) as ``runs``."""
+    """Hypothesis' own errors (e.g. Flaky: the consumer is not deterministic) as `runs`."""
     if not isinstance(error, HypothesisException):
         return None
     return LaneConsumerPropertyError(
@@ -745,7 +758,7 @@ def _translate(
 def _consumer_unsupported(
     prepared: Consumer, embed_dim: int, dtype: torch.dtype, device: torch.device
 ) -> str:
-    """Why the consumer cannot run at ``dtype`` ('' if it can): one real lane, no padding,
+    """Why the consumer cannot run at `dtype` ('' if it can): one real lane, no padding,
     and only an op with no kernel for the dtype counts."""
     lanes = LaneSet(
         torch.linspace(-1, 1, embed_dim).reshape(1, 1, embed_dim).to(device=device, dtype=dtype),

@@ -4,8 +4,8 @@ A check draws only batches inside the contract, so that a pass never claims more
 checked and a failure is never on a batch the user's pipeline cannot produce. The default is the
 strictest: anything may happen (any padding layout, huge/inf/NaN in padded slots, lanes of one
 point, empty lanes and samples). The same keywords work on `lpim.testing.check_encoder`, the
-``lpim_check`` fixture and `lpim.strategies.lane_batches`; ``lpim check`` takes them as flags
-and reads a ``[tool.lpim]`` table from the user's ``pyproject.toml``.
+`lpim_check` fixture and `lpim.strategies.lane_batches`; `lpim check` takes them as flags
+and reads a `[tool.lpim]` table from the user's `pyproject.toml`.
 """
 
 from __future__ import annotations
@@ -39,21 +39,21 @@ class DataContract:
     """What padded batches may hold.
 
     Attributes:
-        layout: the padding layouts that occur: any of ``"right"`` (real points first),
-            ``"left"`` (last), ``"scattered"`` (anywhere).
-        garbage: what padded slots hold: ``"any"`` (huge, inf and NaN too), ``"finite"``
-            (finite values within the range real coordinates take), ``"zeros"``, or
-            ``"repeat_last"`` (each lane's last real point; zeros for empty lanes).
+        layout: the padding layouts that occur: any of `"right"` (real points first),
+            `"left"` (last), `"scattered"` (anywhere).
+        garbage: what padded slots hold: `"any"` (huge, inf and NaN too), `"finite"`
+            (finite values within the range real coordinates take), `"zeros"`, or
+            `"repeat_last"` (each lane's last real point; zeros for empty lanes).
         min_points: the fewest real points a non-empty lane has.
-        empty_lanes: whether lanes with no real point occur; ``"zero"`` also requires the
-            encoder to give them an all-zero ``lane_embedding`` (property
-            ``empty_lanes_zero``).
+        empty_lanes: whether lanes with no real point occur; `"zero"` also requires the
+            encoder to give them an all-zero `lane_embedding` (property
+            `empty_lanes_zero`).
         empty_samples: whether samples with no real lane occur.
-        batch_size: ``B``: an int or an inclusive ``(low, high)`` range.
-        num_lanes: ``M``: an int or a range.
-        num_points: ``N``: an int or a range.
+        batch_size: `B`: an int or an inclusive `(low, high)` range.
+        num_lanes: `M`: an int or a range.
+        num_points: `N`: an int or a range.
         strategy: a Hypothesis strategy of `lpim.LaneBatch` that replaces the drawing
-            (its batches are taken as the contract; ``garbage`` still says what the padding
+            (its batches are taken as the contract; `garbage` still says what the padding
             properties may write into padded slots).
     """
 
@@ -112,7 +112,7 @@ class DataContract:
 
     @property
     def require_zero_empty_lanes(self) -> bool:
-        """True when ``empty_lanes="zero"``: empty lanes must give exact zeros."""
+        """True when `empty_lanes="zero"`: empty lanes must give exact zeros."""
         return self.empty_lanes == "zero"
 
     @property
@@ -156,8 +156,8 @@ class DataContract:
         device: torch.device,
         garbage: str | Sequence[str],
     ) -> st.SearchStrategy[LaneBatch]:
-        """Batches inside the contract, with ``garbage`` (kinds of
-        `lpim.strategies.GARBAGE_KINDS`) in padded slots, at ``dtype`` on ``device``."""
+        """Batches inside the contract, with `garbage` (kinds of
+        `lpim.strategies.GARBAGE_KINDS`) in padded slots, at `dtype` on `device`."""
         if self.strategy is not None:
             kinds = [garbage] if isinstance(garbage, str) else list(garbage)
             return self.strategy.map(lambda batch: _refill(batch, kinds, dtype, device))
@@ -179,7 +179,7 @@ class DataContract:
 
 
 def _check_size(name: str, size: object) -> None:
-    """A size: an int >= 0 or an inclusive ``(low, high)`` range of them, low <= high."""
+    """A size: an int >= 0 or an inclusive `(low, high)` range of them, low <= high."""
     values = size if isinstance(size, tuple) else (size,)
     if not isinstance(size, int | tuple) or len(values) not in (1, 2):
         raise TypeError(f"{name} must be an int or a (min, max) tuple of ints; got {size!r}")
@@ -191,7 +191,7 @@ def _check_size(name: str, size: object) -> None:
 def _refill(
     batch: LaneBatch, kinds: list[str], dtype: torch.dtype, device: torch.device
 ) -> LaneBatch:
-    """A user-drawn batch at ``dtype`` on ``device``; its padding replaced by the first kind's
+    """A user-drawn batch at `dtype` on `device`; its padding replaced by the first kind's
     fill unless the kinds leave it as drawn (every kind of the contract)."""
     batch = batch.to(device=device, dtype=dtype)
     if len(kinds) != 1:
@@ -220,7 +220,7 @@ _PYPROJECT_KEYS = {
 
 
 def find_pyproject(start: Path) -> Path | None:
-    """The nearest ``pyproject.toml`` at or above ``start`` that has a ``[tool.lpim]`` table."""
+    """The nearest `pyproject.toml` at or above `start` that has a `[tool.lpim]` table."""
     for folder in [start, *start.parents]:
         candidate = folder / "pyproject.toml"
         if candidate.is_file():
@@ -234,8 +234,8 @@ def find_pyproject(start: Path) -> Path | None:
 
 
 def read_pyproject(path: Path) -> dict[str, Any]:
-    """``[tool.lpim]`` of ``path`` as ``check_encoder`` keywords (``min-points`` ->
-    ``min_points``; ranges as two-item lists become tuples).
+    """`[tool.lpim]` of `path` as `check_encoder` keywords (`min-points` ->
+    `min_points`; ranges as two-item lists become tuples).
 
     Raises:
         ValueError: an unknown key, naming the file and the keys it may hold.

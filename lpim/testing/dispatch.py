@@ -1,14 +1,14 @@
 """Count what a forward pass asks of the device: compute ops dispatched and host syncs.
 
-``count_dispatch()`` is a ``TorchDispatchMode`` that sees every aten op below autograd, the way a
+`count_dispatch()` is a `TorchDispatchMode` that sees every aten op below autograd, the way a
 device sees launches. On a GPU each compute op is (at least) one kernel launch, so the count is
-what a launch-bound small batch pays for. Views (``view``, ``expand``, ``permute``, ...) move no
+what a launch-bound small batch pays for. Views (`view`, `expand`, `permute`, ...) move no
 data and are not counted.
 
 Host syncs are counted by what forces one on a GPU, so they can be counted on the CPU too: reading
-a value on the host (``.item()``, ``bool(t)``, ``int(t)``, ``.tolist()``), ops whose output shape
-depends on the data (``nonzero``, ``unique``, ``masked_select``, indexing with a boolean mask,
-``repeat_interleave`` without ``output_size``) and copies from a device to the CPU.
+a value on the host (`.item()`, `bool(t)`, `int(t)`, `.tolist()`), ops whose output shape
+depends on the data (`nonzero`, `unique`, `masked_select`, indexing with a boolean mask,
+`repeat_interleave` without `output_size`) and copies from a device to the CPU.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ _SHAPE_FROM_DATA = {
 
 @dataclass
 class DispatchCount:
-    """What ran inside ``count_dispatch()``.
+    """What ran inside `count_dispatch()`.
 
     Attributes:
         ops: compute ops dispatched (views excluded).
         syncs: host syncs (see the module docstring for what counts as one).
         by_op: ops per aten name, for reading where they come from.
-        sync_ops: host syncs per cause (an aten name or ``Tensor.tolist``).
+        sync_ops: host syncs per cause (an aten name or `Tensor.tolist`).
     """
 
     ops: int = 0
@@ -103,10 +103,10 @@ class _Counting(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch le
 
 @contextmanager
 def count_dispatch() -> Iterator[DispatchCount]:
-    """Count compute ops and host syncs of the code run inside the ``with`` block.
+    """Count compute ops and host syncs of the code run inside the `with` block.
 
     Yields:
-        A ``DispatchCount`` filled in as the block runs.
+        A `DispatchCount` filled in as the block runs.
 
     Example:
         ```python

@@ -42,7 +42,7 @@ _CROSS_CUTTING = ("runs", "inputs_unchanged")
 
 
 class IncompleteCheckError(AssertionError):
-    """``strict=True``: no property failed, but some rows were skipped or unsupported.
+    """`strict=True`: no property failed, but some rows were skipped or unsupported.
 
     Attributes:
         report: the check's report.
@@ -68,13 +68,13 @@ class Case(Generic[ExampleT]):
 
     Attributes:
         property_name: the row's property.
-        dtype: the row's dtype (the autocast dtype under ``precision="autocast"``).
+        dtype: the row's dtype (the autocast dtype under `precision="autocast"`).
         strategy: the examples to draw.
         check: one example -> the error ratio; raises the check's `PropertyError` subclass.
         settings: Hypothesis settings for this row.
         database_key: the example database's key for this row (property, dtype, subject).
         reproducer: a failure -> pasteable source that re-raises it.
-        context: entered around every call of ``check`` (e.g. ``torch.autocast``).
+        context: entered around every call of `check` (e.g. `torch.autocast`).
         translate: an exception that escaped Hypothesis (not a property failure) and the
             last example tried -> the failure to report, or None to let it propagate.
         pass_note: what a pass rests on, read after the row ran (e.g. no float64 reference).
@@ -109,8 +109,8 @@ class Driver(Generic[ExampleT]):
 
     Attributes:
         report: the report rows go into.
-        progress: ``progress(property_name, dtype, None)`` when a row starts and
-            ``progress(property_name, dtype, result)`` when it ends.
+        progress: `progress(property_name, dtype, None)` when a row starts and
+            `progress(property_name, dtype, result)` when it ends.
         strict: make `finish` raise `IncompleteCheckError` when a row was skipped or
             unsupported (and nothing failed).
     """
@@ -133,13 +133,13 @@ class Driver(Generic[ExampleT]):
         self.row(result)
 
     def has_row(self, property_name: str, dtype: torch.dtype) -> bool:
-        """True when the report has a row for ``property_name`` at ``dtype``."""
+        """True when the report has a row for `property_name` at `dtype`."""
         return any(
             r.property_name == property_name and r.dtype == dtype for r in self.report.results
         )
 
     def run(self, case: Case[ExampleT]) -> None:
-        """Run ``case`` with Hypothesis and add its row (and a cross-cutting failure's row)."""
+        """Run `case` with Hypothesis and add its row (and a cross-cutting failure's row)."""
         name, dtype = case.property_name, case.dtype
         if self.progress is not None:
             self.progress(name, dtype, None)
@@ -209,9 +209,9 @@ class Driver(Generic[ExampleT]):
         """The report when nothing failed (and, if strict, nothing was left undone).
 
         Raises:
-            PropertyError: the first failure in full, with ``.failures`` (every failure, each
-                with its reproducer) and ``.report``.
-            IncompleteCheckError: ``strict=True`` and a row was skipped or unsupported.
+            PropertyError: the first failure in full, with `.failures` (every failure, each
+                with its reproducer) and `.report`.
+            IncompleteCheckError: `strict=True` and a row was skipped or unsupported.
         """
         __tracebackhide__ = True  # pytest shows lpim's message, not the frames that found it
         if self.failures:
@@ -320,8 +320,8 @@ class _GiveUp(BaseException):
 
 
 class _Rejecting(Generic[ExampleT]):
-    """``check``, with failures of ``property_name`` rejected (the example does not count), at
-    most ``budget`` of them (four per example wanted: a crash on one batch in five still
+    """`check`, with failures of `property_name` rejected (the example does not count), at
+    most `budget` of them (four per example wanted: a crash on one batch in five still
     leaves enough; code that fails on nearly every batch would otherwise be called ten times
     per example Hypothesis wants)."""
 
@@ -343,11 +343,11 @@ class _Rejecting(Generic[ExampleT]):
 
 
 def check_settings(base: Settings) -> Settings:
-    """The settings every row runs with, from the user's ``base``.
+    """The settings every row runs with, from the user's `base`.
 
     No explain phase: it replays the failing example ~100 times to annotate Hypothesis' own
     report, which lpim replaces with its own (it multiplied a failing check's time by 50). No
-    deadline: torch's first call on a new shape is slow (``deadline=`` of the check times calls
+    deadline: torch's first call on a new shape is slow (`deadline=` of the check times calls
     itself). One bug reported per row: the next row has its own. Rejecting examples is the
     retry's way of stepping around a crash, not a slow strategy.
     """
@@ -367,19 +367,19 @@ def check_settings(base: Settings) -> Settings:
 
 
 def _set_database_key(test: Any, key: str) -> None:
-    """Give ``test`` its own entry in the example database.
+    """Give `test` its own entry in the example database.
 
     Hypothesis keys the database by the test function's source, which is the driver's one
     closure for every row: without this, a failure found for one property, dtype and encoder
     would be replayed for all. Hypothesis has no public way to set the key; this private
-    attribute is the one its own ``@given`` inner tests use, so it is set in this one place.
+    attribute is the one its own `@given` inner tests use, so it is set in this one place.
     """
     test._hypothesis_internal_add_digest = key.encode()
 
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with ``threads`` intra-op threads (None: leave torch's setting), restored after.
+    """Run with `threads` intra-op threads (None: leave torch's setting), restored after.
 
     Checks run thousands of tiny forwards: more threads gain nothing there, and torch's pool
     collapses when another process takes a core (measured on a 2-core machine: 3.8 s idle,

@@ -27,7 +27,7 @@ __all__ = [
 
 GALLERY = "docs/pitfalls.md"
 """The pitfalls gallery (the site's "Pitfalls gallery" page): one section per `lpim.zoo` bug,
-at ``#<name-with-dashes>``."""
+at `#<name-with-dashes>`."""
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,9 @@ class Cause:
         text: what goes wrong, in a few words.
         zoo: the `lpim.zoo` bug that shows it (its gallery section), or "" for none.
         needs: what an example must have for this cause to produce a failure on it:
-            ``"lanes"`` (two lanes or more), ``"padding"`` (a padded slot), ``"unaligned"``
-            (left or scattered padding), ``"empty_lane"`` (a lane with no real point),
-            ``"nonfinite"`` (NaN or inf in the example), ``"half"`` (float16). See
+            `"lanes"` (two lanes or more), `"padding"` (a padded slot), `"unaligned"`
+            (left or scattered padding), `"empty_lane"` (a lane with no real point),
+            `"nonfinite"` (NaN or inf in the example), `"half"` (float16). See
             `PropertyError.example_features`.
     """
 
@@ -64,8 +64,8 @@ class Property:
     """One property every encoder (or consumer) must hold.
 
     Attributes:
-        name: its name in reports, ``--property`` and ``PropertyError.property_name``.
-        assert_name: the ``lpim.testing`` function that checks it on one example.
+        name: its name in reports, `--property` and `PropertyError.property_name`.
+        assert_name: the `lpim.testing` function that checks it on one example.
         meaning: what it says, in one sentence.
         causes: the mistakes that usually break it, each with the example features it needs.
     """
@@ -81,7 +81,7 @@ class Property:
         return "; ".join(cause.describe() for cause in self.causes)
 
     def causes_for(self, features: frozenset[str]) -> list[Cause]:
-        """The causes that can produce a failure on an example with ``features``."""
+        """The causes that can produce a failure on an example with `features`."""
         return [cause for cause in self.causes if cause.needs <= features]
 
 
@@ -305,8 +305,8 @@ PROPERTIES: dict[str, Property] = {
 class PropertyError(AssertionError, Generic[ExampleT]):
     """Base of lpim's property failures: a property name, what was seen, and the example.
 
-    Subclasses name their property registry (:attr:`properties`), the word that opens the
-    message (:attr:`label`) and how to read the example's dtype; the message, the reproducer and
+    Subclasses name their property registry (`properties`), the word that opens the
+    message (`label`) and how to read the example's dtype; the message, the reproducer and
     their formatting live here once.
 
     Attributes:
@@ -316,13 +316,13 @@ class PropertyError(AssertionError, Generic[ExampleT]):
         reproducer: pasteable Python that re-raises this error (set by the check; a bare
             assert leaves it empty).
         dtype: the dtype the failure was seen at.
-        error_ratio: the error on ``example`` as a fraction of the allowed one (0.0 for exact
+        error_ratio: the error on `example` as a fraction of the allowed one (0.0 for exact
             checks and crashes).
         largest_ratio: the largest error seen over every example the check drew for this
             property and dtype, shrunk ones included (set by the check), so that a bug whose
             shrunk example is small is never presented as rounding.
         report: the check's report, every row (set by the check; None for a bare assert).
-        failures: every failure of the check, this one first (set by the check; ``[self]``
+        failures: every failure of the check, this one first (set by the check; `[self]`
             for a bare assert).
     """
 
@@ -347,12 +347,12 @@ class PropertyError(AssertionError, Generic[ExampleT]):
 
     @staticmethod
     def example_dtype(example: ExampleT) -> str:
-        """The dtype of ``example``'s float data, as ``str(torch.dtype)``."""
+        """The dtype of `example`'s float data, as `str(torch.dtype)`."""
         raise NotImplementedError
 
     @staticmethod
     def example_features(example: ExampleT) -> frozenset[str]:
-        """What ``example`` has, in the words of `Cause.needs`: the usual causes shown are
+        """What `example` has, in the words of `Cause.needs`: the usual causes shown are
         those that can produce a failure on it."""
         raise NotImplementedError
 
@@ -392,7 +392,7 @@ class PropertyError(AssertionError, Generic[ExampleT]):
         self.args = (self._message(),)
 
     def attach_reproducer(self, source: str) -> None:
-        """Set :attr:`reproducer` and add it to the message."""
+        """Set `reproducer` and add it to the message."""
         self.reproducer = source
         self.args = (self._message(),)
 
@@ -404,22 +404,22 @@ class EncoderPropertyError(PropertyError[LaneBatch]):
     """An encoder broke a property.
 
     Attributes:
-        property_name: the property (a key of :data:`PROPERTIES`).
-        example: the (shrunk, when raised by ``check_encoder``) :class:`~lpim.LaneBatch`.
+        property_name: the property (a key of [`PROPERTIES`][lpim.testing.errors.PROPERTIES]).
+        example: the (shrunk, when raised by `check_encoder`) [`LaneBatch`][lpim.LaneBatch].
         detail: what was seen: which lane, which output, how far off.
-        reproducer: pasteable Python that re-raises this error (set by ``check_encoder``; a
+        reproducer: pasteable Python that re-raises this error (set by `check_encoder`; a
             bare assert leaves it empty).
-        dtype: the dtype the failure was seen at (set by ``check_encoder``).
+        dtype: the dtype the failure was seen at (set by `check_encoder`).
 
-    An exception raised by the encoder itself is wrapped as property ``runs`` with the
-    original as ``__cause__``.
+    An exception raised by the encoder itself is wrapped as property `runs` with the
+    original as `__cause__`.
     """
 
     properties = PROPERTIES
 
     @staticmethod
     def example_dtype(example: LaneBatch) -> str:
-        """``str(example.points.dtype)``."""
+        """`str(example.points.dtype)`."""
         return str(example.points.dtype)
 
     @staticmethod

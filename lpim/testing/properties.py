@@ -1,17 +1,20 @@
 """One assert per property, each checking one encoder on one batch.
 
-Each ``assert_*`` takes an encoder (see :mod:`lpim.testing.protocol`; put it in eval mode first)
-and a :class:`~lpim.LaneBatch`, raises :class:`~lpim.testing.EncoderPropertyError` when the
+Each `assert_*` takes an encoder (see `lpim.testing.protocol`; put it in eval mode first)
+and a [`LaneBatch`][lpim.LaneBatch], raises
+[`EncoderPropertyError`][lpim.testing.EncoderPropertyError] when the
 property fails, and otherwise returns the largest error seen as a fraction of the allowed one
-(:mod:`lpim.tolerance`; 0.0 for exact checks). Use them inside your own ``@given`` tests::
+([`lpim.tolerance`][lpim.tolerance]; 0.0 for exact checks). Use them inside your own `@given` tests:
 
-    @given(lane_batches(num_lanes=(1, 50)))
-    def test_my_encoder_matches_unpadded(batch):
-        assert_matches_unpadded(my_encoder, batch)
+```python
+@given(lane_batches(num_lanes=(1, 50)))
+def test_my_encoder_matches_unpadded(batch):
+    assert_matches_unpadded(my_encoder, batch)
+```
 
 Each varies one thing and holds everything else fixed, so that a failure names its cause:
-``finite`` and ``matches_unpadded`` run the batch as given; ``ignores_padding`` varies only what
-padded slots hold; ``lanes_independent`` varies only other lanes; ``gradients_isolated`` only
+`finite` and `matches_unpadded` run the batch as given; `ignores_padding` varies only what
+padded slots hold; `lanes_independent` varies only other lanes; `gradients_isolated` only
 differentiates. Every comparison of floating outputs goes through the tolerance rule.
 """
 
@@ -63,9 +66,9 @@ __all__ = [
 def runs_as(
     error_type: type[PropertyError[ExampleT]], example: ExampleT, what: str
 ) -> Iterator[None]:
-    """Turn anything the code under check raises into ``error_type``'s property ``runs``.
+    """Turn anything the code under check raises into `error_type`'s property `runs`.
 
-    ``what`` names the code under check in the message ("encoder", "consumer"); a property
+    `what` names the code under check in the message ("encoder", "consumer"); a property
     failure raised inside passes through unchanged.
     """
     try:
@@ -81,7 +84,7 @@ def runs_as(
 
 
 def _runs(batch: LaneBatch) -> AbstractContextManager[None]:
-    """Turn anything the encoder raises into a failure of property ``runs``."""
+    """Turn anything the encoder raises into a failure of property `runs`."""
     return runs_as(EncoderPropertyError, batch, "encoder")
 
 
@@ -106,10 +109,10 @@ def _compare(
     pairs: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]],
     what: str,
 ) -> float:
-    """Check each ``(output name, actual, expected, expected_64, labels)`` under the rule.
+    """Check each `(output name, actual, expected, expected_64, labels)` under the rule.
 
-    ``actual``, ``expected`` and ``expected_64`` are ``[K, C]`` rows to compare; ``labels[k]``
-    names row ``k`` for the message. Returns the largest error ratio; raises past 1.
+    `actual`, `expected` and `expected_64` are `[K, C]` rows to compare; `labels[k]`
+    names row `k` for the message. Returns the largest error ratio; raises past 1.
     """
     rule = subject.tolerance(batch)
     worst = 0.0
@@ -140,12 +143,12 @@ def _compare(
 
 
 def _lane_rows(output: EncoderOutput, index: torch.Tensor) -> torch.Tensor:
-    """``lane_embedding`` rows at flat lane indices ``index`` -> ``[K, C]``."""
+    """`lane_embedding` rows at flat lane indices `index` -> `[K, C]`."""
     return output.lane_embedding.flatten(0, 1)[index]
 
 
 def _point_rows(output: EncoderOutput, point_mask: torch.Tensor) -> torch.Tensor | None:
-    """``point_features`` at real points -> ``[T, C']``, or None."""
+    """`point_features` at real points -> `[T, C']`, or None."""
     return None if output.point_features is None else output.point_features[point_mask]
 
 
@@ -169,7 +172,7 @@ def _pairs(
     lanes: torch.Tensor,
     point_mask: torch.Tensor,
 ) -> list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]]:
-    """Lane rows ``lanes`` and point rows ``point_mask`` of two outputs (and the float64 one)."""
+    """Lane rows `lanes` and point rows `point_mask` of two outputs (and the float64 one)."""
     pairs: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor | None, list[str]]] = [
         (
             "lane_embedding",
@@ -201,13 +204,13 @@ def _pairs(
 
 
 def assert_deterministic(encoder: Encoder | Subject, batch: LaneBatch) -> float:
-    """Property ``deterministic``: the same batch twice gives the same output.
+    """Property `deterministic`: the same batch twice gives the same output.
 
-    Calls the encoder twice on ``batch`` and compares ``lane_embedding`` of every lane and
-    ``point_features`` at real points under the tolerance rule (so that GPU kernels whose
+    Calls the encoder twice on `batch` and compares `lane_embedding` of every lane and
+    `point_features` at real points under the tolerance rule (so that GPU kernels whose
     reduction order varies pass). A failure names what usually causes it: dropout still active
     (the modules it finds in training mode, with "call .eval()"), random numbers drawn in
-    ``forward``, or state kept between calls.
+    `forward`, or state kept between calls.
 
     Returns:
         The largest error as a fraction of the allowed one.
@@ -243,10 +246,10 @@ def assert_deterministic(encoder: Encoder | Subject, batch: LaneBatch) -> float:
 
 
 def assert_finite(encoder: Encoder | Subject, batch: LaneBatch) -> float:
-    """Property ``finite``: no NaN or inf in any output, empty lanes and batches included.
+    """Property `finite`: no NaN or inf in any output, empty lanes and batches included.
 
-    Checks ``lane_embedding`` of every lane (empty ones too: consumers without a lane mask read
-    them) and ``point_features`` at real points. Real points must be finite (``LaneBatch``
+    Checks `lane_embedding` of every lane (empty ones too: consumers without a lane mask read
+    them) and `point_features` at real points. Real points must be finite (`LaneBatch`
     guarantees it); padded slots are used as given.
 
     Returns:
@@ -281,17 +284,18 @@ def assert_finite(encoder: Encoder | Subject, batch: LaneBatch) -> float:
 
 
 def lane_alone(batch: LaneBatch, b: int, m: int) -> LaneBatch:
-    """Lane ``(b, m)`` alone and unpadded: ``points [1, 1, n, D]``, every point real."""
+    """Lane `(b, m)` alone and unpadded: `points [1, 1, n, D]`, every point real."""
     real = batch.points[b, m][batch.point_mask[b, m]]  # [n, D]
     mask = torch.ones(1, 1, real.shape[0], dtype=torch.bool, device=real.device)
     return LaneBatch(real[None, None], mask)
 
 
 def assert_matches_unpadded(encoder: Encoder | Subject, batch: LaneBatch) -> float:
-    """Property ``matches_unpadded``: each real lane equals the encoder on that lane alone.
+    """Property `matches_unpadded`: each real lane equals the encoder on that lane alone.
 
-    For every lane with at least one real point, runs the encoder on :func:`lane_alone` and
-    compares ``lane_embedding`` (and ``point_features`` at the real points, in slot order) with
+    For every lane with at least one real point, runs the encoder on
+    [`lane_alone`][lpim.testing.properties.lane_alone] and
+    compares `lane_embedding` (and `point_features` at the real points, in slot order) with
     the batched output under the tolerance rule.
 
     Returns:
@@ -327,7 +331,7 @@ def assert_matches_unpadded(encoder: Encoder | Subject, batch: LaneBatch) -> flo
 
 
 def _scatter_lanes(batch: LaneBatch, lanes: torch.Tensor, rows: list[torch.Tensor]) -> torch.Tensor:
-    """Per-lane rows back into a ``[B, M, C]`` tensor (other lanes NaN: never compared)."""
+    """Per-lane rows back into a `[B, M, C]` tensor (other lanes NaN: never compared)."""
     b, m, _, _ = batch.shape
     stacked = torch.stack(rows)  # [R, C]
     out = stacked.new_full((b * m, stacked.shape[1]), math.nan)
@@ -336,7 +340,7 @@ def _scatter_lanes(batch: LaneBatch, lanes: torch.Tensor, rows: list[torch.Tenso
 
 
 def _scatter_points(batch: LaneBatch, features: list[torch.Tensor | None]) -> torch.Tensor | None:
-    """Per-lane ``[1, 1, n, C]`` point features back into ``[B, M, N, C]`` at the real points."""
+    """Per-lane `[1, 1, n, C]` point features back into `[B, M, N, C]` at the real points."""
     if not features or any(f is None for f in features):
         return None
     real = torch.cat([f[0, 0] for f in features if f is not None])  # [T, C]
@@ -349,17 +353,17 @@ def _scatter_points(batch: LaneBatch, features: list[torch.Tensor | None]) -> to
 
 
 def with_padding(batch: LaneBatch, fill: float | torch.Tensor) -> LaneBatch:
-    """``batch`` with every padded slot set to ``fill`` (a number, or ``[B, M, N, D]`` values;
+    """`batch` with every padded slot set to `fill` (a number, or `[B, M, N, D]` values;
     real points untouched)."""
     points = torch.where(batch.point_mask[..., None], batch.points, fill)
     return LaneBatch(points, batch.point_mask)
 
 
 def padding_variants(batch: LaneBatch, kinds: Sequence[str]) -> dict[str, LaneBatch]:
-    """``batch`` with its padded slots refilled, one variant per fill of each garbage kind
-    (`lpim.strategies.GARBAGE_KINDS`): ``zeros``; ``finite`` (plus and minus the largest real
-    coordinate, or 1); ``repeat_last`` (each lane's last real point); ``large`` (+-1e30, clipped
-    to the dtype); ``inf`` (+-inf); ``nan``."""
+    """`batch` with its padded slots refilled, one variant per fill of each garbage kind
+    (`lpim.strategies.GARBAGE_KINDS`): `zeros`; `finite` (plus and minus the largest real
+    coordinate, or 1); `repeat_last` (each lane's last real point); `large` (+-1e30, clipped
+    to the dtype); `inf` (+-inf); `nan`."""
     real = batch.points[batch.point_mask]
     bound = float(real.abs().max()) if real.numel() else 1.0
     variants: dict[str, LaneBatch] = {}
@@ -372,8 +376,8 @@ def padding_variants(batch: LaneBatch, kinds: Sequence[str]) -> dict[str, LaneBa
 
 
 def padding_mixture(batch: LaneBatch, kinds: Sequence[str]) -> LaneBatch:
-    """``batch`` with its padded slots refilled from every variant of `padding_variants`
-    at once: padded slot ``k`` (in flat order) takes variant ``k mod V``'s value."""
+    """`batch` with its padded slots refilled from every variant of `padding_variants`
+    at once: padded slot `k` (in flat order) takes variant `k mod V`'s value."""
     variants = list(padding_variants(batch, kinds).values())
     flat = torch.arange(batch.point_mask.numel(), device=batch.points.device)
     pick = (flat % len(variants)).reshape(batch.point_mask.shape)  # [B, M, N]
@@ -384,7 +388,7 @@ def padding_mixture(batch: LaneBatch, kinds: Sequence[str]) -> LaneBatch:
 
 
 def _last_points(batch: LaneBatch) -> torch.Tensor:
-    """``[B, M, N, D]``: each slot holds its lane's last real point (zeros in empty lanes)."""
+    """`[B, M, N, D]`: each slot holds its lane's last real point (zeros in empty lanes)."""
     n = batch.point_mask.shape[-1]
     slot = torch.arange(n, device=batch.points.device)
     last = torch.where(batch.point_mask, slot, -1).amax(-1) if n else None  # [B, M]
@@ -397,7 +401,7 @@ def _last_points(batch: LaneBatch) -> torch.Tensor:
 
 
 def _padding_kinds(garbage: str) -> tuple[str, list[str], list[str]]:
-    """``(baseline kind, finite kinds to vary, non-finite kinds to vary)`` for a contract."""
+    """`(baseline kind, finite kinds to vary, non-finite kinds to vary)` for a contract."""
     if garbage not in GARBAGE_CONTRACTS:
         raise ValueError(
             f"garbage must be one of {tuple(GARBAGE_CONTRACTS)} (the data contract); got "
@@ -418,9 +422,9 @@ def _compare_padding(
     kinds: Sequence[str],
     as_drawn: bool,
 ) -> float:
-    """Outputs with each variant's padding (and the batch's own when ``as_drawn``) against the
-    ``baseline`` kind's, every lane and the real points' features; NaN in both counts as
-    equal (NaN itself is property ``finite``'s business)."""
+    """Outputs with each variant's padding (and the batch's own when `as_drawn`) against the
+    `baseline` kind's, every lane and the real points' features; NaN in both counts as
+    equal (NaN itself is property `finite`'s business)."""
     if not bool((~batch.point_mask).any()):
         return 0.0  # no padded slot: nothing to vary
     reference = next(iter(padding_variants(batch, [baseline]).values()))
@@ -441,19 +445,19 @@ def _compare_padding(
 def assert_ignores_padding(
     encoder: Encoder | Subject, batch: LaneBatch, garbage: str = "any"
 ) -> float:
-    """Property ``ignores_padding``: what finite values padded slots hold changes no output.
+    """Property `ignores_padding`: what finite values padded slots hold changes no output.
 
     Runs the batch with zeros in every padded slot (the baseline), then with its own padding
-    (when finite) and with each finite fill the data contract ``garbage`` allows (see
+    (when finite) and with each finite fill the data contract `garbage` allows (see
     `padding_variants`: values in the real coordinates' range, the last point repeated and,
-    under ``"any"``, +-1e30), and compares ``lane_embedding`` of every lane and
-    ``point_features`` at real points with the baseline. NaN and inf are
+    under `"any"`, +-1e30), and compares `lane_embedding` of every lane and
+    `point_features` at real points with the baseline. NaN and inf are
     `assert_ignores_nonfinite_padding`'s business.
 
     Args:
         encoder: the encoder (in eval mode).
         batch: the batch; its own padding is tried too when it is finite.
-        garbage: the data contract's ``"any"``, ``"finite"``, ``"zeros"`` or ``"repeat_last"``
+        garbage: the data contract's `"any"`, `"finite"`, `"zeros"` or `"repeat_last"`
             (the last two leave nothing to vary: 0.0 is returned).
 
     Returns:
@@ -469,11 +473,11 @@ def assert_ignores_padding(
 
 
 def assert_ignores_nonfinite_padding(encoder: Encoder | Subject, batch: LaneBatch) -> float:
-    """Property ``ignores_nonfinite_padding``: NaN or inf in padded slots changes no output.
+    """Property `ignores_nonfinite_padding`: NaN or inf in padded slots changes no output.
 
     Runs the batch with zeros in every padded slot, then with +inf, -inf and NaN there (and
-    with its own padding when that holds NaN or inf), and compares ``lane_embedding`` of every
-    lane and ``point_features`` at real points with the zero-padded run. A failure means the
+    with its own padding when that holds NaN or inf), and compares `lane_embedding` of every
+    lane and `point_features` at real points with the zero-padded run. A failure means the
     loader must never write NaN or inf in padded slots, or the encoder must select real points
     before its first layer.
 
@@ -492,17 +496,17 @@ def assert_ignores_nonfinite_padding(encoder: Encoder | Subject, batch: LaneBatc
 
 
 def assert_lanes_independent(encoder: Encoder | Subject, batch: LaneBatch) -> float:
-    """Property ``lanes_independent``: no lane's output depends on another lane or sample.
+    """Property `lanes_independent`: no lane's output depends on another lane or sample.
 
-    Three variations of ``batch``, each compared with the original on the lanes it keeps:
+    Three variations of `batch`, each compared with the original on the lanes it keeps:
 
     1. samples reversed and lanes rotated by one within each sample: outputs must move with
        their lanes;
-    2. every other lane (in flattened ``b*M + m`` order) emptied if it had real points, or
+    2. every other lane (in flattened `b*M + m` order) emptied if it had real points, or
        filled if it was empty: the untouched lanes' outputs must not change;
     3. the same for the other half.
 
-    Compares ``lane_embedding`` of every kept lane (empty ones too) and ``point_features`` at
+    Compares `lane_embedding` of every kept lane (empty ones too) and `point_features` at
     their real points.
 
     Returns:
@@ -553,14 +557,14 @@ def assert_lanes_independent(encoder: Encoder | Subject, batch: LaneBatch) -> fl
 def _unpermute(
     values: torch.Tensor, sample_order: torch.Tensor, lane_order: torch.Tensor
 ) -> torch.Tensor:
-    """Undo ``values[sample_order][:, lane_order]`` on the first two axes."""
+    """Undo `values[sample_order][:, lane_order]` on the first two axes."""
     out = torch.empty_like(values)
     out[sample_order[:, None], lane_order[None, :]] = values
     return out
 
 
 def _changed_lanes(batch: LaneBatch, changed: torch.Tensor) -> LaneBatch:
-    """Lanes where ``changed`` is True: emptied if they had real points, else filled with a
+    """Lanes where `changed` is True: emptied if they had real points, else filled with a
     fixed, finite polyline; the other lanes as they were."""
     _, _, n, d = batch.shape
     slot = torch.arange(n, dtype=torch.float64, device=batch.points.device)
@@ -577,11 +581,11 @@ def _changed_lanes(batch: LaneBatch, changed: torch.Tensor) -> LaneBatch:
 
 
 def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> float:
-    """Property ``gradients_isolated``: gradients stay on real points of their own lane.
+    """Property `gradients_isolated`: gradients stay on real points of their own lane.
 
-    With a loss over real lanes' ``lane_embedding`` and real points' ``point_features``
-    (fixed, nonuniform weights), the gradient w.r.t. ``points`` must be finite everywhere and
-    exactly 0 at padded slots, the gradients of the parameters (of an ``nn.Module``) finite;
+    With a loss over real lanes' `lane_embedding` and real points' `point_features`
+    (fixed, nonuniform weights), the gradient w.r.t. `points` must be finite everywhere and
+    exactly 0 at padded slots, the gradients of the parameters (of an `nn.Module`) finite;
     and for each real lane, the gradient of that lane's outputs must
     be exactly 0 on every other lane's points. Only real lanes' outputs enter the losses: that is
     what a correctly masked training loss reads.
@@ -675,7 +679,7 @@ def _trainable(encoder: Encoder) -> list[torch.Tensor]:
 
 
 def _lane_losses(out: EncoderOutput, point_mask: torch.Tensor) -> torch.Tensor:
-    """``[B*M]``: a fixed nonuniform weighting of each real lane's outputs (0 for empty lanes)."""
+    """`[B*M]`: a fixed nonuniform weighting of each real lane's outputs (0 for empty lanes)."""
     lane_mask = point_mask.any(-1).flatten()  # [B*M]
     embedding = out.lane_embedding.flatten(0, 1)  # [B*M, C]
     weights = torch.cos(torch.arange(embedding.shape[1], device=embedding.device) + 0.5)
@@ -692,22 +696,22 @@ def _lane_losses(out: EncoderOutput, point_mask: torch.Tensor) -> torch.Tensor:
 def assert_gradients_ignore_padding(
     encoder: Encoder | Subject, batch: LaneBatch, garbage: str = "any"
 ) -> float:
-    """Property ``gradients_ignore_padding``: garbage in padded slots leaves training alone.
+    """Property `gradients_ignore_padding`: garbage in padded slots leaves training alone.
 
     With the same loss as `assert_gradients_isolated` (a fixed weighting of real lanes' outputs
     only), computes every trainable parameter's gradient with zeros in the padded slots, then
-    with the fills the data contract ``garbage`` allows in the padded slots of real lanes (one
+    with the fills the data contract `garbage` allows in the padded slots of real lanes (one
     pass with the finite ones mixed: values in range, the last point repeated, +-1e30; one
     with +-inf and NaN mixed). Where the loss itself is unchanged, each gradient must be finite
     and equal to the zero-padded one under the tolerance rule; a changed loss is a forward
     leak, which the padding properties name. An encoder that runs a layer on every slot and
     masks only its output passes every forward property, yet its weight gradients sum
-    ``0 * NaN`` over the padded slots: NaN in the first training step.
+    `0 * NaN` over the padded slots: NaN in the first training step.
 
     Args:
         encoder: the encoder; a plain callable without parameters has nothing to train (0.0).
         batch: the batch; its padded slots are refilled.
-        garbage: the data contract (``"zeros"`` and ``"repeat_last"`` leave nothing to vary).
+        garbage: the data contract (`"zeros"` and `"repeat_last"` leave nothing to vary).
 
     Returns:
         The largest error as a fraction of the allowed one.
@@ -782,8 +786,8 @@ def _parameter_gradients(
     named: list[tuple[str, torch.Tensor]],
     batch: LaneBatch,
 ) -> dict[str, tuple[torch.Tensor, list[torch.Tensor | None]]]:
-    """Per variant, the real-lane loss (detached, ``[1]``) and its gradient w.r.t. each
-    parameter in ``named``."""
+    """Per variant, the real-lane loss (detached, `[1]`) and its gradient w.r.t. each
+    parameter in `named`."""
     found: dict[str, tuple[torch.Tensor, list[torch.Tensor | None]]] = {}
     parameters = [p for _, p in named]
     for label, variant in variants.items():
@@ -801,8 +805,8 @@ def _parameter_gradients(
 
 
 def assert_empty_lanes_zero(encoder: Encoder | Subject, batch: LaneBatch) -> float:
-    """Property ``empty_lanes_zero`` (declared with ``empty_lanes="zero"``): every empty
-    lane's ``lane_embedding`` is exactly 0, so that a consumer may read all ``M`` lanes.
+    """Property `empty_lanes_zero` (declared with `empty_lanes="zero"`): every empty
+    lane's `lane_embedding` is exactly 0, so that a consumer may read all `M` lanes.
 
     Returns:
         0.0 (an exact check).
@@ -826,8 +830,8 @@ def assert_empty_lanes_zero(encoder: Encoder | Subject, batch: LaneBatch) -> flo
 
 
 def empty_lane_values(encoder: Encoder | Subject, batch: LaneBatch) -> str:
-    """What ``encoder`` gives for the empty lanes of ``batch``, in words: ``"exact zeros"``,
-    ``"NaN or inf"``, ``"one constant vector"``, ``"values that vary"`` (or ``""`` when the
+    """What `encoder` gives for the empty lanes of `batch`, in words: `"exact zeros"`,
+    `"NaN or inf"`, `"one constant vector"`, `"values that vary"` (or `""` when the
     batch has no empty lane or the encoder fails on it)."""
     subject = Subject.of(encoder, batch)
     try:
@@ -850,7 +854,7 @@ def empty_lane_values(encoder: Encoder | Subject, batch: LaneBatch) -> str:
 
 
 def no_cuda_reason() -> str:
-    """Why ``devices_agree`` is skipped here: the message of its skip where CUDA is missing."""
+    """Why `devices_agree` is skipped here: the message of its skip where CUDA is missing."""
     build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
     return (
         "devices_agree needs a CUDA device: torch.cuda.is_available() is False "
@@ -861,14 +865,14 @@ def no_cuda_reason() -> str:
 def assert_devices_agree(
     encoder: Encoder | Subject, batch: LaneBatch, device: str | torch.device = "cuda"
 ) -> float:
-    """Property ``devices_agree``: the encoder on ``device`` gives what it gives on the CPU.
+    """Property `devices_agree`: the encoder on `device` gives what it gives on the CPU.
 
-    Modules are copied to ``device``; other callables receive inputs there. Compares
-    ``lane_embedding`` of every lane and ``point_features`` at real points under the tolerance
+    Modules are copied to `device`; other callables receive inputs there. Compares
+    `lane_embedding` of every lane and `point_features` at real points under the tolerance
     rule (the observed term from a float64 CPU copy).
 
     Raises:
-        unittest.SkipTest: when ``device`` is CUDA and none is available (pytest shows a skip).
+        unittest.SkipTest: when `device` is CUDA and none is available (pytest shows a skip).
 
     Returns:
         The largest error as a fraction of the allowed one.

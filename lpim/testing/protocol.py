@@ -1,10 +1,11 @@
 """The encoder protocol: how any encoder is called, and what its output must look like.
 
-An encoder is a callable ``encoder(points [B, M, N, D], point_mask [B, M, N])`` (bool, True =
-real point) returning either a tensor ``[B, M, C]`` of lane embeddings or an object with a
-``lane_embedding [B, M, C]`` attribute and, optionally, ``point_features [B, M, N, C]``.
+An encoder is a callable `encoder(points [B, M, N, D], point_mask [B, M, N])` (bool, True =
+real point) returning either a tensor `[B, M, C]` of lane embeddings or an object with a
+`lane_embedding [B, M, C]` attribute and, optionally, `point_features [B, M, N, C]`.
 
-:class:`Subject` wraps an encoder once for a whole check: it calls it in eval mode without
+[`Subject`][lpim.testing.protocol.Subject] wraps an encoder once for a whole check: it calls it in
+eval mode without
 touching the caller's module, knows its float64 twin (for the tolerance rule's observed term) and
 its scale (for the rule's floors).
 """
@@ -40,15 +41,15 @@ __all__ = [
 ]
 
 Encoder = Callable[[torch.Tensor, torch.Tensor], Any]
-"""Anything callable as ``encoder(points, point_mask)``: see the module docstring."""
+"""Anything callable as `encoder(points, point_mask)`: see the module docstring."""
 
 
 class EncoderOutput(NamedTuple):
     """An encoder's output in one shape, whatever it returned.
 
     Attributes:
-        lane_embedding: ``[B, M, C]``.
-        point_features: ``[B, M, N, C']`` or None when the encoder gives none.
+        lane_embedding: `[B, M, C]`.
+        point_features: `[B, M, N, C']` or None when the encoder gives none.
     """
 
     lane_embedding: torch.Tensor
@@ -60,7 +61,7 @@ class ProtocolError(TypeError):
 
 
 def normalise_output(output: object, batch: LaneBatch) -> EncoderOutput:
-    """Read ``output`` as the protocol says, checking shapes against ``batch``.
+    """Read `output` as the protocol says, checking shapes against `batch`.
 
     Raises:
         ProtocolError: naming what was expected and what came.
@@ -101,9 +102,9 @@ def _check_tensor(value: object, name: str, lead: tuple[int, ...], batch: LaneBa
 
 
 def compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """The dtype code computes in on float data of ``dtype`` on ``device``: the autocast dtype
-    where ``torch.autocast`` is on for the device's type and ``dtype`` is float32, else
-    ``dtype`` itself."""
+    """The dtype code computes in on float data of `dtype` on `device`: the autocast dtype
+    where `torch.autocast` is on for the device's type and `dtype` is float32, else
+    `dtype` itself."""
     if dtype == torch.float32 and torch.is_autocast_enabled(device.type):
         return torch.get_autocast_dtype(device.type)
     return dtype
@@ -114,7 +115,7 @@ class Subject:
     """One encoder under check, at one dtype.
 
     Args:
-        encoder: the encoder (an ``nn.Module`` is copied and put in eval mode; the caller's
+        encoder: the encoder (an `nn.Module` is copied and put in eval mode; the caller's
             module is never modified).
         dtype: the dtype points are given in (and, for modules, the parameters' dtype).
         device: where it runs.
@@ -124,13 +125,13 @@ class Subject:
     dtype: torch.dtype
     device: torch.device
     deadline: float | None = None
-    """Seconds one call may take (``check_encoder(deadline=...)``); None for no limit."""
+    """Seconds one call may take (`check_encoder(deadline=...)`); None for no limit."""
     reference_note: str = ""
     """Why there is no float64 reference ('' while there is one, or none is needed)."""
 
     @classmethod
     def of(cls, encoder: Encoder | Subject, batch: LaneBatch) -> Subject:
-        """Wrap ``encoder`` as given (no copy: the caller put it in eval mode) for ``batch``'s
+        """Wrap `encoder` as given (no copy: the caller put it in eval mode) for `batch`'s
         dtype and device; a Subject is returned as it is."""
         if isinstance(encoder, Subject):
             return encoder
@@ -138,18 +139,19 @@ class Subject:
 
     @classmethod
     def prepare(cls, encoder: Encoder, dtype: torch.dtype, device: torch.device) -> Subject:
-        """A Subject on a copy of ``encoder`` in eval mode at ``dtype`` on ``device`` (modules
+        """A Subject on a copy of `encoder` in eval mode at `dtype` on `device` (modules
         only; other callables are used as they are). The caller's module is never touched."""
         return cls(_prepared(encoder, dtype, device), dtype, device)
 
     def __call__(self, batch: LaneBatch) -> EncoderOutput:
-        """Run the encoder on ``batch`` (converted to this subject's dtype and device).
+        """Run the encoder on `batch` (converted to this subject's dtype and device).
 
-        The encoder gets copies of ``points`` and ``point_mask``; after the call the copies
+        The encoder gets copies of `points` and `point_mask`; after the call the copies
         must still equal the batch (an encoder that writes into its inputs breaks property
-        ``inputs_unchanged``, and the caller's tensors are never touched). With a
-        :attr:`deadline`, a call that takes longer is timed once more, and raises
-        :class:`DeadlineExceeded` if it is slow again.
+        `inputs_unchanged`, and the caller's tensors are never touched). With a
+        [`deadline`][lpim.testing.protocol.Subject.deadline], a call that takes longer is timed once
+        more, and raises
+        `DeadlineExceeded` if it is slow again.
         """
         batch = batch.to(device=self.device, dtype=self.dtype)
         output, took = self._timed_call(batch)
@@ -170,7 +172,8 @@ class Subject:
     @property
     def twin(self) -> Encoder | None:
         """A float64 copy of the encoder, or None: not a module, already float64 (and not
-        under autocast), or it cannot be copied to float64 (:attr:`reference_note` says why)."""
+        under autocast), or it cannot be copied to float64
+        ([`reference_note`][lpim.testing.protocol.Subject.reference_note] says why)."""
         if not isinstance(self.encoder, torch.nn.Module) or self.reference_note:
             return None
         if self.dtype == torch.float64 and not torch.is_autocast_enabled(self.device.type):
@@ -182,9 +185,10 @@ class Subject:
             return None
 
     def reference64(self, batch: LaneBatch) -> EncoderOutput | None:
-        """The float64 twin's output on ``batch`` (autocast off), or None when there is no
+        """The float64 twin's output on `batch` (autocast off), or None when there is no
         twin or it cannot run (the encoder computes in float32 whatever it is given, say):
-        the tolerance rule's floors alone then apply, and :attr:`reference_note` says why."""
+        the tolerance rule's floors alone then apply, and
+        [`reference_note`][lpim.testing.protocol.Subject.reference_note] says why."""
         twin = self.twin
         if twin is None:
             return None
@@ -198,7 +202,7 @@ class Subject:
 
     def tolerance(self, batch: LaneBatch) -> Tolerance:
         """The tolerance rule for this encoder and the dtype it computes in (the autocast
-        dtype under ``torch.autocast``; see `lpim.tolerance`)."""
+        dtype under `torch.autocast`; see `lpim.tolerance`)."""
         _, _, n, _ = batch.shape
         k, depth = encoder_scale(self.encoder, fallback_length=n + 1)
         return tolerance(compute_dtype(self.dtype, self.device), k, depth)
@@ -215,9 +219,10 @@ def _no_reference(error: Exception) -> str:
 class DeadlineExceeded(BaseException):
     """One call of the encoder took longer than the check's deadline, twice in a row.
 
-    A ``BaseException`` so that Hypothesis does not shrink or replay it (timing is not a
-    function of the input, and every replay would be slow): :func:`~lpim.testing.check_encoder`
-    catches it and reports property ``deadline`` with the times taken.
+    A `BaseException` so that Hypothesis does not shrink or replay it (timing is not a
+    function of the input, and every replay would be slow):
+    [`check_encoder`][lpim.testing.check_encoder]
+    catches it and reports property `deadline` with the times taken.
 
     Attributes:
         took: seconds of the first call.
@@ -246,7 +251,7 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _check_unchanged(batch: LaneBatch, points: torch.Tensor, point_mask: torch.Tensor) -> None:
-    """Raise property ``inputs_unchanged`` if the encoder wrote into the copies it was given."""
+    """Raise property `inputs_unchanged` if the encoder wrote into the copies it was given."""
     changed = [
         name
         for name, given, original in (
@@ -267,10 +272,10 @@ def _check_unchanged(batch: LaneBatch, points: torch.Tensor, point_mask: torch.T
 
 
 def training_modules(encoder: object) -> list[str]:
-    """Modules in training mode that ``encoder`` holds, as ``"path (Type)"``.
+    """Modules in training mode that `encoder` holds, as `"path (Type)"`.
 
-    Looks inside an ``nn.Module`` and, for any other callable, one or two levels into what it
-    wraps: a bound method's object, ``functools.partial`` arguments, closure cells, an
+    Looks inside an `nn.Module` and, for any other callable, one or two levels into what it
+    wraps: a bound method's object, `functools.partial` arguments, closure cells, an
     instance's attributes. Used to say "call .eval()" when two identical calls differ.
     """
     found: list[str] = []
@@ -287,7 +292,7 @@ def training_modules(encoder: object) -> list[str]:
 
 
 def reachable_modules(encoder: object, depth: int = 3) -> Iterator[tuple[str, torch.nn.Module]]:
-    """``(path, module)`` for each top-level ``nn.Module`` reachable from ``encoder``."""
+    """`(path, module)` for each top-level `nn.Module` reachable from `encoder`."""
     seen: set[int] = set()
 
     def visit(obj: object, path: str, left: int) -> Iterator[tuple[str, torch.nn.Module]]:
@@ -323,8 +328,8 @@ def reachable_modules(encoder: object, depth: int = 3) -> Iterator[tuple[str, to
 
 
 def foreign_device_tensors(encoder: object, device: torch.device) -> list[str]:
-    """Parameters, buffers and plain tensor attributes reachable from ``encoder`` that are not
-    on ``device``, as ``"path: device"`` (the first few)."""
+    """Parameters, buffers and plain tensor attributes reachable from `encoder` that are not
+    on `device`, as `"path: device"` (the first few)."""
     found: list[str] = []
     for path, module in reachable_modules(encoder):
         named = [*module.named_parameters(), *module.named_buffers()]
@@ -346,8 +351,8 @@ _TWINS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, ...], torch.
 
 
 def _float64_twin(module: torch.nn.Module) -> torch.nn.Module:
-    """A float64 eval copy of ``module``, cached until any of its tensors changes in place
-    (``_version`` counts in-place writes), so a ``@given`` loop copies it once, not per example."""
+    """A float64 eval copy of `module`, cached until any of its tensors changes in place
+    (`_version` counts in-place writes), so a `@given` loop copies it once, not per example."""
     versions = tuple(t._version for t in [*module.parameters(), *module.buffers()])
     cached = _TWINS.get(module)
     if cached is not None and cached[0] == versions:
@@ -358,7 +363,7 @@ def _float64_twin(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def _prepared(encoder: Encoder, dtype: torch.dtype, device: torch.device) -> Encoder:
-    """A copy of a module in eval mode at ``dtype`` on ``device``; other callables as they are."""
+    """A copy of a module in eval mode at `dtype` on `device`; other callables as they are."""
     if not isinstance(encoder, torch.nn.Module):
         return encoder
     module = copy.deepcopy(encoder).to(device=device, dtype=dtype)
@@ -366,7 +371,7 @@ def _prepared(encoder: Encoder, dtype: torch.dtype, device: torch.device) -> Enc
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:
-    """``cuda`` and ``cuda:0`` (the current device) are the same place."""
+    """`cuda` and `cuda:0` (the current device) are the same place."""
     if a.type != b.type:
         return False
     if a.index is None or b.index is None:

@@ -1,8 +1,8 @@
-"""torch's own encoder stack carrying a ``PriorEncoder``'s weights: the one reference build.
+"""torch's own encoder stack carrying a `PriorEncoder`'s weights: the one reference build.
 
-Tests and benchmarks compare ``lpim.PriorEncoder`` against ``nn.TransformerEncoder`` loaded with
+Tests and benchmarks compare `lpim.PriorEncoder` against `nn.TransformerEncoder` loaded with
 the same weights; this module builds that stack once, the same way for both. It lives under
-``lpim.testing`` so that the vendorable ``lpim/encoder.py`` stays as small as it is.
+`lpim.testing` so that the vendorable `lpim/encoder.py` stays as small as it is.
 """
 
 from __future__ import annotations
@@ -17,22 +17,22 @@ __all__ = ["torch_stack"]
 
 
 def torch_stack(encoder: PriorEncoder, *, nested: bool = False) -> nn.TransformerEncoder:
-    """torch's ``nn.TransformerEncoder`` holding ``encoder``'s layer (and final norm) weights.
+    """torch's `nn.TransformerEncoder` holding `encoder`'s layer (and final norm) weights.
 
-    The layers are ``nn.TransformerEncoderLayer(activation="gelu", batch_first=True)`` with the
-    encoder's sizes, dropout and ``norm_first``; a pre-norm encoder's final ``LayerNorm`` becomes
-    the stack's ``norm``. The state dicts load strictly (same names, same shapes). The stack is
+    The layers are `nn.TransformerEncoderLayer(activation="gelu", batch_first=True)` with the
+    encoder's sizes, dropout and `norm_first`; a pre-norm encoder's final `LayerNorm` becomes
+    the stack's `norm`. The state dicts load strictly (same names, same shapes). The stack is
     on the encoder's device and dtype and in its train/eval mode.
 
     Args:
         encoder: the encoder whose weights the stack carries (its position MLP and query token
             stay outside: feed the stack the tokens the encoder would build).
-        nested: torch's ``enable_nested_tensor``. With False (the default) torch never converts
+        nested: torch's `enable_nested_tensor`. With False (the default) torch never converts
             to a nested tensor; the MHA fast path is still chosen by
-            ``torch.backends.mha.set_fastpath_enabled``.
+            `torch.backends.mha.set_fastpath_enabled`.
 
     Returns:
-        The stack, a fresh module sharing no parameters with ``encoder``.
+        The stack, a fresh module sharing no parameters with `encoder`.
     """
     layer = nn.TransformerEncoderLayer(
         encoder.d_model,

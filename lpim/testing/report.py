@@ -1,7 +1,7 @@
 """What a check found: one row per property and dtype, a headline that counts them, a table.
 
 The CLI, the pytest plugin and the benchmarks render reports with these types; nothing here
-knows how the rows were produced (that is :mod:`lpim.testing.driver`'s business).
+knows how the rows were produced (that is `lpim.testing.driver`'s business).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ __all__ = ["VERDICTS", "CheckReport", "PropertyResult", "format_table"]
 VERDICTS = ("pass", "FAIL", "skipped", "unsupported", "excluded")
 """What a row can say.
 
-- ``pass``: the property held on every example drawn.
-- ``FAIL``: it did not (the error raised at the end of the check has the example).
-- ``skipped``: this machine could not check it (no CUDA device), or the encoder's crash on
-  every batch left nothing to check; ``strict=True`` makes it fail the check.
-- ``unsupported``: the encoder cannot run at this dtype (in this precision mode) while it runs
-  at float32; never a failure, never a pass (``strict=True`` makes it fail the check).
-- ``excluded``: outside the data contract the user stated (e.g. NaN padding under
-  ``garbage="finite"``) or not declared (``order_invariant=False``): not checked, by request.
+- `pass`: the property held on every example drawn.
+- `FAIL`: it did not (the error raised at the end of the check has the example).
+- `skipped`: this machine could not check it (no CUDA device), or the encoder's crash on
+  every batch left nothing to check; `strict=True` makes it fail the check.
+- `unsupported`: the encoder cannot run at this dtype (in this precision mode) while it runs
+  at float32; never a failure, never a pass (`strict=True` makes it fail the check).
+- `excluded`: outside the data contract the user stated (e.g. NaN padding under
+  `garbage="finite"`) or not declared (`order_invariant=False`): not checked, by request.
 """
 
 
@@ -33,7 +33,7 @@ class PropertyResult:
 
     Attributes:
         property_name: the property's name in its registry.
-        dtype: the dtype checked (with ``precision="autocast"``, the autocast dtype).
+        dtype: the dtype checked (with `precision="autocast"`, the autocast dtype).
         verdict: one of `VERDICTS`.
         examples: examples tried.
         seconds: wall time.
@@ -54,7 +54,7 @@ class PropertyResult:
 
 @dataclass
 class CheckReport:
-    """What a check found; ``str()`` is a headline, the contract checked and a table.
+    """What a check found; `str()` is a headline, the contract checked and a table.
 
     Attributes:
         encoder: a short name of what was checked.
@@ -77,7 +77,7 @@ class CheckReport:
     @property
     def complete(self) -> bool:
         """True when every row passed or was excluded by the contract: nothing skipped,
-        nothing unsupported, nothing failed. What ``strict=True`` requires."""
+        nothing unsupported, nothing failed. What `strict=True` requires."""
         return all(r.verdict in ("pass", "excluded") for r in self.results)
 
     @property
@@ -86,7 +86,7 @@ class CheckReport:
         return sum(r.seconds for r in self.results)
 
     def count(self, verdict: str) -> int:
-        """Rows with ``verdict``."""
+        """Rows with `verdict`."""
         return sum(r.verdict == verdict for r in self.results)
 
     @property
@@ -145,7 +145,7 @@ _NOTE_WIDTH = 48  # characters of a note shown in the table before it becomes a 
 
 
 def _reasons(results: Sequence[PropertyResult], verdict: str) -> str:
-    """The distinct short reasons of rows with ``verdict``, for the headline."""
+    """The distinct short reasons of rows with `verdict`, for the headline."""
     seen: list[str] = []
     for r in results:
         if r.verdict == verdict:

@@ -13,13 +13,13 @@ __all__ = ["encoder_source", "reproducer"]
 
 
 def encoder_source(encoder: object, factory: str | None = None) -> tuple[list[str], str]:
-    """``(import lines, expression)`` that rebuild ``encoder`` in a fresh interpreter.
+    """`(import lines, expression)` that rebuild `encoder` in a fresh interpreter.
 
-    ``factory`` is ``"module:expression"``: the expression, evaluated in the module, is the
+    `factory` is `"module:expression"`: the expression, evaluated in the module, is the
     encoder or a zero-argument callable returning it. Without it, an instance of an importable
     class is rebuilt from its constructor arguments that the instance stores under the same
-    names (as ``PriorEncoder`` and the zoo do). Weights are those of a fresh construction after
-    ``torch.manual_seed(0)``: mask bugs do not depend on them.
+    names (as `PriorEncoder` and the zoo do). Weights are those of a fresh construction after
+    `torch.manual_seed(0)`: mask bugs do not depend on them.
     """
     if factory is not None:
         module, _, expression = factory.partition(":")
@@ -53,13 +53,13 @@ def reproducer(
     keywords: str = "",
     autocast: str | None = None,
 ) -> str:
-    """Python source that rebuilds ``example`` exactly and calls ``lpim.testing.<assert_name>``.
+    """Python source that rebuilds `example` exactly and calls `lpim.testing.<assert_name>`.
 
-    ``call``, when given, replaces that last line: source that uses ``encoder``, ``points``,
-    ``point_mask``, ``LaneBatch`` and ``EncoderPropertyError`` (used for the ``deadline``
-    check, which no assert function times). ``keywords`` (e.g. ``", garbage='finite'"``) are
-    appended to the assert's arguments; ``autocast`` (a dtype such as ``"torch.bfloat16"``)
-    runs the assert under ``torch.autocast`` at that dtype, as the check did.
+    `call`, when given, replaces that last line: source that uses `encoder`, `points`,
+    `point_mask`, `LaneBatch` and `EncoderPropertyError` (used for the `deadline`
+    check, which no assert function times). `keywords` (e.g. `", garbage='finite'"`) are
+    appended to the assert's arguments; `autocast` (a dtype such as `"torch.bfloat16"`)
+    runs the assert under `torch.autocast` at that dtype, as the check did.
     """
     imports, build = encoder_source(encoder, factory)
     dtype = example.points.dtype

@@ -364,15 +364,15 @@ _SANITIZER_LINE = re.compile(
 
 
 def sanitizer_verdict(entry: ZooEntry) -> tuple[str | None, str]:
-    """What ``lpim.sanitize`` makes of a bug, read from its docstring's ``Sanitizer:`` paragraph.
+    """What `lpim.sanitize` makes of a bug, read from its docstring's `Sanitizer:` paragraph.
 
     Returns:
-        ``(kind, note)`` for a bug the sanitizer reports (``kind`` a finding kind, ``note`` any
-        remark after it), or ``(None, why)`` for one that needs
+        `(kind, note)` for a bug the sanitizer reports (`kind` a finding kind, `note` any
+        remark after it), or `(None, why)` for one that needs
         `lpim.testing.check_encoder`.
 
     Raises:
-        ValueError: the entry's docstring has no ``Sanitizer:`` paragraph.
+        ValueError: the entry's docstring has no `Sanitizer:` paragraph.
     """
     doc = inspect.getdoc(type(entry.factory())) or ""
     for paragraph in doc.split("\n\n"):

@@ -1,13 +1,13 @@
 """Lane-set consumers for the zoo: the mask bug one step downstream of the encoder, and fixes.
 
-A lane-set consumer reads ``lane_embedding [B, M, C]`` and ``lane_mask [B, M]`` (bool, True = real
+A lane-set consumer reads `lane_embedding [B, M, C]` and `lane_mask [B, M]` (bool, True = real
 lane) as a set (see `lpim.testing.consumer`). The motivating bug is in a public LPIM
-reimplementation: BEV queries cross-attend over all ``M`` lane embeddings with no lane mask, so
-the fused BEV features change with ``M`` (the batch's padding) and with whatever empty lanes hold.
+reimplementation: BEV queries cross-attend over all `M` lane embeddings with no lane mask, so
+the fused BEV features change with `M` (the batch's padding) and with whatever empty lanes hold.
 
-``CONSUMER_BUGS`` and ``CONSUMER_CORRECT`` map a name to a `ConsumerZooEntry`;
-``entry.factory()`` builds the consumer (``embed_dim`` 16, seed-0 weights, eval mode) and
-``entry.other_inputs`` is what `lpim.testing.check_lane_consumer` takes to draw its other
+`CONSUMER_BUGS` and `CONSUMER_CORRECT` map a name to a `ConsumerZooEntry`;
+`entry.factory()` builds the consumer (`embed_dim` 16, seed-0 weights, eval mode) and
+`entry.other_inputs` is what `lpim.testing.check_lane_consumer` takes to draw its other
 inputs:
 
 ```python
@@ -91,16 +91,16 @@ def __getattr__(name: str) -> Any:
 class MaskedCrossAttention(nn.Module):
     """Correct: BEV queries cross-attend over the real lanes only.
 
-    ``forward(lane_embedding [B, M, C], lane_mask [B, M], bev_queries [B, Q, C]) -> [B, Q, C]``:
-    ``norm(bev_queries + attention(bev_queries, lanes))``, a post-norm cross-attention block.
+    `forward(lane_embedding [B, M, C], lane_mask [B, M], bev_queries [B, Q, C]) -> [B, Q, C]`:
+    `norm(bev_queries + attention(bev_queries, lanes))`, a post-norm cross-attention block.
 
-    Why it is right: padded lanes are *selected* to zero (``torch.where``) before anything reads
-    them, so a NaN or inf there cannot reach the weighted sum as ``0 * NaN``; the
-    ``key_padding_mask`` is ``~lane_mask`` (``nn.MultiheadAttention`` reads True as "ignore",
-    the library's ``lane_mask`` True as "real"), so neither ``M`` nor padded content changes the
-    softmax; ``need_weights=False``, and a sample with no real lane gets an attention output of
-    exact zeros by selection (its BEV features stay ``norm(bev_queries)``), never NaN. Order
-    invariant. Passes every property; registered as ``masked_cross_attention``.
+    Why it is right: padded lanes are *selected* to zero (`torch.where`) before anything reads
+    them, so a NaN or inf there cannot reach the weighted sum as `0 * NaN`; the
+    `key_padding_mask` is `~lane_mask` (`nn.MultiheadAttention` reads True as "ignore",
+    the library's `lane_mask` True as "real"), so neither `M` nor padded content changes the
+    softmax; `need_weights=False`, and a sample with no real lane gets an attention output of
+    exact zeros by selection (its BEV features stay `norm(bev_queries)`), never NaN. Order
+    invariant. Passes every property; registered as `masked_cross_attention`.
     """
 
     def __init__(self, embed_dim: int = 16, num_heads: int = 2) -> None:
@@ -111,7 +111,7 @@ class MaskedCrossAttention(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, lane_embedding: Tensor, lane_mask: Tensor, bev_queries: Tensor) -> Tensor:
-        """Fused BEV features ``[B, Q, C]``."""
+        """Fused BEV features `[B, Q, C]`."""
         lanes = self.clean(lane_embedding, lane_mask)  # [B, M, C]
         lanes = self.position(lanes)  # [B, M, C]
         attended = self.attend(bev_queries, lanes, lane_mask)  # [B, Q, C]
@@ -119,7 +119,7 @@ class MaskedCrossAttention(nn.Module):
         return out
 
     def clean(self, lane_embedding: Tensor, lane_mask: Tensor) -> Tensor:
-        """Padded lanes -> 0 by selection: ``[B, M, C]``."""
+        """Padded lanes -> 0 by selection: `[B, M, C]`."""
         return torch.where(lane_mask[..., None], lane_embedding, 0)
 
     def position(self, lanes: Tensor) -> Tensor:
@@ -127,7 +127,7 @@ class MaskedCrossAttention(nn.Module):
         return lanes
 
     def attend(self, bev_queries: Tensor, lanes: Tensor, lane_mask: Tensor) -> Tensor:
-        """Cross-attention over real lanes; 0 for a sample without any: ``[B, Q, C]``."""
+        """Cross-attention over real lanes; 0 for a sample without any: `[B, Q, C]`."""
         attended = self.attn(
             bev_queries, lanes, lanes, key_padding_mask=~lane_mask, need_weights=False
         )[0]  # [B, Q, C]
@@ -136,17 +136,17 @@ class MaskedCrossAttention(nn.Module):
 
 
 class UnmaskedCrossAttention(MaskedCrossAttention):
-    """Bug (the one in the wild): BEV queries attend over all ``M`` lane slots, no lane mask.
+    """Bug (the one in the wild): BEV queries attend over all `M` lane slots, no lane mask.
 
-    What is wrong: `attend` passes no ``key_padding_mask`` and `clean` keeps padded
+    What is wrong: `attend` passes no `key_padding_mask` and `clean` keeps padded
     embeddings, as in the public LPIM reimplementation. Every padded slot is a key: its score
     joins the softmax and takes weight from the real lanes, so the fused features depend on how
     many lanes the batch was padded to and on what the encoder left in empty lanes (zeros from
-    lpim's encoder, ``norm(0)`` or garbage from others; NaN poisons every query of the sample).
+    lpim's encoder, `norm(0)` or garbage from others; NaN poisons every query of the sample).
 
-    Caught by ``ignores_appended_lanes`` (the first property run: appending zero lanes changes
-    the output); ``ignores_padded_lanes`` catches it too. Registered as
-    ``unmasked_cross_attention``.
+    Caught by `ignores_appended_lanes` (the first property run: appending zero lanes changes
+    the output); `ignores_padded_lanes` catches it too. Registered as
+    `unmasked_cross_attention`.
     """
 
     def clean(self, lane_embedding: Tensor, lane_mask: Tensor) -> Tensor:
@@ -160,15 +160,15 @@ class UnmaskedCrossAttention(MaskedCrossAttention):
 class EmptySampleNanNeedWeights(MaskedCrossAttention):
     """Bug: masked correctly, but a sample with no real lane gets NaN.
 
-    What is wrong: `attend` uses ``key_padding_mask=~lane_mask`` with
-    ``nn.MultiheadAttention``'s default ``need_weights=True`` and does not select lane-less
+    What is wrong: `attend` uses `key_padding_mask=~lane_mask` with
+    `nn.MultiheadAttention`'s default `need_weights=True` and does not select lane-less
     samples away. For a sample whose every key is masked, that path computes a softmax over a
-    row of ``-inf`` and returns NaN (``need_weights=False`` would give 0), which the residual and
+    row of `-inf` and returns NaN (`need_weights=False` would give 0), which the residual and
     the norm spread over every BEV feature. Samples without lanes are common (a sample off the
     map, the first frames of a drive).
 
-    Caught by ``finite`` alone: appending lanes, padded content and lane order leave the NaN
-    where it was. Registered as ``empty_sample_nan_need_weights``.
+    Caught by `finite` alone: appending lanes, padded content and lane order leave the NaN
+    where it was. Registered as `empty_sample_nan_need_weights`.
     """
 
     def attend(self, bev_queries: Tensor, lanes: Tensor, lane_mask: Tensor) -> Tensor:
@@ -177,15 +177,15 @@ class EmptySampleNanNeedWeights(MaskedCrossAttention):
 
 
 class KpmValuesNotCleaned(MaskedCrossAttention):
-    """Bug: the ``key_padding_mask`` is right, but padded embeddings are not selected away.
+    """Bug: the `key_padding_mask` is right, but padded embeddings are not selected away.
 
-    What is wrong: `clean` returns ``lane_embedding`` as it came. The mask gives padded
+    What is wrong: `clean` returns `lane_embedding` as it came. The mask gives padded
     keys an attention weight of exactly 0, but the weighted sum still multiplies that 0 by the
-    padded *values*: ``0 * NaN = NaN`` and ``0 * inf = NaN``. With zeros or finite values in
+    padded *values*: `0 * NaN = NaN` and `0 * inf = NaN`. With zeros or finite values in
     padded lanes (lpim's encoder writes zeros) the output is right, so tests with a correct
     encoder upstream never see it.
 
-    Caught by ``ignores_padded_lanes`` alone. Registered as ``kpm_values_not_cleaned``.
+    Caught by `ignores_padded_lanes` alone. Registered as `kpm_values_not_cleaned`.
     """
 
     def clean(self, lane_embedding: Tensor, lane_mask: Tensor) -> Tensor:
@@ -196,13 +196,13 @@ class LaneIndexPositions(MaskedCrossAttention):
     """Bug (when the lanes are a set): sinusoidal encodings of the lane *slot* index are added.
 
     What is wrong: `position` adds a DETR-style sinusoidal encoding of each lane's slot
-    index ``0..M-1`` to its embedding. Masking is right, so ``M`` and padded content do not
+    index `0..M-1` to its embedding. Masking is right, so `M` and padded content do not
     matter; but the lanes of a map come in no meaningful order (the order a map API returns
     them, or after a shuffle), and the output changes when the same lanes arrive in another
     order.
 
-    Caught by ``lane_order_invariant`` alone, when the check is told the consumer must be order
-    invariant (``order_invariant=True``). Registered as ``lane_index_positions``.
+    Caught by `lane_order_invariant` alone, when the check is told the consumer must be order
+    invariant (`order_invariant=True`). Registered as `lane_index_positions`.
     """
 
     def position(self, lanes: Tensor) -> Tensor:
@@ -224,12 +224,12 @@ class MaskedMeanPool(nn.Module):
     """Correct: a scene vector from the mean of the real lanes' embeddings.
 
     ``forward(lane_embedding [B, M, C], lane_mask [B, M]) -> {"scene": [B, C], "has_lanes":
-    [B] bool}``: ``proj(sum of real lanes / number of real lanes)``, and whether the sample has
+    [B] bool}`: `proj(sum of real lanes / number of real lanes)``, and whether the sample has
     a lane (a non-floating output, compared exactly).
 
-    Why it is right: padded lanes are selected to zero (``torch.where``, not a multiply), the
-    sum is divided by the real count clamped to 1, so a sample without lanes gets ``proj(0)``,
-    never ``0 / 0``. Passes every property; registered as ``masked_mean_pool``.
+    Why it is right: padded lanes are selected to zero (`torch.where`, not a multiply), the
+    sum is divided by the real count clamped to 1, so a sample without lanes gets `proj(0)`,
+    never `0 / 0`. Passes every property; registered as `masked_mean_pool`.
     """
 
     def __init__(self, embed_dim: int = 16) -> None:
@@ -238,24 +238,24 @@ class MaskedMeanPool(nn.Module):
         self.proj = nn.Linear(embed_dim, embed_dim)
 
     def forward(self, lane_embedding: Tensor, lane_mask: Tensor) -> dict[str, Tensor]:
-        """``{"scene": [B, C], "has_lanes": [B]}``."""
+        """`{"scene": [B, C], "has_lanes": [B]}`."""
         lanes = torch.where(lane_mask[..., None], lane_embedding, 0)  # [B, M, C]
         return {"scene": self.proj(self.pool(lanes, lane_mask)), "has_lanes": lane_mask.any(-1)}
 
     def pool(self, lanes: Tensor, lane_mask: Tensor) -> Tensor:
-        """Mean over real lanes: ``[B, C]``."""
+        """Mean over real lanes: `[B, C]`."""
         count = lane_mask.sum(dim=-1, keepdim=True).clamp(min=1)  # [B, 1]
         return lanes.sum(dim=1) / count
 
 
 class ZeroedMeanOverSlots(MaskedMeanPool):
-    """Bug: padded lanes zeroed, then ``mean(dim=1)``: divides by ``M`` slots, not real lanes.
+    """Bug: padded lanes zeroed, then `mean(dim=1)`: divides by `M` slots, not real lanes.
 
-    What is wrong: `pool` takes ``lanes.mean(dim=1)`` after selecting padded lanes to
+    What is wrong: `pool` takes `lanes.mean(dim=1)` after selecting padded lanes to
     zero. Padded content cannot leak, but the scene vector shrinks as the batch is padded to
     more lanes (a sample with 3 lanes gets sum/3 alone, sum/50 in a batch padded to 50).
 
-    Caught by ``ignores_appended_lanes`` alone. Registered as ``zeroed_mean_over_slots``.
+    Caught by `ignores_appended_lanes` alone. Registered as `zeroed_mean_over_slots`.
     """
 
     def pool(self, lanes: Tensor, lane_mask: Tensor) -> Tensor:
@@ -272,13 +272,13 @@ class ConsumerZooEntry:
     Attributes:
         name: its key in `CONSUMER_BUGS` or `CONSUMER_CORRECT`.
         factory: zero-argument callable returning a fresh consumer in eval mode,
-            ``embed_dim == 16``.
+            `embed_dim == 16`.
         caught_by: the first property of `lpim.testing.check_lane_consumer` that fails
             on it; None for a correct consumer.
         summary: one line saying what it does wrong, or right.
-        other_inputs: what ``check_lane_consumer(other_inputs=...)`` needs for it (None: it
+        other_inputs: what `check_lane_consumer(other_inputs=...)` needs for it (None: it
             takes only the lanes).
-        order_invariant: what ``check_lane_consumer(order_invariant=...)`` is told.
+        order_invariant: what `check_lane_consumer(order_invariant=...)` is told.
     """
 
     name: str

@@ -2,7 +2,7 @@
 
 Every class here is exact for right, left and scattered padding, NaN / inf / huge garbage in
 padded slots, empty lanes, empty samples and all-empty batches at float64 and float32, and runs
-without NaN at bfloat16 and float16 (masks are ``-inf`` or boolean, never ``-1e9``). Masks come
+without NaN at bfloat16 and float16 (masks are `-inf` or boolean, never `-1e9`). Masks come
 from `lpim.masks`, never hand-built. The bugs in `lpim.zoo.bugs` subclass these.
 """
 
@@ -50,13 +50,13 @@ __all__ = [
 
 
 class Mha3dAttnMask(AttentionLaneEncoder):
-    """Correct: the padding mask as MHA's per-head 3D ``attn_mask``, built by lpim.
+    """Correct: the padding mask as MHA's per-head 3D `attn_mask`, built by lpim.
 
-    Why it is right: `lpim.masks.to_attn_mask_3d` gives ``(B*M*H, L, S)`` rows in the order
-    ``nn.MultiheadAttention`` reads them, lane-major and head-minor (``repeat_interleave``). It is
-    the same mask as the 2D ``key_padding_mask``, only ``H * L`` times larger; the 2D one is the
+    Why it is right: `lpim.masks.to_attn_mask_3d` gives `(B*M*H, L, S)` rows in the order
+    `nn.MultiheadAttention` reads them, lane-major and head-minor (`repeat_interleave`). It is
+    the same mask as the 2D `key_padding_mask`, only `H * L` times larger; the 2D one is the
     better choice unless a per-query structure (causal, local) is needed. Parent of the bugs
-    ``repeat_head_order`` and ``seed_crash_3d_mask``.
+    `repeat_head_order` and `seed_crash_3d_mask`.
     """
 
     def attention(self, tokens: Tensor, point_mask: Tensor) -> Tensor:
@@ -66,17 +66,17 @@ class Mha3dAttnMask(AttentionLaneEncoder):
         return attended
 
     def attn_mask_3d(self, point_mask: Tensor) -> Tensor:
-        """``[B*M*H, 1+N, 1+N]`` bool, True = blocked, row ``lane * H + head``."""
+        """`[B*M*H, 1+N, 1+N]` bool, True = blocked, row `lane * H + head`."""
         return to_attn_mask_3d(point_mask, self.nhead, query_tokens=1)
 
 
 class SdpaRightPolarity(AttentionLaneEncoder):
-    """Correct: attention written with ``F.scaled_dot_product_attention`` and lpim's SDPA mask.
+    """Correct: attention written with `F.scaled_dot_product_attention` and lpim's SDPA mask.
 
     Why it is right: SDPA reads a boolean mask as True = **attend**, the opposite of MHA, and
-    `lpim.masks.to_sdpa_mask` builds exactly that (``[B*M, 1, 1, 1+N]``, query column
-    True). The projections are the layer's own ``in_proj`` / ``out_proj``, so this computes the
-    same function as ``mha_key_padding_mask``. Parent of ``mha_polarity_in_sdpa``.
+    `lpim.masks.to_sdpa_mask` builds exactly that (`[B*M, 1, 1, 1+N]`, query column
+    True). The projections are the layer's own `in_proj` / `out_proj`, so this computes the
+    same function as `mha_key_padding_mask`. Parent of `mha_polarity_in_sdpa`.
     """
 
     def attention(self, tokens: Tensor, point_mask: Tensor) -> Tensor:
@@ -88,21 +88,21 @@ class SdpaRightPolarity(AttentionLaneEncoder):
         return out
 
     def scaled_dot_product(self, q: Tensor, k: Tensor, v: Tensor, point_mask: Tensor) -> Tensor:
-        """``softmax(q k^T / sqrt(d)) v`` over unmasked keys: ``[B*M, H, 1+N, C/H]``."""
+        """`softmax(q k^T / sqrt(d)) v` over unmasked keys: `[B*M, H, 1+N, C/H]`."""
         return F.scaled_dot_product_attention(q, k, v, attn_mask=self.sdpa_mask(point_mask))
 
     def sdpa_mask(self, point_mask: Tensor) -> Tensor:
-        """SDPA boolean mask ``[B*M, 1, 1, 1+N]``, True = attend."""
+        """SDPA boolean mask `[B*M, 1, 1, 1+N]`, True = attend."""
         return to_sdpa_mask(point_mask, query_tokens=1)
 
 
 class ManualSoftmaxAdditive(SdpaRightPolarity):
-    """Correct: the attention softmax written out, with an additive ``0 / -inf`` mask.
+    """Correct: the attention softmax written out, with an additive `0 / -inf` mask.
 
-    Why it is right: `lpim.masks.to_additive_mask` puts ``-inf`` (in the scores' own dtype)
-    on padded keys, so their weight is exactly ``exp(-inf) = 0`` whatever their score, in every
-    dtype; the query column is never masked, so no row is all ``-inf`` and the softmax never sees
-    ``-inf - (-inf)``. Parent of ``fill_minus_1e9_fp16`` and ``additive_minus_1e4``.
+    Why it is right: `lpim.masks.to_additive_mask` puts `-inf` (in the scores' own dtype)
+    on padded keys, so their weight is exactly `exp(-inf) = 0` whatever their score, in every
+    dtype; the query column is never masked, so no row is all `-inf` and the softmax never sees
+    `-inf - (-inf)`. Parent of `fill_minus_1e9_fp16` and `additive_minus_1e4`.
     """
 
     def scaled_dot_product(self, q: Tensor, k: Tensor, v: Tensor, point_mask: Tensor) -> Tensor:
@@ -111,16 +111,16 @@ class ManualSoftmaxAdditive(SdpaRightPolarity):
         return weights @ v  # [B*M, H, 1+N, C/H]
 
     def mask_scores(self, scores: Tensor, point_mask: Tensor) -> Tensor:
-        """Scores with padded keys at ``-inf``: ``[B*M, H, 1+N, 1+N]``."""
+        """Scores with padded keys at `-inf`: `[B*M, H, 1+N, 1+N]`."""
         return scores + to_additive_mask(point_mask, scores.dtype, query_tokens=1)
 
 
 class TorchTransformerFastPath(AttentionLaneEncoder):
-    """Correct: the layer run by ``nn.TransformerEncoder`` itself, nested-tensor fast path on.
+    """Correct: the layer run by `nn.TransformerEncoder` itself, nested-tensor fast path on.
 
-    Why it is right: ``src_key_padding_mask`` is `lpim.masks.to_key_padding_mask` with the
+    Why it is right: `src_key_padding_mask` is `lpim.masks.to_key_padding_mask` with the
     query column (True = ignore, query never masked, so no sequence is empty). In eval mode under
-    ``torch.no_grad()`` torch converts the batch to a nested tensor, which it can only do when
+    `torch.no_grad()` torch converts the batch to a nested tensor, which it can only do when
     every lane's real tokens come first: with any other layout it silently falls back to the
     slow path. So the real points are moved to the front first, with lpim's own converters
     (`pack`, `to_cu_seqlens`,
@@ -129,9 +129,9 @@ class TorchTransformerFastPath(AttentionLaneEncoder):
     pads its output with exact zeros; empty lanes and padded points are then set to zero by
     selection as in the base, so both paths return the same thing.
 
-    On CUDA it fails ``devices_agree``, and rightly: torch's fused CUDA kernel for this fast path
+    On CUDA it fails `devices_agree`, and rightly: torch's fused CUDA kernel for this fast path
     (measured with torch 2.11 on an H200) differs from torch's own slow path by about 1e-4 at
-    float64 and float32, for a bare ``nn.TransformerEncoderLayer`` too, while on the CPU the two
+    float64 and float32, for a bare `nn.TransformerEncoderLayer` too, while on the CPU the two
     paths agree to rounding. The masking is right on both devices; the kernels disagree.
     """
 
@@ -163,9 +163,9 @@ class PackedVarlen(AttentionLaneEncoder):
     never read and never get a gradient. Every lane contributes its query token and its real
     points; `lpim.masks.to_cu_seqlens` says which packed point belongs to which lane, and
     a token may attend only to tokens of its own lane (the block-diagonal mask flash-attn's
-    varlen kernels take as ``cu_seqlens``). Every token attends at least to itself, so no row is
+    varlen kernels take as `cu_seqlens`). Every token attends at least to itself, so no row is
     empty; an empty lane is its query token alone. `lpim.masks.unpack` puts per-point
-    outputs back in their slots. Parent of ``cu_seqlens_off_by_one``.
+    outputs back in their slots. Parent of `cu_seqlens_off_by_one`.
     """
 
     def forward(self, points: Tensor, point_mask: Tensor) -> LaneOutput:
@@ -191,7 +191,7 @@ class PackedVarlen(AttentionLaneEncoder):
         return attended
 
     def segment_ids(self, cu_seqlens: Tensor) -> Tensor:
-        """Lane of each packed point ``[T]``: lane i owns ``cu[i] <= t < cu[i + 1]``."""
+        """Lane of each packed point `[T]`: lane i owns `cu[i] <= t < cu[i + 1]`."""
         t = torch.arange(int(cu_seqlens[-1]), dtype=cu_seqlens.dtype, device=cu_seqlens.device)
         # right=True counts the lane ends at or before t; it skips empty lanes (cu[i] == cu[i+1])
         return torch.searchsorted(cu_seqlens[1:], t, right=True)  # [T]
@@ -203,10 +203,10 @@ class PackedVarlen(AttentionLaneEncoder):
 class PointNetMaskedMax(PointLaneEncoder):
     """Correct: MTR-style PointNet, masked max-pool, zeros for empty polylines.
 
-    Why it is right: padded slots become ``-inf`` by selection before the max, so they can never
-    win it, and the ``-inf`` an empty lane pools to is replaced by 0 by selection as well (whose
-    gradient is exactly zero). ``-inf`` is a value of every floating dtype, unlike ``-1e9``.
-    Parent of ``unmasked_max_pool``.
+    Why it is right: padded slots become `-inf` by selection before the max, so they can never
+    win it, and the `-inf` an empty lane pools to is replaced by 0 by selection as well (whose
+    gradient is exactly zero). `-inf` is a value of every floating dtype, unlike `-1e9`.
+    Parent of `unmasked_max_pool`.
     """
 
     def pool(self, features: Tensor, point_mask: Tensor) -> Tensor:
@@ -219,8 +219,8 @@ class MaskedMean(PointLaneEncoder):
     """Correct: masked mean pooling over each lane's real points.
 
     Why it is right: padded features are selected to 0 before the sum and the sum is divided by
-    the real count, clamped to 1 so an empty lane computes ``0 / 1`` instead of ``0 / 0``; empty
-    lanes are then selected to 0. Parent of ``mean_over_slots``.
+    the real count, clamped to 1 so an empty lane computes `0 / 1` instead of `0 / 0`; empty
+    lanes are then selected to 0. Parent of `mean_over_slots`.
     """
 
     def pool(self, features: Tensor, point_mask: Tensor) -> Tensor:
@@ -232,9 +232,9 @@ class MaskedMean(PointLaneEncoder):
 class LastRealPoint(PointLaneEncoder):
     """Correct: the lane is read out at its last *real* point (a lane's end, as RNN readouts do).
 
-    Why it is right: the slot is the largest index whose ``point_mask`` is True, which holds for
+    Why it is right: the slot is the largest index whose `point_mask` is True, which holds for
     right, left and scattered padding; empty lanes are selected to 0. Parent of
-    ``lengths_minus_one_indexing`` and ``first_slot_pooling``, which override
+    `lengths_minus_one_indexing` and `first_slot_pooling`, which override
     `readout_slot`.
     """
 
@@ -247,7 +247,7 @@ class LastRealPoint(PointLaneEncoder):
         return torch.where(point_mask.any(dim=-1)[..., None], picked, 0)  # [B, M, C]
 
     def readout_slot(self, point_mask: Tensor) -> Tensor:
-        """Slot of each lane's last real point ``[B, M]`` (0 for an empty lane, zeroed later)."""
+        """Slot of each lane's last real point `[B, M]` (0 for an empty lane, zeroed later)."""
         slots = torch.arange(point_mask.shape[-1], device=point_mask.device)  # [N]
         return torch.where(point_mask, slots, 0).amax(dim=-1)  # [B, M]
 
@@ -256,18 +256,18 @@ class AttentionPooling(PointLaneEncoder):
     """Correct: pooling by attention: a learned seed query attends over the lane's points.
 
     Why it is right: the seed is a query only, not a key, so an empty lane is an attention row
-    with every key masked. ``nn.MultiheadAttention`` with ``need_weights=False`` (its
-    ``F.scaled_dot_product_attention`` path) returns 0 for such a row, and 0 gradients, so an
-    empty lane's embedding is ``out_proj.bias``: finite, and the same whatever else the batch
+    with every key masked. `nn.MultiheadAttention` with `need_weights=False` (its
+    `F.scaled_dot_product_attention` path) returns 0 for such a row, and 0 gradients, so an
+    empty lane's embedding is `out_proj.bias`: finite, and the same whatever else the batch
     holds. (Measured on torch 2.13 CPU, every dtype; self-attention would take MHA's fused fast
-    path under ``no_grad``, which returns NaN for such rows, but cross-attention never does.)
+    path under `no_grad`, which returns NaN for such rows, but cross-attention never does.)
 
-    Its ``clean_points`` is the common "sanitise" idiom, ``nan_to_num`` then clipping to the BEV
+    Its `clean_points` is the common "sanitise" idiom, `nan_to_num` then clipping to the BEV
     range, instead of selecting. That is exact in the forward pass, because every padded key's
     weight is exactly 0 and its (now bounded) value is finite; and it gives padded inputs a zero
-    gradient only because no softmax row is NaN. ``empty_lane_nan_need_weights`` breaks the
-    forward half of that, and ``nan_grad_from_empty_rows`` shows how the backward half fails,
-    which ``torch.where`` (the base's ``clean_points``) would have stopped.
+    gradient only because no softmax row is NaN. `empty_lane_nan_need_weights` breaks the
+    forward half of that, and `nan_grad_from_empty_rows` shows how the backward half fails,
+    which `torch.where` (the base's `clean_points`) would have stopped.
     """
 
     def __init__(

@@ -1,9 +1,9 @@
 """Misbehaving encoders: not mask bugs, but the ways an encoder can break the checker's trust.
 
-``MISBEHAVING`` maps a snake_case name to a `Misbehaviour`. Each encoder is correct about
+`MISBEHAVING` maps a snake_case name to a `Misbehaviour`. Each encoder is correct about
 masks (a masked mean over real points, or a wrapper around one) and misbehaves in one other way;
-`lpim.testing.check_encoder` and ``lpim check`` must report each one clearly, as the
-property in ``reported_as``, and never crash:
+`lpim.testing.check_encoder` and `lpim check` must report each one clearly, as the
+property in `reported_as`, and never crash:
 
 ```python
 from lpim.zoo.misbehaving import MISBEHAVING
@@ -11,7 +11,7 @@ entry = MISBEHAVING["mutates_inputs"]
 check_encoder(entry.factory(), deadline=entry.deadline)  # EncoderPropertyError
 ```
 
-From the shell: ``lpim check "lpim.zoo.misbehaving:MISBEHAVING['raises'].factory"``.
+From the shell: `lpim check "lpim.zoo.misbehaving:MISBEHAVING['raises'].factory"`.
 
 Every factory builds its encoder with seed-0 weights and leaves the global RNG as it was.
 """
@@ -51,7 +51,7 @@ class MaskedMeanEncoder(nn.Module):
     """Correct: embed each point, average over the lane's real points (empty lanes give 0).
 
     The base every misbehaving encoder here changes in one way. Padded points are selected
-    away with ``torch.where`` before anything reads them.
+    away with `torch.where` before anything reads them.
     """
 
     def __init__(self, in_dim: int = 2, d_model: int = 8) -> None:
@@ -60,7 +60,7 @@ class MaskedMeanEncoder(nn.Module):
         self.embed = nn.Linear(in_dim, d_model)
 
     def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
-        """``points [B, M, N, D]``, ``point_mask [B, M, N]`` -> ``[B, M, C]``."""
+        """`points [B, M, N, D]`, `point_mask [B, M, N]` -> `[B, M, C]`."""
         keep = point_mask[..., None]  # [B, M, N, 1]
         features = torch.where(keep, self.embed(torch.where(keep, points, 0)), 0)  # [B, M, N, C]
         count = point_mask.sum(-1, keepdim=True).clamp(min=1)  # [B, M, 1]
@@ -70,82 +70,82 @@ class MaskedMeanEncoder(nn.Module):
 class Raises(MaskedMeanEncoder):
     """Raises on every batch (a shape assertion written for one dataset's padding, say).
 
-    Reported as property ``runs``, with the encoder's own exception as ``__cause__``.
+    Reported as property `runs`, with the encoder's own exception as `__cause__`.
     """
 
     def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
-        """Raise ``ValueError``."""
+        """Raise `ValueError`."""
         raise ValueError(f"expected 20 points per lane, got {points.shape[2]}")
 
 
 class ReturnsList(MaskedMeanEncoder):
-    """Returns a Python list of per-sample tensors instead of a ``[B, M, C]`` tensor.
+    """Returns a Python list of per-sample tensors instead of a `[B, M, C]` tensor.
 
-    Reported as property ``runs``: the output breaks the protocol (its type).
+    Reported as property `runs`: the output breaks the protocol (its type).
     """
 
     def forward(self, points: Tensor, point_mask: Tensor) -> list[Tensor]:  # type: ignore[override]
-        """A list of ``[M, C]`` tensors."""
+        """A list of `[M, C]` tensors."""
         return list(super().forward(points, point_mask).unbind(0))
 
 
 class WrongShape(MaskedMeanEncoder):
-    """Returns lanes flattened to ``[B*M, C]`` (samples and lanes merged, never split back).
+    """Returns lanes flattened to `[B*M, C]` (samples and lanes merged, never split back).
 
-    Reported as property ``runs``: the output breaks the protocol (its shape).
+    Reported as property `runs`: the output breaks the protocol (its shape).
     """
 
     def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
-        """``[B*M, C]``."""
+        """`[B*M, C]`."""
         return super().forward(points, point_mask).flatten(0, 1)
 
 
 class WrongDtype(MaskedMeanEncoder):
     """Returns float64 whatever the input's dtype (an upcast "for accuracy" never undone).
 
-    Reported as property ``runs`` at every dtype but float64: the output breaks the protocol
+    Reported as property `runs` at every dtype but float64: the output breaks the protocol
     (its dtype must be the points').
     """
 
     def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
-        """``[B, M, C]`` float64."""
+        """`[B, M, C]` float64."""
         return super().forward(points, point_mask).double()
 
 
 class WrongDevice(MaskedMeanEncoder):
-    """Returns its output on another device than the input's (``meta`` stands in for a second
+    """Returns its output on another device than the input's (`meta` stands in for a second
     device where there is no CUDA: the output moved to where the next stage was expected).
 
-    Reported as property ``runs``: the output breaks the protocol (its device).
+    Reported as property `runs`: the output breaks the protocol (its device).
     """
 
     def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
-        """``[B, M, C]`` on ``meta``."""
+        """`[B, M, C]` on `meta`."""
         return super().forward(points, point_mask).to("meta")
 
 
 class ReturnsNaN(MaskedMeanEncoder):
-    """Returns NaN in every lane embedding (a ``0 / 0`` left in a normalisation).
+    """Returns NaN in every lane embedding (a `0 / 0` left in a normalisation).
 
-    Reported as property ``finite``.
+    Reported as property `finite`.
     """
 
     def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
-        """``[B, M, C]`` of NaN."""
+        """`[B, M, C]` of NaN."""
         out = super().forward(points, point_mask)
         return out * (out - out) / (out - out)  # 0 / 0 = NaN everywhere
 
 
 class InPlaceNormalise(MaskedMeanEncoder):
-    """Divides the caller's ``points`` by the coordinate range in place (``points /= 50``).
+    """Divides the caller's `points` by the coordinate range in place (`points /= 50`).
 
     Its output is right; the caller's batch is not, the next time it is used. Reported as
-    property ``inputs_unchanged`` (the checker hands copies, so nothing of the caller's is
+    property `inputs_unchanged` (the checker hands copies, so nothing of the caller's is
     harmed, and compares the copies with the batch after each call).
     """
 
     def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
-        """Normalise ``points`` in place, then the masked mean."""
+        """Normalise `points` in place, then the masked mean."""
         points.div_(50.0)
         return super().forward(points, point_mask)
 
@@ -153,7 +153,7 @@ class InPlaceNormalise(MaskedMeanEncoder):
 class NoisyOutput(MaskedMeanEncoder):
     """Adds Gaussian noise to its output in eval mode too (a "regulariser" left in forward).
 
-    Reported as property ``deterministic``: the same batch twice gives different outputs.
+    Reported as property `deterministic`: the same batch twice gives different outputs.
     """
 
     def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
@@ -163,7 +163,7 @@ class NoisyOutput(MaskedMeanEncoder):
 
 
 class DropoutMean(MaskedMeanEncoder):
-    """The masked mean with ``nn.Dropout(0.5)`` on the point features: correct in eval mode."""
+    """The masked mean with `nn.Dropout(0.5)` on the point features: correct in eval mode."""
 
     def __init__(self, in_dim: int = 2, d_model: int = 8) -> None:
         super().__init__(in_dim, d_model)
@@ -181,9 +181,9 @@ class DropoutMean(MaskedMeanEncoder):
 class TrainingWrapper:
     """A plain callable wrapping a `DropoutMean` left in train mode.
 
-    ``check_encoder`` copies an ``nn.Module`` and calls ``.eval()`` on the copy, but it cannot
+    `check_encoder` copies an `nn.Module` and calls `.eval()` on the copy, but it cannot
     reach a module inside an arbitrary callable: here dropout stays active. Reported as
-    property ``deterministic``, naming ``encoder.model.dropout`` and asking for ``.eval()``.
+    property `deterministic`, naming `encoder.model.dropout` and asking for `.eval()`.
     """
 
     in_dim = 2
@@ -200,8 +200,8 @@ class TrainingWrapper:
 class Slow(MaskedMeanEncoder):
     """Sleeps 0.25 s per call (a stand-in for a Python loop over lanes).
 
-    Passes without a deadline; with ``deadline=0.05`` it is reported as property
-    ``deadline``, with both times it took.
+    Passes without a deadline; with `deadline=0.05` it is reported as property
+    `deadline`, with both times it took.
     """
 
     seconds = 0.25
@@ -213,10 +213,10 @@ class Slow(MaskedMeanEncoder):
 
 
 class OtherDeviceWrapper:
-    """A plain callable whose model sits on another device than the one checked (``meta``
-    stands in for a CUDA model checked on the CPU): ``.to()`` cannot reach it.
+    """A plain callable whose model sits on another device than the one checked (`meta`
+    stands in for a CUDA model checked on the CPU): `.to()` cannot reach it.
 
-    Reported as property ``runs`` before any batch is drawn, naming the parameters and their
+    Reported as property `runs` before any batch is drawn, naming the parameters and their
     device.
     """
 
@@ -232,7 +232,7 @@ class OtherDeviceWrapper:
 
 
 EncoderFn = Callable[[Tensor, Tensor], object]
-"""What a factory returns: anything callable as ``encoder(points, point_mask)``."""
+"""What a factory returns: anything callable as `encoder(points, point_mask)`."""
 
 
 @dataclass(frozen=True)
@@ -241,11 +241,11 @@ class Misbehaviour:
 
     Attributes:
         name: its key in `MISBEHAVING`.
-        factory: zero-argument callable returning a fresh encoder (``in_dim == 2``).
-        reported_as: the property ``check_encoder`` reports it as.
+        factory: zero-argument callable returning a fresh encoder (`in_dim == 2`).
+        reported_as: the property `check_encoder` reports it as.
         message: a regular expression the report's message must match.
         summary: what it does wrong, in one line.
-        deadline: the ``deadline=`` (seconds) under which it is reported, or None.
+        deadline: the `deadline=` (seconds) under which it is reported, or None.
     """
 
     name: str
