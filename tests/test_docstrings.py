@@ -14,8 +14,6 @@ import textwrap
 from pathlib import Path
 from typing import NamedTuple
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parent.parent / "lpim"
 
 ROLE = re.compile(r":(?:py:)?(?:func|class|mod|data|meth|attr|exc):`[^`]*`")

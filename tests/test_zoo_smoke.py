@@ -103,7 +103,7 @@ def test_registry_is_complete_and_consistent() -> None:
 @pytest.mark.parametrize("name", sorted(BUGS))
 def test_bug_docstrings_name_the_property_and_the_line(name: str) -> None:
     doc = type(BUGS[name].factory()).__doc__ or ""
-    assert f"``{BUGS[name].caught_by}``" in doc and "Offending line" in doc
+    assert f"`{BUGS[name].caught_by}`" in doc and "Offending line" in doc
 
 
 def test_factories_build_fresh_deterministic_modules_and_leave_the_rng_alone() -> None:
