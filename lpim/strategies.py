@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.extra.numpy import arrays
 
+from lpim._validation import check_device
 from lpim.batch import LAYOUTS, LaneBatch
 from lpim.lane_set import LaneSet
 
@@ -304,25 +305,12 @@ def _check_drawn_int(value: object, name: str, low: int) -> int:
 
 def _device(value: object) -> torch.device:
     """`value` as a torch.device that holds data and is available, or InvalidArgument."""
-    if isinstance(value, bool) or not isinstance(value, str | torch.device):
-        raise InvalidArgument(f"device must be a str or torch.device; got {value!r}")
-    try:
-        chosen = torch.device(value)
-    except RuntimeError as error:
-        raise InvalidArgument(
-            f"device must be one torch knows (cpu, cuda, ...); got {value!r} ({error})"
-        ) from None
-    if chosen.type == "meta":
-        raise InvalidArgument(
-            "device must hold data (a lane batch's real points are checked to be finite); got "
-            "the meta device"
-        )
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgument(
-            f"device must be available; got {str(chosen)!r}, but torch.cuda.is_available() is "
-            f"False (torch {torch.__version__})"
-        )
-    return chosen
+    return check_device(
+        value,
+        why_data="a lane batch's real points are checked to be finite",
+        type_error=InvalidArgument,
+        value_error=InvalidArgument,
+    )
 
 
 def _choice(knob: object, allowed: Sequence[str], name: str) -> st.SearchStrategy[str]:

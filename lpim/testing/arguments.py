@@ -7,7 +7,13 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["DEFAULT_DTYPES", "checked_device", "checked_dtypes", "subject_name"]
+__all__ = [
+    "DEFAULT_DTYPES",
+    "checked_device",
+    "checked_dtypes",
+    "checked_properties",
+    "subject_name",
+]
 
 DEFAULT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 """The dtypes checked by default: mixed precision is where fill values such as -1e9 overflow."""
@@ -65,3 +71,17 @@ def subject_name(encoder: object) -> str:
     """What is checked, as `module.Class` (a report's first line, the database key)."""
     cls = type(encoder)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def checked_properties(chosen: str | Sequence[str] | None, known: Sequence[str]) -> list[str]:
+    """`properties=` of a check: a name or a list of names among `known` (default all)."""
+    names = list(known) if chosen is None else [chosen] if isinstance(chosen, str) else chosen
+    if not isinstance(names, Sequence):
+        raise TypeError(f"properties must be a name or a list of names; got {chosen!r}")
+    names = list(names)
+    if not names:
+        raise ValueError(f"properties must name at least one of {list(known)}; got none")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown properties: got {unknown}; expected some of {list(known)}")
+    return names

@@ -27,7 +27,13 @@ from hypothesis.errors import Flaky, HypothesisException
 from lpim.batch import LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS
 from lpim.testing import properties as props
-from lpim.testing.arguments import DEFAULT_DTYPES, checked_device, checked_dtypes, subject_name
+from lpim.testing.arguments import (
+    DEFAULT_DTYPES,
+    checked_device,
+    checked_dtypes,
+    checked_properties,
+    subject_name,
+)
 from lpim.testing.contract import DataContract
 from lpim.testing.driver import (
     Case,
@@ -204,7 +210,7 @@ def check_encoder(
         )
     dtypes = checked_dtypes(dtype)
     target = checked_device(device)
-    names = _property_names(properties)
+    names = checked_properties(properties, list(_ASSERTS))
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
     contract = DataContract.of(
@@ -575,19 +581,6 @@ def _skipped_here(name: str, target: torch.device) -> str:
     if name == "devices_agree" and not torch.cuda.is_available():
         return props.no_cuda_reason()
     return ""
-
-
-def _property_names(chosen: str | Sequence[str] | None) -> list[str]:
-    names = list(_ASSERTS) if chosen is None else [chosen] if isinstance(chosen, str) else chosen
-    if not isinstance(names, Sequence):
-        raise TypeError(f"properties must be a name or a list of names; got {chosen!r}")
-    names = list(names)
-    if not names:
-        raise ValueError(f"properties must name at least one of {list(_ASSERTS)}; got none")
-    unknown = [n for n in names if n not in _ASSERTS]
-    if unknown:
-        raise ValueError(f"unknown properties: got {unknown}; expected some of {list(_ASSERTS)}")
-    return names
 
 
 def _point_dim(point_dim: int | None, encoder: Encoder) -> int:

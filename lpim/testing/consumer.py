@@ -62,7 +62,7 @@ from hypothesis.errors import HypothesisException
 from lpim._version import __version__
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, garbage_fills, lane_sets
-from lpim.testing.arguments import checked_device, checked_dtypes, subject_name
+from lpim.testing.arguments import checked_device, checked_dtypes, checked_properties, subject_name
 from lpim.testing.check import DEFAULT_SETTINGS
 from lpim.testing.driver import Case, Driver, check_settings, global_rng_restored, torch_threads
 from lpim.testing.errors import Cause, Property, PropertyError
@@ -686,7 +686,7 @@ def check_lane_consumer(
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
     dtypes = checked_dtypes(dtype)
     target = checked_device(device)
-    names = _consumer_property_names(properties)
+    names = checked_properties(properties, list(_ASSERTS))
     dim = embed_dim if embed_dim is not None else _read_embed_dim(consumer)
     run_settings = check_settings(settings if settings is not None else DEFAULT_SETTINGS)
     report = CheckReport(subject_name(consumer))
@@ -773,19 +773,6 @@ def _consumer_unsupported(
     except Exception:  # other inputs missing here: the properties will call it properly
         return ""
     return ""
-
-
-def _consumer_property_names(chosen: str | Sequence[str] | None) -> list[str]:
-    names = list(_ASSERTS) if chosen is None else [chosen] if isinstance(chosen, str) else chosen
-    if not isinstance(names, Sequence):
-        raise TypeError(f"properties must be a name or a list of names; got {chosen!r}")
-    names = list(names)
-    if not names:
-        raise ValueError(f"properties must name at least one of {list(_ASSERTS)}; got none")
-    unknown = [n for n in names if n not in _ASSERTS]
-    if unknown:
-        raise ValueError(f"unknown properties {unknown}; expected some of {list(_ASSERTS)}")
-    return names
 
 
 def _read_embed_dim(consumer: Consumer) -> int:

@@ -179,11 +179,18 @@ class DataContract:
 
 
 def _check_size(name: str, size: object) -> None:
-    """A size: an int >= 0 or an inclusive `(low, high)` range of them, low <= high."""
+    """A size: an int >= 0 or an inclusive ``(low, high)`` range of them, low <= high.
+
+    Raises:
+        ValueError: anything else (as sizes always have, whatever the mistake).
+    """
     values = size if isinstance(size, tuple) else (size,)
-    if not isinstance(size, int | tuple) or len(values) not in (1, 2):
-        raise TypeError(f"{name} must be an int or a (min, max) tuple of ints; got {size!r}")
-    low, high = (check_int(v, name, "check_encoder", minimum=0) for v in (values * 2)[:2])
+    try:
+        if not isinstance(size, int | tuple) or len(values) not in (1, 2):
+            raise TypeError(f"{name} must be an int or a (min, max) tuple of ints; got {size!r}")
+        low, high = (check_int(v, name, "check_encoder", minimum=0) for v in (values * 2)[:2])
+    except TypeError as error:
+        raise ValueError(str(error)) from None
     if low > high:
         raise ValueError(f"{name} must satisfy min <= max; got {size!r}")
 

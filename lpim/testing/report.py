@@ -99,7 +99,7 @@ class CheckReport:
         reasons = {
             "skipped": _reasons(self.results, "skipped"),
             "unsupported": _reasons(self.results, "unsupported"),
-            "excluded": "by the data contract",
+            "excluded": _reasons(self.results, "excluded"),
         }
         for verdict in ("unsupported", "skipped", "excluded"):
             if counts[verdict]:
