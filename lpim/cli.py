@@ -164,12 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     contract.add_argument(
         "--empty-samples", choices=["yes", "no"], help="do samples without a lane occur"
     )
-    contract.add_argument(
-        "--batch-size", type=_size, metavar="B|LO-HI", help="samples per batch (default 1-3)"
-    )
-    contract.add_argument(
-        "--num-lanes", type=_size, metavar="M|LO-HI", help="lane slots per sample (default 1-6)"
-    )
+    _add_size_options(contract)
     contract.add_argument(
         "--num-points", type=_size, metavar="N|LO-HI", help="point slots per lane (default 1-8)"
     )
@@ -201,12 +196,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="declare that the output must not depend on the order of the lane slots",
     )
-    consumer.add_argument(
-        "--batch-size", type=_size, metavar="B|LO-HI", help="samples per batch (default 1-3)"
-    )
-    consumer.add_argument(
-        "--num-lanes", type=_size, metavar="M|LO-HI", help="lane slots per sample (default 1-6)"
-    )
+    _add_size_options(consumer)
     consumer.set_defaults(run=_check_consumer)
 
     diagnose_ = commands.add_parser(
@@ -362,6 +352,16 @@ def _current_folder_importable() -> None:
     here = str(Path.cwd())
     if here not in sys.path and "" not in sys.path:
         sys.path.insert(0, here)
+
+
+def _add_size_options(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--batch-size`` and ``--num-lanes``, shared by check and check-consumer."""
+    group.add_argument(
+        "--batch-size", type=_size, metavar="B|LO-HI", help="samples per batch (default 1-3)"
+    )
+    group.add_argument(
+        "--num-lanes", type=_size, metavar="M|LO-HI", help="lane slots per sample (default 1-6)"
+    )
 
 
 def _add_run_options(command: argparse.ArgumentParser, properties: Sequence[str]) -> None:

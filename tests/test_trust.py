@@ -403,28 +403,23 @@ def test_threads_are_one_during_a_check_and_restored_after() -> None:
 
 def test_nothing_is_written_to_the_folder_of_a_passing_cli_check(tmp_path: Path) -> None:
     target = "lpim.encoder:PriorEncoder(d_model=16, nhead=2, num_layers=1, dim_feedforward=32)"
-    result = subprocess.run(
-        [sys.executable, "-m", "lpim", "check", target, "--dtype", "float32"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")},
-        check=False,
-    )
+
+    def lpim_check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lpim", "check", target, "--dtype", "float32"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")},
+            check=False,
+        )
+
+    result = lpim_check()
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
-    # derandomized: the same verdicts twice
-    again = subprocess.run(
-        [sys.executable, "-m", "lpim", "check", target, "--dtype", "float32"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")},
-        check=False,
-    )
-    # the same rows, verdicts and example counts (the error ratios depend on the target's
-    # unseeded weights, not on the check)
-    assert _verdicts(result.stdout) == _verdicts(again.stdout)
+    # derandomized: the same rows, verdicts and example counts twice (the error ratios depend
+    # on the target's unseeded weights, not on the check)
+    assert _verdicts(result.stdout) == _verdicts(lpim_check().stdout)
 
 
 def _verdicts(out: str) -> list[tuple[str, ...]]:
