@@ -238,17 +238,7 @@ def lpim_check(
 
     defaults = _pyproject_defaults(pytestconfig)
 
-    def run(encoder_or_factory: Any, **kwargs: Any) -> CheckReport:
-        __tracebackhide__ = True  # the test's frame and lpim's message, not lpim's internals
-        encoder = _build(encoder_or_factory)
-        kwargs = {**defaults, **kwargs}
-        kwargs.setdefault("device", lpim_device)
-        kwargs.setdefault("settings", profile_settings())
-        if "factory" not in kwargs and callable(encoder_or_factory):
-            kwargs["factory"] = _factory_path(encoder_or_factory)
-        return check_encoder(encoder, **kwargs)
-
-    return run
+    return _runner(check_encoder, lpim_device, defaults)
 
 
 @pytest.fixture(scope="session")
@@ -256,22 +246,33 @@ def lpim_check_consumer(lpim_device: torch.device) -> Callable[..., CheckReport]
     """`lpim_check_consumer(consumer_or_factory, **kwargs)`:
     `lpim.testing.check_lane_consumer`, here.
 
-    As `lpim_check`, for what reads the lanes: ``consumer(lane_embedding [B, M, C], lane_mask
-    [B, M], *other_inputs)` with `lane_mask` True = real lane. `kwargs`` go to
+    As `lpim_check`, for what reads the lanes: `consumer(lane_embedding [B, M, C], lane_mask
+    [B, M], *other_inputs)` with `lane_mask` True = real lane. `kwargs` go to
     `check_lane_consumer` (`other_inputs=` such as `lpim.strategies.bev_queries` or
     `lpim.strategies.bev_maps`, `order_invariant=`, `embed_dim=`, `dtype=`, ...). A failed
     property raises `lpim.testing.LaneConsumerPropertyError`.
     """
     from lpim.testing import check_lane_consumer
 
-    def run(consumer_or_factory: Any, **kwargs: Any) -> CheckReport:
-        __tracebackhide__ = True
-        consumer = _build(consumer_or_factory)
-        kwargs.setdefault("device", lpim_device)
+    return _runner(check_lane_consumer, lpim_device, {})
+
+
+def _runner(
+    check: Callable[..., CheckReport], device: torch.device, defaults: dict[str, Any]
+) -> Callable[..., CheckReport]:
+    """What a check fixture returns: ``run(subject_or_factory, **kwargs)`` builds the subject,
+    fills in the device, the profile's settings, ``defaults`` and the factory path (for the
+    reproducer), and runs ``check``; ``kwargs`` override all of them."""
+
+    def run(subject_or_factory: Any, **kwargs: Any) -> CheckReport:
+        __tracebackhide__ = True  # the test's frame and lpim's message, not lpim's internals
+        subject = _build(subject_or_factory)
+        kwargs = {**defaults, **kwargs}
+        kwargs.setdefault("device", device)
         kwargs.setdefault("settings", profile_settings())
-        if "factory" not in kwargs and callable(consumer_or_factory):
-            kwargs["factory"] = _factory_path(consumer_or_factory)
-        return check_lane_consumer(consumer, **kwargs)
+        if "factory" not in kwargs and callable(subject_or_factory):
+            kwargs["factory"] = _factory_path(subject_or_factory)
+        return check(subject, **kwargs)
 
     return run
 

@@ -165,3 +165,28 @@ def test_plugin_works_under_xdist(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-n", "2", "--hypothesis-profile", "lpim-ci")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*property 'ignores_nonfinite_padding' failed*"])
+
+
+CONSUMER_TESTS = """
+import torch
+from lpim.zoo import CONSUMER_BUGS, CONSUMER_CORRECT
+
+
+def test_masked_fusion_holds(lpim_check_consumer):
+    entry = CONSUMER_CORRECT["masked_cross_attention"]
+    report = lpim_check_consumer(entry.factory, other_inputs=entry.other_inputs,
+                                 dtype=torch.float32)
+    assert report.passed
+
+
+def test_unmasked_fusion_fails(lpim_check_consumer):
+    entry = CONSUMER_BUGS["unmasked_cross_attention"]
+    lpim_check_consumer(entry.factory, other_inputs=entry.other_inputs, dtype=torch.float32)
+"""
+
+
+def test_lpim_check_consumer_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(CONSUMER_TESTS)
+    result = pytester.runpytest("--hypothesis-profile", "lpim-dev")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*lane-consumer property 'ignores_appended_lanes' failed*"])
