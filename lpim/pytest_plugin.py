@@ -56,14 +56,24 @@ __all__ = [
     "PROFILES",
     "SANITIZE_OPTION",
     "lpim_check",
+    "lpim_check_consumer",
     "lpim_device",
     "lpim_sanitize",
     "profile_settings",
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_generate_tests",
+    "pytest_report_header",
+    "pytest_runtest_call",
+    "pytest_runtest_makereport",
     "resolve_devices",
 ]
 
 DEVICE_OPTION = "--lpim-device"
+"""The option that picks the `lpim_device` fixture's devices (repeatable; `all` for every one)."""
+
 SANITIZE_OPTION = "--lpim-sanitize"
+"""The option that runs every test under `lpim.sanitize(on_finding="raise")`."""
 
 # Registered at import, before any plugin's pytest_configure: Hypothesis' own plugin loads the
 # profile named by --hypothesis-profile in its pytest_configure, and must find ours there.
@@ -71,6 +81,7 @@ register_profiles()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add `--lpim-device` and `--lpim-sanitize` (group "lpim")."""
     group = parser.getgroup("lpim", "lpim: padding-mask checks for lane encoders")
     group.addoption(
         DEVICE_OPTION,
@@ -90,6 +101,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register lpim's Hypothesis profiles and the `lpim_cuda` marker."""
     register_profiles()  # again, in case a conftest reset Hypothesis' profiles
     config.addinivalue_line(
         "markers", "lpim_cuda: the test was parametrized with a CUDA device by --lpim-device"
@@ -97,6 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
+    """One header line: the devices `lpim_device` runs on and the Hypothesis profile."""
     devices = ", ".join(resolve_devices(config.getoption("lpim_devices")))
     return f"lpim: devices {devices}; hypothesis profile {_profile_name()}"
 
@@ -139,6 +152,8 @@ def _visible_cuda_devices() -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every test that takes `lpim_device` by the `--lpim-device` devices (a CUDA
+    one marked `lpim_cuda`)."""
     if "lpim_device" not in metafunc.fixturenames:
         return
     names = resolve_devices(metafunc.config.getoption("lpim_devices"))

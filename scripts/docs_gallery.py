@@ -1,7 +1,8 @@
 """The pitfalls gallery's sections, printed as Markdown by ``docs/pitfalls.md`` at build time.
 
 Each section shows a zoo bug's docstring (what is wrong, why people write it, what catches it),
-the source of the method(s) it overrides, and the real output of ``check_encoder`` on it.
+the source of the method(s) it overrides, and the real output of ``check_encoder`` on it (of
+``check_lane_consumer`` for the zoo's buggy lane-set consumers).
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ import time
 import torch
 from hypothesis import Phase, settings
 
-from lpim.testing import DEFAULT_SETTINGS, EncoderPropertyError, check_encoder
-from lpim.zoo import BUGS
+from lpim.testing import (
+    DEFAULT_SETTINGS,
+    PropertyError,
+    check_encoder,
+    check_lane_consumer,
+)
+from lpim.zoo import BUGS, CONSUMER_BUGS
 
 #: The defaults, derandomized (the page shows the same thing on every build), with fewer
 #: examples and without the ``target`` and ``explain`` phases (they triple the build time and add
@@ -64,26 +70,50 @@ def overridden_source(cls: type) -> str:
     return textwrap.dedent("\n".join(parts)).rstrip()
 
 
-def check_output(name: str) -> tuple[str, str, str]:
-    """``(report, message, reproducer)`` of ``check_encoder`` on zoo bug ``name``."""
-    entry = BUGS[name]
-    dtype = torch.float16 if name == "fill_minus_1e9_fp16" else torch.float64
-    encoder = entry.factory()
-    try:
-        report = check_encoder(
-            encoder, dtype=dtype, settings=GALLERY_SETTINGS, **GALLERY_SIZES, **entry.contract
+def _dtype(name: str) -> torch.dtype:
+    return torch.float16 if name == "fill_minus_1e9_fp16" else torch.float64
+
+
+def _check(name: str) -> str:
+    """The report of the check of zoo bug ``name``; raises its failure."""
+    if name in CONSUMER_BUGS:
+        consumer = CONSUMER_BUGS[name]
+        report = check_lane_consumer(
+            consumer.factory(),
+            other_inputs=consumer.other_inputs,
+            order_invariant=consumer.order_invariant,
+            dtype=torch.float64,
+            settings=GALLERY_SETTINGS,
         )
-    except EncoderPropertyError as failure:
-        if failure.property_name != entry.caught_by:
+        return str(report)
+    entry = BUGS[name]
+    report = check_encoder(
+        entry.factory(),
+        dtype=_dtype(name),
+        settings=GALLERY_SETTINGS,
+        **GALLERY_SIZES,
+        **entry.contract,
+    )
+    return str(report)
+
+
+def check_output(name: str) -> tuple[str, str, str]:
+    """``(report, message, reproducer)`` of the check of zoo bug ``name`` (an encoder of
+    ``BUGS`` or a consumer of ``CONSUMER_BUGS``)."""
+    caught_by = (CONSUMER_BUGS[name] if name in CONSUMER_BUGS else BUGS[name]).caught_by
+    try:
+        report = _check(name)
+    except PropertyError as failure:
+        if failure.property_name != caught_by:
             raise AssertionError(
-                f"{name}: the zoo says {entry.caught_by} catches it, the check said "
+                f"{name}: the zoo says {caught_by} catches it, the check said "
                 f"{failure.property_name}"
             ) from failure
         message = str(failure).split("  reproducer (paste")[0].rstrip()
         return str(failure.report), message, failure.reproducer
-    if torch.cuda.is_available() or entry.caught_by != "devices_agree":
-        raise AssertionError(f"{name}: check_encoder passed, but {entry.caught_by} should fail")
-    return str(report), "", ""
+    if torch.cuda.is_available() or caught_by != "devices_agree":
+        raise AssertionError(f"{name}: the check passed, but {caught_by} should fail")
+    return report, "", ""
 
 
 #: The bugs shown so far, so that the page can check it shows every one.
@@ -94,12 +124,14 @@ def section(name: str) -> str:
     """The Markdown body of one gallery section (the page prints it: markdown-exec captures the
     page's ``print``, not this module's)."""
     SHOWN.append(name)
+    if name in CONSUMER_BUGS:
+        return _consumer_section(name)
     entry = BUGS[name]
     cls = type(entry.factory())
     started = time.perf_counter()
     report, message, reproducer = check_output(name)
     seconds = time.perf_counter() - started
-    dtype = "float16" if name == "fill_minus_1e9_fp16" else "float64"
+    dtype = str(_dtype(name)).removeprefix("torch.")
     out: list[str] = []
     summary = entry.summary.replace("*", "\\*")  # B*M is not emphasis
     out.append(f"**{summary}.** Bug class `{entry.bug_class}`; caught by `{entry.caught_by}`.\n")
@@ -122,4 +154,27 @@ def section(name: str) -> str:
             "and the check passes: this bug only shows where CUDA runs. See "
             "[Run the checks on a GPU](../howto/gpu/).\n"
         )
+    return "\n".join(out)
+
+
+def _consumer_section(name: str) -> str:
+    """The section of a buggy lane-set consumer (`lpim.zoo.CONSUMER_BUGS`)."""
+    entry = CONSUMER_BUGS[name]
+    cls = type(entry.factory())
+    started = time.perf_counter()
+    report, message, reproducer = check_output(name)
+    seconds = time.perf_counter() - started
+    out = [
+        f"**{entry.summary.replace('*', chr(92) + '*')}.** A lane-set consumer; caught by "
+        f"`{entry.caught_by}`.\n",
+        rst_to_markdown(cls.__doc__ or ""),
+        f"\nThe override (`{cls.__module__}.{cls.__name__}`):\n",
+        f"```python\n{overridden_source(cls)}\n```\n",
+        f"`check_lane_consumer(CONSUMER_BUGS[{name!r}].factory(), dtype=torch.float64, ...)` at "
+        f"build time ({seconds:.1f} s):\n",
+        f"```text\n{report}\n```\n",
+        f"```text\n{message}\n```\n",
+    ]
+    body = textwrap.indent(f"```python\n{reproducer.rstrip()}\n```", "    ")
+    out.append(f'??? example "The reproducer it prints"\n\n{body}\n')
     return "\n".join(out)

@@ -23,10 +23,7 @@ PACKAGE = ROOT / "lpim"
 
 # Public modules that do not declare their surface yet, in files others are rewriting
 # (issue 14, item 2): remove an entry when the module gets its `__all__`.
-KNOWN_UNDECLARED: set[str] = {
-    # pytest wraps a fixture's function: its docstring is not where `documented` looks.
-    "lpim.pytest_plugin",
-}
+KNOWN_UNDECLARED: set[str] = set()
 
 
 def module_name(path: Path) -> str:
@@ -111,8 +108,8 @@ def documented(module: object, name: str) -> bool:
         return bool(value.__doc__)
     if inspect.isclass(value):
         return bool(value.__dict__.get("__doc__"))
-    if inspect.isfunction(value) or inspect.isbuiltin(value):
-        return bool(value.__doc__)
+    if inspect.isfunction(value) or inspect.isbuiltin(value) or hasattr(value, "__wrapped__"):
+        return bool(value.__doc__)  # a decorated function (a pytest fixture) keeps its own
     # data: the string literal after its assignment, where it is defined
     owners = [module]
     for found in (importlib.import_module(m) for m in public_and_private_modules()):

@@ -31,6 +31,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("lpim.tolerance",),
     ("lpim.masks",),
     ("lpim.strategies",),
+    ("lpim._properties",),  # the property registry: read by testing and by the zoo
     ("lpim.profiles",),
     ("lpim.testing", "lpim.zoo"),
     ("lpim.sanitize", "lpim._sanitize"),

@@ -17,13 +17,27 @@
   output twice (`deterministic`); [`CHECKED_PROPERTIES`][lpim.testing.CHECKED_PROPERTIES] lists what
   `check_encoder` runs.
 
-Modules: `protocol` (how an encoder is called), `properties` (the asserts), `errors` (the
-property registry and the error), `report` (rows, headline, table), `contract` (the data
-contract), `reproducer` (source that re-raises a failure), `driver` (the one loop every
-check runs through), `check` (encoders), `consumer` (lane-set consumers). The tolerance
-rule lives in `lpim.tolerance`.
+Modules: `protocol` (how an encoder is called), `properties` (the encoder asserts),
+`consumer_properties` (the consumer asserts), `compare` (the one comparator under the tolerance
+rule), `errors` (the error a failed property raises), `report` (rows, headline, table),
+`contract` (the data contract), `arguments` (the checks' shared arguments), `reproducer` (source
+that re-raises a failure, either side), `driver` (the one loop every check runs through), `check`
+(encoders), `consumer` (lane-set consumers), `reference` (torch's stack from `PriorEncoder`'s
+weights), `dispatch` (an op counter). The property registry ([`REGISTRY`][lpim.testing.REGISTRY],
+with its two views `PROPERTIES` and `CONSUMER_PROPERTIES`) lives below, in `lpim._properties`,
+so that the zoo reads it too; the tolerance rule lives in `lpim.tolerance`.
 """
 
+from lpim._properties import (
+    CONSUMER_PROPERTIES,
+    GALLERY,
+    PROPERTIES,
+    REGISTRY,
+    Cause,
+    Padding,
+    Property,
+    Side,
+)
 from lpim.testing.check import (
     CHECKED_PROPERTIES,
     DEFAULT_DTYPES,
@@ -31,18 +45,17 @@ from lpim.testing.check import (
     PRECISIONS,
     check_encoder,
 )
-from lpim.testing.consumer import (
-    CONSUMER_PROPERTIES,
+from lpim.testing.consumer import check_lane_consumer
+from lpim.testing.consumer_properties import (
     LaneConsumerPropertyError,
     assert_consumer_finite,
     assert_ignores_appended_lanes,
     assert_ignores_padded_lanes,
     assert_lane_order_invariant,
-    check_lane_consumer,
 )
 from lpim.testing.contract import DataContract
 from lpim.testing.driver import IncompleteCheckError
-from lpim.testing.errors import PROPERTIES, EncoderPropertyError, Property, PropertyError
+from lpim.testing.errors import EncoderPropertyError, PropertyError
 from lpim.testing.properties import (
     assert_deterministic,
     assert_devices_agree,
@@ -74,19 +87,24 @@ __all__ = [
     "CONSUMER_PROPERTIES",
     "DEFAULT_DTYPES",
     "DEFAULT_SETTINGS",
+    "GALLERY",
     "PRECISIONS",
     "PROPERTIES",
+    "REGISTRY",
     "VERDICTS",
+    "Cause",
     "CheckReport",
     "DataContract",
     "EncoderOutput",
     "EncoderPropertyError",
     "IncompleteCheckError",
     "LaneConsumerPropertyError",
+    "Padding",
     "Property",
     "PropertyError",
     "PropertyResult",
     "ProtocolError",
+    "Side",
     "Subject",
     "assert_consumer_finite",
     "assert_deterministic",

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Flaky, HypothesisException
 
+from lpim._properties import PROPERTIES, Property
 from lpim.batch import LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS
 from lpim.testing import properties as props
@@ -42,7 +43,7 @@ from lpim.testing.driver import (
     global_rng_restored,
     torch_threads,
 )
-from lpim.testing.errors import PROPERTIES, EncoderPropertyError, PropertyError
+from lpim.testing.errors import EncoderPropertyError, PropertyError
 from lpim.testing.protocol import (
     DeadlineExceeded,
     Encoder,
@@ -80,22 +81,7 @@ DEFAULT_SETTINGS = Settings(
 )
 """Used when `check_encoder(settings=None)`: small and quick, for editing."""
 
-_ASSERTS: dict[str, Callable[..., float]] = {
-    "deterministic": props.assert_deterministic,
-    "finite": props.assert_finite,
-    "matches_unpadded": props.assert_matches_unpadded,
-    "ignores_padding": props.assert_ignores_padding,
-    "ignores_nonfinite_padding": props.assert_ignores_nonfinite_padding,
-    "lanes_independent": props.assert_lanes_independent,
-    "gradients_isolated": props.assert_gradients_isolated,
-    "gradients_ignore_padding": props.assert_gradients_ignore_padding,
-    "empty_lanes_zero": props.assert_empty_lanes_zero,
-    "devices_agree": props.assert_devices_agree,
-}
-# The asserts that take the contract's garbage= (what they may write into padded slots).
-_TAKES_GARBAGE = ("ignores_padding", "gradients_ignore_padding")
-
-CHECKED_PROPERTIES: tuple[str, ...] = tuple(_ASSERTS)
+CHECKED_PROPERTIES: tuple[str, ...] = tuple(p.name for p in PROPERTIES.values() if not p.every_call)
 """The properties `check_encoder` runs, in order (`properties=` picks among them).
 `runs`, `inputs_unchanged` and `deadline` are checked on every call of the encoder."""
 
@@ -210,7 +196,7 @@ def check_encoder(
         )
     dtypes = checked_dtypes(dtype)
     target = checked_device(device)
-    names = checked_properties(properties, list(_ASSERTS))
+    names = checked_properties(properties, list(CHECKED_PROPERTIES))
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
     contract = DataContract.of(
@@ -248,9 +234,10 @@ def check_encoder(
             with context():
                 unsupported = _unsupported(encoder, subject, dim, checked_dtype, autocast)
             for name in names:
-                if name in _OPT_IN and properties is None and not _declared(name, contract):
-                    continue  # an opt-in property gets a row only when asked for
-                excluded = _excluded(name, contract)
+                prop = PROPERTIES[name]
+                if prop.declared_by and properties is None and _excluded(prop, contract):
+                    continue  # an opt-in property gets a row only when asked for or declared
+                excluded = _excluded(prop, contract)
                 skipped = _skipped_here(name, target)
                 if excluded or unsupported or skipped:
                     verdict, note = (
@@ -262,8 +249,8 @@ def check_encoder(
                     )
                     driver.row(PropertyResult(name, checked_dtype, verdict, 0, 0.0, 0.0, note))
                     continue
-                check = _ASSERTS[name]
-                if name in _TAKES_GARBAGE:
+                check = getattr(props, prop.assert_name)
+                if prop.takes_garbage:
                     check = functools.partial(check, garbage=contract.garbage)
                 driver.run(
                     Case(
@@ -273,7 +260,7 @@ def check_encoder(
                             point_dim=dim,
                             dtype=held_dtype,
                             device=target,
-                            garbage=_drawn_garbage(name, contract),
+                            garbage=_drawn_garbage(prop, contract),
                         ),
                         check=functools.partial(check, subject),
                         settings=twice if name == "deterministic" else run_settings,
@@ -307,40 +294,29 @@ def _autocast(device: torch.device, dtype: torch.dtype) -> Callable[[], Any]:
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
-# Properties that hold only when the user declares them (empty_lanes="zero").
-_OPT_IN = ("empty_lanes_zero",)
-
-
-def _declared(name: str, contract: DataContract) -> bool:
-    return name != "empty_lanes_zero" or contract.require_zero_empty_lanes
-
-
-def _excluded(name: str, contract: DataContract) -> str:
-    """Why property `name` is outside the data contract ('' if it is inside)."""
+def _excluded(prop: Property, contract: DataContract) -> str:
+    """Why `prop` is outside the data contract ('' if it is inside)."""
     kinds = GARBAGE_CONTRACTS[contract.garbage]
-    if name == "ignores_nonfinite_padding" and not set(kinds) & set(NONFINITE_GARBAGE_KINDS):
+    if prop.padding == "nonfinite" and not set(kinds) & set(NONFINITE_GARBAGE_KINDS):
         return f"not in the data contract: garbage={contract.garbage!r} (no NaN/inf padding)"
-    if name in ("ignores_padding", "gradients_ignore_padding") and len(kinds) == 1:
+    if prop.takes_garbage and len(kinds) == 1:
         return (
             f"not in the data contract: garbage={contract.garbage!r} fixes what padded slots hold"
         )
-    if name == "empty_lanes_zero" and not contract.require_zero_empty_lanes:
-        return "not declared: empty_lanes='zero' requires zeros for empty lanes"
+    if prop.declared_by and not contract.declares(prop.declared_by):
+        keyword = prop.declared_by.partition("=")[0]
+        return prop.not_declared(f"{keyword}={getattr(contract, keyword)!r}")
     return ""
 
 
-def _drawn_garbage(name: str, contract: DataContract) -> list[str]:
-    """What padded slots hold in the batches property `name` draws.
-
-    Only the padding properties vary it, so that a garbage leak is named as such and not as a
-    mismatch or a NaN; the others draw the contract's baseline (zeros, or the last point
-    repeated when that is all the contract allows)."""
+def _drawn_garbage(prop: Property, contract: DataContract) -> list[str]:
+    """What padded slots hold in the batches drawn for `prop` (see `lpim.testing.Padding`)."""
     kinds = list(GARBAGE_CONTRACTS[contract.garbage])
-    if name in ("deterministic", "devices_agree"):
+    if prop.padding == "contract":
         return kinds
-    if name == "ignores_padding":
+    if prop.padding == "finite":
         return [k for k in kinds if k not in NONFINITE_GARBAGE_KINDS]
-    if name == "ignores_nonfinite_padding":
+    if prop.padding == "nonfinite":
         return list(NONFINITE_GARBAGE_KINDS)
     return ["zeros" if "zeros" in kinds else kinds[0]]
 
@@ -373,13 +349,13 @@ def _reproducer(
 ) -> str:
     """Source that re-raises `failure`: the property's own assert (the row's for a crash)."""
     failed = failure.property_name
-    assert_name = PROPERTIES[failed if failed in _ASSERTS else name].assert_name
+    prop = PROPERTIES[name if PROPERTIES[failed].every_call else failed]
     keywords = (
         f", garbage={contract.garbage!r}"
-        if assert_name in (PROPERTIES[p].assert_name for p in _TAKES_GARBAGE)
-        and contract.garbage != "any"
+        if prop.takes_garbage and contract.garbage != "any"
         else ""
     )
+    assert_name = prop.assert_name
     call = _deadline_call(subject.deadline) if failed == "deadline" and subject.deadline else None
     example = failure.example
     if not isinstance(example, LaneBatch):

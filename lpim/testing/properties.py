@@ -20,6 +20,7 @@ differentiates. Every comparison of floating outputs goes through the tolerance 
 
 from __future__ import annotations
 
+import functools
 import math
 import unittest
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,7 @@ import torch
 
 from lpim.batch import LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS, garbage_fills
+from lpim.testing.compare import largest_error
 from lpim.testing.errors import EncoderPropertyError, ExampleT, PropertyError
 from lpim.testing.protocol import (
     DeadlineExceeded,
@@ -117,29 +119,17 @@ def _compare(
     rule = subject.tolerance(batch)
     worst = 0.0
     for name, actual, expected, expected_64, labels in pairs:
-        if actual.numel() == 0:
-            continue
-        drift = 0.0
-        if expected_64 is not None:
-            finite = expected.isfinite() & expected_64.isfinite()
-            gap = (expected.double() - expected_64.double()).abs()[finite]
-            drift = float(gap.max()) if gap.numel() else 0.0
-        ratio = rule.error_ratio(actual, expected, drift)  # [K, C]
-        largest = float(ratio.max())
-        if largest > 1.0:
-            row, col = divmod(int(ratio.argmax()), ratio.shape[1])
-            got, want = float(actual[row, col]), float(expected[row, col])
-            allowed = float(rule.allowed(expected[row : row + 1, col : col + 1], drift).max())
-            times = "inf" if math.isinf(largest) else f"{largest:.3g}"
-            raise EncoderPropertyError(
-                property_name,
-                f"{labels[row]}: {name}[{col}] is {got:.6g} {what} but {want:.6g} is expected "
-                f"(allowed error {allowed:.3g} at {rule.dtype}, {times}x over)",
-                batch,
-                largest,
-            )
+        where = functools.partial(_row_element, labels, name)
+        largest, mismatch = largest_error(rule, actual, expected, expected_64, where)
+        if mismatch is not None:
+            raise EncoderPropertyError(property_name, mismatch.sentence(what), batch, largest)
         worst = max(worst, largest)
     return worst
+
+
+def _row_element(labels: list[str], output: str, index: tuple[int, ...]) -> str:
+    """`"<row label>: <output>[<column>]"` for element `index = (row, column)`."""
+    return f"{labels[index[0]]}: {output}[{index[1]}]"
 
 
 def _lane_rows(output: EncoderOutput, index: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,11 @@ import importlib
 import inspect
 from typing import Any
 
+import torch
+
 from lpim._version import __version__
 from lpim.batch import LaneBatch
+from lpim.lane_set import LaneSet
 
 __all__ = ["encoder_source", "reproducer"]
 
@@ -43,10 +46,10 @@ def encoder_source(encoder: object, factory: str | None = None) -> tuple[list[st
 
 
 def reproducer(
-    example: LaneBatch,
+    example: LaneBatch | LaneSet,
     assert_name: str,
     property_name: str,
-    encoder: object,
+    subject: object,
     factory: str | None = None,
     call: str | None = None,
     *,
@@ -55,44 +58,74 @@ def reproducer(
 ) -> str:
     """Python source that rebuilds `example` exactly and calls `lpim.testing.<assert_name>`.
 
-    `call`, when given, replaces that last line: source that uses `encoder`, `points`,
-    `point_mask`, `LaneBatch` and `EncoderPropertyError` (used for the `deadline`
-    check, which no assert function times). `keywords` (e.g. `", garbage='finite'"`) are
-    appended to the assert's arguments; `autocast` (a dtype such as `"torch.bfloat16"`)
-    runs the assert under `torch.autocast` at that dtype, as the check did.
+    One builder for both sides: a [`LaneBatch`][lpim.LaneBatch] example is checked on an
+    `encoder`, a [`LaneSet`][lpim.LaneSet] (its other inputs included) on a `consumer`; the
+    subject is rebuilt by `encoder_source`. `call`, when given, replaces the last line:
+    source that uses `encoder`, `points`, `point_mask`, `LaneBatch` and
+    `EncoderPropertyError` (used for the `deadline` check, which no assert function times).
+    `keywords` (e.g. `", garbage='finite'"`) are appended to the assert's arguments;
+    `autocast` (a dtype such as `"torch.bfloat16"`) runs the assert under `torch.autocast`
+    at that dtype, as the check did.
     """
-    imports, build = encoder_source(encoder, factory)
-    dtype = example.points.dtype
-    device = example.points.device
-    on_device = "" if device.type == "cpu" else f", device={str(device)!r}"
+    imports, build = encoder_source(subject, factory)
+    if isinstance(example, LaneBatch):
+        role, label, example_type = "encoder", "property", "LaneBatch"
+        tensor = example.points
+        inputs = [
+            f"points = {_tensor_source(example.points)}",
+            f"point_mask = {_tensor_source(example.point_mask)}",
+        ]
+        built = "LaneBatch(points, point_mask)"
+    else:
+        role, label, example_type = "consumer", "lane-consumer property", "LaneSet"
+        tensor = example.lane_embedding
+        args = "".join(f"\n    {_value_source(v)}," for v in example.args)
+        kwargs = "".join(f"\n    {k!r}: {_value_source(v)}," for k, v in example.kwargs.items())
+        inputs = [
+            f"lane_embedding = {_tensor_source(example.lane_embedding)}",
+            f"lane_mask = {_tensor_source(example.lane_mask)}",
+            f"args = ({args}\n)",
+            f"kwargs = {{{kwargs}\n}}",
+        ]
+        built = "LaneSet(lane_embedding, lane_mask, args, kwargs)"
+    dtype, device = tensor.dtype, tensor.device
     to_device = "" if device.type == "cpu" else f".to({str(device)!r})"
+    last = f"{assert_name}({role}, {built}{keywords})" if call is None else call
     lines = [
-        f"# lpim {__version__} reproducer: property {property_name!r} at {dtype}",
+        f"# lpim {__version__} reproducer: {label} {property_name!r} at {dtype}",
         "import torch",
         "",
-        "from lpim import LaneBatch",
+        f"from lpim import {example_type}",
         f"from lpim.testing import {assert_name if call is None else 'EncoderPropertyError'}",
         *imports,
         "",
         "nan, inf = float('nan'), float('inf')",
         "torch.manual_seed(0)",
-        f"encoder = {build}",
-        "if isinstance(encoder, torch.nn.Module):",
-        f"    encoder = encoder.to({dtype}){to_device}.eval()",
-        f"points = torch.tensor({example.points.tolist()!r}, dtype={dtype}{on_device})",
-        f"point_mask = torch.tensor({example.point_mask.tolist()!r}{on_device})",
-        "points = points.reshape(" + ", ".join(map(str, example.points.shape)) + ")",
-        "point_mask = point_mask.reshape(" + ", ".join(map(str, example.point_mask.shape)) + ")",
-        *_last_lines(
-            f"{assert_name}(encoder, LaneBatch(points, point_mask){keywords})"
-            if call is None
-            else call,
-            autocast,
-            device.type,
-        ),
+        f"{role} = {build}",
+        f"if isinstance({role}, torch.nn.Module):",
+        f"    {role} = {role}.to({dtype}){to_device}.eval()",
+        *inputs,
+        *_last_lines(last, autocast, device.type),
         "",
     ]
     return "\n".join(lines)
+
+
+def _tensor_source(value: torch.Tensor) -> str:
+    on_device = "" if value.device.type == "cpu" else f", device={str(value.device)!r}"
+    shape = ", ".join(map(str, value.shape)) + ("," if value.dim() == 1 else "")
+    return (
+        f"torch.tensor({value.detach().cpu().tolist()!r}, dtype={value.dtype}{on_device})"
+        f".reshape({shape})"
+    )
+
+
+def _value_source(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return _tensor_source(value)
+    if isinstance(value, bool | int | float | str | type(None)):
+        return repr(value)
+    return f"...  # a {type(value).__name__}: rebuild it here"
 
 
 def _last_lines(call: str, autocast: str | None, device_type: str) -> list[str]:

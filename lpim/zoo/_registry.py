@@ -6,10 +6,11 @@ import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
 
 from torch import nn
 
+from lpim._properties import PROPERTIES
 from lpim.encoder import PriorEncoder
 from lpim.zoo import bugs, contracts, correct
 from lpim.zoo._seeded import by_name, seeded
@@ -17,24 +18,18 @@ from lpim.zoo.base import AttentionLaneEncoder
 
 __all__ = ["BUGS", "CAUGHT_BY", "CORRECT", "PropertyName", "ZooEntry", "sanitizer_verdict"]
 
-PropertyName = Literal[
-    "runs",
-    "finite",
-    "matches_unpadded",
-    "ignores_padding",
-    "ignores_nonfinite_padding",
-    "lanes_independent",
-    "gradients_isolated",
-    "gradients_ignore_padding",
-    "empty_lanes_zero",
-    "devices_agree",
-]
-"""A property of [`check_encoder`][lpim.testing.check_encoder] that can catch a zoo bug."""
+PropertyName = str
+"""A property of [`check_encoder`][lpim.testing.check_encoder] that can catch a zoo bug: a name
+in `CAUGHT_BY`."""
 
-CAUGHT_BY: tuple[PropertyName, ...] = get_args(PropertyName)
+CAUGHT_BY: tuple[PropertyName, ...] = tuple(
+    p.name for p in PROPERTIES.values() if not p.reliability
+)
 """The properties a zoo bug's `caught_by` can name, in the order the checker runs them: a bug
-is named by the first that fails. (Was `lpim.zoo.PROPERTIES`, which clashed in name with
-[`lpim.testing.PROPERTIES`][lpim.testing.PROPERTIES], the property registry.)"""
+is named by the first that fails. Read from the property registry
+([`lpim.testing.PROPERTIES`][lpim.testing.PROPERTIES]): every encoder property but the
+reliability checks, which `lpim.zoo.misbehaving` covers. (Was `lpim.zoo.PROPERTIES`, which
+clashed in name with the registry.)"""
 
 
 @dataclass(frozen=True)
@@ -58,6 +53,13 @@ class ZooEntry:
     bug_class: str
     summary: str
     contract: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.caught_by is not None and self.caught_by not in CAUGHT_BY:
+            raise ValueError(
+                f"zoo entry {self.name!r}: caught_by must be one of {CAUGHT_BY}; "
+                f"got {self.caught_by!r}"
+            )
 
 
 def _reference() -> nn.Module:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lpim._properties import property_named
 from lpim.zoo._seeded import by_name, seeded
 
 __all__ = [
@@ -287,6 +288,10 @@ class ConsumerZooEntry:
     summary: str
     other_inputs: Callable[[int, torch.dtype, torch.device], Any] | None = None
     order_invariant: bool = True
+
+    def __post_init__(self) -> None:
+        if self.caught_by is not None:
+            property_named(self.caught_by, "consumer")
 
 
 CONSUMER_CORRECT: dict[str, ConsumerZooEntry] = by_name(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from lpim._properties import property_named
 from lpim.zoo._seeded import seeded
 
 __all__ = [
@@ -254,6 +255,9 @@ class Misbehaviour:
     message: str
     summary: str
     deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        property_named(self.reported_as, "encoder")
 
 
 MISBEHAVING: dict[str, Misbehaviour] = {

@@ -1,0 +1,439 @@
+"""The lane-consumer properties: the mask bug one step downstream of the encoder.
+
+A *lane-set consumer* reads the encoder's lane embeddings as a set: BEV queries cross-attending over
+the `M` lanes, a pooled scene vector, a planner's map context. In a public LPIM
+reimplementation the BEV queries attend over all `M` lane embeddings with no lane mask, so the
+result changes with `M` and with whatever empty lanes hold. These checks catch that.
+
+The consumer protocol
+---------------------
+A consumer is a callable `consumer(lane_embedding, lane_mask, *args, **kwargs)` with
+
+- `lane_embedding [B, M, C]` floating, rows of padded lanes meaningless (any value, NaN too);
+- `lane_mask [B, M]` bool, `True` = real lane (the library convention: pass
+  `~lane_mask` as `nn.MultiheadAttention`'s `key_padding_mask`);
+- `args` / `kwargs`: its other inputs (e.g. BEV queries `[B, Q, C]`), which must not depend
+  on `M`.
+
+It returns a tensor, or a tuple / list / dict (a `NamedTuple` is a tuple) of tensors, on the
+input's device. **Every** returned tensor is compared, entirely: these are set-level outputs
+(one per sample or per query), which must not change shape with `M`. Floating tensors are
+compared under the tolerance rule, others (bool, int) exactly. Wrap a module with another
+signature in a `lambda`. Per-lane outputs (`[B, M, ...]`) are not covered by these checks.
+
+Properties
+----------
+`runs`, `finite`, `ignores_appended_lanes`, `ignores_padded_lanes` and (when the user
+declares it) `lane_order_invariant`: see
+[`CONSUMER_PROPERTIES`][lpim.testing.CONSUMER_PROPERTIES]. One `assert_*` per
+property (this module) works on one [`LaneSet`][lpim.LaneSet] inside a user's own `@given` test;
+[`check_lane_consumer`][lpim.testing.consumer.check_lane_consumer] runs them all with Hypothesis
+and raises
+[`LaneConsumerPropertyError`][lpim.testing.consumer_properties.LaneConsumerPropertyError] (an
+`AssertionError`) with the shrunk example and a pasteable reproducer.
+
+How the tolerance rule applies
+------------------------------
+Each property compares the consumer with itself on two inputs that must give the same output (`M`
+lanes vs `M + k`, zeros vs garbage in padded lanes, one lane order vs another), at the same
+dtype. The rule of [`lpim.tolerance`][lpim.tolerance] is used as for encoders: `y_s` is the output
+on the
+original input, `y_64` that of a float64 copy of the consumer (an `nn.Module`) on the same
+input, and the floors take the reduction length ``K = max(M', C, widest nn.Linear input,
+nn.MultiheadAttention embed_dim)` with `M'`` the larger lane count of the two runs (attention
+and pooling over lanes sum `M'` terms), and `depth` = the matmul-bearing modules
+([`lpim.tolerance.encoder_scale`][lpim.tolerance.encoder_scale]). Plain callables get the floors
+alone, with `depth` 1.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+
+from lpim._properties import CONSUMER_PROPERTIES
+from lpim.lane_set import LaneSet
+from lpim.strategies import garbage_fills
+from lpim.testing.compare import first_index, largest_error
+from lpim.testing.errors import PropertyError
+from lpim.testing.properties import runs_as
+from lpim.testing.protocol import ProtocolError, Subject
+from lpim.tolerance import Tolerance, encoder_scale, tolerance
+
+__all__ = [
+    "APPENDED_LANES",
+    "Consumer",
+    "LaneConsumerPropertyError",
+    "assert_consumer_finite",
+    "assert_ignores_appended_lanes",
+    "assert_ignores_padded_lanes",
+    "assert_lane_order_invariant",
+    "consumer_outputs",
+    "lane_orders",
+    "run_consumer",
+    "with_appended_lanes",
+    "with_padded_lanes",
+]
+
+Consumer = Callable[..., Any]
+"""Anything callable as `consumer(lane_embedding, lane_mask, *args, **kwargs)`."""
+
+
+class LaneConsumerPropertyError(PropertyError[LaneSet]):
+    """A lane-set consumer broke a property: the consumer-side sibling of
+    [`EncoderPropertyError`][lpim.testing.EncoderPropertyError] (both are
+    [`PropertyError`][lpim.testing.PropertyError]).
+
+    Attributes:
+        property_name: the property (a key of
+            [`CONSUMER_PROPERTIES`][lpim.testing.CONSUMER_PROPERTIES]).
+        example: the (shrunk, when raised by `check_lane_consumer`) [`LaneSet`][lpim.LaneSet].
+        detail: what was seen: which output, which element, how far off.
+        reproducer: pasteable Python that re-raises this error (set by `check_lane_consumer`;
+            a bare assert leaves it empty).
+        dtype: the dtype the failure was seen at.
+
+    An exception raised by the consumer itself is wrapped as property `runs` with the
+    original as `__cause__`.
+    """
+
+    properties = CONSUMER_PROPERTIES
+    label = "lane-consumer property"
+
+    @staticmethod
+    def example_dtype(example: LaneSet) -> str:
+        """`str(example.lane_embedding.dtype)`."""
+        return str(example.lane_embedding.dtype)
+
+    @staticmethod
+    def example_features(example: LaneSet) -> frozenset[str]:
+        """Several lanes, padded lanes, a sample without a lane (see `Cause.needs`)."""
+        _, m, _ = example.shape
+        found = {
+            "lanes": m > 1,
+            "padded_lanes": bool((~example.lane_mask).any()),
+            "empty_sample": bool((~example.lane_mask.any(-1)).any()) if m else True,
+        }
+        return frozenset(name for name, present in found.items() if present)
+
+
+# -- running the consumer --------------------------------------------------------------------------
+
+
+def consumer_outputs(output: object, lanes: LaneSet) -> dict[str, torch.Tensor]:
+    """Every tensor a consumer returned, by name (`output`, `output[0]`, `output['bev']`).
+
+    Raises:
+        ProtocolError: not a tensor, a tuple / list / dict of tensors, or a tensor on another
+            device than `lanes.lane_embedding`.
+    """
+    if isinstance(output, torch.Tensor):
+        named = {"output": output}
+    elif isinstance(output, tuple | list):
+        named = {f"output[{i}]": value for i, value in enumerate(output)}
+    elif isinstance(output, Mapping):
+        named = {f"output[{key!r}]": value for key, value in output.items()}
+    else:
+        raise ProtocolError(
+            "a lane-set consumer must return a tensor, or a tuple, list or dict of tensors; "
+            f"got {type(output).__name__}"
+        )
+    device = lanes.lane_embedding.device
+    for name, value in named.items():
+        if not isinstance(value, torch.Tensor):
+            raise ProtocolError(f"{name} must be a tensor; got {type(value).__name__}")
+        if value.device != device:
+            raise ProtocolError(
+                f"{name} must be on the input's device {device}; got {value.device}"
+            )
+    return named
+
+
+def _runs(lanes: LaneSet) -> AbstractContextManager[None]:
+    """Turn anything the consumer raises into a failure of property `runs`."""
+    return runs_as(LaneConsumerPropertyError, lanes, "consumer")
+
+
+def run_consumer(consumer: Consumer, lanes: LaneSet) -> dict[str, torch.Tensor]:
+    """`consumer`'s outputs on `lanes` by name (see `consumer_outputs`), without gradients;
+    anything it raises becomes a failure of property `runs`."""
+    with _runs(lanes), torch.no_grad():
+        return consumer_outputs(lanes.call(consumer), lanes)
+
+
+def _call64(consumer: Consumer, lanes: LaneSet) -> dict[str, torch.Tensor] | None:
+    """The float64 copy's outputs on `lanes` (None: not a module, or already float64)."""
+    dtype = lanes.lane_embedding.dtype
+    twin = Subject(consumer, dtype, lanes.lane_embedding.device).twin
+    if twin is None:
+        return None
+    return run_consumer(twin, lanes.to(dtype=torch.float64))
+
+
+def _rule(consumer: Consumer, lanes: LaneSet, num_lanes: int) -> Tolerance:
+    """The tolerance rule at `lanes`' dtype, with `num_lanes` lanes reduced over."""
+    _, _, c = lanes.shape
+    k, depth = encoder_scale(consumer, fallback_length=max(num_lanes, c))
+    return tolerance(lanes.lane_embedding.dtype, k, depth)
+
+
+def _compare(
+    property_name: str,
+    rule: Tolerance,
+    expected: dict[str, torch.Tensor],
+    expected_64: dict[str, torch.Tensor] | None,
+    actual: dict[str, torch.Tensor],
+    example: LaneSet,
+    what: str,
+) -> float:
+    """Each output of `actual` against `expected` under `rule`; the largest error ratio.
+
+    Non-floating outputs (bool, int) are compared exactly. NaN in both counts as equal (NaN
+    itself is property `finite`'s business).
+    """
+    if list(actual) != list(expected):
+        raise LaneConsumerPropertyError(
+            property_name, f"the outputs are {list(actual)} {what} but {list(expected)}", example
+        )
+    worst = 0.0
+    for name, want in expected.items():
+        got = actual[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise LaneConsumerPropertyError(
+                property_name,
+                f"{name} is {got.dtype} {tuple(got.shape)} {what} but {want.dtype} "
+                f"{tuple(want.shape)} without (outputs must not depend on M)",
+                example,
+            )
+        if not want.is_floating_point():
+            if not torch.equal(got, want):
+                index = tuple(
+                    int(i)
+                    for i in torch.unravel_index(
+                        (got != want).flatten().nonzero()[0, 0], want.shape
+                    )
+                )
+                raise LaneConsumerPropertyError(
+                    property_name,
+                    f"{_at(name, index)} is {got[index].item()} {what} but {want[index].item()} "
+                    "is expected (compared exactly: not floating)",
+                    example,
+                )
+            continue
+        reference = None if expected_64 is None else expected_64.get(name)
+        largest, mismatch = largest_error(rule, got, want, reference, functools.partial(_at, name))
+        if mismatch is not None:
+            raise LaneConsumerPropertyError(
+                property_name, mismatch.sentence(what), example, largest
+            )
+        worst = max(worst, largest)
+    return worst
+
+
+def _at(name: str, index: tuple[int, ...]) -> str:
+    """`("out", (0, 2, 7))` -> `"out[0, 2, 7]"`, for messages."""
+    return f"{name}[{', '.join(map(str, index))}]"
+
+
+def _replace(
+    lanes: LaneSet, lane_embedding: torch.Tensor, lane_mask: torch.Tensor | None = None
+) -> LaneSet:
+    """`lanes` with another embedding (and mask), the other inputs kept."""
+    mask = lanes.lane_mask if lane_mask is None else lane_mask
+    return LaneSet(lane_embedding, mask, lanes.args, lanes.kwargs)
+
+
+# -- finite ----------------------------------------------------------------------------------------
+
+
+def assert_consumer_finite(consumer: Consumer, lanes: LaneSet) -> float:
+    """Property `finite`: no NaN or inf in any output, lane-less samples and batches included.
+
+    Runs `lanes` as given, then with sample 0's lanes all marked padded (if it had a real
+    lane), then with every lane marked padded (if any was real); the embeddings stay as they
+    are, so the inputs are finite wherever they were. Every output tensor must be finite.
+
+    Args:
+        consumer: see the module docstring (put a module in eval mode first).
+        lanes: `lane_embedding [B, M, C]`, `lane_mask [B, M]` (True = real) and the other
+            inputs.
+
+    Returns:
+        0.0 (an exact check).
+
+    Raises:
+        LaneConsumerPropertyError: `finite` (or `runs`), with the failing variant as example.
+    """
+    embedding = lanes.lane_embedding
+    variants = [("", lanes)]
+    if lanes.shape[0] and bool(lanes.lane_mask[0].any()):
+        emptied = lanes.lane_mask.clone()
+        emptied[0] = False
+        variants.append((" with sample 0's lanes all padded", _replace(lanes, embedding, emptied)))
+    if bool(lanes.lane_mask.any()):
+        no_lanes = torch.zeros_like(lanes.lane_mask)
+        variants.append((" with every lane padded", _replace(lanes, embedding, no_lanes)))
+    for what, variant in variants:
+        for name, value in run_consumer(consumer, variant).items():
+            if not value.is_floating_point() and not value.is_complex():
+                continue
+            bad = ~value.isfinite()
+            if bool(bad.any()):
+                index = first_index(bad)
+                per_sample = variant.lane_mask.sum(-1).tolist()
+                raise LaneConsumerPropertyError(
+                    "finite",
+                    f"{_at(name, index)} is {float(value[index])}{what} (real lanes per sample "
+                    f"{per_sample}; {int(bad.sum())} non-finite values in {name})",
+                    variant,
+                )
+    return 0.0
+
+
+# -- ignores appended lanes ------------------------------------------------------------------------
+
+APPENDED_LANES = (1, 7)
+"""How many padded lanes
+[`assert_ignores_appended_lanes`][lpim.testing.assert_ignores_appended_lanes] appends, one
+run each."""
+
+
+def with_appended_lanes(lanes: LaneSet, count: int) -> LaneSet:
+    """`lanes` with `count` padded lanes appended: `M -> M + count`, zeros, mask False."""
+    b, _, c = lanes.shape
+    embedding = lanes.lane_embedding
+    extra = embedding.new_zeros(b, count, c)  # [B, count, C]
+    mask = lanes.lane_mask.new_zeros(b, count)  # [B, count]
+    return _replace(
+        lanes, torch.cat([embedding, extra], dim=1), torch.cat([lanes.lane_mask, mask], dim=1)
+    )
+
+
+def assert_ignores_appended_lanes(consumer: Consumer, lanes: LaneSet) -> float:
+    """Property `ignores_appended_lanes`: more padded lane slots change no output.
+
+    Appends `APPENDED_LANES` padded lanes (zeros, `lane_mask` False) after the `M`
+    slots, one run per count, and compares every output with the run on `lanes` under the
+    tolerance rule (reduction length the larger `M`). The appended lanes hold zeros, the most
+    harmless content: what padded lanes hold is
+    [`assert_ignores_padded_lanes`][lpim.testing.assert_ignores_padded_lanes]' business.
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+
+    Raises:
+        LaneConsumerPropertyError: `ignores_appended_lanes` (or `runs`).
+    """
+    expected = run_consumer(consumer, lanes)
+    expected_64 = _call64(consumer, lanes)
+    m = lanes.shape[1]
+    worst = 0.0
+    for count in APPENDED_LANES:
+        actual = run_consumer(consumer, with_appended_lanes(lanes, count))
+        what = f"with {count} padded lane(s) appended (M {m} -> {m + count})"
+        rule = _rule(consumer, lanes, m + count)
+        worst = max(
+            worst,
+            _compare("ignores_appended_lanes", rule, expected, expected_64, actual, lanes, what),
+        )
+    return worst
+
+
+# -- ignores padded lanes --------------------------------------------------------------------------
+
+
+def with_padded_lanes(lanes: LaneSet, fill: float) -> LaneSet:
+    """`lanes` with every padded lane's embedding set to `fill` (real lanes untouched)."""
+    embedding = torch.where(lanes.lane_mask[..., None], lanes.lane_embedding, fill)
+    return _replace(lanes, embedding)
+
+
+def assert_ignores_padded_lanes(consumer: Consumer, lanes: LaneSet) -> float:
+    """Property `ignores_padded_lanes`: what padded lanes hold changes no output.
+
+    Runs `lanes` with zeros in every padded lane, then with each of
+    `lpim.strategies.garbage_fills` (NaN, inf, -inf, huge, -huge) and with its own
+    padded content, and compares every output with the zero-filled run under the tolerance
+    rule. Nothing to vary (and 0.0 returned) when no lane is padded.
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+
+    Raises:
+        LaneConsumerPropertyError: `ignores_padded_lanes` (or `runs`), with the variant
+            that changed the output as example.
+    """
+    if bool(lanes.lane_mask.all()):
+        return 0.0
+    zeros = with_padded_lanes(lanes, 0.0)
+    expected = run_consumer(consumer, zeros)
+    expected_64 = _call64(consumer, zeros)
+    rule = _rule(consumer, lanes, lanes.shape[1])
+    # NaN and inf first: they are what leaks most often, and a failing run stops at the first.
+    dtype = lanes.lane_embedding.dtype
+    fills = [
+        fill for kind in ("nan", "inf", "large") for fill in garbage_fills(kind, dtype).items()
+    ]
+    variants = {kind: with_padded_lanes(lanes, fill) for kind, fill in fills} | {"as given": lanes}
+    worst = 0.0
+    for kind, variant in variants.items():
+        actual = run_consumer(consumer, variant)
+        what = f"with padded lanes {kind}" if kind == "as given" else f"with {kind} padded lanes"
+        worst = max(
+            worst,
+            _compare("ignores_padded_lanes", rule, expected, expected_64, actual, variant, what),
+        )
+    return worst
+
+
+# -- lane order ------------------------------------------------------------------------------------
+
+
+def lane_orders(num_lanes: int) -> dict[str, torch.Tensor]:
+    """The slot permutations
+    [`assert_lane_order_invariant`][lpim.testing.assert_lane_order_invariant] applies:
+    reversed, rotated."""
+    if num_lanes < 2:
+        return {}
+    order = torch.arange(num_lanes)
+    orders = {"reversed": order.flip(0), "rotated by one": order.roll(1)}
+    if num_lanes == 2:
+        del orders["rotated by one"]  # the same as reversed
+    return orders
+
+
+def assert_lane_order_invariant(consumer: Consumer, lanes: LaneSet) -> float:
+    """Property `lane_order_invariant`: reordering lane slots changes no output.
+
+    Only for consumers that declare it (a lane set has no order, but a consumer may read one on
+    purpose). Reverses, then rotates by one, the `M` slots of every sample, each lane with its
+    `lane_mask` entry, and compares every output with the run on `lanes` under the
+    tolerance rule. Nothing to vary (and 0.0 returned) when `M < 2`.
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+
+    Raises:
+        LaneConsumerPropertyError: `lane_order_invariant` (or `runs`).
+    """
+    orders = lane_orders(lanes.shape[1])
+    if not orders:
+        return 0.0
+    expected = run_consumer(consumer, lanes)
+    expected_64 = _call64(consumer, lanes)
+    rule = _rule(consumer, lanes, lanes.shape[1])
+    worst = 0.0
+    for kind, order in orders.items():
+        order = order.to(lanes.lane_embedding.device)
+        permuted = _replace(lanes, lanes.lane_embedding[:, order], lanes.lane_mask[:, order])
+        actual = run_consumer(consumer, permuted)
+        what = f"with the lane slots {kind}"
+        worst = max(
+            worst,
+            _compare("lane_order_invariant", rule, expected, expected_64, actual, lanes, what),
+        )
+    return worst
