@@ -29,6 +29,7 @@ __all__ = [
     "Property",
     "Side",
     "property_named",
+    "property_names",
 ]
 
 GALLERY = "docs/pitfalls.md"
@@ -424,6 +425,12 @@ PROPERTIES: Mapping[str, Property] = {p.name: p for p in REGISTRY if p.side == "
 CONSUMER_PROPERTIES: Mapping[str, Property] = {p.name: p for p in REGISTRY if p.side == "consumer"}
 """The lane-consumer properties by name, in the order `lpim.testing.check_lane_consumer` runs
 them."""
+
+
+def property_names(side: Side) -> tuple[str, ...]:
+    """The names of `side`'s properties that have an assert, in the order its check runs them:
+    what `properties=` and `--property` choose among (the others are checked on every call)."""
+    return tuple(p.name for p in REGISTRY if p.side == side and not p.every_call)
 
 
 def property_named(name: str, side: Side = "encoder") -> Property:

@@ -36,7 +36,6 @@ from lpim.profiles import PROFILES, register_profiles
 from lpim.strategies import GARBAGE_CONTRACTS
 from lpim.testing import (
     CHECKED_PROPERTIES,
-    CONSUMER_PROPERTIES,
     DEFAULT_SETTINGS,
     PRECISIONS,
     CheckReport,
@@ -45,6 +44,7 @@ from lpim.testing import (
     PropertyResult,
     check_encoder,
     check_lane_consumer,
+    property_names,
 )
 from lpim.testing.contract import find_pyproject, read_pyproject
 from lpim.testing.report import format_table
@@ -183,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         help="MODULE:FACTORY giving the consumer, called as consumer(lane_embedding [B, M, C], "
         "lane_mask [B, M], *other_inputs)",
     )
-    _add_run_options(consumer, [name for name in CONSUMER_PROPERTIES if name != "runs"])
+    _add_run_options(consumer, property_names("consumer"))
     consumer.add_argument("--embed-dim", type=int, help="C (default: read from the consumer)")
     consumer.add_argument(
         "--other-inputs",

@@ -37,6 +37,7 @@ from lpim._properties import (
     Padding,
     Property,
     Side,
+    property_names,
 )
 from lpim.testing.check import (
     CHECKED_PROPERTIES,
@@ -123,4 +124,5 @@ __all__ = [
     "check_encoder",
     "check_lane_consumer",
     "lane_alone",
+    "property_names",
 ]

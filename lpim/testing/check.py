@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Flaky, HypothesisException
 
-from lpim._properties import PROPERTIES, Property
+from lpim._properties import PROPERTIES, Property, property_names
 from lpim.batch import LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS
 from lpim.testing import properties as props
@@ -81,7 +81,7 @@ DEFAULT_SETTINGS = Settings(
 )
 """Used when `check_encoder(settings=None)`: small and quick, for editing."""
 
-CHECKED_PROPERTIES: tuple[str, ...] = tuple(p.name for p in PROPERTIES.values() if not p.every_call)
+CHECKED_PROPERTIES: tuple[str, ...] = property_names("encoder")
 """The properties `check_encoder` runs, in order (`properties=` picks among them).
 `runs`, `inputs_unchanged` and `deadline` are checked on every call of the encoder."""
 

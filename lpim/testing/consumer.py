@@ -15,7 +15,7 @@ import torch
 from hypothesis import settings as Settings
 from hypothesis.errors import HypothesisException
 
-from lpim._properties import CONSUMER_PROPERTIES, Property
+from lpim._properties import CONSUMER_PROPERTIES, Property, property_names
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
 from lpim.testing import consumer_properties
@@ -100,8 +100,7 @@ def check_lane_consumer(
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
     dtypes = checked_dtypes(dtype)
     target = checked_device(device)
-    checked = [p.name for p in CONSUMER_PROPERTIES.values() if not p.every_call]
-    names = checked_properties(properties, checked)
+    names = checked_properties(properties, list(property_names("consumer")))
     dim = embed_dim if embed_dim is not None else _read_embed_dim(consumer)
     run_settings = check_settings(settings if settings is not None else DEFAULT_SETTINGS)
     report = CheckReport(subject_name(consumer))
