@@ -500,7 +500,7 @@ def lane_sets(
         if not isinstance(inputs, st.SearchStrategy):
             raise InvalidArgument(
                 "other_inputs(batch_size, dtype, device) must return a strategy of a tuple "
-                f"(positional inputs) or a dict (keyword inputs); it returned {inputs!r} "
+                f"(positional inputs) or a dict (keyword inputs); got {inputs!r} "
                 f"({type(inputs).__name__})"
             )
         extra = draw(inputs)
