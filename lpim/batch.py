@@ -23,7 +23,7 @@ from typing import Literal, get_args
 
 import torch
 
-from lpim._validation import point_mask_dtype_message
+from lpim._validation import no_values_message, point_mask_dtype_message
 
 __all__ = ["LAYOUTS", "LaneBatch", "Layout"]
 
@@ -232,10 +232,7 @@ class LaneBatch:
                 f"points must have D >= 1 coordinates per point; got shape {tuple(points.shape)}"
             )
         if points.device.type == "meta":
-            raise ValueError(
-                "a LaneBatch holds values (real points are checked to be finite); expected "
-                "tensors on a device with data (cpu, cuda, ...), got tensors on the meta device"
-            )
+            raise ValueError(no_values_message("LaneBatch", "real points are checked to be finite"))
         bad = point_mask & ~torch.isfinite(points).all(dim=-1)  # [B, M, N]
         if bool(bad.any()):
             where = tuple(int(i) for i in bad.nonzero()[0])

@@ -488,7 +488,10 @@ def _check_consumer(args: argparse.Namespace) -> int:
         consumer.eval()
     other_inputs = None
     if args.other_inputs is not None:
-        other_inputs = load_target(args.other_inputs, "other-inputs function")
+        try:
+            other_inputs = load_target(args.other_inputs, "other-inputs function")
+        except UsageError as error:  # name the flag: the target's own errors name the target
+            raise UsageError(f"--other-inputs {args.other_inputs}: {error}") from error
     return _run_check(
         check_lane_consumer,
         consumer,

@@ -22,6 +22,13 @@ from typing import Any
 
 import torch
 
+from lpim._validation import (
+    check_device,
+    check_floating_dtype,
+    mask_dtype_fix,
+    no_values_message,
+)
+
 __all__ = ["LaneSet"]
 
 
@@ -39,9 +46,10 @@ class LaneSet:
         kwargs: the consumer's other keyword inputs.
 
     Raises:
-        TypeError: `lane_embedding` is not a floating tensor, `lane_mask` not a bool tensor.
-        ValueError: wrong ranks, shapes that disagree, different devices, or a real lane that
-            holds NaN or inf.
+        TypeError: `lane_embedding` is not a floating tensor, `lane_mask` not a bool tensor,
+            `args` not a tuple or `kwargs` not a mapping.
+        ValueError: wrong ranks, shapes that disagree, `C = 0`, different devices, the `meta`
+            device (no values to check), or a real lane that holds NaN or inf.
 
     Example:
         ```python
@@ -76,7 +84,8 @@ class LaneSet:
         if not isinstance(lane_mask, torch.Tensor) or lane_mask.dtype != torch.bool:
             got = lane_mask.dtype if isinstance(lane_mask, torch.Tensor) else type(lane_mask)
             raise TypeError(
-                f"lane_mask must be a torch.bool tensor [B, M] (True = real); got {got}"
+                f"lane_mask must be a torch.bool tensor [B, M] (True = real); got {got} — "
+                f"{mask_dtype_fix('lane_mask')}"
             )
         if embedding.dim() != 3:
             raise ValueError(
@@ -87,11 +96,18 @@ class LaneSet:
                 f"lane_mask must have shape [B, M] = {tuple(embedding.shape[:2])} to match "
                 f"lane_embedding {tuple(embedding.shape)}; got {tuple(lane_mask.shape)}"
             )
+        if embedding.shape[-1] == 0:
+            raise ValueError(
+                "lane_embedding must have C >= 1 values per lane; got shape "
+                f"{tuple(embedding.shape)}"
+            )
         if lane_mask.device != embedding.device:
             raise ValueError(
                 f"lane_mask must be on lane_embedding's device {embedding.device}; "
                 f"got {lane_mask.device}"
             )
+        if embedding.device.type == "meta":
+            raise ValueError(no_values_message("LaneSet", "real lanes are checked to be finite"))
         if not isinstance(self.args, tuple):
             raise TypeError(f"args must be a tuple; got {type(self.args).__name__}")
         if not isinstance(self.kwargs, Mapping):
@@ -101,13 +117,24 @@ class LaneSet:
             first = int((~real.isfinite()).any(-1).nonzero()[0, 0])
             b, m = lane_mask.nonzero()[first].tolist()
             raise ValueError(
-                f"real lane (b={b}, m={m}) holds NaN or inf; only padded lanes may hold garbage"
+                f"real lanes must be finite; real lane (b={b}, m={m}) holds NaN or inf. Padded "
+                "lanes may hold anything; real ones may not"
             )
 
     def to(
         self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
     ) -> LaneSet:
-        """A copy on `device` with floating tensors (embedding and other inputs) at `dtype`."""
+        """A copy on `device` with floating tensors (embedding and other inputs) at `dtype`.
+
+        Raises:
+            TypeError: `device` is not a str or torch.device, or `dtype` not a floating
+                torch.dtype.
+            ValueError: a device torch does not know, `meta`, or one that is not available.
+        """
+        if device is not None:
+            device = check_device(device, why_data="real lanes are checked to be finite")
+        if dtype is not None:
+            dtype = check_floating_dtype(dtype)
         return LaneSet(
             _convert(self.lane_embedding, device, dtype),
             self.lane_mask.to(device) if device is not None else self.lane_mask,

@@ -34,7 +34,14 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.extra.numpy import arrays
 
-from lpim._validation import check_device
+from lpim._validation import (
+    check_bool,
+    check_callable,
+    check_device,
+    check_floating_dtype,
+    check_positive_number,
+    check_size,
+)
 from lpim.batch import LAYOUTS, LaneBatch
 from lpim.lane_set import LaneSet
 
@@ -154,15 +161,8 @@ def lane_batches(
             `coord_range`; a non-bool flag), naming the knob, what it expects and what came.
             Values drawn from a strategy knob are checked the same way.
     """
-    for flag, value in (
-        ("empty_lanes", empty_lanes),
-        ("empty_samples", empty_samples),
-        ("all_empty", all_empty),
-    ):
-        if not isinstance(value, bool):
-            raise InvalidArgument(f"{flag} must be True or False; got {value!r}")
-    if isinstance(coord_range, bool) or not isinstance(coord_range, int | float):
-        raise InvalidArgument(f"coord_range must be a positive finite number; got {coord_range!r}")
+    _check_flags(empty_lanes=empty_lanes, empty_samples=empty_samples, all_empty=all_empty)
+    _positive(coord_range, "coord_range")
     if isinstance(min_points, bool) or not isinstance(min_points, int) or min_points < 1:
         raise InvalidArgument(f"min_points must be an int >= 1; got {min_points!r}")
     b = draw(_ints(batch_size, "batch_size", low=0))
@@ -171,12 +171,10 @@ def lane_batches(
     d = draw(_ints(point_dim, "point_dim", low=1))
     chosen_layout = draw(_choice(layout, LAYOUTS, "layout"))
     chosen_garbage = draw(_choice(garbage, GARBAGE_KINDS, "garbage"))
-    chosen_dtype = draw(_value(dtype))
-    chosen_device = _device(draw(_value(device)))
-    if not (isinstance(chosen_dtype, torch.dtype) and chosen_dtype.is_floating_point):
-        raise InvalidArgument(f"dtype must be a floating torch.dtype; got {chosen_dtype!r}")
-    if not (coord_range > 0 and np.isfinite(coord_range)):
-        raise InvalidArgument(f"coord_range must be positive and finite; got {coord_range!r}")
+    chosen_dtype = _dtype(draw(_value(dtype)))
+    chosen_device = _device(
+        draw(_value(device)), why_data="a lane batch's real points are checked to be finite"
+    )
 
     # The mask, drawn so that it shrinks: per lane the number of padded slots (shrinking toward 0,
     # every slot real) and whether the lane is drawn empty, per sample and per batch whether it
@@ -279,11 +277,9 @@ def _ints(knob: object, name: str, *, low: int) -> st.SearchStrategy[int]:
         )
     if isinstance(knob, tuple) and len(knob) != 2:
         raise InvalidArgument(f"{name} must be a (min, max) tuple of two ints; got {knob!r}")
-    lo, hi = (knob, knob) if isinstance(knob, int) else knob
-    if isinstance(lo, bool) or isinstance(hi, bool):
-        raise InvalidArgument(f"{name} must hold ints, not bools; got {knob!r}")
-    if not (isinstance(lo, int) and isinstance(hi, int) and low <= lo <= hi):
-        raise InvalidArgument(f"{name} must satisfy {low} <= min <= max; got {knob!r}")
+    lo, hi = check_size(
+        knob, name, minimum=low, type_error=InvalidArgument, value_error=InvalidArgument
+    )
     return st.integers(lo, hi)
 
 
@@ -303,14 +299,29 @@ def _check_drawn_int(value: object, name: str, low: int) -> int:
     return value
 
 
-def _device(value: object) -> torch.device:
+def _device(value: object, *, why_data: str) -> torch.device:
     """`value` as a torch.device that holds data and is available, or InvalidArgument."""
     return check_device(
-        value,
-        why_data="a lane batch's real points are checked to be finite",
-        type_error=InvalidArgument,
-        value_error=InvalidArgument,
+        value, why_data=why_data, type_error=InvalidArgument, value_error=InvalidArgument
     )
+
+
+def _dtype(value: object) -> torch.dtype:
+    """`value` as a floating torch.dtype, or InvalidArgument."""
+    return check_floating_dtype(value, type_error=InvalidArgument)
+
+
+def _positive(value: object, name: str) -> float:
+    """`value` as a positive finite number, or InvalidArgument."""
+    return check_positive_number(
+        value, name, type_error=InvalidArgument, value_error=InvalidArgument
+    )
+
+
+def _check_flags(**flags: object) -> None:
+    """Each flag is True or False, or InvalidArgument."""
+    for name, value in flags.items():
+        check_bool(value, name, type_error=InvalidArgument)
 
 
 def _choice(knob: object, allowed: Sequence[str], name: str) -> st.SearchStrategy[str]:
@@ -429,17 +440,33 @@ def lane_sets(
 
     Returns:
         A strategy; each example is a valid `LaneSet` (real lanes finite, mask bool).
+
+    Raises:
+        hypothesis.errors.InvalidArgument: when drawing, for any knob outside what is
+            documented here (a negative or reversed range, `embed_dim` below 1, an unknown
+            garbage kind, a non-floating dtype, a device torch does not know, is not
+            available, or the `meta` device, which holds no values; a non-positive or
+            non-finite `value_range`; a non-bool flag; `other_inputs` not callable or not
+            returning a strategy of a tuple or a dict), naming the knob, what it expects and
+            what came. Values drawn from a strategy knob are checked the same way.
     """
+    _check_flags(empty_lanes=empty_lanes, empty_samples=empty_samples, all_empty=all_empty)
+    _positive(value_range, "value_range")
+    if other_inputs is not None:
+        check_callable(
+            other_inputs,
+            "other_inputs",
+            "other_inputs(batch_size, dtype, device) -> SearchStrategy",
+            type_error=InvalidArgument,
+        )
     b = draw(_ints(batch_size, "batch_size", low=0))
     m = draw(_ints(num_lanes, "num_lanes", low=0))
     c = draw(_ints(embed_dim, "embed_dim", low=1))
     chosen_garbage = draw(_choice(garbage, GARBAGE_KINDS, "garbage"))
-    chosen_dtype = draw(_value(dtype))
-    chosen_device = torch.device(draw(_value(device)))  # type: ignore[call-overload]
-    if not (isinstance(chosen_dtype, torch.dtype) and chosen_dtype.is_floating_point):
-        raise InvalidArgument(f"dtype must be a floating torch.dtype; got {chosen_dtype!r}")
-    if not (value_range > 0 and np.isfinite(value_range)):
-        raise InvalidArgument(f"value_range must be positive and finite; got {value_range!r}")
+    chosen_dtype = _dtype(draw(_value(dtype)))
+    chosen_device = _device(
+        draw(_value(device)), why_data="a lane set's real lanes are checked to be finite"
+    )
 
     # The lane mask, as flags that shrink toward "real": per sample whether it is drawn empty and
     # per lane whether it is padded, each sample's draws contiguous so the shrinker can delete
@@ -469,7 +496,14 @@ def lane_sets(
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = {}
     if other_inputs is not None:
-        extra = draw(other_inputs(b, chosen_dtype, chosen_device))
+        inputs = other_inputs(b, chosen_dtype, chosen_device)
+        if not isinstance(inputs, st.SearchStrategy):
+            raise InvalidArgument(
+                "other_inputs(batch_size, dtype, device) must return a strategy of a tuple "
+                f"(positional inputs) or a dict (keyword inputs); got {inputs!r} "
+                f"({type(inputs).__name__})"
+            )
+        extra = draw(inputs)
         if isinstance(extra, tuple):
             args = extra
         elif isinstance(extra, Mapping):

@@ -36,12 +36,13 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.extra.numpy import arrays
 
-from lpim import LaneBatch, PriorEncoder, masks
+from lpim import LaneBatch, LaneSet, PriorEncoder, masks
 from lpim.cli import main
 from lpim.masks import CONVENTIONS, MISTAKES, MaskConventionError
-from lpim.strategies import lane_batches, padded_tensors
-from lpim.testing import check_encoder
+from lpim.strategies import bev_queries, lane_batches, lane_sets, padded_tensors
+from lpim.testing import check_encoder, check_lane_consumer
 from lpim.tolerance import encoder_scale, tolerance
+from lpim.zoo.consumers import MaskedMeanPool
 from lpim.zoo.misbehaving import MaskedMeanEncoder
 
 BAD_INPUT_KINDS: dict[str, tuple[str, ...]] = {
@@ -179,6 +180,66 @@ BAD_INPUT_KINDS: dict[str, tuple[str, ...]] = {
         "sizes_bad",
         "factory_bad",
         "deadline_bad",
+    ),
+    "testing.check_lane_consumer arguments": (
+        "not_callable",
+        "embed_dim_bad",
+        "other_inputs_bad",
+        "order_invariant_bad",
+        "strict_bad",
+        "dtype_bad",
+        "device_bad",
+        "settings_bad",
+        "properties_bad",
+        "sizes_bad",
+        "threads_bad",
+        "factory_bad",
+        "progress_bad",
+    ),
+    "strategies.lane_sets": (
+        "negative_size",
+        "reversed_range",
+        "size_wrong_type",
+        "size_strategy_draws_bad",
+        "zero_size",
+        "embed_dim_zero",
+        "unknown_garbage",
+        "non_float_dtype",
+        "bad_device",
+        "bad_value_range",
+        "non_bool_flag",
+        "other_inputs_not_callable",
+        "other_inputs_returns_bad",
+    ),
+    "LaneSet": (
+        "not_a_tensor",
+        "wrong_rank",
+        "int_embedding",
+        "int_mask",
+        "uint8_mask",
+        "float_mask",
+        "mismatched_shapes",
+        "mixed_devices",
+        "meta_device",
+        "zero_size",
+        "zero_width",
+        "non_contiguous",
+        "expanded",
+        "requires_grad",
+        "nan_inf_real_lanes",
+        "nan_inf_padded_lanes",
+        "args_kwargs_bad",
+        "to_bad",
+    ),
+    "lpim check-consumer (CLI arguments)": (
+        "target_bad",
+        "other_inputs_bad",
+        "embed_dim_bad",
+        "dtype_bad",
+        "property_bad",
+        "device_bad",
+        "sizes_bad",
+        "threads_bad",
     ),
     "lpim check (CLI arguments)": (
         "target_bad",
@@ -1015,7 +1076,7 @@ SIZE_KNOBS = ["batch_size", "num_lanes", "num_points", "point_dim"]
 
 
 def _knob_value(kind: str, data: st.DataObject, knob: str) -> dict[str, Any]:
-    low = 1 if knob == "point_dim" else 0
+    low = 1 if knob in ("point_dim", "embed_dim") else 0
     if kind == "negative_size":
         return {knob: data.draw(st.integers(-10, low - 1))}
     if kind == "reversed_range":
@@ -1145,6 +1206,274 @@ def test_check_encoder_accepts_one_property_name() -> None:
     assert [r.property_name for r in report.results] == ["finite"]
 
 
+# -- lane sets: LaneSet, lane_sets and check_lane_consumer's arguments ---------------------------
+
+BAD_DEVICES = ["gpu", "cuda:99", "cuda:x", "nowhere", "meta", *([] if HAS_CUDA else ["cuda"])]
+"""Device strings that must be refused: unknown to torch, not available here, or ``meta``."""
+
+
+@st.composite
+def lane_pairs(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
+    """A valid ``(lane_embedding [B, M, C], lane_mask [B, M])``: real lanes finite, padded
+    lanes zeros."""
+    b, m, c = draw(positive_sizes)
+    lane_mask = torch.from_numpy(draw(arrays(np.bool_, (b, m))))
+    values = st.floats(-4, 4, allow_nan=False, allow_infinity=False, width=32)
+    embedding = torch.from_numpy(draw(arrays(np.float32, (b, m, c), elements=values)))
+    return torch.where(lane_mask[..., None], embedding, 0.0), lane_mask
+
+
+LANE_SET_ERRORS: dict[str, tuple[type[Exception], str]] = {
+    "int_embedding": (TypeError, "lane_embedding"),
+    "int_mask": (TypeError, "lane_mask.bool()"),
+    "uint8_mask": (TypeError, "lane_mask.bool()"),
+    "float_mask": (TypeError, "lane_mask.bool()"),
+    "mismatched_shapes": (ValueError, "lane_mask must have shape"),
+    "mixed_devices": (ValueError, "device"),
+    "meta_device": (ValueError, "meta"),
+    "zero_width": (ValueError, "C >= 1"),
+    "nan_inf_real_lanes": (ValueError, "finite"),
+}
+
+
+def _bad_lane_pair(
+    kind: str, data: st.DataObject, embedding: torch.Tensor, lane_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    b, m, _ = embedding.shape
+    if kind == "int_embedding":
+        dtype = data.draw(st.sampled_from([torch.int32, torch.int64, torch.bool, torch.uint8]))
+        return embedding.to(dtype), lane_mask
+    if kind in ("int_mask", "uint8_mask", "float_mask"):
+        dtypes = {
+            "int_mask": [torch.int8, torch.int32, torch.int64],
+            "uint8_mask": [torch.uint8],
+            "float_mask": [torch.float16, torch.float32, torch.float64],
+        }[kind]
+        return embedding, lane_mask.to(data.draw(st.sampled_from(dtypes)))
+    if kind == "mismatched_shapes":
+        shape = data.draw(
+            st.tuples(st.integers(0, 4), st.integers(0, 5)).filter(lambda bm: bm != (b, m))
+            | st.sampled_from([(b, m, 1), (b * m,), ()])
+        )
+        return embedding, torch.ones(shape, dtype=torch.bool)
+    if kind == "mixed_devices":  # meta stands in for a second device
+        if data.draw(st.booleans()):
+            return embedding.to("meta"), lane_mask
+        return embedding, lane_mask.to("meta")
+    if kind == "meta_device":
+        return embedding.to("meta"), lane_mask.to("meta")
+    if kind == "zero_width":
+        return torch.zeros(b, m, 0), lane_mask
+    if kind == "nan_inf_real_lanes":
+        real = lane_mask.clone()
+        real[data.draw(st.integers(0, b - 1)), data.draw(st.integers(0, m - 1))] = True
+        bad = embedding.clone()
+        bad[real] = data.draw(st.sampled_from([float("nan"), float("inf"), float("-inf")]))
+        return bad, real
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", BAD_INPUT_KINDS["LaneSet"])
+@FUZZ
+@given(data=st.data())
+def test_lane_set(kind: str, data: st.DataObject) -> None:
+    embedding, lane_mask = data.draw(lane_pairs())
+    if kind in LANE_SET_ERRORS:
+        error, word = LANE_SET_ERRORS[kind]
+        bad_embedding, bad_mask = _bad_lane_pair(kind, data, embedding, lane_mask)
+        raises_clearly(lambda: LaneSet(bad_embedding, bad_mask), error, word)
+    elif kind == "not_a_tensor":
+        bad: Any = data.draw(not_tensors)
+        if data.draw(st.booleans()):
+            raises_clearly(lambda: LaneSet(bad, lane_mask), TypeError, "lane_embedding")
+        else:
+            raises_clearly(lambda: LaneSet(embedding, bad), TypeError, "lane_mask")
+    elif kind == "wrong_rank":
+        rank = data.draw(st.sampled_from([0, 1, 2, 4, 5]))
+        wrong = torch.zeros((2,) * rank)
+        mask = torch.ones(wrong.shape[:2], dtype=torch.bool)
+        raises_clearly(lambda: LaneSet(wrong, mask), ValueError, "[B, M, C]")
+    elif kind == "zero_size":
+        b, m = data.draw(st.sampled_from([(0, 3), (2, 0), (0, 0)]))
+        lanes = LaneSet(torch.zeros(b, m, 4), torch.zeros(b, m, dtype=torch.bool))
+        assert lanes.shape == (b, m, 4) and repr(lanes)
+    elif kind in ("non_contiguous", "expanded"):
+        make = non_contiguous if kind == "non_contiguous" else expanded
+        lanes = LaneSet(make(embedding), make(lane_mask))
+        plain = LaneSet(make(embedding).contiguous(), make(lane_mask).contiguous())
+        assert repr(lanes) == repr(plain)
+    elif kind == "requires_grad":
+        leaf = embedding.clone().requires_grad_()
+        assert LaneSet(leaf, lane_mask).lane_embedding is leaf  # nothing copied
+    elif kind == "nan_inf_padded_lanes":
+        fill = data.draw(st.sampled_from([float("nan"), float("inf"), -1e30]))
+        lanes = LaneSet(torch.where(lane_mask[..., None], embedding, fill), lane_mask)
+        assert lanes.shape == tuple(embedding.shape)
+    elif kind == "args_kwargs_bad":
+        which = data.draw(st.sampled_from(["args", "kwargs"]))
+        choices: list[Any] = [[1], None, 3, "q"] if which == "args" else [[1], None, 3, ("a", 1)]
+        extra: dict[str, Any] = {which: data.draw(st.sampled_from(choices))}
+        raises_clearly(lambda: LaneSet(embedding, lane_mask, **extra), TypeError, which)
+    elif kind == "to_bad":
+        lanes = LaneSet(embedding, lane_mask)
+        if data.draw(st.booleans()):
+            device: Any = data.draw(st.sampled_from([*BAD_DEVICES, 3]))
+            error = TypeError if device == 3 else ValueError
+            raises_clearly(lambda: lanes.to(device=device), error, "device")
+        else:
+            dtype: Any = data.draw(st.sampled_from([torch.int32, torch.bool, "float16", float]))
+            raises_clearly(lambda: lanes.to(dtype=dtype), TypeError, "dtype")
+    else:
+        raise AssertionError(f"untested kind {kind}")
+
+
+LANE_SET_KNOBS = ["batch_size", "num_lanes", "embed_dim"]
+
+
+def _lane_sets_knobs(kind: str, data: st.DataObject) -> dict[str, Any]:
+    if kind in ("negative_size", "reversed_range", "size_wrong_type", "size_strategy_draws_bad"):
+        return _knob_value(kind, data, data.draw(st.sampled_from(LANE_SET_KNOBS)))
+    if kind == "embed_dim_zero":
+        return {"embed_dim": data.draw(st.sampled_from([0, (0, 0), st.just(0)]))}
+    if kind in ("unknown_garbage", "non_float_dtype", "non_bool_flag"):
+        return _knob_value(kind, data, "")
+    if kind == "bad_device":
+        return {"device": data.draw(st.sampled_from([*BAD_DEVICES, 3, None]))}
+    if kind == "bad_value_range":
+        bad: list[Any] = [0, -1.0, float("nan"), float("inf"), "4", None, True]
+        return {"value_range": data.draw(st.sampled_from(bad))}
+    if kind == "other_inputs_not_callable":
+        not_callables: list[Any] = [5, "bev_queries", [1], (st.just(()),)]
+        return {"other_inputs": data.draw(st.sampled_from(not_callables))}
+    if kind == "other_inputs_returns_bad":
+        returned = data.draw(st.sampled_from([5, (), None, st.just(5), st.just([1, 2])]))
+        return {"other_inputs": lambda b, dtype, device: returned}
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", BAD_INPUT_KINDS["strategies.lane_sets"])
+@settings(FUZZ, max_examples=6)
+@given(data=st.data())
+def test_lane_sets_knobs(kind: str, data: st.DataObject) -> None:
+    if kind == "zero_size":
+        zero = data.draw(st.sampled_from(["batch_size", "num_lanes"]))
+        lanes = _draw_one(lane_sets(**{zero: 0}))
+        assert lanes.shape[LANE_SET_KNOBS.index(zero)] == 0
+        return
+    knobs = _lane_sets_knobs(kind, data)
+    (name,) = knobs
+    raises_clearly(lambda: _draw_one(lane_sets(**knobs)), InvalidArgument, name)
+
+
+CONSUMER = MaskedMeanPool(embed_dim=4).eval()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _consumer_args(kind: str, data: st.DataObject) -> tuple[dict[str, Any], type[Exception], str]:
+    """``(keyword arguments, error type, a word the message must hold)`` for ``kind``: a
+    wrong type gives TypeError, a wrong value ValueError."""
+    if kind == "embed_dim_bad":
+        value = data.draw(st.integers(-10, 0) | st.sampled_from([True, "4", 4.0, (1, 4)]))
+        return {"embed_dim": value}, ValueError if _is_int(value) else TypeError, "embed_dim"
+    if kind == "other_inputs_bad":
+        other: list[Any] = [5, "bev_queries", [bev_queries()], torch.zeros(1)]
+        return {"other_inputs": data.draw(st.sampled_from(other))}, TypeError, "other_inputs"
+    if kind in ("order_invariant_bad", "strict_bad"):
+        name = kind.removesuffix("_bad")
+        flags: list[Any] = [1, 0, "yes", None, 1.0]
+        return {name: data.draw(st.sampled_from(flags))}, TypeError, name
+    if kind == "threads_bad":
+        value = data.draw(st.integers(-5, 0) | st.sampled_from(["2", True, 1.5]))
+        return {"threads": value}, ValueError if _is_int(value) else TypeError, "threads"
+    if kind == "progress_bad":
+        progress: list[Any] = [5, "print", [print]]
+        return {"progress": data.draw(st.sampled_from(progress))}, TypeError, "progress"
+    if kind == "sizes_bad":
+        knob = data.draw(st.sampled_from(["batch_size", "num_lanes"]))
+        value = data.draw(
+            st.integers(-5, -1)
+            | st.tuples(st.integers(1, 5), st.integers(-5, 0))
+            | st.sampled_from(["2", 2.5, True, None, (1, 2, 3), (1, "2"), [1, 2]])
+        )
+        ints = _is_int(value) or (
+            isinstance(value, tuple) and len(value) == 2 and all(_is_int(v) for v in value)
+        )
+        return {knob: value}, ValueError if ints else TypeError, knob
+    if kind == "device_bad":
+        device: Any = data.draw(st.sampled_from([*BAD_DEVICES, 7, torch.float32]))
+        return {"device": device}, ValueError if isinstance(device, str) else TypeError, "device"
+    if kind == "properties_bad":
+        names: list[Any] = [["fast"], [], "finit", ["finite", "runs"], "runs", 5]
+        value = data.draw(st.sampled_from(names))
+        return {"properties": value}, TypeError if value == 5 else ValueError, "properties"
+    return _check_args(kind, data)  # the arguments check_encoder shares: same draws, same errors
+
+
+@pytest.mark.parametrize("kind", BAD_INPUT_KINDS["testing.check_lane_consumer arguments"])
+@settings(FUZZ, max_examples=8)
+@given(data=st.data())
+def test_check_lane_consumer_arguments(kind: str, data: st.DataObject) -> None:
+    if kind == "not_callable":
+        bad: Any = data.draw(not_tensors | st.just(torch.zeros(2)))
+        raises_clearly(
+            lambda: check_lane_consumer(bad, embed_dim=4, settings=QUICK), TypeError, "callable"
+        )
+        return
+    kwargs, error, word = _consumer_args(kind, data)
+    raises_clearly(
+        lambda: check_lane_consumer(CONSUMER, **{"settings": QUICK, **kwargs}), error, word
+    )
+
+
+def test_check_lane_consumer_accepts_one_property_name() -> None:
+    """A bare string is one name, as in check_encoder (never iterated letter by letter)."""
+    report = check_lane_consumer(CONSUMER, dtype=torch.float64, settings=QUICK, properties="finite")
+    assert [r.property_name for r in report.results] == ["finite"]
+
+
+def _message(call: Callable[[], object]) -> str:
+    try:
+        call()
+    except (ValueError, TypeError) as error:
+        return str(error)
+    raise AssertionError(f"no error from {call}")
+
+
+@pytest.mark.parametrize(
+    "mistake",
+    [{"device": "gpu"}, {"device": "meta"}, {"device": 7}, {"settings": 5}, {"factory": 3}],
+)
+def test_one_wording_per_mistake_in_the_checks(mistake: dict[str, Any]) -> None:
+    """The same mistake made to check_encoder and check_lane_consumer: the same message."""
+    encoder = _message(lambda: check_encoder(MaskedMeanEncoder(), **mistake))
+    consumer = _message(lambda: check_lane_consumer(CONSUMER, **mistake))
+    assert encoder == consumer
+
+
+@pytest.mark.parametrize(
+    "mistake", [{"device": "gpu"}, {"device": 3}, {"empty_lanes": 1}, {"dtype": torch.int8}]
+)
+def test_one_wording_per_mistake_in_the_strategies(mistake: dict[str, Any]) -> None:
+    """The same knob mistake made to lane_batches and lane_sets: the same message."""
+    batches = _message(lambda: _draw_one(lane_batches(**mistake)))
+    sets = _message(lambda: _draw_one(lane_sets(**mistake)))
+    assert batches == sets
+
+
+def test_one_wording_for_a_bad_dtype_or_device_of_to() -> None:
+    """LaneSet.to says what lane_sets says of the same dtype or device."""
+    lanes = LaneSet(torch.zeros(1, 1, 1), torch.ones(1, 1, dtype=torch.bool))
+    assert _message(lambda: lanes.to(dtype=torch.int8)) == _message(
+        lambda: _draw_one(lane_sets(dtype=torch.int8))
+    )
+    assert _message(lambda: lanes.to(device="gpu")) == _message(
+        lambda: _draw_one(lane_sets(device="gpu"))
+    )
+
+
 # -- the CLI's arguments -----------------------------------------------------------------------
 
 TARGET = "lpim.zoo.misbehaving:MaskedMeanEncoder"
@@ -1208,17 +1537,64 @@ def test_cli_arguments(
     kind: str, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     argv, word = _cli_argv(kind, data)
-    directory: Path = tmp_path_factory.mktemp("reproducers")
+    _usage_error(argv, word, tmp_path_factory, reproducers=kind != "unknown_option")
+
+
+CONSUMER_TARGET = "lpim.zoo.consumers:MaskedMeanPool"
+
+
+def _consumer_cli_argv(kind: str, data: st.DataObject) -> tuple[list[str], str]:
+    """``(argv, a word stderr must hold)`` for ``kind`` of ``lpim check-consumer``."""
+    if kind == "target_bad":
+        target = data.draw(
+            st.sampled_from(["lpim.zoo.consumers", "no_such_module_xyz:C", "lpim:__version__"])
+        )
+        return ["check-consumer", target], "check-consumer"
+    argv = ["check-consumer", CONSUMER_TARGET]
+    if kind == "other_inputs_bad":
+        value = data.draw(
+            st.sampled_from(["lpim:__version__", "no_such_module_xyz:f", "lpim.strategies:nope"])
+        )
+        return [*argv, "--other-inputs", value], "other-inputs"
+    if kind == "embed_dim_bad":
+        value = data.draw(st.sampled_from(["0", "-3", "x", "2.5"]))
+        return [*argv, "--embed-dim", value], "--embed-dim"
+    if kind == "dtype_bad":
+        return [*argv, "--dtype", data.draw(st.sampled_from(["int8", "fp16", ""]))], "--dtype"
+    if kind == "property_bad":
+        value = data.draw(st.sampled_from(["fast", "runs", "ignores_padding", ""]))
+        return [*argv, "--property", value], "--property"
+    if kind == "device_bad":
+        return [*argv, "--device", data.draw(st.sampled_from(BAD_DEVICES))], "device"
+    if kind == "sizes_bad":
+        flag = data.draw(st.sampled_from(["--batch-size", "--num-lanes"]))
+        return [*argv, flag, data.draw(st.sampled_from(["-1", "3-1", "x", "1.5"]))], flag
+    if kind == "threads_bad":
+        return [*argv, "--threads", data.draw(st.sampled_from(["0", "-2", "x"]))], "--threads"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", BAD_INPUT_KINDS["lpim check-consumer (CLI arguments)"])
+@settings(FUZZ, max_examples=6)
+@given(data=st.data())
+def test_consumer_cli_arguments(
+    kind: str, data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    argv, word = _consumer_cli_argv(kind, data)
+    _usage_error(argv, word, tmp_path_factory, reproducers=True)
+
+
+def _usage_error(
+    argv: list[str], word: str, tmp_path_factory: pytest.TempPathFactory, *, reproducers: bool
+) -> None:
+    """``lpim *argv`` exits 2 with a one-line error naming ``word``, and runs nothing."""
     import contextlib
     import io
 
+    directory: Path = tmp_path_factory.mktemp("reproducers")
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = main(
-            [*argv, "--reproducer-dir", str(directory)]
-            if argv[0] == "check" and kind != "unknown_option"
-            else argv
-        )
+        status = main([*argv, "--reproducer-dir", str(directory)] if reproducers else argv)
     message = err.getvalue()
     assert status == 2, (argv, out.getvalue(), message)
     assert "Traceback" not in message and "error:" in message and word in message, message

@@ -1,17 +1,25 @@
-"""Arguments every check takes, checked once: the dtypes, the device, and a name for what is
-checked (in reports and the example database)."""
+"""Arguments every check takes, checked once: the dtypes, the device, the settings, the
+factory, and a name for what is checked (in reports and the example database).
+
+The wordings are `lpim._validation`'s where it has one; these add what only checks take.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+from hypothesis import settings as Settings
+
+from lpim._validation import check_device
 
 __all__ = [
     "DEFAULT_DTYPES",
     "checked_device",
     "checked_dtypes",
+    "checked_factory",
     "checked_properties",
+    "checked_settings",
     "subject_name",
 ]
 
@@ -44,27 +52,47 @@ def checked_dtypes(dtype: torch.dtype | Sequence[torch.dtype] | None) -> tuple[t
 
 
 def checked_device(device: str | torch.device | None) -> torch.device:
-    """`device=` of a check (default CPU): one torch knows, that is available and holds data."""
-    if device is not None and (
-        isinstance(device, bool) or not isinstance(device, str | torch.device)
-    ):
-        raise TypeError(f"device must be a str or torch.device; got {device!r}")
-    try:
-        target = torch.device(device or "cpu")
-    except RuntimeError as error:
-        raise ValueError(
-            f"device must be one torch knows (cpu, cuda, ...); got {device!r} ({error})"
-        ) from None
-    if target.type == "meta":
-        raise ValueError(
-            "device must hold data (the checks compare values); expected cpu or cuda, got meta"
+    """`device=` of a check (default CPU): one torch knows, that is available and holds data.
+
+    Raises:
+        TypeError: not a `str`, `torch.device` or None.
+        ValueError: a device torch does not know, `meta`, or one that is not available.
+    """
+    return check_device("cpu" if device is None else device, why_data="the checks compare values")
+
+
+def checked_settings(settings: object) -> Settings | None:
+    """`settings=` of a check: a `hypothesis.settings` (a profile's, ...) or None.
+
+    Raises:
+        TypeError: anything else (a profile's name, a dict, a number, ...).
+    """
+    if settings is not None and not isinstance(settings, Settings):
+        raise TypeError(
+            "settings must be a hypothesis.settings (e.g. settings.get_profile('lpim-ci') or "
+            f"settings(max_examples=...)); got {settings!r} ({type(settings).__name__})"
         )
-    if target.type == "cuda" and not torch.cuda.is_available():
+    return settings
+
+
+def checked_factory(factory: object) -> str | None:
+    """`factory=` of a check: None or `"module:expression"` (what rebuilds the subject).
+
+    Raises:
+        TypeError: not a string.
+        ValueError: a string without a module, a colon or an expression.
+    """
+    if factory is None:
+        return None
+    if not isinstance(factory, str):
+        raise TypeError(f"factory must be a 'module:expression' string; got {factory!r}")
+    module, colon, expression = factory.partition(":")
+    if not (module and colon and expression):
         raise ValueError(
-            f"device must be available; got {str(target)!r}, but torch.cuda.is_available() is "
-            f"False (torch {torch.__version__})"
+            f"factory must be 'module:expression' (e.g. 'lpim.encoder:PriorEncoder'); got "
+            f"{factory!r}"
         )
-    return target
+    return factory
 
 
 def subject_name(encoder: object) -> str:

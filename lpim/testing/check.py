@@ -25,6 +25,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Flaky, HypothesisException
 
 from lpim._properties import PROPERTIES, Property, property_names
+from lpim._validation import check_callable
 from lpim.batch import LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS
 from lpim.testing import properties as props
@@ -32,7 +33,9 @@ from lpim.testing.arguments import (
     DEFAULT_DTYPES,
     checked_device,
     checked_dtypes,
+    checked_factory,
     checked_properties,
+    checked_settings,
     subject_name,
 )
 from lpim.testing.contract import DataContract
@@ -189,11 +192,7 @@ def check_encoder(
             or an argument has the wrong type.
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
-    if not callable(encoder):
-        raise TypeError(
-            "check_encoder expects a callable encoder(points, point_mask); got "
-            f"{type(encoder).__name__}"
-        )
+    check_callable(encoder, "encoder", "encoder(points, point_mask)")
     dtypes = checked_dtypes(dtype)
     target = checked_device(device)
     names = checked_properties(properties, list(CHECKED_PROPERTIES))
@@ -211,7 +210,7 @@ def check_encoder(
         strategy=strategy,
     )
     dim = _point_dim(point_dim, encoder)
-    _check_factory(factory)
+    checked_factory(factory)
     limit = _deadline_seconds(deadline)
     run_settings = check_settings(_base_settings(settings))
     # Nondeterminism shows on any batch: a fifth of the examples is plenty for `deterministic`
@@ -575,19 +574,6 @@ def _point_dim(point_dim: int | None, encoder: Encoder) -> int:
     return point_dim
 
 
-def _check_factory(factory: object) -> None:
-    if factory is None:
-        return
-    if not isinstance(factory, str):
-        raise TypeError(f"factory must be a 'module:expression' string; got {factory!r}")
-    module, colon, expression = factory.partition(":")
-    if not (module and colon and expression):
-        raise ValueError(
-            f"factory must be 'module:expression' (e.g. 'lpim.encoder:PriorEncoder'); got "
-            f"{factory!r}"
-        )
-
-
 def _deadline_seconds(deadline: object) -> float | None:
     if deadline is None:
         return None
@@ -606,9 +592,8 @@ def _base_settings(settings: object) -> Settings:
         if directory:
             return Settings(DEFAULT_SETTINGS, database=DirectoryBasedExampleDatabase(directory))
         return DEFAULT_SETTINGS
-    if not isinstance(settings, Settings):
-        raise TypeError(f"settings must be a hypothesis.settings; got {settings!r}")
-    return settings
+    chosen = checked_settings(settings)
+    return DEFAULT_SETTINGS if chosen is None else chosen
 
 
 def _database_key(encoder: object) -> str:

@@ -16,10 +16,18 @@ from hypothesis import settings as Settings
 from hypothesis.errors import HypothesisException
 
 from lpim._properties import CONSUMER_PROPERTIES, Property, property_names
+from lpim._validation import check_bool, check_callable, check_int, check_size
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
 from lpim.testing import consumer_properties
-from lpim.testing.arguments import checked_device, checked_dtypes, checked_properties, subject_name
+from lpim.testing.arguments import (
+    checked_device,
+    checked_dtypes,
+    checked_factory,
+    checked_properties,
+    checked_settings,
+    subject_name,
+)
 from lpim.testing.check import DEFAULT_SETTINGS
 from lpim.testing.consumer_properties import Consumer, LaneConsumerPropertyError, run_consumer
 from lpim.testing.driver import Case, Driver, check_settings, global_rng_restored, torch_threads
@@ -95,14 +103,38 @@ def check_lane_consumer(
     Raises:
         LaneConsumerPropertyError: the first failure in full (shrunk example, `.reproducer`),
             with `.failures` (every failure) and `.report`.
-        ValueError: an unknown property or dtype, or `embed_dim` cannot be read.
+        lpim.testing.driver.IncompleteCheckError: `strict=True` and rows were not run.
+        ValueError: an unknown property or dtype, no property, `embed_dim` below 1 or that
+            cannot be read, a `batch_size` / `num_lanes` below 0 or a reversed range, a
+            device torch does not know, that is not available or is `meta`, a malformed
+            `factory`, or `threads` below 1.
+        TypeError: `consumer`, `other_inputs` or `progress` is not callable, `settings` is
+            not a `hypothesis.settings`, `order_invariant` or `strict` is not a bool, or
+            another argument has the wrong type (`embed_dim`, sizes or `threads` not ints,
+            `properties` not a name or a list, `device` not a str or torch.device).
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
+    where = "check_lane_consumer"
+    check_callable(consumer, "consumer", "consumer(lane_embedding, lane_mask, *args, **kwargs)")
     dtypes = checked_dtypes(dtype)
     target = checked_device(device)
     names = checked_properties(properties, list(property_names("consumer")))
-    dim = embed_dim if embed_dim is not None else _read_embed_dim(consumer)
-    run_settings = check_settings(settings if settings is not None else DEFAULT_SETTINGS)
+    if other_inputs is not None:
+        check_callable(other_inputs, "other_inputs", "other_inputs(batch_size, dtype, device)")
+    check_bool(order_invariant, "order_invariant")
+    check_bool(strict, "strict")
+    for size_name, size in (("batch_size", batch_size), ("num_lanes", num_lanes)):
+        check_size(size, size_name, where)
+    checked_factory(factory)
+    if progress is not None:
+        check_callable(progress, "progress", "progress(property_name, dtype, result)")
+    chosen_settings = checked_settings(settings)
+    dim = (
+        check_int(embed_dim, "embed_dim", where, minimum=1)
+        if embed_dim is not None
+        else _read_embed_dim(consumer)
+    )
+    run_settings = check_settings(DEFAULT_SETTINGS if chosen_settings is None else chosen_settings)
     report = CheckReport(subject_name(consumer))
     driver: Driver[LaneSet] = Driver(report, progress, strict)
 

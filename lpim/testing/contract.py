@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from hypothesis import strategies as st
 
-from lpim._validation import check_int
+from lpim._validation import check_size
 from lpim.batch import LAYOUTS, LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, lane_batches
 from lpim.testing.properties import padding_variants
@@ -191,15 +191,7 @@ def _check_size(name: str, size: object) -> None:
     Raises:
         ValueError: anything else (as sizes always have, whatever the mistake).
     """
-    values = size if isinstance(size, tuple) else (size,)
-    try:
-        if not isinstance(size, int | tuple) or len(values) not in (1, 2):
-            raise TypeError(f"{name} must be an int or a (min, max) tuple of ints; got {size!r}")
-        low, high = (check_int(v, name, "check_encoder", minimum=0) for v in (values * 2)[:2])
-    except TypeError as error:
-        raise ValueError(str(error)) from None
-    if low > high:
-        raise ValueError(f"{name} must satisfy min <= max; got {size!r}")
+    check_size(size, name, "check_encoder", type_error=ValueError)
 
 
 def _refill(
