@@ -20,7 +20,9 @@ __all__ = [
     "checked_factory",
     "checked_properties",
     "checked_settings",
+    "declared_width",
     "subject_name",
+    "unknown_width",
 ]
 
 DEFAULT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
@@ -113,3 +115,29 @@ def checked_properties(chosen: str | Sequence[str] | None, known: Sequence[str])
     if unknown:
         raise ValueError(f"unknown properties: got {unknown}; expected some of {list(known)}")
     return names
+
+
+def declared_width(subject: object, attributes: Sequence[str]) -> int | None:
+    """The width `subject` declares: its first attribute among `attributes` that is a positive
+    int (`in_dim`, `embed_dim`, ...), or None."""
+    for attribute in attributes:
+        value = getattr(subject, attribute, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def unknown_width(
+    check: str,
+    subject: object,
+    width: str,
+    attributes: Sequence[str],
+    keyword: str,
+    tried: str = "",
+) -> ValueError:
+    """The error of a check that cannot tell `width` (e.g. "how many coordinates a point has")
+    of `subject`: it names the attributes read and the keyword to pass instead."""
+    return ValueError(
+        f"{check} cannot tell {width} for {subject_name(subject)}: it has none of the "
+        f"attributes {', '.join(attributes)}{tried}; pass {keyword}"
+    )

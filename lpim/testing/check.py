@@ -36,7 +36,9 @@ from lpim.testing.arguments import (
     checked_factory,
     checked_properties,
     checked_settings,
+    declared_width,
     subject_name,
+    unknown_width,
 )
 from lpim.testing.contract import DataContract
 from lpim.testing.driver import (
@@ -614,10 +616,9 @@ def _read_point_dim(encoder: Encoder) -> int:
     """`D` from an attribute (`_POINT_DIM_ATTRIBUTES`), else from the input width of the
     encoder's layers (`nn.Linear.in_features`, `nn.Conv1d.in_channels`, an RNN's
     `input_size`), in the order they appear, confirmed by a probe call that runs."""
-    for attribute in _POINT_DIM_ATTRIBUTES:
-        value = getattr(encoder, attribute, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
+    declared = declared_width(encoder, _POINT_DIM_ATTRIBUTES)
+    if declared is not None:
+        return declared
     candidates: list[int] = []
     for _, module in reachable_modules(encoder):
         for layer in module.modules():
@@ -636,10 +637,13 @@ def _read_point_dim(encoder: Encoder) -> int:
         if _runs_with(encoder, width):
             return width
     tried = f" (the widths of its layers, {candidates}, did not run)" if candidates else ""
-    raise ValueError(
-        f"check_encoder cannot tell how many coordinates a point has for {subject_name(encoder)}: "
-        f"it has none of the attributes {', '.join(_POINT_DIM_ATTRIBUTES)}{tried}; pass "
-        "point_dim=D"
+    raise unknown_width(
+        "check_encoder",
+        encoder,
+        "how many coordinates a point has",
+        _POINT_DIM_ATTRIBUTES,
+        "point_dim=D",
+        tried,
     )
 
 

@@ -26,7 +26,9 @@ from lpim.testing.arguments import (
     checked_factory,
     checked_properties,
     checked_settings,
+    declared_width,
     subject_name,
+    unknown_width,
 )
 from lpim.testing.check import DEFAULT_SETTINGS
 from lpim.testing.consumer_properties import Consumer, LaneConsumerPropertyError, run_consumer
@@ -221,12 +223,18 @@ def _consumer_unsupported(
     return ""
 
 
+_EMBED_DIM_ATTRIBUTES = ("embed_dim", "d_model", "lane_dim")
+
+
 def _read_embed_dim(consumer: Consumer) -> int:
-    for attribute in ("embed_dim", "d_model", "lane_dim"):
-        value = getattr(consumer, attribute, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    raise ValueError(
-        f"check_lane_consumer cannot tell the lane embedding width C of {subject_name(consumer)}: "
-        "it has no embed_dim, d_model or lane_dim attribute; pass embed_dim=C"
-    )
+    """`C` from an attribute (`_EMBED_DIM_ATTRIBUTES`)."""
+    declared = declared_width(consumer, _EMBED_DIM_ATTRIBUTES)
+    if declared is None:
+        raise unknown_width(
+            "check_lane_consumer",
+            consumer,
+            "the lane embedding width C",
+            _EMBED_DIM_ATTRIBUTES,
+            "embed_dim=C",
+        )
+    return declared

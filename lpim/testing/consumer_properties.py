@@ -242,9 +242,9 @@ def _at(name: str, index: tuple[int, ...]) -> str:
 def _replace(
     lanes: LaneSet, lane_embedding: torch.Tensor, lane_mask: torch.Tensor | None = None
 ) -> LaneSet:
-    """`lanes` with another embedding (and mask), the other inputs kept."""
-    mask = lanes.lane_mask if lane_mask is None else lane_mask
-    return LaneSet(lane_embedding, mask, lanes.args, lanes.kwargs)
+    """`lanes` with another embedding (and lane mask), the other inputs kept."""
+    kept_mask = lanes.lane_mask if lane_mask is None else lane_mask
+    return LaneSet(lane_embedding, kept_mask, lanes.args, lanes.kwargs)
 
 
 # -- finite ----------------------------------------------------------------------------------------
@@ -307,9 +307,9 @@ def with_appended_lanes(lanes: LaneSet, count: int) -> LaneSet:
     b, _, c = lanes.shape
     embedding = lanes.lane_embedding
     extra = embedding.new_zeros(b, count, c)  # [B, count, C]
-    mask = lanes.lane_mask.new_zeros(b, count)  # [B, count]
+    extra_mask = lanes.lane_mask.new_zeros(b, count)  # [B, count], False = padded lane
     return _replace(
-        lanes, torch.cat([embedding, extra], dim=1), torch.cat([lanes.lane_mask, mask], dim=1)
+        lanes, torch.cat([embedding, extra], dim=1), torch.cat([lanes.lane_mask, extra_mask], dim=1)
     )
 
 

@@ -276,8 +276,8 @@ def assert_finite(encoder: Encoder | Subject, batch: LaneBatch) -> float:
 def lane_alone(batch: LaneBatch, b: int, m: int) -> LaneBatch:
     """Lane `(b, m)` alone and unpadded: `points [1, 1, n, D]`, every point real."""
     real = batch.points[b, m][batch.point_mask[b, m]]  # [n, D]
-    mask = torch.ones(1, 1, real.shape[0], dtype=torch.bool, device=real.device)
-    return LaneBatch(real[None, None], mask)
+    point_mask = torch.ones(1, 1, real.shape[0], dtype=torch.bool, device=real.device)
+    return LaneBatch(real[None, None], point_mask)
 
 
 def assert_matches_unpadded(encoder: Encoder | Subject, batch: LaneBatch) -> float:
