@@ -13,14 +13,16 @@ Mask conventions in this file (they disagree with each other, so every mask is n
 | name | shape | True means |
 |---|---|---|
 | `point_mask` | `[B, M, N]` | real point (the library convention) |
+| `padded` | `[B, M, N]` | padded slot (`~point_mask`) |
 | `lane_mask` | `[B, M]` | lane has at least one real point |
 | `keep` | `[K, S]` | real token (query or point), for packing |
+| `blocked` | `[R, S]` | key past a lane's end or at a padded slot |
 | `key_padding_mask` | `[R, L]` | ignore this key (`nn.MultiheadAttention`) |
 | `key_bias` | `[R, 1, 1, S]` | float, not bool: 0 = attend, -inf = blocked (added to scores) |
 | SDPA bool `attn_mask` | `[.., L, S]` | attend (`F.scaled_dot_product_attention`) |
 | MHA 3D `attn_mask` | `[R*H, L, S]` | ignore; row `r*H + h` (`repeat_interleave`) |
 
-The first five appear below (`key_padding_mask` only in the layer's padded `forward`); the last
+The first seven appear below (`key_padding_mask` only in the layer's padded `forward`); the last
 two are listed because they are the ones people mix up (SDPA's polarity is the opposite of MHA's,
 and a 3D mask built with `repeat` instead of `repeat_interleave` runs silently with every head
 reading another lane's mask). This file builds neither.
@@ -30,35 +32,45 @@ How the forward pass stays exact whatever the padding holds:
 1. Empty lanes are never computed. Only the R real lanes enter the Transformer, and the outputs
    of empty lanes are exact zeros. An empty lane would otherwise be a row whose every key is
    masked, which is NaN in some attention paths and the mean of garbage in others.
-2. Padded values are never read: the real points are *selected* by index, never multiplied by a
-   mask: `0 * NaN` is NaN, `0 * inf` is NaN. Selection also gives padded slots an exact zero
-   gradient.
-3. Only real tokens are computed. Each real lane's query token and real points are packed, lane
-   after lane, into one `[T, C]` tensor (T = real lanes + real points); the projections,
-   feed-forward and norms run on that alone: their cost follows the real tokens, not
-   `B * M * (N + 1)`. A lane's real points keep their given order; where the padding sat is
-   forgotten, which changes nothing, because the only position signal is the coordinates
-   themselves (attention has no slot-index term), so right, left and scattered padding give the
-   same result.
-4. Attention runs once per layer for all lanes, on an `[R, S]` layout (S = N + 1) where each
-   real lane's tokens sit at the front of its row. Positions past a lane's end are blocked as
-   keys by an additive `key_bias` (exact zeros in the softmax sum) and their query rows are
-   dropped. Position 0 of every row is real, so no row is ever fully masked.
-5. Everything that says where tokens go (`PackedLanes`) is built once per forward and read by
-   every layer. The only value read back from the device is one small tensor (real tokens, real
-   lanes, finite real values), because those counts become shapes: one host sync per forward,
+2. Padded values are never read: they are replaced by exact zeros with a *selecting* op
+   (`masked_fill`), never multiplied by a mask (`0 * NaN` is NaN, `0 * inf` is NaN), and real
+   points and lanes are then *selected* by index. Selection also gives padded slots an exact
+   zero gradient.
+3. Where the padding sat changes nothing: the only position signal is the coordinates
+   themselves (attention has no slot-index term, and the order of keys does not matter to it),
+   so right, left and scattered padding give the same result.
+4. Attention runs once per layer for all lanes, on an `[R, S]` layout (S = N + 1). Keys at
+   padded slots are blocked by an additive `key_bias` (exact zeros in the softmax sum) and their
+   query rows are dropped. Each row holds its lane's query token, which is real, so no row is
+   ever fully masked.
+5. Everything that says where tokens go is built once per forward and read by every layer. The
+   only value read back from the device is one small tensor (real lanes, real points, whether
+   the real points are finite), because those counts become shapes: one host sync per forward,
    and under `torch.compile(dynamic=True)` one graph break and no recompilation when the masks
    or sizes change.
 
-Why this attention layout (measured on CPU, torch 2.13, one thread; see `docs/performance.md`):
-one call per layer over `[R, S]` costs 2-5% more time than one call per distinct lane length
-on unpadded blocks of equal-length lanes, because attention is a small share of the work next to
-the projections and feed-forward on `[T, C]`. In exchange it needs no sorting, no per-length loop
-and no list of lengths read back per forward: one attention launch per layer instead of one per
-distinct length (16 at LPIM's sizes), and a graph that compiles whole. torch's `varlen_attn`
-(flash kernels) would skip even the blocked keys, but runs on CUDA only and in half precision
-only, so float32 users and every CPU would need a second path; SDPA here takes the same call on
-every device and dtype.
+Two token layouts between layers (`PriorEncoder(packed=...)`; the outputs agree either way):
+
+- **packed** (the default on CPU): each real lane's query token and real points, lane after
+  lane, in one `[T, C]` tensor (T = real lanes + real points). The projections, feed-forward
+  and norms run on real tokens only; each layer reads the packed rows into the `[R, S]`
+  attention layout (real tokens at the front of each row) and the results back, two gathers
+  per layer (`PackedLanes`).
+- **lanes** (the default on other devices, CUDA included): the real lanes, each padded to S
+  tokens, `[R*S, C]`, the attention layout itself: no gathers at all, at the price of computing
+  the padded slots of real lanes (about 1.5x the rows of packed at LPIM's fill).
+
+Why two (measured with `lpim.testing.dispatch` and on CPU, torch 2.13, one thread; see
+`docs/performance.md`): a CPU's time follows FLOPs, and there padding even the real lanes costs
+1.2-1.45x the time of packed. A GPU at LPIM's sizes (batches of a few milliseconds) waits on
+kernel launches instead, and every op is a launch: lanes dispatches 65 ops per forward at the
+realistic preset, fewer than torch's padded stack (66), packed 84 (4 layers x 12, with the
+gathers, and the packing). The same attention call serves both (SDPA, every device and dtype):
+one call per layer instead of one per distinct lane length (16 at LPIM's sizes), which costs
+2-5% more time on CPU than unpadded equal-length blocks but needs no sorting, no per-length loop
+and no lengths read back. torch's `varlen_attn` (flash kernels) would skip even the blocked
+keys, but runs on CUDA only and in half precision only, so float32 users and every CPU would
+need yet another path.
 
 The layer keeps the state-dict layout of `torch.nn.TransformerEncoderLayer` (GELU,
 `batch_first=True`), so weights load either way and the two can be checked against each other.
@@ -95,7 +107,7 @@ class PriorEncoderOutput(NamedTuple):
 
 class PackedLanes(NamedTuple):
     """Where the real tokens of a padded batch of lanes go: built once per forward, read by every
-    layer.
+    layer (the packed token layout).
 
     The padded batch is `keep [K, S]`: K lane slots of S token slots, True on real tokens.
     Two layouts hold only what is real:
