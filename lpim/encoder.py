@@ -62,7 +62,7 @@ Two token layouts between layers (`PriorEncoder(packed=...)`; the outputs agree 
 
 Why two (measured with `lpim.testing.dispatch` and on CPU, torch 2.13, one thread; see
 `docs/performance.md`): a CPU's time follows FLOPs, and there padding even the real lanes costs
-1.2-1.45x the time of packed. A GPU at LPIM's sizes (batches of a few milliseconds) waits on
+about 1.4x the time of packed. A GPU at LPIM's sizes (batches of a few milliseconds) waits on
 kernel launches instead, and every op is a launch: lanes dispatches 65 ops per forward at the
 realistic preset, fewer than torch's padded stack (66), packed 84 (4 layers x 12, with the
 gathers, and the packing). The same attention call serves both (SDPA, every device and dtype):
