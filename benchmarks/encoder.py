@@ -14,7 +14,10 @@ Prints one Markdown table per preset, mode and dtype. Every row runs the same we
 - ``nested fast path``: the same stack in eval under ``no_grad`` with the fast path on, which packs
   the batch into a nested tensor (eval only: torch has no training fast path);
 - ``3D attn_mask``: the same stack with ``lpim.masks.to_attn_mask_3d`` as ``mask`` (slow path);
-- ``PriorEncoder``: ``lpim.PriorEncoder`` itself;
+- ``PriorEncoder``: ``lpim.PriorEncoder`` itself, in its device's token layout (packed real tokens
+  on CPU, padded real lanes on CUDA);
+- ``PriorEncoder, other layout``: the same weights in the other layout (``packed=False`` on CPU:
+  the CUDA path, counted and timed where its kernels run on the CPU; ``packed=True`` on CUDA);
 - ``compiled``: ``torch.compile(PriorEncoder, dynamic=True)`` (compiled during the check, before
   any timing);
 - ``real tokens only``: a lower bound, the same weights on the real tokens alone, packed, with
@@ -100,6 +103,7 @@ ROWS = (
     "nested fast path",
     "3D attn_mask",
     "PriorEncoder",
+    "PriorEncoder, other layout",
     "compiled",
     "real tokens only",
 )
@@ -198,6 +202,24 @@ def attn_mask_3d_row(encoder: PriorEncoder) -> Row:
 def prior_row(encoder: PriorEncoder) -> Row:
     def run(points: Tensor, point_mask: Tensor) -> Tensor:
         return encoder(points, point_mask).lane_embedding
+
+    return run
+
+
+def other_layout_row(encoder: PriorEncoder) -> Row:
+    """``PriorEncoder`` in the token layout its device does not take by default.
+
+    The same module (so a training step's ``grad = None`` reaches its parameters), its ``packed``
+    set for the call only.
+    """
+
+    def run(points: Tensor, point_mask: Tensor) -> Tensor:
+        default = encoder.packed
+        encoder.packed = points.device.type != "cpu"
+        try:
+            return encoder(points, point_mask).lane_embedding
+        finally:
+            encoder.packed = default
 
     return run
 
@@ -431,6 +453,7 @@ def bench_table(
         "nested fast path": nested_row,
         "3D attn_mask": attn_mask_3d_row,
         "PriorEncoder": prior_row,
+        "PriorEncoder, other layout": other_layout_row,
         "compiled": compiled_row,
         "real tokens only": real_tokens_row,
     }

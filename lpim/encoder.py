@@ -13,14 +13,16 @@ Mask conventions in this file (they disagree with each other, so every mask is n
 | name | shape | True means |
 |---|---|---|
 | `point_mask` | `[B, M, N]` | real point (the library convention) |
+| `padded` | `[B, M, N]` | padded slot (`~point_mask`) |
 | `lane_mask` | `[B, M]` | lane has at least one real point |
 | `keep` | `[K, S]` | real token (query or point), for packing |
+| `blocked` | `[R, S]` | key past a lane's end or at a padded slot |
 | `key_padding_mask` | `[R, L]` | ignore this key (`nn.MultiheadAttention`) |
 | `key_bias` | `[R, 1, 1, S]` | float, not bool: 0 = attend, -inf = blocked (added to scores) |
 | SDPA bool `attn_mask` | `[.., L, S]` | attend (`F.scaled_dot_product_attention`) |
 | MHA 3D `attn_mask` | `[R*H, L, S]` | ignore; row `r*H + h` (`repeat_interleave`) |
 
-The first five appear below (`key_padding_mask` only in the layer's padded `forward`); the last
+The first seven appear below (`key_padding_mask` only in the layer's padded `forward`); the last
 two are listed because they are the ones people mix up (SDPA's polarity is the opposite of MHA's,
 and a 3D mask built with `repeat` instead of `repeat_interleave` runs silently with every head
 reading another lane's mask). This file builds neither.
@@ -30,35 +32,45 @@ How the forward pass stays exact whatever the padding holds:
 1. Empty lanes are never computed. Only the R real lanes enter the Transformer, and the outputs
    of empty lanes are exact zeros. An empty lane would otherwise be a row whose every key is
    masked, which is NaN in some attention paths and the mean of garbage in others.
-2. Padded values are never read: the real points are *selected* by index, never multiplied by a
-   mask: `0 * NaN` is NaN, `0 * inf` is NaN. Selection also gives padded slots an exact zero
-   gradient.
-3. Only real tokens are computed. Each real lane's query token and real points are packed, lane
-   after lane, into one `[T, C]` tensor (T = real lanes + real points); the projections,
-   feed-forward and norms run on that alone: their cost follows the real tokens, not
-   `B * M * (N + 1)`. A lane's real points keep their given order; where the padding sat is
-   forgotten, which changes nothing, because the only position signal is the coordinates
-   themselves (attention has no slot-index term), so right, left and scattered padding give the
-   same result.
-4. Attention runs once per layer for all lanes, on an `[R, S]` layout (S = N + 1) where each
-   real lane's tokens sit at the front of its row. Positions past a lane's end are blocked as
-   keys by an additive `key_bias` (exact zeros in the softmax sum) and their query rows are
-   dropped. Position 0 of every row is real, so no row is ever fully masked.
-5. Everything that says where tokens go (`PackedLanes`) is built once per forward and read by
-   every layer. The only value read back from the device is one small tensor (real tokens, real
-   lanes, finite real values), because those counts become shapes: one host sync per forward,
+2. Padded values are never read: they are replaced by exact zeros with a *selecting* op
+   (`masked_fill`), never multiplied by a mask (`0 * NaN` is NaN, `0 * inf` is NaN), and real
+   points and lanes are then *selected* by index. Selection also gives padded slots an exact
+   zero gradient.
+3. Where the padding sat changes nothing: the only position signal is the coordinates
+   themselves (attention has no slot-index term, and the order of keys does not matter to it),
+   so right, left and scattered padding give the same result.
+4. Attention runs once per layer for all lanes, on an `[R, S]` layout (S = N + 1). Keys at
+   padded slots are blocked by an additive `key_bias` (exact zeros in the softmax sum) and their
+   query rows are dropped. Each row holds its lane's query token, which is real, so no row is
+   ever fully masked.
+5. Everything that says where tokens go is built once per forward and read by every layer. The
+   only value read back from the device is one small tensor (real lanes, real points, whether
+   the real points are finite), because those counts become shapes: one host sync per forward,
    and under `torch.compile(dynamic=True)` one graph break and no recompilation when the masks
    or sizes change.
 
-Why this attention layout (measured on CPU, torch 2.13, one thread; see `docs/performance.md`):
-one call per layer over `[R, S]` costs 2-5% more time than one call per distinct lane length
-on unpadded blocks of equal-length lanes, because attention is a small share of the work next to
-the projections and feed-forward on `[T, C]`. In exchange it needs no sorting, no per-length loop
-and no list of lengths read back per forward: one attention launch per layer instead of one per
-distinct length (16 at LPIM's sizes), and a graph that compiles whole. torch's `varlen_attn`
-(flash kernels) would skip even the blocked keys, but runs on CUDA only and in half precision
-only, so float32 users and every CPU would need a second path; SDPA here takes the same call on
-every device and dtype.
+Two token layouts between layers (`PriorEncoder(packed=...)`; the outputs agree either way):
+
+- **packed** (the default on CPU): each real lane's query token and real points, lane after
+  lane, in one `[T, C]` tensor (T = real lanes + real points). The projections, feed-forward
+  and norms run on real tokens only; each layer reads the packed rows into the `[R, S]`
+  attention layout (real tokens at the front of each row) and the results back, two gathers
+  per layer (`PackedLanes`).
+- **lanes** (the default on other devices, CUDA included): the real lanes, each padded to S
+  tokens, `[R*S, C]`, the attention layout itself: no gathers at all, at the price of computing
+  the padded slots of real lanes (about 1.5x the rows of packed at LPIM's fill).
+
+Why two (measured with `lpim.testing.dispatch` and on CPU, torch 2.13, one thread; see
+`docs/performance.md`): a CPU's time follows FLOPs, and there padding even the real lanes costs
+about 1.4x the time of packed. A GPU at LPIM's sizes (batches of a few milliseconds) waits on
+kernel launches instead, and every op is a launch: lanes dispatches 65 ops per forward at the
+realistic preset, fewer than torch's padded stack (66), packed 84 (4 layers x 12, with the
+gathers, and the packing). The same attention call serves both (SDPA, every device and dtype):
+one call per layer instead of one per distinct lane length (16 at LPIM's sizes), which costs
+2-5% more time on CPU than unpadded equal-length blocks but needs no sorting, no per-length loop
+and no lengths read back. torch's `varlen_attn` (flash kernels) would skip even the blocked
+keys, but runs on CUDA only and in half precision only, so float32 users and every CPU would
+need yet another path.
 
 The layer keeps the state-dict layout of `torch.nn.TransformerEncoderLayer` (GELU,
 `batch_first=True`), so weights load either way and the two can be checked against each other.
@@ -95,7 +107,7 @@ class PriorEncoderOutput(NamedTuple):
 
 class PackedLanes(NamedTuple):
     """Where the real tokens of a padded batch of lanes go: built once per forward, read by every
-    layer.
+    layer (the packed token layout).
 
     The padded batch is `keep [K, S]`: K lane slots of S token slots, True on real tokens.
     Two layouts hold only what is real:
@@ -130,16 +142,31 @@ class PackedLanes(NamedTuple):
         """
         T, R, S = tokens, lanes, keep.shape[1]
         source = torch.nonzero_static(keep.flatten(), size=T).squeeze(1)  # [T]
-        counts = keep.sum(1)  # [K] real tokens per lane slot
-        lengths = counts[torch.nonzero_static(counts, size=R).squeeze(1)]  # [R], in slot order
-        real = torch.arange(S, device=keep.device) < lengths[:, None]  # [R, S], lane at the front
+        # Sorting each row's bools (True first) moves its real tokens to the front; the rows
+        # that still start with False had no real token.
+        front = keep.sort(dim=1, descending=True).values  # [K, S]
+        real = front[torch.nonzero_static(front[:, 0], size=R).squeeze(1)]  # [R, S], slot order
         # Packed index of each real attention position; past a lane's end the count stops
         # growing, so those positions read the lane's own last token.
         to_attention = real.flatten().cumsum(0) - 1  # [R*S]
         from_attention = torch.nonzero_static(real.flatten(), size=T).squeeze(1)  # [T]
-        key_bias = torch.full((R, 1, 1, S), -math.inf, dtype=dtype, device=keep.device)
-        key_bias.masked_fill_(real[:, None, None, :], 0.0)  # [R, 1, 1, S], additive SDPA mask
+        key_bias = _key_bias_buffer(R, S, -math.inf, dtype, keep.device)  # [R, 1, 1, S]
+        key_bias.masked_fill_(real[:, None, None, :], 0.0)
         return cls(source, to_attention, from_attention, key_bias)
+
+
+def _key_bias_buffer(
+    R: int, S: int, fill: float, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """`[R, 1, 1, S]` filled with `fill`, for an additive SDPA mask (0 = attend, -inf = blocked).
+
+    Additive and in the attention's dtype because it is built once per forward: a boolean mask
+    is converted to this inside every attention call. Its rows start 8 elements apart because
+    CUDA's memory-efficient attention copies a mask whose strides are not multiples of 8 into
+    one that is, in every call.
+    """
+    aligned = -(-S // 8) * 8  # S rounded up to a multiple of 8
+    return torch.full((R, 1, 1, aligned), fill, dtype=dtype, device=device)[..., :S]
 
 
 class PriorEncoderLayer(nn.Module):
@@ -208,27 +235,54 @@ class PriorEncoderLayer(nn.Module):
         Returns:
             `[T, C]`, in the same packed order.
         """
+        return self._layer(tokens, packing.key_bias, packing.to_attention, packing.from_attention)
+
+    def forward_lanes(self, tokens: Tensor, key_bias: Tensor) -> Tensor:
+        """Run the layer on `tokens [R*S, C]`: R real lanes of S token slots each, row-major.
+
+        Args:
+            tokens: `[R*S, C]`, lane r's slot s at row `r*S + s`; slots past a lane's end must
+                hold finite values (they are computed and their results mean nothing).
+            key_bias: `[R, 1, 1, S]` additive mask, 0 = real key, -inf = blocked; slot 0 of
+                every lane real, so no row is fully blocked.
+
+        Returns:
+            `[R*S, C]`, real slots as `nn.TransformerEncoderLayer` computes them.
+        """
+        return self._layer(tokens, key_bias, None, None)
+
+    def _layer(
+        self, tokens: Tensor, key_bias: Tensor, gather: Tensor | None, scatter: Tensor | None
+    ) -> Tensor:
         if self.norm_first:
-            tokens = tokens + self._attention(self.norm1(tokens), packing)
+            tokens = tokens + self._attention(self.norm1(tokens), key_bias, gather, scatter)
             tokens = tokens + self._feedforward(self.norm2(tokens))
         else:
-            tokens = self.norm1(tokens + self._attention(tokens, packing))
+            tokens = self.norm1(tokens + self._attention(tokens, key_bias, gather, scatter))
             tokens = self.norm2(tokens + self._feedforward(tokens))
-        return tokens  # [T, C]
+        return tokens
 
-    def _attention(self, tokens: Tensor, packing: PackedLanes) -> Tensor:
+    def _attention(
+        self, tokens: Tensor, key_bias: Tensor, gather: Tensor | None, scatter: Tensor | None
+    ) -> Tensor:
+        """Self-attention of `tokens` (packed `[T, C]`, or lanes `[R*S, C]` when `gather` and
+        `scatter` are None): `gather [R*S]` reads the packed rows into the `[R, S]` layout,
+        `scatter [T]` reads the results back."""
         mha = self.self_attn  # kept for its parameters and their state-dict names
         C, H = mha.embed_dim, mha.num_heads
-        R, S = packing.key_bias.shape[0], packing.key_bias.shape[-1]
+        R, S = key_bias.shape[0], key_bias.shape[-1]
         dropout_p = mha.dropout if self.training else 0.0
-        qkv = F.linear(tokens, mha.in_proj_weight, mha.in_proj_bias)  # [T, 3C]
-        qkv = qkv.index_select(0, packing.to_attention).view(R, S, 3, H, C // H)  # [R,S,3,H,C/H]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [R, H, S, C/H] each
+        qkv = F.linear(tokens, mha.in_proj_weight, mha.in_proj_bias)  # [T, 3C], one matmul
+        if gather is not None:
+            qkv = qkv.index_select(0, gather)  # [R*S, 3C]
+        q, k, v = qkv.view(R, S, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # [R,H,S,C/H]
         # One call for every lane. Same maths and 1/sqrt(C/H) scale as nn.MultiheadAttention,
         # which calls this function too; blocked keys add exact zeros to each softmax sum.
-        key_bias = packing.key_bias.to(q.dtype)  # no-op unless under autocast
+        key_bias = key_bias.to(q.dtype)  # no-op unless under autocast
         out = F.scaled_dot_product_attention(q, k, v, key_bias, dropout_p)  # [R, H, S, C/H]
-        out = out.transpose(1, 2).reshape(R * S, C)[packing.from_attention]  # [T, C]
+        out = out.transpose(1, 2).reshape(R * S, C)  # a view where the kernel wrote [R,S,H,C/H]
+        if scatter is not None:
+            out = out[scatter]  # [T, C]
         result: Tensor = self.dropout1(mha.out_proj(out))  # [T, C]
         return result
 
@@ -261,6 +315,12 @@ class PriorEncoder(nn.Module):
         coord_range: the points are divided by this before the position MLP, so that
             coordinates in `[-coord_range, coord_range]` enter it in `[-1, 1]` (LPIM: the 50 m
             BEV range). Must be positive and finite.
+        packed: how tokens are laid out between layers (the outputs agree under the tolerance
+            rule either way). True: the real tokens alone, packed `[T, C]`, read into the
+            attention layout and back in every layer (fewest FLOPs). False: the real lanes,
+            each padded to `N + 1` tokens `[R, N + 1, C]` (no reads between layers: fewest ops
+            per forward). None (default): True on CPU, False on other devices (see the module
+            docstring for why).
 
     Raises:
         ValueError: `in_dim < 1`, `d_model` not divisible by `nhead`, or a `coord_range` that is
@@ -289,6 +349,7 @@ class PriorEncoder(nn.Module):
         dropout: float = 0.1,
         norm_first: bool = False,
         coord_range: float = 50.0,
+        packed: bool | None = None,
     ) -> None:
         super().__init__()
         if in_dim < 1:
@@ -308,6 +369,7 @@ class PriorEncoder(nn.Module):
         self.dropout = dropout  # dropout probability (training only)
         self.norm_first = norm_first  # pre-norm (+ final LayerNorm) or post-norm
         self.coord_range = coord_range  # points are divided by this before the position MLP
+        self.packed = packed  # token layout: packed real tokens, or real lanes; None: by device
 
         # Positions come from the coordinates only, never from slot indices: that is what makes
         # the encoder blind to where the padding sits.
@@ -338,35 +400,56 @@ class PriorEncoder(nn.Module):
             TypeError: an input is not a tensor, or has the wrong dtype.
             ValueError: a shape, device or value is wrong (the message says expected vs. got).
         """
-        finite_values = self._check_inputs(points, point_mask)  # [] int64, at real points
+        self._check_inputs(points, point_mask)
         B, M, N, _ = points.shape
-        K, S, C = B * M, 1 + N, self.d_model
-
+        C = self.d_model
         lane_mask = point_mask.any(dim=-1)  # [B, M]
-        # Token 0 of each lane is its query (real iff the lane is), tokens 1..N its points.
-        keep = torch.cat([lane_mask[..., None], point_mask], dim=-1).view(K, S)  # [K, S]
-        # The one host sync: sizes that become shapes below (and the input check's count).
-        T, R, finite = torch.stack([keep.sum(), lane_mask.sum(), finite_values]).tolist()
-        if finite != (T - R) * self.in_dim:  # T - R real points of in_dim values each
-            self._reject_non_finite(points, point_mask, (T - R) * self.in_dim - finite)
-        if T == 0:  # nothing real: empty lanes are exact zeros, never computed
+        padded = ~point_mask  # [B, M, N], True = padded slot
+        # Padded slots become exact zeros, selected, never multiplied (0 * NaN is NaN): nothing
+        # below can read NaN or inf from them, and they get an exact zero gradient.
+        clean = points.masked_fill(padded[..., None], 0.0)  # [B, M, N, D]
+        finite = (clean.abs() < math.inf).all()  # [] bool: |x| < inf is False for inf and NaN
+        # The one host sync: counts that become shapes below, and the input check.
+        R, P, all_finite = torch.stack([lane_mask.sum(), point_mask.sum(), finite]).tolist()
+        if not all_finite:  # a non-finite real coordinate would make its lane's output NaN
+            self._reject_non_finite(points, point_mask)
+        if R == 0:  # nothing real: empty lanes are exact zeros, never computed
             return PriorEncoderOutput(
                 points.new_zeros(B, M, C), points.new_zeros(B, M, N, C), lane_mask
             )
+        packed = self.packed if self.packed is not None else points.device.type == "cpu"
+        if packed:
+            lane_embedding, point_features = self._forward_packed(
+                clean, point_mask, lane_mask, R, P
+            )
+        else:
+            lane_embedding, point_features = self._forward_lanes(clean, padded, lane_mask, R)
+        return PriorEncoderOutput(
+            lane_embedding.view(B, M, C), point_features.view(B, M, N, C), lane_mask
+        )
+
+    def _forward_packed(
+        self, points: Tensor, point_mask: Tensor, lane_mask: Tensor, R: int, P: int
+    ) -> tuple[Tensor, Tensor]:
+        """Real tokens only, packed `[T, C]` (T = R + P); attention reads them into `[R, S]`.
+
+        Returns `lane_embedding [K, C]` and `point_features [K*N, C]`.
+        """
+        B, M, N, D = points.shape
+        K, S, C, T = B * M, 1 + N, self.d_model, R + P
+        # Token 0 of each lane is its query (real iff the lane is), tokens 1..N its points.
+        keep = torch.cat([lane_mask[..., None], point_mask], dim=-1).view(K, S)  # [K, S]
         packing = PackedLanes.pack(keep, T, R, points.dtype)
 
-        # Select, never multiply: padded slots are never read, so 0 * NaN cannot happen, and
-        # they get an exact zero gradient.
-        point_slots = torch.nonzero_static(point_mask.flatten(), size=T - R).squeeze(1)  # [Tp]
-        real_points = points.reshape(K * N, -1)[point_slots]  # [Tp, D]
-        point_tokens = self.pos_embed(real_points / self.coord_range)  # [Tp, C]
+        point_slots = torch.nonzero_static(point_mask.flatten(), size=P).squeeze(1)  # [P]
+        real_points = points.reshape(K * N, D)[point_slots]  # [P, D]
+        point_tokens = self.pos_embed(real_points / self.coord_range)  # [P, C]
         # Packed rows: each lane's query first (its first token), then its points in order.
         query_rows = packing.to_attention.view(R, S)[:, 0]  # [R]
-        point_rows = torch.nonzero_static(packing.source % S != 0, size=T - R).squeeze(1)  # [Tp]
-        # In-place writes into fresh zeros (autograd records them): no copy of the zeros.
-        tokens = point_tokens.new_zeros(T, C)  # [T, C]
-        tokens.index_copy_(0, query_rows, self.query.expand(R, C).to(tokens.dtype))  # autocast
-        tokens.index_copy_(0, point_rows, point_tokens)
+        point_rows = torch.nonzero_static(packing.source % S != 0, size=P).squeeze(1)  # [P]
+        # Every row the query, then the point rows overwritten: one op, no zeros to fill.
+        query = self.query.expand(T, C).to(point_tokens.dtype)  # .to: only under autocast
+        tokens = query.index_copy(0, point_rows, point_tokens)  # [T, C]
         for layer in self.layers:
             tokens = cast(PriorEncoderLayer, layer).forward_packed(tokens, packing)
         tokens = self.norm(tokens)  # [T, C]
@@ -375,14 +458,43 @@ class PriorEncoder(nn.Module):
         lane_embedding = tokens.new_zeros(K, C).index_copy_(0, real_lanes, tokens[query_rows])
         point_features = tokens.new_zeros(K * N, C)  # [K*N, C]
         point_features.index_copy_(0, point_slots, tokens[point_rows])
-        return PriorEncoderOutput(
-            lane_embedding.view(B, M, C), point_features.view(B, M, N, C), lane_mask
-        )
+        return lane_embedding, point_features
 
-    def _check_inputs(self, points: Tensor, point_mask: Tensor) -> Tensor:
+    def _forward_lanes(
+        self, points: Tensor, padded: Tensor, lane_mask: Tensor, R: int
+    ) -> tuple[Tensor, Tensor]:
+        """Real lanes only, each padded to S = N + 1 tokens `[R*S, C]`: no gathers per layer.
+
+        `points` holds exact zeros at padded slots. Returns `lane_embedding [K, C]` and
+        `point_features [K, N, C]`.
+        """
+        B, M, N, D = points.shape
+        K, S, C = B * M, 1 + N, self.d_model
+        real_lanes = torch.nonzero_static(lane_mask.flatten(), size=R).squeeze(1)  # [R]
+        real_points = points.reshape(K, N, D)[real_lanes]  # [R, N, D], zeros at padded slots
+        point_tokens = self.pos_embed(real_points / self.coord_range)  # [R, N, C]
+        query = self.query.expand(R, 1, C).to(point_tokens.dtype)  # .to: only under autocast
+        # Slot 0 of each lane is its query, slots 1..N its points as given (the order of keys
+        # does not matter to attention). Padded slots hold pos_embed(0): finite, blocked as
+        # keys, their own results dropped.
+        tokens = torch.cat([query, point_tokens], dim=1).view(R * S, C)  # [R*S, C]
+        lane_padded = padded.reshape(K, N)[real_lanes]  # [R, N], True = padded slot
+        blocked = F.pad(lane_padded, (1, 0), value=False)  # [R, S]: the query is never blocked
+        key_bias = _key_bias_buffer(R, S, 0.0, points.dtype, points.device)  # [R, 1, 1, S]
+        key_bias.masked_fill_(blocked[:, None, None, :], -math.inf)
+        for layer in self.layers:
+            tokens = cast(PriorEncoderLayer, layer).forward_lanes(tokens, key_bias)
+        tokens = self.norm(tokens).view(R, S, C)
+
+        lane_embedding = tokens.new_zeros(K, C).index_copy_(0, real_lanes, tokens[:, 0])
+        point_tokens = tokens[:, 1:].masked_fill(lane_padded[..., None], 0.0)  # [R, N, C]
+        point_features = tokens.new_zeros(K, N, C).index_copy_(0, real_lanes, point_tokens)
+        return lane_embedding, point_features
+
+    def _check_inputs(self, points: Tensor, point_mask: Tensor) -> None:
         """Reject inputs that would run and be silently wrong, saying expected vs. got.
 
-        Returns the number of finite values at real points, on the device (not read here).
+        Reads no value: the forward checks that real points are finite with its one host sync.
         """
         if not isinstance(points, Tensor):
             raise TypeError(f"points must be a torch.Tensor [B, M, N, D]; got {type(points)}")
@@ -429,14 +541,12 @@ class PriorEncoder(nn.Module):
                 "PriorEncoder reads point_mask's values to pick the real lanes; expected inputs "
                 "on a device with data (cpu, cuda, ...), got the meta device, which holds none"
             )
-        # A non-finite real coordinate makes that lane's output NaN; padded slots may hold
-        # anything. Counted here (|x| < inf is False for inf and NaN), read back with the
-        # forward's one host sync.
-        return (point_mask[..., None] & (points.abs() < math.inf)).sum()  # [] int64
 
     @staticmethod
-    def _reject_non_finite(points: Tensor, point_mask: Tensor, count: int) -> None:
+    def _reject_non_finite(points: Tensor, point_mask: Tensor) -> None:
+        """Raise the error for non-finite real points (off the fast path: it reads freely)."""
         bad_values = point_mask[..., None] & ~torch.isfinite(points)  # [B, M, N, D]
+        count = int(bad_values.sum())
         first = tuple(int(i) for i in bad_values.nonzero()[0])
         raise ValueError(
             f"points holds {count} non-finite value(s) at real points (point_mask True); "

@@ -35,9 +35,14 @@ def fresh_dynamo() -> object:
     torch._dynamo.reset()
 
 
-def make_encoder() -> PriorEncoder:
+def make_encoder(packed: bool | None = None) -> PriorEncoder:
     torch.manual_seed(0)
-    return PriorEncoder(d_model=16, nhead=2, num_layers=2, dim_feedforward=32).eval()
+    encoder = PriorEncoder(d_model=16, nhead=2, num_layers=2, dim_feedforward=32, packed=packed)
+    return encoder.eval()
+
+
+# Both token layouts: packed real tokens (the CPU default), padded real lanes (the CUDA default).
+PACKED = pytest.mark.parametrize("packed", [True, False], ids=["packed", "lanes"])
 
 
 def batch(B: int, M: int, N: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -60,8 +65,9 @@ def assert_outputs_close(actual: object, expected: object, N: int, encoder: Prio
         assert ratio <= 1, f"{name}: error {ratio:.3g}x the allowed"
 
 
-def test_one_graph_break_per_forward() -> None:
-    encoder = make_encoder()
+@PACKED
+def test_one_graph_break_per_forward(packed: bool) -> None:
+    encoder = make_encoder(packed)
     explanation = torch._dynamo.explain(encoder)(*batch(3, 4, 5, seed=0))
     assert explanation.graph_break_count <= 1, [str(r.reason) for r in explanation.break_reasons]
     # the one break is the host sync (the counts that become shapes)
@@ -69,8 +75,9 @@ def test_one_graph_break_per_forward() -> None:
     assert "_local_scalar_dense" in str(explanation.break_reasons[0].reason)
 
 
-def test_no_recompiles_across_batch_compositions_and_sizes() -> None:
-    encoder = make_encoder()
+@PACKED
+def test_no_recompiles_across_batch_compositions_and_sizes(packed: bool) -> None:
+    encoder = make_encoder(packed)
     backend = CompileCounterWithBackend("eager")
     compiled = torch.compile(encoder, backend=backend, dynamic=True)
     shapes = [(3, 4, 5)] * 10 + [(2 + i, 3 + i, 4 + 2 * i) for i in range(10)]
@@ -88,8 +95,9 @@ def test_no_recompiles_across_batch_compositions_and_sizes() -> None:
     assert recompiles == 0, f"{recompiles} recompilation(s) over {len(shapes) - 1} batches"
 
 
-def test_inductor_matches_eager() -> None:
-    encoder = make_encoder()
+@PACKED
+def test_inductor_matches_eager(packed: bool) -> None:
+    encoder = make_encoder(packed)
     compiled = torch.compile(encoder, dynamic=True)  # inductor, CPU
     with torch.no_grad():
         for seed, (B, M, N) in enumerate([(3, 4, 5), (4, 6, 7)]):

@@ -28,6 +28,9 @@ from lpim.testing.reference import torch_stack
 F64_RTOL = F64_ATOL = 1e-12
 GARBAGE = (1e30, math.inf, -math.inf, math.nan)
 LAYOUTS = ("right", "left", "scattered")
+# Both token layouts on this machine: packed real tokens (the CPU default) and padded real lanes
+# (the default elsewhere, CUDA included).
+PACKED = pytest.mark.parametrize("packed", [True, False], ids=["packed", "lanes"])
 
 
 def make_encoder(
@@ -38,6 +41,7 @@ def make_encoder(
     num_layers: int = 2,
     in_dim: int = 2,
     seed: int = 0,
+    packed: bool | None = None,
 ) -> PriorEncoder:
     torch.manual_seed(seed)
     encoder = PriorEncoder(
@@ -47,6 +51,7 @@ def make_encoder(
         num_layers=num_layers,
         dim_feedforward=2 * d_model,
         norm_first=norm_first,
+        packed=packed,
     )
     return encoder.to(dtype).eval()
 
@@ -200,13 +205,14 @@ def test_layer_zeros_ignored_positions_and_fully_ignored_lanes() -> None:
     assert (layer(tokens, torch.ones(3, 5, dtype=torch.bool)) == 0).all()
 
 
+@PACKED
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_matches_torch_stack_on_each_unpadded_lane(
-    dtype: torch.dtype, layout: str, norm_first: bool
+    dtype: torch.dtype, layout: str, norm_first: bool, packed: bool
 ) -> None:
-    encoder = make_encoder(dtype, norm_first)
+    encoder = make_encoder(dtype, norm_first, packed=packed)
     stack = torch_reference(encoder)
     points, point_mask = make_batch(3, 4, 7, layout, dtype=dtype, seed=1)
     points[0, 0] = torch.where(point_mask[0, 0, :, None], points[0, 0], 1e30)
@@ -223,10 +229,13 @@ def test_matches_torch_stack_on_each_unpadded_lane(
     assert checked >= 6
 
 
+@PACKED
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_each_lane_equals_encoder_on_that_lane_alone(layout: str, norm_first: bool) -> None:
-    encoder = make_encoder(norm_first=norm_first)
+def test_each_lane_equals_encoder_on_that_lane_alone(
+    layout: str, norm_first: bool, packed: bool
+) -> None:
+    encoder = make_encoder(norm_first=norm_first, packed=packed)
     points, point_mask = make_batch(3, 5, 9, layout, seed=2)
     with torch.no_grad():
         out = encoder(points, point_mask)
@@ -237,9 +246,10 @@ def test_each_lane_equals_encoder_on_that_lane_alone(layout: str, norm_first: bo
             assert_close(out.point_features[b, m][real], alone.point_features[0, 0])
 
 
-def test_padding_layout_does_not_matter() -> None:
+@PACKED
+def test_padding_layout_does_not_matter(packed: bool) -> None:
     """The same real points, right-, left- or scatter-padded, give the same outputs."""
-    encoder = make_encoder()
+    encoder = make_encoder(packed=packed)
     right_points, right_mask = make_batch(2, 6, 8, "right", garbage=None, seed=3)
     counts = right_mask.sum(-1)  # [B, M]
     gen = torch.Generator().manual_seed(3)
@@ -263,10 +273,11 @@ def test_padding_layout_does_not_matter() -> None:
         assert torch.equal(actual.lane_mask, expected.lane_mask)
 
 
+@PACKED
 @pytest.mark.parametrize("garbage", GARBAGE)
-def test_padded_values_change_nothing(garbage: float) -> None:
+def test_padded_values_change_nothing(garbage: float, packed: bool) -> None:
     """Padded slots are selected away before use, so the result is bitwise identical."""
-    encoder = make_encoder(num_layers=1)
+    encoder = make_encoder(num_layers=1, packed=packed)
     points, point_mask = make_batch(2, 5, 6, "scattered", garbage=0.0, seed=4)
     with torch.no_grad():
         clean = encoder(points, point_mask)
@@ -275,9 +286,10 @@ def test_padded_values_change_nothing(garbage: float) -> None:
     assert torch.equal(clean.point_features, dirty.point_features)
 
 
+@PACKED
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_empty_lanes_and_padded_points_are_exact_zeros(layout: str) -> None:
-    encoder = make_encoder()
+def test_empty_lanes_and_padded_points_are_exact_zeros(layout: str, packed: bool) -> None:
+    encoder = make_encoder(packed=packed)
     points, point_mask = make_batch(3, 6, 5, layout, empty_fraction=0.5, seed=5)
     lane_mask = point_mask.any(-1)
     assert (~lane_mask).any() and lane_mask.any()
@@ -289,8 +301,9 @@ def test_empty_lanes_and_padded_points_are_exact_zeros(layout: str) -> None:
     assert (out.lane_embedding[lane_mask].abs().sum(-1) > 0).all()
 
 
-def test_all_empty_batch_returns_zeros() -> None:
-    encoder = make_encoder()
+@PACKED
+def test_all_empty_batch_returns_zeros(packed: bool) -> None:
+    encoder = make_encoder(packed=packed)
     points = torch.full((2, 3, 4, 2), math.nan, dtype=torch.float64)
     point_mask = torch.zeros(2, 3, 4, dtype=torch.bool)
     out = encoder(points, point_mask)
@@ -311,9 +324,10 @@ def test_zero_size_dims(shape: tuple[int, int, int]) -> None:
     assert (out.lane_embedding == 0).all() and (out.point_features == 0).all()
 
 
+@PACKED
 @pytest.mark.parametrize("train", [False, True])
-def test_gradients_zero_on_padding_and_finite(train: bool) -> None:
-    encoder = make_encoder()
+def test_gradients_zero_on_padding_and_finite(train: bool, packed: bool) -> None:
+    encoder = make_encoder(packed=packed)
     encoder.train(train)
     points, point_mask = make_batch(3, 5, 6, "scattered", garbage=math.nan, seed=6)
     points.requires_grad_(True)
@@ -329,8 +343,9 @@ def test_gradients_zero_on_padding_and_finite(train: bool) -> None:
         assert torch.isfinite(parameter.grad).all(), name
 
 
-def test_no_gradient_flows_between_lanes() -> None:
-    encoder = make_encoder()
+@PACKED
+def test_no_gradient_flows_between_lanes(packed: bool) -> None:
+    encoder = make_encoder(packed=packed)
     points, point_mask = make_batch(2, 4, 6, "left", empty_fraction=0.0, seed=7)
     points.requires_grad_(True)
     out = encoder(points, point_mask)
@@ -342,10 +357,11 @@ def test_no_gradient_flows_between_lanes() -> None:
     assert points.grad[1, 2][point_mask[1, 2]].abs().sum() > 0
 
 
+@PACKED
 @pytest.mark.parametrize("real_fraction", [0.05, 1.0])
-def test_seed_scale(real_fraction: float) -> None:
+def test_seed_scale(real_fraction: float, packed: bool) -> None:
     """The crash configuration: B*M*nhead = 12800 attention rows and more must just work."""
-    encoder = make_encoder(torch.float32, d_model=32, nhead=8, num_layers=1)
+    encoder = make_encoder(torch.float32, d_model=32, nhead=8, num_layers=1, packed=packed)
     B, M, N = 8, 200, 20
     points, point_mask = make_batch(
         B, M, N, "right", empty_fraction=1 - real_fraction, dtype=torch.float32, seed=8
@@ -486,9 +502,10 @@ def test_device_mismatch_is_rejected() -> None:
         encoder(points.to("meta"), point_mask)
 
 
+@PACKED
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_non_finite_real_points_are_rejected(bad: float) -> None:
-    encoder = make_encoder()
+def test_non_finite_real_points_are_rejected(bad: float, packed: bool) -> None:
+    encoder = make_encoder(packed=packed)
     points, point_mask = make_batch(2, 3, 4, empty_fraction=0.0, garbage=math.nan)
     real_slots = point_mask.nonzero()
     b, m, n = real_slots[1].tolist()
@@ -515,10 +532,11 @@ def test_constructor_rejects_bad_arguments(kwargs: dict[str, float], match: str)
 # --- what a forward asks of the device ----------------------------------------------------------
 
 
+@PACKED
 @pytest.mark.parametrize("train", [False, True])
-def test_one_host_sync_and_one_attention_call_per_layer(train: bool) -> None:
+def test_one_host_sync_and_one_attention_call_per_layer(train: bool, packed: bool) -> None:
     """Lanes of many different lengths: still one sync per forward and one attention per layer."""
-    encoder = make_encoder(torch.float32, num_layers=3).train(train)
+    encoder = make_encoder(torch.float32, num_layers=3, packed=packed).train(train)
     points, point_mask = make_batch(4, 6, 9, "scattered", dtype=torch.float32, seed=9)
     lengths = point_mask.sum(-1)[point_mask.any(-1)]
     assert len(lengths.unique()) >= 5  # per-length attention would call it 5+ times a layer
@@ -536,3 +554,51 @@ def test_cuda_agrees_with_cpu(dtype: torch.dtype) -> None:
     encoder = make_encoder(dtype)
     points, point_mask = make_batch(3, 5, 7, "scattered", dtype=torch.float32, seed=10)
     assert_devices_agree(encoder, LaneBatch(points.to(dtype), point_mask))
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_token_layouts_agree(norm_first: bool) -> None:
+    """Packed real tokens and padded real lanes compute the same maths."""
+    points, point_mask = make_batch(3, 5, 7, "scattered", seed=11)
+    with torch.no_grad():
+        packed = make_encoder(norm_first=norm_first, packed=True)(points, point_mask)
+        lanes = make_encoder(norm_first=norm_first, packed=False)(points, point_mask)
+    assert_close(lanes.lane_embedding, packed.lane_embedding)
+    assert_close(lanes.point_features, packed.point_features)
+    assert (lanes.point_features[~point_mask] == 0).all()
+
+
+def test_default_token_layout_follows_the_device() -> None:
+    encoder = make_encoder(torch.float32)
+    assert encoder.packed is None
+    points, point_mask = make_batch(2, 3, 5, dtype=torch.float32)
+    with torch.no_grad(), count_dispatch() as count:
+        encoder(points, point_mask)
+    assert count.by_op["index_select"] == encoder.num_layers  # packed: a gather per layer on CPU
+
+
+@pytest.mark.parametrize(("packed", "limit"), [(True, 1.5), (False, 1.0)], ids=["packed", "lanes"])
+def test_ops_per_forward_against_torch_padded_stack(packed: bool, limit: float) -> None:
+    """The issue's launch budget, counted on CPU: padded real lanes (the CUDA default) dispatch
+    no more ops than torch's padded stack with `src_key_padding_mask`, packed real tokens (the
+    CPU default) at most 1.5x. Both counts are independent of the batch's sizes."""
+    encoder = make_encoder(torch.float32, num_layers=4, packed=packed)
+    stack = torch_stack(encoder)
+    points, point_mask = make_batch(4, 6, 9, "right", dtype=torch.float32, seed=12)
+    B, M, N, D = points.shape
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the slow path: torch's padded layers
+    try:
+        with torch.no_grad(), count_dispatch() as naive:
+            tokens = encoder.pos_embed(points.reshape(B * M, N, D) / encoder.coord_range)
+            query = encoder.query.expand(B * M, 1, -1)
+            key_padding_mask = ~torch.cat([point_mask.any(-1)[..., None], point_mask], -1)
+            stack(
+                torch.cat([query, tokens], 1), src_key_padding_mask=key_padding_mask.flatten(0, 1)
+            )
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    with torch.no_grad(), count_dispatch() as ours:
+        encoder(points, point_mask)
+    assert ours.ops <= limit * naive.ops, (ours.by_op, naive.by_op)
+    assert ours.syncs == 1
