@@ -14,6 +14,7 @@ their side, so that this table is data a reader can take in at once.
 
 from __future__ import annotations
 
+import ast
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "Side",
     "property_named",
     "property_names",
+    "reproducing_property",
 ]
 
 GALLERY = "docs/pitfalls.md"
@@ -111,10 +113,26 @@ class Property:
         """Checked on every call of the code under check rather than by an assert."""
         return not self.assert_name
 
-    def not_declared(self, given: str) -> str:
-        """The note of an opt-in property's `excluded` row: `given` is what the caller said
-        instead of `declared_by` (e.g. `"order_invariant=False"`)."""
-        return f"not declared: {given} (declare {self.declared_by} to check it)"
+    @property
+    def declared_keyword(self) -> str:
+        """The keyword of `declared_by` (`"order_invariant"`), or "" for a property every
+        subject must hold."""
+        return self.declared_by.partition("=")[0]
+
+    def is_declared(self, given: object) -> bool:
+        """Whether the caller's value of `declared_keyword` turns this property on (always
+        True for a property every subject must hold)."""
+        if not self.declared_by:
+            return True
+        return bool(given == ast.literal_eval(self.declared_by.partition("=")[2]))
+
+    def not_declared(self, given: object) -> str:
+        """The note of an opt-in property's `excluded` row: `given` is the caller's value of
+        `declared_keyword` (e.g. `False` for `order_invariant`)."""
+        return (
+            f"not declared: {self.declared_keyword}={given!r} (declare {self.declared_by} to "
+            "check it)"
+        )
 
     @property
     def usual_causes(self) -> str:
@@ -444,3 +462,11 @@ def property_named(name: str, side: Side = "encoder") -> Property:
             return prop
     names = [p.name for p in REGISTRY if p.side == side]
     raise ValueError(f"no {side} property is named {name!r}; the {side} properties: {names}")
+
+
+def reproducing_property(side: Side, row: str, failed: str) -> Property:
+    """The property whose assert re-raises a failure of property `failed` seen while the check
+    ran property `row`: its own, or, for a property checked on every call (a crash, a deadline),
+    the row's, whose assert made that call."""
+    prop = property_named(failed, side)
+    return property_named(row, side) if prop.every_call else prop

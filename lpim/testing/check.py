@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Flaky, HypothesisException
 
-from lpim._properties import PROPERTIES, Property, property_names
+from lpim._properties import PROPERTIES, Property, property_names, reproducing_property
 from lpim._validation import check_callable
 from lpim.batch import LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS
@@ -236,9 +236,9 @@ def check_encoder(
                 unsupported = _unsupported(encoder, subject, dim, checked_dtype, autocast)
             for name in names:
                 prop = PROPERTIES[name]
-                if prop.declared_by and properties is None and _excluded(prop, contract):
-                    continue  # an opt-in property gets a row only when asked for or declared
                 excluded = _excluded(prop, contract)
+                if prop.declared_by and properties is None and excluded:
+                    continue  # an opt-in property gets a row only when asked for or declared
                 skipped = _skipped_here(name, target)
                 if excluded or unsupported or skipped:
                     verdict, note = (
@@ -304,9 +304,9 @@ def _excluded(prop: Property, contract: DataContract) -> str:
         return (
             f"not in the data contract: garbage={contract.garbage!r} fixes what padded slots hold"
         )
-    if prop.declared_by and not contract.declares(prop.declared_by):
-        keyword = prop.declared_by.partition("=")[0]
-        return prop.not_declared(f"{keyword}={getattr(contract, keyword)!r}")
+    given = getattr(contract, prop.declared_keyword, None)
+    if not prop.is_declared(given):
+        return prop.not_declared(given)
     return ""
 
 
@@ -350,7 +350,7 @@ def _reproducer(
 ) -> str:
     """Source that re-raises `failure`: the property's own assert (the row's for a crash)."""
     failed = failure.property_name
-    prop = PROPERTIES[name if PROPERTIES[failed].every_call else failed]
+    prop = reproducing_property("encoder", name, failed)
     keywords = (
         f", garbage={contract.garbage!r}"
         if prop.takes_garbage and contract.garbage != "any"

@@ -15,7 +15,7 @@ import torch
 from hypothesis import settings as Settings
 from hypothesis.errors import HypothesisException
 
-from lpim._properties import CONSUMER_PROPERTIES, Property, property_names
+from lpim._properties import CONSUMER_PROPERTIES, Property, property_names, reproducing_property
 from lpim._validation import check_bool, check_callable, check_int, check_size
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
@@ -146,8 +146,8 @@ def check_lane_consumer(
             unsupported = _consumer_unsupported(prepared, dim, checked_dtype, target)
             for name in names:
                 prop = CONSUMER_PROPERTIES[name]
-                if prop.declared_by and not order_invariant:
-                    note = prop.not_declared(f"order_invariant={order_invariant!r}")
+                if not prop.is_declared(order_invariant):
+                    note = prop.not_declared(order_invariant)
                     driver.row(PropertyResult(name, checked_dtype, "excluded", 0, 0.0, 0.0, note))
                     continue
                 if unsupported:
@@ -183,7 +183,7 @@ def _reproducer(
     name: str, consumer: Consumer, factory: str | None, failure: PropertyError[LaneSet]
 ) -> str:
     failed = failure.property_name
-    assert_name = CONSUMER_PROPERTIES[failed if failed != "runs" else name].assert_name
+    assert_name = reproducing_property("consumer", name, failed).assert_name
     example = failure.example
     if not isinstance(example, LaneSet):
         raise TypeError(f"a consumer failure's example is a LaneSet; got {type(example)}")

@@ -10,7 +10,6 @@ and reads a `[tool.lpim]` table from the user's `pyproject.toml`.
 
 from __future__ import annotations
 
-import ast
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -110,17 +109,6 @@ class DataContract:
                 f"strategy must be a Hypothesis strategy of LaneBatch; got {self.strategy!r}"
             )
         return self
-
-    @property
-    def require_zero_empty_lanes(self) -> bool:
-        """True when `empty_lanes="zero"`: empty lanes must give exact zeros."""
-        return self.empty_lanes == "zero"
-
-    def declares(self, declaration: str) -> bool:
-        """Whether the contract makes `declaration`, a `"keyword=value"` such as a property's
-        `declared_by` (`"empty_lanes='zero'"`)."""
-        keyword, _, value = declaration.partition("=")
-        return bool(getattr(self, keyword, None) == ast.literal_eval(value))
 
     @property
     def is_default(self) -> bool:

@@ -150,8 +150,9 @@ def _lane_labels(batch: LaneBatch, index: torch.Tensor) -> list[str]:
     ]
 
 
-def _point_labels(batch: LaneBatch) -> list[str]:
-    return [f"point (b={b}, m={m}, n={n})" for b, m, n in batch.point_mask.nonzero().tolist()]
+def _point_labels(point_mask: torch.Tensor) -> list[str]:
+    """A label per True slot of `point_mask [B, M, N]`, in row-major order."""
+    return [f"point (b={b}, m={m}, n={n})" for b, m, n in point_mask.nonzero().tolist()]
 
 
 def _pairs(
@@ -177,7 +178,7 @@ def _pairs(
         _point_rows(expected, point_mask),
     )
     if actual_points is not None and expected_points is not None:
-        labels = [f"point (b={b}, m={m}, n={n})" for b, m, n in point_mask.nonzero().tolist()]
+        labels = _point_labels(point_mask)
         pairs.append(
             (
                 "point_features",
@@ -256,7 +257,7 @@ def assert_finite(encoder: Encoder | Subject, batch: LaneBatch) -> float:
     ]
     points = _point_rows(out, batch.point_mask)
     if points is not None:
-        checks.append(("point_features", points, _point_labels(batch)))
+        checks.append(("point_features", points, _point_labels(batch.point_mask)))
     for name, rows, labels in checks:
         bad = ~rows.isfinite()
         if bool(bad.any()):
