@@ -63,13 +63,15 @@ def checked_device(device: str | torch.device | None) -> torch.device:
     return check_device("cpu" if device is None else device, why_data="the checks compare values")
 
 
-def checked_settings(settings: object) -> Settings | None:
-    """`settings=` of a check: a `hypothesis.settings` (a profile's, ...) or None.
+def checked_settings(settings: object, default: Settings) -> Settings:
+    """`settings=` of a check: a `hypothesis.settings` (a profile's, ...), or `default` for None.
 
     Raises:
         TypeError: anything else (a profile's name, a dict, a number, ...).
     """
-    if settings is not None and not isinstance(settings, Settings):
+    if settings is None:
+        return default
+    if not isinstance(settings, Settings):
         raise TypeError(
             "settings must be a hypothesis.settings (e.g. settings.get_profile('lpim-ci') or "
             f"settings(max_examples=...)); got {settings!r} ({type(settings).__name__})"

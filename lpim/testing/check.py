@@ -594,8 +594,7 @@ def _base_settings(settings: object) -> Settings:
         if directory:
             return Settings(DEFAULT_SETTINGS, database=DirectoryBasedExampleDatabase(directory))
         return DEFAULT_SETTINGS
-    chosen = checked_settings(settings)
-    return DEFAULT_SETTINGS if chosen is None else chosen
+    return checked_settings(settings, DEFAULT_SETTINGS)
 
 
 def _database_key(encoder: object) -> str:

@@ -130,13 +130,12 @@ def check_lane_consumer(
     checked_factory(factory)
     if progress is not None:
         check_callable(progress, "progress", "progress(property_name, dtype, result)")
-    chosen_settings = checked_settings(settings)
+    run_settings = check_settings(checked_settings(settings, DEFAULT_SETTINGS))
     dim = (
         check_int(embed_dim, "embed_dim", where, minimum=1)
         if embed_dim is not None
         else _read_embed_dim(consumer)
     )
-    run_settings = check_settings(DEFAULT_SETTINGS if chosen_settings is None else chosen_settings)
     report = CheckReport(subject_name(consumer))
     driver: Driver[LaneSet] = Driver(report, progress, strict)
 
