@@ -2,7 +2,8 @@
 
 Each check names the argument, what it expects and what came. Type mistakes (a string where an
 int belongs, a bool where a count belongs) raise `TypeError`; out-of-range values raise the
-caller's value error, `ValueError` by default (`lpim.strategies` passes Hypothesis'
+caller's value error, `UsageValueError` by default (both are `lpim._errors.UsageError`s and
+the builtin error Python code expects) (`lpim.strategies` passes Hypothesis'
 `InvalidArgument`, which Hypothesis reports as a usage error of the strategy).
 
 Only torch and the standard library are imported here, so every floor of lpim may use it.
@@ -14,6 +15,8 @@ import math
 import operator
 
 import torch
+
+from lpim._errors import UsageTypeError, UsageValueError
 
 __all__ = [
     "POINT_MASK_DTYPE_FIX",
@@ -70,7 +73,7 @@ def _got(value: object) -> str:
     return f"{shown} ({type(value).__name__})"
 
 
-def check_bool(value: object, name: str, *, type_error: type[Exception] = TypeError) -> bool:
+def check_bool(value: object, name: str, *, type_error: type[Exception] = UsageTypeError) -> bool:
     """`value` as a bool (True or False; 1, 0, "yes" and None are not).
 
     Raises:
@@ -82,7 +85,7 @@ def check_bool(value: object, name: str, *, type_error: type[Exception] = TypeEr
 
 
 def check_callable(
-    value: object, name: str, signature: str, *, type_error: type[Exception] = TypeError
+    value: object, name: str, signature: str, *, type_error: type[Exception] = UsageTypeError
 ) -> None:
     """`value` is callable as `signature` (e.g. `"consumer(lane_embedding, lane_mask)"`).
 
@@ -97,8 +100,8 @@ def check_positive_number(
     value: object,
     name: str,
     *,
-    type_error: type[Exception] = TypeError,
-    value_error: type[Exception] = ValueError,
+    type_error: type[Exception] = UsageTypeError,
+    value_error: type[Exception] = UsageValueError,
 ) -> float:
     """`value` as a positive finite number (an int or a float; a bool is not a number here).
 
@@ -119,8 +122,8 @@ def check_size(
     where: str | None = None,
     *,
     minimum: int = 0,
-    type_error: type[Exception] = TypeError,
-    value_error: type[Exception] = ValueError,
+    type_error: type[Exception] = UsageTypeError,
+    value_error: type[Exception] = UsageValueError,
 ) -> tuple[int, int]:
     """A size: an int >= `minimum` or an inclusive `(low, high)` range of them, low <= high.
 
@@ -152,8 +155,8 @@ def check_int(
     where: str | None = None,
     *,
     minimum: int,
-    type_error: type[Exception] = TypeError,
-    value_error: type[Exception] = ValueError,
+    type_error: type[Exception] = UsageTypeError,
+    value_error: type[Exception] = UsageValueError,
 ) -> int:
     """`value` as an int of at least `minimum` (a bool is not an int here).
 
@@ -192,8 +195,8 @@ def check_device(
     *,
     name: str = "device",
     why_data: str = "its values are read",
-    type_error: type[Exception] = TypeError,
-    value_error: type[Exception] = ValueError,
+    type_error: type[Exception] = UsageTypeError,
+    value_error: type[Exception] = UsageValueError,
 ) -> torch.device:
     """`value` as a `torch.device` that torch knows, that holds data and that is available.
 
@@ -236,7 +239,7 @@ def check_device(
 
 
 def check_floating_dtype(
-    value: object, *, name: str = "dtype", type_error: type[Exception] = TypeError
+    value: object, *, name: str = "dtype", type_error: type[Exception] = UsageTypeError
 ) -> torch.dtype:
     """`value` as a floating `torch.dtype` (float16, bfloat16, float32, float64, ...).
 

@@ -30,6 +30,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 import lpim
 from lpim import encoder as reference_encoder
+from lpim._errors import UsageError
 from lpim.batch import LAYOUTS
 from lpim.masks import CONVENTIONS, diagnose
 from lpim.profiles import PROFILES, register_profiles
@@ -69,10 +70,6 @@ EXIT_FAILED = 1
 """Exit status: a property failed (or, with --strict, a row was not run); a mask mistake."""
 EXIT_USAGE = 2
 """Exit status: a usage error (bad target, import error, bad option)."""
-
-
-class UsageError(Exception):
-    """A mistake in how `lpim` was called: reported in one line, exit status 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

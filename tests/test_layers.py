@@ -25,6 +25,7 @@ PACKAGE = ROOT / "lpim"
 # Two prefixes on one floor are beside each other: neither may import the other.
 FLOORS: list[tuple[str, ...]] = [
     ("lpim.encoder",),
+    ("lpim._errors",),  # the error family: imports nothing
     ("lpim._version", "lpim._validation"),
     ("lpim.batch",),
     ("lpim.lane_set",),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from lpim._errors import UsageValueError
 from lpim._validation import point_mask_dtype_message
 
 __all__ = ["MaskConventionError", "check_has_values", "check_point_mask", "describe_tensor"]
 
 
-class MaskConventionError(ValueError):
+class MaskConventionError(UsageValueError):
     """A mask does not have the shape, dtype, device or values its convention requires.
 
     The message states the convention that was assumed, what was expected (shape, dtype, device,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
+from lpim._errors import LpimError
 from lpim.sanitizer._checks import KINDS, Hazard
 from lpim.sanitizer._watch import Watcher, user_site
 
@@ -54,7 +55,7 @@ class Finding:
         return f"{self.kind} at {self.where} ({self.api}, {calls}): {self.message}"
 
 
-class MaskHazardError(AssertionError):
+class MaskHazardError(LpimError, AssertionError):
     """Raised by `sanitize(on_finding="raise")` at the first finding; `.finding` says what."""
 
     def __init__(self, finding: Finding) -> None:

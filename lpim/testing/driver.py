@@ -22,6 +22,7 @@ from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
+from lpim._errors import LpimError
 from lpim.testing.errors import ExampleT, PropertyError
 from lpim.testing.report import CheckReport, PropertyResult
 
@@ -41,7 +42,7 @@ __all__ = [
 _CROSS_CUTTING = ("runs", "inputs_unchanged")
 
 
-class IncompleteCheckError(AssertionError):
+class IncompleteCheckError(LpimError, AssertionError):
     """`strict=True`: no property failed, but some rows were skipped or unsupported.
 
     Attributes:

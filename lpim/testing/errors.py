@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
+from lpim._errors import LpimError
 from lpim._properties import GALLERY, PROPERTIES, Property
 from lpim.batch import LaneBatch
 from lpim.testing.report import CheckReport
@@ -18,7 +19,7 @@ consumers."""
 __all__ = ["EncoderPropertyError", "ExampleT", "PropertyError"]
 
 
-class PropertyError(AssertionError, Generic[ExampleT]):
+class PropertyError(LpimError, AssertionError, Generic[ExampleT]):
     """Base of lpim's property failures: a property name, what was seen, and the example.
 
     Subclasses name their side of the property registry (`properties`), the word that opens the

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from lpim._errors import LpimError
 from lpim.batch import LaneBatch
 from lpim.testing.errors import EncoderPropertyError
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
@@ -56,7 +57,7 @@ class EncoderOutput(NamedTuple):
     point_features: torch.Tensor | None
 
 
-class ProtocolError(TypeError):
+class ProtocolError(LpimError, TypeError):
     """The encoder returned something the protocol does not allow (type, shape, dtype, device)."""
 
 
