@@ -14,54 +14,42 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib
-import inspect
+import dataclasses
 import os
-import re
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
-from hypothesis import settings as Settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
 import lpim
 from lpim import encoder as reference_encoder
 from lpim._errors import UsageError
-from lpim.batch import LAYOUTS
 from lpim.masks import CONVENTIONS, diagnose
-from lpim.profiles import PROFILES, register_profiles
-from lpim.strategies import GARBAGE_CONTRACTS
-from lpim.testing import (
-    CHECKED_PROPERTIES,
-    DEFAULT_SETTINGS,
-    PRECISIONS,
-    CheckReport,
-    IncompleteCheckError,
-    PropertyError,
-    PropertyResult,
-    check_encoder,
-    check_lane_consumer,
-    property_names,
+from lpim.testing import IncompleteCheckError, PropertyError, PropertyResult
+from lpim.testing.options import (
+    Given,
+    Side,
+    add_flags,
+    flags_given,
+    options_of,
+    pyproject_layers,
 )
-from lpim.testing.contract import find_pyproject, read_pyproject
 from lpim.testing.report import format_table
+from lpim.testing.target import load_target
 
 __all__ = [
     "DEFAULT_TARGET",
-    "DTYPES",
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
     "HYPOTHESIS_HOME",
-    "REPRODUCER_DIR",
     "UsageError",
     "load_target",
     "main",
-    "what_command",
 ]
 
 EXIT_OK = 0
@@ -123,77 +111,22 @@ def _parser() -> argparse.ArgumentParser:
         "returning one; MODULE is imported from the current folder too, as with python -m "
         f"(default {DEFAULT_TARGET})",
     )
-    _add_run_options(check, CHECKED_PROPERTIES)
-    check.add_argument(
-        "--point-dim", type=int, help="coordinates per point D (default: read from the encoder)"
-    )
-    check.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=None,
-        help="bfloat16/float16 rows: 'cast' copies the module to the dtype (default), "
-        "'autocast' keeps float32 weights and runs under torch.autocast, as mixed-precision "
-        "training does",
-    )
-    contract = check.add_argument_group(
-        "data contract", "what your loader's batches may hold (default: anything)"
-    )
-    contract.add_argument(
-        "--layout",
-        action="append",
-        choices=list(LAYOUTS),
-        help="a padding layout that occurs (repeatable; default all three)",
-    )
-    contract.add_argument(
-        "--garbage",
-        choices=list(GARBAGE_CONTRACTS),
-        help="what padded slots hold: any (huge, inf, NaN too; default), finite (within the "
-        "coordinates' range), zeros, repeat_last (each lane's last real point)",
-    )
-    contract.add_argument(
-        "--min-points", type=int, help="fewest real points in a non-empty lane (default 1)"
-    )
-    contract.add_argument(
-        "--empty-lanes",
-        choices=["yes", "no", "zero"],
-        help="do empty lanes occur (default yes); 'zero': yes, and they must give zeros",
-    )
-    contract.add_argument(
-        "--empty-samples", choices=["yes", "no"], help="do samples without a lane occur"
-    )
-    _add_size_options(contract)
-    contract.add_argument(
-        "--num-points", type=_size, metavar="N|LO-HI", help="point slots per lane (default 1-8)"
-    )
-    _add_deadline_option(check)
+    add_flags(check, "encoder")
     check.set_defaults(run=_check)
 
     consumer = commands.add_parser(
         "check-consumer",
         help="run every lane-consumer property on what reads the lanes (a BEV fusion, a pooler)",
-        description="The lane-set checks of lpim.testing.check_lane_consumer. Exit status: 0 "
-        "no property failed, 1 a property failed (or --strict and a row was not run), 2 usage "
-        "error.",
+        description="The lane-set checks of lpim.testing.check_lane_consumer, with the same "
+        "options as lpim check (flags, or [tool.lpim]). Exit status: 0 no property failed, 1 a "
+        "property failed (or --strict and a row was not run), 2 usage error.",
     )
     consumer.add_argument(
         "target",
         help="MODULE:FACTORY giving the consumer, called as consumer(lane_embedding [B, M, C], "
         "lane_mask [B, M], *other_inputs)",
     )
-    _add_run_options(consumer, property_names("consumer"))
-    consumer.add_argument("--embed-dim", type=int, help="C (default: read from the consumer)")
-    consumer.add_argument(
-        "--other-inputs",
-        metavar="MODULE:FUNCTION",
-        help="FUNCTION(batch_size, dtype, device) -> a Hypothesis strategy of the consumer's "
-        "other inputs (a tuple, or a dict of keywords); e.g. lpim.strategies:bev_maps(16, 8, 8)",
-    )
-    consumer.add_argument(
-        "--order-invariant",
-        action="store_true",
-        help="declare that the output must not depend on the order of the lane slots",
-    )
-    _add_size_options(consumer)
+    add_flags(consumer, "consumer")
     consumer.set_defaults(run=_check_consumer)
 
     diagnose_ = commands.add_parser(
@@ -258,282 +191,49 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- lpim check ---------------------------------------------------------------------------------
+# -- lpim check, lpim check-consumer -------------------------------------------------------------
 
 # The reference encoder with its 8 heads and its structure, narrower and shallower than the
 # realistic defaults so that a first check takes seconds: mask bugs do not depend on width.
 # `lpim check lpim.encoder:PriorEncoder` checks the realistic configuration.
 DEFAULT_TARGET = "lpim.encoder:PriorEncoder(d_model=64, dim_feedforward=128, num_layers=2)"
 """What `lpim check` checks without a target: the reference encoder, small and quick."""
-DTYPES = {
-    "float64": torch.float64,
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-"""The `--dtype` names."""
-
-
-def load_target(target: str, what: str = "encoder") -> object:
-    """Import `MODULE:FACTORY` and return what it names (calling a factory or class).
-
-    The current folder is importable, as with `python -m` and pytest, so that a user's
-    `lane_encoder.py` next to them is found.
-
-    Raises:
-        UsageError: a malformed target, an import error (naming the folders searched and the
-            fix), or a factory that fails.
-    """
-    module_name, colon, expression = target.partition(":")
-    if not colon or not module_name or not expression:
-        raise UsageError(f"target must be MODULE:FACTORY (e.g. {DEFAULT_TARGET}); got {target!r}")
-    _current_folder_importable()
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name is None or not module_name.startswith(error.name):
-            raise UsageError(
-                f"importing {module_name!r} failed: {type(error).__name__}: {error} (a module "
-                f"{module_name!r} imports is missing: install it in this environment)"
-            ) from error
-        searched = [str(Path(p or ".").resolve()) for p in sys.path[:3]]
-        raise UsageError(
-            f"cannot import {module_name!r}: no module of that name in the current folder "
-            f"({Path.cwd()}) or on sys.path (first: {', '.join(searched)}, ...). Run lpim "
-            "from the folder that holds it, or add that folder to PYTHONPATH "
-            f"(PYTHONPATH=path/to/folder lpim {what_command(what)} {target})"
-        ) from error
-    except Exception as error:  # any import-time failure is the user's to fix, in one line
-        raise UsageError(
-            f"cannot import {module_name!r}: {type(error).__name__}: {error}"
-        ) from error
-    try:
-        found = eval(expression, vars(module))  # an attribute path or a small expression
-        if (
-            callable(found)
-            and not isinstance(found, torch.nn.Module)
-            and _takes_no_arguments(found)
-        ):
-            found = found()  # a factory; a function with arguments is the thing itself
-    except Exception as error:
-        raise UsageError(
-            f"cannot build the {what} from {target!r}: {type(error).__name__}: {error}"
-        ) from error
-    if not callable(found):
-        raise UsageError(f"{target!r} gave a {type(found).__name__}, not a callable {what}")
-    return found
-
-
-def _takes_no_arguments(function: Callable[..., object]) -> bool:
-    """True for a factory (a class or a function callable with no argument)."""
-    if isinstance(function, type):
-        return True
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):  # a builtin: call it, as before
-        return True
-    return not any(
-        p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        for p in parameters
-    )
-
-
-def what_command(what: str) -> str:
-    """The subcommand that checks `what` (for messages)."""
-    return "check-consumer" if what == "consumer" else "check"
-
-
-def _current_folder_importable() -> None:
-    """Put the current folder first on `sys.path`, as `python -m` does (console scripts
-    start with the script's own folder there instead)."""
-    here = str(Path.cwd())
-    if here not in sys.path and "" not in sys.path:
-        sys.path.insert(0, here)
-
-
-def _add_size_options(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--batch-size`` and ``--num-lanes``, shared by check and check-consumer."""
-    group.add_argument(
-        "--batch-size", type=_size, metavar="B|LO-HI", help="samples per batch (default 1-3)"
-    )
-    group.add_argument(
-        "--num-lanes", type=_size, metavar="M|LO-HI", help="lane slots per sample (default 1-6)"
-    )
-
-
-def _add_run_options(command: argparse.ArgumentParser, properties: Sequence[str]) -> None:
-    """The options every check subcommand shares."""
-    command.add_argument(
-        "--dtype",
-        action="append",
-        choices=sorted(DTYPES),
-        help="check this dtype (repeat for several; default all four)",
-    )
-    command.add_argument(
-        "--property",
-        action="append",
-        dest="properties",
-        choices=list(properties),
-        help="check only this property (repeatable)",
-    )
-    command.add_argument(
-        "--device", default="cpu", help="device to run on: cpu, cuda or cuda:N (default cpu)"
-    )
-    command.add_argument(
-        "--profile",
-        help=f"Hypothesis settings profile ({', '.join(PROFILES)}, or one you registered); "
-        "default: lpim's own (15 examples a property, derandomized: the same verdict every "
-        "run, no example database written)",
-    )
-    command.add_argument(
-        "--max-examples",
-        type=int,
-        default=None,
-        help="Hypothesis examples per property (overrides the profile's)",
-    )
-    command.add_argument(
-        "--strict",
-        action="store_true",
-        help="exit 1 when a row was skipped or unsupported, not only when one failed",
-    )
-    command.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch intra-op threads during the check (default 1: tiny forwards gain nothing "
-        "from more, and lose much on a busy machine)",
-    )
-    command.add_argument(
-        "--reproducer-dir",
-        type=Path,
-        default=Path(REPRODUCER_DIR),
-        help=f"where failures' reproducers are written (default ./{REPRODUCER_DIR})",
-    )
-
-
-REPRODUCER_DIR = "lpim-reproducers"
-"""Where `lpim check` writes reproducers, under the folder it runs in."""
-
-
-def _size(text: str) -> int | tuple[int, int]:
-    """`"8"` -> 8, `"1-50"` -> (1, 50): a size flag."""
-    low, dash, high = text.partition("-")
-    try:
-        return (int(low), int(high)) if dash else int(low)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected N or LO-HI (e.g. 8 or 1-50); got {text!r}"
-        ) from None
-
-
-def _contract_options(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    """The data contract and run options: `[tool.lpim]` of the nearest pyproject.toml, then
-    the flags given; and where the table came from ('' when none)."""
-    found = find_pyproject(Path.cwd())
-    options: dict[str, Any] = {}
-    if found is not None:
-        try:
-            options = read_pyproject(found)
-        except ValueError as error:
-            raise UsageError(str(error)) from error
-        if "dtype" in options:
-            names = [options["dtype"]] if isinstance(options["dtype"], str) else options["dtype"]
-            unknown = [n for n in names if n not in DTYPES]
-            if unknown:
-                raise UsageError(f"{found}: [tool.lpim] dtype must be among {sorted(DTYPES)}")
-            options["dtype"] = [DTYPES[n] for n in names]
-    flags = {
-        "layout": args.layout,
-        "garbage": args.garbage,
-        "min_points": args.min_points,
-        "empty_lanes": {"yes": True, "no": False, "zero": "zero"}.get(args.empty_lanes or ""),
-        "empty_samples": {"yes": True, "no": False}.get(args.empty_samples or ""),
-        "batch_size": args.batch_size,
-        "num_lanes": args.num_lanes,
-        "num_points": args.num_points,
-        "precision": args.precision,
-        "point_dim": args.point_dim,
-        "threads": args.threads,
-        "dtype": [DTYPES[name] for name in args.dtype] if args.dtype else None,
-    }
-    options.update({key: value for key, value in flags.items() if value is not None})
-    return options, str(found) if found is not None else ""
 
 
 def _check(args: argparse.Namespace) -> int:
-    encoder = load_target(args.target)
-    if isinstance(encoder, torch.nn.Module):
-        encoder.eval()
-    options, source = _contract_options(args)
-    if source:
-        print(f"data contract and options from {source} [tool.lpim]; flags override them")
-    return _run_check(
-        check_encoder,
-        encoder,
-        args,
-        dict(
-            options,
-            factory=args.target,
-            deadline=_deadline(args),
-        ),
-    )
+    return _run_check("encoder", args)
 
 
 def _check_consumer(args: argparse.Namespace) -> int:
-    consumer = load_target(args.target, "consumer")
-    if isinstance(consumer, torch.nn.Module):
-        consumer.eval()
-    other_inputs = None
-    if args.other_inputs is not None:
-        try:
-            other_inputs = load_target(args.other_inputs, "other-inputs function")
-        except UsageError as error:  # name the flag: the target's own errors name the target
-            raise UsageError(f"--other-inputs {args.other_inputs}: {error}") from error
-    return _run_check(
-        check_lane_consumer,
-        consumer,
-        args,
-        {
-            "embed_dim": args.embed_dim,
-            "other_inputs": other_inputs,
-            "order_invariant": args.order_invariant,
-            "dtype": [DTYPES[name] for name in args.dtype] if args.dtype else None,
-            "batch_size": args.batch_size or (1, 3),
-            "num_lanes": args.num_lanes or (1, 6),
-            "threads": 1 if args.threads is None else args.threads,
-            "factory": args.target,
-        },
-    )
+    return _run_check("consumer", args)
 
 
-def _run_check(
-    check: Callable[..., CheckReport],
-    subject: object,
-    args: argparse.Namespace,
-    options: dict[str, Any],
-) -> int:
-    """Run `check` with the shared options, print the report and every failure's
-    reproducer path; the exit status."""
-    if options.get("threads", 1) is not None and options.get("threads", 1) < 1:
-        raise UsageError(f"--threads must be at least 1; got {options['threads']}")
+def _run_check(side: Side, args: argparse.Namespace) -> int:
+    """Build the options (`[tool.lpim]`, then the flags), load the target, run the check,
+    print the report and every failure's reproducer path; the exit status."""
+    from lpim.testing.check import check_encoder_with
+    from lpim.testing.consumer import check_lane_consumer_with
+
+    layers = pyproject_layers(Path.cwd())
     live = _Progress(sys.stdout)
+    given = Given("flag", {"progress": live})
+    options = options_of(side, *layers, flags_given(side, args), given)  # before any import
+    subject = load_target(args.target, side)
+    options = dataclasses.replace(options, factory=args.target)  # checked by load_target
+    if _is_module(subject):
+        subject.eval()
+    if options.pyproject:
+        print(f"options from {options.pyproject} [tool.lpim]; flags override them")
+    check = check_encoder_with if side == "encoder" else check_lane_consumer_with
     try:
-        report = check(
-            subject,
-            device=_device(args.device),
-            settings=_settings(args.profile, args.max_examples),
-            properties=args.properties,
-            strict=args.strict,
-            progress=live,
-            **options,
-        )
+        report = check(subject, options)
     except PropertyError as failure:
-        paths = [_write_reproducer(f, args.reproducer_dir) for f in failure.failures]
         print()
         print(failure.report if failure.report is not None else "")
         print(f"\n{failure}")
-        where = args.reproducer_dir.resolve()
-        print(f"\n{len(paths)} reproducer(s) written to {where}/:")
+        directory = Path(options.reproducer_dir)
+        paths = [_write_reproducer(f, directory) for f in failure.failures]
+        print(f"\n{len(paths)} reproducer(s) written to {directory.resolve()}/:")
         for path in paths:
             print(f"  python {path}")
         return EXIT_FAILED
@@ -542,78 +242,14 @@ def _run_check(
         print(incomplete.report)
         print(f"\n{incomplete}")
         return EXIT_FAILED
-    except (ValueError, TypeError) as error:  # point_dim unknown, a contract value, ...
-        raise UsageError(_flag_names(str(error))) from error
     print()
     print(report)
     return EXIT_OK
 
 
-# Python keywords of the checks, as the flags that set them.
-_FLAGS = {
-    "point_dim": "--point-dim",
-    "embed_dim": "--embed-dim",
-    "min_points": "--min-points",
-    "empty_lanes": "--empty-lanes",
-    "empty_samples": "--empty-samples",
-    "batch_size": "--batch-size",
-    "num_lanes": "--num-lanes",
-    "num_points": "--num-points",
-    "precision": "--precision",
-    "garbage": "--garbage",
-    "layout": "--layout",
-    "threads": "--threads",
-    "deadline": "--deadline",
-}
-
-
-def _flag_names(message: str) -> str:
-    """`message` with the check's keywords named as this command's flags where it tells
-    what to pass or what was wrong ("pass point_dim=D", "min_points must be ...")."""
-    for keyword, flag in _FLAGS.items():
-        message = re.sub(rf"\bpass {keyword}=(\w+)", rf"pass {flag} \1", message)
-        message = re.sub(rf"^{keyword} must\b", f"{flag} must", message)
-    return message
-
-
-def _settings(profile: str | None, max_examples: int | None) -> Settings:
-    """The Hypothesis settings of a check: a profile's, or lpim check's own (derandomized and
-    without an example database, so the verdict is the same every run and nothing is written
-    to the folder but reproducers)."""
-    settings = Settings(DEFAULT_SETTINGS, derandomize=True, database=None)
-    if profile is not None:
-        register_profiles()
-        try:
-            settings = Settings.get_profile(profile)
-        except Exception as error:  # Hypothesis raises InvalidArgument for an unknown name
-            raise UsageError(
-                f"unknown Hypothesis profile {profile!r}; lpim's are {', '.join(PROFILES)}"
-            ) from error
-    if max_examples is not None:
-        if max_examples < 1:
-            raise UsageError(f"--max-examples must be at least 1; got {max_examples}")
-        settings = Settings(settings, max_examples=max_examples)
-    return settings
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise UsageError(f"--device: expected cpu, cuda or cuda:N; got {name!r}") from error
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device: expected cpu, cuda or cuda:N; got {name!r}")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(
-                f"--device {name}: torch.cuda.is_available() is False (torch {torch.__version__}"
-                f"{', a CPU-only build' if torch.version.cuda is None else ''})"
-            )
-        if (device.index or 0) >= torch.cuda.device_count():
-            raise UsageError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible"
-            )
-    return device
+def _is_module(thing: object) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(thing, torch.nn.Module)
 
 
 class _Progress:
@@ -627,7 +263,7 @@ class _Progress:
         self.stream = stream
         self.live = stream.isatty()
 
-    def __call__(self, name: str, dtype: torch.dtype, result: PropertyResult | None) -> None:
+    def __call__(self, name: str, dtype: Any, result: PropertyResult | None) -> None:
         label = f"  {name:<26} {str(dtype).removeprefix('torch.'):<9}"
         if result is None:
             if self.live:
@@ -639,24 +275,6 @@ class _Progress:
         clear_rest = "\x1b[K" if self.live else ""  # wipe what "running..." left on the line
         self.stream.write(f"{line}  {detail or result.note[:60]}".rstrip() + clear_rest + "\n")
         self.stream.flush()
-
-
-def _add_deadline_option(check: argparse.ArgumentParser) -> None:
-    check.add_argument(
-        "--deadline",
-        type=float,
-        metavar="SECONDS",
-        help="fail property 'deadline' when one call of the encoder on one batch takes longer "
-        "(timed twice before it counts; default: no limit)",
-    )
-
-
-def _deadline(args: argparse.Namespace) -> float | None:
-    """`--deadline` checked: a positive finite number of seconds, or None."""
-    seconds: float | None = args.deadline
-    if seconds is not None and not (0 < seconds < float("inf")):
-        raise UsageError(f"--deadline must be a positive number of seconds; got {seconds}")
-    return seconds
 
 
 def _write_reproducer(failure: PropertyError[Any], directory: Path) -> Path:

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from lpim.sanitizer import SanitizeReport
     from lpim.testing import CheckReport
+    from lpim.testing.options import Side
 
 __all__ = [
     "DEVICE_OPTION",
@@ -239,89 +240,68 @@ def lpim_check(
 ) -> Callable[..., CheckReport]:
     """`lpim_check(encoder_or_factory, **kwargs)`: `lpim.testing.check_encoder`, here.
 
-    `encoder_or_factory` is an encoder (anything following the encoder protocol) or a
-    zero-argument callable that builds one (a class or a factory function; told apart from an
-    encoder by not being an `nn.Module` and taking no arguments). It runs on `lpim_device`
-    with the loaded Hypothesis profile's settings (see `profile_settings`) and the data contract
-    of the `[tool.lpim]` table in the project's `pyproject.toml` (`layout`, `garbage`,
-    `min-points`, ...); `kwargs` go to `check_encoder` (`dtype=`, `point_dim=`,
-    `properties=`, `layout=`, `settings=`, ...) and override those defaults. Returns the
-    report; a failed property raises `lpim.testing.EncoderPropertyError`, which fails the test
-    with lpim's message first: the property, the shrunk example and the reproducer.
+    `encoder_or_factory` is an encoder (anything following the encoder protocol) or what builds
+    one: a class, or a function whose parameters all have defaults (the rule of
+    `lpim.testing.target.built`, the same as `lpim check`'s). It runs on `lpim_device` with
+    the loaded Hypothesis profile's settings (see `profile_settings`) and the options of the
+    `[tool.lpim]` table in the project's `pyproject.toml` (`layout`, `garbage`, `min-points`,
+    `dtype`, ... exactly as `lpim check` reads them); `kwargs` are `check_encoder`'s
+    (`dtype=`, `point_dim=`, `properties=`, `layout=`, `settings=`, ...) and override those.
+    Returns the report; a failed property raises `lpim.testing.EncoderPropertyError`, which
+    fails the test with lpim's message first: the property, the shrunk example and the
+    reproducer.
     """
-    from lpim.testing import check_encoder
-
-    defaults = _pyproject_defaults(pytestconfig)
-
-    return _runner(check_encoder, lpim_device, defaults)
+    return _runner("encoder", lpim_device, pytestconfig)
 
 
 @pytest.fixture(scope="session")
-def lpim_check_consumer(lpim_device: torch.device) -> Callable[..., CheckReport]:
+def lpim_check_consumer(
+    lpim_device: torch.device, pytestconfig: pytest.Config
+) -> Callable[..., CheckReport]:
     """`lpim_check_consumer(consumer_or_factory, **kwargs)`:
     `lpim.testing.check_lane_consumer`, here.
 
     As `lpim_check`, for what reads the lanes: `consumer(lane_embedding [B, M, C], lane_mask
     [B, M], *other_inputs)` with `lane_mask` True = real lane. `kwargs` go to
-    `check_lane_consumer` (`other_inputs=` such as `lpim.strategies.bev_queries` or
-    `lpim.strategies.bev_maps`, `order_invariant=`, `embed_dim=`, `dtype=`, ...). A failed
-    property raises `lpim.testing.LaneConsumerPropertyError`.
+    `check_lane_consumer` (`other_inputs=` such as `lpim.strategies.bev_queries(...)` or
+    `lpim.strategies.bev_maps(...)`, `order_invariant=`, `embed_dim=`, `dtype=`, ...), over
+    the same `[tool.lpim]` options. A failed property raises
+    `lpim.testing.LaneConsumerPropertyError`.
     """
-    from lpim.testing import check_lane_consumer
-
-    return _runner(check_lane_consumer, lpim_device, {})
+    return _runner("consumer", lpim_device, pytestconfig)
 
 
-def _runner(
-    check: Callable[..., CheckReport], device: torch.device, defaults: dict[str, Any]
-) -> Callable[..., CheckReport]:
-    """What a check fixture returns: ``run(subject_or_factory, **kwargs)`` builds the subject,
-    fills in the device, the profile's settings, ``defaults`` and the factory path (for the
-    reproducer), and runs ``check``; ``kwargs`` override all of them."""
+def _runner(side: Side, device: torch.device, config: pytest.Config) -> Callable[..., CheckReport]:
+    """What a check fixture returns: `run(subject_or_factory, **kwargs)` builds the subject,
+    and runs the check with `[tool.lpim]`, then the device, the profile's settings and the
+    factory path (for the reproducer), then `kwargs` (None leaves an option as it was)."""
+    from pathlib import Path
+
+    from lpim.testing.options import Given, options_of, pyproject_layers
+    from lpim.testing.target import built, factory_path
+
+    layers = pyproject_layers(Path(str(config.rootpath)))
 
     def run(subject_or_factory: Any, **kwargs: Any) -> CheckReport:
         __tracebackhide__ = True  # the test's frame and lpim's message, not lpim's internals
-        subject = _build(subject_or_factory)
-        kwargs = {**defaults, **kwargs}
-        kwargs.setdefault("device", device)
-        kwargs.setdefault("settings", profile_settings())
-        if "factory" not in kwargs and callable(subject_or_factory):
-            kwargs["factory"] = _factory_path(subject_or_factory)
-        return check(subject, **kwargs)
+        from lpim.testing.check import check_encoder_with
+        from lpim.testing.consumer import check_lane_consumer_with
+
+        subject = built(subject_or_factory, side)
+        here = {"device": device, "settings": profile_settings()}
+        if subject is not subject_or_factory:
+            here["factory"] = factory_path(subject_or_factory)
+        given = {k: v for k, v in kwargs.items() if v is not None or k == "threads"}
+        options = options_of(
+            side,
+            *layers,
+            Given("keyword", {k: v for k, v in here.items() if v is not None}),
+            Given("keyword", given),
+        )
+        check = check_encoder_with if side == "encoder" else check_lane_consumer_with
+        return check(subject, options)
 
     return run
-
-
-# [tool.lpim] keys that are check_encoder keywords (the rest are the CLI's: dtype by name, ...).
-_CONTRACT_KEYS = (
-    "layout",
-    "garbage",
-    "min_points",
-    "empty_lanes",
-    "empty_samples",
-    "batch_size",
-    "num_lanes",
-    "num_points",
-    "precision",
-    "point_dim",
-    "threads",
-)
-
-
-def _pyproject_defaults(config: pytest.Config) -> dict[str, Any]:
-    """The data contract of `[tool.lpim]` in the pyproject.toml at or above pytest's rootdir."""
-    from pathlib import Path
-
-    from lpim.testing.contract import find_pyproject, read_pyproject
-
-    found = find_pyproject(Path(str(config.rootpath)))
-    if found is None:
-        return {}
-    try:
-        table = read_pyproject(found)
-    except ValueError as error:
-        raise pytest.UsageError(str(error)) from error
-    return {key: value for key, value in table.items() if key in _CONTRACT_KEYS}
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -342,34 +322,6 @@ def pytest_runtest_makereport(
         if isinstance(failure, PropertyError) and crash is not None:
             dtype = failure.dtype.removeprefix("torch.")
             crash.message = f"{failure.property_name} at {dtype}: {failure.detail.splitlines()[0]}"
-
-
-def _build(encoder_or_factory: Any) -> Any:
-    import inspect
-
-    import torch
-
-    if isinstance(encoder_or_factory, torch.nn.Module) or not callable(encoder_or_factory):
-        return encoder_or_factory
-    try:
-        signature = inspect.signature(encoder_or_factory)
-    except (TypeError, ValueError):  # a builtin or C callable: treat it as the encoder
-        return encoder_or_factory
-    required = [
-        p
-        for p in signature.parameters.values()
-        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    return encoder_or_factory() if not required else encoder_or_factory
-
-
-def _factory_path(factory: Any) -> str | None:
-    """`module:qualname` for a factory defined at a module's top level, for the reproducer."""
-    module = getattr(factory, "__module__", None)
-    qualname = getattr(factory, "__qualname__", "")
-    if not module or not qualname or "<" in qualname:
-        return None
-    return f"{module}:{qualname}"
 
 
 # -- the sanitizer -------------------------------------------------------------------------------

@@ -147,9 +147,9 @@ def test_check_shows_progress_per_property_and_takes_a_profile(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--profile", "no-such-profile"], "unknown Hypothesis profile 'no-such-profile'"),
-        (["--device", "tpu"], "--device: expected cpu, cuda or cuda:N; got 'tpu'"),
-        (["--max-examples", "0"], "--max-examples must be at least 1"),
+        (["--profile", "no-such-profile"], "--profile no-such-profile: unknown Hypothesis profile"),
+        (["--device", "tpu"], "--device must be one torch knows (cpu, cuda, ...); got 'tpu'"),
+        (["--max-examples", "0"], "--max-examples must be >= 1; got 0"),
     ],
 )
 def test_check_bad_options_exit_2(

@@ -27,7 +27,8 @@ from hypothesis import settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from lpim.testing import EncoderPropertyError, check_encoder
-from lpim.testing.check import DATABASE_ENV, DEFAULT_SETTINGS, _base_settings
+from lpim.testing.engine import DATABASE_ENV, DEFAULT_SETTINGS, settings_of
+from lpim.testing.options import Given, options_of
 from lpim.zoo import BUGS
 from lpim.zoo.misbehaving import MISBEHAVING, MaskedMeanEncoder, NoisyOutput
 
@@ -212,11 +213,18 @@ def test_a_failure_found_once_is_replayed_first_from_the_database(tmp_path: Path
 def test_database_location_follows_the_settings_and_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def chosen(side: str, door: str, **keywords: object) -> settings:
+        return settings_of(options_of(side, Given(door, keywords)))  # type: ignore[arg-type]
+
     monkeypatch.delenv(DATABASE_ENV, raising=False)
-    assert _base_settings(None) is DEFAULT_SETTINGS
+    assert chosen("encoder", "keyword").database == DEFAULT_SETTINGS.database
+    assert chosen("encoder", "flag").database is None  # the command writes no database
     monkeypatch.setenv(DATABASE_ENV, str(tmp_path / "db"))
-    chosen = _base_settings(None).database
-    assert isinstance(chosen, DirectoryBasedExampleDatabase)
-    assert Path(chosen.path) == tmp_path / "db"
-    explicit = settings(database=None)
-    assert _base_settings(explicit) is explicit  # settings passed win over the environment
+    for side in ("encoder", "consumer"):  # one reader of the variable, for both checks
+        for door in ("keyword", "flag"):
+            database = chosen(side, door).database
+            assert isinstance(database, DirectoryBasedExampleDatabase)
+            assert Path(database.path) == tmp_path / "db"
+    explicit = settings(database=None, max_examples=3)
+    # settings passed win over the environment
+    assert chosen("encoder", "keyword", settings=explicit).database is None

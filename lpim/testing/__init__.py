@@ -20,7 +20,9 @@
 Modules: `protocol` (how an encoder is called), `properties` (the encoder asserts),
 `consumer_properties` (the consumer asserts), `compare` (the one comparator under the tolerance
 rule), `errors` (the error a failed property raises), `report` (rows, headline, table),
-`contract` (the data contract), `arguments` (the checks' shared arguments), `reproducer` (source
+`options` (every option of the checks, declared once: keyword, flag, `[tool.lpim]` key),
+`contract` (the data contract), `arguments` (what a check reads off its subject), `target`
+(`MODULE:FACTORY` and the factory rule), `engine` (the one engine, two sides), `reproducer` (source
 that re-raises a failure, either side), `driver` (the one loop every check runs through), `check`
 (encoders), `consumer` (lane-set consumers), `reference` (torch's stack from `PriorEncoder`'s
 weights), `dispatch` (an op counter). The property registry ([`REGISTRY`][lpim.testing.REGISTRY],
@@ -39,13 +41,7 @@ from lpim._properties import (
     Side,
     property_names,
 )
-from lpim.testing.check import (
-    CHECKED_PROPERTIES,
-    DEFAULT_DTYPES,
-    DEFAULT_SETTINGS,
-    PRECISIONS,
-    check_encoder,
-)
+from lpim.testing.check import CHECKED_PROPERTIES, check_encoder
 from lpim.testing.consumer import check_lane_consumer
 from lpim.testing.consumer_properties import (
     LaneConsumerPropertyError,
@@ -56,7 +52,9 @@ from lpim.testing.consumer_properties import (
 )
 from lpim.testing.contract import DataContract
 from lpim.testing.driver import IncompleteCheckError
+from lpim.testing.engine import DEFAULT_DTYPES, DEFAULT_SETTINGS
 from lpim.testing.errors import EncoderPropertyError, PropertyError
+from lpim.testing.options import PRECISIONS, CheckOptions
 from lpim.testing.properties import (
     assert_deterministic,
     assert_devices_agree,
@@ -94,6 +92,7 @@ __all__ = [
     "REGISTRY",
     "VERDICTS",
     "Cause",
+    "CheckOptions",
     "CheckReport",
     "DataContract",
     "EncoderOutput",

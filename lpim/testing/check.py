@@ -12,43 +12,27 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from hypothesis import HealthCheck, Verbosity
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
-from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import Flaky, HypothesisException
 
+from lpim._errors import UsageValueError
 from lpim._properties import PROPERTIES, Property, property_names, reproducing_property
 from lpim._validation import check_callable
 from lpim.batch import LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS
 from lpim.testing import properties as props
-from lpim.testing.arguments import (
-    DEFAULT_DTYPES,
-    checked_device,
-    checked_dtypes,
-    checked_factory,
-    checked_properties,
-    checked_settings,
-    declared_width,
-    subject_name,
-    unknown_width,
-)
+from lpim.testing.arguments import declared_width, subject_name, unknown_width
 from lpim.testing.contract import DataContract
-from lpim.testing.driver import (
-    Case,
-    Driver,
-    check_settings,
-    global_rng_restored,
-    torch_threads,
-)
+from lpim.testing.driver import Case, Driver
+from lpim.testing.engine import DATABASE_ENV, DEFAULT_DTYPES, DEFAULT_SETTINGS, run_check
 from lpim.testing.errors import EncoderPropertyError, PropertyError
+from lpim.testing.options import PRECISIONS, CheckOptions, Given, options_of
 from lpim.testing.protocol import (
     DeadlineExceeded,
     Encoder,
@@ -66,33 +50,14 @@ __all__ = [
     "DEFAULT_SETTINGS",
     "PRECISIONS",
     "CheckReport",
+    "EncoderSide",
     "PropertyResult",
     "check_encoder",
 ]
 
-
-PRECISIONS = ("cast", "autocast")
-"""How a low-precision dtype is run: `cast` copies the module with `.to(dtype)` and feeds
-it points of that dtype; `autocast` keeps parameters and points in float32 and runs under
-`torch.autocast(device_type, dtype)`, as mixed-precision training does (bfloat16 and
-float16 only; float64 and float32 rows run as cast)."""
-
-DEFAULT_SETTINGS = Settings(
-    max_examples=15,
-    deadline=None,  # torch's first calls are slow; lpim-ci and friends set their own
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    report_multiple_bugs=False,
-    verbosity=Verbosity.quiet,
-)
-"""Used when `check_encoder(settings=None)`: small and quick, for editing."""
-
 CHECKED_PROPERTIES: tuple[str, ...] = property_names("encoder")
 """The properties `check_encoder` runs, in order (`properties=` picks among them).
 `runs`, `inputs_unchanged` and `deadline` are checked on every call of the encoder."""
-
-DATABASE_ENV = "LPIM_HYPOTHESIS_DATABASE"
-"""With `settings=None`, a directory named by this environment variable holds the example
-database (else Hypothesis' default, `.hypothesis/examples` under the working directory)."""
 
 
 def check_encoder(
@@ -103,7 +68,7 @@ def check_encoder(
     device: str | torch.device | None = None,
     settings: Settings | None = None,
     properties: str | Sequence[str] | None = None,
-    precision: str = "cast",
+    precision: str | None = None,
     layout: str | Sequence[str] | None = None,
     garbage: str | None = None,
     min_points: int | None = None,
@@ -113,7 +78,7 @@ def check_encoder(
     num_lanes: int | tuple[int, int] | None = None,
     num_points: int | tuple[int, int] | None = None,
     strategy: st.SearchStrategy[LaneBatch] | None = None,
-    strict: bool = False,
+    strict: bool | None = None,
     threads: int | None = 1,
     factory: str | None = None,
     deadline: float | datetime.timedelta | None = None,
@@ -125,7 +90,10 @@ def check_encoder(
     Every property x dtype row runs, even after a failure, so the report shows them all. The
     data-contract keywords (`layout` ... `strategy`; default: anything may happen) narrow
     the batches drawn to those the user's loader produces; the report's header names the
-    contract checked, so a pass never claims more than was checked.
+    contract checked, so a pass never claims more than was checked. Every keyword is an
+    option of `lpim.testing.options` (the same option as `lpim check`'s flag and the
+    `[tool.lpim]` key); None leaves its default, and every value is checked, alone and against
+    the others, before anything of the encoder's runs.
 
     Args:
         encoder: anything following the encoder protocol (`lpim.testing.protocol`). A module
@@ -133,7 +101,8 @@ def check_encoder(
         point_dim: `D`; when omitted, read from an `in_dim`, `point_dim`, `input_dim`,
             `in_channels` or `in_features` attribute, else from the input width of the
             encoder's first layer that a probe call confirms.
-        dtype: one dtype or several; default float64, float32, bfloat16, float16.
+        dtype: one dtype or several (`torch.float32` or `"float32"`); default float64,
+            float32, bfloat16, float16.
         device: where to run (default CPU). `devices_agree` compares CPU with CUDA and is
             skipped, with the reason, where there is no CUDA.
         settings: Hypothesis settings (e.g. a profile's); default `DEFAULT_SETTINGS`. Their
@@ -142,14 +111,15 @@ def check_encoder(
             `settings=None`, `$LPIM_HYPOTHESIS_DATABASE` names the directory when set.
             Their `deadline` is ignored: pass `deadline=`.
         properties: a subset of `CHECKED_PROPERTIES` (a name or a list; default all).
-        precision: `"cast"` or `"autocast"` (see `PRECISIONS`). The tolerance rule
-            applies at the row's dtype either way.
+        precision: `"cast"` (default) or `"autocast"` (see `PRECISIONS`). The tolerance
+            rule applies at the row's dtype either way.
         layout: the contract's padding layouts: `"right"`, `"left"`, `"scattered"` or a
             list (default all three).
         garbage: what the contract lets padded slots hold: `"any"` (default: huge, inf, NaN
             too), `"finite"`, `"zeros"` or `"repeat_last"`. NaN/inf sensitivity is
             property `ignores_nonfinite_padding`, excluded unless `"any"`.
-        min_points: the fewest real points in a non-empty lane (default 1).
+        min_points: the fewest real points in a non-empty lane (default 1); at most the
+            largest `num_points`.
         empty_lanes: whether empty lanes occur (default True); `"zero"` also requires them
             to give an all-zero `lane_embedding` (property `empty_lanes_zero`).
         empty_samples: whether samples without a real lane occur (default True).
@@ -157,7 +127,8 @@ def check_encoder(
         num_lanes: `M`: an int or a range (default (1, 6)).
         num_points: `N`: an int or a range (default (1, 8)).
         strategy: a Hypothesis strategy of `lpim.LaneBatch` to draw from instead (its point
-            dimension is used; `garbage` still says what padded slots may hold).
+            dimension is used; `garbage` still says what padded slots may hold; the other
+            contract keywords may not be given with it).
         strict: raise `lpim.testing.driver.IncompleteCheckError` when nothing failed but a row
             was skipped or unsupported (for CI machines that must run everything).
         threads: torch's intra-op threads during the check (restored after); default 1,
@@ -186,105 +157,141 @@ def check_encoder(
         EncoderPropertyError: the first failure in full (shrunk example, `.reproducer`),
             with `.failures` (every failure, each with its reproducer) and `.report`.
         lpim.testing.driver.IncompleteCheckError: `strict=True` and rows were not run.
-        ValueError: an unknown property, dtype or precision, a contract value out of range,
-            `point_dim` that cannot be read or disagrees with the encoder's, a device torch
-            does not know, that is not available or is `meta`, a malformed `factory` or a
-            non-positive `deadline`.
-        TypeError: `encoder` is not callable, `settings` is not a `hypothesis.settings`,
-            or an argument has the wrong type.
+        lpim.errors.UsageValueError: (a `ValueError`) an unknown property, dtype or
+            precision, a value out of range, a contract that cannot be met or is too large to
+            draw, `point_dim` that cannot be read or disagrees with the encoder's, a device
+            torch does not know or that is not available, a malformed `factory`.
+        lpim.errors.UsageTypeError: (a `TypeError`) `encoder` is not callable, `settings`
+            is not a `hypothesis.settings`, or another argument has the wrong type.
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
-    check_callable(encoder, "encoder", "encoder(points, point_mask)")
-    dtypes = checked_dtypes(dtype)
-    target = checked_device(device)
-    names = checked_properties(properties, list(CHECKED_PROPERTIES))
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
-    contract = DataContract.of(
-        layout=layout,
-        garbage=garbage,
-        min_points=min_points,
-        empty_lanes=empty_lanes,
-        empty_samples=empty_samples,
-        batch_size=batch_size,
-        num_lanes=num_lanes,
-        num_points=num_points,
-        strategy=strategy,
-    )
-    dim = _point_dim(point_dim, encoder)
-    checked_factory(factory)
-    limit = _deadline_seconds(deadline)
-    run_settings = check_settings(_base_settings(settings))
-    # Nondeterminism shows on any batch: a fifth of the examples is plenty for `deterministic`
-    # (a nondeterministic encoder that slips through makes a later property Flaky, which is
-    # reported as `deterministic` too).
-    twice = Settings(run_settings, max_examples=max(1, run_settings.max_examples // 5))
-    report = CheckReport(subject_name(encoder), contract=contract.describe())
-    driver: Driver[LaneBatch] = Driver(report, progress, strict)
+    keywords: dict[str, Any] = {
+        "point_dim": point_dim,
+        "dtype": dtype,
+        "device": device,
+        "settings": settings,
+        "properties": properties,
+        "precision": precision,
+        "layout": layout,
+        "garbage": garbage,
+        "min_points": min_points,
+        "empty_lanes": empty_lanes,
+        "empty_samples": empty_samples,
+        "batch_size": batch_size,
+        "num_lanes": num_lanes,
+        "num_points": num_points,
+        "strategy": strategy,
+        "strict": strict,
+        "factory": factory,
+        "deadline": deadline,
+        "progress": progress,
+    }
+    given = {k: v for k, v in keywords.items() if v is not None}
+    given["threads"] = threads  # None means torch's own here, not the default
+    options = options_of("encoder", Given("keyword", given))
+    return check_encoder_with(encoder, options)
 
-    with torch_threads(threads), global_rng_restored(target):
-        empty_lanes_seen = ""
-        for checked_dtype in dtypes:
-            autocast = precision == "autocast" and checked_dtype in (torch.bfloat16, torch.float16)
-            held_dtype = torch.float32 if autocast else checked_dtype
-            context = _autocast(target, checked_dtype) if autocast else contextlib.nullcontext
-            subject = _prepare(encoder, held_dtype, checked_dtype, target, dim, driver, factory)
-            if subject is None:
-                continue
-            subject.deadline = limit
-            with context():
-                unsupported = _unsupported(encoder, subject, dim, checked_dtype, autocast)
-            for name in names:
-                prop = PROPERTIES[name]
-                excluded = _excluded(prop, contract)
-                if prop.declared_by and properties is None and excluded:
-                    continue  # an opt-in property gets a row only when asked for or declared
-                skipped = _skipped_here(name, target)
-                if excluded or unsupported or skipped:
-                    verdict, note = (
-                        ("excluded", excluded)
-                        if excluded
-                        else ("unsupported", unsupported)
-                        if unsupported
-                        else ("skipped", skipped)
-                    )
-                    driver.row(PropertyResult(name, checked_dtype, verdict, 0, 0.0, 0.0, note))
-                    continue
-                check = getattr(props, prop.assert_name)
-                if prop.takes_garbage:
-                    check = functools.partial(check, garbage=contract.garbage)
-                driver.run(
-                    Case(
-                        property_name=name,
-                        dtype=checked_dtype,
-                        strategy=contract.batches(
-                            point_dim=dim,
-                            dtype=held_dtype,
-                            device=target,
-                            garbage=_drawn_garbage(prop, contract),
-                        ),
-                        check=functools.partial(check, subject),
-                        settings=twice if name == "deterministic" else run_settings,
-                        database_key=f"lpim:{name}:{checked_dtype}:{precision}:"
-                        f"{_database_key(encoder)}",
-                        reproducer=functools.partial(
-                            _reproducer, name, encoder, factory, subject, contract, autocast
-                        ),
-                        context=context,
-                        translate=functools.partial(_translate, name, subject),
-                        pass_note=functools.partial(_reference_note, subject),
-                    )
+
+def check_encoder_with(encoder: Encoder, options: CheckOptions) -> CheckReport:
+    """`check_encoder` with options already built (by the `lpim` command or a fixture).
+
+    Raises:
+        As `check_encoder`.
+    """
+    __tracebackhide__ = True
+    check_callable(encoder, "encoder", "encoder(points, point_mask)")
+    return run_check(EncoderSide(encoder), subject_name(encoder), options)
+
+
+class EncoderSide:
+    """The encoder's share of the engine (`lpim.testing.engine.CheckSide`): copying the module
+    to a dtype (`precision="cast"`) or running it under `torch.autocast`, telling a dtype
+    the encoder cannot run (`unsupported`) from a bug, which padded-slot contents each property
+    draws, the reproducer, and what empty lanes give."""
+
+    side = "encoder"
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.empty_lanes_seen = ""
+
+    def prepare(self, options: CheckOptions) -> None:
+        self.options = options
+        self.contract_ = DataContract.from_options(options)
+        self.point_dim = _point_dim(options, self.encoder)
+        self.device = torch.device(options.device)
+        self.names = list(options.properties or CHECKED_PROPERTIES)
+
+    def contract(self) -> str:
+        return self.contract_.describe()
+
+    def rows(
+        self, dtype: torch.dtype, settings: Settings, driver: Driver[LaneBatch]
+    ) -> Iterator[Case[LaneBatch] | PropertyResult]:
+        options, contract, target, dim = self.options, self.contract_, self.device, self.point_dim
+        autocast = options.precision == "autocast" and dtype in (torch.bfloat16, torch.float16)
+        held_dtype = torch.float32 if autocast else dtype
+        context = _autocast(target, dtype) if autocast else contextlib.nullcontext
+        subject = _prepare(self.encoder, held_dtype, dtype, target, dim, driver, options.factory)
+        if subject is None:
+            return
+        subject.deadline = options.deadline
+        with context():
+            unsupported = _unsupported(self.encoder, subject, dim, dtype, autocast)
+        # Nondeterminism shows on any batch: a fifth of the examples is plenty for `deterministic`
+        # (a nondeterministic encoder that slips through makes a later property Flaky, which is
+        # reported as `deterministic` too).
+        twice = Settings(settings, max_examples=max(1, settings.max_examples // 5))
+        for name in self.names:
+            prop = PROPERTIES[name]
+            excluded = _excluded(prop, contract)
+            if prop.declared_by and options.properties is None and excluded:
+                continue  # an opt-in property gets a row only when asked for or declared
+            skipped = _skipped_here(name, target)
+            if excluded or unsupported or skipped:
+                verdict, note = (
+                    ("excluded", excluded)
+                    if excluded
+                    else ("unsupported", unsupported)
+                    if unsupported
+                    else ("skipped", skipped)
                 )
-            if not empty_lanes_seen and contract.empty_lanes is not False and not unsupported:
-                with context():
-                    empty_lanes_seen = props.empty_lane_values(
-                        subject, _with_empty_lanes(dim, held_dtype, target)
-                    )
+                yield PropertyResult(name, dtype, verdict, 0, 0.0, 0.0, note)
+                continue
+            check = getattr(props, prop.assert_name)
+            if prop.takes_garbage:
+                check = functools.partial(check, garbage=contract.garbage)
+            yield Case(
+                property_name=name,
+                dtype=dtype,
+                strategy=contract.batches(
+                    point_dim=dim,
+                    dtype=held_dtype,
+                    device=target,
+                    garbage=_drawn_garbage(prop, contract),
+                ),
+                check=functools.partial(check, subject),
+                settings=twice if name == "deterministic" else settings,
+                database_key=f"lpim:{name}:{dtype}:{options.precision}:"
+                f"{_database_key(self.encoder)}",
+                reproducer=functools.partial(
+                    _reproducer, name, self.encoder, options.factory, subject, contract, autocast
+                ),
+                context=context,
+                translate=functools.partial(_translate, name, subject),
+                pass_note=functools.partial(_reference_note, subject),
+            )
+        if not self.empty_lanes_seen and contract.empty_lanes is not False and not unsupported:
+            with context():
+                self.empty_lanes_seen = props.empty_lane_values(
+                    subject, _with_empty_lanes(dim, held_dtype, target)
+                )
+
+    def notes(self, report: CheckReport) -> None:
         if subject_notes := _reference_notes(report):
             report.notes.append(subject_notes)
-        if empty_lanes_seen:
-            report.notes.append(_empty_lane_note(empty_lanes_seen))
-    return driver.finish()
+        if self.empty_lanes_seen:
+            report.notes.append(_empty_lane_note(self.empty_lanes_seen))
 
 
 def _reference_note(subject: Subject) -> str:
@@ -560,41 +567,18 @@ def _skipped_here(name: str, target: torch.device) -> str:
     return ""
 
 
-def _point_dim(point_dim: int | None, encoder: Encoder) -> int:
-    if point_dim is None:
-        return _read_point_dim(encoder)
-    if isinstance(point_dim, bool) or not isinstance(point_dim, int):
-        raise TypeError(f"point_dim must be an int >= 1; got {point_dim!r}")
-    if point_dim < 1:
-        raise ValueError(f"point_dim must be >= 1 (coordinates per point); got {point_dim}")
+def _point_dim(options: CheckOptions, encoder: Encoder) -> int:
+    """`D`: `point_dim` as given (checked against the encoder's `in_dim`), else read."""
+    if options.point_dim is None:
+        return _read_point_dim(encoder, options)
     declared = getattr(encoder, "in_dim", None)
-    if isinstance(declared, int) and not isinstance(declared, bool) and declared != point_dim:
-        raise ValueError(
-            f"point_dim must match the encoder's in_dim = {declared}; got point_dim = "
-            f"{point_dim} (leave it out to use the encoder's)"
+    declares = isinstance(declared, int) and not isinstance(declared, bool)
+    if declares and declared != options.point_dim:
+        raise UsageValueError(
+            f"{options.name('point_dim')} must match the encoder's in_dim = {declared} (leave it "
+            "out to use the encoder's)"
         )
-    return point_dim
-
-
-def _deadline_seconds(deadline: object) -> float | None:
-    if deadline is None:
-        return None
-    if isinstance(deadline, datetime.timedelta):
-        deadline = deadline.total_seconds()
-    if isinstance(deadline, bool) or not isinstance(deadline, int | float):
-        raise TypeError(f"deadline must be seconds (a number) or a timedelta; got {deadline!r}")
-    if not (deadline > 0 and deadline != float("inf")):
-        raise ValueError(f"deadline must be a positive finite number of seconds; got {deadline}")
-    return float(deadline)
-
-
-def _base_settings(settings: object) -> Settings:
-    if settings is None:
-        directory = os.environ.get(DATABASE_ENV)
-        if directory:
-            return Settings(DEFAULT_SETTINGS, database=DirectoryBasedExampleDatabase(directory))
-        return DEFAULT_SETTINGS
-    return checked_settings(settings, DEFAULT_SETTINGS)
+    return options.point_dim
 
 
 def _database_key(encoder: object) -> str:
@@ -611,7 +595,7 @@ def _database_key(encoder: object) -> str:
 _POINT_DIM_ATTRIBUTES = ("in_dim", "point_dim", "input_dim", "in_channels", "in_features")
 
 
-def _read_point_dim(encoder: Encoder) -> int:
+def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
     """`D` from an attribute (`_POINT_DIM_ATTRIBUTES`), else from the input width of the
     encoder's layers (`nn.Linear.in_features`, `nn.Conv1d.in_channels`, an RNN's
     `input_size`), in the order they appear, confirmed by a probe call that runs."""
@@ -641,7 +625,7 @@ def _read_point_dim(encoder: Encoder) -> int:
         encoder,
         "how many coordinates a point has",
         _POINT_DIM_ATTRIBUTES,
-        "point_dim=D",
+        options.how_to_pass("point_dim", "D"),
         tried,
     )
 

@@ -9,39 +9,31 @@ sets (with the consumer's other inputs), runs each property at each dtype and re
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from hypothesis import settings as Settings
+from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
 
+from lpim._errors import UsageTypeError, UsageValueError
 from lpim._properties import CONSUMER_PROPERTIES, Property, property_names, reproducing_property
-from lpim._validation import check_bool, check_callable, check_int, check_size
+from lpim._validation import check_callable
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
 from lpim.testing import consumer_properties
-from lpim.testing.arguments import (
-    checked_device,
-    checked_dtypes,
-    checked_factory,
-    checked_properties,
-    checked_settings,
-    declared_width,
-    subject_name,
-    unknown_width,
-)
-from lpim.testing.check import DEFAULT_SETTINGS
+from lpim.testing.arguments import declared_width, subject_name, unknown_width
 from lpim.testing.consumer_properties import Consumer, LaneConsumerPropertyError, run_consumer
-from lpim.testing.driver import Case, Driver, check_settings, global_rng_restored, torch_threads
+from lpim.testing.driver import Case, Driver
+from lpim.testing.engine import run_check
 from lpim.testing.errors import PropertyError
+from lpim.testing.options import CheckOptions, Given, options_of
 from lpim.testing.protocol import Subject
 from lpim.testing.report import CheckReport, PropertyResult
 from lpim.testing.reproducer import reproducer
 
-__all__ = ["check_lane_consumer"]
-
-
-# -- the check -------------------------------------------------------------------------------------
+__all__ = ["ConsumerSide", "check_lane_consumer", "check_lane_consumer_with"]
 
 
 def _garbage(prop: Property) -> str | None:
@@ -55,48 +47,56 @@ def check_lane_consumer(
     *,
     embed_dim: int | None = None,
     other_inputs: OtherInputs | None = None,
-    order_invariant: bool = False,
+    order_invariant: bool | None = None,
     dtype: torch.dtype | Sequence[torch.dtype] | None = None,
     device: str | torch.device | None = None,
     settings: Settings | None = None,
     properties: str | Sequence[str] | None = None,
-    batch_size: int | tuple[int, int] = (1, 3),
-    num_lanes: int | tuple[int, int] = (1, 6),
-    strict: bool = False,
+    batch_size: int | tuple[int, int] | None = None,
+    num_lanes: int | tuple[int, int] | None = None,
+    strict: bool | None = None,
     threads: int | None = 1,
     factory: str | None = None,
+    deadline: float | None = None,
     progress: Callable[[str, torch.dtype, PropertyResult | None], None] | None = None,
 ) -> CheckReport:
     """Check every lane-consumer property on `consumer`; return the report, or raise at the
     end with every failure.
 
-    Every property x dtype row runs, even after a failure, through the same driver as
-    `lpim.testing.check_encoder` (same table, same headline, same `strict`).
+    Every property x dtype row runs, even after a failure, through the same engine as
+    `lpim.testing.check_encoder` (same options, table, headline, `strict`). Every keyword is
+    an option of `lpim.testing.options` (the same option as `lpim check-consumer`'s flag and
+    the `[tool.lpim]` key); None leaves its default.
 
     Args:
-        consumer: called as ``consumer(lane_embedding [B, M, C], lane_mask [B, M], *args,
-            **kwargs)` (`lane_mask`` True = real lane); returns a tensor or a tuple / list /
+        consumer: called as `consumer(lane_embedding [B, M, C], lane_mask [B, M], *args,
+            **kwargs)` (`lane_mask` True = real lane); returns a tensor or a tuple / list /
             dict of tensors, every one of which is compared (module docstring). A module is
             copied per dtype and put in eval mode; the caller's module is never modified.
         embed_dim: `C`; read from `consumer.embed_dim` (or `d_model`, `lane_dim`) when
             omitted.
         other_inputs: `(batch_size, dtype, device) -> SearchStrategy` of the consumer's other
             inputs: a tuple (positional, after `lane_mask`) or a dict (keyword); e.g.
-            `lpim.strategies.bev_queries` or `lpim.strategies.bev_maps`. None: it takes none.
+            `lpim.strategies.bev_queries(...)` or `lpim.strategies.bev_maps(...)`. None: it
+            takes none. It is called once before the check: one that raises, or returns
+            something other than a strategy, is a usage error.
         order_invariant: declare that the output must not depend on the order of the lane
             slots; `lane_order_invariant` is reported `excluded` otherwise.
         dtype: one dtype or several; default float64, float32, bfloat16, float16.
         device: where to run (default CPU).
         settings: Hypothesis settings (e.g. a profile's); default
-            `lpim.testing.DEFAULT_SETTINGS`.
+            `lpim.testing.DEFAULT_SETTINGS` (with `$LPIM_HYPOTHESIS_DATABASE` as its
+            database when set).
         properties: some of `finite`, `ignores_appended_lanes`, `ignores_padded_lanes`,
             `lane_order_invariant` (default all; `runs` is checked by every one of them).
-        batch_size: `B` of the drawn lane sets: an int or an inclusive `(low, high)` range.
-        num_lanes: `M` of the drawn lane sets: an int or a range.
+        batch_size: `B` of the drawn lane sets: an int or an inclusive `(low, high)` range
+            (default (1, 3)).
+        num_lanes: `M` of the drawn lane sets: an int or a range (default (1, 6)).
         strict: raise `lpim.testing.driver.IncompleteCheckError` when nothing failed but a row
             was skipped or unsupported.
         threads: torch's intra-op threads during the check (restored after; default 1).
         factory: `"module:expression"` that rebuilds the consumer, for the reproducer.
+        deadline: seconds one call of the consumer may take (as `check_encoder`'s).
         progress: as `lpim.testing.check_encoder`'s.
 
     Returns:
@@ -106,76 +106,137 @@ def check_lane_consumer(
         LaneConsumerPropertyError: the first failure in full (shrunk example, `.reproducer`),
             with `.failures` (every failure) and `.report`.
         lpim.testing.driver.IncompleteCheckError: `strict=True` and rows were not run.
-        ValueError: an unknown property or dtype, no property, `embed_dim` below 1 or that
-            cannot be read, a `batch_size` / `num_lanes` below 0 or a reversed range, a
-            device torch does not know, that is not available or is `meta`, a malformed
-            `factory`, or `threads` below 1.
-        TypeError: `consumer`, `other_inputs` or `progress` is not callable, `settings` is
-            not a `hypothesis.settings`, `order_invariant` or `strict` is not a bool, or
-            another argument has the wrong type (`embed_dim`, sizes or `threads` not ints,
-            `properties` not a name or a list, `device` not a str or torch.device).
+        lpim.errors.UsageValueError: (a `ValueError`) an unknown property or dtype, no
+            property, `embed_dim` below 1 or that cannot be read, sizes out of range or too
+            large to draw, a device torch does not know or that is not available, a
+            malformed `factory`, `threads` below 1, an `other_inputs` that raises.
+        lpim.errors.UsageTypeError: (a `TypeError`) `consumer`, `other_inputs` or `progress`
+            is not callable, `other_inputs` gives no strategy, `settings` is not a
+            `hypothesis.settings`, or another argument has the wrong type.
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
-    where = "check_lane_consumer"
-    check_callable(consumer, "consumer", "consumer(lane_embedding, lane_mask, *args, **kwargs)")
-    dtypes = checked_dtypes(dtype)
-    target = checked_device(device)
-    names = checked_properties(properties, list(property_names("consumer")))
-    if other_inputs is not None:
-        check_callable(other_inputs, "other_inputs", "other_inputs(batch_size, dtype, device)")
-    check_bool(order_invariant, "order_invariant")
-    check_bool(strict, "strict")
-    for size_name, size in (("batch_size", batch_size), ("num_lanes", num_lanes)):
-        check_size(size, size_name, where)
-    checked_factory(factory)
-    if progress is not None:
-        check_callable(progress, "progress", "progress(property_name, dtype, result)")
-    run_settings = check_settings(checked_settings(settings, DEFAULT_SETTINGS))
-    dim = (
-        check_int(embed_dim, "embed_dim", where, minimum=1)
-        if embed_dim is not None
-        else _read_embed_dim(consumer)
-    )
-    report = CheckReport(subject_name(consumer))
-    driver: Driver[LaneSet] = Driver(report, progress, strict)
+    keywords: dict[str, Any] = {
+        "embed_dim": embed_dim,
+        "other_inputs": other_inputs,
+        "order_invariant": order_invariant,
+        "dtype": dtype,
+        "device": device,
+        "settings": settings,
+        "properties": properties,
+        "batch_size": batch_size,
+        "num_lanes": num_lanes,
+        "strict": strict,
+        "factory": factory,
+        "deadline": deadline,
+        "progress": progress,
+    }
+    given = {k: v for k, v in keywords.items() if v is not None}
+    given["threads"] = threads  # None means torch's own here, not the default
+    return check_lane_consumer_with(consumer, options_of("consumer", Given("keyword", given)))
 
-    with torch_threads(threads), global_rng_restored(target):
-        for checked_dtype in dtypes:
-            prepared = Subject.prepare(consumer, checked_dtype, target).encoder
-            unsupported = _consumer_unsupported(prepared, dim, checked_dtype, target)
-            for name in names:
-                prop = CONSUMER_PROPERTIES[name]
-                if not prop.is_declared(order_invariant):
-                    note = prop.not_declared(order_invariant)
-                    driver.row(PropertyResult(name, checked_dtype, "excluded", 0, 0.0, 0.0, note))
-                    continue
-                if unsupported:
-                    driver.row(
-                        PropertyResult(name, checked_dtype, "unsupported", 0, 0.0, 0.0, unsupported)
-                    )
-                    continue
-                assert_property = getattr(consumer_properties, prop.assert_name)
-                driver.run(
-                    Case(
-                        property_name=name,
-                        dtype=checked_dtype,
-                        strategy=lane_sets(
-                            batch_size=batch_size,
-                            num_lanes=num_lanes,
-                            embed_dim=dim,
-                            garbage=_garbage(prop),
-                            dtype=checked_dtype,
-                            device=target,
-                            other_inputs=other_inputs,
-                        ),
-                        check=functools.partial(assert_property, prepared),
-                        settings=run_settings,
-                        database_key=f"lpim-consumer:{name}:{checked_dtype}:{subject_name(consumer)}",
-                        reproducer=functools.partial(_reproducer, name, consumer, factory),
-                        translate=functools.partial(_translate, name),
-                    )
-                )
-    return driver.finish()
+
+def check_lane_consumer_with(consumer: Consumer, options: CheckOptions) -> CheckReport:
+    """`check_lane_consumer` with options already built (by the `lpim` command or a fixture).
+
+    Raises:
+        As `check_lane_consumer`.
+    """
+    __tracebackhide__ = True
+    check_callable(consumer, "consumer", "consumer(lane_embedding, lane_mask, *args, **kwargs)")
+    return run_check(ConsumerSide(consumer), subject_name(consumer), options)
+
+
+class ConsumerSide:
+    """The consumer's share of the engine (`lpim.testing.engine.CheckSide`): lane sets with
+    the consumer's other inputs, its width, its unsupported-dtype probe and its reproducer."""
+
+    side = "consumer"
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+
+    def prepare(self, options: CheckOptions) -> None:
+        self.options = options
+        self.device = torch.device(options.device)
+        self.embed_dim = (
+            options.embed_dim
+            if options.embed_dim is not None
+            else _read_embed_dim(self.consumer, options)
+        )
+        self.names = list(options.properties or property_names("consumer"))
+        if options.other_inputs is not None:
+            _check_other_inputs(options, self.device)
+
+    def contract(self) -> str:
+        return ""
+
+    def rows(
+        self, dtype: torch.dtype, settings: Settings, driver: Driver[LaneSet]
+    ) -> Iterator[Case[LaneSet] | PropertyResult]:
+        options, target = self.options, self.device
+        prepared = Subject.prepare(self.consumer, dtype, target).encoder
+        unsupported = _consumer_unsupported(prepared, self.embed_dim, dtype, target)
+        for name in self.names:
+            prop = CONSUMER_PROPERTIES[name]
+            if not prop.is_declared(options.order_invariant):
+                note = prop.not_declared(options.order_invariant)
+                yield PropertyResult(name, dtype, "excluded", 0, 0.0, 0.0, note)
+                continue
+            if unsupported:
+                yield PropertyResult(name, dtype, "unsupported", 0, 0.0, 0.0, unsupported)
+                continue
+            assert_property = getattr(consumer_properties, prop.assert_name)
+            yield Case(
+                property_name=name,
+                dtype=dtype,
+                strategy=lane_sets(
+                    batch_size=options.batch_size,
+                    num_lanes=options.num_lanes,
+                    embed_dim=self.embed_dim,
+                    garbage=_garbage(prop),
+                    dtype=dtype,
+                    device=target,
+                    other_inputs=options.other_inputs,
+                ),
+                check=functools.partial(assert_property, prepared),
+                settings=settings,
+                database_key=f"lpim-consumer:{name}:{dtype}:{subject_name(self.consumer)}",
+                reproducer=functools.partial(_reproducer, name, self.consumer, options.factory),
+                translate=functools.partial(_translate, name),
+            )
+
+    def notes(self, report: CheckReport) -> None:
+        return None
+
+
+def _check_other_inputs(options: CheckOptions, device: torch.device) -> None:
+    """Call `other_inputs` once, as the check will: what it gives must be a strategy.
+
+    Raises:
+        UsageValueError: it raised (it is the user's function, called with the check's
+            arguments: its failure is a usage error, not the consumer's).
+        UsageTypeError: it gave something other than a Hypothesis strategy (e.g. the factory
+            itself was passed: `bev_maps` rather than `bev_maps(16, 8, 8)`).
+    """
+    name = options.name("other_inputs")
+    try:
+        given = options.other_inputs(1, torch.float32, device)
+    except Exception as error:
+        raise UsageValueError(
+            f"{name}: calling it as other_inputs(batch_size=1, dtype=torch.float32, "
+            f"device={str(device)!r}) raised {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(given, st.SearchStrategy):
+        hint = (
+            " (is it the factory rather than what it builds, e.g. bev_maps rather than "
+            "bev_maps(16, 8, 8)?)"
+            if callable(given)
+            else ""
+        )
+        raise UsageTypeError(
+            f"{name} must be a function (batch_size, dtype, device) -> a Hypothesis strategy of "
+            f"the consumer's other inputs; calling it gave a {type(given).__name__}{hint}"
+        )
 
 
 def _reproducer(
@@ -225,7 +286,7 @@ def _consumer_unsupported(
 _EMBED_DIM_ATTRIBUTES = ("embed_dim", "d_model", "lane_dim")
 
 
-def _read_embed_dim(consumer: Consumer) -> int:
+def _read_embed_dim(consumer: Consumer, options: CheckOptions) -> int:
     """`C` from an attribute (`_EMBED_DIM_ATTRIBUTES`)."""
     declared = declared_width(consumer, _EMBED_DIM_ATTRIBUTES)
     if declared is None:
@@ -234,6 +295,6 @@ def _read_embed_dim(consumer: Consumer) -> int:
             consumer,
             "the lane embedding width C",
             _EMBED_DIM_ATTRIBUTES,
-            "embed_dim=C",
+            options.how_to_pass("embed_dim", "C"),
         )
     return declared

@@ -3,33 +3,26 @@
 A check draws only batches inside the contract, so that a pass never claims more than was
 checked and a failure is never on a batch the user's pipeline cannot produce. The default is the
 strictest: anything may happen (any padding layout, huge/inf/NaN in padded slots, lanes of one
-point, empty lanes and samples). The same keywords work on `lpim.testing.check_encoder`, the
-`lpim_check` fixture and `lpim.strategies.lane_batches`; `lpim check` takes them as flags
-and reads a `[tool.lpim]` table from the user's `pyproject.toml`.
+point, empty lanes and samples). Its options (keywords, flags, `[tool.lpim]` keys, defaults,
+checks) are declared in `lpim.testing.options`, which every door reads; a contract is built
+from checked options, so one that cannot be met never gets here.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from hypothesis import strategies as st
 
-from lpim._validation import check_size
 from lpim.batch import LAYOUTS, LaneBatch
-from lpim.strategies import GARBAGE_CONTRACTS, lane_batches
+from lpim.strategies import lane_batches
+from lpim.testing.options import CheckOptions, Given, options_of
 from lpim.testing.properties import padding_variants
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the same parser, from PyPI, before Python 3.11
-    import tomli as tomllib
-
-__all__ = ["DataContract", "find_pyproject", "read_pyproject"]
+__all__ = ["DataContract"]
 
 _Sizes = int | tuple[int, int]
 
@@ -69,46 +62,31 @@ class DataContract:
 
     @classmethod
     def of(cls, **keywords: Any) -> DataContract:
-        """A contract from keywords (those of the attributes; None keeps the default),
-        validated.
+        """A contract from keywords (those of the attributes; None keeps the default), checked
+        as `check_encoder` checks them (`lpim.testing.options`).
 
         Raises:
-            ValueError: a value outside what the attribute allows, naming it.
-            TypeError: a value of the wrong type.
+            UsageValueError: a value outside what the attribute allows, or values that
+                contradict each other, naming them.
+            UsageTypeError: a value of the wrong type, or an unknown keyword.
         """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(keywords) - known)
-        if unknown:
-            raise TypeError(f"unknown data-contract keywords {unknown}; expected some of {known}")
         given = {k: v for k, v in keywords.items() if v is not None}
-        if isinstance(given.get("layout"), str):
-            given["layout"] = (given["layout"],)
-        if "layout" in given:
-            given["layout"] = tuple(given["layout"])
-        return replace(cls(), **given)._validated()
+        return cls.from_options(options_of("encoder", Given("keyword", given)))
 
-    def _validated(self) -> DataContract:
-        if not self.layout or any(value not in LAYOUTS for value in self.layout):
-            raise ValueError(f"layout must be some of {LAYOUTS}; got {list(self.layout)}")
-        if self.garbage not in GARBAGE_CONTRACTS:
-            raise ValueError(
-                f"garbage must be one of {tuple(GARBAGE_CONTRACTS)}; got {self.garbage!r}"
-            )
-        if isinstance(self.min_points, bool) or not isinstance(self.min_points, int):
-            raise TypeError(f"min_points must be an int >= 1; got {self.min_points!r}")
-        if self.min_points < 1:
-            raise ValueError(f"min_points must be >= 1; got {self.min_points}")
-        if self.empty_lanes not in (True, False, "zero"):
-            raise ValueError(f"empty_lanes must be True, False or 'zero'; got {self.empty_lanes!r}")
-        if not isinstance(self.empty_samples, bool):
-            raise TypeError(f"empty_samples must be True or False; got {self.empty_samples!r}")
-        for name in ("batch_size", "num_lanes", "num_points"):
-            _check_size(name, getattr(self, name))
-        if self.strategy is not None and not isinstance(self.strategy, st.SearchStrategy):
-            raise TypeError(
-                f"strategy must be a Hypothesis strategy of LaneBatch; got {self.strategy!r}"
-            )
-        return self
+    @classmethod
+    def from_options(cls, options: CheckOptions) -> DataContract:
+        """The contract of checked `options`."""
+        return cls(
+            layout=options.layout,
+            garbage=options.garbage,
+            min_points=options.min_points,
+            empty_lanes=options.empty_lanes,
+            empty_samples=options.empty_samples,
+            batch_size=options.batch_size,
+            num_lanes=options.num_lanes,
+            num_points=options.num_points,
+            strategy=options.strategy,
+        )
 
     @property
     def is_default(self) -> bool:
@@ -173,15 +151,6 @@ class DataContract:
         )
 
 
-def _check_size(name: str, size: object) -> None:
-    """A size: an int >= 0 or an inclusive ``(low, high)`` range of them, low <= high.
-
-    Raises:
-        ValueError: anything else (as sizes always have, whatever the mistake).
-    """
-    check_size(size, name, "check_encoder", type_error=ValueError)
-
-
 def _refill(
     batch: LaneBatch, kinds: list[str], dtype: torch.dtype, device: torch.device
 ) -> LaneBatch:
@@ -195,55 +164,3 @@ def _refill(
 
 def _range(size: _Sizes) -> str:
     return str(size) if isinstance(size, int) else f"{size[0]}-{size[1]}"
-
-
-_PYPROJECT_KEYS = {
-    "layout",
-    "garbage",
-    "min-points",
-    "empty-lanes",
-    "empty-samples",
-    "batch-size",
-    "num-lanes",
-    "num-points",
-    "precision",
-    "dtype",
-    "point-dim",
-    "threads",
-}
-
-
-def find_pyproject(start: Path) -> Path | None:
-    """The nearest `pyproject.toml` at or above `start` that has a `[tool.lpim]` table."""
-    for folder in [start, *start.parents]:
-        candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            try:
-                data = tomllib.loads(candidate.read_text())
-            except (OSError, tomllib.TOMLDecodeError):
-                continue
-            if isinstance(data.get("tool"), Mapping) and "lpim" in data["tool"]:
-                return candidate
-    return None
-
-
-def read_pyproject(path: Path) -> dict[str, Any]:
-    """`[tool.lpim]` of `path` as `check_encoder` keywords (`min-points` ->
-    `min_points`; ranges as two-item lists become tuples).
-
-    Raises:
-        ValueError: an unknown key, naming the file and the keys it may hold.
-    """
-    table = tomllib.loads(path.read_text()).get("tool", {}).get("lpim", {})
-    unknown = sorted(set(table) - _PYPROJECT_KEYS)
-    if unknown:
-        raise ValueError(
-            f"{path}: unknown keys in [tool.lpim]: {unknown}; expected some of "
-            f"{sorted(_PYPROJECT_KEYS)}"
-        )
-    found: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, list) and key in ("batch-size", "num-lanes", "num-points"):
-            value = tuple(value)
-        found[key.replace("-", "_")] = value
-    return found

@@ -1,0 +1,151 @@
+"""The one engine behind both checks: options in, rows out, every failure raised at the end.
+
+[`check_encoder`][lpim.testing.check_encoder] and
+[`check_lane_consumer`][lpim.testing.check_lane_consumer] are thin doors: they turn their keywords
+into [`CheckOptions`][lpim.testing.options.CheckOptions] and call `run_check` with their side.
+What differs between an encoder and a consumer (preparing the subject at a dtype, the
+unsupported-dtype probe, which rows run and on what examples, the reproducer, the error) is a
+`CheckSide`; everything else exists here once: the settings and the example database, strict,
+progress, threads, the deadline, the user's state saved and restored, the rows and the headline
+(through the shared `lpim.testing.driver.Driver`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import torch
+from hypothesis import HealthCheck, Verbosity
+from hypothesis import settings as Settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+from lpim._errors import UsageValueError
+from lpim.testing.driver import Case, Driver, check_settings, global_rng_restored, torch_threads
+from lpim.testing.errors import ExampleT
+from lpim.testing.options import CheckOptions
+from lpim.testing.report import CheckReport, PropertyResult
+
+__all__ = [
+    "DATABASE_ENV",
+    "DEFAULT_DTYPES",
+    "DEFAULT_SETTINGS",
+    "CheckSide",
+    "dtypes_of",
+    "run_check",
+    "settings_of",
+]
+
+DEFAULT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+"""The dtypes checked by default: mixed precision is where fill values such as -1e9 overflow."""
+
+DEFAULT_SETTINGS = Settings(
+    max_examples=15,
+    deadline=None,  # torch's first calls are slow; lpim-ci and friends set their own
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    report_multiple_bugs=False,
+    verbosity=Verbosity.quiet,
+)
+"""Used when a check is given no settings: small and quick, for editing."""
+
+DATABASE_ENV = "LPIM_HYPOTHESIS_DATABASE"
+"""With no settings given, a directory named by this environment variable holds the example
+database of every check (else: Hypothesis' default for the Python doors, none for the `lpim`
+command)."""
+
+
+class CheckSide(Protocol[ExampleT]):
+    """What one side of the checks (encoders, consumers) adds to the engine.
+
+    The engine calls `prepare` once, inside the saved user state, before any row; then, for each
+    dtype, `subject` and `rows`; then `notes`.
+    """
+
+    side: str
+
+    def prepare(self, options: CheckOptions) -> None:
+        """Read what the subject declares (its width, ...) and check what only this side can:
+        raise a usage error before anything is run."""
+
+    def contract(self) -> str:
+        """The data contract, in words, for the report's header ('' for none)."""
+
+    def rows(
+        self, dtype: torch.dtype, settings: Settings, driver: Driver[ExampleT]
+    ) -> Iterator[Case[ExampleT] | PropertyResult]:
+        """The rows of `dtype`: a `Case` to run, or a row that needs no run (excluded,
+        unsupported, skipped). A subject that cannot even be prepared at `dtype` records its
+        failure on `driver` and yields nothing."""
+
+    def notes(self, report: CheckReport) -> None:
+        """Add what the whole check learnt to `report.notes` (empty lanes' values, ...)."""
+
+
+def dtypes_of(options: CheckOptions) -> tuple[torch.dtype, ...]:
+    """The dtypes `options` name, as `torch.dtype`s, in the order they are checked."""
+    if options.dtype is None:
+        return DEFAULT_DTYPES
+    return tuple(getattr(torch, name) for name in options.dtype)
+
+
+def settings_of(options: CheckOptions) -> Settings:
+    """The Hypothesis settings every row starts from: `settings=`, else `--profile`'s, else
+    `DEFAULT_SETTINGS` (for the `lpim` command derandomized, so its verdict is the same every
+    run), with `$LPIM_HYPOTHESIS_DATABASE` as the database when set; `--max-examples` last.
+
+    Raises:
+        UsageValueError: an unknown profile, naming the option.
+    """
+    if options.settings is not None:
+        base: Settings = options.settings
+    elif options.profile is not None:
+        from lpim.profiles import PROFILES, register_profiles
+
+        register_profiles()
+        try:
+            base = Settings.get_profile(options.profile)
+        except Exception:  # Hypothesis raises InvalidArgument for an unknown name
+            raise UsageValueError(
+                f"{options.name('profile')}: unknown Hypothesis profile; lpim's are "
+                f"{', '.join(PROFILES)} (or one you registered)"
+            ) from None
+    else:
+        directory = os.environ.get(DATABASE_ENV)
+        command = options.door == "flag"
+        database: Any = (
+            DirectoryBasedExampleDatabase(directory)
+            if directory
+            else None
+            if command
+            else DEFAULT_SETTINGS.database
+        )
+        base = Settings(DEFAULT_SETTINGS, derandomize=command, database=database)
+    if options.max_examples is not None:
+        base = Settings(base, max_examples=options.max_examples)
+    return check_settings(base)
+
+
+def run_check(side: CheckSide[ExampleT], subject_name: str, options: CheckOptions) -> CheckReport:
+    """Run every row of `side` under `options`; return the report, or raise every failure.
+
+    Raises:
+        PropertyError: the first failure in full, with `.failures` and `.report`.
+        lpim.testing.driver.IncompleteCheckError: `strict` and a row was not run.
+        UsageError: what `side.prepare` or the settings refuse.
+    """
+    __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
+    settings = settings_of(options)
+    device = torch.device(options.device)
+    driver: Driver[ExampleT] = Driver(CheckReport(subject_name), options.progress, options.strict)
+    with torch_threads(options.threads), global_rng_restored(device):
+        side.prepare(options)
+        driver.report.contract = side.contract()
+        for dtype in dtypes_of(options):
+            for row in side.rows(dtype, settings, driver):
+                if isinstance(row, PropertyResult):
+                    driver.row(row)
+                else:
+                    driver.run(row)
+        side.notes(driver.report)
+    return driver.finish()
