@@ -57,7 +57,7 @@ from lpim.testing.protocol import (
     reachable_modules,
 )
 from lpim.testing.report import CheckReport, PropertyResult
-from lpim.testing.reproducer import reproducer
+from lpim.testing.reproducer import deadline_call, reproducer
 
 __all__ = [
     "CHECKED_PROPERTIES",
@@ -357,7 +357,7 @@ def _reproducer(
         else ""
     )
     assert_name = prop.assert_name
-    call = _deadline_call(subject.deadline) if failed == "deadline" and subject.deadline else None
+    call = deadline_call(subject.deadline) if failed == "deadline" and subject.deadline else None
     example = failure.example
     if not isinstance(example, LaneBatch):
         raise TypeError(f"an encoder failure's example is a LaneBatch; got {type(example)}")
@@ -524,28 +524,6 @@ def _nondeterminism(
         "dropout active? Call .eval(); else the encoder draws random numbers or keeps state "
         "between calls",
         batch if batch is not None else _probe(1, subject.dtype, subject.device),
-    )
-
-
-def _deadline_call(deadline: float) -> str:
-    """Reproducer lines that time the encoder twice and raise like the check did."""
-    return "\n".join(
-        [
-            "import time",
-            "",
-            "times = []",
-            "for _ in range(2):  # the first call on a new shape is often slow: time it twice",
-            "    started = time.perf_counter()",
-            "    encoder(points.clone(), point_mask.clone())",
-            "    times.append(time.perf_counter() - started)",
-            f"if min(times) > {deadline!r}:",
-            "    raise EncoderPropertyError(",
-            '        "deadline",',
-            f'        f"one call took {{times[0]:.3g}} s, then {{times[1]:.3g}} s; the deadline '
-            f'is {deadline!r} s",',
-            "        LaneBatch(points, point_mask),",
-            "    )",
-        ]
     )
 
 

@@ -11,8 +11,9 @@ import torch
 from lpim._version import __version__
 from lpim.batch import LaneBatch
 from lpim.lane_set import LaneSet
+from lpim.testing.deadline import hard_stop
 
-__all__ = ["encoder_source", "reproducer"]
+__all__ = ["deadline_call", "encoder_source", "reproducer"]
 
 
 def encoder_source(encoder: object, factory: str | None = None) -> tuple[list[str], str]:
@@ -109,6 +110,36 @@ def reproducer(
         "",
     ]
     return "\n".join(lines)
+
+
+def deadline_call(deadline: float) -> str:
+    """Reproducer lines (the `call` of `reproducer`) that time the encoder twice, each call
+    stopped after `lpim.testing.deadline.hard_stop(deadline)` seconds as the check's were,
+    and raise property `deadline` as the check did: a reproducer of a hang ends too."""
+    return "\n".join(
+        [
+            "import time",
+            "",
+            "from lpim.testing.deadline import CallTimedOut, call_within",
+            "",
+            f"deadline, stop = {deadline!r}, {hard_stop(deadline)!r}  # seconds",
+            "times = []",
+            "for _ in range(2):  # the first call on a new shape is often slow: time it twice",
+            "    started = time.perf_counter()",
+            "    try:",
+            "        call_within(stop, encoder, points.clone(), point_mask.clone())",
+            "    except CallTimedOut:  # it did not return within `stop` seconds: stopped",
+            "        pass",
+            "    times.append(time.perf_counter() - started)",
+            "if min(times) > deadline:",
+            "    raise EncoderPropertyError(",
+            '        "deadline",',
+            '        f"one call took {times[0]:.3g} s, then {times[1]:.3g} s (a call is stopped "',
+            '        f"after {stop:g} s); the deadline is {deadline:g} s",',
+            "        LaneBatch(points, point_mask),",
+            "    )",
+        ]
+    )
 
 
 def _tensor_source(value: torch.Tensor) -> str:
