@@ -21,11 +21,21 @@ call, chosen per call:
   abandoned, and asked to stop (an asynchronous exception, which ends a Python loop at its next
   bytecode; a sleep, a wait or an op in C ends on its own time, in the background).
 
-Measured (2 shared cores, torch 2.13 CPU; `benchmarks/deadline.py` prints the table): with a
-limit of 0.2 s, a `while True:` loop, `time.sleep(10**6)` and a lock wait end after 0.20 s on the
-main thread and after 0.20 s from a worker; a 1.5 s matrix product ends when it
-returns on the main thread (1.5 s) and at 0.20 s from a worker. Per call, the signal stop costs
-about 10 µs and the worker about 100 µs.
+Measured (`benchmarks/deadline.py`, 2 shared CPU cores, torch 2.13 CPU, one torch thread, a
+limit of 0.2 s; seconds until the caller got `CallTimedOut`):
+
+| hang | signal (main thread) | thread (worker) | worker left running |
+|---|---|---|---|
+| `while True: pass` | 0.200 | 0.214 | no (stopped) |
+| `time.sleep(10**6)` | 0.200 | 0.221 | yes |
+| `lock.acquire()`, never released | 0.200 | 0.221 | yes |
+| one 1.6 s float64 matmul | 1.40 (when it returns) | 0.239 | yes, until it ends |
+
+A call that returns at once costs about 13 µs more with the signal stop, 120 µs with the worker.
+An abandoned worker is a daemon thread: the process does not wait for it, but one still inside a
+torch op when the interpreter exits makes the process abort (`terminate called without an active
+exception`, exit status 134; seen with the matmul above). The main thread, where `lpim check`
+and pytest run, never leaves one.
 """
 
 from __future__ import annotations
