@@ -202,11 +202,17 @@ REGISTRY: tuple[Property, ...] = (
         "deadline",
         "",
         "each call of the encoder on one batch finishes within check_encoder's deadline "
-        "(timed twice before it counts)",
+        "(timed twice before it counts; a call that does not return is stopped after "
+        "max(10 x deadline, 1 s), and the encoder is not called again)",
         (
             _cause(
                 "a Python loop over lanes or points; a per-call copy of the weights; a "
                 "host sync per lane"
+            ),
+            _cause(
+                "a loop whose exit is never reached (a convergence test that NaN or a low "
+                "precision never passes); a wait on a lock, queue or process that nothing "
+                "releases"
             ),
         ),
         reliability=True,

@@ -231,11 +231,13 @@ def _run_check(side: Side, args: argparse.Namespace) -> int:
         print()
         print(failure.report if failure.report is not None else "")
         print(f"\n{failure}")
-        directory = Path(options.reproducer_dir)
-        paths = [_write_reproducer(f, directory) for f in failure.failures]
-        print(f"\n{len(paths)} reproducer(s) written to {directory.resolve()}/:")
-        for path in paths:
-            print(f"  python {path}")
+        # after the report: a folder that cannot be used is a usage error (exit 2) that loses
+        # nothing of the failure, already printed
+        commands = _write_reproducer(failure.failures, Path(options.reproducer_dir))
+        where = Path(options.reproducer_dir).resolve()
+        print(f"\n{len(commands)} reproducer(s) written to {where}/:")
+        for command in commands:
+            print(f"  {command}")
         return EXIT_FAILED
     except IncompleteCheckError as incomplete:
         print()
@@ -277,20 +279,25 @@ class _Progress:
         self.stream.flush()
 
 
-def _write_reproducer(failure: PropertyError[Any], directory: Path) -> Path:
-    """Write `failure`'s reproducer, runnable from any folder: the folders the checked code
-    was imported from go first on its `sys.path`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    dtype = failure.dtype.removeprefix("torch.")
-    path = directory / f"{failure.property_name}_{dtype}.py"
-    folders = [str(Path.cwd())]
-    header = (
-        f"import sys\nsys.path[:0] = {folders!r}  # where `lpim check` imported your code from\n"
+def _write_reproducer(failures: list[PropertyError[Any]], directory: Path) -> list[str]:
+    """Write the failures' reproducers (`lpim.testing.reproducer.write_reproducers`: never
+    over a file lpim did not write), runnable from any folder: the folder the checked code was
+    imported from goes first on their `sys.path`. One `python PATH` line per reproducer.
+
+    Raises:
+        UsageError: `--reproducer-dir` cannot be used (a file, read-only, not creatable).
+    """
+    from lpim.testing.reproducer import reproducer_filename, write_reproducers
+
+    paths = write_reproducers(
+        failures, directory, sys_path=[str(Path.cwd())], option="--reproducer-dir"
     )
-    source = failure.reproducer
-    first, _, rest = source.partition("\n")  # keep the "# lpim ... reproducer" line first
-    path.write_text(f"{first}\n{header}{rest}")
-    return path
+    commands = []
+    for failure, path in zip(failures, paths, strict=True):
+        usual = reproducer_filename(failure)
+        kept = f"  ({usual} there is not lpim's, or was edited: kept)" if path.name != usual else ""
+        commands.append(f"python {path}{kept}")
+    return commands
 
 
 # -- lpim diagnose ------------------------------------------------------------------------------

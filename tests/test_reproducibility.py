@@ -1,8 +1,8 @@
 """Failures reproduce: reproducers in a fresh process, lpim-ci twice, RNG state, the database.
 
 - A reproducer written by ``check_encoder`` for each new verdict (``deterministic``,
-  ``inputs_unchanged``, ``deadline``) fails the same way in a fresh interpreter (the mask
-  properties' reproducers are covered in ``test_testing.py`` and ``test_cli.py``).
+  ``inputs_unchanged``, ``deadline``, a hang too) fails the same way in a fresh interpreter (the
+  mask properties' reproducers are covered in ``test_testing.py`` and ``test_cli.py``).
 - The ``lpim-ci`` profile gives the same shrunk example and the same report rows in two
   separate processes.
 - ``check_encoder`` leaves torch's, Python's and NumPy's global RNG states as it found them,
@@ -53,7 +53,7 @@ def test_reproducers_of_misbehaviours_fail_the_same_way_in_a_fresh_process(
     tmp_path: Path,
 ) -> None:
     expected = {}
-    for name in ("nondeterministic", "mutates_inputs", "slow", "train_mode_dropout"):
+    for name in ("nondeterministic", "mutates_inputs", "slow", "hangs", "train_mode_dropout"):
         entry = MISBEHAVING[name]
         with pytest.raises(EncoderPropertyError) as info:
             check_encoder(

@@ -29,6 +29,7 @@ from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS
 from lpim.testing import properties as props
 from lpim.testing.arguments import declared_width, subject_name, unknown_width
 from lpim.testing.contract import DataContract
+from lpim.testing.deadline import CallTimedOut, HangMemory, call_within, hard_stop
 from lpim.testing.driver import Case, Driver
 from lpim.testing.engine import DATABASE_ENV, DEFAULT_DTYPES, DEFAULT_SETTINGS, run_check
 from lpim.testing.errors import EncoderPropertyError, PropertyError
@@ -41,7 +42,7 @@ from lpim.testing.protocol import (
     reachable_modules,
 )
 from lpim.testing.report import CheckReport, PropertyResult
-from lpim.testing.reproducer import reproducer
+from lpim.testing.reproducer import deadline_call, reproducer
 
 __all__ = [
     "CHECKED_PROPERTIES",
@@ -214,6 +215,9 @@ class EncoderSide:
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
         self.empty_lanes_seen = ""
+        # One hang is enough: after it, every call of the encoder, at every dtype, raises at
+        # once, so a hanging encoder ends the check within two hard stops.
+        self.hangs = HangMemory()
 
     def prepare(self, options: CheckOptions) -> None:
         self.options = options
@@ -236,6 +240,7 @@ class EncoderSide:
         if subject is None:
             return
         subject.deadline = options.deadline
+        subject.hangs = self.hangs
         with context():
             unsupported = _unsupported(self.encoder, subject, dim, dtype, autocast)
         # Nondeterminism shows on any batch: a fifth of the examples is plenty for `deterministic`
@@ -364,7 +369,7 @@ def _reproducer(
         else ""
     )
     assert_name = prop.assert_name
-    call = _deadline_call(subject.deadline) if failed == "deadline" and subject.deadline else None
+    call = deadline_call(subject.deadline) if failed == "deadline" and subject.deadline else None
     example = failure.example
     if not isinstance(example, LaneBatch):
         raise TypeError(f"an encoder failure's example is a LaneBatch; got {type(example)}")
@@ -534,28 +539,6 @@ def _nondeterminism(
     )
 
 
-def _deadline_call(deadline: float) -> str:
-    """Reproducer lines that time the encoder twice and raise like the check did."""
-    return "\n".join(
-        [
-            "import time",
-            "",
-            "times = []",
-            "for _ in range(2):  # the first call on a new shape is often slow: time it twice",
-            "    started = time.perf_counter()",
-            "    encoder(points.clone(), point_mask.clone())",
-            "    times.append(time.perf_counter() - started)",
-            f"if min(times) > {deadline!r}:",
-            "    raise EncoderPropertyError(",
-            '        "deadline",',
-            f'        f"one call took {{times[0]:.3g}} s, then {{times[1]:.3g}} s; the deadline '
-            f'is {deadline!r} s",',
-            "        LaneBatch(points, point_mask),",
-            "    )",
-        ]
-    )
-
-
 def _skipped_here(name: str, target: torch.device) -> str:
     """Why property `name` cannot run on this machine ('' if it can), decided up front.
 
@@ -617,7 +600,7 @@ def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
             if isinstance(width, int) and width > 0 and width not in candidates:
                 candidates.append(width)
     for width in candidates:
-        if _runs_with(encoder, width):
+        if _runs_with(encoder, width, options.deadline):
             return width
     tried = f" (the widths of its layers, {candidates}, did not run)" if candidates else ""
     raise unknown_width(
@@ -630,8 +613,9 @@ def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
     )
 
 
-def _runs_with(encoder: Encoder, point_dim: int) -> bool:
-    """True when `encoder` runs on one lane of 3 points of `point_dim` coordinates."""
+def _runs_with(encoder: Encoder, point_dim: int, deadline: float | None) -> bool:
+    """True when `encoder` runs on one lane of 3 points of `point_dim` coordinates (within
+    the hard stop of `deadline`, when there is one)."""
     module = encoder if isinstance(encoder, torch.nn.Module) else None
     was_training = module.training if module is not None else False
     try:
@@ -643,8 +627,11 @@ def _runs_with(encoder: Encoder, point_dim: int) -> bool:
             probe = _probe(point_dim, dtype or torch.float32, torch.device("cpu"))
             if first is not None:
                 probe = probe.to(device=first.device)
-            encoder(probe.points, probe.point_mask)
-    except Exception:
+            if deadline is None:
+                encoder(probe.points, probe.point_mask)
+            else:
+                call_within(hard_stop(deadline), encoder, probe.points, probe.point_mask)
+    except (Exception, CallTimedOut):
         return False
     finally:
         if module is not None:

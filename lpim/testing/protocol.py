@@ -17,13 +17,21 @@ import functools
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, NoReturn
 
 import torch
 
 from lpim._errors import LpimError
 from lpim.batch import LaneBatch
+from lpim.testing.deadline import (
+    HARD_STOP_FACTOR,
+    HARD_STOP_FLOOR,
+    CallTimedOut,
+    HangMemory,
+    call_within,
+    hard_stop,
+)
 from lpim.testing.errors import EncoderPropertyError
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
 
@@ -129,6 +137,10 @@ class Subject:
     """Seconds one call may take (`check_encoder(deadline=...)`); None for no limit."""
     reference_note: str = ""
     """Why there is no float64 reference ('' while there is one, or none is needed)."""
+    hangs: HangMemory = field(default_factory=HangMemory)
+    """Whether the encoder hung (a call stopped twice in a row): then every later call raises
+    `DeadlineExceeded` at once. A subject has its own; a check may give several subjects one
+    (`subject.hangs = shared`) to stop calling the encoder anywhere after one hang."""
 
     @classmethod
     def of(cls, encoder: Encoder | Subject, batch: LaneBatch) -> Subject:
@@ -150,22 +162,70 @@ class Subject:
         The encoder gets copies of `points` and `point_mask`; after the call the copies
         must still equal the batch (an encoder that writes into its inputs breaks property
         `inputs_unchanged`, and the caller's tensors are never touched). With a
-        [`deadline`][lpim.testing.protocol.Subject.deadline], a call that takes longer is timed once
-        more, and raises
-        `DeadlineExceeded` if it is slow again.
+        [`deadline`][lpim.testing.protocol.Subject.deadline], every call is timed and stopped
+        after `lpim.testing.deadline.hard_stop(deadline)` seconds (`call_within`); a call over
+        the deadline (or stopped) is made once more on the same batch, and `DeadlineExceeded`
+        is raised if that one is over it too. A call stopped twice in a row is remembered in
+        [`hangs`][lpim.testing.protocol.Subject.hangs]: every later call raises
+        `DeadlineExceeded` at once, without calling the encoder.
         """
         batch = batch.to(device=self.device, dtype=self.dtype)
-        output, took = self._timed_call(batch)
-        if self.deadline is not None and took > self.deadline:
-            _, again = self._timed_call(batch)  # the first call on a new shape is often slow
+        if self.deadline is None:
+            output, _ = self._timed_call(batch, None)
+            return normalise_output(output, batch)
+        if isinstance(earlier := self.hangs.error, DeadlineExceeded):
+            raise DeadlineExceeded(
+                earlier.took,
+                earlier.again,
+                self.deadline,
+                earlier.batch,  # the batch it hung on, for the reproducer
+                stop=earlier.stop,
+                stopped=earlier.stopped,
+                earlier=str(earlier),
+            )
+        stop = hard_stop(self.deadline)
+        output, took = self._timed_call(batch, stop)
+        if took > self.deadline:
+            if isinstance(output, CallTimedOut) and not output.join(stop):
+                # abandoned in a worker and still running: calling it again would run two at once
+                self._hung(
+                    DeadlineExceeded(
+                        took, None, self.deadline, batch, stop=stop, stopped=(True, False)
+                    )
+                )
+            first = output
+            output, again = self._timed_call(batch, stop)  # a first call on a new shape is slow
             if again > self.deadline:
-                raise DeadlineExceeded(took, again, self.deadline, batch)
+                error = DeadlineExceeded(
+                    took,
+                    again,
+                    self.deadline,
+                    batch,
+                    stop=stop,
+                    stopped=(isinstance(first, CallTimedOut), isinstance(output, CallTimedOut)),
+                )
+                if isinstance(output, CallTimedOut):
+                    self._hung(error)
+                raise error
         return normalise_output(output, batch)
 
-    def _timed_call(self, batch: LaneBatch) -> tuple[object, float]:
+    def _hung(self, error: DeadlineExceeded) -> NoReturn:
+        self.hangs.remember(error)
+        raise error
+
+    def _timed_call(self, batch: LaneBatch, stop: float | None) -> tuple[object, float]:
+        """The encoder's output and the seconds it took; with `stop`, the call is stopped
+        after that many seconds and the `CallTimedOut` is returned in place of the output."""
         points, point_mask = batch.points.clone(), batch.point_mask.clone()
         started = time.perf_counter()
-        output = self.encoder(points, point_mask)
+        output: object
+        if stop is None:
+            output = self.encoder(points, point_mask)
+        else:
+            try:
+                output = call_within(stop, self.encoder, points, point_mask)
+            except CallTimedOut as stopped:
+                return stopped, time.perf_counter() - started
         took = time.perf_counter() - started
         _check_unchanged(batch, points, point_mask)
         return output, took
@@ -196,8 +256,14 @@ class Subject:
         batch = batch.to(device=self.device, dtype=torch.float64)
         try:
             with torch.autocast(self.device.type, enabled=False):
-                return normalise_output(twin(batch.points, batch.point_mask), batch)
-        except Exception as error:
+                if self.deadline is None:
+                    output = twin(batch.points, batch.point_mask)
+                else:  # the same hard stop as the encoder's own calls; best effort too
+                    output = call_within(
+                        hard_stop(self.deadline), twin, batch.points, batch.point_mask
+                    )
+                return normalise_output(output, batch)
+        except (Exception, CallTimedOut) as error:
             self.reference_note = _no_reference(error)
             return None
 
@@ -209,7 +275,7 @@ class Subject:
         return tolerance(compute_dtype(self.dtype, self.device), k, depth)
 
 
-def _no_reference(error: Exception) -> str:
+def _no_reference(error: BaseException) -> str:
     first = str(error).splitlines()[0] if str(error) else ""
     return (
         f"no float64 reference ({type(error).__name__}: {first[:80]}): the tolerance rule's "
@@ -218,7 +284,8 @@ def _no_reference(error: Exception) -> str:
 
 
 class DeadlineExceeded(BaseException):
-    """One call of the encoder took longer than the check's deadline, twice in a row.
+    """One call of the encoder took longer than the check's deadline, twice in a row (or did
+    not return and was stopped).
 
     A `BaseException` so that Hypothesis does not shrink or replay it (timing is not a
     function of the input, and every replay would be slow):
@@ -226,17 +293,78 @@ class DeadlineExceeded(BaseException):
     catches it and reports property `deadline` with the times taken.
 
     Attributes:
-        took: seconds of the first call.
-        again: seconds of the second call on the same batch.
+        took: seconds of the first call (until it was stopped, if it was).
+        again: seconds of the second call on the same batch (until it was stopped, if it
+            was); None when the encoder was not called again (its first call was still
+            running in an abandoned worker thread, or it had hung before).
         deadline: the limit, in seconds.
         batch: the batch.
+        stop: seconds after which a call was stopped
+            (`lpim.testing.deadline.hard_stop(deadline)`), or None.
+        stopped: whether the first and the second call were stopped.
+        earlier: when the encoder hung on an earlier call and was not called this time, what
+            was said then (`""` otherwise); `batch` is then the batch it hung on.
     """
 
-    def __init__(self, took: float, again: float, deadline: float, batch: LaneBatch) -> None:
+    def __init__(
+        self,
+        took: float,
+        again: float | None,
+        deadline: float,
+        batch: LaneBatch,
+        *,
+        stop: float | None = None,
+        stopped: tuple[bool, bool] | None = None,
+        earlier: str = "",
+    ) -> None:
         self.took, self.again, self.deadline, self.batch = took, again, deadline, batch
-        super().__init__(
-            f"one call of the encoder took {took:.3g} s, and {again:.3g} s when timed again on "
-            f"the same batch; the deadline is {deadline:.3g} s per call"
+        self.stop, self.earlier = stop, earlier
+        self.stopped = stopped if stopped is not None else (False, False)
+        super().__init__(self._message())
+
+    @property
+    def hung(self) -> bool:
+        """True when a call did not return and was stopped (now or on an earlier call)."""
+        return bool(self.earlier) or any(self.stopped)
+
+    def _message(self) -> str:
+        limit = f"the deadline is {self.deadline:.3g} s per call"
+        if self.earlier:
+            return (
+                f"{self.earlier} (on an earlier call of this check, on this batch; the encoder "
+                "is not called again in this check)"
+            )
+        stop = self.stop if self.stop is not None else float("nan")
+        if not any(self.stopped):
+            return (
+                f"one call of the encoder took {self.took:.3g} s, and {self.again:.3g} s when "
+                f"timed again on the same batch; {limit}"
+            )
+        if self.again is None:
+            times = (
+                f"one call of the encoder did not return within {stop:.3g} s and was stopped, "
+                f"and was still running in its worker thread {stop:.3g} s later, so it was not "
+                "called again"
+            )
+        elif all(self.stopped):
+            times = (
+                f"one call of the encoder did not return within {stop:.3g} s and was stopped, "
+                "and again when called once more on the same batch"
+            )
+        elif self.stopped[0]:
+            times = (
+                f"one call of the encoder did not return within {stop:.3g} s and was stopped, "
+                f"and took {self.again:.3g} s when timed again on the same batch"
+            )
+        else:
+            times = (
+                f"one call of the encoder took {self.took:.3g} s, and did not return within "
+                f"{stop:.3g} s when called again on the same batch and was stopped"
+            )
+        return (
+            f"{times}; {limit}, and a call is stopped after max({HARD_STOP_FACTOR:g} x deadline, "
+            f"{HARD_STOP_FLOOR:g} s) = {stop:.3g} s: it hangs (an endless loop, a wait that "
+            "never ends) or is far too slow"
         )
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "MISBEHAVING",
     "DropoutMean",
     "EncoderFn",
+    "Hangs",
     "InPlaceNormalise",
     "MaskedMeanEncoder",
     "Misbehaviour",
@@ -213,6 +214,23 @@ class Slow(MaskedMeanEncoder):
         return super().forward(points, point_mask)
 
 
+class Hangs(MaskedMeanEncoder):
+    """Never returns: iterates until a change NaN never falls below a tolerance (a stand-in for
+    any loop whose exit is never reached, or a wait that nothing releases).
+
+    Without a deadline a check of it never ends; with `deadline=0.05` each call is stopped after
+    1 s (`lpim.testing.deadline.hard_stop`), and it is reported as property `deadline` within
+    about 2 s: a call that did not return and was stopped.
+    """
+
+    def forward(self, points: Tensor, point_mask: Tensor) -> Tensor:
+        """Iterate forever, then (never) the masked mean."""
+        change = torch.tensor(float("nan"))
+        while not bool(change < 1e-6):  # NaN compares False: never converges
+            change = change * 0.5
+        return super().forward(points, point_mask)
+
+
 class OtherDeviceWrapper:
     """A plain callable whose model sits on another device than the one checked (`meta`
     stands in for a CUDA model checked on the CPU): `.to()` cannot reach it.
@@ -332,6 +350,15 @@ MISBEHAVING: dict[str, Misbehaviour] = {
             "deadline",
             r"took [0-9.e+-]+ s, and [0-9.e+-]+ s when timed again.*deadline is 0\.05 s",
             "sleeps 0.25 s per call; reported under deadline=0.05",
+            deadline=0.05,
+        ),
+        Misbehaviour(
+            "hangs",
+            seeded(Hangs),
+            "deadline",
+            r"did not return within 1 s and was stopped.*deadline is 0\.05 s",
+            "never returns (a loop whose exit NaN never reaches); stopped and reported under "
+            "deadline=0.05",
             deadline=0.05,
         ),
         Misbehaviour(
