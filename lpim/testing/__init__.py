@@ -21,7 +21,8 @@ Modules: `protocol` (how an encoder is called), `properties` (the encoder assert
 `consumer_properties` (the consumer asserts), `compare` (the one comparator under the tolerance
 rule), `errors` (the error a failed property raises), `report` (rows, headline, table),
 `contract` (the data contract), `arguments` (the checks' shared arguments), `reproducer` (source
-that re-raises a failure, either side), `driver` (the one loop every check runs through), `check`
+that re-raises a failure, either side), `driver` (the one loop every check runs through), `state`
+(what a check leaves as it found it: RNGs, the user's modules, torch's settings), `check`
 (encoders), `consumer` (lane-set consumers), `reference` (torch's stack from `PriorEncoder`'s
 weights), `dispatch` (an op counter). The property registry ([`REGISTRY`][lpim.testing.REGISTRY],
 with its two views `PROPERTIES` and `CONSUMER_PROPERTIES`) lives below, in `lpim._properties`,
@@ -49,6 +50,7 @@ from lpim.testing.check import (
 from lpim.testing.consumer import check_lane_consumer
 from lpim.testing.consumer_properties import (
     LaneConsumerPropertyError,
+    assert_consumer_deterministic,
     assert_consumer_finite,
     assert_ignores_appended_lanes,
     assert_ignores_padded_lanes,
@@ -107,6 +109,7 @@ __all__ = [
     "ProtocolError",
     "Side",
     "Subject",
+    "assert_consumer_deterministic",
     "assert_consumer_finite",
     "assert_deterministic",
     "assert_devices_agree",

@@ -41,13 +41,7 @@ from lpim.testing.arguments import (
     unknown_width,
 )
 from lpim.testing.contract import DataContract
-from lpim.testing.driver import (
-    Case,
-    Driver,
-    check_settings,
-    global_rng_restored,
-    torch_threads,
-)
+from lpim.testing.driver import Case, Driver, check_settings, torch_threads
 from lpim.testing.errors import EncoderPropertyError, PropertyError
 from lpim.testing.protocol import (
     DeadlineExceeded,
@@ -58,6 +52,7 @@ from lpim.testing.protocol import (
 )
 from lpim.testing.report import CheckReport, PropertyResult
 from lpim.testing.reproducer import reproducer
+from lpim.testing.state import user_state_kept
 
 __all__ = [
     "CHECKED_PROPERTIES",
@@ -176,8 +171,11 @@ def check_encoder(
     encoder cannot run on one unpadded lane while it runs at float32 (two dtypes meet inside
     it, or an op has no kernel for the dtype) is `unsupported`, with a hint; a fill value
     that overflows the dtype stays a `runs` failure. The float64 copy used for the rule's
-    drift term is best effort: without it the floors alone apply and the row says so. The
-    global RNG states are restored afterwards, and torch's is seeded with 0 before each row.
+    drift term is best effort: without it the floors alone apply and the row says so.
+    Torch's RNG is seeded with 0 before each row; afterwards, however the check ends, the
+    global RNG states, the modes, parameters, buffers and gradients of the modules the encoder
+    holds, and torch's threads, default dtype, grad mode and the warnings filters are as they
+    were (`lpim.testing.state.user_state_kept`).
 
     Returns:
         A `CheckReport` when no property failed (`str()`: headline, contract, table, notes).
@@ -211,7 +209,6 @@ def check_encoder(
         num_points=num_points,
         strategy=strategy,
     )
-    dim = _point_dim(point_dim, encoder)
     checked_factory(factory)
     limit = _deadline_seconds(deadline)
     run_settings = check_settings(_base_settings(settings))
@@ -222,7 +219,8 @@ def check_encoder(
     report = CheckReport(subject_name(encoder), contract=contract.describe())
     driver: Driver[LaneBatch] = Driver(report, progress, strict)
 
-    with torch_threads(threads), global_rng_restored(target):
+    with user_state_kept(encoder, target), torch_threads(threads):
+        dim = _point_dim(point_dim, encoder)  # may call the encoder: inside, so it is undone
         empty_lanes_seen = ""
         for checked_dtype in dtypes:
             autocast = precision == "autocast" and checked_dtype in (torch.bfloat16, torch.float16)
@@ -649,10 +647,9 @@ def _read_point_dim(encoder: Encoder) -> int:
 def _runs_with(encoder: Encoder, point_dim: int) -> bool:
     """True when `encoder` runs on one lane of 3 points of `point_dim` coordinates."""
     module = encoder if isinstance(encoder, torch.nn.Module) else None
-    was_training = module.training if module is not None else False
     try:
         if module is not None:
-            module.eval()
+            module.eval()  # the caller's module: check_encoder's user_state_kept puts modes back
         with torch.no_grad():
             first = next(iter(_parameters_and_buffers(encoder)), None)
             dtype = first.dtype if first is not None and first.is_floating_point() else None
@@ -662,9 +659,6 @@ def _runs_with(encoder: Encoder, point_dim: int) -> bool:
             encoder(probe.points, probe.point_mask)
     except Exception:
         return False
-    finally:
-        if module is not None:
-            module.train(was_training)
     return True
 
 

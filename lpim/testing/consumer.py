@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from hypothesis import settings as Settings
-from hypothesis.errors import HypothesisException
+from hypothesis.errors import Flaky, HypothesisException
 
 from lpim._properties import CONSUMER_PROPERTIES, Property, property_names, reproducing_property
 from lpim._validation import check_bool, check_callable, check_int, check_size
@@ -31,12 +31,19 @@ from lpim.testing.arguments import (
     unknown_width,
 )
 from lpim.testing.check import DEFAULT_SETTINGS
-from lpim.testing.consumer_properties import Consumer, LaneConsumerPropertyError, run_consumer
-from lpim.testing.driver import Case, Driver, check_settings, global_rng_restored, torch_threads
+from lpim.testing.consumer_properties import (
+    Consumer,
+    LaneConsumerPropertyError,
+    nondeterminism_first,
+    nondeterminism_from_flaky,
+    run_consumer,
+)
+from lpim.testing.driver import Case, Driver, check_settings, torch_threads
 from lpim.testing.errors import PropertyError
 from lpim.testing.protocol import Subject
 from lpim.testing.report import CheckReport, PropertyResult
 from lpim.testing.reproducer import reproducer
+from lpim.testing.state import user_state_kept
 
 __all__ = ["check_lane_consumer"]
 
@@ -89,8 +96,9 @@ def check_lane_consumer(
         device: where to run (default CPU).
         settings: Hypothesis settings (e.g. a profile's); default
             `lpim.testing.DEFAULT_SETTINGS`.
-        properties: some of `finite`, `ignores_appended_lanes`, `ignores_padded_lanes`,
-            `lane_order_invariant` (default all; `runs` is checked by every one of them).
+        properties: some of `deterministic`, `finite`, `ignores_appended_lanes`,
+            `ignores_padded_lanes`, `lane_order_invariant` (default all; `runs` and
+            `inputs_unchanged` are checked on every call of the consumer).
         batch_size: `B` of the drawn lane sets: an int or an inclusive `(low, high)` range.
         num_lanes: `M` of the drawn lane sets: an int or a range.
         strict: raise `lpim.testing.driver.IncompleteCheckError` when nothing failed but a row
@@ -139,7 +147,7 @@ def check_lane_consumer(
     report = CheckReport(subject_name(consumer))
     driver: Driver[LaneSet] = Driver(report, progress, strict)
 
-    with torch_threads(threads), global_rng_restored(target):
+    with user_state_kept(consumer, target), torch_threads(threads):
         for checked_dtype in dtypes:
             prepared = Subject.prepare(consumer, checked_dtype, target).encoder
             unsupported = _consumer_unsupported(prepared, dim, checked_dtype, target)
@@ -168,11 +176,11 @@ def check_lane_consumer(
                             device=target,
                             other_inputs=other_inputs,
                         ),
-                        check=functools.partial(assert_property, prepared),
+                        check=functools.partial(nondeterminism_first(assert_property), prepared),
                         settings=run_settings,
                         database_key=f"lpim-consumer:{name}:{checked_dtype}:{subject_name(consumer)}",
                         reproducer=functools.partial(_reproducer, name, consumer, factory),
-                        translate=functools.partial(_translate, name),
+                        translate=functools.partial(_translate, name, prepared),
                     )
                 )
     return driver.finish()
@@ -190,9 +198,12 @@ def _reproducer(
 
 
 def _translate(
-    name: str, error: BaseException, last: list[LaneSet]
+    name: str, consumer: Consumer, error: BaseException, last: list[LaneSet]
 ) -> LaneConsumerPropertyError | None:
-    """Hypothesis' own errors (e.g. Flaky: the consumer is not deterministic) as `runs`."""
+    """Flaky (the same lane set failed, then passed) as `deterministic`; Hypothesis' other
+    errors (a health check, say) as `runs`."""
+    if isinstance(error, Flaky):
+        return nondeterminism_from_flaky(name, consumer, error, last)
     if not isinstance(error, HypothesisException):
         return None
     return LaneConsumerPropertyError(
