@@ -335,3 +335,12 @@ def test_the_cuda_rng_of_the_checked_device_is_restored() -> None:
     with user_state_kept(nn.Linear(1, 1).cuda(), torch.device("cuda")):
         torch.rand(5, device="cuda")
     assert torch.equal(torch.cuda.get_rng_state(), state)
+
+
+def test_a_lazy_module_materialised_by_a_call_stays_usable() -> None:
+    """A lazy module's parameters have no values before its first call; after it they are
+    real, and its class has changed: it is left as it now is, and still runs."""
+    module = nn.LazyLinear(3)
+    with user_state_kept(module, torch.device("cpu")):
+        module(torch.ones(1, 2))
+    assert module(torch.ones(1, 2)).shape == (1, 3)

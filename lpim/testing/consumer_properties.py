@@ -28,7 +28,8 @@ Properties
 [`CONSUMER_PROPERTIES`][lpim.testing.CONSUMER_PROPERTIES]. Every call of the consumer
 gets copies of `lane_embedding`, `lane_mask` and every tensor among its other inputs, which
 must equal the originals afterwards (`inputs_unchanged`, checked on every call); the caller's
-tensors are never touched. One `assert_*` per other property (this module) works on one [`LaneSet`][lpim.LaneSet] inside a user's own `@given` test;
+tensors are never touched. One `assert_*` per other property (this module) works on one
+[`LaneSet`][lpim.LaneSet] inside a user's own `@given` test;
 [`check_lane_consumer`][lpim.testing.consumer.check_lane_consumer] runs them all with Hypothesis
 and raises
 [`LaneConsumerPropertyError`][lpim.testing.consumer_properties.LaneConsumerPropertyError] (an
@@ -362,9 +363,8 @@ def assert_consumer_deterministic(consumer: Consumer, lanes: LaneSet) -> float:
     second = run_consumer(consumer, lanes)
     rule = _rule(consumer, lanes, lanes.shape[1])
     try:
-        return _compare(
-            "deterministic", rule, first, None, second, lanes, "on a second call with the same lanes"
-        )
+        what = "on a second call with the same lanes"
+        return _compare("deterministic", rule, first, None, second, lanes, what)
     except LaneConsumerPropertyError as failure:
         raise LaneConsumerPropertyError(
             "deterministic", f"{failure.detail}: {_nondeterminism_hint(consumer)}", lanes

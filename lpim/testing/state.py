@@ -19,9 +19,11 @@ import random
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parameter import is_lazy
 
 from lpim.testing.protocol import reachable_modules
 
@@ -113,16 +115,17 @@ class _Module:
         module.training = self.training  # this module only: each submodule has its own entry
         if type(module) is not self.cls:  # a lazy module materialised itself: keep it usable
             return
-        for registered, saved in (
-            (module._parameters, self.parameters),
-            (module._buffers, self.buffers),
-        ):
-            same = registered.keys() == saved.keys() and all(
-                registered[k] is v for k, v in saved.items()
-            )
-            if not same:
-                registered.clear()  # a tensor reassigned, added or deleted in forward
-                registered.update(saved)
+        _registered_again(module._parameters, self.parameters)
+        _registered_again(module._buffers, self.buffers)
+
+
+def _registered_again(registered: dict[str, Any], saved: dict[str, Any]) -> None:
+    """`registered` (a module's `_parameters` or `_buffers`) holding what it held: a tensor
+    reassigned, added or deleted in forward is undone."""
+    same = registered.keys() == saved.keys() and all(registered[k] is v for k, v in saved.items())
+    if not same:
+        registered.clear()
+        registered.update(saved)
 
 
 @dataclass
@@ -171,7 +174,7 @@ class _Snapshot:
 
 def _uninitialized(tensor: torch.Tensor) -> bool:
     """A lazy module's parameter before its first call: it has no values to save."""
-    return isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin)
+    return bool(is_lazy(tensor))
 
 
 def _version(tensor: torch.Tensor) -> int | None:
