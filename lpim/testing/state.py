@@ -66,12 +66,17 @@ def user_state_kept(subject: object, device: torch.device) -> Iterator[None]:
       `lpim.testing.protocol.reachable_modules`) and of each of their submodules;
     - the values, `requires_grad` flags and `.grad` of their parameters and buffers, restored
       in place without autograd tracking: the tensor objects stay the same, so optimisers and
-      other references the user holds keep working;
+      other references the user holds keep working (a parameter or buffer reassigned, added
+      or deleted by a forward is registered as it was; a lazy module that materialised itself
+      is left materialised);
     - torch's intra-op thread count, default dtype and grad mode, and the `warnings` filters.
 
-    The cost is one copy of the parameter and buffer values, on their own device (no module is
-    deep-copied); restoring copies back only the tensors whose value may have changed (their
-    in-place version counter moved, or their storage was replaced).
+    The cost is one copy of the parameter and buffer values, on their own device and on one
+    thread (no module is deep-copied); restoring copies back only the tensors whose value may
+    have changed (their in-place version counter moved, or their storage was replaced).
+    Measured by `benchmarks/state.py` on a loaded 2-core CPU: the snapshot of
+    `lpim.PriorEncoder()` (3.2M parameters) takes about 7 ms, of a 50M-parameter module 40 to
+    170 ms; restoring takes under 1 ms when nothing changed.
 
     Args:
         subject: what the check was given: an encoder or a consumer, a module or any callable.
