@@ -385,6 +385,39 @@ REGISTRY: tuple[Property, ...] = (
         ),
     ),
     _consumer(
+        "deterministic",
+        "assert_consumer_deterministic",
+        "the consumer gives the same outputs when called twice on the same lane set (a "
+        "reliability check: a nondeterministic consumer cannot be held to any other property)",
+        (
+            _cause(
+                "F.dropout(x, p) without training=self.training: it drops in eval mode too",
+                "functional_dropout_in_eval",
+            ),
+            _cause(
+                "dropout left active in a module wrapped in a plain function and never put in "
+                "eval mode"
+            ),
+            _cause("random numbers drawn in forward; state kept between calls"),
+        ),
+        padding="contract",
+        reliability=True,
+    ),
+    _consumer(
+        "inputs_unchanged",
+        "",
+        "the consumer does not write into lane_embedding, lane_mask or its other inputs "
+        "(checked after every call: the checker hands the consumer copies)",
+        (
+            _cause(
+                "in-place ops on the inputs: lane_embedding.masked_fill_, "
+                "lane_embedding[~lane_mask] = 0, bev_queries += ..., lane_mask &= ...",
+                "padded_lanes_zeroed_in_place",
+            ),
+        ),
+        reliability=True,
+    ),
+    _consumer(
         "finite",
         "assert_consumer_finite",
         "no NaN or inf in any output for finite real lanes, including samples with no real "

@@ -2,7 +2,8 @@
 
 Every zoo bug is caught by the property it names, every correct consumer passes at float32 and
 float64, each property catches a bug that no other property catches, and a reproducer fails the
-same way in a fresh interpreter.
+same way in a fresh interpreter. Every call gets copies of its inputs (`inputs_unchanged`), and
+a random consumer is reported as `deterministic`, not as a property it happened to break.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from lpim.strategies import bev_queries, lane_sets
 from lpim.testing import (
     CONSUMER_PROPERTIES,
     LaneConsumerPropertyError,
+    assert_consumer_deterministic,
     assert_consumer_finite,
     assert_ignores_appended_lanes,
     assert_ignores_padded_lanes,
     assert_lane_order_invariant,
     check_lane_consumer,
 )
+from lpim.testing.consumer_properties import nondeterminism_first
 from lpim.zoo import CONSUMER_BUGS, CONSUMER_CORRECT, ConsumerZooEntry
 from lpim.zoo.consumers import MaskedCrossAttention
 
@@ -41,6 +44,11 @@ ASSERTS: dict[str, Callable[[Any, LaneSet], float]] = {
     "ignores_appended_lanes": assert_ignores_appended_lanes,
     "ignores_padded_lanes": assert_ignores_padded_lanes,
     "lane_order_invariant": assert_lane_order_invariant,
+}
+# The reliability asserts: a consumer that breaks one may break the comparisons of the mask
+# asserts too (a random output differs between any two runs), so "alone" is decided by the check.
+RELIABILITY: dict[str, Callable[[Any, LaneSet], float]] = {
+    "deterministic": assert_consumer_deterministic,
 }
 QUIET = settings(database=None, deadline=None, phases=[Phase.generate, Phase.shrink])
 
@@ -78,15 +86,16 @@ def _caught(name: str) -> LaneConsumerPropertyError:
 
 
 def _fails(entry: ConsumerZooEntry) -> set[str]:
-    """The properties whose assert fails on ``fixed_lanes``."""
+    """The properties that fail when each assert runs on ``fixed_lanes`` (an assert's own, or
+    ``inputs_unchanged``, checked on every call)."""
     consumer, lanes = entry.factory(), fixed_lanes(entry)
     failed = set()
-    for name, assert_property in ASSERTS.items():
+    for name, assert_property in {**RELIABILITY, **ASSERTS}.items():
         try:
             assert_property(consumer, lanes)
         except LaneConsumerPropertyError as error:
-            assert error.property_name == name, str(error)
-            failed.add(name)
+            assert error.property_name in (name, "inputs_unchanged"), str(error)
+            failed.add(error.property_name)
     return failed
 
 
@@ -191,18 +200,19 @@ def test_correct_consumers_hold_every_assert_on_a_fixed_lane_set(
 ) -> None:
     entry = CONSUMER_CORRECT[name]
     consumer = entry.factory().to(dtype)
-    for assert_property in ASSERTS.values():
+    for assert_property in {**RELIABILITY, **ASSERTS}.values():
         assert 0.0 <= assert_property(consumer, fixed_lanes(entry, dtype)) <= 1.0
 
 
 def test_each_property_alone_catches_some_bug() -> None:
-    """For every property, a zoo bug that breaks it and holds every other property."""
+    """For every property, a zoo bug that breaks it and holds every other property (for
+    `deterministic`, see `test_a_random_consumer_fails_deterministic_alone`)."""
     alone = {}
     for name, entry in sorted(CONSUMER_BUGS.items()):
         failed = _fails(entry)
         if len(failed) == 1:
             alone.setdefault(failed.pop(), name)
-    assert set(alone) == set(ASSERTS), alone
+    assert set(alone) - set(RELIABILITY) == {*ASSERTS, "inputs_unchanged"}, alone
 
 
 def test_the_unmasked_fusion_changes_with_m_and_with_padded_content() -> None:
@@ -295,7 +305,7 @@ def test_check_lane_consumer_passes_every_correct_consumer(name: str) -> None:
         dtype=[torch.float64, torch.float32],
     )
     assert report.passed, str(report)
-    assert [r.verdict for r in report.results] == ["pass"] * 8, str(report)
+    assert [r.verdict for r in report.results] == ["pass"] * 10, str(report)
     assert all(0.0 <= r.max_error_ratio <= 1.0 for r in report.results)
     assert "error/allowed" in str(report)
 
@@ -375,3 +385,161 @@ def test_finite_tries_a_batch_without_any_lane() -> None:
         assert_consumer_finite(batch_mean, fixed_lanes())
     assert info.value.property_name == "finite"
     assert not bool(info.value.example.lane_mask.any())  # the failing variant is the example
+
+
+# -- reliability: inputs_unchanged and deterministic -----------------------------------------------
+
+
+def _writes(where: str) -> Callable[..., torch.Tensor]:
+    """A correct masked mean over lanes that then writes into one of its inputs, after use."""
+
+    def consumer(
+        lane_embedding: torch.Tensor, lane_mask: torch.Tensor, queries: torch.Tensor, *, scale: Any
+    ) -> torch.Tensor:
+        lanes = torch.where(lane_mask[..., None], lane_embedding, 0)
+        out = lanes.sum(1) / lane_mask.sum(-1, keepdim=True).clamp(min=1) + queries.sum(1)
+        out = out * scale["factor"]
+        if where == "lane_embedding":
+            lane_embedding.fill_(torch.nan)  # after use: its own output is right
+        elif where == "lane_mask":
+            lane_mask &= False
+        elif where == "args[0]":
+            queries.zero_()
+        else:
+            scale["factor"].mul_(2)
+        return out
+
+    return consumer
+
+
+def _lanes_with_other_inputs() -> LaneSet:
+    lanes = fixed_lanes()
+    queries = torch.randn(3, 2, 16, generator=torch.Generator().manual_seed(1))
+    return LaneSet(
+        lanes.lane_embedding, lanes.lane_mask, (queries,), {"scale": {"factor": torch.ones(1)}}
+    )
+
+
+@pytest.mark.parametrize("where", ["lane_embedding", "lane_mask", "args[0]", "kwargs['scale']"])
+def test_a_consumer_writing_into_an_input_fails_inputs_unchanged_naming_it(where: str) -> None:
+    lanes = _lanes_with_other_inputs()
+    kept = [
+        lanes.lane_embedding.clone(),
+        lanes.lane_mask.clone(),
+        lanes.args[0].clone(),
+        lanes.kwargs["scale"]["factor"].clone(),
+    ]
+    with pytest.raises(LaneConsumerPropertyError) as info:
+        assert_consumer_finite(_writes(where), lanes)
+    failure = info.value
+    assert failure.property_name == "inputs_unchanged", str(failure)
+    named = "kwargs['scale']['factor']" if where.startswith("kwargs") else where
+    assert f"the consumer modified {named} in place" in failure.detail
+    assert "out-of-place ops" in failure.detail and "torch.where" in failure.detail
+    given = [
+        lanes.lane_embedding,
+        lanes.lane_mask,
+        lanes.args[0],
+        lanes.kwargs["scale"]["factor"],
+    ]
+    assert all(torch.equal(a, b) for a, b in zip(given, kept, strict=True))  # the caller's: intact
+
+
+def test_nan_in_padded_lanes_left_as_it_was_is_not_a_change() -> None:
+    """NaN == NaN when the copies are compared: padded lanes may hold NaN."""
+    entry = CONSUMER_CORRECT["masked_cross_attention"]
+    lanes = fixed_lanes(entry)
+    nan_padded = LaneSet(
+        torch.where(lanes.lane_mask[..., None], lanes.lane_embedding, torch.nan),
+        lanes.lane_mask,
+        lanes.args,
+    )
+    assert assert_consumer_finite(entry.factory(), nan_padded) == 0.0
+
+
+def test_a_consumer_writing_into_its_inputs_after_use_is_reported_as_inputs_unchanged() -> None:
+    """Once reported as `finite` (the next call read the NaN it wrote): now its own property,
+    and no other row fails."""
+    report_error = _check_failure(
+        lambda e, m: _writes("lane_embedding")(e, m, torch.zeros(1, 1, 4), scale={"factor": 1.0}),
+        embed_dim=4,
+    )
+    assert report_error.property_name == "inputs_unchanged", str(report_error)
+    assert _failed_rows(report_error) == {"inputs_unchanged"}
+
+
+def test_a_random_consumer_fails_deterministic_alone() -> None:
+    """`functional_dropout_in_eval` is random: `deterministic` fails, and no later property
+    that compares two runs is blamed for it (nor `runs` for Hypothesis' Flaky)."""
+    error = _caught("functional_dropout_in_eval")
+    assert error.property_name == "deterministic", str(error)
+    assert _failed_rows(error) == {"deterministic"}
+    assert "F.dropout(x, p) without training=self.training" in str(error)
+    for row in error.report.results:  # type: ignore[union-attr]
+        assert row.verdict in ("pass", "FAIL", "skipped"), row
+        if row.verdict == "skipped":
+            assert "deterministic failed first" in row.note
+
+
+@pytest.mark.parametrize("name", ["padded_lanes_zeroed_in_place", "functional_dropout_in_eval"])
+def test_the_reliability_zoo_consumers_fail_exactly_their_property(name: str) -> None:
+    error = _caught(name)
+    assert _failed_rows(error) == {CONSUMER_BUGS[name].caught_by}, str(error.report)
+
+
+def test_a_flaky_failure_is_reported_as_deterministic() -> None:
+    """State kept between calls: NaN on one call only. Hypothesis sees `finite` fail, then hold
+    on the same lane set (Flaky): reported as `deterministic`, not `runs`."""
+    calls = [0]
+
+    def once_nan(lane_embedding: torch.Tensor, lane_mask: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        out = torch.where(lane_mask[..., None], lane_embedding, 0).sum(1)
+        return out * torch.nan if calls[0] == 4 else out
+
+    error = _check_failure(once_nan, embed_dim=4, properties=["finite"])
+    assert error.property_name == "deterministic", str(error)
+    assert "Hypothesis saw finite fail on a lane set and then hold" in error.detail
+    assert _failed_rows(error) == {"deterministic"}
+
+
+def test_nondeterminism_is_blamed_only_when_two_runs_differ() -> None:
+    """A deterministic bug keeps its own property under `nondeterminism_first`."""
+    entry = CONSUMER_BUGS["zeroed_mean_over_slots"]
+    checked = nondeterminism_first(assert_ignores_appended_lanes)
+    with pytest.raises(LaneConsumerPropertyError) as info:
+        checked(entry.factory(), fixed_lanes(entry))
+    assert info.value.property_name == "ignores_appended_lanes"
+    random_entry = CONSUMER_BUGS["functional_dropout_in_eval"]
+    with pytest.raises(LaneConsumerPropertyError) as info:
+        nondeterminism_first(assert_ignores_padded_lanes)(
+            _Noisy(random_entry.factory()), fixed_lanes(random_entry)
+        )
+    assert info.value.property_name == "deterministic"
+
+
+class _Noisy:
+    """A consumer whose output is pure noise: fails every comparison."""
+
+    def __init__(self, consumer: Any) -> None:
+        self.consumer = consumer
+
+    def __call__(self, lane_embedding: torch.Tensor, lane_mask: torch.Tensor) -> Any:
+        out = self.consumer(lane_embedding, lane_mask)
+        return {key: value + torch.randn(()) for key, value in out.items()}
+
+
+def _check_failure(consumer: Any, **keywords: Any) -> LaneConsumerPropertyError:
+    with pytest.raises(LaneConsumerPropertyError) as info:
+        check_lane_consumer(
+            consumer,
+            dtype=torch.float32,
+            settings=settings(max_examples=10, deadline=None, database=None),
+            **keywords,
+        )
+    return info.value
+
+
+def _failed_rows(error: LaneConsumerPropertyError) -> set[str]:
+    assert error.report is not None
+    return {r.property_name for r in error.report.results if r.verdict == "FAIL"}

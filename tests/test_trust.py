@@ -255,7 +255,7 @@ def test_bad_contract_values_name_the_keyword() -> None:
     encoder = CORRECT["masked_mean"].factory()
     with pytest.raises(ValueError, match="garbage must be one of"):
         check_encoder(encoder, garbage="nans")
-    with pytest.raises(ValueError, match="layout must be some of"):
+    with pytest.raises(ValueError, match="layout must be among"):
         check_encoder(encoder, layout="middle")
     with pytest.raises(ValueError, match="min_points must be >= 1"):
         check_encoder(encoder, min_points=0)

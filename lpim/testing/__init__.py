@@ -23,7 +23,8 @@ rule), `errors` (the error a failed property raises), `report` (rows, headline, 
 `options` (every option of the checks, declared once: keyword, flag, `[tool.lpim]` key),
 `contract` (the data contract), `arguments` (what a check reads off its subject), `target`
 (`MODULE:FACTORY` and the factory rule), `engine` (the one engine, two sides), `reproducer` (source
-that re-raises a failure, either side), `driver` (the one loop every check runs through), `check`
+that re-raises a failure, either side), `driver` (the one loop every check runs through), `state`
+(what a check leaves as it found it: RNGs, the user's modules, torch's settings), `check`
 (encoders), `consumer` (lane-set consumers), `reference` (torch's stack from `PriorEncoder`'s
 weights), `dispatch` (an op counter). The property registry ([`REGISTRY`][lpim.testing.REGISTRY],
 with its two views `PROPERTIES` and `CONSUMER_PROPERTIES`) lives below, in `lpim._properties`,
@@ -45,6 +46,7 @@ from lpim.testing.check import CHECKED_PROPERTIES, check_encoder
 from lpim.testing.consumer import check_lane_consumer
 from lpim.testing.consumer_properties import (
     LaneConsumerPropertyError,
+    assert_consumer_deterministic,
     assert_consumer_finite,
     assert_ignores_appended_lanes,
     assert_ignores_padded_lanes,
@@ -106,6 +108,7 @@ __all__ = [
     "ProtocolError",
     "Side",
     "Subject",
+    "assert_consumer_deterministic",
     "assert_consumer_finite",
     "assert_deterministic",
     "assert_devices_agree",

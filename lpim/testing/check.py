@@ -54,6 +54,7 @@ __all__ = [
     "EncoderSide",
     "PropertyResult",
     "check_encoder",
+    "check_encoder_with",
 ]
 
 CHECKED_PROPERTIES: tuple[str, ...] = property_names("encoder")
@@ -148,8 +149,11 @@ def check_encoder(
     encoder cannot run on one unpadded lane while it runs at float32 (two dtypes meet inside
     it, or an op has no kernel for the dtype) is `unsupported`, with a hint; a fill value
     that overflows the dtype stays a `runs` failure. The float64 copy used for the rule's
-    drift term is best effort: without it the floors alone apply and the row says so. The
-    global RNG states are restored afterwards, and torch's is seeded with 0 before each row.
+    drift term is best effort: without it the floors alone apply and the row says so.
+    Torch's RNG is seeded with 0 before each row; afterwards, however the check ends, the
+    global RNG states, the modes, parameters, buffers and gradients of the modules the encoder
+    holds, and torch's threads, default dtype, grad mode and the warnings filters are as they
+    were (`lpim.testing.state.user_state_kept`).
 
     Returns:
         A `CheckReport` when no property failed (`str()`: headline, contract, table, notes).
@@ -201,7 +205,7 @@ def check_encoder_with(encoder: Encoder, options: CheckOptions) -> CheckReport:
     """
     __tracebackhide__ = True
     check_callable(encoder, "encoder", "encoder(points, point_mask)")
-    return run_check(EncoderSide(encoder), subject_name(encoder), options)
+    return run_check(EncoderSide(encoder), encoder, subject_name(encoder), options)
 
 
 class EncoderSide:
@@ -558,8 +562,8 @@ def _point_dim(options: CheckOptions, encoder: Encoder) -> int:
     declares = isinstance(declared, int) and not isinstance(declared, bool)
     if declares and declared != options.point_dim:
         raise UsageValueError(
-            f"{options.name('point_dim')} must match the encoder's in_dim = {declared} (leave it "
-            "out to use the encoder's)"
+            f"{options.option_name('point_dim')} must match the encoder's in_dim = {declared}; "
+            f"got {options.name('point_dim')} (leave it out to use the encoder's)"
         )
     return options.point_dim
 
@@ -617,10 +621,9 @@ def _runs_with(encoder: Encoder, point_dim: int, deadline: float | None) -> bool
     """True when `encoder` runs on one lane of 3 points of `point_dim` coordinates (within
     the hard stop of `deadline`, when there is one)."""
     module = encoder if isinstance(encoder, torch.nn.Module) else None
-    was_training = module.training if module is not None else False
     try:
         if module is not None:
-            module.eval()
+            module.eval()  # the caller's module: the engine's user_state_kept puts modes back
         with torch.no_grad():
             first = next(iter(_parameters_and_buffers(encoder)), None)
             dtype = first.dtype if first is not None and first.is_floating_point() else None
@@ -633,9 +636,6 @@ def _runs_with(encoder: Encoder, point_dim: int, deadline: float | None) -> bool
                 call_within(hard_stop(deadline), encoder, probe.points, probe.point_mask)
     except (Exception, CallTimedOut):
         return False
-    finally:
-        if module is not None:
-            module.train(was_training)
     return True
 
 

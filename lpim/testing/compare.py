@@ -16,7 +16,7 @@ import torch
 
 from lpim.tolerance import Tolerance
 
-__all__ = ["Mismatch", "first_index", "largest_error", "reference_drift"]
+__all__ = ["Mismatch", "first_index", "largest_error", "reference_drift", "same_values"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,18 @@ class Mismatch:
             f"{self.where} is {self.got:.6g} {what} but {self.want:.6g} is expected "
             f"(allowed error {self.allowed:.3g} at {self.dtype}, {times}x over)"
         )
+
+
+def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal shape, dtype, device and values, NaN equal to NaN (padded slots may hold NaN):
+    whether code under check left an input it was given as it was."""
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    with torch.no_grad():
+        equal = a == b
+        if a.is_floating_point() or a.is_complex():
+            equal = equal | (a.isnan() & b.isnan())
+        return bool(equal.all())
 
 
 def first_index(found: torch.Tensor) -> tuple[int, ...]:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
-from hypothesis.errors import HypothesisException
+from hypothesis.errors import Flaky, HypothesisException
 
 from lpim._errors import UsageTypeError, UsageValueError
 from lpim._properties import CONSUMER_PROPERTIES, Property, property_names, reproducing_property
@@ -24,7 +24,13 @@ from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
 from lpim.testing import consumer_properties
 from lpim.testing.arguments import declared_width, subject_name, unknown_width
-from lpim.testing.consumer_properties import Consumer, LaneConsumerPropertyError, run_consumer
+from lpim.testing.consumer_properties import (
+    Consumer,
+    LaneConsumerPropertyError,
+    nondeterminism_first,
+    nondeterminism_from_flaky,
+    run_consumer,
+)
 from lpim.testing.driver import Case, Driver
 from lpim.testing.engine import run_check
 from lpim.testing.errors import PropertyError
@@ -87,8 +93,9 @@ def check_lane_consumer(
         settings: Hypothesis settings (e.g. a profile's); default
             `lpim.testing.DEFAULT_SETTINGS` (with `$LPIM_HYPOTHESIS_DATABASE` as its
             database when set).
-        properties: some of `finite`, `ignores_appended_lanes`, `ignores_padded_lanes`,
-            `lane_order_invariant` (default all; `runs` is checked by every one of them).
+        properties: some of `deterministic`, `finite`, `ignores_appended_lanes`,
+            `ignores_padded_lanes`, `lane_order_invariant` (default all; `runs` and
+            `inputs_unchanged` are checked on every call of the consumer).
         batch_size: `B` of the drawn lane sets: an int or an inclusive `(low, high)` range
             (default (1, 3)).
         num_lanes: `M` of the drawn lane sets: an int or a range (default (1, 6)).
@@ -143,7 +150,7 @@ def check_lane_consumer_with(consumer: Consumer, options: CheckOptions) -> Check
     """
     __tracebackhide__ = True
     check_callable(consumer, "consumer", "consumer(lane_embedding, lane_mask, *args, **kwargs)")
-    return run_check(ConsumerSide(consumer), subject_name(consumer), options)
+    return run_check(ConsumerSide(consumer), consumer, subject_name(consumer), options)
 
 
 class ConsumerSide:
@@ -198,11 +205,11 @@ class ConsumerSide:
                     device=target,
                     other_inputs=options.other_inputs,
                 ),
-                check=functools.partial(assert_property, prepared),
+                check=functools.partial(nondeterminism_first(assert_property), prepared),
                 settings=settings,
                 database_key=f"lpim-consumer:{name}:{dtype}:{subject_name(self.consumer)}",
                 reproducer=functools.partial(_reproducer, name, self.consumer, options.factory),
-                translate=functools.partial(_translate, name),
+                translate=functools.partial(_translate, name, prepared),
             )
 
     def notes(self, report: CheckReport) -> None:
@@ -251,9 +258,12 @@ def _reproducer(
 
 
 def _translate(
-    name: str, error: BaseException, last: list[LaneSet]
+    name: str, consumer: Consumer, error: BaseException, last: list[LaneSet]
 ) -> LaneConsumerPropertyError | None:
-    """Hypothesis' own errors (e.g. Flaky: the consumer is not deterministic) as `runs`."""
+    """Flaky (the same lane set failed, then passed) as `deterministic`; Hypothesis' other
+    errors (a health check, say) as `runs`."""
+    if isinstance(error, Flaky):
+        return nondeterminism_from_flaky(name, consumer, error, last)
     if not isinstance(error, HypothesisException):
         return None
     return LaneConsumerPropertyError(

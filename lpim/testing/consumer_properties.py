@@ -23,10 +23,13 @@ signature in a `lambda`. Per-lane outputs (`[B, M, ...]`) are not covered by the
 
 Properties
 ----------
-`runs`, `finite`, `ignores_appended_lanes`, `ignores_padded_lanes` and (when the user
-declares it) `lane_order_invariant`: see
-[`CONSUMER_PROPERTIES`][lpim.testing.CONSUMER_PROPERTIES]. One `assert_*` per
-property (this module) works on one [`LaneSet`][lpim.LaneSet] inside a user's own `@given` test;
+`runs`, `deterministic`, `inputs_unchanged`, `finite`, `ignores_appended_lanes`,
+`ignores_padded_lanes` and (when the user declares it) `lane_order_invariant`: see
+[`CONSUMER_PROPERTIES`][lpim.testing.CONSUMER_PROPERTIES]. Every call of the consumer
+gets copies of `lane_embedding`, `lane_mask` and every tensor among its other inputs, which
+must equal the originals afterwards (`inputs_unchanged`, checked on every call); the caller's
+tensors are never touched. One `assert_*` per other property (this module) works on one
+[`LaneSet`][lpim.LaneSet] inside a user's own `@given` test;
 [`check_lane_consumer`][lpim.testing.consumer.check_lane_consumer] runs them all with Hypothesis
 and raises
 [`LaneConsumerPropertyError`][lpim.testing.consumer_properties.LaneConsumerPropertyError] (an
@@ -58,22 +61,26 @@ import torch
 from lpim._properties import CONSUMER_PROPERTIES
 from lpim.lane_set import LaneSet
 from lpim.strategies import garbage_fills
-from lpim.testing.compare import first_index, largest_error
+from lpim.testing.compare import first_index, largest_error, same_values
 from lpim.testing.errors import PropertyError
 from lpim.testing.properties import runs_as
-from lpim.testing.protocol import ProtocolError, Subject
+from lpim.testing.protocol import ProtocolError, Subject, training_modules
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
 
 __all__ = [
     "APPENDED_LANES",
     "Consumer",
+    "ConsumerAssert",
     "LaneConsumerPropertyError",
+    "assert_consumer_deterministic",
     "assert_consumer_finite",
     "assert_ignores_appended_lanes",
     "assert_ignores_padded_lanes",
     "assert_lane_order_invariant",
     "consumer_outputs",
     "lane_orders",
+    "nondeterminism_first",
+    "nondeterminism_from_flaky",
     "run_consumer",
     "with_appended_lanes",
     "with_padded_lanes",
@@ -81,6 +88,10 @@ __all__ = [
 
 Consumer = Callable[..., Any]
 """Anything callable as `consumer(lane_embedding, lane_mask, *args, **kwargs)`."""
+
+ConsumerAssert = Callable[[Consumer, LaneSet], float]
+"""A property's assert: `(consumer, lanes) -> the largest error ratio`, raising
+[`LaneConsumerPropertyError`][lpim.testing.LaneConsumerPropertyError] on a failure."""
 
 
 class LaneConsumerPropertyError(PropertyError[LaneSet]):
@@ -159,10 +170,88 @@ def _runs(lanes: LaneSet) -> AbstractContextManager[None]:
 
 
 def run_consumer(consumer: Consumer, lanes: LaneSet) -> dict[str, torch.Tensor]:
-    """`consumer`'s outputs on `lanes` by name (see `consumer_outputs`), without gradients;
-    anything it raises becomes a failure of property `runs`."""
+    """`consumer`'s outputs on `lanes` by name (see `consumer_outputs`), without gradients.
+
+    The consumer is given copies of `lane_embedding`, `lane_mask` and every tensor among
+    the other inputs (inside tuples, lists and dicts too), so `lanes` is never modified.
+
+    Raises:
+        LaneConsumerPropertyError: `runs` for anything the consumer raises or an output
+            that breaks the protocol; `inputs_unchanged` when the consumer wrote into the
+            copies it was given (naming which input, and the fix).
+    """
+    embedding, lane_mask = lanes.lane_embedding.clone(), lanes.lane_mask.clone()
+    args = tuple(_copied(value) for value in lanes.args)
+    kwargs = {key: _copied(value) for key, value in lanes.kwargs.items()}
     with _runs(lanes), torch.no_grad():
-        return consumer_outputs(lanes.call(consumer), lanes)
+        output = consumer(embedding, lane_mask, *args, **kwargs)
+        _check_unchanged(lanes, embedding, lane_mask, args, kwargs)
+        return consumer_outputs(output, lanes)
+
+
+def _copied(value: Any) -> Any:
+    """`value` with every tensor in it cloned (tuples, lists and dicts are looked into)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_copied(item) for item in value)
+    if isinstance(value, tuple):  # a NamedTuple
+        return type(value)(*(_copied(item) for item in value))
+    if isinstance(value, list):
+        return [_copied(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    return value
+
+
+def _tensors(name: str, value: Any) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor in `value` with its name (`args[0]`, `kwargs['bev'][1]`)."""
+    if isinstance(value, torch.Tensor):
+        return [(name, value)]
+    if isinstance(value, tuple | list):
+        return [pair for i, item in enumerate(value) for pair in _tensors(f"{name}[{i}]", item)]
+    if isinstance(value, dict):
+        return [pair for k, item in value.items() for pair in _tensors(f"{name}[{k!r}]", item)]
+    return []
+
+
+def _check_unchanged(
+    lanes: LaneSet,
+    embedding: torch.Tensor,
+    lane_mask: torch.Tensor,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    """Raise property `inputs_unchanged` if the consumer wrote into the copies it was given."""
+    given = [
+        ("lane_embedding", embedding),
+        ("lane_mask", lane_mask),
+        *_tensors("args", args),
+        *_tensors("kwargs", kwargs),
+    ]
+    originals = dict(
+        [
+            ("lane_embedding", lanes.lane_embedding),
+            ("lane_mask", lanes.lane_mask),
+            *_tensors("args", lanes.args),
+            *_tensors("kwargs", dict(lanes.kwargs)),
+        ]
+    )
+    changed = [
+        name
+        for name, copy in given
+        if name not in originals or not same_values(copy, originals[name])
+    ]
+    if changed:
+        raise LaneConsumerPropertyError(
+            "inputs_unchanged",
+            f"the consumer modified {' and '.join(changed)} in place (the checker hands it "
+            "copies, so the caller's tensors are intact; a caller reusing its inputs, say the "
+            "lane embeddings for a second head or a loss, would not be): use out-of-place ops "
+            "(x = x * 2, not x.mul_(2); torch.where(lane_mask[..., None], lane_embedding, 0), "
+            "not lane_embedding.masked_fill_ or lane_embedding[~lane_mask] = 0)",
+            lanes,
+        )
 
 
 def _call64(consumer: Consumer, lanes: LaneSet) -> dict[str, torch.Tensor] | None:
@@ -245,6 +334,118 @@ def _replace(
     """`lanes` with another embedding (and lane mask), the other inputs kept."""
     kept_mask = lanes.lane_mask if lane_mask is None else lane_mask
     return LaneSet(lane_embedding, kept_mask, lanes.args, lanes.kwargs)
+
+
+# -- deterministic ---------------------------------------------------------------------------------
+
+
+def assert_consumer_deterministic(consumer: Consumer, lanes: LaneSet) -> float:
+    """Property `deterministic`: the same lane set twice gives the same outputs.
+
+    Calls the consumer twice on `lanes` and compares every output under the tolerance rule
+    (so that GPU kernels whose reduction order varies pass; NaN in both counts as equal). A
+    failure names what usually causes it: dropout still active (the modules it finds in
+    training mode, with "call .eval()"), `F.dropout` without `training=self.training`,
+    random numbers drawn in `forward`, or state kept between calls.
+
+    Args:
+        consumer: see the module docstring (put a module in eval mode first).
+        lanes: `lane_embedding [B, M, C]`, `lane_mask [B, M]` (True = real) and the other
+            inputs.
+
+    Returns:
+        The largest error as a fraction of the allowed one.
+
+    Raises:
+        LaneConsumerPropertyError: `deterministic` (or `runs`, `inputs_unchanged`).
+    """
+    first = run_consumer(consumer, lanes)
+    second = run_consumer(consumer, lanes)
+    rule = _rule(consumer, lanes, lanes.shape[1])
+    try:
+        what = "on a second call with the same lanes"
+        return _compare("deterministic", rule, first, None, second, lanes, what)
+    except LaneConsumerPropertyError as failure:
+        raise LaneConsumerPropertyError(
+            "deterministic", f"{failure.detail}: {_nondeterminism_hint(consumer)}", lanes
+        ) from None
+
+
+def _nondeterminism_hint(consumer: Consumer) -> str:
+    training = training_modules(consumer)
+    if training:
+        return (
+            f"is dropout active? The consumer holds modules in training mode: "
+            f"{', '.join(training[:3])}. Call .eval() on them before checking "
+            "(check_lane_consumer puts an nn.Module it is given in eval mode itself, but not "
+            "one wrapped in a function or another object)"
+        )
+    return (
+        "is dropout active (F.dropout(x, p) without training=self.training drops in eval mode "
+        "too; a module wrapped where .eval() cannot reach)? Else the consumer draws random "
+        "numbers or keeps state between calls"
+    )
+
+
+def nondeterminism_first(assert_property: ConsumerAssert) -> ConsumerAssert:
+    """`assert_property`, with a failed comparison blamed on nondeterminism where it is due.
+
+    When `assert_property` fails on `lanes` (a property other than `deterministic`,
+    `inputs_unchanged` or `runs`), the consumer is called twice more on `lanes`; if the two
+    outputs differ, the failure raised is `deterministic`'s (two runs of a nondeterministic
+    consumer differ whatever a property changes between them), else the original failure.
+    Costs nothing while the property holds. `check_lane_consumer` wraps every assert in it.
+    """
+
+    def checked(consumer: Consumer, lanes: LaneSet) -> float:
+        try:
+            return assert_property(consumer, lanes)
+        except LaneConsumerPropertyError as failure:
+            if failure.property_name in ("deterministic", "inputs_unchanged", "runs"):
+                raise
+            try:
+                assert_consumer_deterministic(consumer, lanes)
+            except LaneConsumerPropertyError as nondeterministic:
+                if nondeterministic.property_name == "deterministic":
+                    raise nondeterministic from None
+            raise
+
+    checked.__name__ = checked.__qualname__ = getattr(assert_property, "__name__", "checked")
+    checked.__doc__ = assert_property.__doc__
+    return checked
+
+
+def nondeterminism_from_flaky(
+    property_name: str, consumer: Consumer, error: BaseException, last: list[LaneSet]
+) -> LaneConsumerPropertyError:
+    """Property `deterministic` for a Flaky run of `property_name`'s row: Hypothesis saw an
+    example fail and then pass. The last example tried is replayed twice (up to three times)
+    to show the difference; failing that, the failure says what Hypothesis saw.
+
+    Args:
+        property_name: the row that was running.
+        consumer: the consumer checked (the row's prepared copy).
+        error: what Hypothesis raised (`hypothesis.errors.Flaky` or a subclass).
+        last: the last example tried (empty when none was).
+    """
+    lanes = last[0] if last else None
+    if lanes is not None:
+        for _ in range(3):
+            try:
+                assert_consumer_deterministic(consumer, lanes)
+            except LaneConsumerPropertyError as failure:
+                if failure.property_name == "deterministic":
+                    return failure
+    hint = _nondeterminism_hint(consumer)
+    return LaneConsumerPropertyError(
+        "deterministic",
+        f"Hypothesis saw {property_name} fail on a lane set and then hold on the same lane set "
+        f"({type(error).__name__}): the consumer's output is not a function of its input; "
+        f"{hint}",
+        lanes
+        if lanes is not None
+        else LaneSet(torch.zeros(0, 0, 1), torch.zeros(0, 0, dtype=torch.bool)),
+    )
 
 
 # -- finite ----------------------------------------------------------------------------------------

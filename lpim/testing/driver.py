@@ -2,20 +2,19 @@
 
 `check_encoder` and `check_lane_consumer` describe their rows as `Case`s; the `Driver` runs
 them all (a failure does not stop the check), turns what happened into report rows, attaches
-reproducers, and raises at the end with every failure. It also owns what a whole check must
-restore or fix: the global RNG states, torch's thread count, Hypothesis' example database key.
+reproducers, and raises at the end with every failure. It also sets what a whole check must fix:
+torch's thread count, Hypothesis' example database key. What a check must leave as it found it
+(RNG states, the user's modules, torch's global settings) is `lpim.testing.state`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic
 
-import numpy as np
 import torch
 from hypothesis import HealthCheck, Phase, given, reject
 from hypothesis import settings as Settings
@@ -31,7 +30,6 @@ __all__ = [
     "Driver",
     "IncompleteCheckError",
     "check_settings",
-    "global_rng_restored",
     "torch_threads",
 ]
 
@@ -399,20 +397,3 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def global_rng_restored(device: torch.device) -> Iterator[None]:
-    """Restore torch's (CPU and, when checking there, CUDA), Python's and NumPy's global RNG
-    states afterwards, whatever the code under check or its copies draw."""
-    python_state = random.getstate()
-    numpy_state = np.random.get_state()
-    devices: list[int] = []
-    if device.type == "cuda":  # the CPU state is always forked; CUDA's only where checked
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from hypothesis import HealthCheck, Verbosity
@@ -22,10 +22,11 @@ from hypothesis import settings as Settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from lpim._errors import UsageValueError
-from lpim.testing.driver import Case, Driver, check_settings, global_rng_restored, torch_threads
+from lpim.testing.driver import Case, Driver, check_settings, torch_threads
 from lpim.testing.errors import ExampleT
 from lpim.testing.options import CheckOptions
 from lpim.testing.report import CheckReport, PropertyResult
+from lpim.testing.state import user_state_kept
 
 __all__ = [
     "DATABASE_ENV",
@@ -91,8 +92,9 @@ def dtypes_of(options: CheckOptions) -> tuple[torch.dtype, ...]:
 
 def settings_of(options: CheckOptions) -> Settings:
     """The Hypothesis settings every row starts from: `settings=`, else `--profile`'s, else
-    `DEFAULT_SETTINGS` (for the `lpim` command derandomized, so its verdict is the same every
-    run), with `$LPIM_HYPOTHESIS_DATABASE` as the database when set; `--max-examples` last.
+    `DEFAULT_SETTINGS`, with `$LPIM_HYPOTHESIS_DATABASE` as the database when set (for the
+    `lpim` command, without it: derandomized and no database, so its verdict is the same every
+    run and nothing is written); `--max-examples` last.
 
     Raises:
         UsageValueError: an unknown profile, naming the option.
@@ -112,22 +114,27 @@ def settings_of(options: CheckOptions) -> Settings:
             ) from None
     else:
         directory = os.environ.get(DATABASE_ENV)
-        command = options.door == "flag"
-        database: Any = (
-            DirectoryBasedExampleDatabase(directory)
-            if directory
-            else None
-            if command
-            else DEFAULT_SETTINGS.database
-        )
-        base = Settings(DEFAULT_SETTINGS, derandomize=command, database=database)
+        if directory:  # asked for by name: kept by every door (derandomizing would drop it)
+            base = Settings(DEFAULT_SETTINGS, database=DirectoryBasedExampleDatabase(directory))
+        elif options.door == "flag":  # the command: the same verdict every run, nothing written
+            base = Settings(DEFAULT_SETTINGS, derandomize=True, database=None)
+        else:
+            base = DEFAULT_SETTINGS
     if options.max_examples is not None:
         base = Settings(base, max_examples=options.max_examples)
     return check_settings(base)
 
 
-def run_check(side: CheckSide[ExampleT], subject_name: str, options: CheckOptions) -> CheckReport:
-    """Run every row of `side` under `options`; return the report, or raise every failure.
+def run_check(
+    side: CheckSide[ExampleT], subject: object, subject_name: str, options: CheckOptions
+) -> CheckReport:
+    """Run every row of `side` on `subject` under `options`; return the report, or raise
+    every failure.
+
+    Nothing of the user's runs before their state is saved, and however the check ends (a
+    pass, a failure, an exception, an interrupt) it is restored: the global RNG states, the
+    modes, parameters, buffers and gradients of the modules `subject` holds, torch's threads,
+    default dtype and grad mode, the warnings filters (`lpim.testing.state.user_state_kept`).
 
     Raises:
         PropertyError: the first failure in full, with `.failures` and `.report`.
@@ -138,8 +145,8 @@ def run_check(side: CheckSide[ExampleT], subject_name: str, options: CheckOption
     settings = settings_of(options)
     device = torch.device(options.device)
     driver: Driver[ExampleT] = Driver(CheckReport(subject_name), options.progress, options.strict)
-    with torch_threads(options.threads), global_rng_restored(device):
-        side.prepare(options)
+    with user_state_kept(subject, device), torch_threads(options.threads):
+        side.prepare(options)  # may call the subject (its width): inside, so it is undone
         driver.report.contract = side.contract()
         for dtype in dtypes_of(options):
             for row in side.rows(dtype, settings, driver):

@@ -38,17 +38,25 @@ __all__ = [
     "DTYPE_NAMES",
     "GARBAGE_NAMES",
     "LAYOUT_NAMES",
+    "OPTIONS",
     "PRECISIONS",
     "CheckOptions",
     "Door",
     "Given",
     "Option",
+    "Side",
+    "add_flags",
     "find_pyproject",
+    "flags_given",
+    "options_for",
     "options_of",
+    "pyproject_layers",
     "read_pyproject",
+    "table_rows",
 ]
 
 Side = Literal["encoder", "consumer"]
+"""The two checks: `check_encoder` and `check_lane_consumer`."""
 Door = Literal["keyword", "flag", "key"]
 """How an option was given: a Python keyword (`check_encoder`, the fixtures), a flag of the
 `lpim` command, or a key of `[tool.lpim]`."""
@@ -68,7 +76,7 @@ it points of that dtype; `autocast` keeps parameters and points in float32 and r
 `torch.autocast(device_type, dtype)`, as mixed-precision training does (bfloat16 and
 float16 only; float64 and float32 rows run as cast)."""
 
-BOTH: tuple[Side, ...] = ("encoder", "consumer")
+_BOTH: tuple[Side, ...] = ("encoder", "consumer")
 
 # Hypothesis draws at most 8192 choices for one example (`BUFFER_SIZE`); a lane costs about four
 # (its padded count, its empty flag, the list's bookkeeping) plus one per slot when scattered.
@@ -125,7 +133,7 @@ def _option(
     check: Callable[[Any, str], Any],
     flag: str | None = "",
     key: str | None = "",
-    sides: tuple[Side, ...] = BOTH,
+    sides: tuple[Side, ...] = _BOTH,
     text: Callable[[str], Any] | None = None,
     toml: Callable[[Any], Any] | None = None,
     metavar: str | None = None,
@@ -313,10 +321,21 @@ def _strategy(value: Any, name: str) -> Any:
     return value
 
 
+class _Target(str):
+    """A `MODULE:FUNCTION` string given by a flag or a key, to be imported (a plain string
+    given as a keyword is not callable, and is refused as such)."""
+
+    __slots__ = ()
+
+
+def _target_text(text: Any) -> Any:
+    return _Target(text) if isinstance(text, str) else text
+
+
 def _other_inputs(value: Any, name: str) -> Any:
     """A function `(batch_size, dtype, device) -> SearchStrategy`, or `"module:function"`
     naming one (the flag's and the key's form), loaded here."""
-    if isinstance(value, str):
+    if isinstance(value, _Target):
         from lpim.testing.target import load_target
 
         value = load_target(value, "other-inputs function", option=name)
@@ -606,6 +625,8 @@ class CheckOptions:
         "other inputs (a tuple, or a dict of keywords); flag and key: MODULE:FUNCTION, e.g. "
         "'lpim.strategies:bev_maps(16, 8, 8)'",
         check=_other_inputs,
+        text=_target_text,
+        toml=_target_text,
         metavar="MODULE:FUNCTION",
         sides=("consumer",),
     )
@@ -776,8 +797,8 @@ def _check_together(options: CheckOptions) -> None:
         unknown = [p for p in options.properties if p not in known]
         if unknown:
             raise UsageValueError(
-                f"{name('properties')}: unknown properties {unknown} for the {options.side} "
-                f"check; expected some of {list(known)}"
+                f"{name('properties')}: unknown properties for the {options.side} check: got "
+                f"{unknown}; expected some of {list(known)}"
             )
     batch = _high(options.batch_size)
     lanes = _high(options.num_lanes)

@@ -24,6 +24,7 @@ import torch
 
 from lpim._errors import LpimError
 from lpim.batch import LaneBatch
+from lpim.testing.compare import same_values
 from lpim.testing.deadline import (
     HARD_STOP_FACTOR,
     HARD_STOP_FLOOR,
@@ -368,17 +369,6 @@ class DeadlineExceeded(BaseException):
         )
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal shape, dtype and values, NaN equal to NaN (padded slots may hold NaN)."""
-    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
-        return False
-    with torch.no_grad():
-        equal = a == b
-        if a.is_floating_point():
-            equal = equal | (a.isnan() & b.isnan())
-        return bool(equal.all())
-
-
 def _check_unchanged(batch: LaneBatch, points: torch.Tensor, point_mask: torch.Tensor) -> None:
     """Raise property `inputs_unchanged` if the encoder wrote into the copies it was given."""
     changed = [
@@ -387,7 +377,7 @@ def _check_unchanged(batch: LaneBatch, points: torch.Tensor, point_mask: torch.T
             ("points", points, batch.points),
             ("point_mask", point_mask, batch.point_mask),
         )
-        if not _same(given, original)
+        if not same_values(given, original)
     ]
     if changed:
         raise EncoderPropertyError(

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lpim._properties import property_named
@@ -40,10 +41,12 @@ __all__ = [
     "BevQueries",
     "ConsumerZooEntry",
     "EmptySampleNanNeedWeights",
+    "FunctionalDropoutInEval",
     "KpmValuesNotCleaned",
     "LaneIndexPositions",
     "MaskedCrossAttention",
     "MaskedMeanPool",
+    "PaddedLanesZeroedInPlace",
     "UnmaskedCrossAttention",
     "ZeroedMeanOverSlots",
 ]
@@ -218,6 +221,26 @@ class LaneIndexPositions(MaskedCrossAttention):
         return lanes + encoding  # the bug: slot index, not anything about the lane
 
 
+class PaddedLanesZeroedInPlace(MaskedCrossAttention):
+    """Bug: padded lanes are zeroed *in place*, in the caller's `lane_embedding`.
+
+    What is wrong: `clean` writes `lane_embedding.masked_fill_(~lane_mask[..., None], 0)`
+    (the same as `lane_embedding[~lane_mask] = 0`) instead of selecting with `torch.where`.
+    Its own output is right: padded lanes are zero before anything reads them. But the tensor
+    belongs to the caller: the encoder's output, which a second head, a loss or a logger may
+    read after the fusion, now has zeros where it had whatever it had (harmless only if it was
+    zeros already, as lpim's encoder writes), and under autograd an in-place write into a
+    tensor saved for backward can raise at `backward()`.
+
+    Caught by `inputs_unchanged` alone (the checker hands every call copies and compares them
+    with its own tensors afterwards), on a lane set whose padded lanes hold something other
+    than zeros. Registered as `padded_lanes_zeroed_in_place`.
+    """
+
+    def clean(self, lane_embedding: Tensor, lane_mask: Tensor) -> Tensor:
+        return lane_embedding.masked_fill_(~lane_mask[..., None], 0)  # the bug: in place
+
+
 # -- pooling the lanes into a scene vector ---------------------------------------------------------
 
 
@@ -241,12 +264,18 @@ class MaskedMeanPool(nn.Module):
     def forward(self, lane_embedding: Tensor, lane_mask: Tensor) -> dict[str, Tensor]:
         """`{"scene": [B, C], "has_lanes": [B]}`."""
         lanes = torch.where(lane_mask[..., None], lane_embedding, 0)  # [B, M, C]
-        return {"scene": self.proj(self.pool(lanes, lane_mask)), "has_lanes": lane_mask.any(-1)}
+        scene = self.project(self.pool(lanes, lane_mask))  # [B, C]
+        return {"scene": scene, "has_lanes": lane_mask.any(-1)}
 
     def pool(self, lanes: Tensor, lane_mask: Tensor) -> Tensor:
         """Mean over real lanes: `[B, C]`."""
         count = lane_mask.sum(dim=-1, keepdim=True).clamp(min=1)  # [B, 1]
         return lanes.sum(dim=1) / count
+
+    def project(self, pooled: Tensor) -> Tensor:
+        """The scene vector from the pooled lanes: `[B, C]`."""
+        scene: Tensor = self.proj(pooled)
+        return scene
 
 
 class ZeroedMeanOverSlots(MaskedMeanPool):
@@ -261,6 +290,24 @@ class ZeroedMeanOverSlots(MaskedMeanPool):
 
     def pool(self, lanes: Tensor, lane_mask: Tensor) -> Tensor:
         return lanes.mean(dim=1)  # the bug: M in the denominator
+
+
+class FunctionalDropoutInEval(MaskedMeanPool):
+    """Bug: `F.dropout(x, p)` on the scene vector, without `training=self.training`.
+
+    What is wrong: `project` applies `torch.nn.functional.dropout(scene, p=0.1)`, whose
+    `training` argument defaults to True: unlike `nn.Dropout`, it does not follow
+    `.eval()`, so it zeroes a tenth of the scene vector (and scales the rest by 1 / 0.9) at
+    inference too. Masking is right; the output is random: two calls on the same lanes differ,
+    and so does every comparison a property makes between two runs.
+
+    Caught by `deterministic` alone: `check_lane_consumer` runs it first, and blames a failed
+    comparison of any later property on nondeterminism when two runs of that lane set
+    differ. Registered as `functional_dropout_in_eval`.
+    """
+
+    def project(self, pooled: Tensor) -> Tensor:
+        return F.dropout(super().project(pooled), p=0.1)  # the bug: training=True by default
 
 
 # -- the registry ----------------------------------------------------------------------------------
@@ -346,6 +393,19 @@ CONSUMER_BUGS: dict[str, ConsumerZooEntry] = by_name(
         seeded(ZeroedMeanOverSlots),
         "ignores_appended_lanes",
         "padded lanes zeroed, then mean over all M slots",
+    ),
+    ConsumerZooEntry(
+        "padded_lanes_zeroed_in_place",
+        seeded(PaddedLanesZeroedInPlace),
+        "inputs_unchanged",
+        "padded lanes zeroed with masked_fill_ in the caller's lane_embedding",
+        BevQueries(),
+    ),
+    ConsumerZooEntry(
+        "functional_dropout_in_eval",
+        seeded(FunctionalDropoutInEval),
+        "deterministic",
+        "F.dropout(x, p=0.1) without training=self.training: random output in eval mode",
     ),
 )
 """Every buggy consumer by name: `entry.caught_by` is the first property that fails on it."""
