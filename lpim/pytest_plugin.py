@@ -281,6 +281,7 @@ def _runner(side: Side, device: torch.device, config: pytest.Config) -> Callable
     from lpim.testing.target import built, factory_path
 
     layers = pyproject_layers(Path(str(config.rootpath)))
+    options_of(side, *layers)  # a table that is wrong fails the fixture, before the test runs
 
     def run(subject_or_factory: Any, **kwargs: Any) -> CheckReport:
         __tracebackhide__ = True  # the test's frame and lpim's message, not lpim's internals

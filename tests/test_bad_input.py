@@ -1154,9 +1154,7 @@ def _check_args(kind: str, data: st.DataObject) -> tuple[dict[str, Any], type[Ex
         return {"point_dim": value}, error, "point_dim"
     if kind == "dtype_bad":
         value = data.draw(
-            st.sampled_from(
-                [torch.int32, torch.bool, "float8", [], [torch.float32, torch.int8], 3]
-            )
+            st.sampled_from([torch.int32, torch.bool, "float8", [], [torch.float32, torch.int8], 3])
         )
         return {"dtype": value}, TypeError if value == 3 else ValueError, "dtype"
     if kind == "device_bad":

@@ -190,3 +190,50 @@ def test_lpim_check_consumer_fixture(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--hypothesis-profile", "lpim-dev")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*lane-consumer property 'ignores_appended_lanes' failed*"])
+
+
+TABLE_TESTS = """
+import torch
+from lpim import PriorEncoder
+from lpim.zoo import CONSUMER_CORRECT
+
+
+def small_reference():
+    torch.manual_seed(0)
+    return PriorEncoder(d_model=16, nhead=2, num_layers=1, dim_feedforward=32)
+
+
+def test_encoder_takes_the_table(lpim_check):
+    report = lpim_check(small_reference, properties=["finite"])
+    assert [r.dtype for r in report.results] == [torch.float32]
+    assert "right padding only" in report.contract
+
+
+def test_consumer_takes_the_table(lpim_check_consumer):
+    entry = CONSUMER_CORRECT["masked_cross_attention"]
+    report = lpim_check_consumer(entry.factory, other_inputs=entry.other_inputs,
+                                 properties=["finite"])
+    assert [r.dtype for r in report.results] == [torch.float32]
+
+
+def test_keywords_override_the_table(lpim_check):
+    report = lpim_check(small_reference, properties=["finite"], dtype=torch.float64)
+    assert [r.dtype for r in report.results] == [torch.float64]
+"""
+
+
+def test_fixtures_read_tool_lpim_as_the_command_does(pytester: pytest.Pytester) -> None:
+    """Before: `lpim_check` ignored `dtype = ["float32"]` of `[tool.lpim]`, which `lpim check`
+    obeyed, and `lpim_check_consumer` read no table at all."""
+    pytester.makepyfile(TABLE_TESTS)
+    pytester.makefile(".toml", pyproject='[tool.lpim]\ndtype = ["float32"]\nlayout = "right"\n')
+    result = pytester.runpytest("--hypothesis-profile", "lpim-dev")
+    result.assert_outcomes(passed=3)
+
+
+def test_a_broken_table_fails_the_fixture_naming_the_file(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(TABLE_TESTS)
+    pytester.makefile(".toml", pyproject='[tool.lpim]\nthreads = "2"\n')
+    result = pytester.runpytest("--hypothesis-profile", "lpim-dev")
+    result.assert_outcomes(errors=3)
+    result.stdout.fnmatch_lines(["*pyproject.toml: [[]tool.lpim[]] threads must be an int*"])
