@@ -23,6 +23,8 @@ __all__ = ["LpimError", "UsageError", "UsageTypeError", "UsageValueError"]
 class LpimError(Exception):
     """The root of every error lpim raises on purpose (`except lpim.errors.LpimError`)."""
 
+    __module__ = "lpim.errors"  # where users import it from
+
 
 class UsageError(LpimError):
     """A mistake in how lpim was called, not in the code it checks.
@@ -31,10 +33,16 @@ class UsageError(LpimError):
     key to change, as the caller wrote it. The `lpim` command prints it in one line and exits 2.
     """
 
+    __module__ = "lpim.errors"  # where users import it from
+
 
 class UsageTypeError(UsageError, TypeError):
     """A usage error of type: a value of the wrong type (a string where an int belongs, ...)."""
 
+    __module__ = "lpim.errors"  # where users import it from
+
 
 class UsageValueError(UsageError, ValueError):
     """A usage error of value: out of range, unknown, or contradicting another option."""
+
+    __module__ = "lpim.errors"  # where users import it from

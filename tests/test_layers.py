@@ -37,7 +37,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("lpim.testing", "lpim.zoo"),
     ("lpim.sanitize", "lpim._sanitize"),
     ("lpim",),  # the package root re-exports the floors below it
-    ("lpim.cli", "lpim.pytest_plugin"),
+    ("lpim.cli", "lpim.pytest_plugin", "lpim.errors"),  # errors: the family gathered, one page
     ("lpim.__main__",),  # `python -m lpim` runs the CLI
 ]
 

@@ -343,3 +343,95 @@ def test_errors_are_one_family() -> None:
     assert issubclass(EncoderPropertyError, LpimError) and issubclass(
         EncoderPropertyError, AssertionError
     )
+
+
+# -- no raw traceback through the command's flags or the table's keys -----------------------------
+
+_TEXTS = st.sampled_from(
+    [
+        "0",
+        "-1",
+        "1",
+        "3-1",
+        "1-3",
+        "x",
+        "",
+        "1e9",
+        "99999999999",
+        "nan",
+        "inf",
+        "float8",
+        "yes",
+        "no",
+        "zero",
+        "cuda:7",
+        "mps",
+        "xpu",
+        "meta",
+        "a:b",
+        "lpim:__version__",
+        "none",
+    ]
+)
+
+
+@DOORS_FUZZ
+@given(
+    command=st.sampled_from(["check", "check-consumer"]),
+    picks=st.lists(st.tuples(st.sampled_from(list(OPTIONS.values())), _TEXTS), max_size=3),
+)
+def test_any_flags_give_a_verdict_or_one_line_of_usage_error(
+    command: str, picks: list[tuple[Any, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Any flag values: exit 2 with one `lpim <command>: error:` line (the target does not
+    exist, so options that pass lead to its import error), never a traceback."""
+    side = "encoder" if command == "check" else "consumer"
+    argv = [command, "no_such_module_for_lpim_fuzz:X"]
+    for option, text in picks:
+        if option.flag is None or side not in option.sides:
+            continue
+        argv += [option.flag] if option.switch else [f"{option.flag}={text}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lpim {command}: error: ") and "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+
+
+_TOML_VALUES = st.one_of(
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.text(max_size=8).filter(lambda t: '"' not in t and "\\" not in t and "\n" not in t),
+    st.lists(st.integers(-3, 10), max_size=3),
+)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+@DOORS_FUZZ
+@given(
+    side=st.sampled_from(["encoder", "consumer"]),
+    table=st.dictionaries(
+        st.sampled_from([o.key for o in OPTIONS.values() if o.key] + ["no-such-key"]),
+        _TOML_VALUES,
+        max_size=3,
+    ),
+)
+def test_any_table_gives_options_or_a_usage_error_naming_the_file(
+    side: str, table: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = tmp_path_factory.mktemp("table")
+    lines = [f"{key} = {_toml(value)}" for key, value in table.items()]
+    (folder / "pyproject.toml").write_text("[tool.lpim]\n" + "\n".join(lines) + "\n")
+    try:
+        options_of(side, read_pyproject(folder / "pyproject.toml"))  # type: ignore[arg-type]
+    except UsageError as error:
+        assert str(folder / "pyproject.toml") in str(error)

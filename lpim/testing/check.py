@@ -170,31 +170,13 @@ def check_encoder(
             is not a `hypothesis.settings`, or another argument has the wrong type.
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
-    keywords: dict[str, Any] = {
-        "point_dim": point_dim,
-        "dtype": dtype,
-        "device": device,
-        "settings": settings,
-        "properties": properties,
-        "precision": precision,
-        "layout": layout,
-        "garbage": garbage,
-        "min_points": min_points,
-        "empty_lanes": empty_lanes,
-        "empty_samples": empty_samples,
-        "batch_size": batch_size,
-        "num_lanes": num_lanes,
-        "num_points": num_points,
-        "strategy": strategy,
-        "strict": strict,
-        "factory": factory,
-        "deadline": deadline,
-        "progress": progress,
+    given = {  # every keyword is an option; None leaves its default (threads: torch's own)
+        keyword: value
+        for keyword, value in locals().items()
+        if keyword not in ("encoder", "__tracebackhide__")
+        and (value is not None or keyword == "threads")
     }
-    given = {k: v for k, v in keywords.items() if v is not None}
-    given["threads"] = threads  # None means torch's own here, not the default
-    options = options_of("encoder", Given("keyword", given))
-    return check_encoder_with(encoder, options)
+    return check_encoder_with(encoder, options_of("encoder", Given("keyword", given)))
 
 
 def check_encoder_with(encoder: Encoder, options: CheckOptions) -> CheckReport:

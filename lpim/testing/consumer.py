@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import torch
 from hypothesis import settings as Settings
@@ -63,7 +62,6 @@ def check_lane_consumer(
     strict: bool | None = None,
     threads: int | None = 1,
     factory: str | None = None,
-    deadline: float | None = None,
     progress: Callable[[str, torch.dtype, PropertyResult | None], None] | None = None,
 ) -> CheckReport:
     """Check every lane-consumer property on `consumer`; return the report, or raise at the
@@ -103,7 +101,6 @@ def check_lane_consumer(
             was skipped or unsupported.
         threads: torch's intra-op threads during the check (restored after; default 1).
         factory: `"module:expression"` that rebuilds the consumer, for the reproducer.
-        deadline: seconds one call of the consumer may take (as `check_encoder`'s).
         progress: as `lpim.testing.check_encoder`'s.
 
     Returns:
@@ -122,23 +119,12 @@ def check_lane_consumer(
             `hypothesis.settings`, or another argument has the wrong type.
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
-    keywords: dict[str, Any] = {
-        "embed_dim": embed_dim,
-        "other_inputs": other_inputs,
-        "order_invariant": order_invariant,
-        "dtype": dtype,
-        "device": device,
-        "settings": settings,
-        "properties": properties,
-        "batch_size": batch_size,
-        "num_lanes": num_lanes,
-        "strict": strict,
-        "factory": factory,
-        "deadline": deadline,
-        "progress": progress,
+    given = {  # every keyword is an option; None leaves its default (threads: torch's own)
+        keyword: value
+        for keyword, value in locals().items()
+        if keyword not in ("consumer", "__tracebackhide__")
+        and (value is not None or keyword == "threads")
     }
-    given = {k: v for k, v in keywords.items() if v is not None}
-    given["threads"] = threads  # None means torch's own here, not the default
     return check_lane_consumer_with(consumer, options_of("consumer", Given("keyword", given)))
 
 

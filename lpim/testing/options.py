@@ -495,6 +495,7 @@ class CheckOptions:
         check=_deadline,
         text=_float_text,
         metavar="SECONDS",
+        sides=("encoder",),  # consumers have no deadline property yet
     )
     factory: str | None = _option(
         None,
