@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -31,6 +30,7 @@ from lpim.testing.arguments import declared_width, subject_name, unknown_width
 from lpim.testing.contract import DataContract
 from lpim.testing.deadline import CallTimedOut, HangMemory, call_within, hard_stop
 from lpim.testing.driver import Case, Driver
+from lpim.testing.dtype_probe import dtype_unsupported
 from lpim.testing.engine import DATABASE_ENV, DEFAULT_DTYPES, DEFAULT_SETTINGS, run_check
 from lpim.testing.errors import EncoderPropertyError, PropertyError
 from lpim.testing.options import PRECISIONS, CheckOptions, Given, options_of
@@ -228,7 +228,7 @@ class EncoderSide:
         subject.deadline = options.deadline
         subject.hangs = self.hangs
         with context():
-            unsupported = _unsupported(self.encoder, subject, dim, dtype, autocast)
+            unsupported = _unsupported(self.encoder, subject, dim, dtype, autocast, options)
         # Nondeterminism shows on any batch: a fifth of the examples is plenty for `deterministic`
         # (a nondeterministic encoder that slips through makes a later property Flaky, which is
         # reported as `deterministic` too).
@@ -448,60 +448,46 @@ def _reference_notes(report: CheckReport) -> str:
     return ""
 
 
-# Why an encoder cannot run at a dtype, read from its exception: two dtypes met inside it, or an
-# op has no kernel for the dtype. A fill that overflows the dtype is a mask bug, not this.
-_DTYPE_NAME = re.compile(
-    r"\b(Float|Double|BFloat16|Half|float32|float64|bfloat16|float16|c10::Half|c10::BFloat16)\b"
-)
-_OVERFLOW = re.compile(r"cannot be converted to type .* without overflow")
-
-
 def _unsupported(
-    encoder: Encoder, subject: Subject, point_dim: int, dtype: torch.dtype, autocast: bool
+    encoder: Encoder,
+    subject: Subject,
+    point_dim: int,
+    dtype: torch.dtype,
+    autocast: bool,
+    options: CheckOptions,
 ) -> str:
-    """Why the encoder cannot run at `dtype` ('' if it can, or if the failure is a bug).
+    """Why the encoder cannot run at `dtype` ('' if it can, or if its crash is not the
+    dtype's), decided by experiment (`lpim.testing.dtype_probe`): one unpadded lane at the
+    dtype, in the precision mode checked, against the same lane at plain float32."""
 
-    The probe is one unpadded lane: a crash there that does not happen at float32 and names two
-    dtypes or a missing kernel is the dtype's; anything else (a crash at float32 too, only with
-    padding, or a fill value overflowing the dtype) is left for the properties to report.
-    """
-    probe = _probe(point_dim, subject.dtype, subject.device)
-    try:
+    def at_dtype() -> None:
         with torch.no_grad():
-            subject(probe)
-    except (Exception, DeadlineExceeded) as error:
-        if isinstance(error, DeadlineExceeded) or _OVERFLOW.search(str(error)):
-            return ""
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        missing_kernel = isinstance(error, NotImplementedError) or "not implemented for" in message
-        two_dtypes = len(set(_DTYPE_NAME.findall(message))) >= 2 or "same dtype" in message
-        if not (missing_kernel or two_dtypes) or dtype == torch.float32:
-            return ""
-        if not _runs_at_float32(encoder, subject.device, point_dim):
-            return ""
-        if missing_kernel:
-            hint = "an op has no kernel at this dtype on this device"
-        else:
-            hint = "it computes in float32 internally"
-        mode = "under autocast" if autocast else "cast to it"
-        alternative = (
-            "try precision='autocast' (--precision autocast) or dtype=torch.float32 "
-            "(--dtype float32)"
-            if dtype in (torch.bfloat16, torch.float16) and not autocast
-            else "check it at float32 (dtype=torch.float32, --dtype float32), which it runs"
-        )
-        return f"{hint} ({mode}): {message[:100]}; {alternative}"
-    return ""
+            try:
+                subject(_probe(point_dim, subject.dtype, subject.device))
+            except DeadlineExceeded:
+                pass  # slow, not unsupported: the rows report `deadline`
 
-
-def _runs_at_float32(encoder: Encoder, device: torch.device, point_dim: int) -> bool:
-    try:
-        float32 = Subject.prepare(encoder, torch.float32, device)
+    def at_float32() -> None:
+        float32 = Subject.prepare(encoder, torch.float32, subject.device)
+        float32.deadline, float32.hangs = subject.deadline, subject.hangs
         with torch.no_grad():
-            float32(_probe(point_dim, torch.float32, device))
-    except (Exception, DeadlineExceeded):
-        return False
-    return True
+            float32(_probe(point_dim, torch.float32, subject.device))
+
+    low = dtype in (torch.bfloat16, torch.float16)
+    alternative = (
+        f"try {options.how_to_pass('precision', 'autocast')} or "
+        f"{options.how_to_pass('dtype', 'float32')}"
+        if low and not autocast
+        else f"check it at float32 ({options.how_to_pass('dtype', 'float32')}), which it runs"
+    )
+    return dtype_unsupported(
+        at_dtype,
+        at_float32,
+        dtype,
+        subject.device,
+        mode="under autocast" if autocast else "cast to it",
+        alternative=alternative,
+    )
 
 
 def _nondeterminism(
@@ -594,7 +580,7 @@ def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
         encoder,
         "how many coordinates a point has",
         _POINT_DIM_ATTRIBUTES,
-        options.how_to_pass("point_dim", "D"),
+        options.how_to_pass("point_dim", "D", placeholder=True),
         tried,
     )
 

@@ -31,6 +31,7 @@ from lpim.testing.consumer_properties import (
     run_consumer,
 )
 from lpim.testing.driver import Case, Driver
+from lpim.testing.dtype_probe import dtype_unsupported
 from lpim.testing.engine import run_check
 from lpim.testing.errors import PropertyError
 from lpim.testing.options import CheckOptions, Given, options_of
@@ -168,7 +169,9 @@ class ConsumerSide:
     ) -> Iterator[Case[LaneSet] | PropertyResult]:
         options, target = self.options, self.device
         prepared = Subject.prepare(self.consumer, dtype, target).encoder
-        unsupported = _consumer_unsupported(prepared, self.embed_dim, dtype, target)
+        unsupported = _consumer_unsupported(
+            self.consumer, prepared, self.embed_dim, dtype, target, options
+        )
         for name in self.names:
             prop = CONSUMER_PROPERTIES[name]
             if not prop.is_declared(options.order_invariant):
@@ -260,23 +263,36 @@ def _translate(
 
 
 def _consumer_unsupported(
-    prepared: Consumer, embed_dim: int, dtype: torch.dtype, device: torch.device
+    consumer: Consumer,
+    prepared: Consumer,
+    embed_dim: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    options: CheckOptions,
 ) -> str:
-    """Why the consumer cannot run at `dtype` ('' if it can): one real lane, no padding,
-    and only an op with no kernel for the dtype counts."""
-    lanes = LaneSet(
-        torch.linspace(-1, 1, embed_dim).reshape(1, 1, embed_dim).to(device=device, dtype=dtype),
-        torch.ones(1, 1, dtype=torch.bool, device=device),
+    """Why the consumer cannot run at `dtype` ('' if it can, or if its crash is not the
+    dtype's), decided by experiment (`lpim.testing.dtype_probe`): one real lane, no padding,
+    at the dtype and at plain float32. A consumer that needs other inputs crashes at float32
+    too without them, so its dtype is left for the rows to try."""
+
+    def lanes(at: torch.dtype) -> LaneSet:
+        return LaneSet(
+            torch.linspace(-1, 1, embed_dim).reshape(1, 1, embed_dim).to(device=device, dtype=at),
+            torch.ones(1, 1, dtype=torch.bool, device=device),
+        )
+
+    def at_float32() -> None:
+        run_consumer(Subject.prepare(consumer, torch.float32, device).encoder, lanes(torch.float32))
+
+    return dtype_unsupported(
+        lambda: run_consumer(prepared, lanes(dtype)),
+        at_float32,
+        dtype,
+        device,
+        mode="cast to it",
+        alternative=f"check it at float32 ({options.how_to_pass('dtype', 'float32')}), which "
+        "it runs",
     )
-    try:
-        run_consumer(prepared, lanes)
-    except LaneConsumerPropertyError as failure:
-        cause = failure.__cause__
-        if isinstance(cause, NotImplementedError) or "not implemented for" in str(cause):
-            return f"not implemented at {dtype}: {str(cause).splitlines()[0]}"[:200]
-    except Exception:  # other inputs missing here: the properties will call it properly
-        return ""
-    return ""
 
 
 _EMBED_DIM_ATTRIBUTES = ("embed_dim", "d_model", "lane_dim")
@@ -291,6 +307,6 @@ def _read_embed_dim(consumer: Consumer, options: CheckOptions) -> int:
             consumer,
             "the lane embedding width C",
             _EMBED_DIM_ATTRIBUTES,
-            options.how_to_pass("embed_dim", "C"),
+            options.how_to_pass("embed_dim", "C", placeholder=True),
         )
     return declared

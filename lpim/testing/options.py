@@ -657,11 +657,14 @@ class CheckOptions:
         `num_points`)."""
         return OPTIONS[keyword].spelled(self.door)
 
-    def how_to_pass(self, keyword: str, value: str) -> str:
-        """How to give option `keyword` the value `value` through this door (`--point-dim D`
-        or `point_dim=D`), to say what to pass."""
+    def how_to_pass(self, keyword: str, value: Any, *, placeholder: bool = False) -> str:
+        """How to give option `keyword` the value `value` through this door, to say what to
+        pass: `--precision autocast` or `precision='autocast'`; with `placeholder`, `value`
+        stands for what the user fills in (`--point-dim D`, `point_dim=D`)."""
         flag = OPTIONS[keyword].flag
-        return f"{flag} {value}" if self.door == "flag" and flag else f"{keyword}={value}"
+        if self.door == "flag" and flag:
+            return f"{flag} {value}"
+        return f"{keyword}={value if placeholder else repr(value)}"
 
 
 def _shown(value: Any) -> str:
