@@ -326,7 +326,7 @@ def test_a_class_that_needs_arguments_reads_the_same_from_the_command_and_the_fi
 
 
 @pytest.mark.parametrize(
-    ("keyword", "value"), [("strict", "yes"), ("progress", 5), ("threads", 0), ("deadline", -1)]
+    ("keyword", "value"), [("strict", "yes"), ("progress", 5), ("threads", 0), ("settings", 3)]
 )
 @pytest.mark.parametrize("check", [check_encoder, check_lane_consumer])
 def test_both_checks_refuse_the_same_run_options(check: Any, keyword: str, value: Any) -> None:

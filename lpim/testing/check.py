@@ -37,6 +37,7 @@ from lpim.testing.options import PRECISIONS, CheckOptions, Given, options_of
 from lpim.testing.protocol import (
     DeadlineExceeded,
     Encoder,
+    NoLaneEmbedding,
     Subject,
     foreign_device_tensors,
     reachable_modules,
@@ -66,6 +67,7 @@ def check_encoder(
     encoder: Encoder,
     *,
     point_dim: int | None = None,
+    output: int | str | None = None,
     dtype: torch.dtype | Sequence[torch.dtype] | None = None,
     device: str | torch.device | None = None,
     settings: Settings | None = None,
@@ -103,6 +105,11 @@ def check_encoder(
         point_dim: `D`; when omitted, read from an `in_dim`, `point_dim`, `input_dim`,
             `in_channels` or `in_features` attribute, else from the input width of the
             encoder's first layer that a probe call confirms.
+        output: which part of what the encoder returns is the lane embedding `[B, M, C]`: an
+            index (a tuple or list, e.g. `0` for `(embedding, valid)`), a key (a dict) or an
+            attribute (a NamedTuple, a dataclass, any object). Default: the output itself when
+            it is a tensor, its `.lane_embedding` (with `.point_features`), else the one
+            `[B, M, C]` tensor among its parts. One call before anything is drawn checks it.
         dtype: one dtype or several (`torch.float32` or `"float32"`); default float64,
             float32, bfloat16, float16.
         device: where to run (default CPU). `devices_agree` compares CPU with CUDA and is
@@ -210,6 +217,7 @@ class EncoderSide:
         self.contract_ = DataContract.from_options(options)
         self.point_dim = _point_dim(options, self.encoder)
         self.device = torch.device(options.device)
+        _check_output(self.encoder, self.point_dim, self.device, options, self.hangs)
         self.names = list(options.properties or CHECKED_PROPERTIES)
 
     def contract(self) -> str:
@@ -225,8 +233,11 @@ class EncoderSide:
         subject = _prepare(self.encoder, held_dtype, dtype, target, dim, driver, options.factory)
         if subject is None:
             return
-        subject.deadline = options.deadline
-        subject.hangs = self.hangs
+        subject.deadline, subject.hangs, subject.output = (
+            options.deadline,
+            self.hangs,
+            options.output,
+        )
         with context():
             unsupported = _unsupported(self.encoder, subject, dim, dtype, autocast, options)
         # Nondeterminism shows on any batch: a fifth of the examples is plenty for `deterministic`
@@ -448,6 +459,35 @@ def _reference_notes(report: CheckReport) -> str:
     return ""
 
 
+def _check_output(
+    encoder: Encoder,
+    point_dim: int,
+    device: torch.device,
+    options: CheckOptions,
+    hangs: HangMemory,
+) -> None:
+    """One call on one real lane at float32, before anything is drawn: an output in which no
+    lane embedding can be found (or not the part `output` names) is a usage error, said in
+    under a second, never after rows of examples. Any other crash is left to the rows.
+
+    Raises:
+        UsageValueError: what came back, and the option that chooses.
+    """
+    try:
+        subject = Subject.prepare(encoder, torch.float32, device)
+        subject.deadline, subject.hangs, subject.output = options.deadline, hangs, options.output
+        with torch.no_grad():
+            subject(_probe(point_dim, torch.float32, device))
+    except NoLaneEmbedding as error:
+        chooses = options.how_to_pass("output", "INDEX|NAME", placeholder=True)
+        raise UsageValueError(
+            f"{error}; say which part is the lane embedding [B, M, C] with {chooses}"
+            + (f" (given: {options.name('output')})" if options.given("output") else "")
+        ) from None
+    except (Exception, DeadlineExceeded):
+        return  # a crash or a slow call: the rows report it, with their examples
+
+
 def _unsupported(
     encoder: Encoder,
     subject: Subject,
@@ -469,7 +509,11 @@ def _unsupported(
 
     def at_float32() -> None:
         float32 = Subject.prepare(encoder, torch.float32, subject.device)
-        float32.deadline, float32.hangs = subject.deadline, subject.hangs
+        float32.deadline, float32.hangs, float32.output = (
+            subject.deadline,
+            subject.hangs,
+            subject.output,
+        )
         with torch.no_grad():
             float32(_probe(point_dim, torch.float32, subject.device))
 

@@ -2,7 +2,7 @@
 
 [`check_encoder`][lpim.testing.check_encoder] and
 [`check_lane_consumer`][lpim.testing.check_lane_consumer] are thin doors: they turn their keywords
-into [`CheckOptions`][lpim.testing.options.CheckOptions] and call `run_check` with their side.
+into [`CheckOptions`][lpim.testing.CheckOptions] and call `run_check` with their side.
 What differs between an encoder and a consumer (preparing the subject at a dtype, the
 unsupported-dtype probe, which rows run and on what examples, the reproducer, the error) is a
 `CheckSide`; everything else exists here once: the settings and the example database, strict,

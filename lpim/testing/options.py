@@ -4,7 +4,7 @@ check and help.
 The doors into the checks (`check_encoder` / `check_lane_consumer` keywords, the `lpim check`
 / `lpim check-consumer` flags, the `[tool.lpim]` table of `pyproject.toml`, the `lpim_check` /
 `lpim_check_consumer` fixtures) all build one frozen
-[`CheckOptions`][lpim.testing.options.CheckOptions] here, so an option has one meaning, one
+[`CheckOptions`][lpim.testing.CheckOptions] here, so an option has one meaning, one
 default and one check, and a mistake gets the same sentence from every door, naming the option
 as the user wrote it (`min_points`, `--min-points`, or `min-points` in
 `/path/pyproject.toml [tool.lpim]`). Options that contradict each other (a contract that cannot
@@ -96,7 +96,7 @@ class Option:
 
     Attributes:
         keyword: the Python keyword (`check_encoder(min_points=...)`) and the attribute of
-            [`CheckOptions`][lpim.testing.options.CheckOptions].
+            [`CheckOptions`][lpim.testing.CheckOptions].
         flag: the `lpim` flag (`--min-points`), or None when the command has none.
         key: the `[tool.lpim]` key (`min-points`), or None when the table has none.
         sides: the checks that take it: `"encoder"`, `"consumer"` or both.
@@ -141,7 +141,7 @@ def _option(
     repeat: bool = False,
     switch: bool = False,
 ) -> Any:
-    """A [`CheckOptions`][lpim.testing.options.CheckOptions] field declaring its option.
+    """A [`CheckOptions`][lpim.testing.CheckOptions] field declaring its option.
 
     `flag` / `key` default to the keyword with dashes (`""`); None: that door has none.
     """
@@ -354,6 +354,17 @@ def _properties(value: Any, name: str) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(names))
 
 
+def _output(value: Any, name: str) -> int | str | None:
+    if value is None or (isinstance(value, str) and value):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise UsageTypeError(
+        f"{name} must name the lane embedding among the encoder's outputs: an index (int), a key "
+        f"or an attribute (str); got {_got(value)}"
+    )
+
+
 def _path(value: Any, name: str) -> str:
     if not isinstance(value, str | os.PathLike) or not str(value):
         raise UsageTypeError(f"{name} must be a folder path; got {_got(value)}")
@@ -411,7 +422,7 @@ def _empty_lanes_text(text: str) -> Any:
 class CheckOptions:
     """The options of one check, checked, whatever door they came through.
 
-    Build it with [`options_of`][lpim.testing.options.options_of]; every attribute is one
+    Build it with `lpim.testing.options.options_of`; every attribute is one
     option (its keyword; `OPTIONS` has the flag, the key, the help), and `spelled` says how each
     option was given, for messages that name it as the user wrote it.
 
@@ -601,6 +612,16 @@ class CheckOptions:
         check=_int(1, none=True),
         text=_int_text,
         metavar="D",
+        sides=("encoder",),
+    )
+    output: int | str | None = _option(
+        None,
+        help="which part of the encoder's output is the lane embedding: an index (tuple, list), "
+        "a key (dict) or an attribute; default: the output if a tensor, its .lane_embedding, or "
+        "the one [B, M, C] tensor among its parts",
+        check=_output,
+        text=_int_text,
+        metavar="INDEX|NAME",
         sides=("encoder",),
     )
     precision: str = _option(

@@ -13,6 +13,7 @@ its scale (for the rule's floors).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import time
 import weakref
@@ -40,6 +41,8 @@ __all__ = [
     "DeadlineExceeded",
     "Encoder",
     "EncoderOutput",
+    "NoLaneEmbedding",
+    "OutputChoice",
     "ProtocolError",
     "Subject",
     "compute_dtype",
@@ -70,26 +73,106 @@ class ProtocolError(LpimError, TypeError):
     """The encoder returned something the protocol does not allow (type, shape, dtype, device)."""
 
 
-def normalise_output(output: object, batch: LaneBatch) -> EncoderOutput:
+class NoLaneEmbedding(ProtocolError):
+    """No part of what the encoder returned can be taken as its lane embedding (or the part
+    `output=` names is not there): how to call it is the user's to say, so a check refuses it
+    as a usage error before drawing anything."""
+
+
+OutputChoice = int | str | None
+"""Which part of an encoder's output is the lane embedding: an index (tuple, list), a key
+(dict) or an attribute (NamedTuple, dataclass, any object); None: the protocol's default."""
+
+
+def _parts(output: object) -> list[tuple[int | str, object]] | None:
+    """The parts of a container output, labelled by how `output=` names them (None: not one)."""
+    if isinstance(output, dict):
+        return list(output.items())
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        return [(f.name, getattr(output, f.name)) for f in dataclasses.fields(output)]
+    if isinstance(output, tuple) and hasattr(output, "_fields"):  # a NamedTuple
+        return list(zip(output._fields, output, strict=True))
+    if isinstance(output, tuple | list):
+        return list(enumerate(output))
+    return None
+
+
+def _described(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor {tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
+    return type(value).__name__
+
+
+def _chosen(output: object, choice: int | str) -> object:
+    parts = _parts(output)
+    if parts is not None:
+        for label, value in parts:
+            if label == choice:
+                return value
+    if isinstance(choice, str) and not isinstance(output, dict) and hasattr(output, choice):
+        return getattr(output, choice)
+    came = (
+        ", ".join(f"{label!r}: {_described(v)}" for label, v in parts)
+        if parts is not None
+        else _described(output)
+    )
+    raise NoLaneEmbedding(
+        f"output={choice!r} names no part of what the encoder returned: a "
+        f"{type(output).__name__} of {came}"
+    )
+
+
+def normalise_output(
+    output: object, batch: LaneBatch, choice: OutputChoice = None
+) -> EncoderOutput:
     """Read `output` as the protocol says, checking shapes against `batch`.
 
+    The lane embedding is, in order: the part `choice` names; the output itself when it is a
+    tensor; its `.lane_embedding` (with `.point_features`, if any); else the one tensor of shape
+    `[B, M, C]` among the parts of a tuple, list, dict, NamedTuple or dataclass.
+
     Raises:
-        ProtocolError: naming what was expected and what came.
+        ProtocolError: naming what was expected and what came (every part, for a container).
     """
     b, m, n, _ = batch.shape
-    if isinstance(output, torch.Tensor):
-        lane_embedding, point_features = output, None
+    point_features = None
+    if choice is not None:
+        lane_embedding = _chosen(output, choice)
+    elif isinstance(output, torch.Tensor):
+        lane_embedding = output
     elif hasattr(output, "lane_embedding"):
         lane_embedding = output.lane_embedding
         point_features = getattr(output, "point_features", None)
+    elif (parts := _parts(output)) is not None:
+        lanes = [
+            (label, value)
+            for label, value in parts
+            if isinstance(value, torch.Tensor)
+            and value.dim() == 3
+            and tuple(value.shape[:2]) == (b, m)
+            and value.is_floating_point()
+        ]
+        if len(lanes) != 1:
+            came = ", ".join(f"{label!r}: {_described(v)}" for label, v in parts)
+            which = (
+                "none" if not lanes else f"{len(lanes)} ({', '.join(repr(k) for k, _ in lanes)})"
+            )
+            raise NoLaneEmbedding(
+                f"the encoder returned a {type(output).__name__} of {came}, and {which} of them "
+                f"is a lane embedding [B, M, C] = ({b}, {m}, C): name the one to check with the "
+                "output option"
+            )
+        lane_embedding = lanes[0][1]
     else:
-        raise ProtocolError(
-            "the encoder must return a tensor [B, M, C] or an object with .lane_embedding "
-            f"[B, M, C] (and optionally .point_features [B, M, N, C]); got {type(output).__name__}"
+        raise NoLaneEmbedding(
+            "the encoder must return a tensor [B, M, C], an object with .lane_embedding "
+            "[B, M, C] (and optionally .point_features [B, M, N, C]), or a tuple, list, dict, "
+            f"NamedTuple or dataclass holding one; got {type(output).__name__}"
         )
     _check_tensor(lane_embedding, "lane_embedding", (b, m), batch)
     if point_features is not None:
         _check_tensor(point_features, "point_features", (b, m, n), batch)
+    assert isinstance(lane_embedding, torch.Tensor)  # checked just above
     return EncoderOutput(lane_embedding, point_features)
 
 
@@ -142,6 +225,8 @@ class Subject:
     """Whether the encoder hung (a call stopped twice in a row): then every later call raises
     `DeadlineExceeded` at once. A subject has its own; a check may give several subjects one
     (`subject.hangs = shared`) to stop calling the encoder anywhere after one hang."""
+    output: OutputChoice = None
+    """Which part of the encoder's output is the lane embedding (`check_encoder(output=...)`)."""
 
     @classmethod
     def of(cls, encoder: Encoder | Subject, batch: LaneBatch) -> Subject:
@@ -173,7 +258,7 @@ class Subject:
         batch = batch.to(device=self.device, dtype=self.dtype)
         if self.deadline is None:
             output, _ = self._timed_call(batch, None)
-            return normalise_output(output, batch)
+            return normalise_output(output, batch, self.output)
         if isinstance(earlier := self.hangs.error, DeadlineExceeded):
             raise DeadlineExceeded(
                 earlier.took,
@@ -208,7 +293,7 @@ class Subject:
                 if isinstance(output, CallTimedOut):
                     self._hung(error)
                 raise error
-        return normalise_output(output, batch)
+        return normalise_output(output, batch, self.output)
 
     def _hung(self, error: DeadlineExceeded) -> NoReturn:
         self.hangs.remember(error)
@@ -263,7 +348,7 @@ class Subject:
                     output = call_within(
                         hard_stop(self.deadline), twin, batch.points, batch.point_mask
                     )
-                return normalise_output(output, batch)
+                return normalise_output(output, batch, self.output)
         except (Exception, CallTimedOut) as error:
             self.reference_note = _no_reference(error)
             return None

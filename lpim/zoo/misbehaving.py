@@ -83,7 +83,9 @@ class Raises(MaskedMeanEncoder):
 class ReturnsList(MaskedMeanEncoder):
     """Returns a Python list of per-sample tensors instead of a `[B, M, C]` tensor.
 
-    Reported as property `runs`: the output breaks the protocol (its type).
+    Not a misbehaviour a property reports: no part of the list is a lane embedding, so the
+    checks refuse it as a usage error before drawing anything, naming what came back and the
+    `output` option (`lpim.testing.protocol.NoLaneEmbedding`).
     """
 
     def forward(self, points: Tensor, point_mask: Tensor) -> list[Tensor]:  # type: ignore[override]
@@ -287,13 +289,6 @@ MISBEHAVING: dict[str, Misbehaviour] = {
             "runs",
             r"the encoder raised ValueError: expected 20 points per lane",
             "raises ValueError on every batch",
-        ),
-        Misbehaviour(
-            "returns_list",
-            seeded(ReturnsList),
-            "runs",
-            r"must return a tensor \[B, M, C\] or an object with \.lane_embedding.*got list",
-            "returns a list of per-sample tensors",
         ),
         Misbehaviour(
             "wrong_shape",
