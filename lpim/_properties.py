@@ -92,6 +92,9 @@ class Property:
         padding: what padded slots hold in the examples drawn for it (see `Padding`).
         takes_garbage: its assert takes the data contract's `garbage=` (what it may write
             into padded slots); excluded when the contract allows a single fill.
+        contract_keywords: the data contract's emptiness keywords its assert takes
+            (`empty_lanes`, `empty_samples`), so that the batches it builds from a drawn one
+            stay inside the contract.
         declared_by: the declaration that turns it on (`"empty_lanes='zero'"`); `""` for a
             property every subject must hold.
         reliability: a check of the calling protocol (the same output twice, inputs left
@@ -105,6 +108,7 @@ class Property:
     side: Side
     padding: Padding = "baseline"
     takes_garbage: bool = False
+    contract_keywords: tuple[str, ...] = ()
     declared_by: str = ""
     reliability: bool = False
 
@@ -322,6 +326,7 @@ REGISTRY: tuple[Property, ...] = (
             _cause("lanes reordered and not restored", "sort_without_unsort", "lanes"),
             _cause("a head-major 3D mask", "repeat_head_order", "lanes"),
         ),
+        contract_keywords=("empty_lanes", "empty_samples"),
     ),
     _encoder(
         "gradients_isolated",

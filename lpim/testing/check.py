@@ -261,8 +261,7 @@ class EncoderSide:
                 yield PropertyResult(name, dtype, verdict, 0, 0.0, 0.0, note)
                 continue
             check = getattr(props, prop.assert_name)
-            if prop.takes_garbage:
-                check = functools.partial(check, garbage=contract.garbage)
+            check = functools.partial(check, **_assert_keywords(prop, contract))
             yield Case(
                 property_name=name,
                 dtype=dtype,
@@ -348,6 +347,23 @@ def _translate(
     return None
 
 
+# What the data contract passes to a property's assert, and the asserts' own defaults (a
+# reproducer writes only the keywords that differ from them).
+_ASSERT_DEFAULTS: dict[str, object] = {"garbage": "any", "empty_lanes": True, "empty_samples": True}
+
+
+def _assert_keywords(prop: Property, contract: DataContract) -> dict[str, object]:
+    """The data contract's keywords `prop`'s assert takes (`garbage`, `empty_lanes`, ...)."""
+    given: dict[str, object] = {}
+    if prop.takes_garbage:
+        given["garbage"] = contract.garbage
+    if "empty_lanes" in prop.contract_keywords:
+        given["empty_lanes"] = contract.empty_lanes is not False
+    if "empty_samples" in prop.contract_keywords:
+        given["empty_samples"] = contract.empty_lanes is not False and contract.empty_samples
+    return given
+
+
 def _reproducer(
     name: str,
     encoder: Encoder,
@@ -360,10 +376,10 @@ def _reproducer(
     """Source that re-raises `failure`: the property's own assert (the row's for a crash)."""
     failed = failure.property_name
     prop = reproducing_property("encoder", name, failed)
-    keywords = (
-        f", garbage={contract.garbage!r}"
-        if prop.takes_garbage and contract.garbage != "any"
-        else ""
+    keywords = "".join(
+        f", {keyword}={value!r}"
+        for keyword, value in _assert_keywords(prop, contract).items()
+        if value != _ASSERT_DEFAULTS[keyword]
     )
     assert_name = prop.assert_name
     call = deadline_call(subject.deadline) if failed == "deadline" and subject.deadline else None

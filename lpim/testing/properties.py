@@ -486,16 +486,32 @@ def assert_ignores_nonfinite_padding(encoder: Encoder | Subject, batch: LaneBatc
 # -- lanes independent -----------------------------------------------------------------------------
 
 
-def assert_lanes_independent(encoder: Encoder | Subject, batch: LaneBatch) -> float:
+def assert_lanes_independent(
+    encoder: Encoder | Subject,
+    batch: LaneBatch,
+    *,
+    empty_lanes: bool = True,
+    empty_samples: bool = True,
+) -> float:
     """Property `lanes_independent`: no lane's output depends on another lane or sample.
 
     Three variations of `batch`, each compared with the original on the lanes it keeps:
 
     1. samples reversed and lanes rotated by one within each sample: outputs must move with
        their lanes;
-    2. every other lane (in flattened `b*M + m` order) emptied if it had real points, or
-       filled if it was empty: the untouched lanes' outputs must not change;
+    2. every other lane (in flattened `b*M + m` order) changed: a real lane takes the content
+       of another real lane of that half (lanes of the batch itself, so every variation stays
+       inside the data contract), a lone one is emptied where the contract allows it, an
+       empty lane is filled; the untouched lanes' outputs must not change;
     3. the same for the other half.
+
+    Args:
+        encoder: the encoder.
+        batch: the batch.
+        empty_lanes: whether the data contract allows lanes without a real point (False: no
+            variation empties a lane).
+        empty_samples: whether it allows samples without a real lane (False: no variation
+            leaves a sample without one).
 
     Compares `lane_embedding` of every kept lane (empty ones too) and `point_features` at
     their real points.
@@ -534,7 +550,12 @@ def assert_lanes_independent(encoder: Encoder | Subject, batch: LaneBatch) -> fl
         changed = parity == changed_half  # [B, M]
         if not bool(changed.any()) or bool(changed.all()):
             continue
-        actual = _call(subject, _changed_lanes(batch, changed))
+        variation = _changed_lanes(batch, changed, empty_lanes, empty_samples)
+        if torch.equal(variation.point_mask, batch.point_mask) and torch.equal(
+            variation.points.nan_to_num(), batch.points.nan_to_num()
+        ):
+            continue  # nothing the contract allows changes these lanes
+        actual = _call(subject, variation)
         kept_lanes = (~changed).flatten().nonzero().squeeze(1)
         kept_points = batch.point_mask & ~changed[..., None]
         pairs = _pairs(actual, expected, expected_64, batch, kept_lanes, kept_points)
@@ -554,18 +575,37 @@ def _unpermute(
     return out
 
 
-def _changed_lanes(batch: LaneBatch, changed: torch.Tensor) -> LaneBatch:
-    """Lanes where `changed` is True: emptied if they had real points, else filled with a
-    fixed, finite polyline; the other lanes as they were."""
-    _, _, n, d = batch.shape
-    slot = torch.arange(n, dtype=torch.float64, device=batch.points.device)
-    coordinate = torch.arange(d, dtype=torch.float64, device=batch.points.device)
+def _changed_lanes(
+    batch: LaneBatch, changed: torch.Tensor, empty_lanes: bool, empty_samples: bool
+) -> LaneBatch:
+    """Lanes where `changed` is True, changed within the data contract; the others as they
+    were.
+
+    Real changed lanes take the content (points and mask) of the next real changed lane, so
+    every lane is one the batch already had. A lone real changed lane is emptied, where empty
+    lanes are allowed and its sample keeps a real lane or empty samples are allowed. An empty
+    changed lane is filled with a fixed, finite polyline (a full lane: every layout allows it).
+    """
+    b, m, n, d = batch.shape
+    device = batch.points.device
+    points = batch.points.reshape(b * m, n, d).clone()  # [B*M, N, D]
+    point_mask = batch.point_mask.reshape(b * m, n).clone()  # [B*M, N]
+    real = (changed & batch.lane_mask).flatten().nonzero().squeeze(1)  # [R] flat lane indices
+    if len(real) >= 2:
+        source = torch.roll(real, 1)
+        points[real] = batch.points.reshape(b * m, n, d)[source]
+        point_mask[real] = batch.point_mask.reshape(b * m, n)[source]
+    elif len(real) == 1 and empty_lanes:
+        lane = int(real[0])
+        if empty_samples or int(batch.lane_mask[lane // m].sum()) > 1:
+            point_mask[lane] = False
+    slot = torch.arange(n, dtype=torch.float64, device=device)
+    coordinate = torch.arange(d, dtype=torch.float64, device=device)
     polyline = (slot[:, None] - n / 2) * (coordinate[None, :] + 1.5)  # [N, D], finite, bounded
-    empty_now = changed & ~batch.lane_mask  # [B, M]: gets the polyline
-    emptied = changed & batch.lane_mask  # [B, M]: loses its points
-    point_mask = (batch.point_mask & ~emptied[..., None]) | empty_now[..., None]
-    points = torch.where(empty_now[..., None, None], polyline.to(batch.points.dtype), batch.points)
-    return LaneBatch(points, point_mask)
+    empty_now = (changed & ~batch.lane_mask).flatten()  # [B*M]: gets the polyline
+    points[empty_now] = polyline.to(points.dtype)
+    point_mask[empty_now] = True
+    return LaneBatch(points.reshape(b, m, n, d), point_mask.reshape(b, m, n))
 
 
 # -- gradients isolated ----------------------------------------------------------------------------

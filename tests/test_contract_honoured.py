@@ -1,0 +1,106 @@
+"""Every property honours the data contract: none builds a batch the contract forbids
+(issue 21, item 4)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lpim.strategies import lane_batches
+from lpim.testing import EncoderPropertyError, assert_lanes_independent, check_encoder
+from lpim.testing.properties import _changed_lanes
+
+FAST = settings(max_examples=10, database=None, deadline=None)
+
+
+class NonEmptyPolylines(torch.nn.Module):
+    """A sub-graph that asserts every polyline has a point (its loader drops empty ones), and
+    optionally max-pools across the lanes of a sample (the real bug)."""
+
+    in_dim = 2
+
+    def __init__(self, across_lanes: bool) -> None:
+        super().__init__()
+        self.across_lanes = across_lanes
+        self.linear = torch.nn.Linear(2, 4)
+
+    def forward(self, points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
+        assert bool(point_mask.any(-1).all()), "empty polyline"
+        keep = point_mask[..., None]
+        h = torch.where(keep, self.linear(torch.where(keep, points, 0.0)), -torch.inf)
+        lanes = h.amax(2)  # [B, M, C]
+        if self.across_lanes:  # BUG: every lane sees its sample's maximum
+            lanes = lanes + lanes.amax(1, keepdim=True)
+        return lanes
+
+
+CONTRACT = {"empty_lanes": False, "empty_samples": False, "garbage": "zeros"}
+
+
+def test_lanes_independent_decides_under_a_contract_without_empty_lanes() -> None:
+    """Before: it emptied lanes itself, reported the encoder's assertion as `runs` and left
+    itself 'not decided'."""
+    with pytest.raises(EncoderPropertyError) as info:
+        check_encoder(
+            NonEmptyPolylines(across_lanes=True),
+            dtype=torch.float64,
+            properties="lanes_independent",
+            settings=FAST,
+            **CONTRACT,
+        )
+    assert [f.property_name for f in info.value.failures] == ["lanes_independent"]
+    assert "empty_lanes=False" in info.value.reproducer
+
+
+def test_a_correct_encoder_that_refuses_empty_lanes_passes_under_its_contract() -> None:
+    report = check_encoder(
+        NonEmptyPolylines(across_lanes=False),
+        dtype=torch.float64,
+        properties="lanes_independent",
+        settings=FAST,
+        **CONTRACT,
+    )
+    assert report.passed and report.results[0].verdict == "pass"
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    batch=lane_batches(empty_lanes=False, empty_samples=False, dtype=torch.float64),
+    data=st.data(),
+)
+def test_the_variations_keep_no_empty_lanes(batch, data) -> None:  # type: ignore[no-untyped-def]
+    changed = torch.tensor(
+        data.draw(
+            st.lists(
+                st.booleans(),
+                min_size=batch.shape[0] * batch.shape[1],
+                max_size=batch.shape[0] * batch.shape[1],
+            )
+        )
+    ).view(batch.shape[0], batch.shape[1])
+    variation = _changed_lanes(batch, changed, empty_lanes=False, empty_samples=False)
+    assert bool(variation.lane_mask.all())
+
+
+@settings(max_examples=80, deadline=None)
+@given(batch=lane_batches(empty_samples=False, dtype=torch.float64), data=st.data())
+def test_the_variations_keep_no_empty_samples(batch, data) -> None:  # type: ignore[no-untyped-def]
+    b, m = batch.shape[:2]
+    changed = torch.tensor(data.draw(st.lists(st.booleans(), min_size=b * m, max_size=b * m)))
+    variation = _changed_lanes(batch, changed.view(b, m), empty_lanes=True, empty_samples=False)
+    had = batch.lane_mask.any(1)
+    assert bool(variation.lane_mask.any(1)[had].all())
+
+
+def test_the_bare_assert_keeps_its_defaults() -> None:
+    encoder = NonEmptyPolylines(across_lanes=False)
+    points = torch.randn(1, 2, 3, 2, dtype=torch.float64)
+    point_mask = torch.ones(1, 2, 3, dtype=torch.bool)
+    from lpim import LaneBatch
+
+    assert (
+        assert_lanes_independent(encoder.double(), LaneBatch(points, point_mask), empty_lanes=False)
+        <= 1.0
+    )
