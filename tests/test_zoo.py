@@ -99,7 +99,7 @@ def test_check_encoder_passes_every_correct_encoder(name: str) -> None:
     for result in report.results:
         if name in RUNS_IN_FLOAT32_ONLY and result.dtype != torch.float32:
             assert result.verdict == "unsupported", str(report)
-            assert "float32 internally" in result.note
+            assert "another dtype internally" in result.note  # by experiment: two dtypes met
         elif result.property_name == "devices_agree" and not HAS_CUDA:
             assert result.verdict == "skipped"
         elif result.verdict == "excluded":  # outside the entry's stated contract
