@@ -35,6 +35,8 @@ from hypothesis.errors import InvalidArgument
 from hypothesis.extra.numpy import arrays
 
 from lpim._validation import (
+    WHY_BATCH_VALUES,
+    WHY_LANE_SET_VALUES,
     check_bool,
     check_callable,
     check_device,
@@ -172,9 +174,7 @@ def lane_batches(
     chosen_layout = draw(_choice(layout, LAYOUTS, "layout"))
     chosen_garbage = draw(_choice(garbage, GARBAGE_KINDS, "garbage"))
     chosen_dtype = _dtype(draw(_value(dtype)))
-    chosen_device = _device(
-        draw(_value(device)), why_data="a lane batch's real points are checked to be finite"
-    )
+    chosen_device = _device(draw(_value(device)), why_data=WHY_BATCH_VALUES)
 
     # The mask, drawn so that it shrinks: per lane the number of padded slots (shrinking toward 0,
     # every slot real) and whether the lane is drawn empty, per sample and per batch whether it
@@ -464,9 +464,7 @@ def lane_sets(
     c = draw(_ints(embed_dim, "embed_dim", low=1))
     chosen_garbage = draw(_choice(garbage, GARBAGE_KINDS, "garbage"))
     chosen_dtype = _dtype(draw(_value(dtype)))
-    chosen_device = _device(
-        draw(_value(device)), why_data="a lane set's real lanes are checked to be finite"
-    )
+    chosen_device = _device(draw(_value(device)), why_data=WHY_LANE_SET_VALUES)
 
     # The lane mask, as flags that shrink toward "real": per sample whether it is drawn empty and
     # per lane whether it is padded, each sample's draws contiguous so the shrinker can delete
