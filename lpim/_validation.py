@@ -250,13 +250,15 @@ def allocating(
     """
     try:
         yield
-    except (RuntimeError, MemoryError, OverflowError) as error:  # torch.OutOfMemoryError too
+    # torch.OutOfMemoryError is a RuntimeError; a size beyond int64 is a TypeError ("Overflow")
+    except (RuntimeError, TypeError, MemoryError, OverflowError) as error:
         text = str(error)
         if not isinstance(error, MemoryError | OverflowError) and not any(
             words in text.lower() for words in _ALLOCATION_FAILURES
         ):
             raise
         reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        reason = reason[reason.find("can't allocate") :] if "can't allocate" in reason else reason
         raise value_error(
             f"{what} is too large to allocate ({type(error).__name__}: {reason[:160]}); "
             f"lower {knobs}"

@@ -79,6 +79,7 @@ The layer keeps the state-dict layout of `torch.nn.TransformerEncoderLayer` (GEL
 from __future__ import annotations
 
 import math
+import os
 from typing import NamedTuple, cast
 
 import torch
@@ -184,6 +185,26 @@ def _check_layer_config(
     if not isinstance(norm_first, bool):
         raise TypeError(
             f"norm_first must be True or False; got {norm_first!r} ({type(norm_first).__name__})"
+        )
+
+
+def _check_fits_in_memory(in_dim: int, d_model: int, num_layers: int, dim_feedforward: int) -> None:
+    """Refuse sizes whose parameters need more bytes than this machine has, before allocating
+    them (a failed allocation is torch's RuntimeError; an overcommitted one fills memory)."""
+    C, F = d_model, dim_feedforward
+    per_layer = 4 * C * C + 2 * C * F + 9 * C + F  # attention, feed-forward, two norms
+    count = in_dim * C + C * C + 5 * C + num_layers * per_layer  # + position MLP, query, norm
+    needed = count * torch.empty(0).element_size()  # the default dtype's bytes
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): let torch decide
+        return
+    if needed > memory:
+        raise ValueError(
+            f"in_dim = {in_dim}, d_model = {d_model}, num_layers = {num_layers} and "
+            f"dim_feedforward = {dim_feedforward} need {count} parameters ({needed / 2**30:.3g} "
+            f"GiB), more than this machine's memory ({memory / 2**30:.3g} GiB); lower d_model, "
+            "dim_feedforward or num_layers"
         )
 
 
@@ -422,24 +443,16 @@ class PriorEncoder(nn.Module):
 
         # Positions come from the coordinates only, never from slot indices: that is what makes
         # the encoder blind to where the padding sits.
-        try:
-            self.pos_embed = nn.Sequential(
-                nn.Linear(in_dim, d_model), nn.ReLU(), nn.Linear(d_model, d_model)
-            )
-            self.query = nn.Parameter(torch.empty(d_model))  # [C]
-            nn.init.normal_(self.query, std=0.02)
-            self.layers = nn.ModuleList(
-                PriorEncoderLayer(d_model, nhead, dim_feedforward, dropout, norm_first)
-                for _ in range(num_layers)
-            )
-        except (RuntimeError, MemoryError) as error:  # the allocator's, not a bug of this file
-            if "alloc" not in str(error).lower() and not isinstance(error, MemoryError):
-                raise
-            raise ValueError(
-                f"PriorEncoder(in_dim={in_dim}, d_model={d_model}, num_layers={num_layers}, "
-                f"dim_feedforward={dim_feedforward}) is too large to allocate; lower d_model, "
-                "dim_feedforward or num_layers"
-            ) from None
+        _check_fits_in_memory(in_dim, d_model, num_layers, dim_feedforward)
+        self.pos_embed = nn.Sequential(
+            nn.Linear(in_dim, d_model), nn.ReLU(), nn.Linear(d_model, d_model)
+        )
+        self.query = nn.Parameter(torch.empty(d_model))  # [C]
+        nn.init.normal_(self.query, std=0.02)
+        self.layers = nn.ModuleList(
+            PriorEncoderLayer(d_model, nhead, dim_feedforward, dropout, norm_first)
+            for _ in range(num_layers)
+        )
         # A pre-norm stack leaves its residual stream unnormalised; torch adds a final norm there.
         self.norm: nn.Module = nn.LayerNorm(d_model) if norm_first else nn.Identity()
 
