@@ -19,9 +19,10 @@ from contextlib import contextmanager
 
 import torch
 
-from lpim._errors import UsageTypeError, UsageValueError
+from lpim._errors import UsageError, UsageTypeError, UsageValueError
 
 __all__ = [
+    "INT64_MAX",
     "POINT_MASK_DTYPE_FIX",
     "WHY_BATCH_VALUES",
     "WHY_LANE_SET_VALUES",
@@ -251,8 +252,10 @@ def allocating(
     try:
         yield
     # torch.OutOfMemoryError is a RuntimeError; a size beyond int64 is a TypeError ("Overflow")
-    except (RuntimeError, TypeError, MemoryError, OverflowError) as error:
+    except (RuntimeError, TypeError, ValueError, MemoryError, OverflowError) as error:
         text = str(error)
+        if isinstance(error, UsageError):
+            raise
         if not isinstance(error, MemoryError | OverflowError) and not any(
             words in text.lower() for words in _ALLOCATION_FAILURES
         ):
@@ -298,6 +301,10 @@ def check_size(
     return low, high
 
 
+INT64_MAX = 2**63 - 1
+"""The largest size torch represents (its sizes are int64): `check_int` refuses beyond it."""
+
+
 def check_int(
     value: object,
     name: str,
@@ -323,7 +330,8 @@ def check_int(
     Raises:
         TypeError: `value` is not an integer (a float, a bool, a string, None, ...) (or
             `type_error` when given).
-        ValueError: `value` is below `minimum` (or `value_error` when given).
+        ValueError: `value` is below `minimum`, or above `INT64_MAX` (or `value_error` when
+            given).
     """
     prefix, suffix = (f"{where}: ", f" (in {where})") if where else ("", "")
     if isinstance(value, bool):
@@ -336,6 +344,10 @@ def check_int(
         ) from None
     if count < minimum:
         raise value_error(f"{name} must be >= {minimum}; got {count}{suffix}")
+    if count > INT64_MAX:
+        raise value_error(
+            f"{name} must be at most {INT64_MAX} (torch's int64 sizes); got {count}{suffix}"
+        )
     return count
 
 

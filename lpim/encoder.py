@@ -158,7 +158,9 @@ class PackedLanes(NamedTuple):
 
 def _check_count(value: object, name: str) -> int:
     """`value` as an int >= 1, or an error naming `name` (a bool is not a count)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int >= 1; got the bool {value}")
+    if not isinstance(value, int):
         raise TypeError(f"{name} must be an int >= 1; got {value!r} ({type(value).__name__})")
     if value < 1:
         raise ValueError(f"{name} must be >= 1; got {value}")
@@ -188,12 +190,16 @@ def _check_layer_config(
         )
 
 
-def _check_fits_in_memory(in_dim: int, d_model: int, num_layers: int, dim_feedforward: int) -> None:
-    """Refuse sizes whose parameters need more bytes than this machine has, before allocating
-    them (a failed allocation is torch's RuntimeError; an overcommitted one fills memory)."""
+def _layer_parameters(d_model: int, dim_feedforward: int) -> int:
+    """How many parameters one `PriorEncoderLayer` has."""
     C, F = d_model, dim_feedforward
-    per_layer = 4 * C * C + 2 * C * F + 9 * C + F  # attention, feed-forward, two norms
-    count = in_dim * C + C * C + 5 * C + num_layers * per_layer  # + position MLP, query, norm
+    return 4 * C * C + 2 * C * F + 9 * C + F  # attention, feed-forward, two norms
+
+
+def _check_fits_in_memory(count: int, sizes: str) -> None:
+    """Refuse `count` parameters (set by `sizes`, e.g. "d_model = 8") that need more bytes than
+    this machine has, before allocating them: a failed allocation is torch's RuntimeError, an
+    overcommitted one fills the memory."""
     needed = count * torch.empty(0).element_size()  # the default dtype's bytes
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -201,10 +207,9 @@ def _check_fits_in_memory(in_dim: int, d_model: int, num_layers: int, dim_feedfo
         return
     if needed > memory:
         raise ValueError(
-            f"in_dim = {in_dim}, d_model = {d_model}, num_layers = {num_layers} and "
-            f"dim_feedforward = {dim_feedforward} need {count} parameters ({needed / 2**30:.3g} "
-            f"GiB), more than this machine's memory ({memory / 2**30:.3g} GiB); lower d_model, "
-            "dim_feedforward or num_layers"
+            f"{sizes} need {count} parameters ({needed / 2**30:.3g} GiB), more than this "
+            f"machine's memory ({memory / 2**30:.3g} GiB); lower d_model, dim_feedforward or "
+            "num_layers"
         )
 
 
@@ -257,6 +262,10 @@ class PriorEncoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         _check_layer_config(d_model, nhead, dim_feedforward, dropout, norm_first)
+        _check_fits_in_memory(
+            _layer_parameters(d_model, dim_feedforward),
+            f"d_model = {d_model} and dim_feedforward = {dim_feedforward}",
+        )
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
@@ -443,7 +452,14 @@ class PriorEncoder(nn.Module):
 
         # Positions come from the coordinates only, never from slot indices: that is what makes
         # the encoder blind to where the padding sits.
-        _check_fits_in_memory(in_dim, d_model, num_layers, dim_feedforward)
+        count = (in_dim + d_model + 5) * d_model + num_layers * _layer_parameters(
+            d_model, dim_feedforward
+        )  # position MLP, query, final norm, layers
+        _check_fits_in_memory(
+            count,
+            f"in_dim = {in_dim}, d_model = {d_model}, num_layers = {num_layers} and "
+            f"dim_feedforward = {dim_feedforward}",
+        )
         self.pos_embed = nn.Sequential(
             nn.Linear(in_dim, d_model), nn.ReLU(), nn.Linear(d_model, d_model)
         )

@@ -74,7 +74,9 @@ def _lanes_to_point_mask(
             got=f"{int((~keep[:, :query_tokens]).sum())} masked query entries",
             hint="check query_tokens, or diagnose the mask with lpim.masks.diagnose",
         )
-    return keep[:, query_tokens:].reshape(rows // num_lanes, num_lanes, s - query_tokens)
+    shape = (rows // num_lanes, num_lanes, s - query_tokens)
+    with allocating(f"{inverse}: the [B, M, N] = {list(shape)} point_mask", "num_lanes"):
+        return keep[:, query_tokens:].reshape(shape)
 
 
 # -- nn.MultiheadAttention ---------------------------------------------------------------------
@@ -129,9 +131,9 @@ def to_attn_mask_3d(
     num_heads = check_int(num_heads, "num_heads", "to_attn_mask_3d", minimum=1)
     blocked = ~keep_tokens(point_mask, query_tokens)  # [B*M, S]
     lanes, s = blocked.shape
-    per_lane = blocked[:, None, :].expand(-1, s, -1)  # [B*M, L, S]
     size = f"to_attn_mask_3d: the (B*M*num_heads, L, S) = ({lanes * num_heads}, {s}, {s}) mask"
     with allocating(size, "num_heads or query_tokens"):
+        per_lane = blocked[:, None, :].expand(-1, s, -1)  # [B*M, L, S]
         return per_lane.repeat_interleave(num_heads, dim=0)  # [B*M*H, L, S]
 
 
@@ -278,6 +280,8 @@ def to_lengths(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
     keep = keep_tokens(point_mask, query_tokens)  # [B*M, S]
     check_has_values(point_mask, "point_mask", "to_lengths", "lengths")
     lengths = keep.sum(dim=1)  # [B*M]
+    if keep.numel() == 0:  # no lane, or no token: nothing is out of place
+        return lengths
     slot = torch.arange(keep.shape[1], device=keep.device)
     right_aligned = keep == (slot < lengths[:, None])
     if not bool(right_aligned.all()):
