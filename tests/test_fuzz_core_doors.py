@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,13 @@ DTYPES = st.sampled_from(
         5,
     ]
 )
+
+
+def _nested(*components: torch.Tensor) -> torch.Tensor:
+    """A (strided-layout) nested tensor, without torch's prototype-API warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.nested.nested_tensor(list(components))
 
 
 def usage_or_result(call: Callable[[], Any], *errors: type[BaseException]) -> Any:
@@ -411,7 +419,7 @@ QUERY_TOKENS = st.one_of(st.integers(0, 3), st.integers(-3, -1), HUGE, NOT_AN_IN
 NUM_HEADS = st.one_of(st.integers(1, 4), st.integers(-2, 0), HUGE, NOT_AN_INT)
 MASK_POINT_MASKS = st.one_of(
     POINT_MASKS,
-    st.just(torch.nested.nested_tensor([torch.ones(2, 3, dtype=torch.bool)])),
+    st.just(_nested(torch.ones(2, 3, dtype=torch.bool))),
     st.just(torch.ones(0, 0, 0, dtype=torch.bool)),
 )
 TO = {
@@ -590,7 +598,7 @@ DIAGNOSE_MASKS = st.one_of(
             masks.to_sdpa_mask(PM)[:, :, :0],
             masks.to_additive_mask(PM)[:, :0],
             masks.to_lengths(PM)[:0],
-            torch.nested.nested_tensor([torch.zeros(2, 3)]),
+            _nested(torch.zeros(2, 3)),
             torch.full((2, 3), float("nan")),
             torch.tensor(1),
             torch.zeros(2, 3, 1, 1, 1),
@@ -833,7 +841,7 @@ def test_cli_diagnose(mask: str, point_mask: str, flags: list[list[str]]) -> Non
         root = Path(folder)
         torch.save(kpm, root / "kpm")
         torch.save(kpm.to_sparse(), root / "sparse")
-        torch.save(torch.nested.nested_tensor([torch.zeros(2)]), root / "nested")
+        torch.save(_nested(torch.zeros(2)), root / "nested")
         torch.save({"a": 1}, root / "dict")
         torch.save(PM, root / "pm")
         torch.save(PM.to_sparse(), root / "sparse_pm")
