@@ -27,11 +27,13 @@ __all__ = [
     "WHY_BATCH_VALUES",
     "WHY_LANE_SET_VALUES",
     "allocating",
+    "check_allocatable",
     "check_bool",
     "check_callable",
     "check_choice",
     "check_dense",
     "check_device",
+    "check_fill",
     "check_floating_dtype",
     "check_int",
     "check_positive_number",
@@ -177,6 +179,45 @@ def check_real_number(
     return float(value)
 
 
+def check_fill(
+    value: object,
+    dtype: torch.dtype,
+    name: str = "fill",
+    where: str | None = None,
+    *,
+    type_error: type[Exception] = UsageTypeError,
+    value_error: type[Exception] = UsageValueError,
+) -> float | int:
+    """`value` as a number a tensor of `dtype` holds: no silent truncation, wrap-around or
+    overflow (a float beyond the dtype's largest finite value; inf and NaN are floats' own).
+
+    Returns:
+        The value, as the int or float to hand torch.
+
+    Raises:
+        TypeError: `value` is not an int or a float (or `type_error` when given).
+        ValueError: `dtype` cannot hold it (or `value_error` when given).
+    """
+    prefix = f"{where}: " if where else ""
+    number = check_real_number(value, name, where, type_error=type_error)
+    if dtype.is_floating_point or dtype.is_complex:
+        largest = torch.finfo(dtype).max
+        if not math.isfinite(number) or abs(number) <= largest:
+            return number
+        holds = f"a float of magnitude at most {largest:g}, inf or NaN"
+    elif dtype == torch.bool:
+        if number in (0.0, 1.0):
+            return int(number)
+        holds = "0 or 1"
+    else:
+        info = torch.iinfo(dtype)
+        exact = value if isinstance(value, int) else number  # a big int loses digits as float
+        if float(number).is_integer() and info.min <= exact <= info.max:
+            return int(exact)
+        holds = f"an integer in [{info.min}, {info.max}]"
+    raise value_error(f"{prefix}{name} must be a value {dtype} holds ({holds}); got {value!r}")
+
+
 def check_choice(
     value: object,
     name: str,
@@ -228,10 +269,10 @@ def check_dense(
 _ALLOCATION_FAILURES = (
     "can't allocate memory",
     "out of memory",
-    "overflow",
-    "negative dimension",
-    "numel",
-    "integer multiplication",
+    "unpacking long",
+    "multiplication overflow",
+    "calculation overflow",
+    "int too big to convert",
 )
 """Words of torch's errors for a tensor too large to allocate (or whose size overflows int64)."""
 
@@ -263,9 +304,27 @@ def allocating(
         reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
         reason = reason[reason.find("can't allocate") :] if "can't allocate" in reason else reason
         raise value_error(
-            f"{what} is too large to allocate ({type(error).__name__}: {reason[:160]}); "
-            f"lower {knobs}"
+            _too_large(what, knobs, f"{type(error).__name__}: {reason[:160]}")
         ) from None
+
+
+def check_allocatable(
+    numel: int, what: str, knobs: str, *, value_error: type[Exception] = UsageValueError
+) -> None:
+    """Refuse `numel` elements that no dtype can hold (more than `INT64_MAX` bytes at 8 bytes
+    each): torch cannot size such a tensor even on the `meta` device. Same words as
+    `allocating`.
+
+    Raises:
+        ValueError: too many elements (or `value_error` when given).
+    """
+    if numel * 8 > INT64_MAX:
+        raise value_error(_too_large(what, knobs, f"{numel} elements, over 2**63 bytes"))
+
+
+def _too_large(what: str, knobs: str, reason: str) -> str:
+    """The one wording of "a tensor whose size the caller chose cannot be allocated"."""
+    return f"{what} is too large to allocate ({reason}); lower {knobs}"
 
 
 def check_size(

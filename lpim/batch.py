@@ -31,9 +31,9 @@ from lpim._validation import (
     check_choice,
     check_dense,
     check_device,
+    check_fill,
     check_floating_dtype,
     check_int,
-    check_real_number,
     no_values_message,
     point_mask_dtype_message,
 )
@@ -193,11 +193,11 @@ class LaneBatch:
             dtype = check_floating_dtype(dtype)
         if device is not None:
             device = check_device(device, why_data=WHY_BATCH_VALUES)
-        fill = check_real_number(fill, "fill", where)
         d = point_dim if point_dim is not None else (first.shape[1] if first is not None else 2)
         if dtype is None and first is not None:
             dtype = check_floating_dtype(first.dtype, name="dtype (by default lane 0's dtype)")
         dtype = dtype or torch.float32
+        fill = check_fill(fill, dtype, "fill", where)
         device = device or (first.device if first is not None else "cpu")
         for i, lane in enumerate(flat):
             if lane.shape[1] != d:

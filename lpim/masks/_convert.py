@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import torch
 
-from lpim._validation import allocating, check_floating_dtype, check_int, check_real_number
+from lpim._validation import (
+    allocating,
+    check_allocatable,
+    check_fill,
+    check_floating_dtype,
+    check_int,
+)
 from lpim.masks._errors import (
     MaskConventionError,
     check_dense_mask,
@@ -39,6 +45,7 @@ def keep_tokens(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor
     b, m, n = point_mask.shape
     per_lane = point_mask.reshape(b * m, n)  # [B*M, N]
     size = f"keep_tokens: the (B*M, query_tokens + N) = ({b * m}, {query_tokens + n}) mask"
+    check_allocatable(b * m * (query_tokens + n), size, "query_tokens")  # even on meta
     with allocating(size, "query_tokens"):
         query = torch.ones(b * m, query_tokens, dtype=torch.bool, device=point_mask.device)
         return torch.cat([query, per_lane], dim=1)  # [B*M, S]
@@ -413,7 +420,7 @@ def unpack(packed: torch.Tensor, point_mask: torch.Tensor, fill: float = 0.0) ->
             expected=f"a [T, C] tensor with T = point_mask.sum() = {real}",
             got=describe_tensor(packed),
         )
-    _check_fill(fill, packed.dtype, "unpack")
+    fill = check_fill(fill, packed.dtype, "fill", "unpack")
     out = packed.new_full((*point_mask.shape, packed.shape[1]), fill)  # [B, M, N, C]
     out[point_mask] = packed
     return out
@@ -456,25 +463,6 @@ def _check_points(points: torch.Tensor, point_mask: torch.Tensor, where: str) ->
             got=describe_tensor(points),
         )
     check_has_values(point_mask, "point_mask", where, "point_mask")
-
-
-def _check_fill(fill: object, dtype: torch.dtype, where: str) -> None:
-    """`fill` is a number that `dtype` holds exactly (no silent truncation or overflow)."""
-    value = check_real_number(fill, "fill", where)
-    if dtype.is_floating_point or dtype.is_complex:
-        return
-    if dtype == torch.bool:
-        exact = value in (0.0, 1.0)
-    else:
-        info = torch.iinfo(dtype)
-        exact = value.is_integer() and info.min <= value <= info.max
-    if not exact:
-        raise MaskConventionError(
-            f"{where}: fill must be a value packed's dtype {dtype} holds exactly; got {fill!r}",
-            convention="cu_seqlens",
-            expected=f"a fill representable in {dtype} (or a floating packed tensor)",
-            got=repr(fill),
-        )
 
 
 _ARGUMENT = {"attn_mask_3d": "attn_mask", "sdpa": "sdpa_mask", "additive": "additive_mask"}

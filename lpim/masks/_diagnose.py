@@ -285,8 +285,11 @@ class _Reader:
                 return self._ok("cu_seqlens", extra=note)
             return self._wrong("cu_seqlens", "disagrees_with_points", self._detail_counts(mask))
         if mask.numel() == self.lanes:
-            slot = torch.arange(self.s, device=mask.device)
-            if not torch.equal(self.keep, slot < counts[:, None]):
+            # right-padded: every lane's real tokens first (no lane or no token: trivially)
+            right = self.keep.numel() == 0 or torch.equal(
+                self.keep, torch.arange(self.s, device=mask.device) < counts[:, None]
+            )
+            if not right:
                 # to_lengths refuses this layout, so the fix is offsets over packed points
                 offsets = self._call("cu_seqlens")
                 counts_note = (
