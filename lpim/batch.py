@@ -177,6 +177,11 @@ class LaneBatch:
                 raise UsageValueError(
                     f"{where}: each lane must be a [n_i, D] tensor; lane {i} is {got}"
                 )
+            if lane.device.type == "meta":  # its points would be copied: it has none
+                raise UsageValueError(
+                    f"{where}: lane {i}: "
+                    + no_values_message("LaneBatch", "real points are checked to be finite")
+                )
             if lane.dtype == torch.bool or lane.is_complex():
                 raise UsageTypeError(
                     f"{where}: each lane must hold real coordinates (a floating or integer "

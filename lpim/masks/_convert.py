@@ -320,6 +320,8 @@ def from_lengths(
     query_tokens = check_int(query_tokens, "query_tokens", "from_lengths", minimum=0)
     check_has_values(lengths, "lengths", "from_lengths", "lengths")
     s = num_points + query_tokens
+    size = f"from_lengths: the (B*M, query_tokens + N) = ({lengths.numel()}, {s}) mask"
+    check_allocatable(max(lengths.numel(), 1) * s, size, "num_points or query_tokens")
     if bool(((lengths < query_tokens) | (lengths > s)).any()):
         raise MaskConventionError(
             "from_lengths: a length is out of range",
@@ -327,7 +329,6 @@ def from_lengths(
             expected=f"query_tokens = {query_tokens} <= length <= query_tokens + N = {s}",
             got=f"min {int(lengths.min())}, max {int(lengths.max())}",
         )
-    size = f"from_lengths: the (B*M, query_tokens + N) = ({lengths.numel()}, {s}) mask"
     with allocating(size, "num_points or query_tokens"):
         keep = torch.arange(s, device=lengths.device) < lengths[:, None]  # [B*M, S]
     return _lanes_to_point_mask(keep, num_lanes, query_tokens, "lengths", "from_lengths")

@@ -476,7 +476,8 @@ class _Reader:
                     "disagrees_with_points",
                     "query rows of one lane differ: not a padding mask",
                 )
-            keep_rows = keep_rows[:, 0]
+            # (no lane: no row either, and nothing to read)
+            keep_rows = keep_rows[:, 0] if keep_rows.shape[1] else keep_rows.flatten(0, 1)
         return self._judge(keep_rows, convention)
 
     def _judge(self, got_keep: torch.Tensor, convention: str) -> Diagnosis:
