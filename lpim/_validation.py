@@ -11,22 +11,35 @@ Only torch and the standard library are imported here, so every floor of lpim ma
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
-from lpim._errors import UsageTypeError, UsageValueError
+from lpim._errors import UsageError, UsageTypeError, UsageValueError
 
 __all__ = [
+    "INT64_MAX",
     "POINT_MASK_DTYPE_FIX",
+    "WHY_BATCH_VALUES",
+    "WHY_LANE_SET_VALUES",
+    "allocating",
+    "check_allocatable",
     "check_bool",
     "check_callable",
+    "check_choice",
+    "check_dense",
     "check_device",
+    "check_fill",
     "check_floating_dtype",
     "check_int",
     "check_positive_number",
+    "check_real_number",
     "check_size",
+    "dense_message",
     "mask_dtype_fix",
     "no_values_message",
     "point_mask_dtype_message",
@@ -36,6 +49,13 @@ POINT_MASK_DTYPE_FIX = (
     "convert with point_mask.bool() if 1 = real, or ~ if it is a key_padding_mask"
 )
 """How to fix a `point_mask` of another dtype; the same words as `lpim/encoder.py`'s check."""
+
+
+WHY_BATCH_VALUES = "a lane batch's real points are checked to be finite"
+"""Why a `LaneBatch` needs a device with data (the `why_data` of `check_device`)."""
+
+WHY_LANE_SET_VALUES = "a lane set's real lanes are checked to be finite"
+"""Why a `LaneSet` needs a device with data (the `why_data` of `check_device`)."""
 
 
 def point_mask_dtype_message(dtype: object) -> str:
@@ -85,15 +105,40 @@ def check_bool(value: object, name: str, *, type_error: type[Exception] = UsageT
 
 
 def check_callable(
-    value: object, name: str, signature: str, *, type_error: type[Exception] = UsageTypeError
+    value: object,
+    name: str,
+    signature: str,
+    *,
+    args: Sequence[object] | None = None,
+    type_error: type[Exception] = UsageTypeError,
 ) -> None:
     """`value` is callable as `signature` (e.g. `"consumer(lane_embedding, lane_mask)"`).
 
+    Args:
+        value: what the caller passed.
+        name: the argument's name.
+        signature: how lpim will call it, for the message.
+        args: when given, the positional arguments lpim will pass: a callable whose signature
+            cannot take them is refused here, not with a `TypeError` from inside lpim later.
+        type_error: raised for a value that is not callable as `signature`.
+
     Raises:
-        TypeError: `value` is not callable (or `type_error` when given).
+        TypeError: `value` is not callable, or cannot take `args` (or `type_error` when given).
     """
     if not callable(value):
         raise type_error(f"{name} must be callable as {signature}; got {_got(value)}")
+    if args is None:
+        return
+    try:
+        parameters = inspect.signature(value)
+    except (TypeError, ValueError):  # builtins without a signature: trust them
+        return
+    try:
+        parameters.bind(*args)
+    except TypeError:
+        raise type_error(
+            f"{name} must be callable as {signature}; got {_got(value)}, which takes {parameters}"
+        ) from None
 
 
 def check_positive_number(
@@ -114,6 +159,172 @@ def check_positive_number(
     if not (value > 0 and math.isfinite(value)):
         raise value_error(f"{name} must be a positive finite number; got {value!r}")
     return float(value)
+
+
+def check_real_number(
+    value: object,
+    name: str,
+    where: str | None = None,
+    *,
+    type_error: type[Exception] = UsageTypeError,
+) -> float:
+    """`value` as a real number (an int or a float, NaN and inf included; a bool is not one).
+
+    Raises:
+        TypeError: `value` is not an int or a float (or `type_error` when given).
+    """
+    prefix = f"{where}: " if where else ""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise type_error(f"{prefix}{name} must be a number (an int or a float); got {_got(value)}")
+    return float(value)
+
+
+def check_fill(
+    value: object,
+    dtype: torch.dtype,
+    name: str = "fill",
+    where: str | None = None,
+    *,
+    type_error: type[Exception] = UsageTypeError,
+    value_error: type[Exception] = UsageValueError,
+) -> float | int:
+    """`value` as a number a tensor of `dtype` holds: no silent truncation, wrap-around or
+    overflow (a float beyond the dtype's largest finite value; inf and NaN are floats' own).
+
+    Returns:
+        The value, as the int or float to hand torch.
+
+    Raises:
+        TypeError: `value` is not an int or a float (or `type_error` when given).
+        ValueError: `dtype` cannot hold it (or `value_error` when given).
+    """
+    prefix = f"{where}: " if where else ""
+    number = check_real_number(value, name, where, type_error=type_error)
+    if dtype.is_floating_point or dtype.is_complex:
+        largest = torch.finfo(dtype).max
+        if not math.isfinite(number) or abs(number) <= largest:
+            return number
+        holds = f"a float of magnitude at most {largest:g}, inf or NaN"
+    elif dtype == torch.bool:
+        if number in (0.0, 1.0):
+            return int(number)
+        holds = "0 or 1"
+    else:
+        info = torch.iinfo(dtype)
+        exact = value if isinstance(value, int) else number  # a big int loses digits as float
+        if float(number).is_integer() and info.min <= exact <= info.max:
+            return int(exact)
+        holds = f"an integer in [{info.min}, {info.max}]"
+    raise value_error(f"{prefix}{name} must be a value {dtype} holds ({holds}); got {value!r}")
+
+
+def check_choice(
+    value: object,
+    name: str,
+    allowed: Sequence[str],
+    where: str | None = None,
+    *,
+    value_error: type[Exception] = UsageValueError,
+) -> str:
+    """`value` as one of the strings `allowed` (an unhashable value is just not one of them).
+
+    Raises:
+        ValueError: `value` is not one of `allowed` (or `value_error` when given).
+    """
+    prefix = f"{where}: " if where else ""
+    if not (isinstance(value, str) and value in allowed):
+        raise value_error(f"{prefix}{name} must be one of {tuple(allowed)}; got {_got(value)}")
+    return value
+
+
+def dense_message(tensor: torch.Tensor, name: str) -> str:
+    """The one wording of "a sparse (or nested) tensor where a dense one belongs"."""
+    kind = "nested" if tensor.is_nested else str(tensor.layout)
+    fix = "torch.nested.to_padded_tensor" if tensor.is_nested else ".to_dense()"
+    return (
+        f"{name} must be a dense (torch.strided) tensor; got a {kind} tensor — convert it "
+        f"with {fix}"
+    )
+
+
+def check_dense(
+    tensor: torch.Tensor,
+    name: str,
+    where: str | None = None,
+    *,
+    type_error: type[Exception] = UsageTypeError,
+) -> torch.Tensor:
+    """Refuse a sparse, sparse-compressed or nested tensor: lpim reads dense tensors only.
+
+    Raises:
+        TypeError: `tensor` is not a dense (`torch.strided`, not nested) tensor (or
+            `type_error` when given).
+    """
+    if tensor.is_nested or tensor.layout != torch.strided:
+        prefix = f"{where}: " if where else ""
+        raise type_error(prefix + dense_message(tensor, name))
+    return tensor
+
+
+_ALLOCATION_FAILURES = (
+    "can't allocate memory",
+    "out of memory",
+    "unpacking long",
+    "multiplication overflow",
+    "calculation overflow",
+    "int too big to convert",
+)
+"""Words of torch's errors for a tensor too large to allocate (or whose size overflows int64)."""
+
+
+@contextmanager
+def allocating(
+    what: str, knobs: str, *, value_error: type[Exception] = UsageValueError
+) -> Iterator[None]:
+    """Turn torch's failure to allocate a tensor whose size the caller chose into a usage error.
+
+    `what` says what was being built (e.g. `"to_key_padding_mask: the (B*M, query_tokens + N)
+    mask (2, 100000000003)"`), `knobs` the arguments that set its size (`"query_tokens"`).
+    Only allocation failures (out of memory, a size that overflows) are caught.
+
+    Raises:
+        ValueError: the tensor cannot be allocated (or `value_error` when given).
+    """
+    try:
+        yield
+    # torch.OutOfMemoryError is a RuntimeError; a size beyond int64 is a TypeError ("Overflow")
+    except (RuntimeError, TypeError, ValueError, MemoryError, OverflowError) as error:
+        text = str(error)
+        if isinstance(error, UsageError):
+            raise
+        if not isinstance(error, MemoryError | OverflowError) and not any(
+            words in text.lower() for words in _ALLOCATION_FAILURES
+        ):
+            raise
+        reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        reason = reason[reason.find("can't allocate") :] if "can't allocate" in reason else reason
+        raise value_error(
+            _too_large(what, knobs, f"{type(error).__name__}: {reason[:160]}")
+        ) from None
+
+
+def check_allocatable(
+    numel: int, what: str, knobs: str, *, value_error: type[Exception] = UsageValueError
+) -> None:
+    """Refuse `numel` elements that no dtype can hold (more than `INT64_MAX` bytes at 8 bytes
+    each): torch cannot size such a tensor even on the `meta` device. Same words as
+    `allocating`.
+
+    Raises:
+        ValueError: too many elements (or `value_error` when given).
+    """
+    if numel * 8 > INT64_MAX:
+        raise value_error(_too_large(what, knobs, f"{numel} elements, over 2**63 bytes"))
+
+
+def _too_large(what: str, knobs: str, reason: str) -> str:
+    """The one wording of "a tensor whose size the caller chose cannot be allocated"."""
+    return f"{what} is too large to allocate ({reason}); lower {knobs}"
 
 
 def check_size(
@@ -149,6 +360,10 @@ def check_size(
     return low, high
 
 
+INT64_MAX = 2**63 - 1
+"""The largest size torch represents (its sizes are int64): `check_int` refuses beyond it."""
+
+
 def check_int(
     value: object,
     name: str,
@@ -174,7 +389,8 @@ def check_int(
     Raises:
         TypeError: `value` is not an integer (a float, a bool, a string, None, ...) (or
             `type_error` when given).
-        ValueError: `value` is below `minimum` (or `value_error` when given).
+        ValueError: `value` is below `minimum`, or above `INT64_MAX` (or `value_error` when
+            given).
     """
     prefix, suffix = (f"{where}: ", f" (in {where})") if where else ("", "")
     if isinstance(value, bool):
@@ -187,6 +403,10 @@ def check_int(
         ) from None
     if count < minimum:
         raise value_error(f"{name} must be >= {minimum}; got {count}{suffix}")
+    if count > INT64_MAX:
+        raise value_error(
+            f"{name} must be at most {INT64_MAX} (torch's int64 sizes); got {count}{suffix}"
+        )
     return count
 
 
@@ -199,6 +419,9 @@ def check_device(
     value_error: type[Exception] = UsageValueError,
 ) -> torch.device:
     """`value` as a `torch.device` that torch knows, that holds data and that is available.
+
+    Available: CUDA by `torch.cuda.is_available()` and `torch.cuda.device_count()`; any other
+    device but the CPU (`mps`, `xpu`, `hpu`, ...) by whether torch can make a tensor there.
 
     Args:
         value: a `str` or `torch.device`.
@@ -235,7 +458,37 @@ def check_device(
             f"{name} must be available; got {str(chosen)!r}, but torch.cuda.device_count() is "
             f"{torch.cuda.device_count()}"
         )
+    if chosen.type not in ("cpu", "cuda"):
+        missing = _unavailable(chosen)
+        if missing:
+            raise value_error(
+                f"{name} must be available; got {str(chosen)!r}, but {missing} "
+                f"(torch {torch.__version__})"
+            )
     return chosen
+
+
+def _unavailable(device: torch.device) -> str:
+    """Why torch cannot place a tensor on `device` here ('' if it can): mps, xpu, hpu, ...
+
+    Tried once per device and remembered: making an empty tensor is the one test every
+    backend answers (a backend torch was built without, a missing module, no device).
+    """
+    key = str(device)
+    if key not in _AVAILABILITY:
+        try:
+            torch.empty(0, device=device)
+            _AVAILABILITY[key] = ""
+        except Exception as error:  # each backend fails in its own way
+            first = next((line for line in str(error).splitlines() if line.strip()), "")
+            _AVAILABILITY[key] = (
+                f"torch cannot make a tensor there ({type(error).__name__}: {first[:120]})"
+            )
+    return _AVAILABILITY[key]
+
+
+_AVAILABILITY: dict[str, str] = {}
+"""`_unavailable`'s answers by device, so that a check does not retry a backend each call."""
 
 
 def check_floating_dtype(

@@ -23,7 +23,20 @@ from typing import Literal, get_args
 
 import torch
 
-from lpim._validation import no_values_message, point_mask_dtype_message
+from lpim._errors import UsageTypeError, UsageValueError
+from lpim._validation import (
+    WHY_BATCH_VALUES,
+    allocating,
+    check_bool,
+    check_choice,
+    check_dense,
+    check_device,
+    check_fill,
+    check_floating_dtype,
+    check_int,
+    no_values_message,
+    point_mask_dtype_message,
+)
 
 __all__ = ["LAYOUTS", "LaneBatch", "Layout"]
 
@@ -45,9 +58,11 @@ class LaneBatch:
             `points`.
 
     Raises:
-        TypeError: `points` is not floating or `point_mask` is not `torch.bool`.
-        ValueError: wrong ranks, shapes that disagree, `D = 0`, different devices, the
-            `meta` device (no values), or a real point that is NaN or inf.
+        lpim._errors.UsageTypeError: (a `TypeError`) `points` is not a floating tensor,
+            `point_mask` is not a `torch.bool` tensor, or either is sparse or nested.
+        lpim._errors.UsageValueError: (a `ValueError`) wrong ranks, shapes that disagree,
+            `D = 0`, different devices, the `meta` device (no values), or a real point that is
+            NaN or inf.
 
     What `True` means: a slot the mask marks real *is* a real point, whatever it holds. A
     mask that marks a padded slot as real cannot be told from a real point at those
@@ -138,38 +153,84 @@ class LaneBatch:
 
         Returns:
             The padded `LaneBatch`.
+
+        Raises:
+            lpim._errors.UsageTypeError: (a `TypeError`) `lanes` is not a sequence of
+                sequences of tensors, a lane is sparse or holds no real numbers, a size is not
+                an int, `dtype` is not a floating dtype, `device` not a str or torch.device,
+                or `fill` not a number.
+            lpim._errors.UsageValueError: (a `ValueError`) a lane is not `[n_i, D]`, lanes
+                disagree on `D`, a sample or lane does not fit `num_lanes` / `num_points`, a
+                size is negative (`point_dim` below 1) or too large to allocate, an unknown
+                `layout`, or a device torch does not know, `meta` or one that is not
+                available.
         """
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        flat = [lane for sample in lanes for lane in sample]
+        where = "LaneBatch.from_lanes"
+        layout = check_choice(layout, "layout", LAYOUTS, where)  # type: ignore[assignment]
+        samples = _samples(lanes, where)
+        flat = [lane for sample in samples for lane in sample]
         for i, lane in enumerate(flat):
+            if isinstance(lane, torch.Tensor):
+                check_dense(lane, f"lane {i}", where)
             if not isinstance(lane, torch.Tensor) or lane.dim() != 2:
                 got = tuple(lane.shape) if isinstance(lane, torch.Tensor) else type(lane).__name__
-                raise ValueError(f"each lane must be a [n_i, D] tensor; lane {i} is {got}")
+                raise UsageValueError(
+                    f"{where}: each lane must be a [n_i, D] tensor; lane {i} is {got}"
+                )
+            if lane.device.type == "meta":  # its points would be copied: it has none
+                raise UsageValueError(
+                    f"{where}: lane {i}: "
+                    + no_values_message("LaneBatch", "real points are checked to be finite")
+                )
+            if lane.dtype == torch.bool or lane.is_complex():
+                raise UsageTypeError(
+                    f"{where}: each lane must hold real coordinates (a floating or integer "
+                    f"dtype); lane {i} is {lane.dtype}"
+                )
         first = flat[0] if flat else None
+        if point_dim is not None:
+            point_dim = check_int(point_dim, "point_dim", where, minimum=1)
+        if num_lanes is not None:
+            num_lanes = check_int(num_lanes, "num_lanes", where, minimum=0)
+        if num_points is not None:
+            num_points = check_int(num_points, "num_points", where, minimum=0)
+        if dtype is not None:
+            dtype = check_floating_dtype(dtype)
+        if device is not None:
+            device = check_device(device, why_data=WHY_BATCH_VALUES)
         d = point_dim if point_dim is not None else (first.shape[1] if first is not None else 2)
-        dtype = dtype or (first.dtype if first is not None else torch.float32)
+        if dtype is None and first is not None:
+            dtype = check_floating_dtype(first.dtype, name="dtype (by default lane 0's dtype)")
+        dtype = dtype or torch.float32
+        fill = check_fill(fill, dtype, "fill", where)
         device = device or (first.device if first is not None else "cpu")
         for i, lane in enumerate(flat):
             if lane.shape[1] != d:
-                raise ValueError(
-                    f"every lane must have D = {d} coordinates; lane {i} has {lane.shape[1]}"
+                raise UsageValueError(
+                    f"{where}: every lane must have D = {d} coordinates; lane {i} has "
+                    f"{lane.shape[1]}"
                 )
 
-        most_lanes = max((len(sample) for sample in lanes), default=0)
+        most_lanes = max((len(sample) for sample in samples), default=0)
         longest = max((lane.shape[0] for lane in flat), default=0)
         m = most_lanes if num_lanes is None else num_lanes
         n = longest if num_points is None else num_points
         if most_lanes > m:
-            raise ValueError(
-                f"a sample has {most_lanes} lanes but num_lanes = {m}; raise num_lanes"
+            raise UsageValueError(
+                f"{where}: a sample has {most_lanes} lanes but num_lanes = {m}; raise num_lanes"
             )
         if longest > n:
-            raise ValueError(f"a lane has {longest} points but num_points = {n}; raise num_points")
+            raise UsageValueError(
+                f"{where}: a lane has {longest} points but num_points = {n}; raise num_points"
+            )
 
-        points = torch.full((len(lanes), m, n, d), fill, dtype=dtype, device=device)
-        point_mask = torch.zeros((len(lanes), m, n), dtype=torch.bool, device=device)
-        for b, sample in enumerate(lanes):
+        shape = (len(samples), m, n, d)
+        with allocating(
+            f"{where}: a [B, M, N, D] = {list(shape)} batch", "num_lanes or num_points"
+        ):
+            points = torch.full(shape, fill, dtype=dtype, device=device)
+            point_mask = torch.zeros(shape[:-1], dtype=torch.bool, device=device)
+        for b, sample in enumerate(samples):
             for j, lane in enumerate(sample):
                 slots = _slots(lane.shape[0], n, layout, device)
                 points[b, j, slots] = lane.to(dtype=dtype, device=device)
@@ -182,6 +243,7 @@ class LaneBatch:
         Returns one list per sample of `[n_i, D]` tensors; empty lanes are `[0, D]` tensors
         unless `drop_empty`.
         """
+        check_bool(drop_empty, "drop_empty")
         out: list[list[torch.Tensor]] = []
         for b in range(self.points.shape[0]):
             sample = [self.points[b, j][self.point_mask[b, j]] for j in range(self.points.shape[1])]
@@ -191,7 +253,18 @@ class LaneBatch:
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> LaneBatch:
-        """A copy on `device` with `points` cast to `dtype` (the mask stays bool)."""
+        """A copy on `device` with `points` cast to `dtype` (the mask stays bool).
+
+        Raises:
+            lpim._errors.UsageTypeError: (a `TypeError`) `device` is not a str or
+                torch.device, or `dtype` not a floating torch.dtype.
+            lpim._errors.UsageValueError: (a `ValueError`) a device torch does not know,
+                `meta`, or one that is not available.
+        """
+        if device is not None:
+            device = check_device(device, why_data=WHY_BATCH_VALUES)
+        if dtype is not None:
+            dtype = check_floating_dtype(dtype)
         return LaneBatch(
             self.points.to(device=device, dtype=dtype), self.point_mask.to(device=device)
         )
@@ -202,41 +275,49 @@ class LaneBatch:
         """Check ranks, dtypes, shapes, devices, and that every real point is finite.
 
         Raises:
-            TypeError: `points` not floating, or `point_mask` not `torch.bool`.
-            ValueError: anything else, naming what was expected and what came.
+            lpim._errors.UsageTypeError: (a `TypeError`) `points` not a floating tensor,
+                `point_mask` not a `torch.bool` tensor, or either sparse or nested.
+            lpim._errors.UsageValueError: (a `ValueError`) anything else, naming what was
+                expected and what came.
         """
         points, point_mask = self.points, self.point_mask
         if not isinstance(points, torch.Tensor) or not isinstance(point_mask, torch.Tensor):
-            raise TypeError(
+            raise UsageTypeError(
                 "LaneBatch expects tensors points [B, M, N, D] and point_mask [B, M, N]; got "
                 f"{type(points).__name__} and {type(point_mask).__name__}"
             )
+        check_dense(points, "points")
+        check_dense(point_mask, "point_mask")
         if points.dim() != 4:
-            raise ValueError(f"points must be [B, M, N, D] (4-D); got shape {tuple(points.shape)}")
+            raise UsageValueError(
+                f"points must be [B, M, N, D] (4-D); got shape {tuple(points.shape)}"
+            )
         if not points.is_floating_point():
-            raise TypeError(f"points must be a floating dtype; got {points.dtype}")
+            raise UsageTypeError(f"points must be a floating dtype; got {points.dtype}")
         if point_mask.dtype != torch.bool:
-            raise TypeError(point_mask_dtype_message(point_mask.dtype))
+            raise UsageTypeError(point_mask_dtype_message(point_mask.dtype))
         if point_mask.shape != points.shape[:-1]:
-            raise ValueError(
+            raise UsageValueError(
                 f"point_mask must have shape points.shape[:-1] = {tuple(points.shape[:-1])} "
                 f"([B, M, N]); got {tuple(point_mask.shape)}"
             )
         if point_mask.device != points.device:
-            raise ValueError(
+            raise UsageValueError(
                 f"points and point_mask must be on one device; got {points.device} and "
                 f"{point_mask.device}"
             )
         if points.shape[-1] == 0:
-            raise ValueError(
+            raise UsageValueError(
                 f"points must have D >= 1 coordinates per point; got shape {tuple(points.shape)}"
             )
         if points.device.type == "meta":
-            raise ValueError(no_values_message("LaneBatch", "real points are checked to be finite"))
+            raise UsageValueError(
+                no_values_message("LaneBatch", "real points are checked to be finite")
+            )
         bad = point_mask & ~torch.isfinite(points).all(dim=-1)  # [B, M, N]
         if bool(bad.any()):
             where = tuple(int(i) for i in bad.nonzero()[0])
-            raise ValueError(
+            raise UsageValueError(
                 f"real points must be finite; {int(bad.sum())} real point(s) hold NaN or inf, "
                 f"the first at [b, m, n] = {list(where)}. Padded slots may hold anything; real "
                 "ones may not"
@@ -252,6 +333,24 @@ class LaneBatch:
             f"layout={self.layout}, real lanes {real_lanes}/{b * m}, "
             f"real points {real_points}/{b * m * n})"
         )
+
+
+def _samples(lanes: object, where: str) -> list[Sequence[torch.Tensor]]:
+    """`lanes` as a list of samples, each a sequence of lanes; a usage error for anything else."""
+    expected = "a sequence (one per sample) of sequences of [n_i, D] tensors"
+    if isinstance(lanes, str | bytes | torch.Tensor) or not isinstance(lanes, Sequence):
+        raise UsageTypeError(f"{where}: lanes must be {expected}; got {type(lanes).__name__}")
+    for b, sample in enumerate(lanes):
+        if isinstance(sample, str | bytes | torch.Tensor) or not isinstance(sample, Sequence):
+            got = (
+                f"a tensor of shape {tuple(sample.shape)}"
+                if isinstance(sample, torch.Tensor)
+                else type(sample).__name__
+            )
+            raise UsageTypeError(
+                f"{where}: lanes must be {expected}; lanes[{b}] (a sample's lanes) is {got}"
+            )
+    return list(lanes)
 
 
 def _slots(count: int, num_points: int, layout: Layout, device: torch.device | str) -> torch.Tensor:

@@ -28,6 +28,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 import lpim
 from lpim import encoder as reference_encoder
 from lpim._errors import UsageError
+from lpim._validation import check_dense
 from lpim.masks import CONVENTIONS, diagnose
 from lpim.testing import IncompleteCheckError, PropertyError, PropertyResult
 from lpim.testing.options import (
@@ -318,18 +319,22 @@ def _diagnose(args: argparse.Namespace) -> int:
             query_tokens=args.query_tokens,
             intended=args.intended,
         )
-    except ValueError as error:  # point_mask itself malformed: a usage problem, said in one line
+    except (ValueError, UsageError) as error:  # malformed point_mask, sizes: said in one line
         raise UsageError(str(error).splitlines()[0]) from error
     print(diagnosis)
     return EXIT_OK if diagnosis.ok else EXIT_FAILED
 
 
 def _load_tensor(path: Path, what: str) -> torch.Tensor:
+    if path.is_dir():
+        raise UsageError(
+            f"{what}: {str(path)!r} is a folder; expected a file saved with torch.save"
+        )
     if not path.is_file():
         raise UsageError(f"{what}: no such file {str(path)!r}")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # not a torch file, or pickled objects beyond tensors
+    except Exception as error:  # unreadable, not a torch file, or pickled objects beyond tensors
         first_line = next((line for line in str(error).splitlines() if line.strip()), "")
         raise UsageError(
             f"{what}: cannot read {str(path)!r} with torch.load(weights_only=True): "
@@ -340,6 +345,7 @@ def _load_tensor(path: Path, what: str) -> torch.Tensor:
             f"{what}: {str(path)!r} holds a {type(loaded).__name__}, expected one tensor "
             "saved with torch.save(tensor, path)"
         )
+    check_dense(loaded, f"{what} ({str(path)!r})")
     return loaded
 
 
@@ -375,28 +381,43 @@ def _vendor(args: argparse.Namespace) -> int:
     args.dest = Path(args.raw_dest)
     source_path = Path(reference_encoder.__file__)
     given = str(args.raw_dest)
-    # A folder (existing, or named with a trailing slash) gets encoder.py; a .py path is the file.
-    as_folder = args.dest.is_dir() or given.endswith(("/", "\\")) or args.dest.suffix == ""
-    dest: Path = args.dest / "encoder.py" if as_folder else args.dest
-    if dest.suffix != ".py":
-        raise UsageError(
-            f"DEST must be a folder (existing, or ending in '/') or a .py file; got {given!r}"
+    dest: Path = args.dest
+    try:  # every look at DEST may fail: a name too long, a null byte, a read-only folder
+        # A folder (existing, or named with a trailing slash) gets encoder.py; a .py path is
+        # the file.
+        as_folder = args.dest.is_dir() or given.endswith(("/", "\\")) or args.dest.suffix == ""
+        dest = args.dest / "encoder.py" if as_folder else args.dest
+        if dest.suffix != ".py":
+            raise UsageError(
+                f"DEST must be a folder (existing, or ending in '/') or a .py file; got {given!r}"
+            )
+        if dest.is_dir():
+            raise UsageError(f"DEST: {str(dest)!r} is a folder; expected a .py file to write")
+        blocking = next((p for p in dest.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise UsageError(f"DEST: {str(blocking)!r} is a file, not a folder")
+        if dest.exists() and not args.force:
+            raise UsageError(f"{str(dest)!r} exists; pass --force to overwrite it")
+        source = source_path.read_text()
+        foreign = _non_torch_imports(source)
+        if foreign:  # the file is meant to need torch alone; refuse to hand out one that does not
+            print(
+                f"lpim vendor: encoder.py imports {sorted(foreign)}: not vendorable",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        header = (
+            f"# Vendored from lpim {lpim.__version__} (lpim/encoder.py) by `lpim vendor`.\n"
+            "# Needs only torch and the standard library.\n"
         )
-    if dest.parent.exists() and not dest.parent.is_dir():
-        raise UsageError(f"{str(dest.parent)!r} is a file, not a folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)  # folders that do not exist yet are made
-    if dest.exists() and not args.force:
-        raise UsageError(f"{str(dest)!r} exists; pass --force to overwrite it")
-    source = source_path.read_text()
-    foreign = _non_torch_imports(source)
-    if foreign:  # the file is meant to need torch alone; refuse to hand out one that does not
-        print(f"lpim vendor: encoder.py imports {sorted(foreign)}: not vendorable", file=sys.stderr)
-        return EXIT_FAILED
-    header = (
-        f"# Vendored from lpim {lpim.__version__} (lpim/encoder.py) by `lpim vendor`.\n"
-        "# Needs only torch and the standard library.\n"
-    )
-    dest.write_text(header + source)
+        dest.parent.mkdir(parents=True, exist_ok=True)  # folders that do not exist yet are made
+        dest.write_text(header + source)
+    except (OSError, ValueError) as error:  # read-only, no permission, a name the OS refuses
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise UsageError(
+            f"DEST: cannot write {str(dest)!r} ({reason}); expected a path in a folder you can "
+            "write to"
+        ) from error
     problem = _imports_on_its_own(dest)
     if problem:
         print(

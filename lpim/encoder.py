@@ -79,6 +79,7 @@ The layer keeps the state-dict layout of `torch.nn.TransformerEncoderLayer` (GEL
 from __future__ import annotations
 
 import math
+import os
 from typing import NamedTuple, cast
 
 import torch
@@ -155,6 +156,63 @@ class PackedLanes(NamedTuple):
         return cls(source, to_attention, from_attention, key_bias)
 
 
+def _check_count(value: object, name: str) -> int:
+    """`value` as an int >= 1, or an error naming `name` (a bool is not a count)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int >= 1; got the bool {value}")
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1; got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}")
+    return value
+
+
+def _check_layer_config(
+    d_model: object, nhead: object, dim_feedforward: object, dropout: object, norm_first: object
+) -> None:
+    """Refuse a layer configuration torch would build wrongly or fail on deep inside."""
+    _check_count(d_model, "d_model")
+    _check_count(nhead, "nhead")
+    _check_count(dim_feedforward, "dim_feedforward")
+    if d_model % nhead:  # type: ignore[operator]
+        raise ValueError(
+            f"d_model must be divisible by nhead; got d_model = {d_model}, nhead = {nhead}"
+        )
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float):
+        raise TypeError(
+            f"dropout must be a probability in [0, 1]; got {dropout!r} ({type(dropout).__name__})"
+        )
+    if not 0 <= dropout <= 1:  # False for NaN too
+        raise ValueError(f"dropout must be a probability in [0, 1]; got {dropout}")
+    if not isinstance(norm_first, bool):
+        raise TypeError(
+            f"norm_first must be True or False; got {norm_first!r} ({type(norm_first).__name__})"
+        )
+
+
+def _layer_parameters(d_model: int, dim_feedforward: int) -> int:
+    """How many parameters one `PriorEncoderLayer` has."""
+    C, F = d_model, dim_feedforward
+    return 4 * C * C + 2 * C * F + 9 * C + F  # attention, feed-forward, two norms
+
+
+def _check_fits_in_memory(count: int, sizes: str) -> None:
+    """Refuse `count` parameters (set by `sizes`, e.g. "d_model = 8") that need more bytes than
+    this machine has, before allocating them: a failed allocation is torch's RuntimeError, an
+    overcommitted one fills the memory."""
+    needed = count * torch.empty(0).element_size()  # the default dtype's bytes
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): let torch decide
+        return
+    if needed > memory:
+        raise ValueError(
+            f"{sizes} need {count} parameters ({needed / 2**30:.3g} GiB), more than this "
+            f"machine's memory ({memory / 2**30:.3g} GiB); lower d_model, dim_feedforward or "
+            "num_layers"
+        )
+
+
 def _key_bias_buffer(
     R: int, S: int, fill: float, dtype: torch.dtype, device: torch.device
 ) -> Tensor:
@@ -186,6 +244,12 @@ class PriorEncoderLayer(nn.Module):
         dropout: dropout probability after attention, inside and after the feed-forward block,
             and on the attention weights (training only).
         norm_first: pre-norm (True) or post-norm (False, torch's default).
+
+    Raises:
+        TypeError: a size that is not an int, a `dropout` that is not a number, or a
+            `norm_first` that is not a bool.
+        ValueError: a size below 1, `d_model` not divisible by `nhead`, or a `dropout`
+            outside `[0, 1]`.
     """
 
     def __init__(
@@ -197,6 +261,11 @@ class PriorEncoderLayer(nn.Module):
         norm_first: bool = False,
     ) -> None:
         super().__init__()
+        _check_layer_config(d_model, nhead, dim_feedforward, dropout, norm_first)
+        _check_fits_in_memory(
+            _layer_parameters(d_model, dim_feedforward),
+            f"d_model = {d_model} and dim_feedforward = {dim_feedforward}",
+        )
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
@@ -323,8 +392,12 @@ class PriorEncoder(nn.Module):
             docstring for why).
 
     Raises:
-        ValueError: `in_dim < 1`, `d_model` not divisible by `nhead`, or a `coord_range` that is
-            not positive and finite.
+        TypeError: a size that is not an int, a `dropout` or `coord_range` that is not a number,
+            a `norm_first` that is not a bool, or a `packed` that is not a bool or None.
+        ValueError: a size below 1 (`in_dim`, `d_model`, `nhead`, `num_layers`,
+            `dim_feedforward`), `d_model` not divisible by `nhead`, a `dropout` outside
+            `[0, 1]`, a `coord_range` that is not positive and finite, or sizes whose
+            parameters cannot be allocated.
 
     Example:
         ```python
@@ -352,14 +425,20 @@ class PriorEncoder(nn.Module):
         packed: bool | None = None,
     ) -> None:
         super().__init__()
-        if in_dim < 1:
-            raise ValueError(f"in_dim must be at least 1; got {in_dim}")
-        if d_model % nhead:
-            raise ValueError(
-                f"d_model must be divisible by nhead; got d_model = {d_model}, nhead = {nhead}"
+        _check_count(in_dim, "in_dim")
+        _check_count(num_layers, "num_layers")  # 0 layers would embed every lane the same
+        _check_layer_config(d_model, nhead, dim_feedforward, dropout, norm_first)
+        if isinstance(coord_range, bool) or not isinstance(coord_range, int | float):
+            raise TypeError(
+                f"coord_range must be a positive finite number; got {coord_range!r} "
+                f"({type(coord_range).__name__})"
             )
         if not (math.isfinite(coord_range) and coord_range > 0):
             raise ValueError(f"coord_range must be a positive finite number; got {coord_range}")
+        if packed is not None and not isinstance(packed, bool):
+            raise TypeError(
+                f"packed must be True, False or None; got {packed!r} ({type(packed).__name__})"
+            )
         # The configuration, kept as read-only facts about the module:
         self.in_dim = in_dim  # D, coordinates per point
         self.d_model = d_model  # C, token and embedding width
@@ -373,6 +452,14 @@ class PriorEncoder(nn.Module):
 
         # Positions come from the coordinates only, never from slot indices: that is what makes
         # the encoder blind to where the padding sits.
+        count = (in_dim + d_model + 5) * d_model + num_layers * _layer_parameters(
+            d_model, dim_feedforward
+        )  # position MLP, query, final norm, layers
+        _check_fits_in_memory(
+            count,
+            f"in_dim = {in_dim}, d_model = {d_model}, num_layers = {num_layers} and "
+            f"dim_feedforward = {dim_feedforward}",
+        )
         self.pos_embed = nn.Sequential(
             nn.Linear(in_dim, d_model), nn.ReLU(), nn.Linear(d_model, d_model)
         )
@@ -503,6 +590,14 @@ class PriorEncoder(nn.Module):
                 f"point_mask must be a torch.Tensor [B, M, N] (bool, True = real point); "
                 f"got {type(point_mask)}"
             )
+        for name, tensor in (("points", points), ("point_mask", point_mask)):
+            if tensor.is_nested or tensor.layout != torch.strided:
+                kind = "nested" if tensor.is_nested else str(tensor.layout)
+                fix = "torch.nested.to_padded_tensor" if tensor.is_nested else ".to_dense()"
+                raise TypeError(
+                    f"{name} must be a dense (torch.strided) tensor; got a {kind} tensor — "
+                    f"convert it with {fix}"
+                )
         if points.dim() != 4:
             raise ValueError(
                 f"points must be 4-D [B, M, N, D]; got {points.dim()}-D {tuple(points.shape)}"

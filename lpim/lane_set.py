@@ -22,7 +22,11 @@ from typing import Any
 
 import torch
 
+from lpim._errors import UsageTypeError, UsageValueError
 from lpim._validation import (
+    WHY_LANE_SET_VALUES,
+    check_callable,
+    check_dense,
     check_device,
     check_floating_dtype,
     mask_dtype_fix,
@@ -46,10 +50,12 @@ class LaneSet:
         kwargs: the consumer's other keyword inputs.
 
     Raises:
-        TypeError: `lane_embedding` is not a floating tensor, `lane_mask` not a bool tensor,
-            `args` not a tuple or `kwargs` not a mapping.
-        ValueError: wrong ranks, shapes that disagree, `C = 0`, different devices, the `meta`
-            device (no values to check), or a real lane that holds NaN or inf.
+        lpim._errors.UsageTypeError: (a `TypeError`) `lane_embedding` is not a floating
+            tensor, `lane_mask` not a bool tensor, either is sparse or nested, `args` not a
+            tuple or `kwargs` not a mapping.
+        lpim._errors.UsageValueError: (a `ValueError`) wrong ranks, shapes that disagree,
+            `C = 0`, different devices, the `meta` device (no values to check), or a real lane
+            that holds NaN or inf.
 
     Example:
         ```python
@@ -78,45 +84,51 @@ class LaneSet:
     def validate(self) -> None:
         """Check types, shapes, devices and that real lanes are finite (see the class doc)."""
         embedding, lane_mask = self.lane_embedding, self.lane_mask
+        if isinstance(embedding, torch.Tensor):
+            check_dense(embedding, "lane_embedding")
+        if isinstance(lane_mask, torch.Tensor):
+            check_dense(lane_mask, "lane_mask")
         if not isinstance(embedding, torch.Tensor) or not embedding.is_floating_point():
             got = embedding.dtype if isinstance(embedding, torch.Tensor) else type(embedding)
-            raise TypeError(f"lane_embedding must be a floating tensor [B, M, C]; got {got}")
+            raise UsageTypeError(f"lane_embedding must be a floating tensor [B, M, C]; got {got}")
         if not isinstance(lane_mask, torch.Tensor) or lane_mask.dtype != torch.bool:
             got = lane_mask.dtype if isinstance(lane_mask, torch.Tensor) else type(lane_mask)
-            raise TypeError(
+            raise UsageTypeError(
                 f"lane_mask must be a torch.bool tensor [B, M] (True = real); got {got} — "
                 f"{mask_dtype_fix('lane_mask')}"
             )
         if embedding.dim() != 3:
-            raise ValueError(
+            raise UsageValueError(
                 f"lane_embedding must have shape [B, M, C]; got {tuple(embedding.shape)}"
             )
         if tuple(lane_mask.shape) != tuple(embedding.shape[:2]):
-            raise ValueError(
+            raise UsageValueError(
                 f"lane_mask must have shape [B, M] = {tuple(embedding.shape[:2])} to match "
                 f"lane_embedding {tuple(embedding.shape)}; got {tuple(lane_mask.shape)}"
             )
         if embedding.shape[-1] == 0:
-            raise ValueError(
+            raise UsageValueError(
                 "lane_embedding must have C >= 1 values per lane; got shape "
                 f"{tuple(embedding.shape)}"
             )
         if lane_mask.device != embedding.device:
-            raise ValueError(
+            raise UsageValueError(
                 f"lane_mask must be on lane_embedding's device {embedding.device}; "
                 f"got {lane_mask.device}"
             )
         if embedding.device.type == "meta":
-            raise ValueError(no_values_message("LaneSet", "real lanes are checked to be finite"))
+            raise UsageValueError(
+                no_values_message("LaneSet", "real lanes are checked to be finite")
+            )
         if not isinstance(self.args, tuple):
-            raise TypeError(f"args must be a tuple; got {type(self.args).__name__}")
+            raise UsageTypeError(f"args must be a tuple; got {type(self.args).__name__}")
         if not isinstance(self.kwargs, Mapping):
-            raise TypeError(f"kwargs must be a mapping; got {type(self.kwargs).__name__}")
+            raise UsageTypeError(f"kwargs must be a mapping; got {type(self.kwargs).__name__}")
         real = embedding[lane_mask]  # [R, C]
         if not bool(real.isfinite().all()):
             first = int((~real.isfinite()).any(-1).nonzero()[0, 0])
             b, m = lane_mask.nonzero()[first].tolist()
-            raise ValueError(
+            raise UsageValueError(
                 f"real lanes must be finite; real lane (b={b}, m={m}) holds NaN or inf. Padded "
                 "lanes may hold anything; real ones may not"
             )
@@ -127,12 +139,13 @@ class LaneSet:
         """A copy on `device` with floating tensors (embedding and other inputs) at `dtype`.
 
         Raises:
-            TypeError: `device` is not a str or torch.device, or `dtype` not a floating
-                torch.dtype.
-            ValueError: a device torch does not know, `meta`, or one that is not available.
+            lpim._errors.UsageTypeError: (a `TypeError`) `device` is not a str or
+                torch.device, or `dtype` not a floating torch.dtype.
+            lpim._errors.UsageValueError: (a `ValueError`) a device torch does not know,
+                `meta`, or one that is not available.
         """
         if device is not None:
-            device = check_device(device, why_data="real lanes are checked to be finite")
+            device = check_device(device, why_data=WHY_LANE_SET_VALUES)
         if dtype is not None:
             dtype = check_floating_dtype(dtype)
         return LaneSet(
@@ -143,7 +156,12 @@ class LaneSet:
         )
 
     def call(self, consumer: Any) -> Any:
-        """`consumer(lane_embedding, lane_mask, *args, **kwargs)`."""
+        """`consumer(lane_embedding, lane_mask, *args, **kwargs)`.
+
+        Raises:
+            lpim._errors.UsageTypeError: (a `TypeError`) `consumer` is not callable.
+        """
+        check_callable(consumer, "consumer", "consumer(lane_embedding, lane_mask, *args, **kwargs)")
         return consumer(self.lane_embedding, self.lane_mask, *self.args, **self.kwargs)
 
     def __repr__(self) -> str:

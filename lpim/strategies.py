@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -34,12 +35,18 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.extra.numpy import arrays
 
+from lpim._errors import UsageValueError
 from lpim._validation import (
+    WHY_BATCH_VALUES,
+    WHY_LANE_SET_VALUES,
     check_bool,
     check_callable,
+    check_choice,
     check_device,
     check_floating_dtype,
+    check_int,
     check_positive_number,
+    check_real_number,
     check_size,
 )
 from lpim.batch import LAYOUTS, LaneBatch
@@ -48,6 +55,7 @@ from lpim.lane_set import LaneSet
 __all__ = [
     "GARBAGE_CONTRACTS",
     "GARBAGE_KINDS",
+    "MAX_DRAWN_VALUES",
     "NONFINITE_GARBAGE_KINDS",
     "OtherInputs",
     "bev_maps",
@@ -78,6 +86,24 @@ GARBAGE_CONTRACTS: dict[str, tuple[str, ...]] = {
 range), `"zeros"`, `"repeat_last"` (each lane's last real point, zeros in empty lanes)."""
 
 _T = TypeVar("_T")
+
+MAX_DRAWN_VALUES = 2**22
+"""The most values (coordinates, embedding entries, query values) one drawn example may hold:
+sizes drawn beyond it raise `InvalidArgument` naming them, rather than running out of memory
+(4M float64 values are 32 MiB per array, and an example builds a few)."""
+
+
+def _check_drawn_size(where: str, **sizes: int) -> None:
+    """The product of the drawn `sizes` is at most `MAX_DRAWN_VALUES`, or InvalidArgument."""
+    total = math.prod(sizes.values())
+    if total > MAX_DRAWN_VALUES:
+        names = " * ".join(sizes)
+        values = " * ".join(str(v) for v in sizes.values())
+        raise InvalidArgument(
+            f"{where}: {names} must be at most {MAX_DRAWN_VALUES} values per example; drew "
+            f"{values} = {total} (lower {', '.join(sizes)})"
+        )
+
 
 # How often a lane, a sample, a whole batch is drawn empty: often enough that a few dozen
 # examples see each case, rarely enough that most examples still have real lanes to compare.
@@ -158,8 +184,9 @@ def lane_batches(
             documented here (a negative or reversed range, an unknown layout or garbage kind,
             a non-floating dtype, a device torch does not know, is not available, or the
             `meta` device, which holds no values; a non-positive or non-finite
-            `coord_range`; a non-bool flag), naming the knob, what it expects and what came.
-            Values drawn from a strategy knob are checked the same way.
+            `coord_range`; a non-bool flag; drawn sizes of more than `MAX_DRAWN_VALUES`
+            coordinates), naming the knob, what it expects and what came. Values drawn from
+            a strategy knob are checked the same way.
     """
     _check_flags(empty_lanes=empty_lanes, empty_samples=empty_samples, all_empty=all_empty)
     _positive(coord_range, "coord_range")
@@ -169,12 +196,12 @@ def lane_batches(
     m = draw(_ints(num_lanes, "num_lanes", low=0))
     n = draw(_ints(_at_least(num_points, min_points), "num_points", low=0))
     d = draw(_ints(point_dim, "point_dim", low=1))
+    # max(n, 1): lanes of no point slot are drawn too
+    _check_drawn_size("lane_batches", batch_size=b, num_lanes=m, num_points=max(n, 1), point_dim=d)
     chosen_layout = draw(_choice(layout, LAYOUTS, "layout"))
     chosen_garbage = draw(_choice(garbage, GARBAGE_KINDS, "garbage"))
     chosen_dtype = _dtype(draw(_value(dtype)))
-    chosen_device = _device(
-        draw(_value(device)), why_data="a lane batch's real points are checked to be finite"
-    )
+    chosen_device = _device(draw(_value(device)), why_data=WHY_BATCH_VALUES)
 
     # The mask, drawn so that it shrinks: per lane the number of padded slots (shrinking toward 0,
     # every slot real) and whether the lane is drawn empty, per sample and per batch whether it
@@ -336,6 +363,8 @@ def _choice(knob: object, allowed: Sequence[str], name: str) -> st.SearchStrateg
         options = list(knob)
     else:
         raise InvalidArgument(f"{name} must be a string, a list or a strategy; got {knob!r}")
+    if not options:
+        raise InvalidArgument(f"{name} must name at least one of {tuple(allowed)}; got {knob!r}")
     for option in options:
         _check_choice(option, allowed, name)
     return st.sampled_from([str(option) for option in options])
@@ -358,7 +387,18 @@ def garbage_fills(kind: str, dtype: torch.dtype, bound: float = 1.0) -> dict[str
     `"finite"` is plus and minus `bound` (the real values' range); `"large"` is +-1e30,
     clipped to `dtype`'s largest finite value; `"repeat_last"` has none (it copies each
     lane's last real point).
+
+    Raises:
+        lpim._errors.UsageValueError: (a `ValueError`) `kind` is not one of `GARBAGE_KINDS`,
+            or `bound` is negative, inf or NaN.
+        lpim._errors.UsageTypeError: (a `TypeError`) `dtype` is not a floating torch.dtype,
+            or `bound` not a number.
     """
+    check_choice(kind, "kind", GARBAGE_KINDS, "garbage_fills")
+    check_floating_dtype(dtype)
+    bound = check_real_number(bound, "bound", "garbage_fills")
+    if not (math.isfinite(bound) and bound >= 0):
+        raise UsageValueError(f"garbage_fills: bound must be a finite number >= 0; got {bound}")
     big = min(1e30, float(torch.finfo(dtype).max))
     return {
         "zeros": {"zeros": 0.0},
@@ -447,8 +487,9 @@ def lane_sets(
             garbage kind, a non-floating dtype, a device torch does not know, is not
             available, or the `meta` device, which holds no values; a non-positive or
             non-finite `value_range`; a non-bool flag; `other_inputs` not callable or not
-            returning a strategy of a tuple or a dict), naming the knob, what it expects and
-            what came. Values drawn from a strategy knob are checked the same way.
+            returning a strategy of a tuple or a dict; drawn sizes of more than
+            `MAX_DRAWN_VALUES` values), naming the knob, what it expects and what came.
+            Values drawn from a strategy knob are checked the same way.
     """
     _check_flags(empty_lanes=empty_lanes, empty_samples=empty_samples, all_empty=all_empty)
     _positive(value_range, "value_range")
@@ -457,16 +498,16 @@ def lane_sets(
             other_inputs,
             "other_inputs",
             "other_inputs(batch_size, dtype, device) -> SearchStrategy",
+            args=(1, torch.float32, torch.device("cpu")),
             type_error=InvalidArgument,
         )
     b = draw(_ints(batch_size, "batch_size", low=0))
     m = draw(_ints(num_lanes, "num_lanes", low=0))
     c = draw(_ints(embed_dim, "embed_dim", low=1))
+    _check_drawn_size("lane_sets", batch_size=b, num_lanes=m, embed_dim=c)
     chosen_garbage = draw(_choice(garbage, GARBAGE_KINDS, "garbage"))
     chosen_dtype = _dtype(draw(_value(dtype)))
-    chosen_device = _device(
-        draw(_value(device)), why_data="a lane set's real lanes are checked to be finite"
-    )
+    chosen_device = _device(draw(_value(device)), why_data=WHY_LANE_SET_VALUES)
 
     # The lane mask, as flags that shrink toward "real": per sample whether it is drawn empty and
     # per lane whether it is padded, each sample's draws contiguous so the shrinker can delete
@@ -541,10 +582,35 @@ def bev_queries(
     Returns:
         A function `(batch_size, dtype, device) -> SearchStrategy` of `(bev_queries,)`, as
         `lane_sets(other_inputs=...)` and `check_lane_consumer(other_inputs=...)` take it.
+
+    Raises:
+        hypothesis.errors.InvalidArgument: a `num_queries` that is negative or a reversed
+            range, an `embed_dim` below 1, a `value_range` that is not positive and finite;
+            and, when the function is called, a `batch_size` below 0, a non-floating `dtype`,
+            an unavailable `device` or more than `MAX_DRAWN_VALUES` values per example.
     """
-    low, high = (num_queries, num_queries) if isinstance(num_queries, int) else num_queries
+    low, high = check_size(
+        num_queries,
+        "num_queries",
+        "bev_queries",
+        type_error=InvalidArgument,
+        value_error=InvalidArgument,
+    )
+    embed_dim = check_int(
+        embed_dim,
+        "embed_dim",
+        "bev_queries",
+        minimum=1,
+        type_error=InvalidArgument,
+        value_error=InvalidArgument,
+    )
+    value_range = _positive(value_range, "value_range")
 
     def draw(batch_size: int, dtype: torch.dtype, device: torch.device) -> st.SearchStrategy[Any]:
+        batch_size, dtype, device = _other_inputs_arguments(batch_size, dtype, device)
+        _check_drawn_size(
+            "bev_queries", batch_size=batch_size, num_queries=high, embed_dim=embed_dim
+        )
         values = st.floats(-value_range, value_range, allow_nan=False, allow_infinity=False)
         return (
             st.integers(low, high)
@@ -575,13 +641,58 @@ def bev_maps(
     Returns:
         A function `(batch_size, dtype, device) -> SearchStrategy` of `(bev_map,)`, as
         `lane_sets(other_inputs=...)` and `check_lane_consumer(other_inputs=...)` take it.
+
+    Raises:
+        hypothesis.errors.InvalidArgument: `channels`, `height` or `width` below 1 (or a
+            reversed range); and, when the function is called, a `batch_size` below 0, a
+            non-floating `dtype`, an unavailable `device` or more than `MAX_DRAWN_VALUES`
+            values per example.
     """
 
+    channels = check_int(
+        channels,
+        "channels",
+        "bev_maps",
+        minimum=1,
+        type_error=InvalidArgument,
+        value_error=InvalidArgument,
+    )
+    heights, widths = _ints(height, "height", low=1), _ints(width, "width", low=1)
+    most = [
+        check_size(
+            v, name, "bev_maps", minimum=1, type_error=InvalidArgument, value_error=InvalidArgument
+        )[1]
+        for v, name in ((height, "height"), (width, "width"))
+        if not isinstance(v, st.SearchStrategy)
+    ]
+
     def draw(batch_size: int, dtype: torch.dtype, device: torch.device) -> st.SearchStrategy[Any]:
+        batch_size, dtype, device = _other_inputs_arguments(batch_size, dtype, device)
+        _check_drawn_size(
+            "bev_maps", batch_size=batch_size, channels=channels, pixels=math.prod(most)
+        )
         values = st.floats(-4.0, 4.0, allow_nan=False, allow_infinity=False)
-        size = st.tuples(_ints(height, "height", low=1), _ints(width, "width", low=1))
-        return size.flatmap(
-            lambda hw: arrays(np.float64, (batch_size, channels, *hw), elements=values)
-        ).map(lambda a: (torch.from_numpy(a).to(dtype=dtype, device=device),))
+        return (
+            st.tuples(heights, widths)
+            .flatmap(lambda hw: arrays(np.float64, (batch_size, channels, *hw), elements=values))
+            .map(lambda a: (torch.from_numpy(a).to(dtype=dtype, device=device),))
+        )
 
     return draw
+
+
+def _other_inputs_arguments(
+    batch_size: object, dtype: object, device: object
+) -> tuple[int, torch.dtype, torch.device]:
+    """The arguments an `OtherInputs` function is called with, checked (InvalidArgument)."""
+    return (
+        check_int(
+            batch_size,
+            "batch_size",
+            minimum=0,
+            type_error=InvalidArgument,
+            value_error=InvalidArgument,
+        ),
+        _dtype(dtype),
+        _device(device, why_data="the other inputs are drawn as values"),
+    )

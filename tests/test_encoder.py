@@ -522,7 +522,7 @@ def test_non_finite_real_points_are_rejected(bad: float, packed: bool) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"in_dim": 0}, r"in_dim must be at least 1"), ({"coord_range": 0.0}, r"coord_range")],
+    [({"in_dim": 0}, r"in_dim must be >= 1; got 0"), ({"coord_range": 0.0}, r"coord_range")],
 )
 def test_constructor_rejects_bad_arguments(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):

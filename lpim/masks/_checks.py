@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from lpim._errors import UsageValueError
 from lpim.masks._convert import keep_tokens, to_attn_mask_3d, to_cu_seqlens, to_lengths
 from lpim.masks._errors import MaskConventionError, describe_tensor
 
@@ -86,7 +87,9 @@ def check_attn_mask_3d(attn_mask: torch.Tensor, against: Against) -> None:
     b, m, n = point_mask.shape
     s = n + q
     if num_heads is None:
-        raise ValueError("validate(..., 'attn_mask_3d', point_mask=...) also needs num_heads")
+        raise UsageValueError(
+            "validate(..., 'attn_mask_3d', point_mask=...) also needs num_heads; got num_heads=None"
+        )
     want = (b * m * num_heads, s, s)
     if tuple(attn_mask.shape) != want:
         problem = f"the 3D attn_mask must have shape {want}"
@@ -192,7 +195,7 @@ def check_lengths(lengths: torch.Tensor, against: Against) -> None:
     """Raise unless `lengths` is a correct lengths mask (of `point_mask`, if given)."""
     convention, point_mask, _, q, fix = against
     _expect(lengths, convention, dtype=None, rank=1, fix=fix)
-    if lengths.is_floating_point() or lengths.dtype == torch.bool:
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
         raise MaskConventionError(
             "lengths are integers",
             convention="lengths",
@@ -264,7 +267,8 @@ def _broadcasts(
         lanes == b * m
         and cols == s
         and rows in (1, s)
-        and (heads == 1 or num_heads is None or heads == num_heads)
+        and (heads == 1 or (heads > 1 and num_heads is None) or heads == num_heads)
+        and (rows >= 1 or lanes == 0)
     )
     if not ok:
         raise MaskConventionError(
@@ -281,6 +285,15 @@ def _broadcasts(
 
 def _rows(mask4d: torch.Tensor, convention: str) -> torch.Tensor:
     """Reduce a 4-D per-lane mask to `(B*M, S)`, failing loudly if heads or rows disagree."""
+    if mask4d.shape[0] and not (mask4d.shape[1] and mask4d.shape[2]):
+        raise MaskConventionError(
+            "the mask has no head or no query row to read each lane's keys from",
+            convention=convention,
+            expected="(B*M, 1 or H, 1 or L, S) with at least one head and one query row",
+            got=describe_tensor(mask4d),
+        )
+    if mask4d.shape[0] == 0:  # no lane: nothing to read, whatever the heads and rows
+        return mask4d.new_empty((0, mask4d.shape[3]))
     first = mask4d[:, :1, :1, :]
     if not torch.equal(mask4d, first.expand_as(mask4d)):
         # A padding mask treats every head and query row alike; anything else is a mistake

@@ -16,9 +16,16 @@ from __future__ import annotations
 
 import torch
 
-from lpim._validation import check_int
+from lpim._validation import (
+    allocating,
+    check_allocatable,
+    check_fill,
+    check_floating_dtype,
+    check_int,
+)
 from lpim.masks._errors import (
     MaskConventionError,
+    check_dense_mask,
     check_has_values,
     check_point_mask,
     describe_tensor,
@@ -37,8 +44,11 @@ def keep_tokens(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor
     query_tokens = check_int(query_tokens, "query_tokens", "keep_tokens", minimum=0)
     b, m, n = point_mask.shape
     per_lane = point_mask.reshape(b * m, n)  # [B*M, N]
-    query = torch.ones(b * m, query_tokens, dtype=torch.bool, device=point_mask.device)
-    return torch.cat([query, per_lane], dim=1)  # [B*M, S]
+    size = f"keep_tokens: the (B*M, query_tokens + N) = ({b * m}, {query_tokens + n}) mask"
+    check_allocatable(b * m * (query_tokens + n), size, "query_tokens")  # even on meta
+    with allocating(size, "query_tokens"):
+        query = torch.ones(b * m, query_tokens, dtype=torch.bool, device=point_mask.device)
+        return torch.cat([query, per_lane], dim=1)  # [B*M, S]
 
 
 def _lanes_to_point_mask(
@@ -71,7 +81,9 @@ def _lanes_to_point_mask(
             got=f"{int((~keep[:, :query_tokens]).sum())} masked query entries",
             hint="check query_tokens, or diagnose the mask with lpim.masks.diagnose",
         )
-    return keep[:, query_tokens:].reshape(rows // num_lanes, num_lanes, s - query_tokens)
+    shape = (rows // num_lanes, num_lanes, s - query_tokens)
+    with allocating(f"{inverse}: the [B, M, N] = {list(shape)} point_mask", "num_lanes"):
+        return keep[:, query_tokens:].reshape(shape)
 
 
 # -- nn.MultiheadAttention ---------------------------------------------------------------------
@@ -125,9 +137,11 @@ def to_attn_mask_3d(
     """
     num_heads = check_int(num_heads, "num_heads", "to_attn_mask_3d", minimum=1)
     blocked = ~keep_tokens(point_mask, query_tokens)  # [B*M, S]
-    s = blocked.shape[1]
-    per_lane = blocked[:, None, :].expand(-1, s, -1)  # [B*M, L, S]
-    return per_lane.repeat_interleave(num_heads, dim=0)  # [B*M*H, L, S]
+    lanes, s = blocked.shape
+    size = f"to_attn_mask_3d: the (B*M*num_heads, L, S) = ({lanes * num_heads}, {s}, {s}) mask"
+    with allocating(size, "num_heads or query_tokens"):
+        per_lane = blocked[:, None, :].expand(-1, s, -1)  # [B*M, L, S]
+        return per_lane.repeat_interleave(num_heads, dim=0)  # [B*M*H, L, S]
 
 
 def from_attn_mask_3d(
@@ -139,6 +153,13 @@ def from_attn_mask_3d(
     num_heads = check_int(num_heads, "num_heads", "from_attn_mask_3d", minimum=1)
     check_has_values(attn_mask, "attn_mask", "from_attn_mask_3d", "attn_mask_3d")
     rows, length, s = attn_mask.shape
+    if length == 0 and rows:
+        raise MaskConventionError(
+            "from_attn_mask_3d: the mask has no query row (L = 0) to read each lane's keys from",
+            convention="attn_mask_3d",
+            expected="(B*M*num_heads, L, S) with L = S >= 1 query rows",
+            got=describe_tensor(attn_mask),
+        )
     if rows % num_heads:
         raise MaskConventionError(
             f"from_attn_mask_3d: {rows} rows is not a multiple of num_heads = {num_heads}",
@@ -196,8 +217,7 @@ def to_additive_mask(
     Added to the attention scores by SDPA and MHA. `-inf` rather than a large negative number:
     `-1e9` overflows float16 and `-1e4` lets huge scores through.
     """
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"to_additive_mask: dtype must be floating; got {dtype}")
+    check_floating_dtype(dtype)
     keep = keep_tokens(point_mask, query_tokens)[:, None, None, :]  # [B*M, 1, 1, S]
     zeros = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
     return zeros.masked_fill(~keep, float("-inf"))
@@ -267,6 +287,8 @@ def to_lengths(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor:
     keep = keep_tokens(point_mask, query_tokens)  # [B*M, S]
     check_has_values(point_mask, "point_mask", "to_lengths", "lengths")
     lengths = keep.sum(dim=1)  # [B*M]
+    if keep.numel() == 0:  # no lane, or no token: nothing is out of place
+        return lengths
     slot = torch.arange(keep.shape[1], device=keep.device)
     right_aligned = keep == (slot < lengths[:, None])
     if not bool(right_aligned.all()):
@@ -287,7 +309,7 @@ def from_lengths(
 ) -> torch.Tensor:
     """Inverse of `to_lengths`: `(B*M,)` counts -> right-padded `[B, M, N]`."""
     _expect_rank(lengths, 1, "lengths", "from_lengths")
-    if lengths.is_floating_point() or lengths.dtype == torch.bool:
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
         raise MaskConventionError(
             "from_lengths: lengths are integers",
             convention="lengths",
@@ -298,6 +320,8 @@ def from_lengths(
     query_tokens = check_int(query_tokens, "query_tokens", "from_lengths", minimum=0)
     check_has_values(lengths, "lengths", "from_lengths", "lengths")
     s = num_points + query_tokens
+    size = f"from_lengths: the (B*M, query_tokens + N) = ({lengths.numel()}, {s}) mask"
+    check_allocatable(max(lengths.numel(), 1) * s, size, "num_points or query_tokens")
     if bool(((lengths < query_tokens) | (lengths > s)).any()):
         raise MaskConventionError(
             "from_lengths: a length is out of range",
@@ -305,7 +329,8 @@ def from_lengths(
             expected=f"query_tokens = {query_tokens} <= length <= query_tokens + N = {s}",
             got=f"min {int(lengths.min())}, max {int(lengths.max())}",
         )
-    keep = torch.arange(s, device=lengths.device) < lengths[:, None]  # [B*M, S]
+    with allocating(size, "num_points or query_tokens"):
+        keep = torch.arange(s, device=lengths.device) < lengths[:, None]  # [B*M, S]
     return _lanes_to_point_mask(keep, num_lanes, query_tokens, "lengths", "from_lengths")
 
 
@@ -379,6 +404,7 @@ def unpack(packed: torch.Tensor, point_mask: torch.Tensor, fill: float = 0.0) ->
             expected="a [T, C] tensor with T = point_mask.sum()",
             got=type(packed).__name__,
         )
+    check_dense_mask(packed, "packed", "unpack", "cu_seqlens")
     check_has_values(point_mask, "point_mask", "unpack", "point_mask")
     if packed.device != point_mask.device:
         raise MaskConventionError(
@@ -395,6 +421,7 @@ def unpack(packed: torch.Tensor, point_mask: torch.Tensor, fill: float = 0.0) ->
             expected=f"a [T, C] tensor with T = point_mask.sum() = {real}",
             got=describe_tensor(packed),
         )
+    fill = check_fill(fill, packed.dtype, "fill", "unpack")
     out = packed.new_full((*point_mask.shape, packed.shape[1]), fill)  # [B, M, N, C]
     out[point_mask] = packed
     return out
@@ -416,6 +443,7 @@ def to_nested(points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
 
 def _check_points(points: torch.Tensor, point_mask: torch.Tensor, where: str) -> None:
     check_point_mask(point_mask, where)
+    check_dense_mask(points, "points", where, "point_mask")
     if (
         not isinstance(points, torch.Tensor)
         or points.dim() != 4
@@ -438,7 +466,12 @@ def _check_points(points: torch.Tensor, point_mask: torch.Tensor, where: str) ->
     check_has_values(point_mask, "point_mask", where, "point_mask")
 
 
+_ARGUMENT = {"attn_mask_3d": "attn_mask", "sdpa": "sdpa_mask", "additive": "additive_mask"}
+"""The argument name of each `from_*` mask whose convention has another name."""
+
+
 def _expect_dtype(tensor: torch.Tensor, dtype: torch.dtype, convention: str, where: str) -> None:
+    check_dense_mask(tensor, _ARGUMENT.get(convention, convention), where, convention)
     if not isinstance(tensor, torch.Tensor) or tensor.dtype != dtype:
         got = describe_tensor(tensor) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise MaskConventionError(
@@ -447,6 +480,7 @@ def _expect_dtype(tensor: torch.Tensor, dtype: torch.dtype, convention: str, whe
 
 
 def _expect_rank(tensor: torch.Tensor, rank: int, convention: str, where: str) -> None:
+    check_dense_mask(tensor, _ARGUMENT.get(convention, convention), where, convention)
     if not isinstance(tensor, torch.Tensor) or tensor.dim() != rank:
         got = describe_tensor(tensor) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise MaskConventionError(
@@ -456,6 +490,15 @@ def _expect_rank(tensor: torch.Tensor, rank: int, convention: str, where: str) -
 
 def _single_row(mask4d: torch.Tensor, convention: str, where: str) -> torch.Tensor:
     """`(B*M, 1|H, 1|L, S)` whose heads and rows agree -> `(B*M, S)`."""
+    if mask4d.shape[0] and not (mask4d.shape[1] and mask4d.shape[2]):
+        raise MaskConventionError(
+            f"{where}: the mask has no head or no query row to read each lane's keys from",
+            convention=convention,
+            expected="(B*M, 1 or H, 1 or L, S) with at least one head and one query row",
+            got=describe_tensor(mask4d),
+        )
+    if mask4d.shape[0] == 0:  # no lane: nothing to read, whatever the heads and rows
+        return mask4d.new_empty((0, mask4d.shape[3]))
     first = mask4d[:, :1, :1, :]
     if not torch.equal(mask4d, first.expand_as(mask4d)):
         raise MaskConventionError(

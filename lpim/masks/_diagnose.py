@@ -12,10 +12,17 @@ from dataclasses import dataclass
 
 import torch
 
+from lpim._errors import UsageValueError
 from lpim._validation import check_int
 from lpim.masks._conventions import CONVENTIONS
 from lpim.masks._convert import keep_tokens, to_cu_seqlens
-from lpim.masks._errors import check_has_values, check_point_mask, describe_tensor
+from lpim.masks._errors import (
+    MaskConventionError,
+    check_dense_mask,
+    check_has_values,
+    check_point_mask,
+    describe_tensor,
+)
 
 __all__ = ["MISTAKES", "Diagnosis", "diagnose"]
 
@@ -103,9 +110,12 @@ def diagnose(
 
     Raises:
         MaskConventionError: `point_mask` is not a `[B, M, N]` bool tensor, or `mask` or
-            `point_mask` is on the `meta` device (no values to read).
-        ValueError: `num_heads < 1`, `query_tokens < 0` or an unknown `intended`.
-        TypeError: `num_heads` or `query_tokens` is not an int.
+            `point_mask` is on the `meta` device (no values to read), sparse or nested.
+        lpim._errors.UsageValueError: (a `ValueError`) `num_heads < 1`, `query_tokens < 0`,
+            a `query_tokens` too large to allocate the expected mask, or an unknown
+            `intended`.
+        lpim._errors.UsageTypeError: (a `TypeError`) `num_heads` or `query_tokens` is not an
+            int.
     """
     check_point_mask(point_mask, "diagnose")
     check_has_values(point_mask, "point_mask", "diagnose", "point_mask")
@@ -113,13 +123,14 @@ def diagnose(
         num_heads = check_int(num_heads, "num_heads", "diagnose", minimum=1)
     if query_tokens is not None:
         query_tokens = check_int(query_tokens, "query_tokens", "diagnose", minimum=0)
-    if intended is not None and intended not in CONVENTIONS:
-        raise ValueError(
+    if intended is not None and (not isinstance(intended, str) or intended not in CONVENTIONS):
+        raise UsageValueError(
             f"unknown convention: got intended={intended!r}; expected one of {list(CONVENTIONS)}"
         )
     if not isinstance(mask, torch.Tensor):
         reader = _Reader(point_mask, num_heads, query_tokens, intended)
         return reader.judge(None, f"a {type(mask).__name__}, not a tensor")
+    check_dense_mask(mask, "mask", "diagnose", intended or "point_mask")
     check_has_values(mask, "the mask", "diagnose", "point_mask")
     if mask.device != point_mask.device:
         mask = mask.to(point_mask.device)
@@ -274,8 +285,11 @@ class _Reader:
                 return self._ok("cu_seqlens", extra=note)
             return self._wrong("cu_seqlens", "disagrees_with_points", self._detail_counts(mask))
         if mask.numel() == self.lanes:
-            slot = torch.arange(self.s, device=mask.device)
-            if not torch.equal(self.keep, slot < counts[:, None]):
+            # right-padded: every lane's real tokens first (no lane or no token: trivially)
+            right = self.keep.numel() == 0 or torch.equal(
+                self.keep, torch.arange(self.s, device=mask.device) < counts[:, None]
+            )
+            if not right:
                 # to_lengths refuses this layout, so the fix is offsets over packed points
                 offsets = self._call("cu_seqlens")
                 counts_note = (
@@ -449,13 +463,21 @@ class _Reader:
     def _judge_rows(self, keep_rows: torch.Tensor, convention: str) -> Diagnosis:
         """`keep_rows [B*M, L, W]` or `[B*M, W]` in keep form: rows must agree, then judge."""
         if keep_rows.dim() == 3:
+            if keep_rows.shape[1] == 0 and keep_rows.shape[0]:
+                return self._wrong(
+                    convention,
+                    "unrecognised",
+                    f"it is {tuple(keep_rows.shape)} read per lane: no head or query row holds "
+                    "the lane's keys",
+                )
             if not torch.equal(keep_rows, keep_rows[:, :1].expand_as(keep_rows)):
                 return self._wrong(
                     convention,
                     "disagrees_with_points",
                     "query rows of one lane differ: not a padding mask",
                 )
-            keep_rows = keep_rows[:, 0]
+            # (no lane: no row either, and nothing to read)
+            keep_rows = keep_rows[:, 0] if keep_rows.shape[1] else keep_rows.flatten(0, 1)
         return self._judge(keep_rows, convention)
 
     def _judge(self, got_keep: torch.Tensor, convention: str) -> Diagnosis:
@@ -560,7 +582,12 @@ def heads_agree(rows: torch.Tensor, batch: int, num_heads: int) -> bool:
     `rows` is a 3D mask `(batch * num_heads, L, S)` (any dtype) read the way
     `nn.MultiheadAttention` reads it: row `n * num_heads + h` is entry `n`, head `h`.
     A padding mask built with `repeat_interleave(num_heads, 0)` has this property.
+
+    Raises:
+        MaskConventionError: `rows` is not a tensor of `batch * num_heads` rows.
+        lpim._errors.UsageValueError: (a `ValueError`) `batch < 0` or `num_heads < 1`.
     """
+    _check_rows(rows, batch, num_heads, "heads_agree")
     per_entry = rows.reshape(batch, num_heads, *rows.shape[1:])  # [batch, H, L, S]
     return torch.equal(per_entry, per_entry[:, :1].expand_as(per_entry))
 
@@ -570,9 +597,36 @@ def repeats_with_period(rows: torch.Tensor, batch: int, num_heads: int) -> bool:
 
     That is the layout `per_entry_mask.repeat(num_heads, 1, 1)` builds (head-major): the
     `num_heads` blocks of `batch` rows are copies of each other.
+
+    Raises:
+        MaskConventionError: `rows` is not a tensor of `batch * num_heads` rows.
+        lpim._errors.UsageValueError: (a `ValueError`) `batch < 0` or `num_heads < 1`.
     """
+    _check_rows(rows, batch, num_heads, "repeats_with_period")
     blocks = rows.reshape(num_heads, batch, *rows.shape[1:])  # [H, batch, L, S]
     return torch.equal(blocks, blocks[:1].expand_as(blocks))
+
+
+def _check_rows(rows: object, batch: object, num_heads: object, where: str) -> None:
+    """`rows` is a dense tensor of at least one dimension and `batch * num_heads` rows."""
+    batch = check_int(batch, "batch", where, minimum=0)
+    num_heads = check_int(num_heads, "num_heads", where, minimum=1)
+    expected = f"a (batch * num_heads, ...) = ({batch * num_heads}, ...) tensor"
+    if not isinstance(rows, torch.Tensor):
+        raise MaskConventionError(
+            f"{where}: rows must be a tensor",
+            convention="attn_mask_3d",
+            expected=expected,
+            got=type(rows).__name__,
+        )
+    check_dense_mask(rows, "rows", where, "attn_mask_3d")
+    if rows.dim() == 0 or rows.shape[0] != batch * num_heads:
+        raise MaskConventionError(
+            f"{where}: rows must have batch * num_heads = {batch} * {num_heads} rows",
+            convention="attn_mask_3d",
+            expected=expected,
+            got=describe_tensor(rows),
+        )
 
 
 _NEEDS_QUERY_TOKENS = (

@@ -5,9 +5,15 @@ from __future__ import annotations
 import torch
 
 from lpim._errors import UsageValueError
-from lpim._validation import point_mask_dtype_message
+from lpim._validation import dense_message, point_mask_dtype_message
 
-__all__ = ["MaskConventionError", "check_has_values", "check_point_mask", "describe_tensor"]
+__all__ = [
+    "MaskConventionError",
+    "check_dense_mask",
+    "check_has_values",
+    "check_point_mask",
+    "describe_tensor",
+]
 
 
 class MaskConventionError(UsageValueError):
@@ -49,8 +55,28 @@ class MaskConventionError(UsageValueError):
 
 
 def describe_tensor(tensor: torch.Tensor) -> str:
-    """`"shape (2, 5), torch.bool, cpu"`: how error messages show a tensor that came."""
-    return f"shape {tuple(tensor.shape)}, {tensor.dtype}, {tensor.device}"
+    """`"shape (2, 5), torch.bool, cpu"`: how error messages show a tensor that came (a
+    sparse or nested one says so)."""
+    if tensor.is_nested:
+        return f"a nested tensor, {tensor.dtype}, {tensor.device}"
+    layout = "" if tensor.layout == torch.strided else f", {tensor.layout}"
+    return f"shape {tuple(tensor.shape)}, {tensor.dtype}, {tensor.device}{layout}"
+
+
+def check_dense_mask(tensor: object, name: str, where: str, convention: str) -> None:
+    """Refuse a sparse or nested `tensor` (anything else passes): masks are dense tensors.
+
+    torch's attention takes dense masks, and the converters' reshapes and comparisons fail on
+    sparse ones deep inside torch; this says so first, with the one wording of
+    `lpim._validation.dense_message`.
+    """
+    if isinstance(tensor, torch.Tensor) and (tensor.is_nested or tensor.layout != torch.strided):
+        raise MaskConventionError(
+            f"{where}: {dense_message(tensor, name)}",
+            convention=convention,
+            expected=f"{name} as a dense (torch.strided) tensor",
+            got=describe_tensor(tensor),
+        )
 
 
 def check_point_mask(point_mask: object, where: str) -> torch.Tensor:
@@ -65,6 +91,7 @@ def check_point_mask(point_mask: object, where: str) -> torch.Tensor:
             expected="a [B, M, N] torch.bool tensor, True = real point",
             got=type(point_mask).__name__,
         )
+    check_dense_mask(point_mask, "point_mask", where, "point_mask")
     if point_mask.dtype != torch.bool:
         raise MaskConventionError(
             f"{where}: {point_mask_dtype_message(point_mask.dtype)}",

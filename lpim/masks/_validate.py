@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import torch
 
+from lpim._errors import UsageValueError
 from lpim._validation import check_int
 from lpim.masks import _checks
 from lpim.masks._conventions import CONVENTIONS
 from lpim.masks._errors import (
     MaskConventionError,
+    check_dense_mask,
     check_has_values,
     check_point_mask,
     describe_tensor,
@@ -49,14 +51,17 @@ def validate(
     Raises:
         MaskConventionError: naming the convention assumed, the expected shape, dtype, device
             and polarity, what came, and the lpim call that builds the right mask; also for a
-            mask or `point_mask` on the `meta` device (no values to check).
-        ValueError: `convention` is not a name lpim knows, or `num_heads < 1` or
-            `query_tokens < 0`.
-        TypeError: `num_heads` or `query_tokens` is not an int.
+            mask or `point_mask` on the `meta` device (no values to check) or a sparse or
+            nested one.
+        lpim._errors.UsageValueError: (a `ValueError`) `convention` is not a name lpim knows,
+            `num_heads < 1`, `query_tokens < 0`, an `"attn_mask_3d"` with `point_mask` but no
+            `num_heads`, or a `query_tokens` too large to allocate the expected mask.
+        lpim._errors.UsageTypeError: (a `TypeError`) `num_heads` or `query_tokens` is not an
+            int.
     """
     checkable = [name for name, c in CONVENTIONS.items() if c.check is not None]
-    if convention not in checkable:
-        raise ValueError(
+    if not isinstance(convention, str) or convention not in checkable:
+        raise UsageValueError(
             f"unknown convention: got {convention!r}; expected one of {sorted(checkable)} "
             f"(all conventions: {list(CONVENTIONS)})"
         )
@@ -68,6 +73,7 @@ def validate(
             expected=f"a tensor of shape {entry.shape}",
             got=type(mask).__name__,
         )
+    check_dense_mask(mask, "mask", "validate", convention)
     if num_heads is not None:
         num_heads = check_int(num_heads, "num_heads", "validate", minimum=1)
     query_tokens = check_int(query_tokens, "query_tokens", "validate", minimum=0)
