@@ -22,6 +22,7 @@ from typing import Literal
 
 __all__ = [
     "CONSUMER_PROPERTIES",
+    "EXERCISED_BY",
     "GALLERY",
     "PROPERTIES",
     "REGISTRY",
@@ -92,6 +93,9 @@ class Property:
         padding: what padded slots hold in the examples drawn for it (see `Padding`).
         takes_garbage: its assert takes the data contract's `garbage=` (what it may write
             into padded slots); excluded when the contract allows a single fill.
+        exercised_by: what an example must hold for the property to test anything (see
+            `EXERCISED_BY`); a row none of whose examples held it is `excluded`, never a pass.
+            `""`: every example exercises it.
         contract_keywords: the data contract's emptiness keywords its assert takes
             (`empty_lanes`, `empty_samples`), so that the batches it builds from a drawn one
             stay inside the contract.
@@ -109,6 +113,7 @@ class Property:
     padding: Padding = "baseline"
     takes_garbage: bool = False
     contract_keywords: tuple[str, ...] = ()
+    exercised_by: str = ""
     declared_by: str = ""
     reliability: bool = False
 
@@ -153,6 +158,14 @@ def _cause(text: str, zoo: str = "", *needs: str) -> Cause:
 
 
 # Each property's name, assert, meaning and causes, then what sets it apart (keywords).
+EXERCISED_BY: Mapping[str, str] = {
+    "padded_slot": "a padded slot",
+    "two_lanes": "two lane slots",
+    "empty_lane": "an empty lane",
+    "padded_lane": "a padded lane",
+}
+"""What an example must hold for a property to test anything, in words (`Property.exercised_by`)."""
+
 _encoder = functools.partial(Property, side="encoder")
 _consumer = functools.partial(Property, side="consumer")
 
@@ -290,6 +303,7 @@ REGISTRY: tuple[Property, ...] = (
         ),
         padding="finite",
         takes_garbage=True,
+        exercised_by="padded_slot",
     ),
     _encoder(
         "ignores_nonfinite_padding",
@@ -310,6 +324,7 @@ REGISTRY: tuple[Property, ...] = (
             ),
         ),
         padding="nonfinite",
+        exercised_by="padded_slot",
     ),
     _encoder(
         "lanes_independent",
@@ -327,6 +342,7 @@ REGISTRY: tuple[Property, ...] = (
             _cause("a head-major 3D mask", "repeat_head_order", "lanes"),
         ),
         contract_keywords=("empty_lanes", "empty_samples"),
+        exercised_by="two_lanes",
     ),
     _encoder(
         "gradients_isolated",
@@ -356,6 +372,7 @@ REGISTRY: tuple[Property, ...] = (
             ),
         ),
         takes_garbage=True,
+        exercised_by="padded_slot",
     ),
     _encoder(
         "empty_lanes_zero",
@@ -364,6 +381,7 @@ REGISTRY: tuple[Property, ...] = (
         "so a consumer may read all M lanes without a lane mask",
         (_cause("a bias or a learned token left in empty lanes", "empty_lane_bias", "empty_lane"),),
         declared_by="empty_lanes='zero'",
+        exercised_by="empty_lane",
     ),
     _encoder(
         "devices_agree",
@@ -462,6 +480,7 @@ REGISTRY: tuple[Property, ...] = (
             _cause("multiplying by the mask", "", "padded_lanes"),
         ),
         padding="contract",
+        exercised_by="padded_lane",
     ),
     _consumer(
         "lane_order_invariant",

@@ -104,3 +104,41 @@ def test_the_bare_assert_keeps_its_defaults() -> None:
         assert_lanes_independent(encoder.double(), LaneBatch(points, point_mask), empty_lanes=False)
         <= 1.0
     )
+
+
+# -- no vacuous row (issue 21, item 5) -----------------------------------------------------------
+
+
+def test_padding_properties_under_a_contract_with_nothing_padded_are_excluded_not_passed() -> None:
+    """One point slot a lane, no empty lanes: nothing is ever padded, so the padding
+    properties exercised nothing; they read `excluded` with the reason."""
+    from lpim.zoo import CORRECT
+
+    report = check_encoder(
+        CORRECT["masked_mean"].factory(),
+        dtype=torch.float32,
+        num_points=1,
+        empty_lanes=False,
+        properties=["ignores_padding", "gradients_ignore_padding", "matches_unpadded"],
+        settings=FAST,
+    )
+    verdicts = {r.property_name: (r.verdict, r.note) for r in report.results}
+    for name in ("ignores_padding", "gradients_ignore_padding"):
+        verdict, note = verdicts[name]
+        assert verdict == "excluded" and "had a padded slot" in note, (name, note)
+    assert verdicts["matches_unpadded"][0] == "pass"
+    assert "all properties hold" not in str(report)
+
+
+def test_lanes_independent_with_one_lane_slot_is_excluded() -> None:
+    report = check_encoder(
+        NonEmptyPolylines(across_lanes=True),
+        dtype=torch.float64,
+        batch_size=1,
+        num_lanes=1,
+        properties="lanes_independent",
+        settings=FAST,
+        **CONTRACT,
+    )
+    assert report.results[0].verdict == "excluded"
+    assert "two lane slots" in report.results[0].note

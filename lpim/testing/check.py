@@ -21,7 +21,13 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky, HypothesisException
 
 from lpim._errors import UsageValueError
-from lpim._properties import PROPERTIES, Property, property_names, reproducing_property
+from lpim._properties import (
+    EXERCISED_BY,
+    PROPERTIES,
+    Property,
+    property_names,
+    reproducing_property,
+)
 from lpim._validation import check_callable
 from lpim.batch import LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS
@@ -281,6 +287,8 @@ class EncoderSide:
                 context=context,
                 translate=functools.partial(_translate, name, subject),
                 pass_note=functools.partial(_reference_note, subject),
+                exercised=_EXERCISED.get(prop.exercised_by),
+                exercised_by=EXERCISED_BY.get(prop.exercised_by, ""),
             )
         if not self.empty_lanes_seen and contract.empty_lanes is not False and not unsupported:
             with context():
@@ -345,6 +353,14 @@ def _translate(
             last[0] if last else _probe(1, subject.dtype, subject.device),
         )
     return None
+
+
+# What a batch must hold to exercise a property (`Property.exercised_by`; words in EXERCISED_BY).
+_EXERCISED: dict[str, Callable[[LaneBatch], bool]] = {
+    "padded_slot": lambda batch: bool((~batch.point_mask).any()),
+    "two_lanes": lambda batch: batch.shape[0] * batch.shape[1] >= 2,
+    "empty_lane": lambda batch: bool((~batch.lane_mask).any()),
+}
 
 
 # What the data contract passes to a property's assert, and the asserts' own defaults (a

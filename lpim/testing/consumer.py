@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky, HypothesisException
 
 from lpim._errors import UsageTypeError, UsageValueError
-from lpim._properties import CONSUMER_PROPERTIES, Property, property_names, reproducing_property
+from lpim._properties import (
+    CONSUMER_PROPERTIES,
+    EXERCISED_BY,
+    Property,
+    property_names,
+    reproducing_property,
+)
 from lpim._validation import check_callable
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
@@ -199,10 +205,18 @@ class ConsumerSide:
                 database_key=f"lpim-consumer:{name}:{dtype}:{subject_name(self.consumer)}",
                 reproducer=functools.partial(_reproducer, name, self.consumer, options.factory),
                 translate=functools.partial(_translate, name, prepared),
+                exercised=_EXERCISED.get(prop.exercised_by),
+                exercised_by=EXERCISED_BY.get(prop.exercised_by, ""),
             )
 
     def notes(self, report: CheckReport) -> None:
         return None
+
+
+# What a lane set must hold to exercise a property (`Property.exercised_by`).
+_EXERCISED: dict[str, Callable[[LaneSet], bool]] = {
+    "padded_lane": lambda lanes: bool((~lanes.lane_mask).any()),
+}
 
 
 def _check_other_inputs(options: CheckOptions, device: torch.device) -> None:

@@ -77,6 +77,9 @@ class Case(Generic[ExampleT]):
         translate: an exception that escaped Hypothesis (not a property failure) and the
             last example tried -> the failure to report, or None to let it propagate.
         pass_note: what a pass rests on, read after the row ran (e.g. no float64 reference).
+        exercised: whether an example can exercise the property (holds a padded slot, two
+            lanes, ...); None: every example does. A row with no such example is `excluded`.
+        exercised_by: what `exercised` looks for, in words (`"a padded slot"`).
     """
 
     property_name: str
@@ -91,6 +94,8 @@ class Case(Generic[ExampleT]):
         lambda error, last: None
     )
     pass_note: Callable[[], str] = lambda: ""
+    exercised: Callable[[ExampleT], bool] | None = None
+    exercised_by: str = ""
 
 
 @dataclass
@@ -100,6 +105,7 @@ class _Outcome(Generic[ExampleT]):
     worst: float
     failure: PropertyError[ExampleT] | None = None
     unsatisfied: bool = False
+    exercised: int = 0
 
 
 @dataclass
@@ -190,6 +196,8 @@ class Driver(Generic[ExampleT]):
         elif retry.failure is not None:
             self._record(case, retry.failure)
             self.row(self._failed(name, dtype, retry, retry.failure))
+        elif (vacuous := self._vacuous(case, retry)) is not None:
+            self.row(vacuous)
         else:
             self.row(
                 PropertyResult(
@@ -231,7 +239,26 @@ class Driver(Generic[ExampleT]):
         failure.attach_reproducer(case.reproducer(failure))
         self.failures.append(failure)
 
+    @staticmethod
+    def _vacuous(case: Case[ExampleT], outcome: _Outcome[ExampleT]) -> PropertyResult | None:
+        """The row of a run none of whose examples could exercise the property (None: some
+        did): `excluded`, with the reason, never a pass."""
+        if case.exercised is None or outcome.exercised:
+            return None
+        return PropertyResult(
+            case.property_name,
+            case.dtype,
+            "excluded",
+            outcome.examples,
+            outcome.seconds,
+            outcome.worst,
+            f"not exercised: none of the {outcome.examples} examples drawn had "
+            f"{case.exercised_by} (does the data contract allow one?)",
+        )
+
     def _passed(self, case: Case[ExampleT], outcome: _Outcome[ExampleT]) -> PropertyResult:
+        if (vacuous := self._vacuous(case, outcome)) is not None and not outcome.unsatisfied:
+            return vacuous
         if outcome.unsatisfied:
             return PropertyResult(
                 case.property_name,
@@ -272,13 +299,15 @@ class Driver(Generic[ExampleT]):
     def _hypothesis(
         self, case: Case[ExampleT], check: Callable[[ExampleT], float]
     ) -> _Outcome[ExampleT]:
-        examples, worst, largest = 0, 0.0, 0.0
+        examples, worst, largest, exercised = 0, 0.0, 0.0, 0
         last: list[ExampleT] = []
 
         def one_example(example: ExampleT) -> None:
-            nonlocal examples, worst, largest
+            nonlocal examples, worst, largest, exercised
             examples += 1
             last[:] = [example]
+            if case.exercised is not None and case.exercised(example):
+                exercised += 1
             try:
                 with case.context():
                     ratio = check(example)
@@ -308,6 +337,7 @@ class Driver(Generic[ExampleT]):
             translated.largest_ratio = max(largest, translated.error_ratio)
             outcome.failure = translated
         outcome.examples = examples
+        outcome.exercised = exercised
         outcome.seconds = time.perf_counter() - started
         outcome.worst = worst
         return outcome
