@@ -64,6 +64,8 @@ class Cause:
             (left or scattered padding), `"empty_lane"` (a lane with no real point),
             `"nonfinite"` (NaN or inf in the example), `"half"` (float16). Consumer examples:
             `"lanes"`, `"padded_lanes"`, `"empty_sample"`. See `PropertyError.example_features`.
+            Of the code under check: `"attention"` (it calls attention; the checks find out by
+            running it, and assume it where they could not).
     """
 
     text: str
@@ -153,8 +155,29 @@ class Property:
         return [cause for cause in self.causes if cause.needs <= features]
 
 
+# The zoo bugs whose cause is an attention mask: never offered for code that calls no attention.
+_ATTENTION = frozenset(
+    {
+        "seed_crash_3d_mask",
+        "empty_lane_nan_need_weights",
+        "repeat_head_order",
+        "library_mask_as_kpm",
+        "mha_polarity_in_sdpa",
+        "float_kpm",
+        "kpm_without_query_column",
+        "additive_minus_1e4",
+        "kpm_values_from_padding",
+        "nan_grad_from_empty_rows",
+        "cuda_only_fast_path",
+        "empty_sample_nan_need_weights",
+        "unmasked_cross_attention",
+        "kpm_values_not_cleaned",
+    }
+)
+
+
 def _cause(text: str, zoo: str = "", *needs: str) -> Cause:
-    return Cause(text, zoo, frozenset(needs))
+    return Cause(text, zoo, frozenset(needs) | ({"attention"} if zoo in _ATTENTION else set()))
 
 
 # Each property's name, assert, meaning and causes, then what sets it apart (keywords).

@@ -35,6 +35,7 @@ from lpim.testing import properties as props
 from lpim.testing.arguments import declared_width, subject_name, unknown_width
 from lpim.testing.contract import DataContract
 from lpim.testing.deadline import CallTimedOut, HangMemory, call_within, hard_stop
+from lpim.testing.dispatch import calls_attention, count_dispatch
 from lpim.testing.driver import Case, Driver
 from lpim.testing.dtype_probe import dtype_unsupported
 from lpim.testing.engine import DATABASE_ENV, DEFAULT_DTYPES, DEFAULT_SETTINGS, run_check
@@ -46,6 +47,7 @@ from lpim.testing.protocol import (
     NoLaneEmbedding,
     Subject,
     foreign_device_tensors,
+    holds_attention,
     reachable_modules,
 )
 from lpim.testing.report import CheckReport, PropertyResult
@@ -223,7 +225,9 @@ class EncoderSide:
         self.contract_ = DataContract.from_options(options)
         self.point_dim = _point_dim(options, self.encoder)
         self.device = torch.device(options.device)
-        _check_output(self.encoder, self.point_dim, self.device, options, self.hangs)
+        self.features = _check_output(
+            self.encoder, self.point_dim, self.device, options, self.hangs
+        )
         self.names = list(options.properties or CHECKED_PROPERTIES)
 
     def contract(self) -> str:
@@ -289,6 +293,7 @@ class EncoderSide:
                 pass_note=functools.partial(_reference_note, subject),
                 exercised=_EXERCISED.get(prop.exercised_by),
                 exercised_by=EXERCISED_BY.get(prop.exercised_by, ""),
+                subject_features=self.features,
             )
         if not self.empty_lanes_seen and contract.empty_lanes is not False and not unsupported:
             with context():
@@ -497,10 +502,15 @@ def _check_output(
     device: torch.device,
     options: CheckOptions,
     hangs: HangMemory,
-) -> None:
+) -> frozenset[str] | None:
     """One call on one real lane at float32, before anything is drawn: an output in which no
     lane embedding can be found (or not the part `output` names) is a usage error, said in
     under a second, never after rows of examples. Any other crash is left to the rows.
+
+    Returns:
+        What the encoder was seen to do, for the causes a failure lists: `{"attention"}` when
+        it calls attention (an attention op ran, or it holds an attention module); None when
+        the call did not run.
 
     Raises:
         UsageValueError: what came back, and the option that chooses.
@@ -508,7 +518,7 @@ def _check_output(
     try:
         subject = Subject.prepare(encoder, torch.float32, device)
         subject.deadline, subject.hangs, subject.output = options.deadline, hangs, options.output
-        with torch.no_grad():
+        with torch.no_grad(), count_dispatch() as count:
             subject(_probe(point_dim, torch.float32, device))
     except NoLaneEmbedding as error:
         chooses = options.how_to_pass("output", "INDEX|NAME", placeholder=True)
@@ -517,7 +527,9 @@ def _check_output(
             + (f" (given: {options.name('output')})" if options.given("output") else "")
         ) from None
     except (Exception, DeadlineExceeded):
-        return  # a crash or a slow call: the rows report it, with their examples
+        return None  # a crash or a slow call: the rows report it, with their examples
+    attends = calls_attention(count) or holds_attention(encoder)
+    return frozenset({"attention"}) if attends else frozenset()
 
 
 def _unsupported(

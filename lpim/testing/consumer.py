@@ -41,7 +41,7 @@ from lpim.testing.dtype_probe import dtype_unsupported
 from lpim.testing.engine import run_check
 from lpim.testing.errors import PropertyError
 from lpim.testing.options import CheckOptions, Given, options_of
-from lpim.testing.protocol import Subject
+from lpim.testing.protocol import Subject, holds_attention
 from lpim.testing.report import CheckReport, PropertyResult
 from lpim.testing.reproducer import reproducer
 
@@ -166,6 +166,9 @@ class ConsumerSide:
         self.names = list(options.properties or property_names("consumer"))
         if options.other_inputs is not None:
             _check_other_inputs(options, self.device)
+        # What it does, for the causes a failure lists: attention modules are found in its
+        # module tree (running it would need its other inputs); unknown otherwise.
+        self.features = frozenset({"attention"}) if holds_attention(self.consumer) else None
 
     def contract(self) -> str:
         return ""
@@ -207,6 +210,7 @@ class ConsumerSide:
                 translate=functools.partial(_translate, name, prepared),
                 exercised=_EXERCISED.get(prop.exercised_by),
                 exercised_by=EXERCISED_BY.get(prop.exercised_by, ""),
+                subject_features=self.features,
             )
 
     def notes(self, report: CheckReport) -> None:

@@ -22,7 +22,18 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["DispatchCount", "count_dispatch"]
+__all__ = ["ATTENTION_OPS", "DispatchCount", "calls_attention", "count_dispatch"]
+
+ATTENTION_OPS = (
+    "softmax",
+    "scaled_dot_product",
+    "multi_head_attention",
+    "transformer_encoder_layer",
+    "flash_attention",
+    "efficient_attention",
+)
+"""Parts of aten op names that mean attention ran (a softmax over scores, SDPA, MHA's fused
+kernels): what tells code that attends from code that does not."""
 
 _FREE = {"_unsafe_view", "_reshape_alias", "alias", "detach", "lift_fresh"}
 _SHAPE_FROM_DATA = {
@@ -99,6 +110,11 @@ class _Counting(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch le
         if _forces_sync(name, args, kwargs):
             self.count._sync(name)
         return func(*args, **kwargs)
+
+
+def calls_attention(count: DispatchCount) -> bool:
+    """Whether the ops counted include attention (`ATTENTION_OPS`)."""
+    return any(part in name for name in count.by_op for part in ATTENTION_OPS)
 
 
 @contextmanager

@@ -80,6 +80,8 @@ class Case(Generic[ExampleT]):
         exercised: whether an example can exercise the property (holds a padded slot, two
             lanes, ...); None: every example does. A row with no such example is `excluded`.
         exercised_by: what `exercised` looks for, in words (`"a padded slot"`).
+        subject_features: what the code under check was seen to do (`{"attention"}`), for
+            the causes a failure lists; None when unknown.
     """
 
     property_name: str
@@ -96,6 +98,7 @@ class Case(Generic[ExampleT]):
     pass_note: Callable[[], str] = lambda: ""
     exercised: Callable[[ExampleT], bool] | None = None
     exercised_by: str = ""
+    subject_features: frozenset[str] | None = None
 
 
 @dataclass
@@ -236,6 +239,7 @@ class Driver(Generic[ExampleT]):
 
     def _record(self, case: Case[ExampleT], failure: PropertyError[ExampleT]) -> None:
         failure.dtype = str(case.dtype)
+        failure.subject_features = case.subject_features
         failure.attach_reproducer(case.reproducer(failure))
         self.failures.append(failure)
 

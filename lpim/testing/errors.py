@@ -41,6 +41,9 @@ class PropertyError(LpimError, AssertionError, Generic[ExampleT]):
         report: the check's report, every row (set by the check; None for a bare assert).
         failures: every failure of the check, this one first (set by the check; `[self]`
             for a bare assert).
+        subject_features: what the code under check was seen to do (`{"attention"}` when it
+            calls attention), found by the check by running it; None when unknown (a bare
+            assert), in which case every cause that fits the example is shown.
     """
 
     properties: ClassVar[Mapping[str, Property]] = {}
@@ -60,6 +63,7 @@ class PropertyError(LpimError, AssertionError, Generic[ExampleT]):
         self.largest_ratio = error_ratio
         self.report = None
         self.failures = [self]
+        self.subject_features: frozenset[str] | None = None
         super().__init__(self._message())
 
     @staticmethod
@@ -75,7 +79,9 @@ class PropertyError(LpimError, AssertionError, Generic[ExampleT]):
 
     def _message(self) -> str:
         prop = self.properties[self.property_name]
-        causes = prop.causes_for(self.example_features(self.example))
+        subject = self.subject_features
+        seen = subject if subject is not None else frozenset({"attention"})
+        causes = prop.causes_for(self.example_features(self.example) | seen)
         lines = [
             f"{self.label} {self.property_name!r} failed: {self.detail}",
             f"  the property: {prop.meaning}.",

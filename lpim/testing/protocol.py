@@ -47,6 +47,7 @@ __all__ = [
     "Subject",
     "compute_dtype",
     "foreign_device_tensors",
+    "holds_attention",
     "normalise_output",
     "reachable_modules",
     "same_device",
@@ -529,6 +530,21 @@ def reachable_modules(encoder: object, depth: int = 3) -> Iterator[tuple[str, to
             yield from visit(child, child_path, left - 1)
 
     yield from visit(encoder, "encoder", depth)
+
+
+def holds_attention(subject: object) -> bool:
+    """Whether `subject` holds an attention module (`nn.MultiheadAttention` or a Transformer
+    layer) anywhere in the modules reachable from it."""
+    kinds = (
+        torch.nn.MultiheadAttention,
+        torch.nn.TransformerEncoderLayer,
+        torch.nn.TransformerDecoderLayer,
+    )
+    return any(
+        isinstance(sub, kinds)
+        for _, module in reachable_modules(subject)
+        for sub in module.modules()
+    )
 
 
 def foreign_device_tensors(encoder: object, device: torch.device) -> list[str]:
