@@ -11,7 +11,9 @@ of `D` coordinates:
 | `lengths` | `[B, M]` | `int64` | number of real points in each lane |
 
 Real points need not sit at the front of their lane: the padding `layout` is `"right"` (real
-points first), `"left"` (real points last) or `"scattered"` (anything else). Values in padded
+points first), `"left"` (real points last), `"contiguous"` (real points in one run, padding
+at either end or both: a polyline clipped at the edges of a box) or `"scattered"` (anything
+else). Values in padded
 slots are meaningless by contract and an encoder must never let them reach a real output.
 """
 
@@ -40,7 +42,7 @@ from lpim._validation import (
 
 __all__ = ["LAYOUTS", "LaneBatch", "Layout"]
 
-Layout = Literal["right", "left", "scattered"]
+Layout = Literal["right", "left", "contiguous", "scattered"]
 """Where a lane's real points sit among its `N` slots: first, last, or anywhere."""
 
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
@@ -109,7 +111,8 @@ class LaneBatch:
     @property
     def layout(self) -> Layout:
         """`"right"` if every lane's real points come first, `"left"` if they all come last,
-        else `"scattered"`. A batch whose lanes are all full or empty counts as `"right"`."""
+        `"contiguous"` if each lane's real points form one run, else `"scattered"`. A batch
+        whose lanes are all full or empty counts as `"right"`."""
         n = self.point_mask.shape[-1]
         lengths = self.lengths.unsqueeze(-1)  # [B, M, 1]
         slot = torch.arange(n, device=self.point_mask.device)  # [N]
@@ -117,6 +120,9 @@ class LaneBatch:
             return "right"
         if torch.equal(self.point_mask, slot >= n - lengths):
             return "left"
+        first = self.point_mask.int().argmax(-1, keepdim=True)  # [B, M, 1]: first real slot
+        if torch.equal(self.point_mask, (slot >= first) & (slot < first + lengths)):
+            return "contiguous"
         return "scattered"
 
     # -- construction --------------------------------------------------------------------------
@@ -144,8 +150,9 @@ class LaneBatch:
             num_points: `N`, point slots per lane; default the longest lane. A longer lane is
                 an error.
             layout: where real points go: `"right"` (slots `0..n-1`), `"left"` (slots
-                `N-n..N-1`) or `"scattered"` (slots `floor(i * N / n)`, spreading padding
-                between real points).
+                `N-n..N-1`), `"contiguous"` (one run in the middle, padding at both ends:
+                slots `(N-n)//2 ..`) or `"scattered"` (slots `floor(i * N / n)`, spreading
+                padding between real points).
             point_dim: `D` when there is no lane to read it from (default 2).
             dtype: of `points`; default that of the first lane (else float32).
             device: of `points` and `point_mask`; default that of the first lane (else CPU).
@@ -360,4 +367,6 @@ def _slots(count: int, num_points: int, layout: Layout, device: torch.device | s
         return index
     if layout == "left":
         return index + (num_points - count)
+    if layout == "contiguous":
+        return index + (num_points - count) // 2
     return torch.div(index * num_points, max(count, 1), rounding_mode="floor")

@@ -78,12 +78,14 @@ NONFINITE_GARBAGE_KINDS = ("inf", "nan")
 GARBAGE_CONTRACTS: dict[str, tuple[str, ...]] = {
     "any": GARBAGE_KINDS,
     "finite": ("zeros", "finite", "repeat_last"),
+    "any_finite": ("zeros", "finite", "repeat_last", "large"),
     "zeros": ("zeros",),
     "repeat_last": ("repeat_last",),
 }
 """What a data contract's `garbage=` allows in padded slots, as kinds of `GARBAGE_KINDS`:
 `"any"` (huge, inf and NaN too), `"finite"` (finite values within the real coordinates'
-range), `"zeros"`, `"repeat_last"` (each lane's last real point, zeros in empty lanes)."""
+range), `"any_finite"` (finite values of any magnitude, huge ones too: a loader that re-frames
+zero padding with the real points), `"zeros"`, `"repeat_last"` (each lane's last real point, zeros in empty lanes)."""
 
 _T = TypeVar("_T")
 
@@ -160,8 +162,9 @@ def lane_batches(
         num_lanes: `M`, lane slots per sample.
         num_points: `N`, point slots per lane.
         point_dim: `D`, coordinates per point.
-        layout: `"right"`, `"left"`, `"scattered"`, a list of them, or None for any
-            (shrinks toward `"right"`).
+        layout: `"right"`, `"left"`, `"contiguous"` (one run of real points, padding at
+            either end or both), `"scattered"`, a list of them, or None for any (shrinks toward
+            `"right"`).
         garbage: what padded slots hold: `"zeros"`, `"finite"` (finite values within
             `[-coord_range, coord_range]`), `"repeat_last"` (each lane's last real point;
             zeros in empty lanes), `"large"` (up to 1e30, clipped to the dtype's largest
@@ -219,6 +222,7 @@ def lane_batches(
             f"empty_lanes=False needs num_points >= min_points = {min_points}; drew num_points={n}"
         )
     scattered = chosen_layout == "scattered"
+    contiguous = chosen_layout == "contiguous"
     # With min_points 1 an all-padded count is one more way to draw an empty lane (the draws
     # lpim always made); above it, empty lanes come from the flag alone.
     most_padded = n if empty_lanes and min_points == 1 else max(n - min_points, 0)
@@ -227,7 +231,13 @@ def lane_batches(
         st.sampled_from(_EMPTY_LANE) if empty_lanes else st.just(False),
         # scattered: real points take the slots with the smallest keys, ties in slot order (so
         # the keys shrink toward right padding)
-        st.lists(st.integers(0, n), min_size=n, max_size=n) if scattered else st.just(None),
+        # contiguous: the run of real points starts this many slots in (at most the padding;
+        # shrinks toward 0, right padding)
+        st.lists(st.integers(0, n), min_size=n, max_size=n)
+        if scattered
+        else st.lists(st.integers(0, n), min_size=1, max_size=1)
+        if contiguous
+        else st.just(None),
     )
     samples, batch_empty = _samples_and_batch_flag(
         draw, lane, b, m, empty_lanes and empty_samples, all_empty
@@ -238,7 +248,7 @@ def lane_batches(
         for j, (padded, lane_empty, lane_keys) in enumerate(lanes):
             if not (batch_empty or sample_empty or lane_empty or n < min_points):
                 counts[i, j] = n - padded
-            if lane_keys is not None:
+            if lane_keys is not None and n:
                 keys[i, j] = lane_keys
     fewest = min(min_points, n)
     if empty_lanes and empty_samples and not all_empty and b * m * n and not counts.any():
@@ -424,8 +434,13 @@ def _garbage_values(kind: str, dtype: torch.dtype, bound: float = 1.0) -> list[f
 
 def _apply_layout(counts: np.ndarray, n: int, layout: str, keys: np.ndarray) -> np.ndarray:
     """`[B, M, N]` mask with `counts [B, M]` real points per lane: first (`"right"`), last
-    (`"left"`), or on the slots whose `keys [B, M, N]` are smallest (`"scattered"`)."""
+    (`"left"`), in one run starting `keys[..., 0]` slots in (at most the padding;
+    `"contiguous"`), or on the slots whose `keys [B, M, N]` are smallest (`"scattered"`)."""
     slot = np.arange(n)
+    if layout == "contiguous":
+        start = np.minimum(keys[..., :1], n - counts[..., None])  # [B, M, 1]
+        run: np.ndarray = (slot >= start) & (slot < start + counts[..., None])
+        return run
     if layout == "scattered":
         slot = np.argsort(np.argsort(keys, axis=-1, kind="stable"), axis=-1)  # rank of each slot
     placed: np.ndarray = (

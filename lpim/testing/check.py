@@ -130,10 +130,12 @@ def check_encoder(
         properties: a subset of `CHECKED_PROPERTIES` (a name or a list; default all).
         precision: `"cast"` (default) or `"autocast"` (see `PRECISIONS`). The tolerance
             rule applies at the row's dtype either way.
-        layout: the contract's padding layouts: `"right"`, `"left"`, `"scattered"` or a
-            list (default all three).
+        layout: the contract's padding layouts: `"right"`, `"left"`, `"contiguous"` (real
+            points in one run, padding at either end or both), `"scattered"`, or a list
+            (default all).
         garbage: what the contract lets padded slots hold: `"any"` (default: huge, inf, NaN
-            too), `"finite"`, `"zeros"` or `"repeat_last"`. NaN/inf sensitivity is
+            too), `"finite"` (within the coordinates' range), `"any_finite"` (finite, any
+            magnitude), `"zeros"` or `"repeat_last"`. NaN/inf sensitivity is
             property `ignores_nonfinite_padding`, excluded unless `"any"`.
         min_points: the fewest real points in a non-empty lane (default 1); at most the
             largest `num_points`.

@@ -33,9 +33,11 @@ class DataContract:
 
     Attributes:
         layout: the padding layouts that occur: any of `"right"` (real points first),
-            `"left"` (last), `"scattered"` (anywhere).
+            `"left"` (last), `"contiguous"` (one run, padding at either end or both), `"scattered"`
+            (anywhere).
         garbage: what padded slots hold: `"any"` (huge, inf and NaN too), `"finite"`
-            (finite values within the range real coordinates take), `"zeros"`, or
+            (finite values within the range real coordinates take), `"any_finite"` (finite
+            values of any magnitude), `"zeros"`, or
             `"repeat_last"` (each lane's last real point; zeros for empty lanes).
         min_points: the fewest real points a non-empty lane has.
         empty_lanes: whether lanes with no real point occur; `"zero"` also requires the
@@ -117,6 +119,7 @@ class DataContract:
         return {
             "any": "any garbage (huge, inf, NaN too)",
             "finite": "finite garbage",
+            "any_finite": "finite garbage of any magnitude (no inf or NaN)",
             "zeros": "zeros in padded slots",
             "repeat_last": "the last point repeated in padded slots",
         }[self.garbage]

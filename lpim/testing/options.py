@@ -66,9 +66,9 @@ Door = Literal["keyword", "flag", "key"]
 # `lpim.testing.engine.DEFAULT_DTYPES`).
 DTYPE_NAMES = ("float64", "float32", "bfloat16", "float16")
 """The dtypes a check runs, by name, in the order it runs them (default: all four)."""
-LAYOUT_NAMES = ("right", "left", "scattered")
+LAYOUT_NAMES = ("right", "left", "contiguous", "scattered")
 """The padding layouts of a data contract."""
-GARBAGE_NAMES = ("any", "finite", "zeros", "repeat_last")
+GARBAGE_NAMES = ("any", "finite", "any_finite", "zeros", "repeat_last")
 """What a data contract lets padded slots hold."""
 PRECISIONS = ("cast", "autocast")
 """How a low-precision dtype is run: `cast` copies the module with `.to(dtype)` and feeds
@@ -558,7 +558,8 @@ class CheckOptions:
     )
     layout: tuple[str, ...] = _option(
         LAYOUT_NAMES,
-        help="padding layouts that occur: right, left, scattered (default all three)",
+        help="padding layouts that occur: right, left, contiguous (one run of real points, "
+        "padding at either end or both), scattered (default all)",
         check=_some_of(LAYOUT_NAMES),
         metavar="LAYOUT",
         repeat=True,
@@ -567,7 +568,8 @@ class CheckOptions:
     garbage: str = _option(
         "any",
         help="what padded slots hold: any (huge, inf, NaN too; default), finite (within the "
-        "coordinates' range), zeros, repeat_last (each lane's last real point)",
+        "coordinates' range), any_finite (finite, any magnitude), zeros, repeat_last (each "
+        "lane's last real point)",
         check=_one_of(GARBAGE_NAMES),
         metavar="KIND",
         sides=("encoder",),
