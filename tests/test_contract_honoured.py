@@ -142,3 +142,60 @@ def test_lanes_independent_with_one_lane_slot_is_excluded() -> None:
     )
     assert report.results[0].verdict == "excluded"
     assert "two lane slots" in report.results[0].note
+
+
+# -- the contract users state (issue 21, item 3) -------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=lane_batches(layout="contiguous", num_points=(0, 8), dtype=torch.float64))
+def test_contiguous_lanes_hold_one_run_of_real_points(batch) -> None:  # type: ignore[no-untyped-def]
+    mask = batch.point_mask.int()
+    # one run: the mask rises at most once and falls at most once along a lane
+    steps = (mask[..., 1:] != mask[..., :-1]).sum(-1)
+    assert bool((steps <= 2).all())
+    assert batch.layout in ("right", "left", "contiguous")
+
+
+def test_a_contiguous_contract_catches_slot_index_positions_and_right_does_not_see_it() -> None:
+    from lpim.zoo import BUGS
+
+    bug = BUGS["slot_index_positions"].factory()
+    with pytest.raises(EncoderPropertyError):
+        check_encoder(
+            bug,
+            dtype=torch.float64,
+            layout="contiguous",
+            properties="matches_unpadded",
+            settings=FAST,
+        )
+    report = check_encoder(
+        bug, dtype=torch.float64, layout="right", properties="matches_unpadded", settings=FAST
+    )
+    assert report.passed
+
+
+def test_any_finite_garbage_draws_huge_values_but_no_nan() -> None:
+    from lpim.testing import DataContract
+
+    contract = DataContract.of(garbage="any_finite")
+    assert "any magnitude" in contract.describe()
+    seen_huge = False
+
+    @settings(max_examples=80, deadline=None, database=None)
+    @given(
+        contract.batches(
+            point_dim=2,
+            dtype=torch.float64,
+            device=torch.device("cpu"),
+            garbage=["large", "finite"],
+        )
+    )
+    def draw(batch) -> None:  # type: ignore[no-untyped-def]
+        nonlocal seen_huge
+        padded = batch.points[~batch.point_mask]
+        assert bool(padded.isfinite().all())
+        seen_huge |= bool((padded.abs() > 1e6).any())
+
+    draw()
+    assert seen_huge
