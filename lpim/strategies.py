@@ -85,7 +85,8 @@ GARBAGE_CONTRACTS: dict[str, tuple[str, ...]] = {
 """What a data contract's `garbage=` allows in padded slots, as kinds of `GARBAGE_KINDS`:
 `"any"` (huge, inf and NaN too), `"finite"` (finite values within the real coordinates'
 range), `"any_finite"` (finite values of any magnitude, huge ones too: a loader that re-frames
-zero padding with the real points), `"zeros"`, `"repeat_last"` (each lane's last real point, zeros in empty lanes)."""
+zero padding with the real points), `"zeros"`, `"repeat_last"` (each lane's last real point,
+zeros in empty lanes)."""
 
 _T = TypeVar("_T")
 

@@ -301,7 +301,7 @@ def test_keywords_are_refused_for_the_other_side() -> None:
 
 def test_other_inputs_that_is_the_factory_itself_is_a_usage_error() -> None:
     entry = CONSUMER_BUGS["unmasked_cross_attention"]
-    with pytest.raises(UsageValueError, match="other_inputs=.*raised InvalidArgument"):
+    with pytest.raises(UsageValueError, match=r"other_inputs=.*raised InvalidArgument"):
         check_lane_consumer(entry.factory(), other_inputs=bev_maps, settings=FAST)
 
     def maps(height: Any = 4, width: Any = 4, channels: Any = 2) -> Any:  # a factory

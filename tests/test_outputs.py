@@ -92,3 +92,70 @@ def test_no_lane_embedding_is_a_usage_error_before_anything_is_drawn(
 def test_the_command_names_its_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "lpim.zoo.misbehaving:ReturnsList", "--dtype", "float32"]) == 2
     assert "--output INDEX|NAME" in capsys.readouterr().err
+
+
+# -- inputs as they come (issue 21, item 2) -------------------------------------------------------
+
+
+class KeywordPaddingMask(torch.nn.Module):
+    """Called `forward(polylines=..., polylines_mask=...)` with MHA's polarity (True = padded)."""
+
+    in_dim = 2
+
+    def __init__(self, bug: bool = False) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 4)
+        self.bug = bug
+
+    def forward(self, *, polylines: torch.Tensor, polylines_mask: torch.Tensor) -> torch.Tensor:
+        keep = (polylines_mask if self.bug else ~polylines_mask)[..., None]  # BUG: polarity
+        h = torch.where(keep, self.linear(torch.where(keep, polylines, 0.0)), 0.0)
+        return h.sum(2) / keep.sum(2).clamp(min=1)
+
+
+class Lengths(torch.nn.Module):
+    """Takes `lengths [B, M]` (real points first)."""
+
+    in_dim = 2
+
+    def forward(self, points: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        keep = (torch.arange(points.shape[2]) < lengths[..., None])[..., None]
+        return torch.where(keep, points, 0.0).sum(2) / keep.sum(2).clamp(min=1)
+
+
+def test_an_encoder_called_by_keyword_with_the_other_polarity_needs_no_adapter() -> None:
+    report = check_encoder(
+        KeywordPaddingMask(),
+        argument_names=("polylines", "polylines_mask"),
+        point_mask_as="key_padding_mask",
+        dtype=torch.float64,
+        settings=FAST,
+    )
+    assert report.passed
+    assert report.encoder.endswith("KeywordPaddingMask")
+
+
+def test_its_bug_is_found_and_the_reproducer_rebuilds_the_call() -> None:
+    from lpim.testing import EncoderPropertyError
+
+    with pytest.raises(EncoderPropertyError) as info:
+        check_encoder(
+            KeywordPaddingMask(bug=True),
+            argument_names=("polylines", "polylines_mask"),
+            point_mask_as="key_padding_mask",
+            dtype=torch.float64,
+            properties="matches_unpadded",
+            settings=FAST,
+        )
+    source = info.value.reproducer
+    assert "Adapted(" in source and "point_mask_as='key_padding_mask'" in source
+    assert "argument_names=('polylines', 'polylines_mask')" in source
+
+
+def test_lengths_need_a_right_padded_contract() -> None:
+    with pytest.raises(UsageValueError, match="can only say right padding"):
+        check_encoder(Lengths(), point_mask_as="lengths", settings=FAST)
+    report = check_encoder(
+        Lengths(), point_mask_as="lengths", layout="right", dtype=torch.float64, settings=FAST
+    )
+    assert report.passed

@@ -70,7 +70,7 @@ from lpim.testing.properties import (
     assert_matches_unpadded,
     lane_alone,
 )
-from lpim.testing.protocol import EncoderOutput, ProtocolError, Subject
+from lpim.testing.protocol import Adapted, EncoderOutput, ProtocolError, Subject
 from lpim.testing.report import VERDICTS, CheckReport, PropertyResult
 
 # Failures show as lpim.testing.EncoderPropertyError, the path users import them from.
@@ -93,6 +93,7 @@ __all__ = [
     "PROPERTIES",
     "REGISTRY",
     "VERDICTS",
+    "Adapted",
     "Cause",
     "CheckOptions",
     "CheckReport",

@@ -42,6 +42,7 @@ from lpim.testing.engine import DATABASE_ENV, DEFAULT_DTYPES, DEFAULT_SETTINGS, 
 from lpim.testing.errors import EncoderPropertyError, PropertyError
 from lpim.testing.options import PRECISIONS, CheckOptions, Given, options_of
 from lpim.testing.protocol import (
+    Adapted,
     DeadlineExceeded,
     Encoder,
     NoLaneEmbedding,
@@ -76,6 +77,8 @@ def check_encoder(
     *,
     point_dim: int | None = None,
     output: int | str | None = None,
+    point_mask_as: str | None = None,
+    argument_names: tuple[str, str] | None = None,
     dtype: torch.dtype | Sequence[torch.dtype] | None = None,
     device: str | torch.device | None = None,
     settings: Settings | None = None,
@@ -118,6 +121,13 @@ def check_encoder(
             attribute (a NamedTuple, a dataclass, any object). Default: the output itself when
             it is a tensor, its `.lane_embedding` (with `.point_features`), else the one
             `[B, M, C]` tensor among its parts. One call before anything is drawn checks it.
+        point_mask_as: how the encoder takes the mask: `"point_mask"` (default: bool, True =
+            real), `"key_padding_mask"` (bool, True = padded slot), `"attention_mask"` (int,
+            1 = real) or `"lengths"` (int `[B, M]`; needs `layout="right"`).
+        argument_names: `(points_name, mask_name)` when the encoder takes its two arguments by
+            keyword (`forward(polylines=..., polylines_mask=...)`). With `output`,
+            `point_mask_as` or `argument_names`, the encoder is checked through
+            `lpim.testing.Adapted`, which reproducers rebuild.
         dtype: one dtype or several (`torch.float32` or `"float32"`); default float64,
             float32, bfloat16, float16.
         device: where to run (default CPU). `devices_agree` compares CPU with CUDA and is
@@ -204,7 +214,14 @@ def check_encoder_with(encoder: Encoder, options: CheckOptions) -> CheckReport:
     """
     __tracebackhide__ = True
     check_callable(encoder, "encoder", "encoder(points, point_mask)")
-    return run_check(EncoderSide(encoder), encoder, subject_name(encoder), options)
+    name = subject_name(encoder)
+    if (
+        options.output is not None
+        or options.argument_names
+        or options.point_mask_as != "point_mask"
+    ):
+        encoder = Adapted(encoder, options.point_mask_as, options.argument_names, options.output)
+    return run_check(EncoderSide(encoder), encoder, name, options)
 
 
 class EncoderSide:
@@ -245,11 +262,7 @@ class EncoderSide:
         subject = _prepare(self.encoder, held_dtype, dtype, target, dim, driver, options.factory)
         if subject is None:
             return
-        subject.deadline, subject.hangs, subject.output = (
-            options.deadline,
-            self.hangs,
-            options.output,
-        )
+        subject.deadline, subject.hangs = options.deadline, self.hangs
         with context():
             unsupported = _unsupported(self.encoder, subject, dim, dtype, autocast, options)
         # Nondeterminism shows on any batch: a fifth of the examples is plenty for `deterministic`
@@ -519,7 +532,7 @@ def _check_output(
     """
     try:
         subject = Subject.prepare(encoder, torch.float32, device)
-        subject.deadline, subject.hangs, subject.output = options.deadline, hangs, options.output
+        subject.deadline, subject.hangs = options.deadline, hangs
         with torch.no_grad(), count_dispatch() as count:
             subject(_probe(point_dim, torch.float32, device))
     except NoLaneEmbedding as error:
@@ -555,11 +568,7 @@ def _unsupported(
 
     def at_float32() -> None:
         float32 = Subject.prepare(encoder, torch.float32, subject.device)
-        float32.deadline, float32.hangs, float32.output = (
-            subject.deadline,
-            subject.hangs,
-            subject.output,
-        )
+        float32.deadline, float32.hangs = subject.deadline, subject.hangs
         with torch.no_grad():
             float32(_probe(point_dim, torch.float32, subject.device))
 
@@ -629,6 +638,8 @@ def _point_dim(options: CheckOptions, encoder: Encoder) -> int:
 def _database_key(encoder: object) -> str:
     """What tells encoders apart in the example database: a module's class, else the
     callable's own qualified name (every plain function shares one class)."""
+    if isinstance(encoder, Adapted):
+        return _database_key(encoder.inner)
     if isinstance(encoder, torch.nn.Module):
         return subject_name(encoder)
     target = getattr(encoder, "func", encoder)  # functools.partial

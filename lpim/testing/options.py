@@ -365,6 +365,22 @@ def _output(value: Any, name: str) -> int | str | None:
     )
 
 
+def _argument_names(value: Any, name: str) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, tuple)
+        or len(value) != 2
+        or not all(isinstance(v, str) and v.isidentifier() for v in value)
+        or value[0] == value[1]
+    ):
+        raise UsageValueError(
+            f"{name} must be the two argument names (points, mask), e.g. "
+            f"('polylines', 'polylines_mask'); got {_got(value)}"
+        )
+    return value
+
+
 def _path(value: Any, name: str) -> str:
     if not isinstance(value, str | os.PathLike) or not str(value):
         raise UsageTypeError(f"{name} must be a folder path; got {_got(value)}")
@@ -626,6 +642,25 @@ class CheckOptions:
         metavar="INDEX|NAME",
         sides=("encoder",),
     )
+    point_mask_as: str = _option(
+        "point_mask",
+        help="how the encoder takes the mask of its points: point_mask (bool, True = real; "
+        "default), key_padding_mask (bool, True = padded slot), attention_mask (int, 1 = real), "
+        "lengths (int [B, M]; right padding only)",
+        check=_one_of(("point_mask", "key_padding_mask", "attention_mask", "lengths")),
+        metavar="CONVENTION",
+        sides=("encoder",),
+    )
+    argument_names: tuple[str, str] | None = _option(
+        None,
+        help="the names of the encoder's two arguments when it takes them by keyword "
+        "(forward(polylines=..., polylines_mask=...)): POINTS,MASK; default: positionally",
+        check=_argument_names,
+        text=lambda text: tuple(text.split(",")),
+        toml=lambda value: tuple(value) if isinstance(value, list) else value,
+        metavar="POINTS,MASK",
+        sides=("encoder",),
+    )
     precision: str = _option(
         "cast",
         help="bfloat16/float16 rows: cast copies the module to the dtype (default); autocast "
@@ -881,6 +916,12 @@ def _check_together(options: CheckOptions) -> None:
             f"the data contract cannot be met: {name('empty_samples')} needs empty lanes (a "
             f"sample without a real lane is all empty lanes), but {name('empty_lanes')} rules "
             "them out"
+        )
+    if options.point_mask_as == "lengths" and tuple(options.layout) != ("right",):
+        raise UsageValueError(
+            f"the data contract cannot be met: {name('point_mask_as')} can only say right "
+            f"padding (the real points first), but {name('layout')} allows more; pass "
+            f"{options.how_to_pass('layout', 'right')}"
         )
     per_lane = _CHOICES_PER_LANE + (points if "scattered" in options.layout else 0)
     _check_drawable(

@@ -38,6 +38,8 @@ from lpim.testing.errors import EncoderPropertyError
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
 
 __all__ = [
+    "POINT_MASK_AS",
+    "Adapted",
     "DeadlineExceeded",
     "Encoder",
     "EncoderOutput",
@@ -49,6 +51,7 @@ __all__ = [
     "foreign_device_tensors",
     "holds_attention",
     "normalise_output",
+    "pick_output",
     "reachable_modules",
     "same_device",
     "training_modules",
@@ -68,6 +71,73 @@ class EncoderOutput(NamedTuple):
 
     lane_embedding: torch.Tensor
     point_features: torch.Tensor | None
+
+
+POINT_MASK_AS = ("point_mask", "key_padding_mask", "attention_mask", "lengths")
+"""How an encoder takes the mask of its points: `point_mask` (bool `[B, M, N]`, True = real:
+lpim's own), `key_padding_mask` (bool `[B, M, N]`, True = padded slot: MHA's polarity),
+`attention_mask` (int64 `[B, M, N]`, 1 = real), `lengths` (int64 `[B, M]`, real points per
+lane; right padding only)."""
+
+
+class Adapted(torch.nn.Module):
+    """An encoder as it is called, seen through the encoder protocol: no adapter to write.
+
+    `Adapted(encoder, point_mask_as="key_padding_mask", argument_names=("polylines",
+    "polylines_mask"), output=0)(points, point_mask)` calls
+    `encoder(polylines=points, polylines_mask=~point_mask)[0]`. A module is held as a
+    submodule, so copies, dtypes, eval mode and the float64 twin work through it. Checks build
+    it from their `point_mask_as`, `argument_names` and `output` options, and reproducers
+    rebuild it.
+
+    Args:
+        encoder: the encoder as the user wrote it.
+        point_mask_as: how it takes the mask (`POINT_MASK_AS`).
+        argument_names: the names of its two arguments when it takes them by keyword; None:
+            positionally.
+        output: which part of its output is the lane embedding (an index, a key or an
+            attribute; see `pick_output`); None: the protocol's default.
+    """
+
+    def __init__(
+        self,
+        encoder: Any,
+        point_mask_as: str = "point_mask",
+        argument_names: tuple[str, str] | None = None,
+        output: OutputChoice = None,
+    ) -> None:
+        super().__init__()
+        self.inner = encoder  # a submodule when it is one
+        for width in ("in_dim", "point_dim", "input_dim", "in_channels", "in_features"):
+            declared = getattr(encoder, width, None)  # what the checks read the point width from
+            if isinstance(declared, int) and not isinstance(declared, bool):
+                setattr(self, width, declared)
+        self.point_mask_as = point_mask_as
+        self.argument_names = argument_names
+        self.output = output
+
+    def forward(self, points: torch.Tensor, point_mask: torch.Tensor) -> Any:
+        """`encoder` called as it expects; the part of its output `output` names."""
+        mask: torch.Tensor = {
+            "point_mask": lambda: point_mask,
+            "key_padding_mask": lambda: ~point_mask,  # True = padded slot
+            "attention_mask": lambda: point_mask.long(),  # 1 = real
+            "lengths": lambda: point_mask.sum(-1),  # [B, M]
+        }[self.point_mask_as]()
+        if self.argument_names is None:
+            found = self.inner(points, mask)
+        else:
+            found = self.inner(**{self.argument_names[0]: points, self.argument_names[1]: mask})
+        return found if self.output is None else pick_output(found, self.output)
+
+    def arguments(self) -> str:
+        """The keyword arguments that rebuild it, as source (for reproducers)."""
+        given = {
+            "point_mask_as": (self.point_mask_as, "point_mask"),
+            "argument_names": (self.argument_names, None),
+            "output": (self.output, None),
+        }
+        return ", ".join(f"{k}={v!r}" for k, (v, default) in given.items() if v != default)
 
 
 class ProtocolError(LpimError, TypeError):
@@ -104,7 +174,12 @@ def _described(value: object) -> str:
     return type(value).__name__
 
 
-def _chosen(output: object, choice: int | str) -> object:
+def pick_output(output: object, choice: int | str) -> object:
+    """The part of `output` that `choice` names: an index, a key or an attribute.
+
+    Raises:
+        NoLaneEmbedding: `choice` names no part (every part that came is listed).
+    """
     parts = _parts(output)
     if parts is not None:
         for label, value in parts:
@@ -123,23 +198,20 @@ def _chosen(output: object, choice: int | str) -> object:
     )
 
 
-def normalise_output(
-    output: object, batch: LaneBatch, choice: OutputChoice = None
-) -> EncoderOutput:
+def normalise_output(output: object, batch: LaneBatch) -> EncoderOutput:
     """Read `output` as the protocol says, checking shapes against `batch`.
 
-    The lane embedding is, in order: the part `choice` names; the output itself when it is a
-    tensor; its `.lane_embedding` (with `.point_features`, if any); else the one tensor of shape
-    `[B, M, C]` among the parts of a tuple, list, dict, NamedTuple or dataclass.
+    The lane embedding is, in order: the output itself when it is a tensor; its
+    `.lane_embedding` (with `.point_features`, if any); else the one tensor of shape
+    `[B, M, C]` among the parts of a tuple, list, dict, NamedTuple or dataclass (`Adapted`
+    picks another part).
 
     Raises:
         ProtocolError: naming what was expected and what came (every part, for a container).
     """
     b, m, n, _ = batch.shape
     point_features = None
-    if choice is not None:
-        lane_embedding = _chosen(output, choice)
-    elif isinstance(output, torch.Tensor):
+    if isinstance(output, torch.Tensor):
         lane_embedding = output
     elif hasattr(output, "lane_embedding"):
         lane_embedding = output.lane_embedding
@@ -226,8 +298,6 @@ class Subject:
     """Whether the encoder hung (a call stopped twice in a row): then every later call raises
     `DeadlineExceeded` at once. A subject has its own; a check may give several subjects one
     (`subject.hangs = shared`) to stop calling the encoder anywhere after one hang."""
-    output: OutputChoice = None
-    """Which part of the encoder's output is the lane embedding (`check_encoder(output=...)`)."""
 
     @classmethod
     def of(cls, encoder: Encoder | Subject, batch: LaneBatch) -> Subject:
@@ -259,7 +329,7 @@ class Subject:
         batch = batch.to(device=self.device, dtype=self.dtype)
         if self.deadline is None:
             output, _ = self._timed_call(batch, None)
-            return normalise_output(output, batch, self.output)
+            return normalise_output(output, batch)
         if isinstance(earlier := self.hangs.error, DeadlineExceeded):
             raise DeadlineExceeded(
                 earlier.took,
@@ -294,7 +364,7 @@ class Subject:
                 if isinstance(output, CallTimedOut):
                     self._hung(error)
                 raise error
-        return normalise_output(output, batch, self.output)
+        return normalise_output(output, batch)
 
     def _hung(self, error: DeadlineExceeded) -> NoReturn:
         self.hangs.remember(error)
@@ -349,7 +419,7 @@ class Subject:
                     output = call_within(
                         hard_stop(self.deadline), twin, batch.points, batch.point_mask
                     )
-                return normalise_output(output, batch, self.output)
+                return normalise_output(output, batch)
         except (Exception, CallTimedOut) as error:
             self.reference_note = _no_reference(error)
             return None

@@ -23,6 +23,7 @@ from lpim.batch import LaneBatch
 from lpim.lane_set import LaneSet
 from lpim.testing.deadline import hard_stop
 from lpim.testing.errors import PropertyError
+from lpim.testing.protocol import Adapted
 
 __all__ = [
     "REPRODUCER_MARKER",
@@ -47,6 +48,10 @@ def encoder_source(encoder: object, factory: str | None = None) -> tuple[list[st
     names (as `PriorEncoder` and the zoo do). Weights are those of a fresh construction after
     `torch.manual_seed(0)`: mask bugs do not depend on them.
     """
+    if isinstance(encoder, Adapted):  # as it is called: rebuilt around the user's encoder
+        imports, inner = encoder_source(encoder.inner, factory)
+        arguments = encoder.arguments()
+        return [*imports, "from lpim.testing import Adapted"], f"Adapted({inner}, {arguments})"
     if factory is not None:
         module, _, expression = factory.partition(":")
         alias = "_factory"
