@@ -441,3 +441,13 @@ def test_any_table_gives_options_or_a_usage_error_naming_the_file(
         options_of(side, read_pyproject(folder / "pyproject.toml"))  # type: ignore[arg-type]
     except UsageError as error:
         assert str(folder / "pyproject.toml") in str(error)
+
+
+def test_a_strategy_that_draws_no_lane_batch_is_a_usage_error() -> None:
+    with pytest.raises(UsageTypeError, match="strategy must draw lpim.LaneBatch examples"):
+        check_encoder(
+            CORRECT["masked_mean"].factory(),
+            strategy=st.integers(),
+            dtype=torch.float32,
+            settings=FAST,
+        )

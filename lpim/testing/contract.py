@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from hypothesis import strategies as st
 
+from lpim._errors import UsageTypeError
 from lpim.batch import LAYOUTS, LaneBatch
 from lpim.strategies import lane_batches
 from lpim.testing.options import CheckOptions, Given, options_of
@@ -158,7 +159,17 @@ def _refill(
     batch: LaneBatch, kinds: list[str], dtype: torch.dtype, device: torch.device
 ) -> LaneBatch:
     """A user-drawn batch at `dtype` on `device`; its padding replaced by the first kind's
-    fill unless the kinds leave it as drawn (every kind of the contract)."""
+    fill unless the kinds leave it as drawn (every kind of the contract).
+
+    Raises:
+        UsageTypeError: the strategy drew something other than a `LaneBatch` (the user's
+            strategy is wrong, not the encoder).
+    """
+    if not isinstance(batch, LaneBatch):
+        raise UsageTypeError(
+            f"strategy must draw lpim.LaneBatch examples; it drew a {type(batch).__name__} "
+            f"({batch!r:.60})"
+        )
     batch = batch.to(device=device, dtype=dtype)
     if len(kinds) != 1:
         return batch
