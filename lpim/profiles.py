@@ -2,7 +2,9 @@
 
 Select one with Hypothesis' own option, `pytest --hypothesis-profile lpim-ci`, with
 `lpim check --profile lpim-ci`, or in code with `hypothesis.settings.load_profile("lpim-ci")`
-after `register_profiles` (the pytest plugin calls it when pytest starts).
+(lpim registers them whenever Hypothesis is imported, through Hypothesis' own `hypothesis`
+entry point; `register_profiles` does it by hand). Importing this module imports neither
+Hypothesis nor torch: the pytest plugin reads `PROFILES` in every pytest run.
 
 | profile | max_examples | derandomize | database | print_blob | for |
 |---|---|---|---|---|---|
@@ -27,9 +29,10 @@ failure found once is replayed first next time) is Hypothesis' default,
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from hypothesis import HealthCheck, settings
-from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
+if TYPE_CHECKING:
+    from hypothesis.database import ExampleDatabase
 
 __all__ = ["DATABASE_ENV", "PROFILES", "register_profiles"]
 
@@ -39,14 +42,11 @@ PROFILES = ("lpim-dev", "lpim-ci", "lpim-thorough")
 DATABASE_ENV = "LPIM_HYPOTHESIS_DATABASE"
 """Environment variable naming a directory for the example database of the non-CI profiles."""
 
-_SUPPRESSED = [
-    HealthCheck.too_slow,
-    HealthCheck.data_too_large,
-    HealthCheck.function_scoped_fixture,
-]
 
 
 def _database() -> ExampleDatabase | None:
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
     directory = os.environ.get(DATABASE_ENV)
     return DirectoryBasedExampleDatabase(directory) if directory else None
 
@@ -55,13 +55,21 @@ def register_profiles() -> None:
     """Register `lpim-dev`, `lpim-ci` and `lpim-thorough` with Hypothesis (idempotent).
 
     Registering does not load a profile: pass `--hypothesis-profile NAME` to pytest or call
-    `hypothesis.settings.load_profile(NAME)`.
+    `hypothesis.settings.load_profile(NAME)`. Installing lpim registers them whenever Hypothesis
+    is imported (a `hypothesis` entry point names this function), so a conftest or a script
+    can load one without calling this.
     """
+    from hypothesis import HealthCheck, settings
+
     default = settings.get_profile("default")
     database = _database()
     common: dict[str, object] = {
         "deadline": None,
-        "suppress_health_check": _SUPPRESSED,
+        "suppress_health_check": [
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.function_scoped_fixture,
+        ],
     }
     if database is not None:
         common["database"] = database

@@ -30,23 +30,27 @@ def test_my_encoder_masks_padding(lpim_check):
 
 run with `pytest --hypothesis-profile lpim-ci --lpim-device all`.
 
-torch is imported only when a fixture is used, so the plugin costs nothing in a project that
-does not use it.
+The plugin costs nothing in a project that does not use it: loading it imports neither torch
+nor Hypothesis nor the rest of lpim (`benchmarks/import_cost.py` measures it; the figure is on
+the [performance page](../performance.md#start-up-cost)). Hypothesis loads when a test or
+`--hypothesis-profile` asks for it, and lpim's profiles with it; torch and the checks when an
+lpim option, fixture or marker is used.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from hypothesis import settings as Settings
 
 from lpim.profiles import PROFILES, register_profiles
 
 if TYPE_CHECKING:
     import torch
+    from hypothesis import settings as Settings
 
     from lpim.sanitizer import SanitizeReport
     from lpim.testing import CheckReport
@@ -76,10 +80,6 @@ DEVICE_OPTION = "--lpim-device"
 SANITIZE_OPTION = "--lpim-sanitize"
 """The option that runs every test under `lpim.sanitize(on_finding="raise")`."""
 
-# Registered at import, before any plugin's pytest_configure: Hypothesis' own plugin loads the
-# profile named by --hypothesis-profile in its pytest_configure, and must find ours there.
-register_profiles()
-
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Add `--lpim-device` and `--lpim-sanitize` (group "lpim")."""
@@ -101,17 +101,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Register lpim's Hypothesis profiles and the `lpim_cuda` marker."""
-    register_profiles()  # again, in case a conftest reset Hypothesis' profiles
+    """Register the `lpim_cuda` marker, and lpim's Hypothesis profiles where Hypothesis is in
+    use (imported, or `--hypothesis-profile` given).
+
+    First among the plugins: Hypothesis' own plugin loads the profile named by
+    `--hypothesis-profile` in its `pytest_configure`, and must find ours there. Where nothing
+    asks for Hypothesis, it is not imported (its `hypothesis` entry point registers lpim's
+    profiles whenever it is, later).
+    """
+    if "hypothesis" in sys.modules or config.getoption("--hypothesis-profile", default=None):
+        register_profiles()  # again, in case a conftest reset Hypothesis' profiles
     config.addinivalue_line(
         "markers", "lpim_cuda: the test was parametrized with a CUDA device by --lpim-device"
     )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    """One header line: the devices `lpim_device` runs on and the Hypothesis profile."""
+    """One header line: the devices `lpim_device` runs on and the Hypothesis profile (when
+    Hypothesis is loaded: the header does not import it)."""
     devices = ", ".join(resolve_devices(config.getoption("lpim_devices")))
+    if "hypothesis" not in sys.modules:
+        return f"lpim: devices {devices}"
     return f"lpim: devices {devices}; hypothesis profile {_profile_name()}"
 
 
@@ -213,6 +225,8 @@ def lpim_device(request: pytest.FixtureRequest) -> torch.device:
 
 
 def _profile_name() -> str:
+    from hypothesis import settings as Settings
+
     current: Callable[[], str] | None = getattr(Settings, "get_current_profile_name", None)
     return current() if current is not None else "unknown"
 
@@ -226,6 +240,9 @@ def profile_settings() -> Settings:
     Hypothesis' defaults of 100 examples, for every property at four dtypes, are slower than a
     unit test should be.
     """
+    from hypothesis import settings as Settings
+
+    register_profiles()  # idempotent; Hypothesis' entry point did it where lpim is installed
     name = _profile_name()
     if name == "default":
         return Settings.get_profile("lpim-dev")
@@ -315,12 +332,12 @@ def pytest_runtest_makereport(
     outcome = yield
     report = outcome.get_result()
     excinfo = call.excinfo
-    if report.failed and excinfo is not None:
-        from lpim.testing import PropertyError
-
+    # lpim's errors are not loaded where no check ran: nothing of lpim's can have failed then
+    errors = sys.modules.get("lpim.testing.errors")
+    if report.failed and excinfo is not None and errors is not None:
         failure = excinfo.value
         crash = getattr(report.longrepr, "reprcrash", None)
-        if isinstance(failure, PropertyError) and crash is not None:
+        if isinstance(failure, errors.PropertyError) and crash is not None:
             dtype = failure.dtype.removeprefix("torch.")
             crash.message = f"{failure.property_name} at {dtype}: {failure.detail.splitlines()[0]}"
 

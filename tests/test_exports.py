@@ -42,13 +42,16 @@ def _is_type_checking(test: ast.expr) -> bool:
     return isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
 
 
-def top_level(tree: ast.Module) -> list[ast.stmt]:
-    """Top-level statements, with `if`/`try` bodies flattened (not `if TYPE_CHECKING:`)."""
+def top_level(tree: ast.Module, type_checking: bool = False) -> list[ast.stmt]:
+    """Top-level statements, with `if`/`try` bodies flattened (`if TYPE_CHECKING:` only when
+    `type_checking`: a lazy package's re-exports)."""
     out: list[ast.stmt] = []
     for node in tree.body:
         if isinstance(node, ast.If):
             if not _is_type_checking(node.test):
                 out += [*node.body, *node.orelse]
+            elif type_checking:
+                out += node.body
         elif isinstance(node, ast.Try):
             out += [*node.body, *node.orelse, *node.finalbody]
         else:
@@ -60,7 +63,8 @@ def defined_and_imported(path: Path) -> tuple[set[str], set[str]]:
     """Names a module binds at top level: `(defined here, imported)`; public ones only."""
     defined: set[str] = set()
     imported: set[str] = set()
-    for node in top_level(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in top_level(tree, type_checking=is_lazy(tree)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             defined.add(node.name)
         elif isinstance(node, ast.Assign):
@@ -72,9 +76,35 @@ def defined_and_imported(path: Path) -> tuple[set[str], set[str]]:
             if isinstance(node, ast.ImportFrom) and node.module == "__future__":
                 continue
             for alias in node.names:
-                imported.add((alias.asname or alias.name).split(".")[0])
+                if alias.name != "TYPE_CHECKING":  # a flag for type checkers, not a re-export
+                    imported.add((alias.asname or alias.name).split(".")[0])
     public = {n for n in defined | imported if not n.startswith("_")}
     return defined & public, imported & public
+
+
+def is_lazy(tree: ast.Module) -> bool:
+    """A package that re-exports lazily (PEP 562, `lpim._lazy`): it binds `__getattr__`, and
+    imports its public names under `if TYPE_CHECKING:` for type checkers and the docs."""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
+            return True
+        if isinstance(node, ast.Assign):
+            names = {n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+            if "__getattr__" in names:
+                return True
+    return False
+
+
+def lazy_imports(path: Path) -> dict[str, str]:
+    """A lazy package's `if TYPE_CHECKING:` imports: public name -> the module it names."""
+    found: dict[str, str] = {}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for inner in node.body:
+                if isinstance(inner, ast.ImportFrom) and inner.module:
+                    for alias in inner.names:
+                        found[alias.asname or alias.name] = inner.module
+    return found
 
 
 def source_of(module: str) -> Path:
@@ -141,6 +171,9 @@ def surface_problems(module_name_: str) -> list[str]:
         problems.append(f"{module_name_}: in __all__ but not bound there: {sorted(extra)}")
     if len(set(declared)) != len(declared):
         problems.append(f"{module_name_}: __all__ lists a name twice")
+    unreachable = [n for n in declared if not hasattr(module, n)]
+    if unreachable:
+        problems.append(f"{module_name_}: in __all__ but not there at run time: {unreachable}")
     undocumented = [
         n
         for n in declared
@@ -169,3 +202,37 @@ def test_the_checker_sees_an_undeclared_public_name(tmp_path: Path) -> None:
     )
     defined, _ = defined_and_imported(module)
     assert defined - {"declared"} == {"undeclared"}
+
+
+LAZY_PACKAGES = ["lpim", "lpim.testing"]
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_a_lazy_package_gives_at_run_time_what_it_declares_for_type_checkers(package: str) -> None:
+    """The `if TYPE_CHECKING:` imports (what mypy and the API docs read) and the lazy table
+    (what runs) name the same objects, and `dir()` lists `__all__`."""
+    path = source_of(package)
+    assert is_lazy(ast.parse(path.read_text())), f"{package} is no longer lazy"
+    module = importlib.import_module(package)
+    declared = lazy_imports(path)
+    assert set(declared) | {"__version__"} >= set(module.__all__) - {"__version__"}
+    for name, where in declared.items():
+        source = importlib.import_module(where)
+        expected = getattr(source, name, None)
+        if expected is None:  # `from lpim import masks`: a submodule
+            expected = importlib.import_module(f"{where}.{name}")
+        assert getattr(module, name) is expected, (package, name)
+    assert set(module.__all__) <= set(dir(module))
+
+
+@pytest.mark.parametrize("package", LAZY_PACKAGES)
+def test_importing_a_lazy_package_imports_no_torch(package: str) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys, {package}\n"
+        "loaded = [m for m in ('torch', 'hypothesis', 'numpy') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

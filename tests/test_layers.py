@@ -25,7 +25,7 @@ PACKAGE = ROOT / "lpim"
 # Two prefixes on one floor are beside each other: neither may import the other.
 FLOORS: list[tuple[str, ...]] = [
     ("lpim.encoder",),
-    ("lpim._errors",),  # the error family: imports nothing
+    ("lpim._errors", "lpim._lazy"),  # the error family; lazy re-exports: import nothing
     ("lpim._version", "lpim._validation"),
     ("lpim.batch",),
     ("lpim.lane_set",),

@@ -112,6 +112,8 @@ class LaneConsumerPropertyError(PropertyError[LaneSet]):
     original as `__cause__`.
     """
 
+    __module__ = "lpim.testing"  # where users import it from
+
     properties = CONSUMER_PROPERTIES
     label = "lane-consumer property"
 

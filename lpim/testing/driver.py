@@ -47,6 +47,8 @@ class IncompleteCheckError(LpimError, AssertionError):
         report: the check's report.
     """
 
+    __module__ = "lpim.testing"  # where users import it from
+
     def __init__(self, report: CheckReport) -> None:
         self.report = report
         undone = [

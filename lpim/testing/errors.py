@@ -46,6 +46,8 @@ class PropertyError(LpimError, AssertionError, Generic[ExampleT]):
             assert), in which case every cause that fits the example is shown.
     """
 
+    __module__ = "lpim.testing"  # where users import it from
+
     properties: ClassVar[Mapping[str, Property]] = {}
     label: ClassVar[str] = "property"
     report: CheckReport | None
@@ -137,6 +139,8 @@ class EncoderPropertyError(PropertyError[LaneBatch]):
     An exception raised by the encoder itself is wrapped as property `runs` with the
     original as `__cause__`.
     """
+
+    __module__ = "lpim.testing"  # where users import it from
 
     properties = PROPERTIES
 
