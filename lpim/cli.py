@@ -15,32 +15,34 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import torch
-from hypothesis.configuration import set_hypothesis_home_dir
-
-import lpim
-from lpim import encoder as reference_encoder
+# What every subcommand needs imports no torch: `lpim --help`, argument errors and `lpim vendor`
+# start at once. torch, the masks and the checks are imported by the subcommands that use them.
 from lpim._errors import UsageError
-from lpim._validation import check_dense
-from lpim.masks import CONVENTIONS, diagnose
-from lpim.testing import IncompleteCheckError, PropertyError, PropertyResult
+from lpim._version import __version__
 from lpim.testing.options import (
-    Given,
+    CheckOptions,
     Side,
     add_flags,
     flags_given,
     options_of,
     pyproject_layers,
 )
-from lpim.testing.report import format_table
 from lpim.testing.target import load_target
+
+if TYPE_CHECKING:
+    import torch
+
+    from lpim.testing import PropertyError, PropertyResult
+    from lpim.testing.report import CheckReport
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -63,7 +65,6 @@ EXIT_USAGE = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `lpim` command with `argv` (default `sys.argv[1:]`); return its exit status."""
-    _keep_hypothesis_files_out_of_the_folder()
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -84,7 +85,10 @@ folder the command runs in, which gets nothing but reproducers (`./lpim-reproduc
 
 
 def _keep_hypothesis_files_out_of_the_folder() -> None:
+    """Called by the subcommands that run Hypothesis (check, sanitize), before they do."""
     if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        from hypothesis.configuration import set_hypothesis_home_dir
+
         set_hypothesis_home_dir(HYPOTHESIS_HOME / "hypothesis")
 
 
@@ -93,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="lpim",
         description="Padding masks for lane-prior (polyline) encoders, proved.",
     )
-    parser.add_argument("--version", action="version", version=f"lpim {lpim.__version__}")
+    parser.add_argument("--version", action="version", version=f"lpim {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser(
@@ -153,7 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     diagnose_.add_argument(
         "--intended",
-        choices=list(CONVENTIONS),
+        choices=_ConventionNames(),
         metavar="CONVENTION",
         help="the convention the mask was meant to follow (see lpim conventions): an inverted "
         "mask of it is named as such, and a correct mask of another convention is not OK",
@@ -192,6 +196,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ConventionNames:
+    """The names of `lpim.masks.CONVENTIONS`, for argparse's `choices`: read from the registry
+    (which imports torch) only when a value is checked, so building the parser stays cheap."""
+
+    def __contains__(self, name: object) -> bool:
+        from lpim.masks import CONVENTIONS
+
+        return name in CONVENTIONS
+
+    def __iter__(self) -> Iterator[str]:
+        from lpim.masks import CONVENTIONS
+
+        return iter(CONVENTIONS)
+
+
 # -- lpim check, lpim check-consumer -------------------------------------------------------------
 
 # The reference encoder with its 8 heads and its structure, narrower and shallower than the
@@ -211,16 +230,23 @@ def _check_consumer(args: argparse.Namespace) -> int:
 
 def _run_check(side: Side, args: argparse.Namespace) -> int:
     """Build the options (`[tool.lpim]`, then the flags), load the target, run the check,
-    print the report and every failure's reproducer path; the exit status."""
-    from lpim.testing.check import check_encoder_with
-    from lpim.testing.consumer import check_lane_consumer_with
-
+    print the report and every failure's reproducer path, write `--json`; the exit status."""
+    startup = _Startup()
     layers = pyproject_layers(Path.cwd())
-    live = _Progress(sys.stdout)
-    given = Given("flag", {"progress": live})
-    options = options_of(side, *layers, flags_given(side, args), given)  # before any import
-    subject = load_target(args.target, side)
-    options = dataclasses.replace(options, factory=args.target)  # checked by load_target
+    options = options_of(side, *layers, flags_given(side, args))  # before any import
+    _keep_hypothesis_files_out_of_the_folder()
+    with startup.timing("torch"):
+        import torch  # noqa: F401  (timed alone: the largest part of the start-up)
+    with startup.timing("checks"):  # Hypothesis and lpim.testing
+        from lpim.testing import IncompleteCheckError, PropertyError
+        from lpim.testing.check import check_encoder_with
+        from lpim.testing.consumer import check_lane_consumer_with
+    with startup.timing("target"):
+        subject = load_target(args.target, side)
+    progress = _Progress(sys.stdout, show=sys.stdout.isatty() or options.show_progress)
+    progress.startup = startup
+    # checked by load_target; the progress display is the command's own callable
+    options = dataclasses.replace(options, factory=args.target, progress=progress)
     if _is_module(subject):
         subject.eval()
     if options.pyproject:
@@ -229,25 +255,60 @@ def _run_check(side: Side, args: argparse.Namespace) -> int:
     try:
         report = check(subject, options)
     except PropertyError as failure:
-        print()
-        print(failure.report if failure.report is not None else "")
+        if progress.show:
+            print()
+        if failure.report is not None:
+            _print_report(failure.report, startup, options)
         print(f"\n{failure}")
         # after the report: a folder that cannot be used is a usage error (exit 2) that loses
-        # nothing of the failure, already printed
-        commands = _write_reproducer(failure.failures, Path(options.reproducer_dir))
+        # nothing of the failure, already printed (and still written to --json)
+        try:
+            paths = _write_reproducer(failure.failures, Path(options.reproducer_dir))
+        except UsageError:
+            _write_json(
+                EXIT_USAGE,
+                options,
+                side,
+                args.target,
+                failure.report,
+                failure.failures,
+                [],
+                startup,
+            )
+            raise
         where = Path(options.reproducer_dir).resolve()
-        print(f"\n{len(commands)} reproducer(s) written to {where}/:")
-        for command in commands:
+        print(f"\n{len(paths)} reproducer(s) written to {where}/:")
+        for command in _reproducer_commands(failure.failures, paths):
             print(f"  {command}")
+        _write_json(
+            EXIT_FAILED,
+            options,
+            side,
+            args.target,
+            failure.report,
+            failure.failures,
+            paths,
+            startup,
+        )
         return EXIT_FAILED
     except IncompleteCheckError as incomplete:
-        print()
-        print(incomplete.report)
+        if progress.show:
+            print()
+        _print_report(incomplete.report, startup, options)
         print(f"\n{incomplete}")
+        _write_json(EXIT_FAILED, options, side, args.target, incomplete.report, [], [], startup)
         return EXIT_FAILED
-    print()
-    print(report)
+    if progress.show:
+        print()
+    _print_report(report, startup, options)
+    _write_json(EXIT_OK, options, side, args.target, report, [], [], startup)
     return EXIT_OK
+
+
+def _print_report(report: CheckReport, startup: _Startup, options: CheckOptions) -> None:
+    if options.verbose:
+        print(startup)
+    print(report)
 
 
 def _is_module(thing: object) -> bool:
@@ -255,18 +316,91 @@ def _is_module(thing: object) -> bool:
     return torch is not None and isinstance(thing, torch.nn.Module)
 
 
+def _seconds_since_the_process_started() -> float | None:
+    """Seconds since this process started, from Linux's /proc (None elsewhere)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+        started_ticks = int(fields[19])  # field 22, starttime, in clock ticks after boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+class _Startup:
+    """How long `lpim check` took to start, for `--verbose`: the imports it made (timed where
+    it makes them; what was imported before is free) and the time to the first property's
+    result, counted from the process's start (Linux) or from the command's."""
+
+    def __init__(self) -> None:
+        self.began = time.perf_counter()
+        self.before = _seconds_since_the_process_started()  # interpreter start-up, lpim.cli
+        self.steps: list[tuple[str, float]] = []
+        self.first_result: float | None = None  # seconds since `began`
+
+    class _Timer:
+        def __init__(self, startup: _Startup, what: str) -> None:
+            self.startup, self.what = startup, what
+
+        def __enter__(self) -> None:
+            self.t0 = time.perf_counter()
+
+        def __exit__(self, *exc: object) -> None:
+            self.startup.steps.append((self.what, time.perf_counter() - self.t0))
+
+    def timing(self, what: str) -> _Startup._Timer:
+        """A context manager that records how long its body took, as step `what`."""
+        return _Startup._Timer(self, what)
+
+    def result_seen(self) -> None:
+        """A property's result came in (the first one is kept)."""
+        if self.first_result is None:
+            self.first_result = time.perf_counter() - self.began
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures, in seconds (`before_command_seconds`: None where /proc is missing)."""
+        return {
+            "before_command_seconds": None if self.before is None else round(self.before, 4),
+            **{f"{what}_seconds": round(seconds, 4) for what, seconds in self.steps},
+            "first_result_seconds": None
+            if self.first_result is None
+            else round(self.first_result + (self.before or 0.0), 4),
+        }
+
+    def __str__(self) -> str:
+        words = {"torch": "import torch", "checks": "import the checks", "target": "load target"}
+        steps = ", ".join(f"{words.get(what, what)} {seconds:.2f}s" for what, seconds in self.steps)
+        before = (
+            f"python and lpim's command {self.before:.2f}s, " if self.before is not None else ""
+        )
+        first = (
+            f"first property result {self.first_result + (self.before or 0.0):.2f}s after "
+            + ("the process started" if self.before is not None else "the command started")
+            if self.first_result is not None
+            else "no property result"
+        )
+        return f"start-up: {before}{steps}; {first}"
+
+
 class _Progress:
     """A check's live display: a line per property and dtype as it finishes.
 
-    On a terminal the running property is shown on the line being written and replaced by its
-    result; elsewhere (a log, CI) only finished lines are printed.
+    Shown on a terminal (the running property is written on the line and replaced by its
+    result) or with `--progress` (finished lines only); otherwise silent, so a log gets each row
+    once, in the report's table. Either way it tells `--verbose` when the first result came.
     """
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, show: bool) -> None:
         self.stream = stream
-        self.live = stream.isatty()
+        self.show = show
+        self.live = show and stream.isatty()
+        self.startup: _Startup | None = None
 
     def __call__(self, name: str, dtype: Any, result: PropertyResult | None) -> None:
+        if result is not None and self.startup is not None:
+            self.startup.result_seen()
+        if not self.show:
+            return
         label = f"  {name:<26} {str(dtype).removeprefix('torch.'):<9}"
         if result is None:
             if self.live:
@@ -280,19 +414,93 @@ class _Progress:
         self.stream.flush()
 
 
-def _write_reproducer(failures: list[PropertyError[Any]], directory: Path) -> list[str]:
+JSON_SCHEMA = "lpim-check-report/1"
+"""The `schema` field of the file `lpim check --json FILE` writes (its layout: the command's
+reference page). A change that removes or renames a field gets a new number."""
+
+
+def _write_json(
+    status: int,
+    options: CheckOptions,
+    side: Side,
+    target: str,
+    report: CheckReport | None,
+    failures: Sequence[PropertyError[Any]],
+    reproducers: Sequence[Path],
+    startup: _Startup,
+) -> None:
+    """Write the report to `--json FILE` (nothing without the flag).
+
+    Raises:
+        UsageError: FILE cannot be written (naming it and the flag).
+    """
+    if options.json_report is None:
+        return
+    import hypothesis
+    import torch
+
+    rows = report.as_dict()["rows"] if report is not None else []
+    document = {
+        "schema": JSON_SCHEMA,
+        "command": "check" if side == "encoder" else "check-consumer",
+        "target": target,
+        "exit_status": status,
+        **(report.as_dict() if report is not None else {"rows": rows}),
+        "options_from": options.pyproject or None,
+        "failures": [
+            {
+                "property": failure.property_name,
+                "dtype": str(failure.dtype).removeprefix("torch."),
+                "message": failure.detail.splitlines()[0] if failure.detail else "",
+                "reproducer": str(path.resolve()) if path is not None else None,
+            }
+            for failure, path in zip(
+                failures,
+                [*reproducers, *[None] * (len(failures) - len(reproducers))],
+                strict=True,
+            )
+        ],
+        "timings": {
+            "check_seconds": round(report.seconds, 4) if report is not None else None,
+            "command_seconds": round(time.perf_counter() - startup.began, 4),
+            "startup": startup.as_dict(),
+        },
+        "versions": {
+            "lpim": __version__,
+            "torch": torch.__version__,
+            "hypothesis": hypothesis.__version__,
+            "python": sys.version.split()[0],
+        },
+    }
+    path = Path(options.json_report)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    except OSError as error:
+        raise UsageError(
+            f"{options.name('json_report')}: cannot write {str(path)!r} ({error.strerror or error})"
+        ) from None
+
+
+def _write_reproducer(failures: list[PropertyError[Any]], directory: Path) -> list[Path]:
     """Write the failures' reproducers (`lpim.testing.reproducer.write_reproducers`: never
     over a file lpim did not write), runnable from any folder: the folder the checked code was
-    imported from goes first on their `sys.path`. One `python PATH` line per reproducer.
+    imported from goes first on their `sys.path`. The paths, in the order of `failures`.
 
     Raises:
         UsageError: `--reproducer-dir` cannot be used (a file, read-only, not creatable).
     """
-    from lpim.testing.reproducer import reproducer_filename, write_reproducers
+    from lpim.testing.reproducer import write_reproducers
 
-    paths = write_reproducers(
+    return write_reproducers(
         failures, directory, sys_path=[str(Path.cwd())], option="--reproducer-dir"
     )
+
+
+def _reproducer_commands(failures: list[PropertyError[Any]], paths: Sequence[Path]) -> list[str]:
+    """One `python PATH` line per reproducer, saying when the usual name was taken."""
+    from lpim.testing.reproducer import reproducer_filename
+
     commands = []
     for failure, path in zip(failures, paths, strict=True):
         usual = reproducer_filename(failure)
@@ -305,6 +513,8 @@ def _write_reproducer(failures: list[PropertyError[Any]], directory: Path) -> li
 
 
 def _diagnose(args: argparse.Namespace) -> int:
+    from lpim.masks import diagnose
+
     mask = _load_tensor(args.mask, "MASK")
     point_mask = _load_tensor(args.point_mask, "--point-mask")
     if args.num_heads is not None and args.num_heads < 1:
@@ -326,6 +536,10 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _load_tensor(path: Path, what: str) -> torch.Tensor:
+    import torch
+
+    from lpim._validation import check_dense
+
     if path.is_dir():
         raise UsageError(
             f"{what}: {str(path)!r} is a folder; expected a file saved with torch.save"
@@ -353,6 +567,10 @@ def _load_tensor(path: Path, what: str) -> torch.Tensor:
 
 
 def _conventions(args: argparse.Namespace) -> int:
+    # The registry holds the converters themselves, so reading it imports torch.
+    from lpim.masks import CONVENTIONS
+    from lpim.testing.report import format_table
+
     if args.format == "markdown":
         header = ["convention", "shape", "dtype", "True / value means", "used by", "lpim call"]
         rows = [
@@ -378,8 +596,12 @@ def _conventions(args: argparse.Namespace) -> int:
 
 
 def _vendor(args: argparse.Namespace) -> int:
+    from importlib.util import find_spec
+
     args.dest = Path(args.raw_dest)
-    source_path = Path(reference_encoder.__file__)
+    spec = find_spec("lpim.encoder")  # found, not imported: the copy is checked in a subprocess
+    assert spec is not None and spec.origin is not None
+    source_path = Path(spec.origin)
     given = str(args.raw_dest)
     dest: Path = args.dest
     try:  # every look at DEST may fail: a name too long, a null byte, a read-only folder
@@ -407,7 +629,7 @@ def _vendor(args: argparse.Namespace) -> int:
             )
             return EXIT_FAILED
         header = (
-            f"# Vendored from lpim {lpim.__version__} (lpim/encoder.py) by `lpim vendor`.\n"
+            f"# Vendored from lpim {__version__} (lpim/encoder.py) by `lpim vendor`.\n"
             "# Needs only torch and the standard library.\n"
         )
         dest.parent.mkdir(parents=True, exist_ok=True)  # folders that do not exist yet are made
@@ -425,7 +647,7 @@ def _vendor(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    print(f"wrote {dest} (lpim {lpim.__version__}); it imports and runs with torch alone")
+    print(f"wrote {dest} (lpim {__version__}); it imports and runs with torch alone")
     return EXIT_OK
 
 
@@ -472,6 +694,9 @@ def _sanitize(args: argparse.Namespace) -> int:
     import runpy
     import traceback
 
+    from lpim.sanitizer import sanitize
+
+    _keep_hypothesis_files_out_of_the_folder()
     script: Path = args.script
     if not script.is_file():
         raise UsageError(f"no such script: {script}")
@@ -480,7 +705,7 @@ def _sanitize(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(script.resolve().parent))  # as `python SCRIPT.py` does
     status = EXIT_OK
     try:
-        with lpim.sanitize(on_finding="collect") as report:
+        with sanitize(on_finding="collect") as report:
             try:
                 runpy.run_path(str(script), run_name="__main__")
             except SystemExit as exit_:

@@ -43,7 +43,6 @@ DATABASE_ENV = "LPIM_HYPOTHESIS_DATABASE"
 """Environment variable naming a directory for the example database of the non-CI profiles."""
 
 
-
 def _database() -> ExampleDatabase | None:
     from hypothesis.database import DirectoryBasedExampleDatabase
 

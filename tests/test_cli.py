@@ -128,20 +128,32 @@ def test_check_without_point_dim_is_a_usage_error(capsys: pytest.CaptureFixture[
     assert "pass --point-dim D" in capsys.readouterr().err
 
 
-def test_check_shows_progress_per_property_and_takes_a_profile(
-    capsys: pytest.CaptureFixture[str],
+@pytest.mark.parametrize("flag", [[], ["--progress"]])
+def test_check_prints_each_row_once_in_a_log_and_progress_on_request(
+    flag: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = "lpim.encoder:PriorEncoder(d_model=16, nhead=2, num_layers=1, dim_feedforward=32)"
-    argv = ["check", target, "--dtype", "float32", "--profile", "lpim-dev"]
+    argv = ["check", target, "--dtype", "float32", "--profile", "lpim-dev", *flag]
     argv += ["--property", "finite", "--property", "matches_unpadded"]
     assert main(argv) == 0
-    lines = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out  # not a terminal: a log
+    lines = out.splitlines()
     progress = [line.split() for line in lines if line.startswith("  ")]
-    # one finished line per property, before the table; lpim-dev runs 10 examples each
-    assert [row[:4] for row in progress] == [
-        ["finite", "float32", "pass", "10"],
-        ["matches_unpadded", "float32", "pass", "10"],
+    table = [line.split() for line in lines if line.startswith(("finite ", "matches_unpadded "))]
+    # the table's rows; lpim-dev runs 10 examples each
+    assert [row[:3] for row in table] == [
+        ["finite", "float32", "10"],
+        ["matches_unpadded", "float32", "10"],
     ]
+    if flag:  # one finished line per property, before the table
+        assert [row[:4] for row in progress] == [
+            ["finite", "float32", "pass", "10"],
+            ["matches_unpadded", "float32", "pass", "10"],
+        ]
+        assert out.index("  finite") < out.index("lpim check of")
+    else:
+        assert progress == [] and out.count("matches_unpadded") == 1
+        assert "\r" not in out and "\x1b" not in out
 
 
 @pytest.mark.parametrize(

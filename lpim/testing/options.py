@@ -387,6 +387,16 @@ def _path(value: Any, name: str) -> str:
     return str(value)
 
 
+def _file(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise UsageTypeError(f"{name} must be a file path; got {_got(value)}")
+    if Path(value).is_dir():
+        raise UsageValueError(f"{name} must be a file path; got the folder {str(value)!r}")
+    return str(value)
+
+
 def _profile(value: Any, name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise UsageTypeError(f"{name} must be a Hypothesis profile's name; got {_got(value)}")
@@ -536,6 +546,35 @@ class CheckOptions:
         help="progress(property_name, dtype, result or None): a live display",
         check=_callable("progress(property_name, dtype, result)"),
         flag=None,
+        key=None,
+    )
+    show_progress: bool = _option(
+        False,
+        help="print a line per property and dtype as it finishes even when the output is not a "
+        "terminal (then the report's table repeats them); default: on a terminal only",
+        check=_bool,
+        flag="--progress",
+        switch=True,
+        python=False,
+        key=None,
+    )
+    verbose: bool = _option(
+        False,
+        help="also print how long the command took to start: its imports (torch, the checks, "
+        "the target) and the time to the first property's result",
+        check=_bool,
+        switch=True,
+        python=False,
+        key=None,
+    )
+    json_report: str | None = _option(
+        None,
+        help="also write the report as JSON to FILE (rows, failures and their reproducers, "
+        "timings, versions; schema lpim-check-report/1)",
+        check=_file,
+        flag="--json",
+        metavar="FILE",
+        python=False,
         key=None,
     )
     reproducer_dir: str = _option(

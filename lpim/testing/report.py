@@ -6,6 +6,7 @@ knows how the rows were produced (that is `lpim.testing.driver`'s business).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -84,6 +85,34 @@ class CheckReport:
     def seconds(self) -> float:
         """Total wall time."""
         return sum(r.seconds for r in self.results)
+
+    def as_dict(self) -> dict[str, object]:
+        """The report as JSON-ready data: `subject`, `headline`, `passed`, `complete`,
+        `contract`, `notes` and `rows` (each `property`, `dtype`, `verdict`, `examples`,
+        `seconds`, `max_error_ratio`, `note`; a ratio that is not finite, or of a row without
+        examples, is None)."""
+        return {
+            "subject": self.encoder,
+            "headline": self.headline,
+            "passed": self.passed,
+            "complete": self.complete,
+            "contract": self.contract,
+            "notes": list(self.notes),
+            "rows": [
+                {
+                    "property": r.property_name,
+                    "dtype": str(r.dtype).removeprefix("torch."),
+                    "verdict": r.verdict,
+                    "examples": r.examples,
+                    "seconds": round(r.seconds, 4),
+                    "max_error_ratio": r.max_error_ratio
+                    if r.examples and math.isfinite(r.max_error_ratio)
+                    else None,
+                    "note": r.note,
+                }
+                for r in self.results
+            ],
+        }
 
     def count(self, verdict: str) -> int:
         """Rows with `verdict`."""
