@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -225,3 +226,106 @@ def test_diagnose_usage_errors_exit_2(
         assert main(["diagnose", str(mask_path), "--point-mask", str(seed_point_mask)]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+# -- lpim check --json, --verbose ------------------------------------------------------------------
+
+_TYPES = {
+    "string": str,
+    "int": int,
+    "bool": bool,
+    "number": (int, float),
+    "object": dict,
+    "list of objects": list,
+    "list of strings": list,
+}
+
+
+def _documented_json_fields() -> dict[str, str]:
+    """`field -> type` from the table of docs/reference/cli.md's "The JSON report"."""
+    text = (Path(__file__).parent.parent / "docs" / "reference" / "cli.md").read_text()
+    section = text.split("### The JSON report", 1)[1].split("\n## ", 1)[0]
+    fields = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            fields[cells[0].strip("`")] = cells[1]
+    return fields
+
+
+def _flattened(document: dict[str, object], prefix: str = "") -> dict[str, object]:
+    """`{"a": {"b": 1}, "rows": [{"c": 2}]}` -> `{"a": ..., "a.b": 1, "rows": ..., "rows[].c": 2}`
+    (every element of a list of objects)."""
+    found: dict[str, object] = {}
+    for key, value in document.items():
+        name = f"{prefix}{key}"
+        found[name] = value
+        if isinstance(value, dict):
+            found.update(_flattened(value, f"{name}."))
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    found.update(_flattened(item, f"{name}[]."))
+    return found
+
+
+def _matches(value: object, documented: str) -> bool:
+    kind, _, nullable = documented.partition(" or ")
+    if value is None:
+        return nullable == "null"
+    if isinstance(value, bool) and kind != "bool":
+        return False
+    return isinstance(value, _TYPES[kind])
+
+
+def test_json_report_of_a_failing_check_follows_the_documented_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    target = "lpim.zoo:BUGS['multiply_by_mask'].factory"
+    argv = ["check", target, "--dtype", "float32", "--max-examples", "5", "--json", "out.json"]
+    assert main(argv) == 1
+    capsys.readouterr()
+    report = json.loads((tmp_path / "out.json").read_text())
+    documented = _documented_json_fields()
+    found = _flattened(report)
+    assert set(found) == set(documented), set(found) ^ set(documented)
+    for name, value in found.items():
+        assert _matches(value, documented[name]), (name, value, documented[name])
+    assert report["schema"] == "lpim-check-report/1" and report["exit_status"] == 1
+    assert not report["passed"] and report["target"] == target
+    (failure,) = report["failures"]
+    assert failure["property"] == "ignores_nonfinite_padding" and failure["dtype"] == "float32"
+    reproducer = Path(failure["reproducer"])
+    assert reproducer.is_file() and reproducer.parent == tmp_path / "lpim-reproducers"
+    verdicts = {(r["property"], r["verdict"]) for r in report["rows"]}
+    assert ("ignores_nonfinite_padding", "FAIL") in verdicts
+    assert report["versions"]["torch"] == torch.__version__
+
+
+def test_json_report_of_a_pass_and_the_verbose_start_up_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = "lpim.encoder:PriorEncoder(d_model=16, nhead=2, num_layers=1, dim_feedforward=32)"
+    out_json = tmp_path / "deep" / "report.json"  # its folder is made
+    argv = ["check", target, "--dtype", "float32", "--max-examples", "3", "--verbose"]
+    argv += ["--property", "finite", "--json", str(out_json)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    (startup,) = [line for line in out.splitlines() if line.startswith("start-up: ")]
+    assert "import torch" in startup and "first property result" in startup
+    report = json.loads(out_json.read_text())
+    assert report["exit_status"] == 0 and report["failures"] == [] and report["passed"]
+    assert [r["property"] for r in report["rows"]] == ["finite"]
+    assert report["timings"]["startup"]["first_result_seconds"] is not None
+
+
+def test_json_to_a_file_that_cannot_be_written_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    target = "lpim.encoder:PriorEncoder(d_model=16, nhead=2, num_layers=1, dim_feedforward=32)"
+    argv = ["check", target, "--dtype", "float32", "--max-examples", "2", "--property", "finite"]
+    assert main([*argv, "--json", str(blocker / "report.json")]) == 2
+    assert "--json" in capsys.readouterr().err
