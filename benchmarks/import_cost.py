@@ -14,10 +14,12 @@ project, it runs, `--reps` times after one warm-up run:
 - `lpim --help`, `lpim check --help`, `lpim check --min-points 0` (an argument error) and
   `lpim conventions` (where lpim is installed; through the venv's `lpim` script).
 
-Every run is under `python -X importtime`; the table has the median wall time, the import time
+Every run is under `python -X importtime` (pytest with `-s`: its output capture would swallow
+what the tests import); the table has the median wall time, the import time
 (the sum of the `self` column: every module imported, once), the modules imported, and whether
 torch and Hypothesis were among them. Wall times include the interpreter's start and depend on
-the machine and its load: compare rows of one run.
+the machine and its load: compare rows of one run. Hypothesis' own pytest plugin imports
+Hypothesis at the end of every run (its terminal summary), lpim or not.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class Run:
 def run_once(command: list[str], cwd: Path) -> Run:
     """Run `command` (starting with a Python interpreter) under `-X importtime`."""
     argv = [command[0], "-X", "importtime", *command[1:]]
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+    env = _clean_env()
     began = time.perf_counter()
     result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - began
@@ -71,23 +73,29 @@ def measure(command: list[str], cwd: Path, reps: int) -> tuple[Run, float]:
     return runs[len(runs) // 2], statistics.median(r.wall for r in runs)
 
 
-def has_lpim(python: str) -> bool:
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS")}
+
+
+def has_lpim(python: str, cwd: Path) -> bool:
+    """Whether `python` has lpim installed (asked from `cwd`, not from a checkout)."""
     probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('lpim') is None)"
-    return subprocess.run([python, "-c", probe], check=False).returncode == 0
+    result = subprocess.run([python, "-c", probe], cwd=cwd, env=_clean_env(), check=False)
+    return result.returncode == 0
 
 
 def rows_for(label: str, python: str, reps: int) -> list[list[str]]:
     """The table's rows for one interpreter."""
-    installed = has_lpim(python)
     script = Path(python).parent / "lpim"
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         project = Path(folder)
+        installed = has_lpim(python, project)
         (project / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts = ''\n")
         cases: list[tuple[str, list[str], str]] = [
             (
                 "pytest, one test not using lpim",
-                [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_plain.py"],
+                [python, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_plain.py"],
                 "",
             ),
         ]
@@ -95,7 +103,7 @@ def rows_for(label: str, python: str, reps: int) -> list[list[str]]:
             cases.append(
                 (
                     "pytest, one test using lpim_device",
-                    [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_lpim.py"],
+                    [python, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_lpim.py"],
                     "",
                 )
             )
@@ -110,6 +118,9 @@ def rows_for(label: str, python: str, reps: int) -> list[list[str]]:
         (project / "test_lpim.py").write_text(LPIM_TEST)
         for what, command, _ in cases:
             run, wall = measure(command, project, reps)
+            expected = 2 if "--min-points" in command else 0
+            if run.status != expected:
+                what += f" (exit {run.status}!)"
             tops = {m.split(".")[0] for m in run.modules}
             rows.append(
                 [
