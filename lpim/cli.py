@@ -50,6 +50,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "HYPOTHESIS_HOME",
+    "JSON_SCHEMA",
     "UsageError",
     "load_target",
     "main",
