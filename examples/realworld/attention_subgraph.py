@@ -21,9 +21,11 @@ What lpim finds (``check_encoder``, float32, 10 examples a property):
   padded rows depends on the *other* polylines (``L`` is the longest in the batch), so its
   embedding changes when another lane grows longer than it, and differs from the same polyline
   run alone. Under its loader's contract (``empty_lanes=False, empty_samples=False,
-  layout="right", garbage="zeros"``) it fails ``matches_unpadded`` and ``lanes_independent``.
-  With the default contract ``runs`` fails as well: an empty lane trips the assertion, which is
-  the contract to state, not a bug.
+  layout="right", garbage="zeros"``) ``matches_unpadded`` fails: the smallest example is a
+  one-point polyline beside a longer one. ``lanes_independent`` passes: its variations move
+  lanes within the batch, so the batch's longest polyline keeps its length, and under this
+  contract none is emptied or filled. With the default contract ``runs`` fails as well: an
+  empty lane trips the assertion, which is the contract to state, not a bug.
 - `build_fixed` pools over the real rows only (``pool_real_rows_only=True``, the padded rows
   selected to ``-inf`` before the max). It passes every property under the loader's contract;
   under the default contract only ``runs`` fails (the empty-lane assertion).

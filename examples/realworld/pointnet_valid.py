@@ -16,12 +16,14 @@ What lpim finds (``check_encoder``, float32, 10 examples a property):
   masks only at the max-pool (padded features selected to ``-inf``, so they never win). The
   forward is right whatever the padded slots hold, NaN included: it passes every property under
   its loader's contract, and under any *finite* garbage (``garbage="finite"``). With the default
-  contract, ``gradients_ignore_padding`` fails: a NaN or inf in a padded slot becomes NaN in
-  that slot's features, and although the pool sends it a zero gradient, LayerNorm's backward
-  computes ``0 * NaN``: NaN in the padded points' gradient, and in the weights' gradient, so one
-  optimiser step puts NaN into every weight. Huge finite garbage (``garbage="any_finite"``) does
-  it too, as soon as the first Linear overflows to inf. ``--garbage finite`` (or the loader's
-  ``--garbage zeros``) is the contract flag that narrows it.
+  contract, ``gradients_ignore_padding`` fails: the pool sends a padded slot a zero gradient,
+  but the first Linear's weight gradient sums ``gradient x input`` over every slot it ran on,
+  and a NaN or inf in a padded slot makes that ``0 * NaN``: NaN in ``mlp.0.weight``'s gradient
+  (lpim names the parameter), so one optimiser step on such a batch puts NaN into the weights
+  while the loss looks finite. Huge finite garbage (``garbage="any_finite"``) does it too: the
+  first Linear overflows to inf, LayerNorm turns that into NaN, and its backward is the same
+  ``0 * NaN``. ``--garbage finite`` (or the loader's ``--garbage zeros``) is the contract flag
+  that narrows it, as lpim's message says.
 - `build_fixed` selects the padded points to zero *before* the MLP (``torch.where``, never a
   multiplication: ``0 * NaN`` is NaN), as the hazard's remedy says. It passes the default
   contract: any layout, any garbage, empty lanes and samples.
