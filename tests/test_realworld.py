@@ -98,8 +98,7 @@ ENCODER_VERDICTS = [
     ("module", "factory", "contract", "failing"),
     ENCODER_VERDICTS,
     ids=[
-        f"{m}:{f}-{'-'.join(map(str, c.values())) or 'default'}"
-        for m, f, c, _ in ENCODER_VERDICTS
+        f"{m}:{f}-{'-'.join(map(str, c.values())) or 'default'}" for m, f, c, _ in ENCODER_VERDICTS
     ],
 )
 def test_encoder_verdict(

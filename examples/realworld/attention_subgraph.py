@@ -51,7 +51,9 @@ class AttentionSubgraphLayer(nn.Module):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(hidden, num_heads, batch_first=True)
         self.norm1 = nn.LayerNorm(hidden)
-        self.ffn = nn.Sequential(nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, hidden))
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, 2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, hidden)
+        )
         self.norm2 = nn.LayerNorm(hidden)
 
     def forward(self, x: Tensor, key_padding_mask: Tensor) -> Tensor:

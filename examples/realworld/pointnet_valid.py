@@ -42,10 +42,11 @@ from torch import Tensor, nn
 
 
 class PointNetValid(nn.Module):
-    """``forward(points [B, M, N, D], point_mask [B, M, N]) -> (embedding [B, M, C], valid [B, M])``.
+    """``forward(points [B, M, N, D], point_mask [B, M, N]) -> (embedding, valid)``.
 
-    ``point_mask`` is True at real points; ``valid`` is True for a polyline with a real point,
-    and the embedding of one without is zeros.
+    The embedding is ``[B, M, C]`` and ``valid`` ``[B, M]``. ``point_mask`` is True at real
+    points; ``valid`` is True for a polyline with a real point, and the embedding of one
+    without is zeros.
 
     Args:
         in_dim: ``D``, coordinates (and attributes) per point; lpim reads it from here.
