@@ -444,7 +444,7 @@ def test_any_table_gives_options_or_a_usage_error_naming_the_file(
 
 
 def test_a_strategy_that_draws_no_lane_batch_is_a_usage_error() -> None:
-    with pytest.raises(UsageTypeError, match="strategy must draw lpim.LaneBatch examples"):
+    with pytest.raises(UsageTypeError, match=r"strategy must draw lpim\.LaneBatch examples"):
         check_encoder(
             CORRECT["masked_mean"].factory(),
             strategy=st.integers(),

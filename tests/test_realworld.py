@@ -53,6 +53,14 @@ def _failed(check: Any, target: Any, error: type[AssertionError], **kwargs: Any)
     return set()
 
 
+# The attention sub-graph's loader: non-empty polylines, real points first, zeros after them.
+SUBGRAPH_LOADER: dict[str, Any] = {
+    "empty_lanes": False,
+    "empty_samples": False,
+    "layout": "right",
+    "garbage": "zeros",
+}
+
 # (module, factory, contract, properties that fail)
 ENCODER_VERDICTS = [
     ("mtr_polyline", "build_encoder", {}, set()),
@@ -74,16 +82,27 @@ ENCODER_VERDICTS = [
         {},
         {"ignores_padding", "ignores_nonfinite_padding"},
     ),
+    ("attention_subgraph", "build_encoder", SUBGRAPH_LOADER, {"matches_unpadded"}),
+    ("attention_subgraph", "build_encoder", {}, {"runs", "matches_unpadded"}),
+    ("attention_subgraph", "build_fixed", SUBGRAPH_LOADER, set()),
+    ("attention_subgraph", "build_fixed", {}, {"runs"}),
+    ("pointnet_valid", "build_encoder", {"layout": "right", "garbage": "zeros"}, set()),
+    ("pointnet_valid", "build_encoder", {"garbage": "finite"}, set()),
+    ("pointnet_valid", "build_encoder", {"garbage": "any_finite"}, {"gradients_ignore_padding"}),
+    ("pointnet_valid", "build_encoder", {}, {"gradients_ignore_padding"}),
+    ("pointnet_valid", "build_fixed", {}, set()),
 ]
 
 
 @pytest.mark.parametrize(
     ("module", "factory", "contract", "failing"),
     ENCODER_VERDICTS,
-    ids=[f"{m}:{f}-{'-'.join(c.values()) or 'default'}" for m, f, c, _ in ENCODER_VERDICTS],
+    ids=[
+        f"{m}:{f}-{'-'.join(map(str, c.values())) or 'default'}" for m, f, c, _ in ENCODER_VERDICTS
+    ],
 )
 def test_encoder_verdict(
-    module: str, factory: str, contract: dict[str, str], failing: set[str]
+    module: str, factory: str, contract: dict[str, Any], failing: set[str]
 ) -> None:
     encoder = getattr(_load(module), factory)()
     failed = _failed(check_encoder, encoder, EncoderPropertyError, dtype=torch.float32, **contract)
@@ -93,6 +112,55 @@ def test_encoder_verdict(
 def test_mtr_polyline_passes_in_float64_too() -> None:
     encoder = _load("mtr_polyline").build_encoder()
     assert _failed(check_encoder, encoder, EncoderPropertyError, dtype=torch.float64) == set()
+
+
+def test_attention_subgraph_lane_depends_on_the_longest_other_lane() -> None:
+    """The bug lpim's `matches_unpadded` shows, in plain torch: a lane's embedding changes
+    when another lane becomes longer than it (more merged rows, padded ones in its max-pool),
+    and the fix's does not."""
+    subgraph = _load("attention_subgraph")
+    points = torch.randn(1, 2, 4, 2) * 10  # [B, M, N, D]
+    short = torch.tensor([[[True, True, False, False], [True, True, False, False]]])
+    longer = short.clone()
+    longer[0, 1] = True  # lane 1 grows to 4 points; lane 0 is unchanged
+    for factory, changes in (("build_encoder", True), ("build_fixed", False)):
+        encoder = getattr(subgraph, factory)()
+        with torch.no_grad():
+            before, after = encoder(points, short)[0, 0], encoder(points, longer)[0, 0]
+        assert (not torch.allclose(before, after)) == changes, factory
+
+
+def test_attention_subgraph_asserts_non_empty_polylines() -> None:
+    encoder = _load("attention_subgraph").build_fixed()
+    point_mask = torch.tensor([[[True, False], [False, False]]])
+    with pytest.raises(AssertionError, match="non-empty polylines"):
+        encoder(torch.zeros(1, 2, 2, 2), point_mask)
+
+
+def test_pointnet_valid_returns_a_tuple_checked_without_an_adapter() -> None:
+    pointnet = _load("pointnet_valid")
+    encoder = pointnet.build_fixed()
+    point_mask = torch.tensor([[[True, True, False], [False, False, False]]])
+    with torch.no_grad():
+        embedding, valid = encoder(torch.randn(1, 2, 3, 2), point_mask)
+    assert embedding.shape == (1, 2, 32) and valid.tolist() == [[True, False]]
+    assert torch.equal(embedding[0, 1], torch.zeros(32))  # an empty polyline: zeros
+    report = check_encoder(encoder, settings=FAST, dtype=torch.float32)  # no output=, no adapter
+    assert report.passed
+
+
+def test_pointnet_valid_nan_padding_names_the_weight_and_the_contract_flag() -> None:
+    encoder = _load("pointnet_valid").build_encoder()
+    with pytest.raises(EncoderPropertyError) as caught:
+        check_encoder(
+            encoder,
+            settings=FAST,
+            dtype=torch.float32,
+            properties=["gradients_ignore_padding"],
+        )
+    message = str(caught.value)
+    assert "mlp.0.weight" in message
+    assert "garbage='finite'" in message
 
 
 # (factory, other-inputs factory, properties that fail)
