@@ -309,13 +309,7 @@ def _runner(side: Side, device: torch.device, config: pytest.Config) -> Callable
         here = {"device": device, "settings": profile_settings()}
         if subject is not subject_or_factory:
             here["factory"] = factory_path(subject_or_factory)
-        given = {k: v for k, v in kwargs.items() if v is not None or k == "threads"}
-        options = options_of(
-            side,
-            *layers,
-            Given("keyword", {k: v for k, v in here.items() if v is not None}),
-            Given("keyword", given),
-        )
+        options = options_of(side, *layers, Given.keywords(here), Given.keywords(kwargs))
         check = check_encoder_with if side == "encoder" else check_lane_consumer_with
         return check(subject, options)
 

@@ -197,13 +197,8 @@ def check_encoder(
             is not a `hypothesis.settings`, or another argument has the wrong type.
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
-    given = {  # every keyword is an option; None leaves its default (threads: torch's own)
-        keyword: value
-        for keyword, value in locals().items()
-        if keyword not in ("encoder", "__tracebackhide__")
-        and (value is not None or keyword == "threads")
-    }
-    return check_encoder_with(encoder, options_of("encoder", Given("keyword", given)))
+    given = Given.keywords(locals(), skip=("encoder", "__tracebackhide__"))  # every one an option
+    return check_encoder_with(encoder, options_of("encoder", given))
 
 
 def check_encoder_with(encoder: Encoder, options: CheckOptions) -> CheckReport:

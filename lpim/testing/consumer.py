@@ -126,13 +126,8 @@ def check_lane_consumer(
             `hypothesis.settings`, or another argument has the wrong type.
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
-    given = {  # every keyword is an option; None leaves its default (threads: torch's own)
-        keyword: value
-        for keyword, value in locals().items()
-        if keyword not in ("consumer", "__tracebackhide__")
-        and (value is not None or keyword == "threads")
-    }
-    return check_lane_consumer_with(consumer, options_of("consumer", Given("keyword", given)))
+    given = Given.keywords(locals(), skip=("consumer", "__tracebackhide__"))  # every one an option
+    return check_lane_consumer_with(consumer, options_of("consumer", given))
 
 
 def check_lane_consumer_with(consumer: Consumer, options: CheckOptions) -> CheckReport:

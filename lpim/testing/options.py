@@ -824,6 +824,20 @@ class Given:
     values: Mapping[str, Any]
     source: str = ""
 
+    @classmethod
+    def keywords(cls, arguments: Mapping[str, Any], *, skip: Sequence[str] = ()) -> Given:
+        """Python keyword arguments as a layer: None leaves an option at its default, except
+        for `threads`, whose None means torch's own setting; the names in `skip` (the subject,
+        `__tracebackhide__`, ...) are not options."""
+        return cls(
+            "keyword",
+            {
+                keyword: value
+                for keyword, value in arguments.items()
+                if keyword not in skip and (value is not None or keyword == "threads")
+            },
+        )
+
     def spell(self, option: Option, value: Any) -> str:
         """How the user gave `option`: `--min-points 5`, `min_points=5`, `min-points = 5 in
         /p/pyproject.toml [tool.lpim]`."""
