@@ -8,6 +8,7 @@ option's name as that door spells it replaced by `NAME`, must be the same senten
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,7 @@ def _flag_error(command: str, flag: str, text: str, capsys: pytest.CaptureFixtur
 
 def _key_error(side: str, key: str, value: Any, folder: Path) -> str:
     toml = (
-        f"[{value[0]}, {value[1]}]"
+        "[" + ", ".join(json.dumps(v) for v in value) + "]"
         if isinstance(value, tuple)
         else repr(value)
         if isinstance(value, int | float)
