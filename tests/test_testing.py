@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 from torch import nn
 
 from lpim import LaneBatch, PriorEncoder
 from lpim.testing import (
+    DEFAULT_SETTINGS,
     PROPERTIES,
     EncoderPropertyError,
     assert_devices_agree,
@@ -181,8 +183,11 @@ def test_check_encoder_passes_the_reference_encoder_at_every_dtype() -> None:
 
 
 def test_check_encoder_raises_with_a_shrunk_example_and_report() -> None:
+    # the default settings, derandomized and without the example database that the suite's
+    # other checks of MaskedMean share (a replayed example made the shrink flaky under load)
+    quiet = settings(DEFAULT_SETTINGS, database=None, derandomize=True)
     with pytest.raises(EncoderPropertyError) as info:
-        check_encoder(MaskedMean(bug="slots"), dtype=torch.float64)
+        check_encoder(MaskedMean(bug="slots"), dtype=torch.float64, settings=quiet)
     error = info.value
     assert error.property_name == "matches_unpadded"
     # shrunk: one sample, one lane, the fewest slots that show the bug (1 real of 2)
