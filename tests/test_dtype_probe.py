@@ -7,7 +7,7 @@ import torch
 from hypothesis import settings
 
 from lpim.testing import EncoderPropertyError, check_encoder
-from lpim.testing.dtype_probe import crash_of, dtype_unsupported
+from lpim.testing.dtype_probe import crash_of, dtype_unsupported, runs_at_float32
 from lpim.zoo import BUGS
 
 FAST = settings(max_examples=5, database=None, deadline=None)
@@ -92,7 +92,7 @@ def test_the_float32_run_is_outside_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         reason = dtype_unsupported(
             at_dtype,
-            at_dtype,
+            lambda: runs_at_float32(at_dtype, torch.device("cpu")),
             torch.bfloat16,
             torch.device("cpu"),
             mode="under autocast",
@@ -107,7 +107,12 @@ def test_code_that_fails_at_float32_too_is_not_the_dtypes() -> None:
 
     assert (
         dtype_unsupported(
-            broken, broken, torch.float16, torch.device("cpu"), mode="cast to it", alternative=""
+            broken,
+            lambda: runs_at_float32(broken, torch.device("cpu")),
+            torch.float16,
+            torch.device("cpu"),
+            mode="cast to it",
+            alternative="",
         )
         == ""
     )

@@ -225,8 +225,6 @@ class EncoderSide:
     the encoder cannot run (`unsupported`) from a bug, which padded-slot contents each property
     draws, the reproducer, and what empty lanes give."""
 
-    side = "encoder"
-
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
         self.empty_lanes_seen = ""
@@ -259,7 +257,9 @@ class EncoderSide:
             return
         subject.deadline, subject.hangs = options.deadline, self.hangs
         with context():
-            unsupported = _unsupported(self.encoder, subject, dim, dtype, autocast, options)
+            unsupported = _unsupported(
+                subject, dim, dtype, autocast, options, float32_runs=self.features is not None
+            )
         # Nondeterminism shows on any batch: a fifth of the examples is plenty for `deterministic`
         # (a nondeterministic encoder that slips through makes a later property Flaky, which is
         # reported as `deterministic` too).
@@ -520,7 +520,7 @@ def _check_output(
     Returns:
         What the encoder was seen to do, for the causes a failure lists: `{"attention"}` when
         it calls attention (an attention op ran, or it holds an attention module); None when
-        the call did not run.
+        the call did not run (the dtype probe's float32 side: `_unsupported`).
 
     Raises:
         UsageValueError: what came back, and the option that chooses.
@@ -543,16 +543,17 @@ def _check_output(
 
 
 def _unsupported(
-    encoder: Encoder,
     subject: Subject,
     point_dim: int,
     dtype: torch.dtype,
     autocast: bool,
     options: CheckOptions,
+    float32_runs: bool,
 ) -> str:
     """Why the encoder cannot run at `dtype` ('' if it can, or if its crash is not the
     dtype's), decided by experiment (`lpim.testing.dtype_probe`): one unpadded lane at the
-    dtype, in the precision mode checked, against the same lane at plain float32."""
+    dtype, in the precision mode checked, against the same lane at plain float32, which
+    `_check_output` already ran (`float32_runs`)."""
 
     def at_dtype() -> None:
         with torch.no_grad():
@@ -560,12 +561,6 @@ def _unsupported(
                 subject(_probe(point_dim, subject.dtype, subject.device))
             except DeadlineExceeded:
                 pass  # slow, not unsupported: the rows report `deadline`
-
-    def at_float32() -> None:
-        float32 = Subject.prepare(encoder, torch.float32, subject.device)
-        float32.deadline, float32.hangs = subject.deadline, subject.hangs
-        with torch.no_grad():
-            float32(_probe(point_dim, torch.float32, subject.device))
 
     low = dtype in (torch.bfloat16, torch.float16)
     alternative = (
@@ -576,7 +571,7 @@ def _unsupported(
     )
     return dtype_unsupported(
         at_dtype,
-        at_float32,
+        lambda: float32_runs,
         dtype,
         subject.device,
         mode="under autocast" if autocast else "cast to it",

@@ -37,7 +37,7 @@ from lpim.testing.consumer_properties import (
     run_consumer,
 )
 from lpim.testing.driver import Case, Driver
-from lpim.testing.dtype_probe import dtype_unsupported
+from lpim.testing.dtype_probe import dtype_unsupported, runs_at_float32
 from lpim.testing.engine import run_check
 from lpim.testing.errors import PropertyError
 from lpim.testing.options import CheckOptions, Given, options_of
@@ -144,8 +144,6 @@ def check_lane_consumer_with(consumer: Consumer, options: CheckOptions) -> Check
 class ConsumerSide:
     """The consumer's share of the engine (`lpim.testing.engine.CheckSide`): lane sets with
     the consumer's other inputs, its width, its unsupported-dtype probe and its reproducer."""
-
-    side = "consumer"
 
     def __init__(self, consumer: Consumer) -> None:
         self.consumer = consumer
@@ -299,7 +297,7 @@ def _consumer_unsupported(
 
     return dtype_unsupported(
         lambda: run_consumer(prepared, lanes(dtype)),
-        at_float32,
+        lambda: runs_at_float32(at_float32, device),
         dtype,
         device,
         mode="cast to it",

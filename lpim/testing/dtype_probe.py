@@ -24,7 +24,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["Crash", "crash_of", "dtype_unsupported"]
+__all__ = ["Crash", "crash_of", "dtype_unsupported", "runs_at_float32"]
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,20 @@ def crash_of(run: Callable[[], object], dtype: torch.dtype) -> Crash | None:
     return None
 
 
+def runs_at_float32(run: Callable[[], object], device: torch.device) -> bool:
+    """Whether `run()` (the lane at float32) returns, with autocast off on `device`'s type:
+    the float32 side of the experiment runs at plain float32, whatever mode the row checks."""
+    try:
+        with torch.autocast(device.type, enabled=False):
+            run()
+    except Exception:
+        return False
+    return True
+
+
 def dtype_unsupported(
     at_dtype: Callable[[], object],
-    at_float32: Callable[[], object],
+    float32_runs: Callable[[], bool],
     dtype: torch.dtype,
     device: torch.device,
     *,
@@ -116,7 +127,8 @@ def dtype_unsupported(
     Args:
         at_dtype: runs one real lane, unpadded, at `dtype` in the mode checked (inside any
             autocast the caller entered).
-        at_float32: runs the same lane at float32; run here with autocast off.
+        float32_runs: whether the same lane runs at plain float32 (`runs_at_float32`, or
+            what a check already saw); asked only when `at_dtype` crashed.
         dtype: the row's dtype.
         device: where both run.
         mode: how the dtype is run, for the reason (`"cast to it"`, `"under autocast"`).
@@ -127,10 +139,7 @@ def dtype_unsupported(
     crash = crash_of(at_dtype, dtype)
     if crash is None or crash.overflow is not None:
         return ""  # it runs, or a fill value overflows the dtype: a bug, reported by the rows
-    try:
-        with torch.autocast(device.type, enabled=False):
-            at_float32()
-    except Exception:
+    if not float32_runs():
         return ""  # it does not run at float32 either: not the dtype's
     raised = crash.error.__cause__ or crash.error  # a check's own wrapper keeps the crash there
     first = str(raised).splitlines()[0] if str(raised) else ""

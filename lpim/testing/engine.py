@@ -24,7 +24,7 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from lpim._errors import UsageValueError
 from lpim.testing.driver import Case, Driver, check_settings, torch_threads
 from lpim.testing.errors import ExampleT
-from lpim.testing.options import CheckOptions
+from lpim.testing.options import DTYPE_NAMES, CheckOptions
 from lpim.testing.report import CheckReport, PropertyResult
 from lpim.testing.state import user_state_kept
 
@@ -38,8 +38,9 @@ __all__ = [
     "settings_of",
 ]
 
-DEFAULT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
-"""The dtypes checked by default: mixed precision is where fill values such as -1e9 overflow."""
+DEFAULT_DTYPES = tuple(getattr(torch, name) for name in DTYPE_NAMES)
+"""The dtypes checked by default (`lpim.testing.options.DTYPE_NAMES`, as `torch.dtype`s): mixed
+precision is where fill values such as -1e9 overflow."""
 
 DEFAULT_SETTINGS = Settings(
     max_examples=15,
@@ -59,11 +60,9 @@ command)."""
 class CheckSide(Protocol[ExampleT]):
     """What one side of the checks (encoders, consumers) adds to the engine.
 
-    The engine calls `prepare` once, inside the saved user state, before any row; then, for each
-    dtype, `subject` and `rows`; then `notes`.
+    The engine calls `prepare` once, inside the saved user state, before any row; then
+    `contract`; then `rows` for each dtype; then `notes`.
     """
-
-    side: str
 
     def prepare(self, options: CheckOptions) -> None:
         """Read what the subject declares (its width, ...) and check what only this side can:
@@ -85,9 +84,7 @@ class CheckSide(Protocol[ExampleT]):
 
 def dtypes_of(options: CheckOptions) -> tuple[torch.dtype, ...]:
     """The dtypes `options` name, as `torch.dtype`s, in the order they are checked."""
-    if options.dtype is None:
-        return DEFAULT_DTYPES
-    return tuple(getattr(torch, name) for name in options.dtype)
+    return tuple(getattr(torch, name) for name in options.dtype or DTYPE_NAMES)
 
 
 def settings_of(options: CheckOptions) -> Settings:
