@@ -568,7 +568,7 @@ def _load_tensor(path: Path, what: str) -> torch.Tensor:
 
 
 def _conventions(args: argparse.Namespace) -> int:
-    # The registry holds the converters themselves, so reading it imports torch.
+    # The registry is read from lpim.masks, whose converters import torch.
     from lpim.masks import CONVENTIONS
     from lpim.testing.report import format_table
 

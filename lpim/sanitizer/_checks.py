@@ -22,23 +22,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lpim.masks import CONVENTIONS, heads_agree, repeats_with_period
+from lpim._mistakes import MEANINGS, WATCHED, heads_agree, repeats_with_period
+from lpim.masks import CONVENTIONS
 
-KINDS: dict[str, str] = {
-    "missing_head_rows": "a 3D attn_mask with one row per batch entry where nn.MultiheadAttention "
-    "needs batch * num_heads rows",
-    "head_major_3d_mask": "a 3D attn_mask built with repeat(H, 1, 1) instead of "
-    "repeat_interleave(H, 0): each head reads another batch entry's mask, silently",
-    "float_mask_as_additive": "a float mask holding only 0 and 1, which torch adds to the scores: "
-    "it masks nothing",
-    "fully_masked_rows": "query rows with every key masked, whose output is NaN or an arbitrary "
-    "value depending on the path and dtype",
-    "finite_fill": "an additive mask blocking with a finite value (-1e4, -1e9, finfo.min) instead "
-    "of -inf: large scores leak through, and it overflows float16",
-    "nonfinite_output": "NaN or inf in an attention output at query rows that had a key to "
-    "attend to",
-}
-"""Every finding kind, with what it means."""
+KINDS: dict[str, str] = {kind: MEANINGS[kind] for kind in WATCHED}
+"""Every finding kind, with what it means (named as `lpim.masks.diagnose` names them)."""
 
 # A float mask value whose exp() is exactly 0 in float32 blocks its key like -inf does (for
 # scores of order 1): exp(x) underflows float32's smallest subnormal (1.4e-45) below ~-103.3.
