@@ -15,6 +15,7 @@ module is placed here, by whoever adds it, not by a catch-all.
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -270,6 +271,16 @@ def test_every_lpim_module_is_on_a_floor() -> None:
 def test_every_floor_names_a_module_that_exists() -> None:
     stale = stale_floors()
     assert not stale, f"FLOORS names what is no module of lpim: {stale}"
+
+
+def test_developers_md_draws_these_floors() -> None:
+    """The drawing in DEVELOPERS.md ("The floors") names the floors of `FLOORS`, bottom last."""
+    text = (ROOT / "DEVELOPERS.md").read_text()
+    drawing = text.split("## The floors", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    drawn = [
+        tuple(re.findall(r"(?<!\S)(lpim(?:\.\w+)*)(?=\s|$)", line)) for line in drawing.splitlines()
+    ]
+    assert [names for names in reversed(drawn) if names] == FLOORS
 
 
 def test_imports_point_down_the_floors() -> None:
