@@ -51,7 +51,8 @@ Two token layouts between layers, with the same outputs under any padding:
   are computed and their results dropped.
 - **packed**, an optimisation of lanes: the T real tokens alone, lane after lane, `[T, C]`. The
   projections, feed-forward and norms skip the padded slots of real lanes; in return each layer
-  gathers its rows into the lanes layout for attention and back (`PackedLanes` says where).
+  gathers its rows into an `[R, S]` attention layout (the lanes one with each lane's real tokens
+  moved to its front) and back (`PackedLanes` says where).
 
 `PriorEncoder(packed=None)` takes packed on a CPU, where time follows the arithmetic, and lanes
 on other devices, where small batches wait on kernel launches and the gathers would add some.
@@ -491,10 +492,10 @@ class PackedLanes(NamedTuple):
 
     The padded batch is `keep [K, S]`: K lane slots of S token slots, True on real tokens. The
     packed layout `[T, C]` holds the T real tokens, lane after lane, each lane's tokens in their
-    given order. Attention reads them into the lanes layout `[R, S]`: the R lanes with a real
-    token, each lane's tokens moved to its front. Positions past a lane's length repeat its last
-    token and are blocked as keys by `key_bias`; their query rows are computed and dropped. No
-    row is fully blocked: position 0 of every lane is real.
+    given order. Attention reads them into an `[R, S]` layout like the lanes one: the R lanes
+    with a real token, each lane's real tokens moved to its front. Positions past a lane's
+    length repeat its last token and are blocked as keys by `key_bias`; their query rows are
+    computed and dropped. No row is fully blocked: position 0 of every lane is real.
     """
 
     source: Tensor  # [T] int64, flat index into the K*S token slots of each packed token
