@@ -246,11 +246,12 @@ _sessions: list[SanitizeSession] = []
 
 
 def _count_call(skipped: str | None) -> None:
-    for session in list(_sessions):
-        report = session.report
-        report.calls += 1
-        if skipped is not None:
-            report.skipped[skipped] = report.skipped.get(skipped, 0) + 1
+    with _lock:  # calls come from every thread
+        for session in _sessions:
+            report = session.report
+            report.calls += 1
+            if skipped is not None:
+                report.skipped[skipped] = report.skipped.get(skipped, 0) + 1
 
 
 def _deliver(hazards: list[Hazard], api: str) -> None:
@@ -259,8 +260,11 @@ def _deliver(hazards: list[Hazard], api: str) -> None:
     where = f"{_short(filename)}:{line}"
     to_raise: Finding | None = None
     for hazard in hazards:
-        for session in list(_sessions):
-            finding = session.report._record(hazard, where, api)
+        with _lock:  # calls come from every thread
+            recorded = [
+                (session, session.report._record(hazard, where, api)) for session in _sessions
+            ]
+        for session, finding in recorded:
             key = (hazard.kind, where)
             if session.on_finding == "warn" and key not in session._warned:
                 session._warned.add(key)

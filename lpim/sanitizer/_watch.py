@@ -285,7 +285,7 @@ class Watcher:
                 reason = f"{SKIP_UNREAD} ({type(error).__name__}: {error})"
         self._count(reason)
         if call.found is not None and call.found.hazards:
-            self._deliver(call.found.hazards, call.api)
+            self._hand_over(call.found.hazards, call.api)
 
     def _post_hook(self, module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
         __tracebackhide__ = True
@@ -316,7 +316,19 @@ class Watcher:
         except Exception:  # never break the model; the call was counted already
             return
         if hazards:
-            self._deliver(hazards, call.api)
+            self._hand_over(hazards, call.api)
+
+    def _hand_over(self, hazards: list[Hazard], api: str) -> None:
+        """Give `hazards` to `deliver`, their texts made first where no mode sees lpim's reads
+        (a text may read the call's tensors)."""
+        __tracebackhide__ = True
+        try:
+            with _reading():
+                for hazard in hazards:
+                    hazard.detail  # noqa: B018 -- computed and kept
+        except Exception:  # never break the model: the kinds are still reported
+            pass
+        self._deliver(hazards, api)
 
     def _count(self, skipped: str | None) -> None:
         self._state.counted += 1
@@ -387,7 +399,7 @@ class Watcher:
             found, reason = None, f"{SKIP_UNREAD} ({type(error).__name__}: {error})"
         self._count(reason)
         if found is not None and found.hazards:
-            self._deliver(found.hazards, api)
+            self._hand_over(found.hazards, api)
         calls.append(_Call(None, inspected=True))  # what it calls is this call
         try:
             result = func(*args, **kwargs)
@@ -405,7 +417,7 @@ class Watcher:
             except Exception:  # never break the model; the call was counted already
                 hazards = []
             if hazards:
-                self._deliver(hazards, api)
+                self._hand_over(hazards, api)
         return result
 
 
