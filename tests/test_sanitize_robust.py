@@ -3,6 +3,7 @@ where it can be read, and leaves no hook, patch or mode behind (issue 22, item 6
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -225,6 +226,23 @@ def test_an_error_while_reading_a_call_skips_it(monkeypatch: pytest.MonkeyPatch)
     assert report.calls == 1 and len(report.skipped) == 1
 
 
+def test_torch_compile_under_the_sanitizer() -> None:
+    """Compiled code runs and gives the eager output; its attention calls are read eagerly (a
+    graph break at each), at the user's line."""
+
+    def attend(x: torch.Tensor, float_mask: torch.Tensor) -> torch.Tensor:
+        q = x.view(1, 2, L, 4)
+        return F.scaled_dot_product_attention(q, q, q, attn_mask=float_mask)  # the call
+
+    x, float_01 = torch.randn(2 * L * 4), torch.ones(L, L)
+    with lpim.sanitize(on_finding="collect") as report:
+        out = torch.compile(attend)(x, float_01)
+    torch.testing.assert_close(out, attend(x, float_01))
+    assert _kinds(report) == ["float_mask_as_additive"]
+    call_line = attend.__code__.co_firstlineno + 2  # def, q = ..., the call
+    assert report.findings[0].where.endswith(f"test_sanitize_robust.py:{call_line}")
+
+
 # -- threads ---------------------------------------------------------------------------------------
 
 
@@ -304,6 +322,22 @@ def test_sessions_in_two_threads_end_in_any_order(first_out: str) -> None:
         t.join(timeout=30)
     assert not errors, errors
     assert [reports[name].findings[0].count for name in "ab"] == [2, 2]  # each saw both calls
+
+
+@pytest.mark.parametrize("exit_order", list(itertools.permutations(range(3))))
+def test_sessions_in_one_thread_end_in_any_order(exit_order: tuple[int, ...]) -> None:
+    """`enable`, `with` blocks and modes end in any order; each session records exactly the
+    calls made while it was on."""
+    q, float_01 = torch.randn(1, 1, 2, 2), torch.ones(2, 2)
+    sessions = [lpim.sanitize(on_finding="collect") for _ in range(3)]
+    reports = [session.__enter__() for session in sessions]
+    F.scaled_dot_product_attention(q, q, q, attn_mask=float_01)
+    for ended, index in enumerate(exit_order):
+        sessions[index].__exit__(None, None, None)
+        F.scaled_dot_product_attention(q, q, q, attn_mask=float_01)
+        assert lpim.sanitize.active == (ended < 2)
+    # on for the first call and for one more per session that ended after it
+    assert [report.calls for report in reports] == [1 + exit_order.index(i) for i in range(3)]
 
 
 def test_enable_in_one_thread_disable_in_another() -> None:

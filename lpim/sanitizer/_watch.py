@@ -32,7 +32,6 @@ breaking the model.
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import os
 import sys
@@ -201,7 +200,25 @@ class Watcher:
         self._signatures: dict[type, inspect.Signature | None] = {}
         self._installed = False
         self._patches = {name: _patched(self, original) for name, original in _ORIGINALS.items()}
-        self.functions = {_SDPA, _MHA_FORWARD, *self._patches.values()}
+        self._sdpa_patch = self._patches["scaled_dot_product_attention"]
+        self._mha_patch = self._patches["multi_head_attention_forward"]
+
+    def watches(self, func: Callable[..., Any]) -> bool:
+        """True for the functions this watcher inspects: torch's, and its patches of them.
+
+        Compared by identity, not looked up in a set: `torch.compile` traces the mode that
+        calls this, and fails to guard on a set of functions reached through the mode stack.
+        """
+        return (
+            func is _SDPA
+            or func is _MHA_FORWARD
+            or func is self._sdpa_patch
+            or func is self._mha_patch
+            or (
+                isinstance(func, torch._ops.OpOverloadPacket | torch._ops.OpOverload)
+                and _is_varlen(func)
+            )
+        )
 
     # -- install / remove -------------------------------------------------------------------
 
@@ -425,11 +442,17 @@ def _patched(watcher: Watcher, original: Callable[..., Any]) -> Callable[..., An
     """`original` as the name in `torch.nn.functional` while a session is on: seen in every
     thread, passed straight to torch where a mode of ours sees it or no session is on."""
 
-    @functools.wraps(original)
     def watched(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
+        if torch.compiler.is_compiling():
+            # torch.compile would trace the call into its graph, unread: it is read eagerly,
+            # at run time, on real tensors (a graph break at each attention call)
+            return _eagerly(watcher.from_patch)(original, args, kwargs)
         return watcher.from_patch(original, args, kwargs)
 
+    # its name and text, not functools.wraps: a __wrapped__ would lead torch.compile around it
+    watched.__name__ = watched.__qualname__ = original.__name__
+    watched.__doc__ = original.__doc__
     return watched
 
 
@@ -513,6 +536,15 @@ def _is_varlen(func: Callable[..., Any]) -> bool:
     return isinstance(func, torch._ops.OpOverloadPacket) and func._qualified_op_name == _VARLEN_OP
 
 
+def _eagerly(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function`, run by Python even inside `torch.compile` (asked for only while torch
+    traces, so it is made at trace time and costs nothing when the compiled code runs)."""
+    disabled: Callable[..., Any] = torch.compiler.disable(  # type: ignore[no-untyped-call]
+        function, recursive=True
+    )
+    return disabled
+
+
 class AttentionMode(TorchFunctionMode):
     """Passes every torch function through unchanged; attention functions go via the watcher.
 
@@ -538,10 +570,11 @@ class AttentionMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.retired:
             return func(*args, **kwargs)
-        if func in self._watcher.functions or (
-            isinstance(func, torch._ops.OpOverloadPacket | torch._ops.OpOverload)
-            and _is_varlen(func)
-        ):
+        if self._watcher.watches(func):
+            if torch.compiler.is_compiling():
+                # torch.compile traces this mode: the call is read eagerly, at run time, on
+                # real tensors (a graph break at each attention call)
+                return _eagerly(self._watcher.on_function)(func, args, kwargs)
             return self._watcher.on_function(func, args, kwargs)
         return func(*args, **kwargs)
 
