@@ -31,12 +31,11 @@ breaking the model.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import sys
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -159,18 +158,33 @@ def _has_data(value: object) -> bool:
     return type(value) in (Tensor, nn.Parameter) and not value.is_meta
 
 
-@contextlib.contextmanager
-def _reading() -> Iterator[None]:
+class _reading:
     """Where the sanitizer reads tensors: no autograd, and no mode sees its own operations
-    (another library's function modes, a FlopCounter or FakeTensorMode's dispatch modes)."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.no_grad())
-        stack.enter_context(torch._C.DisableTorchFunction())
+    (another library's function modes, a FlopCounter or FakeTensorMode's dispatch modes).
+
+    A class rather than a `contextlib` generator: it runs twice per attention call, and this
+    costs a third as much.
+    """
+
+    __slots__ = ("_grad", "_no_dispatch", "_no_function")
+
+    def __enter__(self) -> None:
+        self._grad = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        self._no_function = torch._C.DisableTorchFunction()
+        self._no_function.__enter__()
+        self._no_dispatch: Any = None
         if torch._C._len_torch_dispatch_stack():
             from torch.utils._python_dispatch import _disable_current_modes
 
-            stack.enter_context(_disable_current_modes())
-        yield
+            self._no_dispatch = _disable_current_modes()
+            self._no_dispatch.__enter__()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._no_dispatch is not None:
+            self._no_dispatch.__exit__(*exc_info)
+        self._no_function.__exit__(None, None, None)
+        torch._C._set_grad_enabled(self._grad)
 
 
 def _skip_reason(tensors: Collection[object], query: object, key: object) -> str | None:
