@@ -141,6 +141,16 @@ def test_subclass_taking_torchs_parameters_is_read_at_its_call() -> None:
     assert _kinds(report) == ["head_major_3d_mask"] and report.findings[0].api == "Tagged"
 
 
+def test_a_call_torch_refuses_raises_torchs_own_error() -> None:
+    mha, x = nn.MultiheadAttention(E, H, batch_first=True), _x()
+    with pytest.raises(TypeError) as plain:
+        mha(x)  # no key, no value
+    with pytest.raises(TypeError) as watched, lpim.sanitize(on_finding="raise") as report:
+        mha(x)
+    assert str(watched.value) == str(plain.value)
+    assert report.calls == 0 and not report.skipped
+
+
 # -- tensors without data, and zero-size calls ---------------------------------------------------
 
 

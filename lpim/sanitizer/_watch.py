@@ -329,7 +329,7 @@ class Watcher:
         mode = call.suspended
         if mode is not None and not mode.retired:
             torch._C._push_on_torch_function_stack(mode)
-        if call.unread_since == self._state.counted and self._installed:
+        if call.unread_since == self._state.counted and result is not None and self._installed:
             # its own forward ran torch's attention where nothing sees it (a fused fast path)
             self._count(f"{SKIP_FORWARD} ({type(module).__qualname__}.forward)")
         if result is None or call.found is None:
