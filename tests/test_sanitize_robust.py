@@ -253,6 +253,23 @@ def test_torch_compile_under_the_sanitizer() -> None:
     assert report.findings[0].where.endswith(f"test_sanitize_robust.py:{call_line}")
 
 
+def test_a_reference_taken_during_a_session_is_torchs_function_after_it() -> None:
+    """An import made under `lpim sanitize` may keep `F.scaled_dot_product_attention` as it
+    was then: once the session ends it is torch's function again, eager and compiled (no
+    graph break)."""
+    with lpim.sanitize(on_finding="collect"):
+        sdpa = F.scaled_dot_product_attention
+    assert sdpa is not SDPA  # the premise: it kept the sanitizer's name
+
+    def attend(x: torch.Tensor) -> torch.Tensor:
+        q = x.view(1, 2, L, 4)
+        return sdpa(q, q, q, attn_mask=torch.ones(L, L))
+
+    x = torch.randn(2 * L * 4)
+    assert torch.equal(attend(x), SDPA(*[x.view(1, 2, L, 4)] * 3, attn_mask=torch.ones(L, L)))
+    assert torch._dynamo.explain(attend)(x).graph_break_count == 0
+
+
 # -- threads ---------------------------------------------------------------------------------------
 
 

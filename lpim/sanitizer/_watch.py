@@ -212,7 +212,7 @@ class Watcher:
         self._handles: list[RemovableHandle] = []
         self._state = _State()
         self._signatures: dict[type, inspect.Signature | None] = {}
-        self._installed = False
+        self.installed = False
         self._patches = {name: _patched(self, original) for name, original in _ORIGINALS.items()}
         self._sdpa_patch = self._patches["scaled_dot_product_attention"]
         self._mha_patch = self._patches["multi_head_attention_forward"]
@@ -247,10 +247,10 @@ class Watcher:
         ]
         for name, patch in self._patches.items():
             setattr(F, name, patch)
-        self._installed = True
+        self.installed = True
 
     def remove(self) -> None:
-        self._installed = False
+        self.installed = False
         for handle in self._handles:
             handle.remove()
         self._handles = []
@@ -286,7 +286,7 @@ class Watcher:
 
     def _pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         __tracebackhide__ = True  # pytest shows the user's call, not this frame
-        if not isinstance(module, _WATCHED_MODULES) or not self._installed:
+        if not isinstance(module, _WATCHED_MODULES) or not self.installed:
             return
         calls = self._state.calls
         if any(c.inspected for c in calls):  # the same call, seen again
@@ -329,7 +329,7 @@ class Watcher:
         mode = call.suspended
         if mode is not None and not mode.retired:
             torch._C._push_on_torch_function_stack(mode)
-        if call.unread_since == self._state.counted and result is not None and self._installed:
+        if call.unread_since == self._state.counted and result is not None and self.installed:
             # its own forward ran torch's attention where nothing sees it (a fused fast path)
             self._count(f"{SKIP_FORWARD} ({type(module).__qualname__}.forward)")
         if result is None or call.found is None:
@@ -406,7 +406,7 @@ class Watcher:
         __tracebackhide__ = True
         mode = self._state.mode
         if (
-            not self._installed
+            not self.installed
             or any(c.inspected for c in self._state.calls)
             or (mode is not None and not mode.retired and _on_stack(mode))
         ):
@@ -458,6 +458,9 @@ def _patched(watcher: Watcher, original: Callable[..., Any]) -> Callable[..., An
 
     def watched(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
+        if not watcher.installed:
+            # a reference taken while a session was on (an import made under `lpim sanitize`)
+            return original(*args, **kwargs)
         if torch.compiler.is_compiling():
             # torch.compile would trace the call into its graph, unread: it is read eagerly,
             # at run time, on real tensors (a graph break at each attention call)
