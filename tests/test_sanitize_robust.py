@@ -367,6 +367,71 @@ def test_sessions_in_one_thread_end_in_any_order(exit_order: tuple[int, ...]) ->
     assert [report.calls for report in reports] == [1 + exit_order.index(i) for i in range(3)]
 
 
+def test_many_threads_starting_and_ending_sessions_at_once() -> None:
+    """Sessions begun and ended concurrently in four threads, under one long session: every
+    call counted once by the long one, each thread's own sessions see their own call."""
+    q, float_01 = torch.randn(1, 1, 3, 2), torch.ones(3, 3)
+    rounds, workers = 20, 4
+    own: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            for _ in range(rounds):
+                with lpim.sanitize(on_finding="collect") as report:
+                    F.scaled_dot_product_attention(q, q, q, attn_mask=float_01)
+                with lock:
+                    own.append(report.findings[0].count if report.findings else 0)
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+
+    with lpim.sanitize(on_finding="collect") as outer:
+        threads = [threading.Thread(target=work) for _ in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert not errors, errors
+    assert outer.calls == rounds * workers
+    assert len(own) == rounds * workers and min(own) >= 1
+
+
+def test_a_session_ended_during_a_forward_in_another_thread() -> None:
+    """The forward's post-hook never runs (the hooks are gone): the thread's next calls under
+    a new session are still read, not taken for calls nested in that forward."""
+    inside, ended, returned, again, done = (threading.Event() for _ in range(5))
+    q, float_01 = torch.randn(1, 1, 3, 2), torch.ones(3, 3)
+
+    class Waits(nn.MultiheadAttention):
+        def forward(self, query, key, value, key_padding_mask=None, need_weights=True,  # type: ignore[no-untyped-def,override]
+                    attn_mask=None) -> Any:  # fmt: skip
+            inside.set()
+            assert ended.wait(timeout=30)
+            return super().forward(query, key, value, need_weights=need_weights)
+
+    mha, x = Waits(E, H, batch_first=True), _x()
+
+    def work() -> None:
+        mha(x, x, x)
+        returned.set()
+        assert again.wait(timeout=30)
+        F.scaled_dot_product_attention(q, q, q, attn_mask=float_01)
+        done.set()
+
+    worker = threading.Thread(target=work)
+    with lpim.sanitize(on_finding="collect"):
+        worker.start()
+        assert inside.wait(timeout=30)
+    ended.set()
+    assert returned.wait(timeout=30)  # the forward ended while no hook was installed
+    with lpim.sanitize(on_finding="collect") as report:
+        again.set()
+        assert done.wait(timeout=30)
+    worker.join()
+    assert _kinds(report) == ["float_mask_as_additive"]
+
+
 def test_enable_in_one_thread_disable_in_another() -> None:
     """The enabling thread's mode goes inert, and is taken off its stack at its next session."""
     started, disabled = threading.Event(), threading.Event()

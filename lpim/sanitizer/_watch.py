@@ -115,11 +115,13 @@ class _State(threading.local):
     """What one thread has: its open watched calls and its mode (None where no session began)."""
 
     calls: list[_Call]
+    generation: int  # the install its calls belong to
     mode: AttentionMode | None
     counted: int  # attention calls counted in this thread
 
     def __init__(self) -> None:
         self.calls = []
+        self.generation = -1
         self.mode = None
         self.counted = 0
 
@@ -211,6 +213,7 @@ class Watcher:
         self._count_call = count_call
         self._handles: list[RemovableHandle] = []
         self._state = _State()
+        self._generation = 0
         self._signatures: dict[type, inspect.Signature | None] = {}
         self.installed = False
         self._patches = {name: _patched(self, original) for name, original in _ORIGINALS.items()}
@@ -237,9 +240,9 @@ class Watcher:
     # -- install / remove -------------------------------------------------------------------
 
     def install(self) -> None:
-        # a call left open by a session that ended inside a module's forward must not mark
-        # every later call as nested
-        self._state.calls = []
+        # a call left open in any thread by a session that ended inside a module's forward
+        # must not mark every later call there as nested (see `_calls`)
+        self._generation += 1
         self._handles = [
             torch_module.register_module_forward_pre_hook(self._pre_hook),
             # always_call: the mode goes back on the stack even when the forward raises
@@ -288,7 +291,7 @@ class Watcher:
         __tracebackhide__ = True  # pytest shows the user's call, not this frame
         if not isinstance(module, _WATCHED_MODULES) or not self.installed:
             return
-        calls = self._state.calls
+        calls = self._calls()
         if any(c.inspected for c in calls):  # the same call, seen again
             calls.append(_Call(module, inspected=False, suspended=self._suspend_mode()))
             return
@@ -322,7 +325,7 @@ class Watcher:
         __tracebackhide__ = True
         if not isinstance(module, _WATCHED_MODULES):
             return
-        calls = self._state.calls
+        calls = self._calls()
         if not calls or calls[-1].module is not module:
             return  # its pre-hook did not run (an earlier pre-hook raised)
         call = calls.pop()
@@ -360,6 +363,13 @@ class Watcher:
         except Exception:  # never break the model: the kinds are still reported
             pass
         self._deliver(hazards, api)
+
+    def _calls(self) -> list[_Call]:
+        """This thread's open watched calls, those of an earlier install dropped."""
+        state = self._state
+        if state.generation != self._generation:
+            state.calls, state.generation = [], self._generation
+        return state.calls
 
     def _count(self, skipped: str | None) -> None:
         self._state.counted += 1
@@ -407,7 +417,7 @@ class Watcher:
         mode = self._state.mode
         if (
             not self.installed
-            or any(c.inspected for c in self._state.calls)
+            or any(c.inspected for c in self._calls())
             or (mode is not None and not mode.retired and _on_stack(mode))
         ):
             return func(*args, **kwargs)
@@ -417,7 +427,7 @@ class Watcher:
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         __tracebackhide__ = True
-        calls = self._state.calls
+        calls = self._calls()
         if any(c.inspected for c in calls):
             return func(*args, **kwargs)  # inside a watched call: seen there
         found: Inspection | None = None
