@@ -691,9 +691,15 @@ def _imports_on_its_own(path: Path) -> str:
 
 
 def _sanitize(args: argparse.Namespace) -> int:
-    """Run a user's script under `lpim.sanitize(on_finding="collect")`; print the findings."""
+    """Run a user's script under `lpim.sanitize(on_finding="collect")`; print the findings.
+
+    Whatever the script does (raises, exits, leaves a torch function mode entered), the table
+    is printed; modes the script left entered are exited, with a line on stderr naming them.
+    """
     import runpy
     import traceback
+
+    import torch
 
     from lpim.sanitizer import sanitize
 
@@ -705,6 +711,7 @@ def _sanitize(args: argparse.Namespace) -> int:
     sys.argv = [str(script), *args.args]
     sys.path.insert(0, str(script.resolve().parent))  # as `python SCRIPT.py` does
     status = EXIT_OK
+    depth = torch._C._len_torch_function_stack()
     try:
         with sanitize(on_finding="collect") as report:
             try:
@@ -717,6 +724,23 @@ def _sanitize(args: argparse.Namespace) -> int:
                 status = EXIT_FAILED
     finally:
         sys.argv, sys.path[:] = argv, path
+        left = _exit_modes_above(depth)
+    if left:
+        print(
+            f"lpim sanitize: the script left {len(left)} torch function mode(s) entered "
+            f"({', '.join(left)}); lpim exited them after the run",
+            file=sys.stderr,
+        )
     sys.stdout.flush()
     print(report.table())
     return EXIT_FAILED if report.findings else status
+
+
+def _exit_modes_above(depth: int) -> list[str]:
+    """Pop the torch function modes above `depth` (a script's, left entered); their names."""
+    import torch
+
+    names: list[str] = []
+    while torch._C._len_torch_function_stack() > depth:
+        names.append(type(torch._C._pop_torch_function_stack()).__name__)
+    return names[::-1]
