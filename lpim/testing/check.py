@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from hypothesis import HealthCheck, Phase, find
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky, HypothesisException
@@ -30,9 +31,19 @@ from lpim._properties import (
 )
 from lpim._validation import check_callable
 from lpim.batch import LaneBatch
-from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS
+from lpim.strategies import (
+    GARBAGE_CONTRACTS,
+    NONFINITE_GARBAGE_KINDS,
+    OtherInputs,
+    with_other_inputs,
+)
 from lpim.testing import properties as props
-from lpim.testing.arguments import declared_width, subject_name, unknown_width
+from lpim.testing.arguments import (
+    check_other_inputs,
+    declared_width,
+    subject_name,
+    unknown_width,
+)
 from lpim.testing.contract import DataContract
 from lpim.testing.deadline import CallTimedOut, HangMemory, call_within, hard_stop
 from lpim.testing.dispatch import calls_attention, count_dispatch
@@ -79,6 +90,7 @@ def check_encoder(
     output: int | str | None = None,
     point_mask_as: str | None = None,
     argument_names: tuple[str, str] | None = None,
+    other_inputs: OtherInputs | None = None,
     dtype: torch.dtype | Sequence[torch.dtype] | None = None,
     device: str | torch.device | None = None,
     settings: Settings | None = None,
@@ -128,6 +140,13 @@ def check_encoder(
             keyword (`forward(polylines=..., polylines_mask=...)`). With `output`,
             `point_mask_as` or `argument_names`, the encoder is checked through
             `lpim.testing.Adapted`, which reproducers rebuild.
+        other_inputs: `(batch_size, dtype, device) -> SearchStrategy` of the encoder's
+            per-sample context: a tuple (passed after the mask) or a dict (keywords), every
+            tensor `[B, ...]`, e.g. an agent embedding `[B, C]` used as the seed query. The
+            encoder is called as `encoder(points, point_mask, *args, **kwargs)`, and every
+            property that runs a lane alone gives it its own sample's rows
+            (`lpim.LaneBatch.samples`). It is called once before the check: one that raises,
+            or returns something other than a strategy, is a usage error.
         dtype: one dtype or several (`torch.float32` or `"float32"`); default float64,
             float32, bfloat16, float16.
         device: where to run (default CPU). `devices_agree` compares CPU with CUDA and is
@@ -237,6 +256,8 @@ class EncoderSide:
         self.contract_ = DataContract.from_options(options)
         self.point_dim = _point_dim(options, self.encoder)
         self.device = torch.device(options.device)
+        if options.other_inputs is not None:
+            check_other_inputs(options, self.device)
         self.features = _check_output(
             self.encoder, self.point_dim, self.device, options, self.hangs
         )
@@ -252,7 +273,7 @@ class EncoderSide:
         autocast = options.precision == "autocast" and dtype in (torch.bfloat16, torch.float16)
         held_dtype = torch.float32 if autocast else dtype
         context = _autocast(target, dtype) if autocast else contextlib.nullcontext
-        subject = _prepare(self.encoder, held_dtype, dtype, target, dim, driver, options.factory)
+        subject = _prepare(self.encoder, held_dtype, dtype, target, dim, driver, options)
         if subject is None:
             return
         subject.deadline, subject.hangs = options.deadline, self.hangs
@@ -285,11 +306,14 @@ class EncoderSide:
             yield Case(
                 property_name=name,
                 dtype=dtype,
-                strategy=contract.batches(
-                    point_dim=dim,
-                    dtype=held_dtype,
-                    device=target,
-                    garbage=_drawn_garbage(prop, contract),
+                strategy=_with_inputs(
+                    contract.batches(
+                        point_dim=dim,
+                        dtype=held_dtype,
+                        device=target,
+                        garbage=_drawn_garbage(prop, contract),
+                    ),
+                    options.other_inputs,
                 ),
                 check=functools.partial(check, subject),
                 settings=twice if name == "deterministic" else settings,
@@ -308,7 +332,8 @@ class EncoderSide:
         if not self.empty_lanes_seen and contract.empty_lanes is not False and not unsupported:
             with context():
                 self.empty_lanes_seen = props.empty_lane_values(
-                    subject, _with_empty_lanes(dim, held_dtype, target)
+                    subject,
+                    _given_inputs(_with_empty_lanes(dim, held_dtype, target), options.other_inputs),
                 )
 
     def notes(self, report: CheckReport) -> None:
@@ -436,7 +461,7 @@ def _prepare(
     device: torch.device,
     point_dim: int,
     driver: Driver[LaneBatch],
-    factory: str | None,
+    options: CheckOptions,
 ) -> Subject | None:
     """The encoder, copied to `held_dtype` on `device`; a `runs` row fails (and None is
     returned) if it cannot be, or if it still holds tensors elsewhere (a module wrapped in a
@@ -460,10 +485,11 @@ def _prepare(
             "plain tensor attribute should be a registered buffer), or check on its device "
             "(device=...)"
         )
-    failure = EncoderPropertyError("runs", problem, _probe(point_dim, held_dtype, device))
+    probe = _given_inputs(_probe(point_dim, held_dtype, device), options.other_inputs)
+    failure = EncoderPropertyError("runs", problem, probe)
     failure.__cause__ = cause
     failure.attach_reproducer(
-        reproducer(failure.example, "assert_finite", "runs", encoder, factory)
+        reproducer(failure.example, "assert_finite", "runs", encoder, options.factory)
     )
     driver.fail(
         failure, PropertyResult("runs", row_dtype, "FAIL", 0, 0.0, 0.0, f"runs: {problem}"[:120])
@@ -477,6 +503,31 @@ def _probe(point_dim: int, dtype: torch.dtype, device: torch.device) -> LaneBatc
         torch.linspace(-1, 1, 3 * point_dim).reshape(1, 1, 3, point_dim).to(dtype),
         torch.ones(1, 1, 3, dtype=torch.bool),
     ).to(device=device)
+
+
+def _with_inputs(
+    batches: st.SearchStrategy[LaneBatch], other_inputs: OtherInputs | None
+) -> st.SearchStrategy[LaneBatch]:
+    """The batches, each with the encoder's other inputs drawn for it (when it takes any)."""
+    return batches if other_inputs is None else with_other_inputs(batches, other_inputs)
+
+
+def _given_inputs(batch: LaneBatch, other_inputs: OtherInputs | None) -> LaneBatch:
+    """`batch` with the encoder's other inputs for its `B` samples (as it is without any):
+    the simplest that `other_inputs` draws (Hypothesis' `find`, so the same every run), for
+    the probes made outside the rows."""
+    if other_inputs is None:
+        return batch
+    dtype, device = batch.points.dtype, batch.points.device
+    quiet = Settings(
+        database=None,
+        max_examples=20,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate, Phase.shrink],
+    )
+    simplest = find(with_other_inputs(st.just(batch), other_inputs), lambda _: True, settings=quiet)
+    return simplest.to(device=device, dtype=dtype)
 
 
 def _with_empty_lanes(point_dim: int, dtype: torch.dtype, device: torch.device) -> LaneBatch:
@@ -529,7 +580,7 @@ def _check_output(
         subject = Subject.prepare(encoder, torch.float32, device)
         subject.deadline, subject.hangs = options.deadline, hangs
         with torch.no_grad(), count_dispatch() as count:
-            subject(_probe(point_dim, torch.float32, device))
+            subject(_given_inputs(_probe(point_dim, torch.float32, device), options.other_inputs))
     except NoLaneEmbedding as error:
         chooses = options.how_to_pass("output", "INDEX|NAME", placeholder=True)
         raise UsageValueError(
@@ -558,7 +609,8 @@ def _unsupported(
     def at_dtype() -> None:
         with torch.no_grad():
             try:
-                subject(_probe(point_dim, subject.dtype, subject.device))
+                probe = _probe(point_dim, subject.dtype, subject.device)
+                subject(_given_inputs(probe, options.other_inputs))
             except DeadlineExceeded:
                 pass  # slow, not unsupported: the rows report `deadline`
 
@@ -663,7 +715,7 @@ def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
             if isinstance(width, int) and width > 0 and width not in candidates:
                 candidates.append(width)
     for width in candidates:
-        if _runs_with(encoder, width, options.deadline):
+        if _runs_with(encoder, width, options):
             return width
     tried = f" (the widths of its layers, {candidates}, did not run)" if candidates else ""
     raise unknown_width(
@@ -676,7 +728,7 @@ def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
     )
 
 
-def _runs_with(encoder: Encoder, point_dim: int, deadline: float | None) -> bool:
+def _runs_with(encoder: Encoder, point_dim: int, options: CheckOptions) -> bool:
     """True when `encoder` runs on one lane of 3 points of `point_dim` coordinates (within
     the hard stop of `deadline`, when there is one)."""
     module = encoder if isinstance(encoder, torch.nn.Module) else None
@@ -689,10 +741,11 @@ def _runs_with(encoder: Encoder, point_dim: int, deadline: float | None) -> bool
             probe = _probe(point_dim, dtype or torch.float32, torch.device("cpu"))
             if first is not None:
                 probe = probe.to(device=first.device)
-            if deadline is None:
-                encoder(probe.points, probe.point_mask)
+            probe = _given_inputs(probe, options.other_inputs)
+            if options.deadline is None:
+                probe.call(encoder)
             else:
-                call_within(hard_stop(deadline), encoder, probe.points, probe.point_mask)
+                call_within(hard_stop(options.deadline), probe.call, encoder)
     except (Exception, CallTimedOut):
         return False
     return True

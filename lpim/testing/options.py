@@ -719,14 +719,14 @@ class CheckOptions:
     )
     other_inputs: Any = _option(
         None,
-        help="FUNCTION(batch_size, dtype, device) -> a Hypothesis strategy of the consumer's "
-        "other inputs (a tuple, or a dict of keywords); flag and key: MODULE:FUNCTION, e.g. "
-        "'lpim.strategies:bev_maps(16, 8, 8)'",
+        help="FUNCTION(batch_size, dtype, device) -> a Hypothesis strategy of the other inputs "
+        "(a tuple, passed after the mask, or a dict of keywords): an encoder's per-sample "
+        "context, every tensor [B, ...] (each lane alone gets its sample's rows), or a "
+        "consumer's; flag and key: MODULE:FUNCTION, e.g. 'lpim.strategies:bev_maps(16, 8, 8)'",
         check=_other_inputs,
         text=_target_text,
         toml=_target_text,
         metavar="MODULE:FUNCTION",
-        sides=("consumer",),
     )
     order_invariant: bool = _option(
         False,

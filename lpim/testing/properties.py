@@ -275,10 +275,11 @@ def assert_finite(encoder: Encoder | Subject, batch: LaneBatch) -> float:
 
 
 def lane_alone(batch: LaneBatch, b: int, m: int) -> LaneBatch:
-    """Lane `(b, m)` alone and unpadded: `points [1, 1, n, D]`, every point real."""
+    """Lane `(b, m)` alone and unpadded: `points [1, 1, n, D]`, every point real, with
+    sample `b`'s rows of the other inputs (`LaneBatch.args`, `kwargs`)."""
     real = batch.points[b, m][batch.point_mask[b, m]]  # [n, D]
     point_mask = torch.ones(1, 1, real.shape[0], dtype=torch.bool, device=real.device)
-    return LaneBatch(real[None, None], point_mask)
+    return batch.samples([b]).with_points(real[None, None], point_mask)  # its sample's inputs
 
 
 def assert_matches_unpadded(encoder: Encoder | Subject, batch: LaneBatch) -> float:
@@ -347,7 +348,7 @@ def with_padding(batch: LaneBatch, fill: float | torch.Tensor) -> LaneBatch:
     """`batch` with every padded slot set to `fill` (a number, or `[B, M, N, D]` values;
     real points untouched)."""
     points = torch.where(batch.point_mask[..., None], batch.points, fill)
-    return LaneBatch(points, batch.point_mask)
+    return batch.with_points(points, batch.point_mask)
 
 
 def padding_variants(batch: LaneBatch, kinds: Sequence[str]) -> dict[str, LaneBatch]:
@@ -375,7 +376,7 @@ def padding_mixture(batch: LaneBatch, kinds: Sequence[str]) -> LaneBatch:
     points = batch.points
     for index, variant in enumerate(variants):
         points = torch.where((pick == index)[..., None], variant.points, points)
-    return LaneBatch(points, batch.point_mask)
+    return batch.with_points(points, batch.point_mask)
 
 
 def _last_points(batch: LaneBatch) -> torch.Tensor:
@@ -528,8 +529,9 @@ def assert_lanes_independent(
     # 1. permutation: outputs must follow their lanes.
     sample_order = torch.arange(b - 1, -1, -1)
     lane_order = torch.roll(torch.arange(m), 1)
-    permuted = LaneBatch(
-        batch.points[sample_order][:, lane_order], batch.point_mask[sample_order][:, lane_order]
+    reordered = batch.samples(sample_order)  # samples keep their own other inputs
+    permuted = reordered.with_points(
+        reordered.points[:, lane_order], reordered.point_mask[:, lane_order]
     )
     actual = _call(subject, permuted)
     restored = EncoderOutput(
@@ -605,7 +607,7 @@ def _changed_lanes(
     empty_now = (changed & ~batch.lane_mask).flatten()  # [B*M]: gets the polyline
     points[empty_now] = polyline.to(points.dtype)
     point_mask[empty_now] = True
-    return LaneBatch(points.reshape(b, m, n, d), point_mask.reshape(b, m, n))
+    return batch.with_points(points.reshape(b, m, n, d), point_mask.reshape(b, m, n))
 
 
 # -- gradients isolated ----------------------------------------------------------------------------
@@ -631,7 +633,7 @@ def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> f
     points = batch.points.to(device=subject.device, dtype=subject.dtype).detach().requires_grad_()
     point_mask = batch.point_mask.to(subject.device)
     with _runs(batch):
-        out = subject(LaneBatch(points, point_mask))
+        out = subject(batch.to(subject.device, subject.dtype).with_points(points, point_mask))
     if not out.lane_embedding.requires_grad:
         raise EncoderPropertyError(
             "gradients_isolated",
@@ -771,7 +773,7 @@ def assert_gradients_ignore_padding(
     # leak there is the padding properties' to name.
     real_lanes = batch.lane_mask[..., None, None]  # [B, M, 1, 1]
     variants = {
-        f"mixed {' / '.join(group)}": LaneBatch(
+        f"mixed {' / '.join(group)}": batch.with_points(
             torch.where(real_lanes, padding_mixture(batch, group).points, baseline_points),
             batch.point_mask,
         )

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, NoReturn
 
 import torch
 
-from lpim._errors import LpimError
+from lpim._errors import LpimError, UsageTypeError
 from lpim.batch import LaneBatch
 from lpim.testing.compare import same_values
 from lpim.testing.deadline import (
@@ -116,8 +116,11 @@ class Adapted(torch.nn.Module):
         self.argument_names = argument_names
         self.output = output
 
-    def forward(self, points: torch.Tensor, point_mask: torch.Tensor) -> Any:
-        """`encoder` called as it expects; the part of its output `output` names."""
+    def forward(
+        self, points: torch.Tensor, point_mask: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> Any:
+        """`encoder` called as it expects (other inputs passed on after the mask); the part
+        of its output `output` names."""
         mask: torch.Tensor = {
             "point_mask": lambda: point_mask,
             "key_padding_mask": lambda: ~point_mask,  # True = padded slot
@@ -125,9 +128,16 @@ class Adapted(torch.nn.Module):
             "lengths": lambda: point_mask.sum(-1),  # [B, M]
         }[self.point_mask_as]()
         if self.argument_names is None:
-            found = self.inner(points, mask)
+            found = self.inner(points, mask, *args, **kwargs)
         else:
-            found = self.inner(**{self.argument_names[0]: points, self.argument_names[1]: mask})
+            if args:
+                raise UsageTypeError(
+                    f"argument_names={self.argument_names!r} passes the inputs by keyword, so "
+                    f"the other inputs must be keywords too: other_inputs drew a tuple of "
+                    f"{len(args)}; draw a dict of them"
+                )
+            named = {self.argument_names[0]: points, self.argument_names[1]: mask}
+            found = self.inner(**named, **kwargs)
         return found if self.output is None else pick_output(found, self.output)
 
     def arguments(self) -> str:
@@ -376,11 +386,12 @@ class Subject:
         points, point_mask = batch.points.clone(), batch.point_mask.clone()
         started = time.perf_counter()
         output: object
+        args, kwargs = batch.args, batch.kwargs  # the samples' other inputs (often none)
         if stop is None:
-            output = self.encoder(points, point_mask)
+            output = self.encoder(points, point_mask, *args, **kwargs)
         else:
             try:
-                output = call_within(stop, self.encoder, points, point_mask)
+                output = call_within(stop, self.encoder, points, point_mask, *args, **kwargs)
             except CallTimedOut as stopped:
                 return stopped, time.perf_counter() - started
         took = time.perf_counter() - started
@@ -414,11 +425,9 @@ class Subject:
         try:
             with torch.autocast(self.device.type, enabled=False):
                 if self.deadline is None:
-                    output = twin(batch.points, batch.point_mask)
+                    output = batch.call(twin)
                 else:  # the same hard stop as the encoder's own calls; best effort too
-                    output = call_within(
-                        hard_stop(self.deadline), twin, batch.points, batch.point_mask
-                    )
+                    output = call_within(hard_stop(self.deadline), batch.call, twin)
                 return normalise_output(output, batch)
         except (Exception, CallTimedOut) as error:
             self.reference_note = _no_reference(error)
