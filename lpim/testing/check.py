@@ -51,7 +51,7 @@ from lpim.testing.driver import Case, Driver
 from lpim.testing.dtype_probe import dtype_unsupported
 from lpim.testing.engine import DATABASE_ENV, DEFAULT_DTYPES, DEFAULT_SETTINGS, run_check
 from lpim.testing.errors import EncoderPropertyError, PropertyError
-from lpim.testing.options import PRECISIONS, CheckOptions, Given, options_of
+from lpim.testing.options import PRECISIONS, CheckOptions, Given, mask_channel, options_of
 from lpim.testing.protocol import (
     Adapted,
     DeadlineExceeded,
@@ -255,6 +255,7 @@ class EncoderSide:
         self.options = options
         self.contract_ = DataContract.from_options(options)
         self.point_dim = _point_dim(options, self.encoder)
+        _check_channel(options, self.point_dim)
         self.device = torch.device(options.device)
         if options.other_inputs is not None:
             check_other_inputs(options, self.device)
@@ -328,6 +329,9 @@ class EncoderSide:
                 exercised=_EXERCISED.get(prop.exercised_by),
                 exercised_by=EXERCISED_BY.get(prop.exercised_by, ""),
                 subject_features=self.features,
+                dtypes_own=functools.partial(
+                    _dtypes_own, self.encoder, subject, dtype, autocast, context, options
+                ),
             )
         if not self.empty_lanes_seen and contract.empty_lanes is not False and not unsupported:
             with context():
@@ -631,6 +635,51 @@ def _unsupported(
     )
 
 
+def _dtypes_own(
+    encoder: Encoder,
+    subject: Subject,
+    dtype: torch.dtype,
+    autocast: bool,
+    context: Callable[[], Any],
+    options: CheckOptions,
+    failure: PropertyError[LaneBatch],
+) -> str:
+    """Why `failure` is the dtype's and not the encoder's ('' when it is the encoder's),
+    by experiment, whatever torch's message says: the example's real lanes, alone and
+    unpadded, show a crash or a NaN / inf value or gradient at `dtype` in the mode checked
+    (inside `context`: autocast, when checked), and none at plain float32 (a float32 copy,
+    autocast off). No padding takes part, so a fill value that overflows the dtype stays a
+    failure (and a crash on such a fill is never counted). The reliability properties
+    (deterministic, inputs_unchanged, deadline) are never the dtype's."""
+    if dtype == torch.float32 or PROPERTIES[failure.property_name].reliability:
+        return ""
+    example = failure.example
+    if not isinstance(example, LaneBatch):
+        return ""
+    try:
+        with context():
+            seen = props.lanes_alone_trouble(subject, example)
+        if not seen:
+            return ""
+        plain = Subject.prepare(encoder, torch.float32, subject.device)
+        plain.deadline, plain.hangs = subject.deadline, subject.hangs
+        with torch.autocast(subject.device.type, enabled=False):
+            at_float32 = props.lanes_alone_trouble(plain, example.to(dtype=torch.float32))
+    except (Exception, DeadlineExceeded):
+        return ""  # the experiment itself did not run: the failure stands
+    if at_float32:
+        return ""  # float32 shows it too: not the dtype's
+    name = str(dtype).removeprefix("torch.")
+    mode = "under autocast" if autocast else "cast to it"
+    return (
+        f"{name} numerics, not a mask bug: {failure.property_name} failed, and {seen} at "
+        f"{name} ({mode}) while the same lanes give none at plain float32; the dtype's range or "
+        f"precision (an eps or a value the dtype cannot hold: LayerNorm's eps=1e-12 is 0 in "
+        f"float16); check it at float32 ({options.how_to_pass('dtype', 'float32')})"
+        + (f" or try {options.how_to_pass('precision', 'autocast')}" if not autocast else "")
+    )
+
+
 def _nondeterminism(
     name: str, subject: Subject, last: list[LaneBatch], error: HypothesisException
 ) -> EncoderPropertyError:
@@ -677,6 +726,20 @@ def _point_dim(options: CheckOptions, encoder: Encoder) -> int:
     return options.point_dim
 
 
+def _check_channel(options: CheckOptions, point_dim: int) -> None:
+    """A validity channel's index must fall among the encoder's `D + 1` channels."""
+    channel = mask_channel(options.point_mask_as)
+    if channel is None:
+        return
+    width = point_dim + 1
+    if not -width <= channel[1] < width:
+        raise UsageValueError(
+            f"{options.name('point_mask_as')}: channel {channel[1]} is outside the encoder's "
+            f"{width} channels ({point_dim} coordinates and the validity channel); use an index "
+            f"from -{width} to {width - 1}"
+        )
+
+
 def _database_key(encoder: object) -> str:
     """What tells encoders apart in the example database: a module's class, else the
     callable's own qualified name (every plain function shares one class)."""
@@ -701,6 +764,7 @@ def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
     if declared is not None:
         return declared
     candidates: list[int] = []
+    extra = encoder.extra_channels if isinstance(encoder, Adapted) else 0  # a validity channel
     for _, module in reachable_modules(encoder):
         for layer in module.modules():
             width = (
@@ -712,8 +776,8 @@ def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
                 if isinstance(layer, torch.nn.RNNBase)
                 else None
             )
-            if isinstance(width, int) and width > 0 and width not in candidates:
-                candidates.append(width)
+            if isinstance(width, int) and width > extra and width - extra not in candidates:
+                candidates.append(width - extra)
     for width in candidates:
         if _runs_with(encoder, width, options):
             return width

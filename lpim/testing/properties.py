@@ -31,6 +31,7 @@ import torch
 from lpim.batch import LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS, garbage_fills
 from lpim.testing.compare import largest_error
+from lpim.testing.dtype_probe import crash_of
 from lpim.testing.errors import EncoderPropertyError, ExampleT, PropertyError
 from lpim.testing.protocol import (
     DeadlineExceeded,
@@ -54,6 +55,7 @@ __all__ = [
     "assert_matches_unpadded",
     "empty_lane_values",
     "lane_alone",
+    "lanes_alone_trouble",
     "no_cuda_reason",
     "padding_mixture",
     "padding_variants",
@@ -657,8 +659,7 @@ def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> f
                 "gradients_isolated",
                 f"the gradient of parameter {name!r} holds "
                 f"{int((~parameter_grad.isfinite()).sum())} NaN or inf values for a loss over "
-                "real lanes only: NaN from fully masked rows "
-                "reaches the backward pass even though the forward pass selects it away",
+                f"real lanes only: {_nonfinite_gradient_source(batch)}",
                 batch,
             )
     if not bool(grad.isfinite().all()):
@@ -667,7 +668,7 @@ def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> f
         raise EncoderPropertyError(
             "gradients_isolated",
             f"the gradient w.r.t. points is {float(grad[tuple(where)])} at {kind} slot "
-            f"(b, m, n, d) = {where}: NaN from masked computations reaches the backward pass",
+            f"(b, m, n, d) = {where}: {_nonfinite_gradient_source(batch)}",
             batch,
         )
     leaked = (grad != 0) & ~point_mask[..., None]
@@ -698,6 +699,76 @@ def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> f
                 batch,
             )
     return 0.0
+
+
+def _nonfinite_gradient_source(batch: LaneBatch) -> str:
+    """Where a NaN or inf gradient comes from, as far as `batch` can say: masked rows only
+    when it has one (a padded slot or an empty lane), else the real points' own computation."""
+    if bool((~batch.point_mask).any()):
+        return (
+            "NaN or inf from masked rows (padded slots, empty lanes) reaches the backward pass "
+            "even though the forward pass selects it away"
+        )
+    return (
+        "this batch has no padded slot and no empty lane, so no masked row: the real points' "
+        "own computation overflows or divides by zero in the backward pass"
+    )
+
+
+def lanes_alone_trouble(encoder: Encoder | Subject, batch: LaneBatch, limit: int = 8) -> str:
+    """What goes wrong when the real lanes of `batch` run alone and unpadded ('' when
+    nothing does): a crash, NaN or inf in a lane's output, or in the gradient of its loss
+    (the one `assert_gradients_isolated` uses) w.r.t. its points or the parameters.
+
+    The experiment that tells a dtype's numerics from a mask bug (no padding takes part):
+    the checks run it at the row's dtype, in its precision mode, and at plain float32
+    (`lpim.testing.dtype_probe`). A crash whose op got a fill value the dtype cannot hold
+    counts as no trouble here: that fill is a bug, reported by the rows.
+
+    Args:
+        encoder: the encoder (a `Subject` keeps its dtype and device).
+        batch: the example; each lane gets its own sample's other inputs.
+        limit: the most lanes run (the first in `b * M + m` order).
+    """
+    subject = Subject.of(encoder, batch)
+    m = batch.shape[1]
+    lanes = batch.lane_mask.flatten().nonzero().squeeze(1).tolist()[:limit]
+    found = ""
+
+    def run(b: int, lane: int) -> None:
+        nonlocal found
+        single = lane_alone(batch, b, lane).to(subject.device, subject.dtype)
+        points = single.points.detach().requires_grad_()
+        with torch.enable_grad():
+            out = subject(single.with_points(points, single.point_mask))
+            where = f"lane (b={b}, m={lane}) alone and unpadded"
+            if not bool(out.lane_embedding.isfinite().all()):
+                found = f"{where} gives NaN or inf in lane_embedding"
+                return
+            loss = _lane_losses(out, single.point_mask).sum()
+            if not loss.requires_grad:
+                return
+            named = _named_trainable(subject.encoder)
+            grads = torch.autograd.grad(loss, [points, *(p for _, p in named)], allow_unused=True)
+        labels = ["points", *(f"parameter {n!r}" for n, _ in named)]
+        for label, grad in zip(labels, grads, strict=True):
+            if grad is not None and not bool(grad.isfinite().all()):
+                found = f"{where} gives NaN or inf in the gradient w.r.t. {label}"
+                return
+
+    for index in lanes:
+        b, lane = divmod(index, m)
+        crash = crash_of(functools.partial(run, b, lane), subject.dtype)
+        if crash is not None:
+            if crash.overflow is not None:
+                return ""  # a fill value the dtype cannot hold: the code's bug
+            raised = crash.error.__cause__ or crash.error
+            first = str(raised).splitlines()[0] if str(raised) else ""
+            seen = f"{type(raised).__name__}: {first[:80]}"
+            return f"lane (b={b}, m={lane}) alone and unpadded raises {seen}"
+        if found:
+            return found
+    return ""
 
 
 def _named_trainable(encoder: Encoder) -> list[tuple[str, torch.Tensor]]:
