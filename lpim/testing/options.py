@@ -109,6 +109,9 @@ class Option:
         flag: the `lpim` flag (`--min-points`), or None when the command has none.
         key: the `[tool.lpim]` key (`min-points`), or None when the table has none.
         sides: the checks that take it: `"encoder"`, `"consumer"` or both.
+        key_sides: the checks that read its `[tool.lpim]` key (one table serves both checks):
+            `sides` unless an option means something else to each check, as `other_inputs`
+            does (a consumer's BEV map is no encoder's context: the key stays the consumer's).
         help: one line, for `--help` and the options table.
         metavar: how `--help` shows the flag's value.
         python: whether the Python doors (the check functions, the fixtures) take it.
@@ -122,6 +125,7 @@ class Option:
     sides: tuple[Side, ...]
     help: str
     check: Callable[[Any, str], Any] = field(repr=False)
+    key_sides: tuple[Side, ...] = _BOTH
     text: Callable[[str], Any] = field(repr=False, default=lambda text: text)
     toml: Callable[[Any], Any] = field(repr=False, default=lambda value: value)
     metavar: str | None = None
@@ -143,6 +147,7 @@ def _option(
     flag: str | None = "",
     key: str | None = "",
     sides: tuple[Side, ...] = _BOTH,
+    key_sides: tuple[Side, ...] | None = None,
     text: Callable[[str], Any] | None = None,
     toml: Callable[[Any], Any] | None = None,
     metavar: str | None = None,
@@ -158,6 +163,7 @@ def _option(
         flag=flag,
         key=key,
         sides=sides,
+        key_sides=sides if key_sides is None else key_sides,
         help=help,
         check=check,
         text=text,
@@ -765,8 +771,10 @@ class CheckOptions:
         help="FUNCTION(batch_size, dtype, device) -> a Hypothesis strategy of the other inputs "
         "(a tuple, passed after the mask, or a dict of keywords): an encoder's per-sample "
         "context, every tensor [B, ...] (each lane alone gets its sample's rows), or a "
-        "consumer's; flag and key: MODULE:FUNCTION, e.g. 'lpim.strategies:bev_maps(16, 8, 8)'",
+        "consumer's; flag and key: MODULE:FUNCTION, e.g. 'lpim.strategies:bev_maps(16, 8, 8)'; "
+        "the key is read by the consumer check only",
         check=_other_inputs,
+        key_sides=("consumer",),
         text=_target_text,
         toml=_target_text,
         metavar="MODULE:FUNCTION",
@@ -827,6 +835,7 @@ def _declared() -> dict[str, Option]:
             flag=flag,
             key=key,
             sides=spec["sides"],
+            key_sides=spec["key_sides"],
             help=spec["help"],
             check=spec["check"],
             text=spec["text"] or (lambda text: text),
@@ -930,7 +939,7 @@ def options_of(side: Side, *layers: Given) -> CheckOptions:
                 raise UsageTypeError(
                     f"unknown option {keyword!r}; expected some of {list(OPTIONS)}"
                 )
-            if side not in option.sides:
+            if side not in (option.key_sides if layer.door == "key" else option.sides):
                 if layer.door == "key":
                     continue  # one table serves both checks: the other side's keys are its own
                 raise UsageTypeError(f"{layer.where(option)} is not an option of the {side} check")
