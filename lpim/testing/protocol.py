@@ -89,14 +89,19 @@ class Adapted(torch.nn.Module):
 
     `Adapted(encoder, point_mask_as="key_padding_mask", argument_names=("polylines",
     "polylines_mask"), output=0)(points, point_mask)` calls
-    `encoder(polylines=points, polylines_mask=~point_mask)[0]`. A module is held as a
+    `encoder(polylines=points, polylines_mask=~point_mask)[0]`;
+    `Adapted(encoder, point_mask_as="valid_channel")(points, point_mask, agent)` calls
+    `encoder(cat([points, point_mask as 1.0 / 0.0], -1), agent)`: the mask as the last channel
+    of `points [B, M, N, D + 1]`, other inputs passed on. A module is held as a
     submodule, so copies, dtypes, eval mode and the float64 twin work through it. Checks build
     it from their `point_mask_as`, `argument_names` and `output` options, and reproducers
     rebuild it.
 
     Args:
         encoder: the encoder as the user wrote it.
-        point_mask_as: how it takes the mask (`POINT_MASK_AS`).
+        point_mask_as: how it takes the mask (`POINT_MASK_AS`): an argument, or a channel
+            of `points` (`valid_channel[:K]`, `padded_channel[:K]`; its declared width, such
+            as `in_dim`, counts the channel, and `Adapted` declares lpim's `D`).
         argument_names: the names of its two arguments when it takes them by keyword; None:
             positionally.
         output: which part of its output is the lane embedding (an index, a key or an
