@@ -224,3 +224,37 @@ def test_an_autocast_rows_example_is_not_shown_as_float32() -> None:
     failure.dtype = str(torch.float16)  # what the check sets: the row's dtype
     failure.refresh()
     assert "run under torch.autocast at float16" in str(failure), str(failure)
+
+
+class WideRange(torch.nn.Module):
+    """Correct masking, but its first Linear's outputs exceed float16's range (65504) for
+    coordinates of the contract's range: under autocast at float16 the matmul overflows to inf,
+    on any lane, padded or not."""
+
+    in_dim = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 8)
+        with torch.no_grad():
+            self.linear.weight.fill_(1e4)
+
+    def forward(self, points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
+        keep = point_mask[..., None]
+        h = torch.where(keep, self.linear(torch.where(keep, points, 0.0)), 0.0)  # [B, M, N, 8]
+        return h.sum(2) / keep.sum(2).clamp(min=1)
+
+
+def test_under_autocast_the_probe_runs_in_autocast_and_float32_outside_it() -> None:
+    """Were the float32 side run inside autocast, it would overflow too and the row would be
+    blamed on the encoder; were the probe run outside it, it would see nothing."""
+    report = check_encoder(
+        WideRange(),
+        dtype=torch.float16,
+        precision="autocast",
+        properties="finite",
+        settings=settings(FAST, max_examples=20),
+    )
+    (row,) = report.results
+    assert row.verdict == "unsupported", str(report)
+    assert "(under autocast)" in row.note and "plain float32" in row.note
