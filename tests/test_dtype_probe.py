@@ -258,3 +258,35 @@ def test_under_autocast_the_probe_runs_in_autocast_and_float32_outside_it() -> N
     (row,) = report.results
     assert row.verdict == "unsupported", str(report)
     assert "(under autocast)" in row.note and "plain float32" in row.note
+
+
+class MultipliesByMask(torch.nn.Module):
+    """A mask bug at any dtype: padded NaN times 0 is NaN."""
+
+    in_dim = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 4)
+
+    def forward(self, points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
+        weight = point_mask[..., None].to(points.dtype)
+        h = self.linear(points) * weight  # BUG: 0 * NaN
+        return h.sum(2) / weight.sum(2).clamp(min=1)
+
+
+def test_an_autocast_rows_failure_says_so_and_stays_a_failure() -> None:
+    try:
+        check_encoder(
+            MultipliesByMask(),
+            dtype=torch.float16,
+            precision="autocast",
+            properties="ignores_nonfinite_padding",
+            settings=FAST,
+        )
+    except EncoderPropertyError as failure:
+        assert failure.example.points.dtype == torch.float32  # inputs stay float32 under autocast
+        assert "float32, cpu" in str(failure)
+        assert "run under torch.autocast at float16" in str(failure), str(failure)
+    else:
+        raise AssertionError("0 * NaN under autocast passed")
