@@ -79,6 +79,9 @@ def test_drawn_context_has_a_row_per_sample(batch: LaneBatch) -> None:
 def test_an_encoder_with_per_sample_context_passes(inputs: object) -> None:
     report = check_encoder(Seeded(), other_inputs=inputs, dtype=torch.float64, settings=FAST)
     assert report.passed, str(report)
+    assert report.contract.endswith(
+        f"the encoder given other inputs from {__name__}.{inputs.__name__}"
+    )  # type: ignore[attr-defined]
 
 
 def test_context_shared_across_samples_is_found_and_reproduced() -> None:

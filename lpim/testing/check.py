@@ -265,7 +265,7 @@ class EncoderSide:
         self.names = list(options.properties or CHECKED_PROPERTIES)
 
     def contract(self) -> str:
-        return self.contract_.describe()
+        return self.contract_.describe() + _inputs_words(self.options)
 
     def rows(
         self, dtype: torch.dtype, settings: Settings, driver: Driver[LaneBatch]
@@ -345,6 +345,20 @@ class EncoderSide:
             report.notes.append(subject_notes)
         if self.empty_lanes_seen:
             report.notes.append(_empty_lane_note(self.empty_lanes_seen))
+
+
+def _inputs_words(options: CheckOptions) -> str:
+    """How the encoder was given its inputs, for the report's header ('' for lpim's own
+    `encoder(points, point_mask)`): a pass claims no more than the call that was checked."""
+    said = []
+    if options.point_mask_as != "point_mask":
+        said.append(f"the mask as {options.point_mask_as}")
+    if options.other_inputs is not None:
+        function = options.other_inputs
+        name = getattr(function, "__qualname__", None) or type(function).__name__
+        module = getattr(function, "__module__", None)
+        said.append(f"other inputs from {module}.{name}" if module else f"other inputs from {name}")
+    return f"; the encoder given {' and '.join(said)}" if said else ""
 
 
 def _reference_note(subject: Subject) -> str:
