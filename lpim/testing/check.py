@@ -685,11 +685,12 @@ def _dtypes_own(
         return ""  # float32 shows it too: not the dtype's
     name = str(dtype).removeprefix("torch.")
     mode = "under autocast" if autocast else "cast to it"
+    instance = ": LayerNorm's eps=1e-12 is 0 in float16" if dtype == torch.float16 else ""
     return (
         f"{name} numerics, not a mask bug: {failure.property_name} failed, and {seen} at "
         f"{name} ({mode}) while the same lanes give none at plain float32; the dtype's range or "
-        f"precision (an eps or a value the dtype cannot hold: LayerNorm's eps=1e-12 is 0 in "
-        f"float16); check it at float32 ({options.how_to_pass('dtype', 'float32')})"
+        f"precision (an eps or a value the dtype cannot hold{instance}); check it at float32 "
+        f"({options.how_to_pass('dtype', 'float32')})"
         + (f" or try {options.how_to_pass('precision', 'autocast')}" if not autocast else "")
     )
 
