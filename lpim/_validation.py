@@ -16,6 +16,7 @@ import math
 import operator
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -502,3 +503,21 @@ def check_floating_dtype(
     if not (isinstance(value, torch.dtype) and value.is_floating_point):
         raise type_error(f"{name} must be a floating torch.dtype; got {value!r}")
     return value
+
+
+def convert_input(value: Any, device: str | torch.device | None, dtype: torch.dtype | None) -> Any:
+    """An other input (`LaneBatch.args`, `LaneSet.kwargs`, ...) moved: tensors to `device`,
+    floating ones to `dtype`; anything else as it is."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    if value.is_floating_point() and dtype is not None:
+        return value.to(device=device, dtype=dtype)
+    return value.to(device) if device is not None else value
+
+
+def value_summary(value: Any) -> str:
+    """An other input in a few words, for a repr: `Tensor[2, 16] float32`, else its repr."""
+    if isinstance(value, torch.Tensor):
+        dtype = str(value.dtype).removeprefix("torch.")
+        return f"Tensor{list(value.shape)} {dtype}"
+    return repr(value)

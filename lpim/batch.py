@@ -9,6 +9,12 @@ of `D` coordinates:
 | `point_mask` | `[B, M, N]` | `bool` | `True` = real point (the library convention) |
 | `lane_mask` | `[B, M]` | `bool` | `True` = lane has at least one real point |
 | `lengths` | `[B, M]` | `int64` | number of real points in each lane |
+| `args` | `[B, ...]` each | (any) | the encoder's other positional inputs, one row per sample |
+| `kwargs` | `[B, ...]` each | (any) | the encoder's other keyword inputs, one row per sample |
+
+An encoder is called as `encoder(points, point_mask, *args, **kwargs)` (`call`); the other
+inputs are per-sample context (an agent embedding, an ego state): every tensor among them has
+`B` rows, and the lanes of sample `b` are read with row `b` of each (`samples`).
 
 Real points need not sit at the front of their lane: the padding `layout` is `"right"` (real
 points first), `"left"` (real points last), `"contiguous"` (real points in one run, padding
@@ -19,9 +25,9 @@ slots are meaningless by contract and an encoder must never let them reach a rea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, get_args
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -30,14 +36,17 @@ from lpim._validation import (
     WHY_BATCH_VALUES,
     allocating,
     check_bool,
+    check_callable,
     check_choice,
     check_dense,
     check_device,
     check_fill,
     check_floating_dtype,
     check_int,
+    convert_input,
     no_values_message,
     point_mask_dtype_message,
+    value_summary,
 )
 
 __all__ = ["LAYOUTS", "LaneBatch", "Layout"]
@@ -58,13 +67,17 @@ class LaneBatch:
             ignored by contract (they may be zeros, huge, inf or NaN).
         point_mask: `[B, M, N]` `torch.bool`, `True` = real point. Same device as
             `points`.
+        args: the encoder's other positional inputs, passed after `point_mask`: per-sample
+            context, every tensor `[B, ...]` (default none).
+        kwargs: the encoder's other keyword inputs, every tensor `[B, ...]` (default none).
 
     Raises:
         lpim._errors.UsageTypeError: (a `TypeError`) `points` is not a floating tensor,
-            `point_mask` is not a `torch.bool` tensor, or either is sparse or nested.
+            `point_mask` is not a `torch.bool` tensor, either is sparse or nested, `args` is
+            not a tuple or `kwargs` not a mapping.
         lpim._errors.UsageValueError: (a `ValueError`) wrong ranks, shapes that disagree,
-            `D = 0`, different devices, the `meta` device (no values), or a real point that is
-            NaN or inf.
+            `D = 0`, different devices, the `meta` device (no values), a real point that is
+            NaN or inf, or an other input tensor without one row per sample.
 
     What `True` means: a slot the mask marks real *is* a real point, whatever it holds. A
     mask that marks a padded slot as real cannot be told from a real point at those
@@ -86,6 +99,8 @@ class LaneBatch:
 
     points: torch.Tensor
     point_mask: torch.Tensor
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -273,8 +288,39 @@ class LaneBatch:
         if dtype is not None:
             dtype = check_floating_dtype(dtype)
         return LaneBatch(
-            self.points.to(device=device, dtype=dtype), self.point_mask.to(device=device)
+            self.points.to(device=device, dtype=dtype),
+            self.point_mask.to(device=device),
+            tuple(convert_input(value, device, dtype) for value in self.args),
+            {key: convert_input(value, device, dtype) for key, value in self.kwargs.items()},
         )
+
+    def samples(self, index: Sequence[int] | torch.Tensor) -> LaneBatch:
+        """Samples `index` (in that order, repeats allowed), each with its own rows of the
+        other inputs: `batch.samples([b])` is sample `b` alone, `[1, M, N, D]`.
+
+        Non-tensor other inputs are passed as they are.
+        """
+        rows = torch.as_tensor(index, dtype=torch.long, device=self.points.device)
+        return LaneBatch(
+            self.points[rows],
+            self.point_mask[rows],
+            tuple(_rows(value, rows) for value in self.args),
+            {key: _rows(value, rows) for key, value in self.kwargs.items()},
+        )
+
+    def with_points(self, points: torch.Tensor, point_mask: torch.Tensor) -> LaneBatch:
+        """The same samples (and other inputs) with other points and mask, `[B, M', N', D']`
+        and `[B, M', N']`."""
+        return LaneBatch(points, point_mask, self.args, self.kwargs)
+
+    def call(self, encoder: Any) -> Any:
+        """`encoder(points, point_mask, *args, **kwargs)`.
+
+        Raises:
+            lpim._errors.UsageTypeError: (a `TypeError`) `encoder` is not callable.
+        """
+        check_callable(encoder, "encoder", "encoder(points, point_mask, *args, **kwargs)")
+        return encoder(self.points, self.point_mask, *self.args, **self.kwargs)
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -321,6 +367,20 @@ class LaneBatch:
             raise UsageValueError(
                 no_values_message("LaneBatch", "real points are checked to be finite")
             )
+        if not isinstance(self.args, tuple):
+            raise UsageTypeError(f"args must be a tuple; got {type(self.args).__name__}")
+        if not isinstance(self.kwargs, Mapping):
+            raise UsageTypeError(f"kwargs must be a mapping; got {type(self.kwargs).__name__}")
+        others = [(f"args[{i}]", v) for i, v in enumerate(self.args)]
+        others += [(f"kwargs[{k!r}]", v) for k, v in self.kwargs.items()]
+        for name, value in others:
+            if isinstance(value, torch.Tensor) and (
+                value.dim() == 0 or value.shape[0] != points.shape[0]
+            ):
+                raise UsageValueError(
+                    f"{name} must have one row per sample, [B, ...] = [{points.shape[0]}, ...] "
+                    f"(other inputs are per-sample context); got shape {tuple(value.shape)}"
+                )
         bad = point_mask & ~torch.isfinite(points).all(dim=-1)  # [B, M, N]
         if bool(bad.any()):
             where = tuple(int(i) for i in bad.nonzero()[0])
@@ -335,11 +395,22 @@ class LaneBatch:
         real_lanes = int(self.lane_mask.sum())
         real_points = int(self.point_mask.sum())
         dtype = str(self.points.dtype).removeprefix("torch.")
+        others = ""
+        if self.args:
+            others += f", args=({', '.join(value_summary(v) for v in self.args)},)"
+        if self.kwargs:
+            inner = ", ".join(f"{k!r}: {value_summary(v)}" for k, v in self.kwargs.items())
+            others += f", kwargs={{{inner}}}"
         return (
             f"LaneBatch(B={b}, M={m}, N={n}, D={d}, {dtype}, {self.points.device}, "
             f"layout={self.layout}, real lanes {real_lanes}/{b * m}, "
-            f"real points {real_points}/{b * m * n})"
+            f"real points {real_points}/{b * m * n}{others})"
         )
+
+
+def _rows(value: Any, rows: torch.Tensor) -> Any:
+    """Rows `rows` of a per-sample tensor; anything else as it is."""
+    return value[rows.to(value.device)] if isinstance(value, torch.Tensor) else value
 
 
 def _samples(lanes: object, where: str) -> list[Sequence[torch.Tensor]]:

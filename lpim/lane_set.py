@@ -29,8 +29,10 @@ from lpim._validation import (
     check_dense,
     check_device,
     check_floating_dtype,
+    convert_input,
     mask_dtype_fix,
     no_values_message,
+    value_summary,
 )
 
 __all__ = ["LaneSet"]
@@ -149,10 +151,10 @@ class LaneSet:
         if dtype is not None:
             dtype = check_floating_dtype(dtype)
         return LaneSet(
-            _convert(self.lane_embedding, device, dtype),
+            convert_input(self.lane_embedding, device, dtype),
             self.lane_mask.to(device) if device is not None else self.lane_mask,
-            tuple(_convert(value, device, dtype) for value in self.args),
-            {key: _convert(value, device, dtype) for key, value in self.kwargs.items()},
+            tuple(convert_input(value, device, dtype) for value in self.args),
+            {key: convert_input(value, device, dtype) for key, value in self.kwargs.items()},
         )
 
     def call(self, consumer: Any) -> Any:
@@ -175,27 +177,11 @@ class LaneSet:
             f"padded lanes hold {_garbage_kinds(padded)}" if padded.shape[0] else "no padded lane",
         ]
         if self.args:
-            parts.append(f"args=({', '.join(_value_summary(v) for v in self.args)},)")
+            parts.append(f"args=({', '.join(value_summary(v) for v in self.args)},)")
         if self.kwargs:
-            inner = ", ".join(f"{k!r}: {_value_summary(v)}" for k, v in self.kwargs.items())
+            inner = ", ".join(f"{k!r}: {value_summary(v)}" for k, v in self.kwargs.items())
             parts.append(f"kwargs={{{inner}}}")
         return f"LaneSet({', '.join(parts)})"
-
-
-def _convert(value: Any, device: str | torch.device | None, dtype: torch.dtype | None) -> Any:
-    """Tensors to `device`, floating ones to `dtype`; anything else as it is."""
-    if not isinstance(value, torch.Tensor):
-        return value
-    if value.is_floating_point() and dtype is not None:
-        return value.to(device=device, dtype=dtype)
-    return value.to(device) if device is not None else value
-
-
-def _value_summary(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        dtype = str(value.dtype).removeprefix("torch.")
-        return f"Tensor{list(value.shape)} {dtype}"
-    return repr(value)
 
 
 def _garbage_kinds(padded: torch.Tensor) -> str:

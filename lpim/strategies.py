@@ -65,6 +65,7 @@ __all__ = [
     "lane_sets",
     "padded_tensors",
     "repeat_last_point",
+    "with_other_inputs",
 ]
 
 GARBAGE_KINDS = ("zeros", "finite", "repeat_last", "large", "inf", "nan")
@@ -550,32 +551,85 @@ def lane_sets(
     )
     embedding = np.where(lane_mask[..., None], real, junk)  # [B, M, C]
 
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = {}
-    if other_inputs is not None:
-        inputs = other_inputs(b, chosen_dtype, chosen_device)
-        if not isinstance(inputs, st.SearchStrategy):
-            raise InvalidArgument(
-                "other_inputs(batch_size, dtype, device) must return a strategy of a tuple "
-                f"(positional inputs) or a dict (keyword inputs); got {inputs!r} "
-                f"({type(inputs).__name__})"
-            )
-        extra = draw(inputs)
-        if isinstance(extra, tuple):
-            args = extra
-        elif isinstance(extra, Mapping):
-            kwargs = dict(extra)
-        else:
-            raise InvalidArgument(
-                "other_inputs(batch_size, dtype, device) must return a strategy of a tuple "
-                f"(positional inputs) or a dict (keyword inputs); it drew {type(extra).__name__}"
-            )
+    args, kwargs = _draw_other_inputs(draw, other_inputs, b, chosen_dtype, chosen_device)
     return LaneSet(
         torch.from_numpy(embedding).to(dtype=chosen_dtype, device=chosen_device),
         torch.from_numpy(lane_mask).to(chosen_device),
         args,
         kwargs,
     )
+
+
+def _draw_other_inputs(
+    draw: st.DrawFn,
+    other_inputs: OtherInputs | None,
+    batch_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """`(args, kwargs)` drawn from `other_inputs(batch_size, dtype, device)` (none when it
+    is None)."""
+    if other_inputs is None:
+        return (), {}
+    inputs = other_inputs(batch_size, dtype, device)
+    if not isinstance(inputs, st.SearchStrategy):
+        raise InvalidArgument(
+            "other_inputs(batch_size, dtype, device) must return a strategy of a tuple "
+            f"(positional inputs) or a dict (keyword inputs); got {inputs!r} "
+            f"({type(inputs).__name__})"
+        )
+    extra = draw(inputs)
+    if isinstance(extra, tuple):
+        return extra, {}
+    if isinstance(extra, Mapping):
+        return (), dict(extra)
+    raise InvalidArgument(
+        "other_inputs(batch_size, dtype, device) must return a strategy of a tuple "
+        f"(positional inputs) or a dict (keyword inputs); it drew {type(extra).__name__}"
+    )
+
+
+@st.composite
+def with_other_inputs(
+    draw: st.DrawFn, batches: st.SearchStrategy[LaneBatch], other_inputs: OtherInputs
+) -> LaneBatch:
+    """Batches from `batches`, each with an encoder's other inputs drawn for it.
+
+    For an encoder called as `encoder(points, point_mask, *args, **kwargs)` with per-sample
+    context (an agent embedding `[B, C]`, an ego state): `other_inputs(batch_size, dtype,
+    device)` is called with each batch's `B`, dtype and device and returns a strategy of a
+    tuple (positional inputs, after `point_mask`) or a dict (keyword inputs), every tensor
+    `[B, ...]`. The checks run each lane alone with its own sample's rows.
+
+    Example:
+        ```python
+        import torch
+        from hypothesis import strategies as st
+        from lpim.strategies import lane_batches, with_other_inputs
+
+        def agents(batch_size, dtype, device):  # one agent embedding per sample
+            return st.just((torch.randn(batch_size, 16, dtype=dtype, device=device),))
+
+        batches = with_other_inputs(lane_batches(), agents)
+        ```
+
+    Raises:
+        hypothesis.errors.InvalidArgument: when drawing, if `other_inputs` returns no
+            strategy, or one that draws neither a tuple nor a dict.
+        lpim._errors.UsageValueError: (a `ValueError`) a drawn tensor without one row per
+            sample.
+    """
+    check_callable(
+        other_inputs,
+        "other_inputs",
+        "other_inputs(batch_size, dtype, device) -> SearchStrategy",
+        type_error=InvalidArgument,
+    )
+    batch = draw(batches)
+    args, kwargs = _draw_other_inputs(
+        draw, other_inputs, batch.shape[0], batch.points.dtype, batch.points.device
+    )
+    return LaneBatch(batch.points, batch.point_mask, args, kwargs)
 
 
 # -- other inputs of the zoo's consumers -----------------------------------------------------------

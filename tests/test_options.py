@@ -164,7 +164,7 @@ def test_a_mistake_reads_the_same_through_keyword_flag_and_key(
     tmp_path_factory: pytest.TempPathFactory,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    side = data.draw(st.sampled_from(option.sides))
+    side = data.draw(st.sampled_from([s for s in option.sides if s in option.key_sides]))
     command = "check" if side == "encoder" else "check-consumer"
     text = str(value)
     python_value = option.text(text)  # what the flag's text means
@@ -290,6 +290,18 @@ def test_one_table_serves_both_checks(tmp_path: Path) -> None:
     assert encoder.dtype == consumer.dtype == ("float32",)
     assert encoder.min_points == 2 and consumer.embed_dim == 8
     assert encoder.batch_size == consumer.batch_size == (1, 2)
+
+
+def test_the_other_inputs_key_stays_the_consumers(tmp_path: Path) -> None:
+    """A project's `[tool.lpim] other-inputs` (a consumer's BEV map) is never given to an
+    encoder, which takes other_inputs by keyword or flag."""
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.lpim]\nother-inputs = "lpim.strategies:bev_maps(16, 8, 8)"\n'
+    )
+    layer = read_pyproject(tmp_path / "pyproject.toml")
+    assert options_of("encoder", layer).other_inputs is None
+    assert options_of("consumer", layer).other_inputs is not None
+    assert options_of("encoder", Given("keyword", {"other_inputs": bev_maps(16, 8, 8)}))
 
 
 def test_keywords_are_refused_for_the_other_side() -> None:

@@ -109,6 +109,53 @@ def test_encoder_verdict(
     assert failed == failing
 
 
+# The agent road encoder: validity as the points' last channel, the sample's agent embedding as
+# the query (per-sample context); its loader clips polylines at the box (padding at either end)
+# and writes zeros.
+ROAD_LOADER: dict[str, Any] = {"layout": "contiguous", "garbage": "zeros"}
+ROAD_VERDICTS = [
+    ("build_encoder", ROAD_LOADER, set()),
+    ("build_encoder", {}, {"ignores_padding", "ignores_nonfinite_padding"}),
+    ("build_repeat_bug", ROAD_LOADER, {"matches_unpadded", "lanes_independent"}),
+    ("build_fixed", {}, set()),
+]
+
+
+@pytest.mark.parametrize(
+    ("factory", "contract", "failing"),
+    ROAD_VERDICTS,
+    ids=[f"{f}-{'-'.join(map(str, c.values())) or 'default'}" for f, c, _ in ROAD_VERDICTS],
+)
+def test_agent_road_verdict(factory: str, contract: dict[str, Any], failing: set[str]) -> None:
+    road = _load("agent_road")
+    failed = _failed(
+        check_encoder,
+        getattr(road, factory)(),
+        EncoderPropertyError,
+        point_mask_as="valid_channel",
+        other_inputs=road.agents,
+        dtype=torch.float32,
+        **contract,
+    )
+    assert failed == failing
+
+
+def test_agent_road_repeat_bug_needs_two_samples_and_each_lane_gets_its_own_agent() -> None:
+    """The bug is invisible with one sample; with two, the batched polyline of sample 1 reads
+    sample 0's agent, and the lane alone (given sample 1's agent) differs."""
+    road = _load("agent_road")
+    buggy, right = road.build_repeat_bug(), road.build_encoder()
+    points = torch.zeros(2, 2, 3, 3)
+    points[..., 0] = torch.arange(3.0)  # x
+    points[..., 2] = 1.0  # every point real
+    agent = torch.stack([torch.ones(road.AGENT_DIM), -torch.ones(road.AGENT_DIM)])  # [2, C]
+    with torch.no_grad():
+        assert torch.allclose(buggy(points[:1], agent[:1]), right(points[:1], agent[:1]))
+        batched = buggy(points, agent)  # [2, 2, C]
+        alone = right(points[1:, :1], agent[1:])  # sample 1's first polyline, its own agent
+    assert not torch.allclose(batched[1, 0], alone[0, 0], atol=1e-3)
+
+
 def test_mtr_polyline_passes_in_float64_too() -> None:
     encoder = _load("mtr_polyline").build_encoder()
     assert _failed(check_encoder, encoder, EncoderPropertyError, dtype=torch.float64) == set()

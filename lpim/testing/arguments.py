@@ -8,10 +8,16 @@ The checks' options (dtypes, device, settings, sizes, ...) are declared and chec
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from lpim._errors import UsageValueError
+from lpim._errors import UsageTypeError, UsageValueError
 
-__all__ = ["declared_width", "subject_name", "unknown_width"]
+if TYPE_CHECKING:
+    import torch
+
+    from lpim.testing.options import CheckOptions
+
+__all__ = ["check_other_inputs", "declared_width", "subject_name", "unknown_width"]
 
 
 def subject_name(encoder: object) -> str:
@@ -44,3 +50,37 @@ def unknown_width(
         f"{check} cannot tell {width} for {subject_name(subject)}: it has none of the "
         f"attributes {', '.join(attributes)}{tried}; pass {keyword}"
     )
+
+
+def check_other_inputs(options: CheckOptions, device: torch.device) -> None:
+    """Call `other_inputs` once, as the check will: what it gives must be a strategy (both
+    checks: an encoder's per-sample context, a consumer's other inputs).
+
+    Raises:
+        UsageValueError: it raised (it is the user's function, called with the check's
+            arguments: its failure is a usage error, not the code's).
+        UsageTypeError: it gave something other than a Hypothesis strategy (e.g. the factory
+            itself was passed: `bev_maps` rather than `bev_maps(16, 8, 8)`).
+    """
+    import torch
+    from hypothesis import strategies as st
+
+    name = options.name("other_inputs")
+    try:
+        given = options.other_inputs(1, torch.float32, device)
+    except Exception as error:
+        raise UsageValueError(
+            f"{name}: calling it as other_inputs(batch_size=1, dtype=torch.float32, "
+            f"device={str(device)!r}) raised {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(given, st.SearchStrategy):
+        hint = (
+            " (is it the factory rather than what it builds, e.g. bev_maps rather than "
+            "bev_maps(16, 8, 8)?)"
+            if callable(given)
+            else ""
+        )
+        raise UsageTypeError(
+            f"{name} must be a function (batch_size, dtype, device) -> a Hypothesis strategy of "
+            f"the code's other inputs; calling it gave a {type(given).__name__}{hint}"
+        )

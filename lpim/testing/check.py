@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from hypothesis import HealthCheck, Phase, find
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky, HypothesisException
@@ -30,9 +31,19 @@ from lpim._properties import (
 )
 from lpim._validation import check_callable
 from lpim.batch import LaneBatch
-from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS
+from lpim.strategies import (
+    GARBAGE_CONTRACTS,
+    NONFINITE_GARBAGE_KINDS,
+    OtherInputs,
+    with_other_inputs,
+)
 from lpim.testing import properties as props
-from lpim.testing.arguments import declared_width, subject_name, unknown_width
+from lpim.testing.arguments import (
+    check_other_inputs,
+    declared_width,
+    subject_name,
+    unknown_width,
+)
 from lpim.testing.contract import DataContract
 from lpim.testing.deadline import CallTimedOut, HangMemory, call_within, hard_stop
 from lpim.testing.dispatch import calls_attention, count_dispatch
@@ -40,7 +51,7 @@ from lpim.testing.driver import Case, Driver
 from lpim.testing.dtype_probe import dtype_unsupported
 from lpim.testing.engine import DATABASE_ENV, DEFAULT_DTYPES, DEFAULT_SETTINGS, run_check
 from lpim.testing.errors import EncoderPropertyError, PropertyError
-from lpim.testing.options import PRECISIONS, CheckOptions, Given, options_of
+from lpim.testing.options import PRECISIONS, CheckOptions, Given, mask_channel, options_of
 from lpim.testing.protocol import (
     Adapted,
     DeadlineExceeded,
@@ -79,6 +90,7 @@ def check_encoder(
     output: int | str | None = None,
     point_mask_as: str | None = None,
     argument_names: tuple[str, str] | None = None,
+    other_inputs: OtherInputs | None = None,
     dtype: torch.dtype | Sequence[torch.dtype] | None = None,
     device: str | torch.device | None = None,
     settings: Settings | None = None,
@@ -128,6 +140,13 @@ def check_encoder(
             keyword (`forward(polylines=..., polylines_mask=...)`). With `output`,
             `point_mask_as` or `argument_names`, the encoder is checked through
             `lpim.testing.Adapted`, which reproducers rebuild.
+        other_inputs: `(batch_size, dtype, device) -> SearchStrategy` of the encoder's
+            per-sample context: a tuple (passed after the mask) or a dict (keywords), every
+            tensor `[B, ...]`, e.g. an agent embedding `[B, C]` used as the seed query. The
+            encoder is called as `encoder(points, point_mask, *args, **kwargs)`, and every
+            property that runs a lane alone gives it its own sample's rows
+            (`lpim.LaneBatch.samples`). It is called once before the check: one that raises,
+            or returns something other than a strategy, is a usage error.
         dtype: one dtype or several (`torch.float32` or `"float32"`); default float64,
             float32, bfloat16, float16.
         device: where to run (default CPU). `devices_agree` compares CPU with CUDA and is
@@ -236,14 +255,17 @@ class EncoderSide:
         self.options = options
         self.contract_ = DataContract.from_options(options)
         self.point_dim = _point_dim(options, self.encoder)
+        _check_channel(options, self.point_dim)
         self.device = torch.device(options.device)
+        if options.other_inputs is not None:
+            check_other_inputs(options, self.device)
         self.features = _check_output(
             self.encoder, self.point_dim, self.device, options, self.hangs
         )
         self.names = list(options.properties or CHECKED_PROPERTIES)
 
     def contract(self) -> str:
-        return self.contract_.describe()
+        return self.contract_.describe() + _inputs_words(self.options)
 
     def rows(
         self, dtype: torch.dtype, settings: Settings, driver: Driver[LaneBatch]
@@ -252,7 +274,7 @@ class EncoderSide:
         autocast = options.precision == "autocast" and dtype in (torch.bfloat16, torch.float16)
         held_dtype = torch.float32 if autocast else dtype
         context = _autocast(target, dtype) if autocast else contextlib.nullcontext
-        subject = _prepare(self.encoder, held_dtype, dtype, target, dim, driver, options.factory)
+        subject = _prepare(self.encoder, held_dtype, dtype, target, dim, driver, options)
         if subject is None:
             return
         subject.deadline, subject.hangs = options.deadline, self.hangs
@@ -285,11 +307,14 @@ class EncoderSide:
             yield Case(
                 property_name=name,
                 dtype=dtype,
-                strategy=contract.batches(
-                    point_dim=dim,
-                    dtype=held_dtype,
-                    device=target,
-                    garbage=_drawn_garbage(prop, contract),
+                strategy=_with_inputs(
+                    contract.batches(
+                        point_dim=dim,
+                        dtype=held_dtype,
+                        device=target,
+                        garbage=_drawn_garbage(prop, contract),
+                    ),
+                    options.other_inputs,
                 ),
                 check=functools.partial(check, subject),
                 settings=twice if name == "deterministic" else settings,
@@ -304,11 +329,15 @@ class EncoderSide:
                 exercised=_EXERCISED.get(prop.exercised_by),
                 exercised_by=EXERCISED_BY.get(prop.exercised_by, ""),
                 subject_features=self.features,
+                dtypes_own=functools.partial(
+                    _dtypes_own, self.encoder, subject, dtype, autocast, context, options
+                ),
             )
         if not self.empty_lanes_seen and contract.empty_lanes is not False and not unsupported:
             with context():
                 self.empty_lanes_seen = props.empty_lane_values(
-                    subject, _with_empty_lanes(dim, held_dtype, target)
+                    subject,
+                    _given_inputs(_with_empty_lanes(dim, held_dtype, target), options.other_inputs),
                 )
 
     def notes(self, report: CheckReport) -> None:
@@ -316,6 +345,20 @@ class EncoderSide:
             report.notes.append(subject_notes)
         if self.empty_lanes_seen:
             report.notes.append(_empty_lane_note(self.empty_lanes_seen))
+
+
+def _inputs_words(options: CheckOptions) -> str:
+    """How the encoder was given its inputs, for the report's header ('' for lpim's own
+    `encoder(points, point_mask)`): a pass claims no more than the call that was checked."""
+    said = []
+    if options.point_mask_as != "point_mask":
+        said.append(f"the mask as {options.point_mask_as}")
+    if options.other_inputs is not None:
+        function = options.other_inputs
+        name = getattr(function, "__qualname__", None) or type(function).__name__
+        module = getattr(function, "__module__", None)
+        said.append(f"other inputs from {module}.{name}" if module else f"other inputs from {name}")
+    return f"; the encoder given {' and '.join(said)}" if said else ""
 
 
 def _reference_note(subject: Subject) -> str:
@@ -436,7 +479,7 @@ def _prepare(
     device: torch.device,
     point_dim: int,
     driver: Driver[LaneBatch],
-    factory: str | None,
+    options: CheckOptions,
 ) -> Subject | None:
     """The encoder, copied to `held_dtype` on `device`; a `runs` row fails (and None is
     returned) if it cannot be, or if it still holds tensors elsewhere (a module wrapped in a
@@ -460,10 +503,11 @@ def _prepare(
             "plain tensor attribute should be a registered buffer), or check on its device "
             "(device=...)"
         )
-    failure = EncoderPropertyError("runs", problem, _probe(point_dim, held_dtype, device))
+    probe = _given_inputs(_probe(point_dim, held_dtype, device), options.other_inputs)
+    failure = EncoderPropertyError("runs", problem, probe)
     failure.__cause__ = cause
     failure.attach_reproducer(
-        reproducer(failure.example, "assert_finite", "runs", encoder, factory)
+        reproducer(failure.example, "assert_finite", "runs", encoder, options.factory)
     )
     driver.fail(
         failure, PropertyResult("runs", row_dtype, "FAIL", 0, 0.0, 0.0, f"runs: {problem}"[:120])
@@ -477,6 +521,31 @@ def _probe(point_dim: int, dtype: torch.dtype, device: torch.device) -> LaneBatc
         torch.linspace(-1, 1, 3 * point_dim).reshape(1, 1, 3, point_dim).to(dtype),
         torch.ones(1, 1, 3, dtype=torch.bool),
     ).to(device=device)
+
+
+def _with_inputs(
+    batches: st.SearchStrategy[LaneBatch], other_inputs: OtherInputs | None
+) -> st.SearchStrategy[LaneBatch]:
+    """The batches, each with the encoder's other inputs drawn for it (when it takes any)."""
+    return batches if other_inputs is None else with_other_inputs(batches, other_inputs)
+
+
+def _given_inputs(batch: LaneBatch, other_inputs: OtherInputs | None) -> LaneBatch:
+    """`batch` with the encoder's other inputs for its `B` samples (as it is without any):
+    the simplest that `other_inputs` draws (Hypothesis' `find`, so the same every run), for
+    the probes made outside the rows."""
+    if other_inputs is None:
+        return batch
+    dtype, device = batch.points.dtype, batch.points.device
+    quiet = Settings(
+        database=None,
+        max_examples=20,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate, Phase.shrink],
+    )
+    simplest = find(with_other_inputs(st.just(batch), other_inputs), lambda _: True, settings=quiet)
+    return simplest.to(device=device, dtype=dtype)
 
 
 def _with_empty_lanes(point_dim: int, dtype: torch.dtype, device: torch.device) -> LaneBatch:
@@ -529,7 +598,7 @@ def _check_output(
         subject = Subject.prepare(encoder, torch.float32, device)
         subject.deadline, subject.hangs = options.deadline, hangs
         with torch.no_grad(), count_dispatch() as count:
-            subject(_probe(point_dim, torch.float32, device))
+            subject(_given_inputs(_probe(point_dim, torch.float32, device), options.other_inputs))
     except NoLaneEmbedding as error:
         chooses = options.how_to_pass("output", "INDEX|NAME", placeholder=True)
         raise UsageValueError(
@@ -558,7 +627,8 @@ def _unsupported(
     def at_dtype() -> None:
         with torch.no_grad():
             try:
-                subject(_probe(point_dim, subject.dtype, subject.device))
+                probe = _probe(point_dim, subject.dtype, subject.device)
+                subject(_given_inputs(probe, options.other_inputs))
             except DeadlineExceeded:
                 pass  # slow, not unsupported: the rows report `deadline`
 
@@ -576,6 +646,52 @@ def _unsupported(
         subject.device,
         mode="under autocast" if autocast else "cast to it",
         alternative=alternative,
+    )
+
+
+def _dtypes_own(
+    encoder: Encoder,
+    subject: Subject,
+    dtype: torch.dtype,
+    autocast: bool,
+    context: Callable[[], Any],
+    options: CheckOptions,
+    failure: PropertyError[LaneBatch],
+) -> str:
+    """Why `failure` is the dtype's and not the encoder's ('' when it is the encoder's),
+    by experiment, whatever torch's message says: the example's real lanes, alone and
+    unpadded, show a crash or a NaN / inf value or gradient at `dtype` in the mode checked
+    (inside `context`: autocast, when checked), and none at plain float32 (a float32 copy,
+    autocast off). No padding takes part, so a fill value that overflows the dtype stays a
+    failure (and a crash on such a fill is never counted). The reliability properties
+    (deterministic, inputs_unchanged, deadline) are never the dtype's."""
+    if dtype == torch.float32 or PROPERTIES[failure.property_name].reliability:
+        return ""
+    example = failure.example
+    if not isinstance(example, LaneBatch):
+        return ""
+    try:
+        with context():
+            seen = props.lanes_alone_trouble(subject, example)
+        if not seen:
+            return ""
+        plain = Subject.prepare(encoder, torch.float32, subject.device)
+        plain.deadline, plain.hangs = subject.deadline, subject.hangs
+        with torch.autocast(subject.device.type, enabled=False):
+            at_float32 = props.lanes_alone_trouble(plain, example.to(dtype=torch.float32))
+    except (Exception, DeadlineExceeded):
+        return ""  # the experiment itself did not run: the failure stands
+    if at_float32:
+        return ""  # float32 shows it too: not the dtype's
+    name = str(dtype).removeprefix("torch.")
+    mode = "under autocast" if autocast else "cast to it"
+    instance = ": LayerNorm's eps=1e-12 is 0 in float16" if dtype == torch.float16 else ""
+    return (
+        f"{name} numerics, not a mask bug: {failure.property_name} failed, and {seen} at "
+        f"{name} ({mode}) while the same lanes give none at plain float32; the dtype's range or "
+        f"precision (an eps or a value the dtype cannot hold{instance}); check it at float32 "
+        f"({options.how_to_pass('dtype', 'float32')})"
+        + (f" or try {options.how_to_pass('precision', 'autocast')}" if not autocast else "")
     )
 
 
@@ -625,6 +741,20 @@ def _point_dim(options: CheckOptions, encoder: Encoder) -> int:
     return options.point_dim
 
 
+def _check_channel(options: CheckOptions, point_dim: int) -> None:
+    """A validity channel's index must fall among the encoder's `D + 1` channels."""
+    channel = mask_channel(options.point_mask_as)
+    if channel is None:
+        return
+    width = point_dim + 1
+    if not -width <= channel[1] < width:
+        raise UsageValueError(
+            f"{options.name('point_mask_as')}: channel {channel[1]} is outside the encoder's "
+            f"{width} channels ({point_dim} coordinates and the validity channel); use an index "
+            f"from -{width} to {width - 1}"
+        )
+
+
 def _database_key(encoder: object) -> str:
     """What tells encoders apart in the example database: a module's class, else the
     callable's own qualified name (every plain function shares one class)."""
@@ -649,6 +779,7 @@ def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
     if declared is not None:
         return declared
     candidates: list[int] = []
+    extra = encoder.extra_channels if isinstance(encoder, Adapted) else 0  # a validity channel
     for _, module in reachable_modules(encoder):
         for layer in module.modules():
             width = (
@@ -660,10 +791,10 @@ def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
                 if isinstance(layer, torch.nn.RNNBase)
                 else None
             )
-            if isinstance(width, int) and width > 0 and width not in candidates:
-                candidates.append(width)
+            if isinstance(width, int) and width > extra and width - extra not in candidates:
+                candidates.append(width - extra)
     for width in candidates:
-        if _runs_with(encoder, width, options.deadline):
+        if _runs_with(encoder, width, options):
             return width
     tried = f" (the widths of its layers, {candidates}, did not run)" if candidates else ""
     raise unknown_width(
@@ -676,7 +807,7 @@ def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
     )
 
 
-def _runs_with(encoder: Encoder, point_dim: int, deadline: float | None) -> bool:
+def _runs_with(encoder: Encoder, point_dim: int, options: CheckOptions) -> bool:
     """True when `encoder` runs on one lane of 3 points of `point_dim` coordinates (within
     the hard stop of `deadline`, when there is one)."""
     module = encoder if isinstance(encoder, torch.nn.Module) else None
@@ -689,10 +820,11 @@ def _runs_with(encoder: Encoder, point_dim: int, deadline: float | None) -> bool
             probe = _probe(point_dim, dtype or torch.float32, torch.device("cpu"))
             if first is not None:
                 probe = probe.to(device=first.device)
-            if deadline is None:
-                encoder(probe.points, probe.point_mask)
+            probe = _given_inputs(probe, options.other_inputs)
+            if options.deadline is None:
+                probe.call(encoder)
             else:
-                call_within(hard_stop(deadline), encoder, probe.points, probe.point_mask)
+                call_within(hard_stop(options.deadline), probe.call, encoder)
     except (Exception, CallTimedOut):
         return False
     return True

@@ -13,10 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from hypothesis import settings as Settings
-from hypothesis import strategies as st
 from hypothesis.errors import Flaky, HypothesisException
 
-from lpim._errors import UsageTypeError, UsageValueError
 from lpim._properties import (
     CONSUMER_PROPERTIES,
     EXERCISED_BY,
@@ -28,7 +26,12 @@ from lpim._validation import check_callable
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
 from lpim.testing import consumer_properties
-from lpim.testing.arguments import declared_width, subject_name, unknown_width
+from lpim.testing.arguments import (
+    check_other_inputs,
+    declared_width,
+    subject_name,
+    unknown_width,
+)
 from lpim.testing.consumer_properties import (
     Consumer,
     LaneConsumerPropertyError,
@@ -158,7 +161,7 @@ class ConsumerSide:
         )
         self.names = list(options.properties or property_names("consumer"))
         if options.other_inputs is not None:
-            _check_other_inputs(options, self.device)
+            check_other_inputs(options, self.device)
         # What it does, for the causes a failure lists: attention modules are found in its
         # module tree (running it would need its other inputs); unknown otherwise.
         self.features = frozenset({"attention"}) if holds_attention(self.consumer) else None
@@ -214,36 +217,6 @@ class ConsumerSide:
 _EXERCISED: dict[str, Callable[[LaneSet], bool]] = {
     "padded_lane": lambda lanes: bool((~lanes.lane_mask).any()),
 }
-
-
-def _check_other_inputs(options: CheckOptions, device: torch.device) -> None:
-    """Call `other_inputs` once, as the check will: what it gives must be a strategy.
-
-    Raises:
-        UsageValueError: it raised (it is the user's function, called with the check's
-            arguments: its failure is a usage error, not the consumer's).
-        UsageTypeError: it gave something other than a Hypothesis strategy (e.g. the factory
-            itself was passed: `bev_maps` rather than `bev_maps(16, 8, 8)`).
-    """
-    name = options.name("other_inputs")
-    try:
-        given = options.other_inputs(1, torch.float32, device)
-    except Exception as error:
-        raise UsageValueError(
-            f"{name}: calling it as other_inputs(batch_size=1, dtype=torch.float32, "
-            f"device={str(device)!r}) raised {type(error).__name__}: {error}"
-        ) from error
-    if not isinstance(given, st.SearchStrategy):
-        hint = (
-            " (is it the factory rather than what it builds, e.g. bev_maps rather than "
-            "bev_maps(16, 8, 8)?)"
-            if callable(given)
-            else ""
-        )
-        raise UsageTypeError(
-            f"{name} must be a function (batch_size, dtype, device) -> a Hypothesis strategy of "
-            f"the consumer's other inputs; calling it gave a {type(given).__name__}{hint}"
-        )
 
 
 def _reproducer(

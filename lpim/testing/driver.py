@@ -84,6 +84,9 @@ class Case(Generic[ExampleT]):
         exercised_by: what `exercised` looks for, in words (`"a padded slot"`).
         subject_features: what the code under check was seen to do (`{"attention"}`), for
             the causes a failure lists; None when unknown.
+        dtypes_own: a failure (shrunk) -> why it is the row's dtype's and not the code's
+            ('' when it is the code's), decided by experiment (`lpim.testing.dtype_probe`):
+            then the row is `unsupported` with that reason, never a failure.
     """
 
     property_name: str
@@ -101,6 +104,7 @@ class Case(Generic[ExampleT]):
     exercised: Callable[[ExampleT], bool] | None = None
     exercised_by: str = ""
     subject_features: frozenset[str] | None = None
+    dtypes_own: Callable[[PropertyError[ExampleT]], str] = lambda failure: ""
 
 
 @dataclass
@@ -158,6 +162,19 @@ class Driver(Generic[ExampleT]):
         failure = outcome.failure
         if failure is None:
             self.row(self._passed(case, outcome))
+            return
+        if reason := case.dtypes_own(failure):
+            self.row(
+                PropertyResult(
+                    name,
+                    dtype,
+                    "unsupported",
+                    outcome.examples,
+                    outcome.seconds,
+                    outcome.worst,
+                    reason,
+                )
+            )
             return
         if failure.property_name == name:
             self._record(case, failure)

@@ -98,7 +98,7 @@ class PropertyError(LpimError, AssertionError, Generic[ExampleT]):
                 f"  largest error seen: {self.largest_ratio:.3g}x the allowed one over every "
                 f"example drawn (the shrunk example below shows {self.error_ratio:.3g}x)"
             )
-        lines.append(f"  example: {self.example!r}")
+        lines.append(f"  example: {self.example!r}{self._run_as()}")
         if self.reproducer:
             lines += ["  reproducer (paste into a file and run):", "", self.reproducer]
         others = self.failures[1:]
@@ -106,6 +106,16 @@ class PropertyError(LpimError, AssertionError, Generic[ExampleT]):
             lines += ["", f"  {len(others)} more failure(s) in this check (each on .failures):"]
             lines += [f"  - {other.summary()}" for other in others]
         return "\n".join(lines)
+
+    def _run_as(self) -> str:
+        """How the example was run when its data's dtype is not the failure's: float32
+        inputs under `torch.autocast` at the row's dtype (never shown as a float32 row)."""
+        held = self.example_dtype(self.example)
+        if self.dtype == held:
+            return ""
+        row = self.dtype.removeprefix("torch.")
+        kept = held.removeprefix("torch.")
+        return f", run under torch.autocast at {row} (the row's dtype; its inputs stay {kept})"
 
     def summary(self) -> str:
         """One line: property, dtype and what was seen."""

@@ -35,9 +35,11 @@ else:  # pragma: no cover - the same parser, from PyPI, before Python 3.11
     import tomli as tomllib
 
 __all__ = [
+    "CHANNEL_POLARITIES",
     "DTYPE_NAMES",
     "GARBAGE_NAMES",
     "LAYOUT_NAMES",
+    "MASK_CONVENTIONS",
     "OPTIONS",
     "PRECISIONS",
     "CheckOptions",
@@ -48,6 +50,7 @@ __all__ = [
     "add_flags",
     "find_pyproject",
     "flags_given",
+    "mask_channel",
     "options_for",
     "options_of",
     "pyproject_layers",
@@ -70,6 +73,12 @@ LAYOUT_NAMES = ("right", "left", "contiguous", "scattered")
 """The padding layouts of a data contract."""
 GARBAGE_NAMES = ("any", "finite", "any_finite", "zeros", "repeat_last")
 """What a data contract lets padded slots hold."""
+MASK_CONVENTIONS = ("point_mask", "key_padding_mask", "attention_mask", "lengths")
+"""How an encoder may take the mask of its points as an argument (option `point_mask_as`)."""
+CHANNEL_POLARITIES = ("valid_channel", "padded_channel")
+"""How an encoder may take it inside `points` instead, as one more channel: `valid_channel`
+(1.0 = real point, 0.0 = padded slot) or `padded_channel` (1.0 = padded slot), written
+`valid_channel:K` with `K` the channel's index among the encoder's `D + 1` (default -1, last)."""
 PRECISIONS = ("cast", "autocast")
 """How a low-precision dtype is run: `cast` copies the module with `.to(dtype)` and feeds
 it points of that dtype; `autocast` keeps parameters and points in float32 and runs under
@@ -100,6 +109,9 @@ class Option:
         flag: the `lpim` flag (`--min-points`), or None when the command has none.
         key: the `[tool.lpim]` key (`min-points`), or None when the table has none.
         sides: the checks that take it: `"encoder"`, `"consumer"` or both.
+        key_sides: the checks that read its `[tool.lpim]` key (one table serves both checks):
+            `sides` unless an option means something else to each check, as `other_inputs`
+            does (a consumer's BEV map is no encoder's context: the key stays the consumer's).
         help: one line, for `--help` and the options table.
         metavar: how `--help` shows the flag's value.
         python: whether the Python doors (the check functions, the fixtures) take it.
@@ -113,6 +125,7 @@ class Option:
     sides: tuple[Side, ...]
     help: str
     check: Callable[[Any, str], Any] = field(repr=False)
+    key_sides: tuple[Side, ...] = _BOTH
     text: Callable[[str], Any] = field(repr=False, default=lambda text: text)
     toml: Callable[[Any], Any] = field(repr=False, default=lambda value: value)
     metavar: str | None = None
@@ -134,6 +147,7 @@ def _option(
     flag: str | None = "",
     key: str | None = "",
     sides: tuple[Side, ...] = _BOTH,
+    key_sides: tuple[Side, ...] | None = None,
     text: Callable[[str], Any] | None = None,
     toml: Callable[[Any], Any] | None = None,
     metavar: str | None = None,
@@ -149,6 +163,7 @@ def _option(
         flag=flag,
         key=key,
         sides=sides,
+        key_sides=sides if key_sides is None else key_sides,
         help=help,
         check=check,
         text=text,
@@ -363,6 +378,38 @@ def _output(value: Any, name: str) -> int | str | None:
         f"{name} must name the lane embedding among the encoder's outputs: an index (int), a key "
         f"or an attribute (str); got {_got(value)}"
     )
+
+
+def mask_channel(point_mask_as: str) -> tuple[str, int] | None:
+    """`(polarity, index)` of a validity channel (`"valid_channel:-1"` -> `("valid_channel",
+    -1)`; no index: -1), or None for a mask given as an argument (`MASK_CONVENTIONS`).
+
+    Raises:
+        ValueError: a channel whose index is not an int.
+    """
+    polarity, colon, index = point_mask_as.partition(":")
+    if polarity not in CHANNEL_POLARITIES:
+        return None
+    return polarity, int(index) if colon else -1
+
+
+def _point_mask_as(value: Any, name: str) -> str:
+    expected = (
+        f"one of {list(MASK_CONVENTIONS)}, or a channel of points: valid_channel[:K] (1.0 = "
+        "real) or padded_channel[:K] (1.0 = padded), K its index among the encoder's D + 1 "
+        "channels (default -1, the last)"
+    )
+    if not isinstance(value, str):
+        raise UsageTypeError(f"{name} must be {expected}; got {_got(value)}")
+    if value in MASK_CONVENTIONS:
+        return value
+    try:
+        channel = mask_channel(value)
+    except ValueError:
+        channel = None
+    if channel is None:
+        raise UsageValueError(f"{name} must be {expected}; got {value!r}")
+    return value
 
 
 def _argument_names(value: Any, name: str) -> tuple[str, str] | None:
@@ -685,8 +732,10 @@ class CheckOptions:
         "point_mask",
         help="how the encoder takes the mask of its points: point_mask (bool, True = real; "
         "default), key_padding_mask (bool, True = padded slot), attention_mask (int, 1 = real), "
-        "lengths (int [B, M]; right padding only)",
-        check=_one_of(("point_mask", "key_padding_mask", "attention_mask", "lengths")),
+        "lengths (int [B, M]; right padding only), or inside the points as one more channel, "
+        "with no mask argument: valid_channel[:K] (1.0 = real point, 0.0 = padded) or "
+        "padded_channel[:K] (1.0 = padded), K the channel's index (default -1, the last)",
+        check=_point_mask_as,
         metavar="CONVENTION",
         sides=("encoder",),
     )
@@ -719,14 +768,16 @@ class CheckOptions:
     )
     other_inputs: Any = _option(
         None,
-        help="FUNCTION(batch_size, dtype, device) -> a Hypothesis strategy of the consumer's "
-        "other inputs (a tuple, or a dict of keywords); flag and key: MODULE:FUNCTION, e.g. "
-        "'lpim.strategies:bev_maps(16, 8, 8)'",
+        help="FUNCTION(batch_size, dtype, device) -> a Hypothesis strategy of the other inputs "
+        "(a tuple, passed after the mask, or a dict of keywords): an encoder's per-sample "
+        "context, every tensor [B, ...] (each lane alone gets its sample's rows), or a "
+        "consumer's; flag and key: MODULE:FUNCTION, e.g. 'lpim.strategies:bev_maps(16, 8, 8)'; "
+        "the key is read by the consumer check only",
         check=_other_inputs,
+        key_sides=("consumer",),
         text=_target_text,
         toml=_target_text,
         metavar="MODULE:FUNCTION",
-        sides=("consumer",),
     )
     order_invariant: bool = _option(
         False,
@@ -784,6 +835,7 @@ def _declared() -> dict[str, Option]:
             flag=flag,
             key=key,
             sides=spec["sides"],
+            key_sides=spec["key_sides"],
             help=spec["help"],
             check=spec["check"],
             text=spec["text"] or (lambda text: text),
@@ -887,7 +939,7 @@ def options_of(side: Side, *layers: Given) -> CheckOptions:
                 raise UsageTypeError(
                     f"unknown option {keyword!r}; expected some of {list(OPTIONS)}"
                 )
-            if side not in option.sides:
+            if side not in (option.key_sides if layer.door == "key" else option.sides):
                 if layer.door == "key":
                     continue  # one table serves both checks: the other side's keys are its own
                 raise UsageTypeError(f"{layer.where(option)} is not an option of the {side} check")
@@ -926,6 +978,12 @@ def _check_together(options: CheckOptions) -> None:
     if options.side == "consumer":
         _check_drawable(options, lanes * batch * _CHOICES_PER_LANE, ("batch_size", "num_lanes"))
         return
+    if mask_channel(options.point_mask_as) is not None and options.argument_names is not None:
+        raise UsageValueError(
+            f"{name('point_mask_as')} puts the mask inside the points, so the encoder takes one "
+            f"input, but {name('argument_names')} names two (points, mask); leave "
+            f"{options.option_name('argument_names')} out"
+        )
     if options.strategy is not None:
         narrowed = [
             k

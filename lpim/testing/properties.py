@@ -31,6 +31,7 @@ import torch
 from lpim.batch import LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS, garbage_fills
 from lpim.testing.compare import largest_error
+from lpim.testing.dtype_probe import crash_of
 from lpim.testing.errors import EncoderPropertyError, ExampleT, PropertyError
 from lpim.testing.protocol import (
     DeadlineExceeded,
@@ -54,6 +55,7 @@ __all__ = [
     "assert_matches_unpadded",
     "empty_lane_values",
     "lane_alone",
+    "lanes_alone_trouble",
     "no_cuda_reason",
     "padding_mixture",
     "padding_variants",
@@ -275,10 +277,11 @@ def assert_finite(encoder: Encoder | Subject, batch: LaneBatch) -> float:
 
 
 def lane_alone(batch: LaneBatch, b: int, m: int) -> LaneBatch:
-    """Lane `(b, m)` alone and unpadded: `points [1, 1, n, D]`, every point real."""
+    """Lane `(b, m)` alone and unpadded: `points [1, 1, n, D]`, every point real, with
+    sample `b`'s rows of the other inputs (`LaneBatch.args`, `kwargs`)."""
     real = batch.points[b, m][batch.point_mask[b, m]]  # [n, D]
     point_mask = torch.ones(1, 1, real.shape[0], dtype=torch.bool, device=real.device)
-    return LaneBatch(real[None, None], point_mask)
+    return batch.samples([b]).with_points(real[None, None], point_mask)  # its sample's inputs
 
 
 def assert_matches_unpadded(encoder: Encoder | Subject, batch: LaneBatch) -> float:
@@ -347,7 +350,7 @@ def with_padding(batch: LaneBatch, fill: float | torch.Tensor) -> LaneBatch:
     """`batch` with every padded slot set to `fill` (a number, or `[B, M, N, D]` values;
     real points untouched)."""
     points = torch.where(batch.point_mask[..., None], batch.points, fill)
-    return LaneBatch(points, batch.point_mask)
+    return batch.with_points(points, batch.point_mask)
 
 
 def padding_variants(batch: LaneBatch, kinds: Sequence[str]) -> dict[str, LaneBatch]:
@@ -375,7 +378,7 @@ def padding_mixture(batch: LaneBatch, kinds: Sequence[str]) -> LaneBatch:
     points = batch.points
     for index, variant in enumerate(variants):
         points = torch.where((pick == index)[..., None], variant.points, points)
-    return LaneBatch(points, batch.point_mask)
+    return batch.with_points(points, batch.point_mask)
 
 
 def _last_points(batch: LaneBatch) -> torch.Tensor:
@@ -528,8 +531,9 @@ def assert_lanes_independent(
     # 1. permutation: outputs must follow their lanes.
     sample_order = torch.arange(b - 1, -1, -1)
     lane_order = torch.roll(torch.arange(m), 1)
-    permuted = LaneBatch(
-        batch.points[sample_order][:, lane_order], batch.point_mask[sample_order][:, lane_order]
+    reordered = batch.samples(sample_order)  # samples keep their own other inputs
+    permuted = reordered.with_points(
+        reordered.points[:, lane_order], reordered.point_mask[:, lane_order]
     )
     actual = _call(subject, permuted)
     restored = EncoderOutput(
@@ -605,7 +609,7 @@ def _changed_lanes(
     empty_now = (changed & ~batch.lane_mask).flatten()  # [B*M]: gets the polyline
     points[empty_now] = polyline.to(points.dtype)
     point_mask[empty_now] = True
-    return LaneBatch(points.reshape(b, m, n, d), point_mask.reshape(b, m, n))
+    return batch.with_points(points.reshape(b, m, n, d), point_mask.reshape(b, m, n))
 
 
 # -- gradients isolated ----------------------------------------------------------------------------
@@ -631,7 +635,7 @@ def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> f
     points = batch.points.to(device=subject.device, dtype=subject.dtype).detach().requires_grad_()
     point_mask = batch.point_mask.to(subject.device)
     with _runs(batch):
-        out = subject(LaneBatch(points, point_mask))
+        out = subject(batch.to(subject.device, subject.dtype).with_points(points, point_mask))
     if not out.lane_embedding.requires_grad:
         raise EncoderPropertyError(
             "gradients_isolated",
@@ -655,8 +659,7 @@ def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> f
                 "gradients_isolated",
                 f"the gradient of parameter {name!r} holds "
                 f"{int((~parameter_grad.isfinite()).sum())} NaN or inf values for a loss over "
-                "real lanes only: NaN from fully masked rows "
-                "reaches the backward pass even though the forward pass selects it away",
+                f"real lanes only: {_nonfinite_gradient_source(batch)}",
                 batch,
             )
     if not bool(grad.isfinite().all()):
@@ -665,7 +668,7 @@ def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> f
         raise EncoderPropertyError(
             "gradients_isolated",
             f"the gradient w.r.t. points is {float(grad[tuple(where)])} at {kind} slot "
-            f"(b, m, n, d) = {where}: NaN from masked computations reaches the backward pass",
+            f"(b, m, n, d) = {where}: {_nonfinite_gradient_source(batch)}",
             batch,
         )
     leaked = (grad != 0) & ~point_mask[..., None]
@@ -696,6 +699,76 @@ def assert_gradients_isolated(encoder: Encoder | Subject, batch: LaneBatch) -> f
                 batch,
             )
     return 0.0
+
+
+def _nonfinite_gradient_source(batch: LaneBatch) -> str:
+    """Where a NaN or inf gradient comes from, as far as `batch` can say: masked rows only
+    when it has one (a padded slot or an empty lane), else the real points' own computation."""
+    if bool((~batch.point_mask).any()):
+        return (
+            "NaN or inf from masked rows (padded slots, empty lanes) reaches the backward pass "
+            "even though the forward pass selects it away"
+        )
+    return (
+        "this batch has no padded slot and no empty lane, so no masked row: the real points' "
+        "own computation overflows or divides by zero in the backward pass"
+    )
+
+
+def lanes_alone_trouble(encoder: Encoder | Subject, batch: LaneBatch, limit: int = 8) -> str:
+    """What goes wrong when the real lanes of `batch` run alone and unpadded ('' when
+    nothing does): a crash, NaN or inf in a lane's output, or in the gradient of its loss
+    (the one `assert_gradients_isolated` uses) w.r.t. its points or the parameters.
+
+    The experiment that tells a dtype's numerics from a mask bug (no padding takes part):
+    the checks run it at the row's dtype, in its precision mode, and at plain float32
+    (`lpim.testing.dtype_probe`). A crash whose op got a fill value the dtype cannot hold
+    counts as no trouble here: that fill is a bug, reported by the rows.
+
+    Args:
+        encoder: the encoder (a `Subject` keeps its dtype and device).
+        batch: the example; each lane gets its own sample's other inputs.
+        limit: the most lanes run (the first in `b * M + m` order).
+    """
+    subject = Subject.of(encoder, batch)
+    m = batch.shape[1]
+    lanes = batch.lane_mask.flatten().nonzero().squeeze(1).tolist()[:limit]
+    found = ""
+
+    def run(b: int, lane: int) -> None:
+        nonlocal found
+        single = lane_alone(batch, b, lane).to(subject.device, subject.dtype)
+        points = single.points.detach().requires_grad_()
+        with torch.enable_grad():
+            out = subject(single.with_points(points, single.point_mask))
+            where = f"lane (b={b}, m={lane}) alone and unpadded"
+            if not bool(out.lane_embedding.isfinite().all()):
+                found = f"{where} gives NaN or inf in lane_embedding"
+                return
+            loss = _lane_losses(out, single.point_mask).sum()
+            if not loss.requires_grad:
+                return
+            named = _named_trainable(subject.encoder)
+            grads = torch.autograd.grad(loss, [points, *(p for _, p in named)], allow_unused=True)
+        labels = ["points", *(f"parameter {n!r}" for n, _ in named)]
+        for label, grad in zip(labels, grads, strict=True):
+            if grad is not None and not bool(grad.isfinite().all()):
+                found = f"{where} gives NaN or inf in the gradient w.r.t. {label}"
+                return
+
+    for index in lanes:
+        b, lane = divmod(index, m)
+        crash = crash_of(functools.partial(run, b, lane), subject.dtype)
+        if crash is not None:
+            if crash.overflow is not None:
+                return ""  # a fill value the dtype cannot hold: the code's bug
+            raised = crash.error.__cause__ or crash.error
+            first = str(raised).splitlines()[0] if str(raised) else ""
+            seen = f"{type(raised).__name__}: {first[:80]}"
+            return f"lane (b={b}, m={lane}) alone and unpadded raises {seen}"
+        if found:
+            return found
+    return ""
 
 
 def _named_trainable(encoder: Encoder) -> list[tuple[str, torch.Tensor]]:
@@ -771,7 +844,7 @@ def assert_gradients_ignore_padding(
     # leak there is the padding properties' to name.
     real_lanes = batch.lane_mask[..., None, None]  # [B, M, 1, 1]
     variants = {
-        f"mixed {' / '.join(group)}": LaneBatch(
+        f"mixed {' / '.join(group)}": batch.with_points(
             torch.where(real_lanes, padding_mixture(batch, group).points, baseline_points),
             batch.point_mask,
         )

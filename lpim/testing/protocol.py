@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, NoReturn
 
 import torch
 
-from lpim._errors import LpimError
+from lpim._errors import LpimError, UsageTypeError, UsageValueError
 from lpim.batch import LaneBatch
 from lpim.testing.compare import same_values
 from lpim.testing.deadline import (
@@ -35,6 +35,7 @@ from lpim.testing.deadline import (
     hard_stop,
 )
 from lpim.testing.errors import EncoderPropertyError
+from lpim.testing.options import CHANNEL_POLARITIES, MASK_CONVENTIONS, mask_channel
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
 
 __all__ = [
@@ -73,11 +74,14 @@ class EncoderOutput(NamedTuple):
     point_features: torch.Tensor | None
 
 
-POINT_MASK_AS = ("point_mask", "key_padding_mask", "attention_mask", "lengths")
-"""How an encoder takes the mask of its points: `point_mask` (bool `[B, M, N]`, True = real:
-lpim's own), `key_padding_mask` (bool `[B, M, N]`, True = padded slot: MHA's polarity),
-`attention_mask` (int64 `[B, M, N]`, 1 = real), `lengths` (int64 `[B, M]`, real points per
-lane; right padding only)."""
+POINT_MASK_AS = MASK_CONVENTIONS + tuple(f"{p}[:K]" for p in CHANNEL_POLARITIES)
+"""How an encoder takes the mask of its points: `point_mask` (bool `[B, M, N]`, True =
+real point: lpim's own), `key_padding_mask` (bool `[B, M, N]`, True = padded slot: MHA's
+polarity), `attention_mask` (int64 `[B, M, N]`, 1 = real), `lengths` (int64 `[B, M]`, real
+points per lane; right padding only); or inside `points`, as one more channel at index `K`
+(default -1, the last) of `[B, M, N, D + 1]`, with no mask argument: `valid_channel:K` (1.0 =
+real point, 0.0 = padded slot) or `padded_channel:K` (1.0 = padded slot), the way loaders that
+carry validity as a feature write it."""
 
 
 class Adapted(torch.nn.Module):
@@ -85,14 +89,19 @@ class Adapted(torch.nn.Module):
 
     `Adapted(encoder, point_mask_as="key_padding_mask", argument_names=("polylines",
     "polylines_mask"), output=0)(points, point_mask)` calls
-    `encoder(polylines=points, polylines_mask=~point_mask)[0]`. A module is held as a
+    `encoder(polylines=points, polylines_mask=~point_mask)[0]`;
+    `Adapted(encoder, point_mask_as="valid_channel")(points, point_mask, agent)` calls
+    `encoder(cat([points, point_mask as 1.0 / 0.0], -1), agent)`: the mask as the last channel
+    of `points [B, M, N, D + 1]`, other inputs passed on. A module is held as a
     submodule, so copies, dtypes, eval mode and the float64 twin work through it. Checks build
     it from their `point_mask_as`, `argument_names` and `output` options, and reproducers
     rebuild it.
 
     Args:
         encoder: the encoder as the user wrote it.
-        point_mask_as: how it takes the mask (`POINT_MASK_AS`).
+        point_mask_as: how it takes the mask (`POINT_MASK_AS`): an argument, or a channel
+            of `points` (`valid_channel[:K]`, `padded_channel[:K]`; its declared width, such
+            as `in_dim`, counts the channel, and `Adapted` declares lpim's `D`).
         argument_names: the names of its two arguments when it takes them by keyword; None:
             positionally.
         output: which part of its output is the lane embedding (an index, a key or an
@@ -108,16 +117,30 @@ class Adapted(torch.nn.Module):
     ) -> None:
         super().__init__()
         self.inner = encoder  # a submodule when it is one
+        self.point_mask_as = point_mask_as
         for width in ("in_dim", "point_dim", "input_dim", "in_channels", "in_features"):
             declared = getattr(encoder, width, None)  # what the checks read the point width from
             if isinstance(declared, int) and not isinstance(declared, bool):
-                setattr(self, width, declared)
-        self.point_mask_as = point_mask_as
+                setattr(self, width, declared - self.extra_channels)  # lpim's D
         self.argument_names = argument_names
         self.output = output
 
-    def forward(self, points: torch.Tensor, point_mask: torch.Tensor) -> Any:
-        """`encoder` called as it expects; the part of its output `output` names."""
+    @property
+    def extra_channels(self) -> int:
+        """Channels the encoder's points have beyond lpim's `D`: 1 with a validity channel."""
+        return 0 if mask_channel(self.point_mask_as) is None else 1
+
+    def forward(
+        self, points: torch.Tensor, point_mask: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> Any:
+        """`encoder` called as it expects (other inputs passed on after the mask); the part
+        of its output `output` names."""
+        channel = mask_channel(self.point_mask_as)
+        if channel is not None:
+            polarity, index = channel
+            flag = point_mask if polarity == "valid_channel" else ~point_mask
+            found = self.inner(_with_channel(points, flag, index), *args, **kwargs)
+            return found if self.output is None else pick_output(found, self.output)
         mask: torch.Tensor = {
             "point_mask": lambda: point_mask,
             "key_padding_mask": lambda: ~point_mask,  # True = padded slot
@@ -125,9 +148,16 @@ class Adapted(torch.nn.Module):
             "lengths": lambda: point_mask.sum(-1),  # [B, M]
         }[self.point_mask_as]()
         if self.argument_names is None:
-            found = self.inner(points, mask)
+            found = self.inner(points, mask, *args, **kwargs)
         else:
-            found = self.inner(**{self.argument_names[0]: points, self.argument_names[1]: mask})
+            if args:
+                raise UsageTypeError(
+                    f"argument_names={self.argument_names!r} passes the inputs by keyword, so "
+                    f"the other inputs must be keywords too: other_inputs drew a tuple of "
+                    f"{len(args)}; draw a dict of them"
+                )
+            named = {self.argument_names[0]: points, self.argument_names[1]: mask}
+            found = self.inner(**named, **kwargs)
         return found if self.output is None else pick_output(found, self.output)
 
     def arguments(self) -> str:
@@ -138,6 +168,20 @@ class Adapted(torch.nn.Module):
             "output": (self.output, None),
         }
         return ", ".join(f"{k}={v!r}" for k, (v, default) in given.items() if v != default)
+
+
+def _with_channel(points: torch.Tensor, flag: torch.Tensor, index: int) -> torch.Tensor:
+    """`points [B, M, N, D]` with `flag [B, M, N]` (1.0 / 0.0) inserted as channel `index` of
+    the `D + 1` -> `[B, M, N, D + 1]`."""
+    width = points.shape[-1] + 1
+    if not -width <= index < width:
+        raise UsageValueError(
+            f"point_mask_as: channel {index} is outside the encoder's {width} channels (D = "
+            f"{points.shape[-1]} coordinates and the validity channel); use -{width}..{width - 1}"
+        )
+    at = index % width
+    column = flag[..., None].to(points.dtype)  # [B, M, N, 1]
+    return torch.cat([points[..., :at], column, points[..., at:]], dim=-1)
 
 
 class ProtocolError(LpimError, TypeError):
@@ -376,11 +420,12 @@ class Subject:
         points, point_mask = batch.points.clone(), batch.point_mask.clone()
         started = time.perf_counter()
         output: object
+        args, kwargs = batch.args, batch.kwargs  # the samples' other inputs (often none)
         if stop is None:
-            output = self.encoder(points, point_mask)
+            output = self.encoder(points, point_mask, *args, **kwargs)
         else:
             try:
-                output = call_within(stop, self.encoder, points, point_mask)
+                output = call_within(stop, self.encoder, points, point_mask, *args, **kwargs)
             except CallTimedOut as stopped:
                 return stopped, time.perf_counter() - started
         took = time.perf_counter() - started
@@ -414,11 +459,9 @@ class Subject:
         try:
             with torch.autocast(self.device.type, enabled=False):
                 if self.deadline is None:
-                    output = twin(batch.points, batch.point_mask)
+                    output = batch.call(twin)
                 else:  # the same hard stop as the encoder's own calls; best effort too
-                    output = call_within(
-                        hard_stop(self.deadline), twin, batch.points, batch.point_mask
-                    )
+                    output = call_within(hard_stop(self.deadline), batch.call, twin)
                 return normalise_output(output, batch)
         except (Exception, CallTimedOut) as error:
             self.reference_note = _no_reference(error)

@@ -11,7 +11,7 @@ import importlib
 import inspect
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +104,16 @@ def reproducer(
             f"point_mask = {_tensor_source(example.point_mask)}",
         ]
         built = "LaneBatch(points, point_mask)"
+        if example.args or example.kwargs:  # the encoder's per-sample context
+            inputs += _other_inputs_lines(example.args, example.kwargs)
+            built = "LaneBatch(points, point_mask, args, kwargs)"
     else:
         role, label, example_type = "consumer", "lane-consumer property", "LaneSet"
         tensor = example.lane_embedding
-        args = "".join(f"\n    {_value_source(v)}," for v in example.args)
-        kwargs = "".join(f"\n    {k!r}: {_value_source(v)}," for k, v in example.kwargs.items())
         inputs = [
             f"lane_embedding = {_tensor_source(example.lane_embedding)}",
             f"lane_mask = {_tensor_source(example.lane_mask)}",
-            f"args = ({args}\n)",
-            f"kwargs = {{{kwargs}\n}}",
+            *_other_inputs_lines(example.args, example.kwargs),
         ]
         built = "LaneSet(lane_embedding, lane_mask, args, kwargs)"
     dtype, device = tensor.dtype, tensor.device
@@ -167,6 +167,13 @@ def deadline_call(deadline: float) -> str:
             "    )",
         ]
     )
+
+
+def _other_inputs_lines(args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[str]:
+    """`args = (...)` and `kwargs = {...}`: the other inputs, rebuilt exactly."""
+    positional = "".join(f"\n    {_value_source(v)}," for v in args)
+    keywords = "".join(f"\n    {k!r}: {_value_source(v)}," for k, v in kwargs.items())
+    return [f"args = ({positional}\n)", f"kwargs = {{{keywords}\n}}"]
 
 
 def _tensor_source(value: torch.Tensor) -> str:
