@@ -42,7 +42,13 @@ __all__ = [
 ]
 
 # Errors and warnings show under the path users import them from.
-for _public in (Finding, MaskHazardError, MaskHazardWarning, Sanitize, SanitizeReport,
-                SanitizeSession):  # fmt: skip
+for _public in (
+    Finding,
+    MaskHazardError,
+    MaskHazardWarning,
+    Sanitize,
+    SanitizeReport,
+    SanitizeSession,
+):
     _public.__module__ = __name__
 del _public

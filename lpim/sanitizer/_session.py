@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
 from lpim._errors import LpimError
 from lpim.sanitizer._checks import KINDS, Hazard
-from lpim.sanitizer._watch import Watcher, user_site
+from lpim.sanitizer._watch import Watcher, short_path, user_site
 
 __all__ = [
     "KINDS",
@@ -102,6 +103,13 @@ class SanitizeReport:
 
     def table(self) -> str:
         """A plain-text table of the findings (kind, where, API, calls), then each message."""
+        if not self.calls:
+            return (
+                "lpim.sanitize: saw no attention call, so nothing was checked: no "
+                "F.scaled_dot_product_attention, nn.MultiheadAttention, "
+                "nn.TransformerEncoder(Layer), F.multi_head_attention_forward or varlen_attn "
+                "call, and no softmax over masked_fill / added-mask scores ran while it was on."
+            )
         if not self.findings:
             return f"lpim.sanitize: no findings in {self.calls} attention call(s)."
         header = ("kind", "where", "api", "calls")
@@ -129,15 +137,47 @@ class SanitizeReport:
         return f"SanitizeReport(calls={self.calls}, findings={[f.kind for f in self.findings]})"
 
 
+Allow = Iterable[tuple[str, str] | str]
+"""What `allow=` takes: finding kinds, or `(kind, where)` pairs (see `Sanitize`)."""
+
+
+def _allowances(allow: Allow | None) -> list[tuple[str, str]]:
+    """`allow` as `(kind, where)` pairs (`where` "" = every site), checked before use."""
+    pairs: list[tuple[str, str]] = []
+    for item in allow or ():
+        kind, where = (item, "") if isinstance(item, str) else tuple(item)
+        if kind not in KINDS:
+            raise ValueError(f"allow: unknown finding kind {kind!r}; expected one of {list(KINDS)}")
+        if not isinstance(where, str):
+            raise ValueError(f"allow: a site is 'FILE' or 'FILE:LINE'; got {where!r}")
+        pairs.append((kind, where))
+    return pairs
+
+
+def _site_matches(where: str, pattern: str) -> bool:
+    """`pattern` ("FILE:LINE", "FILE", or a path's tail) names the site `where`."""
+    if not pattern:
+        return True
+    if where == pattern or where.endswith("/" + pattern) or where.endswith(os.sep + pattern):
+        return True
+    path = where.rsplit(":", 1)[0]
+    return path == pattern or path.endswith("/" + pattern) or path.endswith(os.sep + pattern)
+
+
 class SanitizeSession:
     """One activation of the sanitizer: a context manager whose `__enter__` returns its report."""
 
-    def __init__(self, on_finding: OnFinding = "warn") -> None:
+    def __init__(self, on_finding: OnFinding = "warn", allow: Allow | None = None) -> None:
         if on_finding not in _POLICIES:
             raise ValueError(f"on_finding must be one of {list(_POLICIES)}; got {on_finding!r}")
         self.on_finding: OnFinding = on_finding
+        self.allow = _allowances(allow)
         self.report = SanitizeReport()
         self._warned: set[tuple[str, str]] = set()
+
+    def allows(self, kind: str, where: str) -> bool:
+        """True when `allow` silences `kind` at `where` (`"file.py:LINE"`)."""
+        return any(k == kind and _site_matches(where, w) for k, w in self.allow)
 
     def __enter__(self) -> SanitizeReport:
         _activate(self)
@@ -165,6 +205,11 @@ class Sanitize:
       torch's own `RuntimeError` for `missing_head_rows`);
     - `collect`: record only; read `report.findings` or print `report.table()`.
 
+    `allow` silences an intended pattern, by kind and site: `allow=[("fully_masked_rows",
+    "model.py:42")]` (a site is `"FILE:LINE"` or `"FILE"`, matched against the end of the
+    finding's `where`), or a bare kind for every site. An allowed finding is neither recorded
+    nor warned about nor raised.
+
     Outputs are never changed. Sessions nest: every active session records every finding.
 
     Example:
@@ -184,25 +229,29 @@ class Sanitize:
     def __init__(self) -> None:
         self._enabled: SanitizeSession | None = None
 
-    def __call__(self, on_finding: OnFinding = "warn") -> SanitizeSession:
+    def __call__(
+        self, on_finding: OnFinding = "warn", allow: Allow | None = None
+    ) -> SanitizeSession:
         """A session to use in a `with` block; `__enter__` returns its report.
 
         Args:
             on_finding: `"warn"`, `"raise"` or `"collect"` (see the class).
+            allow: kinds, or `(kind, "FILE:LINE")` pairs, to silence (see the class).
 
         Raises:
-            ValueError: an unknown `on_finding`.
+            ValueError: an unknown `on_finding` or kind in `allow`.
         """
-        return SanitizeSession(on_finding)
+        return SanitizeSession(on_finding, allow)
 
-    def enable(self, on_finding: OnFinding = "warn") -> SanitizeReport:
+    def enable(self, on_finding: OnFinding = "warn", allow: Allow | None = None) -> SanitizeReport:
         """Switch the sanitizer on until `disable`; return the session's report.
 
         Calling it while enabled ends the previous session first (its report stays readable).
+        `on_finding` and `allow` are as for `lpim.sanitize(...)`.
         """
+        session = SanitizeSession(on_finding, allow)
         if self._enabled is not None:
             self.disable()
-        session = SanitizeSession(on_finding)
         session.__enter__()
         self._enabled = session
         return session.report
@@ -236,10 +285,12 @@ def _count_call() -> None:
 def _deliver(hazards: list[Hazard], api: str) -> None:
     __tracebackhide__ = True  # pytest shows the user's call, not this frame
     filename, line = user_site()
-    where = f"{_short(filename)}:{line}"
+    where = f"{short_path(filename)}:{line}"
     to_raise: Finding | None = None
     for hazard in hazards:
         for session in list(_sessions):
+            if session.allow and session.allows(hazard.kind, where):
+                continue
             finding = session.report._record(hazard, where, api)
             key = (hazard.kind, where)
             if session.on_finding == "warn" and key not in session._warned:
@@ -251,15 +302,6 @@ def _deliver(hazards: list[Hazard], api: str) -> None:
                 to_raise = finding
     if to_raise is not None:
         raise MaskHazardError(to_raise)
-
-
-def _short(filename: str) -> str:
-    """`filename` relative to the working directory when it is under it."""
-    try:
-        relative = os.path.relpath(filename)
-    except ValueError:  # another drive on Windows
-        return filename
-    return filename if relative.startswith("..") else relative
 
 
 _watcher = Watcher(_deliver, _count_call)
