@@ -269,8 +269,11 @@ def check_output(
     """
     if not found.check_output or out.is_nested or not out.is_floating_point():
         return []
-    hazards: list[Hazard] = []
     fully = found.fully_masked
+    if fully is None and bool(torch.isfinite(out.sum())):
+        return []  # one reduction: any NaN or inf makes the sum non-finite (an overflow of a
+        # finite sum only sends it on to the row-by-row check below)
+    hazards: list[Hazard] = []
     if fully is not None:
         try:
             fully = torch.broadcast_to(fully, out.shape[:-1])

@@ -111,7 +111,7 @@ class Watcher:
         self._mode: _AttentionMode | None = None
         self._handles: list[RemovableHandle] = []
         self._state = _State()
-        self._signatures: dict[type, inspect.Signature] = {}
+        self._signatures: dict[type, _Binder] = {}
         self.records = hand.Records()
         self._cache = _InspectionCache()
 
@@ -188,8 +188,14 @@ class Watcher:
         if not calls or calls[-1].module is not module:
             return  # its pre-hook did not run (an earlier pre-hook raised)
         call = calls.pop()
-        if call.suspended and self._mode is not None:
-            torch._C._push_on_torch_function_stack(self._mode)
+        try:
+            # checked before our mode is back: the check's own torch calls bypass it
+            self._check_result(call, result)
+        finally:
+            if call.suspended and self._mode is not None:
+                torch._C._push_on_torch_function_stack(self._mode)
+
+    def _check_result(self, call: _Call, result: Any) -> None:
         if result is None or call.found is None or call.call is None:
             return  # the forward raised, or nothing to check
         out = result[0] if isinstance(result, tuple) else result
@@ -217,15 +223,10 @@ class Watcher:
         self, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         kind = type(module)
-        signature = self._signatures.get(kind)
-        if signature is None:
-            signature = self._signatures[kind] = inspect.signature(kind.forward)
-        try:
-            bound = signature.bind(module, *args, **kwargs)
-        except TypeError:
-            return None  # torch will say what is wrong with the call
-        bound.apply_defaults()
-        return dict(bound.arguments)
+        binder = self._signatures.get(kind)
+        if binder is None:
+            binder = self._signatures[kind] = _Binder(kind)
+        return binder.bind(module, args, kwargs)
 
     # -- functions ----------------------------------------------------------------------------
 
@@ -372,6 +373,50 @@ _TRACED: dict[Callable[..., Any], str] = {
     **{f: "softmax" for f in (Tensor.softmax, torch.softmax, F.softmax)},
 }
 """Torch functions whose results the mode records (see `_handwritten`)."""
+
+
+class _Binder:
+    """Binds a module call's arguments to its `forward`'s names, defaults filled in.
+
+    `inspect.Signature.bind` costs tens of microseconds a call; a forward with plain
+    parameters (torch's attention modules) is bound by a dictionary update instead.
+    """
+
+    def __init__(self, kind: type[nn.Module]) -> None:
+        self._signature = inspect.signature(kind.forward)
+        params = list(self._signature.parameters.values())[1:]  # after self
+        plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        self._plain = all(p.kind in plain for p in params)
+        self._positional = [
+            p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        ]
+        self._names = {p.name for p in params}
+        self._defaults = {p.name: p.default for p in params if p.default is not p.empty}
+
+    def bind(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """`{"self": module, name: value, ...}`, or None where the call does not bind (torch
+        will say what is wrong with it)."""
+        if not self._plain:
+            try:
+                bound = self._signature.bind(module, *args, **kwargs)
+            except TypeError:
+                return None
+            bound.apply_defaults()
+            return dict(bound.arguments)
+        if len(args) > len(self._positional):
+            return None
+        arguments = dict(self._defaults)
+        arguments.update(zip(self._positional, args, strict=False))
+        for name in kwargs:
+            if name not in self._names or name in self._positional[: len(args)]:
+                return None
+        arguments.update(kwargs)
+        if len(arguments) != len(self._names):
+            return None  # a required argument is missing
+        arguments["self"] = module
+        return arguments
 
 
 class _InspectionCache:
