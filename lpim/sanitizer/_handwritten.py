@@ -176,10 +176,31 @@ def on_softmax(
     return None
 
 
+_NO_EMPTY_ROW: dict[tuple[Any, ...], weakref.ref[Tensor]] = {}
+"""Conditions (by identity, version, shape) seen to leave every row a key: a `-inf` fill with
+such a condition needs no more than this look-up."""
+
+
+def _no_empty_row_key(condition: Tensor, shape: torch.Size) -> tuple[Any, ...] | None:
+    try:
+        return (id(condition), condition._version, condition.shape, shape)
+    except RuntimeError:
+        return None  # an inference tensor: no version to read
+
+
 def _filled(scores: Tensor, weights: Tensor, fact: Filled) -> list[Hazard]:
+    key = _no_empty_row_key(fact.condition, scores.shape)
+    if fact.fill == float("-inf") and key is not None:
+        ref = _NO_EMPTY_ROW.get(key)
+        if ref is not None and ref() is fact.condition:
+            return []
     blocked = torch.broadcast_to(fact.condition, scores.shape)
     hazards = _fully_masked(blocked, weights, "masked_fill + softmax", fact)
     if fact.fill == float("-inf"):
+        if not hazards and key is not None:
+            if len(_NO_EMPTY_ROW) >= 256:
+                _NO_EMPTY_ROW.pop(next(iter(_NO_EMPTY_ROW)))
+            _NO_EMPTY_ROW[key] = weakref.ref(fact.condition)
         return hazards
     none = torch.zeros((), dtype=torch.bool, device=scores.device)
     harm = fill_harm(scores, weights, blocked, none, fact.fill)
