@@ -15,6 +15,11 @@ with lpim.sanitize(on_finding="collect") as report:
 print(report.table())
 ```
 
+Where a fill, a head order or an empty row is suspect, the finding is proved on the call's own
+tensors (the weight masked keys keep, the line that built the mask), and a fix is printed only
+after it was applied to the same call and kept what the mask meant. `EXAMPLES` is the
+sanitizer's zoo: one buggy call per finding kind, each with a harmless twin that gives nothing.
+
 It uses torch's extension points (a `TorchFunctionMode` and global module hooks), changes no
 output, and leaves torch as it found it when the last context exits.
 """
@@ -29,8 +34,10 @@ from lpim.sanitizer._session import (
     SanitizeSession,
     sanitize,
 )
+from lpim.sanitizer._zoo import EXAMPLES, SanitizerExample
 
 __all__ = [
+    "EXAMPLES",
     "KINDS",
     "Finding",
     "MaskHazardError",
@@ -38,6 +45,7 @@ __all__ = [
     "Sanitize",
     "SanitizeReport",
     "SanitizeSession",
+    "SanitizerExample",
     "sanitize",
 ]
 

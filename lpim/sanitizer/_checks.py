@@ -360,8 +360,9 @@ def _head_major_hazard(
         per_entry = attn_mask.reshape(n, h, *attn_mask.shape[1:])  # read as torch: row n*H + h
         disagree = int((per_entry != per_entry[:, :1]).flatten(1).any(dim=1).sum())
         built = (
-            f"It was built at {built_by.where}: `{built_by.line}`, which lays rows out "
-            f"head-major (row h*{n} + n)."
+            f"It was built at {built_by.where}"
+            + (f": `{built_by.line}`" if built_by.line else "")
+            + f", which lays rows out head-major (row h*{n} + n)."
             if built_by is not None
             else f"Its rows repeat with period N (row r equals row r + {n}): it was built "
             f"head-major, with repeat({h}, 1, 1)."

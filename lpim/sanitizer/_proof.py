@@ -558,6 +558,7 @@ def head_major_fix(call: Call, found: Inspection) -> str:
     others = {r: m for r, m in call.masks.items() if r != "attn_mask"}
     intended = blocked_of(call, {**others, "attn_mask": meant}, False)
     fixes = [Fix({name: expr}, shown)]
+    fixes += _padding_instead(call, source, "per_entry" if built is not None else f"{name}[:{n}]")
     lane = call.lane()
     if lane is not None and "key_padding_mask" in call.names:
         scope["point_mask"] = lane[0]
@@ -576,6 +577,21 @@ def head_major_fix(call: Call, found: Inspection) -> str:
     return _fix_sentence(good, "every head of entry n reads entry n's mask")
 
 
+def _padding_instead(call: Call, per_entry: Tensor, shown: str) -> list[Fix]:
+    """A 2D key_padding_mask in place of a per-entry `(N, L, S)` mask whose rows are the same
+    for every query (a padding mask): it has no head axis to get wrong."""
+    if "key_padding_mask" not in call.names or call.masks.get("key_padding_mask") is not None:
+        return []
+    if per_entry.dim() != 3 or not torch.equal(per_entry, per_entry[:, :1].expand_as(per_entry)):
+        return []
+    return [
+        Fix(
+            {call.names["attn_mask"]: "None", call.names["key_padding_mask"]: f"{shown}[:, 0]"},
+            " (a 2D key_padding_mask, True = ignore: no head axis to get wrong)",
+        )
+    ]
+
+
 def missing_rows_fix(call: Call) -> str:
     name = call.names["attn_mask"]
     mask = call.masks["attn_mask"]
@@ -584,6 +600,7 @@ def missing_rows_fix(call: Call) -> str:
     others = {r: m for r, m in call.masks.items() if r != "attn_mask"}
     intended = blocked_of(call, {**others, "attn_mask": meant}, False)
     fixes = [Fix({name: f"{name}.repeat_interleave({call.h}, dim=0)"})]
+    fixes += _padding_instead(call, mask, name)
     lane = call.lane()
     scope: dict[str, Any] = {}
     if lane is not None and "key_padding_mask" in call.names:
