@@ -215,9 +215,10 @@ def _filled(scores: Tensor, weights: Tensor, fact: Filled) -> list[Hazard]:
         fixed = source.detach().masked_fill(blocked, float("-inf")).float().softmax(-1)
         fixed_ok = _fix_holds(fixed, blocked)
     fix = (
-        f" Fix: fill with float('-inf') instead of {fact.fill:g} on that line (`{fact.line}`) "
-        "(checked on this call: the same keys stay masked, with weight 0, and the rows with a "
-        "key are finite)."
+        f" Fix: fill with float('-inf') instead of {fact.fill:g} on that line"
+        + (f" (`{fact.line}`)" if fact.line else "")
+        + " (checked on this call: the same keys stay masked, with weight 0, and the rows with "
+        "a key are finite)."
         if fixed_ok
         else " No fix is printed: filling with -inf did not keep this call finite."
     )
