@@ -194,14 +194,14 @@ def _filled(scores: Tensor, weights: Tensor, fact: Filled) -> list[Hazard]:
         ref = _NO_EMPTY_ROW.get(key)
         if ref is not None and ref() is fact.condition:
             return []
-    blocked = torch.broadcast_to(fact.condition, scores.shape)
-    hazards = _fully_masked(blocked, weights, "masked_fill + softmax", fact)
+    hazards = _fully_masked(fact.condition, weights, "masked_fill + softmax", fact)
     if fact.fill == float("-inf"):
         if not hazards and key is not None:
             if len(_NO_EMPTY_ROW) >= 256:
                 _NO_EMPTY_ROW.pop(next(iter(_NO_EMPTY_ROW)))
             _NO_EMPTY_ROW[key] = weakref.ref(fact.condition)
         return hazards
+    blocked = torch.broadcast_to(fact.condition, scores.shape)
     none = torch.zeros((), dtype=torch.bool, device=scores.device)
     harm = fill_harm(scores, weights, blocked, none, fact.fill)
     text = harm_text(
@@ -231,7 +231,7 @@ def _added(scores: Tensor, weights: Tensor, fact: Added) -> tuple[str, list[Haza
             continue
         reading = read_float(mask)
         if reading.kind == "additive":
-            blocked = torch.broadcast_to(torch.isneginf(mask), scores.shape)
+            blocked = torch.isneginf(mask)  # broadcastable to the scores
             return "added mask + softmax", _fully_masked(blocked, weights, "added mask + softmax")
         if reading.kind != "fill" or reading.fill is None:
             continue
@@ -268,8 +268,13 @@ def _fix_holds(fixed_weights: Tensor, blocked: Tensor) -> bool:
 def _fully_masked(
     blocked: Tensor, weights: Tensor, api: str, fact: Filled | None = None
 ) -> list[Hazard]:
-    fully = blocked.all(dim=-1)
+    """`blocked` is bool and broadcastable to `weights` (read unbroadcast: it is smaller)."""
+    fully = blocked.all(dim=-1) if blocked.dim() else blocked  # broadcastable to the rows
     if not bool(fully.any()):
+        return []
+    try:
+        fully = torch.broadcast_to(fully, weights.shape[:-1])
+    except RuntimeError:
         return []
     gave = rows_gave(weights[fully])
     if gave not in ("NaN", "0"):

@@ -15,6 +15,7 @@ MultiheadAttention inside a layer, are the same call seen again.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -56,16 +57,28 @@ def user_site() -> tuple[str, int]:
     frame: FrameType | None = sys._getframe(1)
     fallback: tuple[str, int] | None = None
     while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_TORCH_DIR):
-            if not filename.startswith(_LPIM_DIR):
-                return frame.f_code.co_filename, frame.f_lineno
-            if fallback is None and os.sep + "sanitizer" + os.sep not in filename:
-                fallback = (frame.f_code.co_filename, frame.f_lineno)
+        where = _frame_kind(frame.f_code.co_filename)
+        if where == "user":
+            return frame.f_code.co_filename, frame.f_lineno
+        if where == "lpim" and fallback is None:
+            fallback = (frame.f_code.co_filename, frame.f_lineno)
         frame = frame.f_back
     return fallback or ("<unknown>", 0)
 
 
+@functools.lru_cache(maxsize=4096)
+def _frame_kind(co_filename: str) -> str:
+    """ "torch", "sanitizer", "lpim" (the rest of lpim) or "user", by a code object's file
+    (cached: a site is looked up at every recorded `repeat` and `masked_fill`)."""
+    filename = os.path.abspath(co_filename)
+    if filename.startswith(_TORCH_DIR):
+        return "torch"
+    if not filename.startswith(_LPIM_DIR):
+        return "user"
+    return "sanitizer" if os.sep + "sanitizer" + os.sep in filename else "lpim"
+
+
+@functools.lru_cache(maxsize=4096)
 def short_path(filename: str) -> str:
     """`filename` relative to the working directory when it is under it."""
     try:
