@@ -189,8 +189,11 @@ class Watcher:
         """The masks' own hazards (cached with them), then a suspect fill's proof on scores."""
         hazards = list(advised)
         if found.suspect_fill:
-            with torch.no_grad():
-                hazards += prove_fill(call, found)
+            try:  # a proof that cannot run proves nothing, and must not break the call
+                with torch.no_grad():
+                    hazards += prove_fill(call, found)
+            except Exception:
+                pass
         if hazards:
             self._deliver(hazards, call.api)
 
@@ -325,22 +328,26 @@ class Watcher:
         if self._state.calls:
             return result  # inside a watched module: torch's own code
         kind = _TRACED[func]
-        if kind == "repeat":
-            hand.on_repeat(self.records, args, result, _site_and_line)
-        elif kind == "convert":
-            hand.on_convert(self.records, func, args, kwargs, result)
-        elif kind == "masked_fill":
-            hand.on_masked_fill(self.records, args, kwargs, result, _site_and_line)
-        elif kind == "add":
-            hand.on_add(self.records, args, kwargs, result)
-        else:
-            with torch.no_grad():
-                seen = hand.on_softmax(self.records, args, kwargs, result)
-            if seen is not None:
-                api, hazards = seen
-                self._count_call()
-                if hazards:
-                    self._deliver(hazards, api)
+        seen = None
+        try:  # bookkeeping must never break the user's call
+            if kind == "repeat":
+                hand.on_repeat(self.records, args, result, _site_and_line)
+            elif kind == "convert":
+                hand.on_convert(self.records, func, args, kwargs, result)
+            elif kind == "masked_fill":
+                hand.on_masked_fill(self.records, args, kwargs, result, _site_and_line)
+            elif kind == "add":
+                hand.on_add(self.records, args, kwargs, result)
+            else:
+                with torch.no_grad():
+                    seen = hand.on_softmax(self.records, args, kwargs, result)
+        except Exception:
+            seen = None
+        if seen is not None:
+            api, hazards = seen
+            self._count_call()
+            if hazards:
+                self._deliver(hazards, api)
         return result
 
 
