@@ -227,8 +227,8 @@ def _filled(scores: Tensor, weights: Tensor, fact: Filled) -> list[Hazard]:
 
 def _added(scores: Tensor, weights: Tensor, fact: Added) -> tuple[str, list[Hazard]] | None:
     for mask, other in ((fact.right(), fact.left()), (fact.left(), fact.right())):
-        if mask is None or other is None or not mask.is_floating_point():
-            continue
+        if mask is None or other is None or not mask.is_floating_point() or mask.requires_grad:
+            continue  # a mask is built, not learned: a trainable bias is no mask
         reading = read_float(mask)
         if reading.kind == "additive":
             blocked = torch.isneginf(mask)  # broadcastable to the scores
