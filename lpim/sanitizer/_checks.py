@@ -295,13 +295,13 @@ def _read_parts(found: Inspection, api: str, sdpa: bool, head_axis: int | None) 
         if part.reading is None:
             continue
         if part.reading.kind == "zero_one":
-            found.hazards.append(Hazard("float_mask_as_additive", _zero_one_text(api, part, sdpa)))
+            found.hazards.append(Hazard("float_mask_as_additive", _zero_one_text(api, part)))
         elif part.reading.kind == "fill":
             found.suspect_fill = True
     found.fully_masked = _fully_masked_rows(found.blocked(), head_axis)
 
 
-def _zero_one_text(api: str, part: MaskPart, sdpa: bool) -> str:
+def _zero_one_text(api: str, part: MaskPart) -> str:
     mask = part.original
     return (
         f"{api}'s float {part.name} {tuple(mask.shape)} ({mask.dtype}) holds only 0.0 and 1.0. "

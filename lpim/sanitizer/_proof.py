@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lpim.sanitizer._checks import Hazard, Inspection, MaskPart, RepeatRecord
+from lpim.sanitizer._checks import (
+    Hazard,
+    Inspection,
+    MaskPart,
+    RepeatRecord,
+    blocked_by,
+    read_float,
+)
 
 Rerun = Callable[[dict[str, Any]], Tensor | None]
 """Runs the call again with some arguments replaced; returns its output rows-first."""
@@ -348,8 +355,6 @@ def fully_masked_fix(lane: tuple[Tensor, int] | None) -> str:
 
 def blocked_of(call: Call, masks: dict[str, Any], is_causal: bool) -> Tensor:
     """Bool `(N, H, L, S)`, True = masked, for the call with these masks (by role)."""
-    from lpim.sanitizer._checks import blocked_by, read_float
-
     shape = (call.n, call.h, call.length, call.s)
     blocked = torch.zeros(shape, dtype=torch.bool)
     for role, mask in masks.items():
