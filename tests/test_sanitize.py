@@ -526,3 +526,54 @@ def test_kinds_are_the_contract() -> None:
         "finite_fill",
         "nonfinite_output",
     ]
+
+
+# -- advice is checked, the cache follows the mask ------------------------------------------------
+
+
+def test_a_fix_that_breaks_the_meaning_is_refused() -> None:
+    """`verify` applies a fix to the call: `attn_mask.bool()` on a tril(ones) float mask would
+    block the past instead of the future in MHA's polarity, so it is never printed."""
+    from lpim.sanitizer import _proof
+
+    captured: list[bool] = []
+    original = _proof.verify
+
+    def spy(call: _proof.Call, fix: _proof.Fix, intended: torch.Tensor, scope: dict) -> bool:
+        verdict = original(call, fix, intended, scope)
+        if call.api == "nn.MultiheadAttention":
+            anti_causal = _proof.Fix({"attn_mask": "attn_mask.bool()"})
+            captured.append(original(call, anti_causal, intended, scope))
+        return verdict
+
+    mha, x = _mha(), torch.randn(2, 5, C)
+    _proof.verify = spy  # type: ignore[assignment]
+    try:
+        with lpim.sanitize(on_finding="collect") as report:
+            mha(x, x, x, attn_mask=torch.tril(torch.ones(5, 5)), need_weights=False)
+    finally:
+        _proof.verify = original  # type: ignore[assignment]
+    assert captured == [False]
+    assert "attn_mask.bool()" not in report.findings[0].message
+
+
+def test_ambiguous_zero_one_mask_gets_no_fix() -> None:
+    """1 = padded or 1 = real cannot be told when rows without 0s and without 1s both exist."""
+    mha, x = _mha(), torch.randn(3, 4, C)
+    float_mask = torch.tensor([[0.0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 1, 1]])
+    with lpim.sanitize(on_finding="collect") as report:
+        mha(x, x, x, key_padding_mask=float_mask, need_weights=False)
+    assert _kinds(report) == ["float_mask_as_additive"]
+    assert "cannot be told" in report.findings[0].message
+    assert "Fix: pass" not in report.findings[0].message
+
+
+def test_a_mask_changed_in_place_is_read_again() -> None:
+    mha, x = _mha(), _tokens()[:, 1:]
+    kpm = to_key_padding_mask(POINT_MASK, query_tokens=0).clone()
+    kpm[:, 0] = False  # every lane keeps its first key
+    with lpim.sanitize(on_finding="collect") as report:
+        mha(x, x, x, key_padding_mask=kpm, need_weights=False)
+        kpm[0] = True  # lane 0 now has no key: the cached reading must not be reused
+        mha(x, x, x, key_padding_mask=kpm, need_weights=False)
+    assert _kinds(report) == ["fully_masked_rows"]
