@@ -573,7 +573,7 @@ def _load_tensor(path: Path, what: str) -> torch.Tensor:
 
 
 def _conventions(args: argparse.Namespace) -> int:
-    # The registry holds the converters themselves, so reading it imports torch.
+    # The registry is read from lpim.masks, whose converters import torch.
     from lpim.masks import CONVENTIONS
     from lpim.testing.report import format_table
 
@@ -696,9 +696,15 @@ def _imports_on_its_own(path: Path) -> str:
 
 
 def _sanitize(args: argparse.Namespace) -> int:
-    """Run a user's script under `lpim.sanitize(on_finding="collect")`; print the findings."""
+    """Run a user's script under `lpim.sanitize(on_finding="collect")`; print the findings.
+
+    Whatever the script does (raises, exits, leaves a torch function mode entered), the table
+    is printed; modes the script left entered are exited, with a line on stderr naming them.
+    """
     import runpy
     import traceback
+
+    import torch
 
     from lpim.sanitizer import sanitize
 
@@ -710,6 +716,7 @@ def _sanitize(args: argparse.Namespace) -> int:
     sys.argv = [str(script), *args.args]
     sys.path.insert(0, str(script.resolve().parent))  # as `python SCRIPT.py` does
     status = EXIT_OK
+    depth = torch._C._len_torch_function_stack()
     try:
         with sanitize(on_finding="collect") as report:
             try:
@@ -722,8 +729,25 @@ def _sanitize(args: argparse.Namespace) -> int:
                 status = EXIT_FAILED
     finally:
         sys.argv, sys.path[:] = argv, path
+        left = _exit_modes_above(depth)
+    if left:
+        print(
+            f"lpim sanitize: the script left {len(left)} torch function mode(s) entered "
+            f"({', '.join(left)}); lpim exited them after the run",
+            file=sys.stderr,
+        )
     sys.stdout.flush()
     print(report.table())
     if report.findings or (args.fail_on_no_attention and not report.calls):
         return EXIT_FAILED
     return status
+
+
+def _exit_modes_above(depth: int) -> list[str]:
+    """Pop the torch function modes above `depth` (a script's, left entered); their names."""
+    import torch
+
+    names: list[str] = []
+    while torch._C._len_torch_function_stack() > depth:
+        names.append(type(torch._C._pop_torch_function_stack()).__name__)
+    return names[::-1]

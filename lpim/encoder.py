@@ -4,73 +4,59 @@ This file needs only `torch` and the standard library: copy it into your tree as
 
 The encoder embeds each lane (a polyline of up to `N` points with `D` coordinates) with a small
 Transformer: the points' coordinates go through an MLP to become tokens, one learned query token is
-prepended, `num_layers` encoder layers run over the `N + 1` tokens, and the query token's output
-is the lane embedding. Inputs arrive padded to `[B, M, N, D]` (B samples, M lanes, N points) with
-a boolean `point_mask [B, M, N]` that is True on real points.
+prepended, `num_layers` encoder layers run over the lane's `S = N + 1` tokens, and the query
+token's output is the lane embedding. Inputs arrive padded to `[B, M, N, D]` (B samples, M lanes,
+N points) with a boolean `point_mask [B, M, N]` that is True on real points.
 
-Mask conventions in this file (they disagree with each other, so every mask is named for its own):
+The masks in this file disagree with each other, so every mask is named for its own meaning:
 
 | name | shape | True means |
 |---|---|---|
 | `point_mask` | `[B, M, N]` | real point (the library convention) |
 | `padded` | `[B, M, N]` | padded slot (`~point_mask`) |
 | `lane_mask` | `[B, M]` | lane has at least one real point |
-| `keep` | `[K, S]` | real token (query or point), for packing |
-| `blocked` | `[R, S]` | key past a lane's end or at a padded slot |
-| `key_padding_mask` | `[R, L]` | ignore this key (`nn.MultiheadAttention`) |
+| `blocked` | `[R, S]` | key at a padded slot, or past a lane's end |
 | `key_bias` | `[R, 1, 1, S]` | float, not bool: 0 = attend, -inf = blocked (added to scores) |
-| SDPA bool `attn_mask` | `[.., L, S]` | attend (`F.scaled_dot_product_attention`) |
-| MHA 3D `attn_mask` | `[R*H, L, S]` | ignore; row `r*H + h` (`repeat_interleave`) |
+| `keep` | `[K, S]` | real token (query or point), for packing |
 
-The first seven appear below (`key_padding_mask` only in the layer's padded `forward`); the last
-two are listed because they are the ones people mix up (SDPA's polarity is the opposite of MHA's,
-and a 3D mask built with `repeat` instead of `repeat_interleave` runs silently with every head
-reading another lane's mask). This file builds neither.
+Two masks people mix up are not built here: SDPA's boolean `attn_mask` (True = attend, the
+opposite of `nn.MultiheadAttention`'s True = ignore), and `nn.MultiheadAttention`'s 3D `attn_mask`
+`[R*H, L, S]`, whose row `r*H + h` must be built with `repeat_interleave` (`repeat` runs silently
+and hands every head another lane's mask).
 
 How the forward pass stays exact whatever the padding holds:
 
-1. Empty lanes are never computed. Only the R real lanes enter the Transformer, and the outputs
+1. Empty lanes are never computed: only the R real lanes enter the Transformer, and the outputs
    of empty lanes are exact zeros. An empty lane would otherwise be a row whose every key is
    masked, which is NaN in some attention paths and the mean of garbage in others.
 2. Padded values are never read: they are replaced by exact zeros with a *selecting* op
    (`masked_fill`), never multiplied by a mask (`0 * NaN` is NaN, `0 * inf` is NaN), and real
-   points and lanes are then *selected* by index. Selection also gives padded slots an exact
+   lanes and points are then *selected* by index. Selection also gives padded slots an exact
    zero gradient.
-3. Where the padding sat changes nothing: the only position signal is the coordinates
-   themselves (attention has no slot-index term, and the order of keys does not matter to it),
-   so right, left and scattered padding give the same result.
-4. Attention runs once per layer for all lanes, on an `[R, S]` layout (S = N + 1). Keys at
-   padded slots are blocked by an additive `key_bias` (exact zeros in the softmax sum) and their
-   query rows are dropped. Each row holds its lane's query token, which is real, so no row is
-   ever fully masked.
-5. Everything that says where tokens go is built once per forward and read by every layer. The
-   only value read back from the device is one small tensor (real lanes, real points, whether
-   the real points are finite), because those counts become shapes: one host sync per forward,
-   and under `torch.compile(dynamic=True)` one graph break and no recompilation when the masks
-   or sizes change.
+3. Where the padding sat changes nothing: the only position signal is the coordinates themselves
+   (attention has no slot-index term, and the order of keys does not matter to it), so right,
+   left and scattered padding give the same result.
+4. Attention runs once per layer for all lanes, on an `[R, S]` layout. Blocked keys get an
+   additive `-inf` (`key_bias`: exact zeros in the softmax sum) and the results at their query
+   rows are dropped. Each row holds its lane's query token, which is real, so no row is ever
+   fully blocked.
+5. The counts that become shapes (real lanes, real points) are read from the device once per
+   forward, with the check that real points are finite: one host sync, and everything that says
+   where tokens go is built once and read by every layer.
 
-Two token layouts between layers (`PriorEncoder(packed=...)`; the outputs agree either way):
+Two token layouts between layers, with the same outputs under any padding:
 
-- **packed** (the default on CPU): each real lane's query token and real points, lane after
-  lane, in one `[T, C]` tensor (T = real lanes + real points). The projections, feed-forward
-  and norms run on real tokens only; each layer reads the packed rows into the `[R, S]`
-  attention layout (real tokens at the front of each row) and the results back, two gathers
-  per layer (`PackedLanes`).
-- **lanes** (the default on other devices, CUDA included): the real lanes, each padded to S
-  tokens, `[R*S, C]`, the attention layout itself: no gathers at all, at the price of computing
-  the padded slots of real lanes (about 1.5x the rows of packed at LPIM's fill).
+- **lanes**, the straightforward one: the R real lanes, each its query token and its N point
+  slots, `[R*S, C]`. This is attention's `[R, S]` layout itself; the padded slots of real lanes
+  are computed and their results dropped.
+- **packed**, an optimisation of lanes: the T real tokens alone, lane after lane, `[T, C]`. The
+  projections, feed-forward and norms skip the padded slots of real lanes; in return each layer
+  gathers its rows into an `[R, S]` attention layout (the lanes one with each lane's real tokens
+  moved to its front) and back (`PackedLanes` says where).
 
-Why two (measured with `lpim.testing.dispatch` and on CPU, torch 2.13, one thread; see
-`docs/performance.md`): a CPU's time follows FLOPs, and there padding even the real lanes costs
-about 1.4x the time of packed. A GPU at LPIM's sizes (batches of a few milliseconds) waits on
-kernel launches instead, and every op is a launch: lanes dispatches 65 ops per forward at the
-realistic preset, fewer than torch's padded stack (66), packed 84 (4 layers x 12, with the
-gathers, and the packing). The same attention call serves both (SDPA, every device and dtype):
-one call per layer instead of one per distinct lane length (16 at LPIM's sizes), which costs
-2-5% more time on CPU than unpadded equal-length blocks but needs no sorting, no per-length loop
-and no lengths read back. torch's `varlen_attn` (flash kernels) would skip even the blocked
-keys, but runs on CUDA only and in half precision only, so float32 users and every CPU would
-need yet another path.
+`PriorEncoder(packed=None)` takes packed on a CPU, where time follows the arithmetic, and lanes
+on other devices, where small batches wait on kernel launches and the gathers would add some.
+lpim's documentation has the measurements and the reasoning behind the two layouts.
 
 The layer keeps the state-dict layout of `torch.nn.TransformerEncoderLayer` (GELU,
 `batch_first=True`), so weights load either way and the two can be checked against each other.
@@ -80,7 +66,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -106,261 +92,6 @@ class PriorEncoderOutput(NamedTuple):
     lane_mask: Tensor  # [B, M] bool, True = lane has at least one real point
 
 
-class PackedLanes(NamedTuple):
-    """Where the real tokens of a padded batch of lanes go: built once per forward, read by every
-    layer (the packed token layout).
-
-    The padded batch is `keep [K, S]`: K lane slots of S token slots, True on real tokens.
-    Two layouts hold only what is real:
-
-    - packed `[T, C]`: the T real tokens, lane after lane, each lane's tokens in their given
-      order. Projections, feed-forward and norms run here: no padding is ever computed.
-    - attention `[R, S]`: the R lanes with a real token, each lane's tokens moved to its front.
-      Attention runs here, all lanes in one call. Positions past a lane's length repeat its
-      last token and are blocked as keys by `key_bias`; their query rows are computed and
-      dropped. No row is fully blocked: position 0 of every lane is real.
-    """
-
-    source: Tensor  # [T] int64, flat index into the K*S token slots of each packed token
-    to_attention: Tensor  # [R*S] int64, packed token at each attention position
-    from_attention: Tensor  # [T] int64, attention position (flat, R*S) of each packed token
-    key_bias: Tensor  # [R, 1, 1, S] float, 0 = real key, -inf = past the lane's end
-
-    @classmethod
-    def pack(cls, keep: Tensor, tokens: int, lanes: int, dtype: torch.dtype) -> PackedLanes:
-        """Build the packing of a padded batch of lanes.
-
-        Args:
-            keep: `[K, S]` bool, True = real token.
-            tokens: T, the number of True in `keep`.
-            lanes: R, the number of rows of `keep` with a True. The caller passes both counts
-                so that packing reads nothing back from the device (they come with the
-                forward's one host sync).
-            dtype: dtype of `key_bias` (the attention's dtype).
-
-        Returns:
-            The packing; no value of it has been read on the host.
-        """
-        T, R, S = tokens, lanes, keep.shape[1]
-        source = torch.nonzero_static(keep.flatten(), size=T).squeeze(1)  # [T]
-        # Sorting each row's bools (True first) moves its real tokens to the front; the rows
-        # that still start with False had no real token.
-        front = keep.sort(dim=1, descending=True).values  # [K, S]
-        real = front[torch.nonzero_static(front[:, 0], size=R).squeeze(1)]  # [R, S], slot order
-        # Packed index of each real attention position; past a lane's end the count stops
-        # growing, so those positions read the lane's own last token.
-        to_attention = real.flatten().cumsum(0) - 1  # [R*S]
-        from_attention = torch.nonzero_static(real.flatten(), size=T).squeeze(1)  # [T]
-        key_bias = _key_bias_buffer(R, S, -math.inf, dtype, keep.device)  # [R, 1, 1, S]
-        key_bias.masked_fill_(real[:, None, None, :], 0.0)
-        return cls(source, to_attention, from_attention, key_bias)
-
-
-def _check_count(value: object, name: str) -> int:
-    """`value` as an int >= 1, or an error naming `name` (a bool is not a count)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int >= 1; got the bool {value}")
-    if not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1; got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1; got {value}")
-    return value
-
-
-def _check_layer_config(
-    d_model: object, nhead: object, dim_feedforward: object, dropout: object, norm_first: object
-) -> None:
-    """Refuse a layer configuration torch would build wrongly or fail on deep inside."""
-    _check_count(d_model, "d_model")
-    _check_count(nhead, "nhead")
-    _check_count(dim_feedforward, "dim_feedforward")
-    if d_model % nhead:  # type: ignore[operator]
-        raise ValueError(
-            f"d_model must be divisible by nhead; got d_model = {d_model}, nhead = {nhead}"
-        )
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float):
-        raise TypeError(
-            f"dropout must be a probability in [0, 1]; got {dropout!r} ({type(dropout).__name__})"
-        )
-    if not 0 <= dropout <= 1:  # False for NaN too
-        raise ValueError(f"dropout must be a probability in [0, 1]; got {dropout}")
-    if not isinstance(norm_first, bool):
-        raise TypeError(
-            f"norm_first must be True or False; got {norm_first!r} ({type(norm_first).__name__})"
-        )
-
-
-def _layer_parameters(d_model: int, dim_feedforward: int) -> int:
-    """How many parameters one `PriorEncoderLayer` has."""
-    C, F = d_model, dim_feedforward
-    return 4 * C * C + 2 * C * F + 9 * C + F  # attention, feed-forward, two norms
-
-
-def _check_fits_in_memory(count: int, sizes: str) -> None:
-    """Refuse `count` parameters (set by `sizes`, e.g. "d_model = 8") that need more bytes than
-    this machine has, before allocating them: a failed allocation is torch's RuntimeError, an
-    overcommitted one fills the memory."""
-    needed = count * torch.empty(0).element_size()  # the default dtype's bytes
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): let torch decide
-        return
-    if needed > memory:
-        raise ValueError(
-            f"{sizes} need {count} parameters ({needed / 2**30:.3g} GiB), more than this "
-            f"machine's memory ({memory / 2**30:.3g} GiB); lower d_model, dim_feedforward or "
-            "num_layers"
-        )
-
-
-def _key_bias_buffer(
-    R: int, S: int, fill: float, dtype: torch.dtype, device: torch.device
-) -> Tensor:
-    """`[R, 1, 1, S]` filled with `fill`, for an additive SDPA mask (0 = attend, -inf = blocked).
-
-    Additive and in the attention's dtype because it is built once per forward: a boolean mask
-    is converted to this inside every attention call. Its rows start 8 elements apart because
-    CUDA's memory-efficient attention copies a mask whose strides are not multiples of 8 into
-    one that is, in every call.
-    """
-    aligned = -(-S // 8) * 8  # S rounded up to a multiple of 8
-    return torch.full((R, 1, 1, aligned), fill, dtype=dtype, device=device)[..., :S]
-
-
-class PriorEncoderLayer(nn.Module):
-    """One Transformer encoder layer, state-dict compatible with `nn.TransformerEncoderLayer`.
-
-    Same submodule names and maths as `nn.TransformerEncoderLayer(d_model, nhead,
-    dim_feedforward, dropout, activation="gelu", batch_first=True, norm_first=norm_first)`,
-    written out so that it runs on packed real tokens (`forward_packed`) and so that the mask
-    handling is visible. `self_attn` is kept as an `nn.MultiheadAttention` for its parameters
-    (`in_proj_weight`, `in_proj_bias`, `out_proj`), which the layer feeds to
-    `F.scaled_dot_product_attention` itself.
-
-    Args:
-        d_model: token width C.
-        nhead: attention heads H; must divide `d_model`.
-        dim_feedforward: hidden width of the feed-forward block.
-        dropout: dropout probability after attention, inside and after the feed-forward block,
-            and on the attention weights (training only).
-        norm_first: pre-norm (True) or post-norm (False, torch's default).
-
-    Raises:
-        TypeError: a size that is not an int, a `dropout` that is not a number, or a
-            `norm_first` that is not a bool.
-        ValueError: a size below 1, `d_model` not divisible by `nhead`, or a `dropout`
-            outside `[0, 1]`.
-    """
-
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int,
-        dropout: float = 0.1,
-        norm_first: bool = False,
-    ) -> None:
-        super().__init__()
-        _check_layer_config(d_model, nhead, dim_feedforward, dropout, norm_first)
-        _check_fits_in_memory(
-            _layer_parameters(d_model, dim_feedforward),
-            f"d_model = {d_model} and dim_feedforward = {dim_feedforward}",
-        )
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm_first = norm_first
-        self.norm1 = nn.LayerNorm(d_model)  # eps 1e-5, as torch's layer
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-
-    def forward(self, tokens: Tensor, key_padding_mask: Tensor) -> Tensor:
-        """Run the layer on a padded batch, computing real tokens only.
-
-        Args:
-            tokens: `[R, L, C]` token features.
-            key_padding_mask: `[R, L]` bool, True = ignore that key (`nn.MultiheadAttention`'s
-                convention).
-
-        Returns:
-            `[R, L, C]`: real tokens as `nn.TransformerEncoderLayer` computes them, ignored
-            positions exact zeros (they are never computed).
-        """
-        R, L, C = tokens.shape
-        keep = ~key_padding_mask  # [R, L], True = real token
-        T, lanes = torch.stack([keep.sum(), keep.any(1).sum()]).tolist()
-        if T == 0:  # every key ignored: nothing real to compute
-            return tokens.new_zeros(R, L, C)
-        packing = PackedLanes.pack(keep, T, lanes, tokens.dtype)
-        packed = tokens.reshape(R * L, C)[packing.source]  # [T, C]
-        packed = self.forward_packed(packed, packing)  # [T, C]
-        return packed.new_zeros(R * L, C).index_copy(0, packing.source, packed).view(R, L, C)
-
-    def forward_packed(self, tokens: Tensor, packing: PackedLanes) -> Tensor:
-        """Run the layer on `tokens [T, C]`, real tokens only, packed as `packing` describes.
-
-        Returns:
-            `[T, C]`, in the same packed order.
-        """
-        return self._layer(tokens, packing.key_bias, packing.to_attention, packing.from_attention)
-
-    def forward_lanes(self, tokens: Tensor, key_bias: Tensor) -> Tensor:
-        """Run the layer on `tokens [R*S, C]`: R real lanes of S token slots each, row-major.
-
-        Args:
-            tokens: `[R*S, C]`, lane r's slot s at row `r*S + s`; slots past a lane's end must
-                hold finite values (they are computed and their results mean nothing).
-            key_bias: `[R, 1, 1, S]` additive mask, 0 = real key, -inf = blocked; slot 0 of
-                every lane real, so no row is fully blocked.
-
-        Returns:
-            `[R*S, C]`, real slots as `nn.TransformerEncoderLayer` computes them.
-        """
-        return self._layer(tokens, key_bias, None, None)
-
-    def _layer(
-        self, tokens: Tensor, key_bias: Tensor, gather: Tensor | None, scatter: Tensor | None
-    ) -> Tensor:
-        if self.norm_first:
-            tokens = tokens + self._attention(self.norm1(tokens), key_bias, gather, scatter)
-            tokens = tokens + self._feedforward(self.norm2(tokens))
-        else:
-            tokens = self.norm1(tokens + self._attention(tokens, key_bias, gather, scatter))
-            tokens = self.norm2(tokens + self._feedforward(tokens))
-        return tokens
-
-    def _attention(
-        self, tokens: Tensor, key_bias: Tensor, gather: Tensor | None, scatter: Tensor | None
-    ) -> Tensor:
-        """Self-attention of `tokens` (packed `[T, C]`, or lanes `[R*S, C]` when `gather` and
-        `scatter` are None): `gather [R*S]` reads the packed rows into the `[R, S]` layout,
-        `scatter [T]` reads the results back."""
-        mha = self.self_attn  # kept for its parameters and their state-dict names
-        C, H = mha.embed_dim, mha.num_heads
-        R, S = key_bias.shape[0], key_bias.shape[-1]
-        dropout_p = mha.dropout if self.training else 0.0
-        qkv = F.linear(tokens, mha.in_proj_weight, mha.in_proj_bias)  # [T, 3C], one matmul
-        if gather is not None:
-            qkv = qkv.index_select(0, gather)  # [R*S, 3C]
-        q, k, v = qkv.view(R, S, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # [R,H,S,C/H]
-        # One call for every lane. Same maths and 1/sqrt(C/H) scale as nn.MultiheadAttention,
-        # which calls this function too; blocked keys add exact zeros to each softmax sum.
-        key_bias = key_bias.to(q.dtype)  # no-op unless under autocast
-        out = F.scaled_dot_product_attention(q, k, v, key_bias, dropout_p)  # [R, H, S, C/H]
-        out = out.transpose(1, 2).reshape(R * S, C)  # a view where the kernel wrote [R,S,H,C/H]
-        if scatter is not None:
-            out = out[scatter]  # [T, C]
-        result: Tensor = self.dropout1(mha.out_proj(out))  # [T, C]
-        return result
-
-    def _feedforward(self, tokens: Tensor) -> Tensor:
-        hidden = self.dropout(F.gelu(self.linear1(tokens)))  # [T, F]
-        out: Tensor = self.dropout2(self.linear2(hidden))  # [T, C]
-        return out
-
-
 class PriorEncoder(nn.Module):
     """LPIM lane-prior encoder: `[B, M, N, D]` padded points to `[B, M, C]` lane embeddings.
 
@@ -384,12 +115,11 @@ class PriorEncoder(nn.Module):
         coord_range: the points are divided by this before the position MLP, so that
             coordinates in `[-coord_range, coord_range]` enter it in `[-1, 1]` (LPIM: the 50 m
             BEV range). Must be positive and finite.
-        packed: how tokens are laid out between layers (the outputs agree under the tolerance
-            rule either way). True: the real tokens alone, packed `[T, C]`, read into the
-            attention layout and back in every layer (fewest FLOPs). False: the real lanes,
-            each padded to `N + 1` tokens `[R, N + 1, C]` (no reads between layers: fewest ops
-            per forward). None (default): True on CPU, False on other devices (see the module
-            docstring for why).
+        packed: the token layout between layers (the outputs agree under the tolerance rule
+            either way). False: the real lanes, each padded to `N + 1` tokens, `[R*(N + 1), C]`
+            (no gathers between layers: fewest ops per forward). True: the real tokens alone,
+            packed `[T, C]`, gathered into the lanes layout for attention and back in every
+            layer (fewest FLOPs). None (default): True on CPU, False on other devices.
 
     Raises:
         TypeError: a size that is not an int, a `dropout` or `coord_range` that is not a number,
@@ -402,7 +132,7 @@ class PriorEncoder(nn.Module):
     Example:
         ```python
         import torch
-        from lpim import PriorEncoder
+        from lpim import PriorEncoder  # a copy of this file: import it from where you put it
 
         encoder = PriorEncoder().eval()
         points = torch.randn(8, 50, 20, 2) * 20  # [B, M, N, D], metres
@@ -414,15 +144,15 @@ class PriorEncoder(nn.Module):
 
     def __init__(
         self,
-        in_dim: int = 2,
-        d_model: int = 256,
-        nhead: int = 8,
-        num_layers: int = 4,
-        dim_feedforward: int = 1024,
-        dropout: float = 0.1,
-        norm_first: bool = False,
-        coord_range: float = 50.0,
-        packed: bool | None = None,
+        in_dim: int = 2,  # D, coordinates per point
+        d_model: int = 256,  # C, token and embedding width
+        nhead: int = 8,  # H, attention heads (C // H features each)
+        num_layers: int = 4,  # encoder layers
+        dim_feedforward: int = 1024,  # feed-forward hidden width
+        dropout: float = 0.1,  # dropout probability (training only)
+        norm_first: bool = False,  # pre-norm (+ final LayerNorm) or post-norm
+        coord_range: float = 50.0,  # points are divided by this before the position MLP
+        packed: bool | None = None,  # token layout: packed tokens, or lanes; None: by device
     ) -> None:
         super().__init__()
         _check_count(in_dim, "in_dim")
@@ -439,27 +169,27 @@ class PriorEncoder(nn.Module):
             raise TypeError(
                 f"packed must be True, False or None; got {packed!r} ({type(packed).__name__})"
             )
-        # The configuration, kept as read-only facts about the module:
-        self.in_dim = in_dim  # D, coordinates per point
-        self.d_model = d_model  # C, token and embedding width
-        self.nhead = nhead  # H, attention heads (C // H features each)
-        self.num_layers = num_layers  # encoder layers
-        self.dim_feedforward = dim_feedforward  # feed-forward hidden width
-        self.dropout = dropout  # dropout probability (training only)
-        self.norm_first = norm_first  # pre-norm (+ final LayerNorm) or post-norm
-        self.coord_range = coord_range  # points are divided by this before the position MLP
-        self.packed = packed  # token layout: packed real tokens, or real lanes; None: by device
+        # The configuration, kept as read-only facts about the module (commented in the signature).
+        self.in_dim = in_dim
+        self.d_model = d_model
+        self.nhead = nhead
+        self.num_layers = num_layers
+        self.dim_feedforward = dim_feedforward
+        self.dropout = dropout
+        self.norm_first = norm_first
+        self.coord_range = coord_range
+        self.packed = packed
 
-        # Positions come from the coordinates only, never from slot indices: that is what makes
-        # the encoder blind to where the padding sits.
-        count = (in_dim + d_model + 5) * d_model + num_layers * _layer_parameters(
+        num_parameters = (in_dim + d_model + 5) * d_model + num_layers * _layer_parameters(
             d_model, dim_feedforward
         )  # position MLP, query, final norm, layers
         _check_fits_in_memory(
-            count,
+            num_parameters,
             f"in_dim = {in_dim}, d_model = {d_model}, num_layers = {num_layers} and "
             f"dim_feedforward = {dim_feedforward}",
         )
+        # Positions come from the coordinates only, never from slot indices: that is what makes
+        # the encoder blind to where the padding sits.
         self.pos_embed = nn.Sequential(
             nn.Linear(in_dim, d_model), nn.ReLU(), nn.Linear(d_model, d_model)
         )
@@ -497,66 +227,38 @@ class PriorEncoder(nn.Module):
         clean = points.masked_fill(padded[..., None], 0.0)  # [B, M, N, D]
         finite = (clean.abs() < math.inf).all()  # [] bool: |x| < inf is False for inf and NaN
         # The one host sync: counts that become shapes below, and the input check.
-        R, P, all_finite = torch.stack([lane_mask.sum(), point_mask.sum(), finite]).tolist()
+        num_lanes, num_points, all_finite = torch.stack(
+            [lane_mask.sum(), point_mask.sum(), finite]
+        ).tolist()
         if not all_finite:  # a non-finite real coordinate would make its lane's output NaN
             self._reject_non_finite(points, point_mask)
-        if R == 0:  # nothing real: empty lanes are exact zeros, never computed
+        if num_lanes == 0:  # nothing real: empty lanes are exact zeros, never computed
             return PriorEncoderOutput(
                 points.new_zeros(B, M, C), points.new_zeros(B, M, N, C), lane_mask
             )
         packed = self.packed if self.packed is not None else points.device.type == "cpu"
         if packed:
             lane_embedding, point_features = self._forward_packed(
-                clean, point_mask, lane_mask, R, P
+                clean, point_mask, lane_mask, num_lanes, num_points
             )
         else:
-            lane_embedding, point_features = self._forward_lanes(clean, padded, lane_mask, R)
+            lane_embedding, point_features = self._forward_lanes(
+                clean, padded, lane_mask, num_lanes
+            )
         return PriorEncoderOutput(
             lane_embedding.view(B, M, C), point_features.view(B, M, N, C), lane_mask
         )
 
-    def _forward_packed(
-        self, points: Tensor, point_mask: Tensor, lane_mask: Tensor, R: int, P: int
-    ) -> tuple[Tensor, Tensor]:
-        """Real tokens only, packed `[T, C]` (T = R + P); attention reads them into `[R, S]`.
-
-        Returns `lane_embedding [K, C]` and `point_features [K*N, C]`.
-        """
-        B, M, N, D = points.shape
-        K, S, C, T = B * M, 1 + N, self.d_model, R + P
-        # Token 0 of each lane is its query (real iff the lane is), tokens 1..N its points.
-        keep = torch.cat([lane_mask[..., None], point_mask], dim=-1).view(K, S)  # [K, S]
-        packing = PackedLanes.pack(keep, T, R, points.dtype)
-
-        point_slots = torch.nonzero_static(point_mask.flatten(), size=P).squeeze(1)  # [P]
-        real_points = points.reshape(K * N, D)[point_slots]  # [P, D]
-        point_tokens = self.pos_embed(real_points / self.coord_range)  # [P, C]
-        # Packed rows: each lane's query first (its first token), then its points in order.
-        query_rows = packing.to_attention.view(R, S)[:, 0]  # [R]
-        point_rows = torch.nonzero_static(packing.source % S != 0, size=P).squeeze(1)  # [P]
-        # Every row the query, then the point rows overwritten: one op, no zeros to fill.
-        query = self.query.expand(T, C).to(point_tokens.dtype)  # .to: only under autocast
-        tokens = query.index_copy(0, point_rows, point_tokens)  # [T, C]
-        for layer in self.layers:
-            tokens = cast(PriorEncoderLayer, layer).forward_packed(tokens, packing)
-        tokens = self.norm(tokens)  # [T, C]
-
-        real_lanes = torch.nonzero_static(lane_mask.flatten(), size=R).squeeze(1)  # [R]
-        lane_embedding = tokens.new_zeros(K, C).index_copy_(0, real_lanes, tokens[query_rows])
-        point_features = tokens.new_zeros(K * N, C)  # [K*N, C]
-        point_features.index_copy_(0, point_slots, tokens[point_rows])
-        return lane_embedding, point_features
-
     def _forward_lanes(
-        self, points: Tensor, padded: Tensor, lane_mask: Tensor, R: int
+        self, points: Tensor, padded: Tensor, lane_mask: Tensor, num_lanes: int
     ) -> tuple[Tensor, Tensor]:
-        """Real lanes only, each padded to S = N + 1 tokens `[R*S, C]`: no gathers per layer.
+        """The lanes layout: the real lanes, each padded to S = N + 1 tokens, `[R*S, C]`.
 
         `points` holds exact zeros at padded slots. Returns `lane_embedding [K, C]` and
-        `point_features [K, N, C]`.
+        `point_features [K, N, C]` (K = B*M lane slots).
         """
         B, M, N, D = points.shape
-        K, S, C = B * M, 1 + N, self.d_model
+        K, S, C, R = B * M, 1 + N, self.d_model, num_lanes
         real_lanes = torch.nonzero_static(lane_mask.flatten(), size=R).squeeze(1)  # [R]
         real_points = points.reshape(K, N, D)[real_lanes]  # [R, N, D], zeros at padded slots
         point_tokens = self.pos_embed(real_points / self.coord_range)  # [R, N, C]
@@ -570,12 +272,46 @@ class PriorEncoder(nn.Module):
         key_bias = _key_bias_buffer(R, S, 0.0, points.dtype, points.device)  # [R, 1, 1, S]
         key_bias.masked_fill_(blocked[:, None, None, :], -math.inf)
         for layer in self.layers:
-            tokens = cast(PriorEncoderLayer, layer).forward_lanes(tokens, key_bias)
+            tokens = layer(tokens, key_bias)  # [R*S, C]
         tokens = self.norm(tokens).view(R, S, C)
 
         lane_embedding = tokens.new_zeros(K, C).index_copy_(0, real_lanes, tokens[:, 0])
         point_tokens = tokens[:, 1:].masked_fill(lane_padded[..., None], 0.0)  # [R, N, C]
         point_features = tokens.new_zeros(K, N, C).index_copy_(0, real_lanes, point_tokens)
+        return lane_embedding, point_features
+
+    def _forward_packed(
+        self, points: Tensor, point_mask: Tensor, lane_mask: Tensor, num_lanes: int, num_points: int
+    ) -> tuple[Tensor, Tensor]:
+        """The packed layout: the real tokens alone, `[T, C]` (T = real lanes + real points).
+
+        The same maths as `_forward_lanes`, without the padded slots of real lanes outside
+        attention. Returns `lane_embedding [K, C]` and `point_features [K*N, C]`.
+        """
+        B, M, N, D = points.shape
+        K, S, C = B * M, 1 + N, self.d_model
+        R, P, T = num_lanes, num_points, num_lanes + num_points
+        # Token 0 of each lane is its query (real iff the lane is), tokens 1..N its points.
+        keep = torch.cat([lane_mask[..., None], point_mask], dim=-1).view(K, S)  # [K, S]
+        packing = PackedLanes.pack(keep, num_tokens=T, num_lanes=R, dtype=points.dtype)
+
+        point_slots = torch.nonzero_static(point_mask.flatten(), size=P).squeeze(1)  # [P]
+        real_points = points.reshape(K * N, D)[point_slots]  # [P, D]
+        point_tokens = self.pos_embed(real_points / self.coord_range)  # [P, C]
+        # Packed rows: each lane's query first (its first token), then its points in order.
+        query_rows = packing.to_attention.view(R, S)[:, 0]  # [R]
+        point_rows = torch.nonzero_static(packing.source % S != 0, size=P).squeeze(1)  # [P]
+        # Every row the query, then the point rows overwritten: one op, no zeros to fill.
+        query = self.query.expand(T, C).to(point_tokens.dtype)  # .to: only under autocast
+        tokens = query.index_copy(0, point_rows, point_tokens)  # [T, C]
+        for layer in self.layers:
+            tokens = layer(tokens, packing.key_bias, packing)  # [T, C]
+        tokens = self.norm(tokens)  # [T, C]
+
+        real_lanes = torch.nonzero_static(lane_mask.flatten(), size=R).squeeze(1)  # [R]
+        lane_embedding = tokens.new_zeros(K, C).index_copy_(0, real_lanes, tokens[query_rows])
+        point_features = tokens.new_zeros(K * N, C)  # [K*N, C]
+        point_features.index_copy_(0, point_slots, tokens[point_rows])
         return lane_embedding, point_features
 
     def _check_inputs(self, points: Tensor, point_mask: Tensor) -> None:
@@ -641,10 +377,231 @@ class PriorEncoder(nn.Module):
     def _reject_non_finite(points: Tensor, point_mask: Tensor) -> None:
         """Raise the error for non-finite real points (off the fast path: it reads freely)."""
         bad_values = point_mask[..., None] & ~torch.isfinite(points)  # [B, M, N, D]
-        count = int(bad_values.sum())
+        num_bad = int(bad_values.sum())
         first = tuple(int(i) for i in bad_values.nonzero()[0])
         raise ValueError(
-            f"points holds {count} non-finite value(s) at real points (point_mask True); "
+            f"points holds {num_bad} non-finite value(s) at real points (point_mask True); "
             f"first at [b, m, n, d] = {list(first)}: {points[first].item()} — real points "
             f"must be finite (padded slots may hold anything)"
+        )
+
+
+class PriorEncoderLayer(nn.Module):
+    """One Transformer encoder layer, state-dict compatible with `nn.TransformerEncoderLayer`.
+
+    Same submodule names and maths as `nn.TransformerEncoderLayer(d_model, nhead,
+    dim_feedforward, dropout, activation="gelu", batch_first=True, norm_first=norm_first)`,
+    written out so that it runs on real lanes only (or on packed real tokens) and so that the
+    mask handling is visible. `self_attn` is kept as an `nn.MultiheadAttention` for its
+    parameters (`in_proj_weight`, `in_proj_bias`, `out_proj`), which the layer feeds to
+    `F.scaled_dot_product_attention` itself.
+
+    Args:
+        d_model: token width C.
+        nhead: attention heads H; must divide `d_model`.
+        dim_feedforward: hidden width of the feed-forward block.
+        dropout: dropout probability after attention, inside and after the feed-forward block,
+            and on the attention weights (training only).
+        norm_first: pre-norm (True) or post-norm (False, torch's default).
+
+    Raises:
+        TypeError: a size that is not an int, a `dropout` that is not a number, or a
+            `norm_first` that is not a bool.
+        ValueError: a size below 1, `d_model` not divisible by `nhead`, or a `dropout`
+            outside `[0, 1]`.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        nhead: int,
+        dim_feedforward: int,
+        dropout: float = 0.1,
+        norm_first: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_layer_config(d_model, nhead, dim_feedforward, dropout, norm_first)
+        _check_fits_in_memory(
+            _layer_parameters(d_model, dim_feedforward),
+            f"d_model = {d_model} and dim_feedforward = {dim_feedforward}",
+        )
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm_first = norm_first
+        self.norm1 = nn.LayerNorm(d_model)  # eps 1e-5, as torch's layer
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(
+        self, tokens: Tensor, key_bias: Tensor, packing: PackedLanes | None = None
+    ) -> Tensor:
+        """Run the layer on R lanes of S token slots each.
+
+        Args:
+            tokens: `[R*S, C]`, the lanes layout: lane r's slot s at row `r*S + s`. Blocked slots
+                must hold finite values (they are computed and their results mean nothing).
+                With `packing`: `[T, C]`, the real tokens alone, in the order `packing` says.
+            key_bias: `[R, 1, 1, S]` additive mask, 0 = attend, -inf = blocked; at least one
+                key of every lane real, so no row is fully blocked. With `packing`:
+                `packing.key_bias`.
+            packing: None for the lanes layout; for packed tokens, where each one sits in the
+                lanes layout, which attention reads them into and back out of.
+
+        Returns:
+            `tokens`' layout and shape, real slots as `nn.TransformerEncoderLayer` computes them.
+        """
+        if self.norm_first:
+            tokens = tokens + self._attention(self.norm1(tokens), key_bias, packing)
+            tokens = tokens + self._feedforward(self.norm2(tokens))
+        else:
+            tokens = self.norm1(tokens + self._attention(tokens, key_bias, packing))
+            tokens = self.norm2(tokens + self._feedforward(tokens))
+        return tokens
+
+    def _attention(self, tokens: Tensor, key_bias: Tensor, packing: PackedLanes | None) -> Tensor:
+        mha = self.self_attn  # kept for its parameters and their state-dict names
+        C, H = mha.embed_dim, mha.num_heads
+        R, S = key_bias.shape[0], key_bias.shape[-1]
+        dropout_p = mha.dropout if self.training else 0.0
+        qkv = F.linear(tokens, mha.in_proj_weight, mha.in_proj_bias)  # [R*S or T, 3C]
+        if packing is not None:
+            qkv = qkv.index_select(0, packing.to_attention)  # [R*S, 3C]
+        q, k, v = qkv.view(R, S, 3, H, C // H).permute(2, 0, 3, 1, 4).unbind(0)  # [R,H,S,C/H]
+        # One call for every lane. Same maths and 1/sqrt(C/H) scale as nn.MultiheadAttention,
+        # which calls this function too; blocked keys add exact zeros to each softmax sum.
+        key_bias = key_bias.to(q.dtype)  # no-op unless under autocast
+        out = F.scaled_dot_product_attention(q, k, v, key_bias, dropout_p)  # [R, H, S, C/H]
+        out = out.transpose(1, 2).reshape(R * S, C)  # a view where the kernel wrote [R,S,H,C/H]
+        if packing is not None:
+            out = out[packing.from_attention]  # [T, C]
+        result: Tensor = self.dropout1(mha.out_proj(out))  # [R*S or T, C]
+        return result
+
+    def _feedforward(self, tokens: Tensor) -> Tensor:
+        hidden = self.dropout(F.gelu(self.linear1(tokens)))  # [R*S or T, F]
+        out: Tensor = self.dropout2(self.linear2(hidden))  # [R*S or T, C]
+        return out
+
+
+class PackedLanes(NamedTuple):
+    """Where the real tokens of a padded batch of lanes go in the packed layout: built once per
+    forward, read by every layer.
+
+    The padded batch is `keep [K, S]`: K lane slots of S token slots, True on real tokens. The
+    packed layout `[T, C]` holds the T real tokens, lane after lane, each lane's tokens in their
+    given order. Attention reads them into an `[R, S]` layout like the lanes one: the R lanes
+    with a real token, each lane's real tokens moved to its front. Positions past a lane's
+    length repeat its last token and are blocked as keys by `key_bias`; their query rows are
+    computed and dropped. No row is fully blocked: position 0 of every lane is real.
+    """
+
+    source: Tensor  # [T] int64, flat index into the K*S token slots of each packed token
+    to_attention: Tensor  # [R*S] int64, packed token at each attention position
+    from_attention: Tensor  # [T] int64, attention position (flat, R*S) of each packed token
+    key_bias: Tensor  # [R, 1, 1, S] float, 0 = real key, -inf = past the lane's end
+
+    @classmethod
+    def pack(cls, keep: Tensor, num_tokens: int, num_lanes: int, dtype: torch.dtype) -> PackedLanes:
+        """Build the packing of a padded batch of lanes.
+
+        Args:
+            keep: `[K, S]` bool, True = real token.
+            num_tokens: T, the number of True in `keep`.
+            num_lanes: R, the number of rows of `keep` with a True. The caller passes both
+                counts so that packing reads nothing back from the device (they come with the
+                forward's one host sync).
+            dtype: dtype of `key_bias` (the attention's dtype).
+
+        Returns:
+            The packing; no value of it has been read on the host.
+        """
+        T, R, S = num_tokens, num_lanes, keep.shape[1]
+        source = torch.nonzero_static(keep.flatten(), size=T).squeeze(1)  # [T]
+        # Sorting each row's bools (True first) moves its real tokens to the front; the rows
+        # that still start with False had no real token.
+        front = keep.sort(dim=1, descending=True).values  # [K, S]
+        real = front[torch.nonzero_static(front[:, 0], size=R).squeeze(1)]  # [R, S], slot order
+        # Packed index of each real attention position; past a lane's end the count stops
+        # growing, so those positions read the lane's own last token.
+        to_attention = real.flatten().cumsum(0) - 1  # [R*S]
+        from_attention = torch.nonzero_static(real.flatten(), size=T).squeeze(1)  # [T]
+        key_bias = _key_bias_buffer(R, S, -math.inf, dtype, keep.device)  # [R, 1, 1, S]
+        key_bias.masked_fill_(real[:, None, None, :], 0.0)
+        return cls(source, to_attention, from_attention, key_bias)
+
+
+def _key_bias_buffer(
+    R: int, S: int, fill: float, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """`[R, 1, 1, S]` filled with `fill`, for an additive SDPA mask (0 = attend, -inf = blocked).
+
+    Additive and in the attention's dtype because it is built once per forward: a boolean mask
+    is converted to this inside every attention call. Its rows start 8 elements apart because
+    CUDA's memory-efficient attention copies a mask whose strides are not multiples of 8 into
+    one that is, in every call.
+    """
+    aligned = -(-S // 8) * 8  # S rounded up to a multiple of 8
+    return torch.full((R, 1, 1, aligned), fill, dtype=dtype, device=device)[..., :S]
+
+
+# -- argument checks -----------------------------------------------------------------------------
+
+
+def _check_count(value: object, name: str) -> int:
+    """`value` as an int >= 1, or an error naming `name` (a bool is not a count)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int >= 1; got the bool {value}")
+    if not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1; got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}")
+    return value
+
+
+def _check_layer_config(
+    d_model: object, nhead: object, dim_feedforward: object, dropout: object, norm_first: object
+) -> None:
+    """Refuse a layer configuration torch would build wrongly or fail on deep inside."""
+    _check_count(d_model, "d_model")
+    _check_count(nhead, "nhead")
+    _check_count(dim_feedforward, "dim_feedforward")
+    if d_model % nhead:  # type: ignore[operator]
+        raise ValueError(
+            f"d_model must be divisible by nhead; got d_model = {d_model}, nhead = {nhead}"
+        )
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float):
+        raise TypeError(
+            f"dropout must be a probability in [0, 1]; got {dropout!r} ({type(dropout).__name__})"
+        )
+    if not 0 <= dropout <= 1:  # False for NaN too
+        raise ValueError(f"dropout must be a probability in [0, 1]; got {dropout}")
+    if not isinstance(norm_first, bool):
+        raise TypeError(
+            f"norm_first must be True or False; got {norm_first!r} ({type(norm_first).__name__})"
+        )
+
+
+def _layer_parameters(d_model: int, dim_feedforward: int) -> int:
+    """How many parameters one `PriorEncoderLayer` has."""
+    C, F = d_model, dim_feedforward
+    return 4 * C * C + 2 * C * F + 9 * C + F  # attention, feed-forward, two norms
+
+
+def _check_fits_in_memory(num_parameters: int, sizes: str) -> None:
+    """Refuse `num_parameters` (set by `sizes`, e.g. "d_model = 8") that need more bytes than
+    this machine has, before allocating them: a failed allocation is torch's RuntimeError, an
+    overcommitted one fills the memory."""
+    needed = num_parameters * torch.empty(0).element_size()  # the default dtype's bytes
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): let torch decide
+        return
+    if needed > memory:
+        raise ValueError(
+            f"{sizes} need {num_parameters} parameters ({needed / 2**30:.3g} GiB), more than this "
+            f"machine's memory ({memory / 2**30:.3g} GiB); lower d_model, dim_feedforward or "
+            "num_layers"
         )

@@ -42,6 +42,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Generator, Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -320,20 +321,62 @@ def _runner(side: Side, device: torch.device, config: pytest.Config) -> Callable
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, Any, None]:
-    """A failed lpim property's short summary line names the property, the dtype and what was
-    seen ("matches_unpadded at float32: lane (b=0, m=1) ..."), instead of
-    the exception's dotted type cut at the terminal's width."""
-    outcome = yield
-    report = outcome.get_result()
+    """Failures lpim raised read as lpim's message first.
+
+    - A failed lpim property's short summary line names the property, the dtype and what was
+      seen ("matches_unpadded at float32: lane (b=0, m=1) ..."), instead of the exception's
+      dotted type cut at the terminal's width.
+    - A sanitizer finding (`lpim.MaskHazardError`, under `--lpim-sanitize` or the
+      `lpim_sanitize` fixture) ends its traceback at the user's line that made the attention
+      call, with the finding under it, and its short summary line is the finding
+      ("head_major_3d_mask at model.py:12 (nn.MultiheadAttention, 1 call): ..."): the frames
+      of torch's module machinery and of lpim's hooks are hidden (`--full-trace` shows them).
+    """
     excinfo = call.excinfo
     # lpim's errors are not loaded where no check ran: nothing of lpim's can have failed then
+    sanitizer = sys.modules.get("lpim.sanitizer")
+    finding = None
+    if excinfo is not None and sanitizer is not None:
+        if isinstance(excinfo.value, sanitizer.MaskHazardError):
+            finding = excinfo.value.finding
+            if not item.config.getoption("fulltrace", False):
+                _end_at_users_call(excinfo)
+    outcome = yield
+    report = outcome.get_result()
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if not report.failed or excinfo is None or crash is None:
+        return
+    if finding is not None:
+        crash.message = str(finding)
+        return
     errors = sys.modules.get("lpim.testing.errors")
-    if report.failed and excinfo is not None and errors is not None:
-        failure = excinfo.value
-        crash = getattr(report.longrepr, "reprcrash", None)
-        if isinstance(failure, errors.PropertyError) and crash is not None:
-            dtype = failure.dtype.removeprefix("torch.")
-            crash.message = f"{failure.property_name} at {dtype}: {failure.detail.splitlines()[0]}"
+    failure = excinfo.value
+    if errors is not None and isinstance(failure, errors.PropertyError):
+        dtype = failure.dtype.removeprefix("torch.")
+        crash.message = f"{failure.property_name} at {dtype}: {failure.detail.splitlines()[0]}"
+
+
+def _end_at_users_call(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """End the failure's traceback at the user's attention call: the innermost entries that
+    are torch's or lpim's (the module call machinery, the sanitizer's hooks) are cut off the
+    exception's own traceback (`tb_next` is writable), so every report style shows it so."""
+    torch = sys.modules.get("torch")
+    inside = [os.path.dirname(os.path.abspath(__file__)) + os.sep]
+    if torch is not None and torch.__file__ is not None:
+        inside.append(os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+    chain: list[TracebackType] = []
+    tb: TracebackType | None = excinfo.tb
+    while tb is not None:
+        chain.append(tb)
+        tb = tb.tb_next
+    keep = len(chain)
+    while keep > 1 and os.path.abspath(chain[keep - 1].tb_frame.f_code.co_filename).startswith(
+        tuple(inside)
+    ):
+        keep -= 1
+    if keep < len(chain):
+        chain[keep - 1].tb_next = None
+        excinfo.traceback = type(excinfo.traceback)(excinfo.tb)
 
 
 # -- the sanitizer -------------------------------------------------------------------------------

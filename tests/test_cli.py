@@ -208,7 +208,7 @@ def test_diagnose_accepts_a_right_mask_and_names_a_mistake(
 
     assert main(["diagnose", str(tmp_path / "wrong.pt"), *common]) == 1
     out = capsys.readouterr().out
-    assert out.startswith("head_major_order") and "repeat_interleave" in out
+    assert out.startswith("head_major_3d_mask") and "repeat_interleave" in out
 
 
 def test_diagnose_usage_errors_exit_2(

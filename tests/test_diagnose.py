@@ -343,19 +343,19 @@ MISTAKE_CASES: dict[str, MistakeCase] = {
     ),
     # head order
     "3d-repeat-heads-given": (
-        "head_major_order",
+        "head_major_3d_mask",
         "attn_mask_3d",
         lambda pm: per_lane_3d(kpm_by_hand(pm, 1)).repeat(H, 1, 1),
         {"query_tokens": 1, "num_heads": H},
     ),
     "3d-repeat-heads-inferred": (
-        "head_major_order",
+        "head_major_3d_mask",
         "attn_mask_3d",
         lambda pm: per_lane_3d(kpm_by_hand(pm, 0)).repeat(4, 1, 1),
         {},
     ),
     "3d-repeat-float": (
-        "head_major_order",
+        "head_major_3d_mask",
         "attn_mask_3d",
         lambda pm: torch.zeros(24, 5, 5).masked_fill(
             per_lane_3d(kpm_by_hand(pm, 1)).repeat(4, 1, 1), float("-inf")
@@ -438,25 +438,25 @@ MISTAKE_CASES: dict[str, MistakeCase] = {
     ),
     # float masks
     "kpm-float": (
-        "float_01_mask",
+        "float_mask_as_additive",
         "key_padding_mask",
         lambda pm: masks.to_key_padding_mask(pm, 1).float(),
         {"query_tokens": 1},
     ),
     "valid-float": (
-        "float_01_mask",
+        "float_mask_as_additive",
         "key_padding_mask",
         lambda pm: valid(pm).float(),
         {},
     ),
     "sdpa-float": (
-        "float_01_mask",
+        "float_mask_as_additive",
         "additive",
         lambda pm: masks.to_sdpa_mask(pm, 1).float(),
         {"query_tokens": 1},
     ),
     "3d-float": (
-        "float_01_mask",
+        "float_mask_as_additive",
         "attn_mask_3d",
         lambda pm: masks.to_attn_mask_3d(pm, H, 1).float(),
         {"query_tokens": 1, "num_heads": H},
@@ -673,7 +673,7 @@ def test_the_seed_mask_is_missing_head_rows() -> None:
     # and the tempting `repeat` is named, not passed
     head_major = attn_mask.repeat(8, 1, 1)
     d = diagnose(head_major, point_mask, num_heads=8, query_tokens=1)
-    assert d.mistake == "head_major_order" and "repeat_interleave" in d.advice
+    assert d.mistake == "head_major_3d_mask" and "repeat_interleave" in d.advice
 
 
 def test_head_count_given_or_inferred_agree() -> None:
@@ -703,7 +703,7 @@ def test_a_finite_fill_with_a_layout_mistake_names_both() -> None:
     per_lane = per_lane_3d(masks.to_key_padding_mask(RIGHT, 1))  # (6, 5, 5) True = blocked
     head_major = torch.zeros(24, 5, 5).masked_fill(per_lane.repeat(4, 1, 1), -1e9)
     d = diagnose(head_major, RIGHT, num_heads=4, query_tokens=1)
-    assert (d.convention, d.mistake) == ("attn_mask_3d", "head_major_order")
+    assert (d.convention, d.mistake) == ("attn_mask_3d", "head_major_3d_mask")
     assert d.advice.endswith("The fill is also -1e+09, not -inf.")
     per_lane_filled = torch.zeros(6, 5, 5).masked_fill(per_lane, -1e4)
     d = diagnose(per_lane_filled, RIGHT, num_heads=4, query_tokens=1)
@@ -832,7 +832,7 @@ def test_repeat_is_named_head_major_unless_it_builds_the_same_mask(
         # every lane has the same mask: `repeat` then builds exactly the right tensor
         assert d.ok
     else:
-        assert (d.convention, d.mistake) == ("attn_mask_3d", "head_major_order"), d.advice
+        assert (d.convention, d.mistake) == ("attn_mask_3d", "head_major_3d_mask"), d.advice
         assert_fix_builds_an_ok_mask(d, point_mask, q, num_heads)
 
 
@@ -850,7 +850,7 @@ def test_one_flipped_entry_is_never_ok(point_mask: Tensor, q: int, data: st.Data
     for mask, kwargs in cases:
         d = diagnose(mask, point_mask, query_tokens=q, **kwargs)
         assert not d.ok, d.advice
-        assert d.mistake in MISTAKES and d.mistake != "head_major_order"
+        assert d.mistake in MISTAKES and d.mistake != "head_major_3d_mask"
 
 
 # -- query tokens inferred, intent, and no harmful advice (issue 12, item 5) ---------------------
@@ -936,7 +936,7 @@ def test_intent_never_calls_a_correct_mask_of_another_convention_ok() -> None:
     # a mistake of another convention keeps its name and gets the intended convention's call
     head_major = per_lane_3d(masks.to_key_padding_mask(RIGHT, 1)).repeat(4, 1, 1)
     d = diagnose(head_major, RIGHT, num_heads=4, intended="key_padding_mask")
-    assert (d.convention, d.mistake) == ("attn_mask_3d", "head_major_order"), d.advice
+    assert (d.convention, d.mistake) == ("attn_mask_3d", "head_major_3d_mask"), d.advice
     assert d.fix == "lpim.masks.to_key_padding_mask(point_mask, query_tokens=1)"
     assert "It was meant to be a key_padding_mask" in d.advice
 

@@ -13,11 +13,14 @@ float32 uses torch.testing.assert_close's defaults (rtol 1.3e-6, atol 1e-5).
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor, nn
 
+import lpim.encoder
 from lpim import LaneBatch
 from lpim.encoder import PackedLanes, PriorEncoder, PriorEncoderLayer, PriorEncoderOutput
 from lpim.testing import assert_devices_agree
@@ -111,6 +114,15 @@ def assert_close(actual: Tensor, expected: Tensor) -> None:
         torch.testing.assert_close(actual, expected)
 
 
+def test_the_vendorable_file_points_nowhere_outside_itself() -> None:
+    """A copy of lpim/encoder.py reads alone: it names no lpim module, no file of the
+    repository and no measurement of a torch version (those are on the performance page)."""
+    text = Path(lpim.encoder.__file__).read_text()
+    assert not re.findall(r"\blpim\.\w+", text)  # `from lpim import` in the example only
+    assert not re.findall(r"\b[\w-]+/[\w/.-]*\.(?:md|py|toml)\b", text)
+    assert not re.findall(r"torch 2\.\d+|\d+ ops\b", text)
+
+
 def test_output_type_and_shapes() -> None:
     encoder = make_encoder()
     points, point_mask = make_batch(2, 3, 5)
@@ -148,6 +160,12 @@ def test_layer_state_dict_matches_torch_layer(norm_first: bool) -> None:
     ours.load_state_dict(theirs.state_dict(), strict=True)
 
 
+def key_bias_of(key_padding_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """`[R, 1, 1, L]` additive mask of a `[R, L]` key_padding_mask (True = ignore)."""
+    bias = torch.zeros(key_padding_mask.shape, dtype=dtype)
+    return bias.masked_fill(key_padding_mask, -math.inf)[:, None, None, :]
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_layer_matches_torch_layer_on_real_tokens(dtype: torch.dtype, norm_first: bool) -> None:
@@ -158,13 +176,29 @@ def test_layer_matches_torch_layer_on_real_tokens(dtype: torch.dtype, norm_first
     )
     theirs.load_state_dict(ours.state_dict())
     theirs = theirs.to(dtype).eval()
-    tokens = torch.randn(6, 9, 32, dtype=dtype)
+    tokens = torch.randn(6, 9, 32, dtype=dtype)  # [R, S, C]
     key_padding_mask = torch.rand(6, 9) < 0.4
     key_padding_mask[:, 0] = False  # as in the encoder: the query key is never masked
     expected = theirs(tokens, src_key_padding_mask=key_padding_mask)
-    actual = ours(tokens, key_padding_mask)
+    actual = ours(tokens.view(6 * 9, 32), key_bias_of(key_padding_mask, dtype)).view(6, 9, 32)
     real = ~key_padding_mask
     assert_close(actual[real], expected[real])
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_layer_gives_the_same_on_packed_tokens_and_on_lanes(norm_first: bool) -> None:
+    """The packed layout is an optimisation of the lanes layout: the same layer call with a
+    packing gives, on real tokens, what it gives on the lanes."""
+    torch.manual_seed(0)
+    layer = PriorEncoderLayer(32, 4, 64, 0.0, norm_first=norm_first).double().eval()
+    keep = torch.rand(5, 7, generator=torch.Generator().manual_seed(4)) < 0.6  # [R, S]
+    keep[:, 0] = True  # every lane real, its first slot real
+    R, S = keep.shape
+    tokens = torch.randn(R * S, 32, dtype=torch.float64)  # lanes layout [R*S, C]
+    lanes = layer(tokens, key_bias_of(~keep, torch.float64))  # [R*S, C]
+    packing = PackedLanes.pack(keep, int(keep.sum()), R, torch.float64)
+    packed = layer(tokens[packing.source], packing.key_bias, packing)  # [T, C]
+    assert_close(packed, lanes[packing.source])
 
 
 def test_packed_lanes_layouts() -> None:
@@ -189,20 +223,6 @@ def test_packed_lanes_layouts() -> None:
         assert (bias[:length] == 0).all() and (bias[length:] == -math.inf).all()
     # from_attention inverts to_attention on real positions
     assert torch.equal(packing.to_attention[packing.from_attention], torch.arange(T))
-
-
-def test_layer_zeros_ignored_positions_and_fully_ignored_lanes() -> None:
-    torch.manual_seed(0)
-    layer = PriorEncoderLayer(32, 4, 64, 0.0).double().eval()
-    tokens = torch.randn(3, 5, 32, dtype=torch.float64)
-    key_padding_mask = torch.tensor([[0, 0, 1, 0, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]).bool()
-    out = layer(tokens, key_padding_mask)
-    assert out.shape == (3, 5, 32)
-    assert (out[key_padding_mask] == 0).all()
-    assert torch.isfinite(out).all()
-    alone = layer(tokens[2:, :1], key_padding_mask[2:, :1])  # lane 2 has one real token
-    assert_close(out[2, 0], alone[0, 0])
-    assert (layer(tokens, torch.ones(3, 5, dtype=torch.bool)) == 0).all()
 
 
 @PACKED

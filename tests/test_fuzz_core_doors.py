@@ -54,7 +54,6 @@ EXAMPLES: dict[str, int] = {
     "masks.pack/unpack/to_nested": 100,
     "masks.diagnose": 150,
     "masks.validate": 100,
-    "masks.heads_agree/repeats_with_period": 60,
     "strategies.lane_batches/lane_sets": 80,
     "strategies.bev_queries/bev_maps": 60,
     "strategies.garbage_fills": 60,
@@ -662,31 +661,6 @@ def test_validate(
             mask, convention, point_mask=point_mask, num_heads=num_heads, query_tokens=query_tokens
         )
     )
-
-
-@_settings("masks.heads_agree/repeats_with_period")
-@given(
-    rows=st.sampled_from(
-        [
-            masks.to_attn_mask_3d(PM, 2),
-            masks.to_attn_mask_3d(PM, 2)[:0],
-            masks.to_attn_mask_3d(PM, 2).to_sparse(),
-            torch.tensor(True),
-            None,
-        ]
-    ),
-    batch=st.one_of(st.integers(0, 3), st.integers(-2, -1), HUGE, NOT_AN_INT),
-    num_heads=NUM_HEADS,
-    which=st.sampled_from(["heads_agree", "repeats_with_period"]),
-)
-def test_heads_agree_and_repeats_with_period(
-    rows: Any, batch: Any, num_heads: Any, which: str
-) -> None:
-    answer = usage_or_result(lambda: getattr(masks, which)(rows, batch, num_heads))
-    if answer is not None:
-        assert isinstance(answer, bool)
-        if which == "heads_agree" and batch == 2 and num_heads == 2 and rows.shape[0] == 4:
-            assert answer  # built with repeat_interleave
 
 
 # -- lpim.strategies ----------------------------------------------------------------------------

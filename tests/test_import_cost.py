@@ -150,8 +150,8 @@ def test_vendor_imports_no_torch_itself(tmp_path: Path) -> None:
     assert "torch" not in loaded
 
 
-def test_conventions_imports_torch_because_the_registry_holds_the_converters() -> None:
-    """Documented: `lpim conventions` reads `lpim.masks.CONVENTIONS`, whose entries are the
-    converter functions themselves. When that changes, make this test say so."""
+def test_conventions_imports_torch_because_the_registry_is_read_from_lpim_masks() -> None:
+    """Documented: `lpim conventions` reads `lpim.masks.CONVENTIONS`, and importing `lpim.masks`
+    imports its converters (torch). When that changes, make this test say so."""
     code, loaded = _command_loads(["conventions"])
     assert code == 0 and "torch" in loaded

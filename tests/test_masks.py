@@ -184,6 +184,22 @@ def test_every_converter_round_trips(point_mask: torch.Tensor, q: int, heads: in
         ).ok
 
 
+def test_the_registry_names_functions_that_exist_and_validate_checks_what_it_names() -> None:
+    """The registry names its converters (it sits below them): each name is a function of
+    `lpim.masks` taking the arguments named, and `validate` has a check for each convention
+    but lpim's own `point_mask` and the mask-less `nested`."""
+    import inspect
+
+    from lpim.masks._validate import CHECKS
+
+    for c in masks.CONVENTIONS.values():
+        for name, args in ((c.build, c.build_args), (c.read, c.read_args)):
+            if name is not None:
+                parameters = inspect.signature(getattr(masks, name)).parameters
+                assert len(args) <= len(parameters), (c.name, name, args)
+    assert set(CHECKS) == set(masks.CONVENTIONS) - {"point_mask", "nested"}
+
+
 def test_from_attn_mask_3d_refuses_disagreeing_heads() -> None:
     attn_mask = masks.to_attn_mask_3d(EXAMPLES[0], 2, 1).clone()
     attn_mask[1, 0, 1] = ~attn_mask[1, 0, 1]

@@ -5,17 +5,9 @@ consumer wants something else; the `to_*` functions build it, the `from_*` funct
 back, `validate` checks a mask against its convention and `diagnose` names what a
 mask someone built actually is.
 
-| convention | shape | dtype | meaning |
-|---|---|---|---|
-| `point_mask` | `[B, M, N]` | bool | True = real point (lpim) |
-| `key_padding_mask` | `(B*M, S)` | bool | True = ignore (MHA) |
-| `attn_mask_3d` | `(B*M*H, L, S)`, row b*H+h | bool | True = blocked (MHA) |
-| `additive` | `(B*M, 1, 1, S)` | float | 0 keep, -inf block (added) |
-| `sdpa` | `(B*M, 1, 1, S)` | bool | True = attend (SDPA) |
-| `attention_mask` | `(B*M, S)` | int64 | 1 = valid (flash-attn, HF) |
-| `lengths` | `(B*M,)` | int64 | real count, right padding only |
-| `cu_seqlens` | `(B*M + 1,)` | int32 | offsets into packed tokens |
-| `nested` | jagged `(B*M, j, D)` | points' | no mask: only real points |
+Each convention (its shape, dtype, polarity, who uses it and the converter that builds it) is
+one entry of [`CONVENTIONS`][lpim.masks.CONVENTIONS], the one table of them in lpim: the
+conventions page of the docs and `lpim conventions` print it from there.
 
 `S = L = query_tokens + N`: query tokens prepended to each lane are never masked.
 """
@@ -41,7 +33,7 @@ from lpim.masks._convert import (
     to_sdpa_mask,
     unpack,
 )
-from lpim.masks._diagnose import MISTAKES, Diagnosis, diagnose, heads_agree, repeats_with_period
+from lpim.masks._diagnose import MISTAKES, Diagnosis, diagnose
 from lpim.masks._errors import MaskConventionError
 from lpim.masks._validate import validate
 
@@ -59,10 +51,8 @@ __all__ = [
     "from_key_padding_mask",
     "from_lengths",
     "from_sdpa_mask",
-    "heads_agree",
     "keep_tokens",
     "pack",
-    "repeats_with_period",
     "to_additive_mask",
     "to_attention_mask",
     "to_attn_mask_3d",

@@ -6,16 +6,14 @@ it the lpim call that builds the right mask (`fix`), which every error quotes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from lpim._errors import UsageValueError
+from lpim.masks._conventions import Convention
 from lpim.masks._convert import keep_tokens, to_attn_mask_3d, to_cu_seqlens, to_lengths
 from lpim.masks._errors import MaskConventionError, describe_tensor
-
-if TYPE_CHECKING:  # the registry imports these checks and hands each its own entry
-    from lpim.masks._conventions import Convention
 
 
 class Against(NamedTuple):

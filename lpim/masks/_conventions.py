@@ -1,10 +1,15 @@
-"""The conventions registry: every mask convention lpim knows, named once, with its behaviour.
+"""The conventions registry: every mask convention lpim knows, named once, described once.
 
-Each [`Convention`][lpim.masks.Convention] owns what lpim does with it: the converter that builds
-it from a `point_mask` (`build`), the one that reads it back (`read`), the check that
-[`validate`][lpim.masks.validate] runs (`check`) and the lpim call that builds it for given query
-tokens and heads (`call`), which [`validate`][lpim.masks.validate]'s errors,
-[`diagnose`][lpim.masks.diagnose]'s advice, `lpim conventions` and the docs all quote.
+Each [`Convention`][lpim.masks.Convention] says what a convention is (shape, dtype, polarity, who
+uses it), names the lpim converter that builds it from a `point_mask` (`build`) and the one that
+reads it back (`read`), and writes the lpim call that builds it for given query tokens and heads
+(`call`), which [`validate`][lpim.masks.validate]'s errors, [`diagnose`][lpim.masks.diagnose]'s
+advice, the sanitizer's findings, `lpim conventions` and the docs all quote. The table of
+conventions is written here and nowhere else in the library: the others print it from here.
+
+This module is the bottom of `lpim.masks`: the converters and checks raise errors that quote it,
+so it imports none of them (converters are named, not held; `validate` keeps the check of each
+convention beside itself).
 
 Shapes use `B` samples, `M` lanes, `N` point slots, `H` heads and `q` query tokens prepended to
 each lane, so a lane is a sequence of `S = L = q + N` tokens. Every consumer convention flattens
@@ -13,17 +18,9 @@ samples and lanes into one batch axis of `B*M` sequences.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-
-from lpim.masks import _checks, _convert
 
 __all__ = ["CONVENTIONS", "Convention"]
-
-Check = Callable[[torch.Tensor, _checks.Against], None]
 
 
 @dataclass(frozen=True)
@@ -36,11 +33,12 @@ class Convention:
         dtype: the dtype(s) it has.
         meaning: what `True` (or a value) means, i.e. its polarity.
         used_by: who consumes it.
-        build: the lpim function that builds it (None for lpim's own `point_mask`).
+        build: the name of the `lpim.masks` function that builds it (None for lpim's own
+            `point_mask`).
         build_args: the arguments `build` is called with, by name.
-        read: the lpim function that turns it back into a `point_mask` (None if none does).
+        read: the name of the `lpim.masks` function that turns it back into a `point_mask`
+            (None if none does).
         read_args: the arguments `read` is called with, by name.
-        check: what [`validate`][lpim.masks.validate] runs (None: it cannot be validated).
         prefer: a convention that does the same job with less to get wrong, named in advice.
     """
 
@@ -49,11 +47,10 @@ class Convention:
     dtype: str
     meaning: str
     used_by: str
-    build: Callable[..., Any] | None
+    build: str | None
     build_args: tuple[str, ...]
-    read: Callable[..., Any] | None
+    read: str | None
     read_args: tuple[str, ...]
-    check: Check | None = None
     prefer: str | None = None
 
     @property
@@ -61,14 +58,14 @@ class Convention:
         """The call that builds it, as a signature: `"to_sdpa_mask(point_mask, query_tokens)"`."""
         if self.build is None:
             return "LaneBatch.point_mask"
-        return f"{self.build.__name__}({', '.join(self.build_args)})"
+        return f"{self.build}({', '.join(self.build_args)})"
 
     @property
     def inverse(self) -> str:
         """The call that reads it back into a `point_mask`, as a signature (empty if none)."""
         if self.read is None:
             return ""
-        return f"{self.read.__name__}({', '.join(self.read_args)})"
+        return f"{self.read}({', '.join(self.read_args)})"
 
     def call(self, query_tokens: int | str, num_heads: int | str | None = None) -> str:
         """The lpim call that builds this convention for the given query tokens and heads.
@@ -89,7 +86,7 @@ class Convention:
             "num_heads": f"num_heads={num_heads if num_heads is not None else 'H'}",
         }
         arguments = ", ".join(values.get(name, name) for name in self.build_args)
-        return f"lpim.masks.{self.build.__name__}({arguments})"
+        return f"lpim.masks.{self.build}({arguments})"
 
     def advice(self, query_tokens: int | str, num_heads: int | str | None = None) -> str:
         """[`call`][lpim.masks.Convention.call], followed by the preferred convention's call."""
@@ -120,11 +117,10 @@ CONVENTIONS: dict[str, Convention] = {
             "bool",
             "True = ignore this key",
             "nn.MultiheadAttention, nn.Transformer*",
-            _convert.to_key_padding_mask,
+            "to_key_padding_mask",
             ("point_mask", "query_tokens"),
-            _convert.from_key_padding_mask,
+            "from_key_padding_mask",
             ("key_padding_mask", "num_lanes", "query_tokens"),
-            _checks.check_key_padding_mask,
         ),
         Convention(
             "attn_mask_3d",
@@ -132,11 +128,10 @@ CONVENTIONS: dict[str, Convention] = {
             "bool",
             "True = blocked; heads are the minor index (repeat_interleave)",
             "nn.MultiheadAttention attn_mask",
-            _convert.to_attn_mask_3d,
+            "to_attn_mask_3d",
             ("point_mask", "num_heads", "query_tokens"),
-            _convert.from_attn_mask_3d,
+            "from_attn_mask_3d",
             ("attn_mask", "num_heads", "num_lanes", "query_tokens"),
-            _checks.check_attn_mask_3d,
             prefer="key_padding_mask",
         ),
         Convention(
@@ -145,11 +140,10 @@ CONVENTIONS: dict[str, Convention] = {
             "floating",
             "0 = keep, -inf = block (added to the scores)",
             "F.scaled_dot_product_attention, MHA, xformers",
-            _convert.to_additive_mask,
+            "to_additive_mask",
             ("point_mask", "dtype", "query_tokens"),
-            _convert.from_additive_mask,
+            "from_additive_mask",
             ("additive_mask", "num_lanes", "query_tokens"),
-            _checks.check_additive,
         ),
         Convention(
             "sdpa",
@@ -157,11 +151,10 @@ CONVENTIONS: dict[str, Convention] = {
             "bool",
             "True = attend (the opposite of MHA)",
             "F.scaled_dot_product_attention",
-            _convert.to_sdpa_mask,
+            "to_sdpa_mask",
             ("point_mask", "query_tokens"),
-            _convert.from_sdpa_mask,
+            "from_sdpa_mask",
             ("sdpa_mask", "num_lanes", "query_tokens"),
-            _checks.check_sdpa,
         ),
         Convention(
             "attention_mask",
@@ -169,11 +162,10 @@ CONVENTIONS: dict[str, Convention] = {
             "int64 (or bool)",
             "1 = valid token",
             "flash-attn unpad_input, Hugging Face",
-            _convert.to_attention_mask,
+            "to_attention_mask",
             ("point_mask", "query_tokens"),
-            _convert.from_attention_mask,
+            "from_attention_mask",
             ("attention_mask", "num_lanes", "query_tokens"),
-            _checks.check_attention_mask,
         ),
         Convention(
             "lengths",
@@ -181,11 +173,10 @@ CONVENTIONS: dict[str, Convention] = {
             "int64",
             "number of real tokens; right padding only",
             "pack_padded_sequence, length-based kernels",
-            _convert.to_lengths,
+            "to_lengths",
             ("point_mask", "query_tokens"),
-            _convert.from_lengths,
+            "from_lengths",
             ("lengths", "num_lanes", "num_points", "query_tokens"),
-            _checks.check_lengths,
         ),
         Convention(
             "cu_seqlens",
@@ -193,11 +184,10 @@ CONVENTIONS: dict[str, Convention] = {
             "int32",
             "offsets of each lane's tokens in the packed [T, ...] tensor",
             "flash-attn varlen",
-            _convert.to_cu_seqlens,
+            "to_cu_seqlens",
             ("point_mask", "query_tokens"),
-            _convert.from_cu_seqlens,
+            "from_cu_seqlens",
             ("cu_seqlens", "num_lanes", "num_points", "query_tokens"),
-            _checks.check_cu_seqlens,
         ),
         Convention(
             "nested",
@@ -205,9 +195,9 @@ CONVENTIONS: dict[str, Convention] = {
             "points' dtype",
             "no mask at all: only real points are stored",
             "torch.nested, SDPA on nested tensors",
-            _convert.to_nested,
+            "to_nested",
             ("points", "point_mask"),
-            _convert.unpack,
+            "unpack",
             ("nested.values()", "point_mask"),
         ),
     ]

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import torch
 
 from lpim._errors import UsageValueError
+from lpim._mistakes import DIAGNOSED, MEANINGS, heads_agree, repeats_with_period
 from lpim._validation import check_int
 from lpim.masks._conventions import CONVENTIONS
 from lpim.masks._convert import keep_tokens, to_cu_seqlens
 from lpim.masks._errors import (
-    MaskConventionError,
     check_dense_mask,
     check_has_values,
     check_point_mask,
@@ -26,26 +26,9 @@ from lpim.masks._errors import (
 
 __all__ = ["MISTAKES", "Diagnosis", "diagnose"]
 
-MISTAKES: dict[str, str] = {
-    "inverted_polarity": "True and False (or 0 and 1) are swapped for this convention",
-    "head_major_order": "a 3D mask built with repeat(H, 1, 1): each head reads another lane's "
-    "mask; it runs without error",
-    "missing_head_rows": "a 3D mask with one row per lane (B*M) where nn.MultiheadAttention "
-    "needs one per lane and head (B*M*num_heads)",
-    "missing_query_column": "the mask covers the N points but not the query token(s) prepended "
-    "to each lane",
-    "shifted_query_column": "the query column is at the wrong end, so every point's mask is off "
-    "by one slot",
-    "masked_query_column": "the query token is masked: lanes see no query and empty lanes have "
-    "no real key at all",
-    "float_01_mask": "a float 0/1 mask is ADDED to the scores: +1 on some keys masks nothing",
-    "finite_fill": "a finite fill (-1e4, -1e9) instead of -inf: large scores leak through, and "
-    "-1e9 overflows float16",
-    "disagrees_with_points": "the layout fits a convention but the values disagree with point_mask",
-    "unrecognised": "no convention's shape and dtype fit (given intended=, the intended one's do "
-    "not)",
-}
-"""Every mistake `diagnose` can name, with what it means."""
+MISTAKES: dict[str, str] = {name: MEANINGS[name] for name in DIAGNOSED}
+"""Every mistake `diagnose` can name, with what it means. Where the sanitizer finds the same
+mistake in a live call (`lpim.sanitizer.KINDS`), the name and meaning are the same."""
 
 
 @dataclass(frozen=True)
@@ -399,7 +382,7 @@ class _Reader:
             if head_major.mistake is None:
                 return self._wrong(
                     "attn_mask_3d",
-                    "head_major_order",
+                    "head_major_3d_mask",
                     "row b*H + h holds lane (b*H + h) % (B*M)'s mask: built with repeat(H, 1, 1) "
                     "instead of repeat_interleave(H, 0)",
                 )
@@ -440,7 +423,7 @@ class _Reader:
         if bool(((values == 0) | (values == 1)).all()):
             return self._wrong(
                 convention,
-                "float_01_mask",
+                "float_mask_as_additive",
                 "torch adds a float mask to the attention scores; use a bool mask",
             )
         negative = values[values < 0]
@@ -574,59 +557,6 @@ class _Reader:
     def _call(self, convention: str) -> str:
         """The lpim call that builds `convention` for this `point_mask`."""
         return CONVENTIONS[convention].call(self.q_label, self.num_heads)
-
-
-def heads_agree(rows: torch.Tensor, batch: int, num_heads: int) -> bool:
-    """True when each batch entry's `num_heads` rows are equal, read head-minor.
-
-    `rows` is a 3D mask `(batch * num_heads, L, S)` (any dtype) read the way
-    `nn.MultiheadAttention` reads it: row `n * num_heads + h` is entry `n`, head `h`.
-    A padding mask built with `repeat_interleave(num_heads, 0)` has this property.
-
-    Raises:
-        MaskConventionError: `rows` is not a tensor of `batch * num_heads` rows.
-        lpim._errors.UsageValueError: (a `ValueError`) `batch < 0` or `num_heads < 1`.
-    """
-    _check_rows(rows, batch, num_heads, "heads_agree")
-    per_entry = rows.reshape(batch, num_heads, *rows.shape[1:])  # [batch, H, L, S]
-    return torch.equal(per_entry, per_entry[:, :1].expand_as(per_entry))
-
-
-def repeats_with_period(rows: torch.Tensor, batch: int, num_heads: int) -> bool:
-    """True when row `r` of `(batch * num_heads, L, S)` equals row `r + batch`, for all `r`.
-
-    That is the layout `per_entry_mask.repeat(num_heads, 1, 1)` builds (head-major): the
-    `num_heads` blocks of `batch` rows are copies of each other.
-
-    Raises:
-        MaskConventionError: `rows` is not a tensor of `batch * num_heads` rows.
-        lpim._errors.UsageValueError: (a `ValueError`) `batch < 0` or `num_heads < 1`.
-    """
-    _check_rows(rows, batch, num_heads, "repeats_with_period")
-    blocks = rows.reshape(num_heads, batch, *rows.shape[1:])  # [H, batch, L, S]
-    return torch.equal(blocks, blocks[:1].expand_as(blocks))
-
-
-def _check_rows(rows: object, batch: object, num_heads: object, where: str) -> None:
-    """`rows` is a dense tensor of at least one dimension and `batch * num_heads` rows."""
-    batch = check_int(batch, "batch", where, minimum=0)
-    num_heads = check_int(num_heads, "num_heads", where, minimum=1)
-    expected = f"a (batch * num_heads, ...) = ({batch * num_heads}, ...) tensor"
-    if not isinstance(rows, torch.Tensor):
-        raise MaskConventionError(
-            f"{where}: rows must be a tensor",
-            convention="attn_mask_3d",
-            expected=expected,
-            got=type(rows).__name__,
-        )
-    check_dense_mask(rows, "rows", where, "attn_mask_3d")
-    if rows.dim() == 0 or rows.shape[0] != batch * num_heads:
-        raise MaskConventionError(
-            f"{where}: rows must have batch * num_heads = {batch} * {num_heads} rows",
-            convention="attn_mask_3d",
-            expected=expected,
-            got=describe_tensor(rows),
-        )
 
 
 _NEEDS_QUERY_TOKENS = (

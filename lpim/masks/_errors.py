@@ -6,6 +6,7 @@ import torch
 
 from lpim._errors import UsageValueError
 from lpim._validation import dense_message, point_mask_dtype_message
+from lpim.masks._conventions import CONVENTIONS
 
 __all__ = [
     "MaskConventionError",
@@ -32,9 +33,6 @@ class MaskConventionError(UsageValueError):
     """
 
     def __init__(self, problem: str, *, convention: str, expected: str, got: str, hint: str = ""):
-        # The registry imports the converters, which raise this error: read it when raising.
-        from lpim.masks._conventions import CONVENTIONS
-
         self.problem = problem
         self.convention = convention
         self.expected = expected

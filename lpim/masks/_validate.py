@@ -3,11 +3,13 @@
 Torch checks some shapes and no meanings: a mask with the wrong polarity, a head-major 3D mask or a
 float 0/1 `key_padding_mask` all run without a word. [`validate`][lpim.masks.validate] checks
 shape, dtype and device always, and, given the `point_mask` the mask was meant to encode, every
-value too. What it checks for each convention is that convention's `check` in
-[`CONVENTIONS`][lpim.masks.CONVENTIONS].
+value too. What it checks for each convention of
+[`CONVENTIONS`][lpim.masks.CONVENTIONS] is that convention's entry in `CHECKS`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -23,7 +25,19 @@ from lpim.masks._errors import (
     describe_tensor,
 )
 
-__all__ = ["validate"]
+__all__ = ["CHECKS", "validate"]
+
+CHECKS: dict[str, Callable[[torch.Tensor, _checks.Against], None]] = {
+    "key_padding_mask": _checks.check_key_padding_mask,
+    "attn_mask_3d": _checks.check_attn_mask_3d,
+    "additive": _checks.check_additive,
+    "sdpa": _checks.check_sdpa,
+    "attention_mask": _checks.check_attention_mask,
+    "lengths": _checks.check_lengths,
+    "cu_seqlens": _checks.check_cu_seqlens,
+}
+"""The check `validate` runs for each convention it can validate (`point_mask` is lpim's own and
+`nested` holds no mask), by convention name."""
 
 
 def validate(
@@ -59,7 +73,7 @@ def validate(
         lpim._errors.UsageTypeError: (a `TypeError`) `num_heads` or `query_tokens` is not an
             int.
     """
-    checkable = [name for name, c in CONVENTIONS.items() if c.check is not None]
+    checkable = list(CHECKS)
     if not isinstance(convention, str) or convention not in checkable:
         raise UsageValueError(
             f"unknown convention: got {convention!r}; expected one of {sorted(checkable)} "
@@ -89,6 +103,5 @@ def validate(
                 hint="move it with .to(point_mask.device)",
             )
     check_has_values(mask, "the mask", "validate", convention)
-    assert entry.check is not None  # only checkable conventions pass the test above
     fix = entry.advice(query_tokens, num_heads)
-    entry.check(mask, _checks.Against(entry, point_mask, num_heads, query_tokens, fix))
+    CHECKS[convention](mask, _checks.Against(entry, point_mask, num_heads, query_tokens, fix))

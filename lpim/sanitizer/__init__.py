@@ -20,8 +20,11 @@ tensors (the weight masked keys keep, the line that built the mask), and a fix i
 after it was applied to the same call and kept what the mask meant. `EXAMPLES` is the
 sanitizer's zoo: one buggy call per finding kind, each with a harmless twin that gives nothing.
 
-It uses torch's extension points (a `TorchFunctionMode` and global module hooks), changes no
-output, and leaves torch as it found it when the last context exits.
+It uses torch's extension points (a `TorchFunctionMode` on each thread that starts a session,
+global module hooks, and, while a session is on, `torch.nn.functional`'s two attention names
+replaced so that other threads are seen too), changes no output, never stops a model (a call it
+cannot read runs untouched and is counted in `SanitizeReport.skipped`), and leaves torch as it
+found it when the last session ends, whatever the order sessions end in.
 """
 
 from lpim.sanitizer._checks import KINDS

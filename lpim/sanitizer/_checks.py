@@ -24,24 +24,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from lpim.masks import heads_agree, repeats_with_period
+from lpim._mistakes import MEANINGS, WATCHED, heads_agree, repeats_with_period
 
-KINDS: dict[str, str] = {
-    "missing_head_rows": "a 3D attn_mask with one row per batch entry where nn.MultiheadAttention "
-    "needs batch * num_heads rows",
-    "head_major_3d_mask": "a 3D attn_mask built with repeat(H, 1, 1) instead of "
-    "repeat_interleave(H, 0): each head reads another batch entry's mask, silently",
-    "float_mask_as_additive": "a float mask holding only 0 and 1, which torch adds to the scores: "
-    "it masks nothing",
-    "fully_masked_rows": "query rows with every key masked: this call gives NaN or 0 for them, "
-    "other backends (and need_weights=True) the other, and their gradient can be NaN",
-    "finite_fill": "a finite fill that does harm in this call: masked keys keep measurable "
-    "attention weight (a leaky fill such as -10 or -1e-12), or the fill overflows the dtype "
-    "it is added in",
-    "nonfinite_output": "NaN or inf in an attention output at query rows that had a key to "
-    "attend to",
-}
-"""Every finding kind, with what it means."""
+KINDS: dict[str, str] = {kind: MEANINGS[kind] for kind in WATCHED}
+"""Every finding kind, with what it means (named as `lpim.masks.diagnose` names them)."""
 
 
 class Hazard:

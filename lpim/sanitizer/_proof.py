@@ -15,13 +15,14 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
+from types import FrameType, SimpleNamespace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lpim.masks import to_key_padding_mask, to_sdpa_mask
 from lpim.sanitizer._checks import (
     Hazard,
     Inspection,
@@ -29,6 +30,11 @@ from lpim.sanitizer._checks import (
     RepeatRecord,
     blocked_by,
     read_float,
+)
+
+# what advice may name, as pasted: `lpim.masks.to_key_padding_mask(point_mask, ...)`
+_LPIM_NAMES = SimpleNamespace(
+    masks=SimpleNamespace(to_key_padding_mask=to_key_padding_mask, to_sdpa_mask=to_sdpa_mask)
 )
 
 Rerun = Callable[[dict[str, Any]], Tensor | None]
@@ -386,10 +392,8 @@ class Fix:
 def verify(call: Call, fix: Fix, intended: Tensor, scope: dict[str, Any]) -> bool:
     """Apply `fix` to this call's tensors: True when the masks it builds block exactly
     `intended` and the call then gives finite output on every row with a key."""
-    import lpim
-
     role_of = {name: role for role, name in call.names.items()}
-    namespace: dict[str, Any] = {"torch": torch, "lpim": lpim, **scope}
+    namespace: dict[str, Any] = {"torch": torch, "lpim": _LPIM_NAMES, **scope}
     namespace.update({call.names[role]: t for role, t in call.masks.items() if role in call.names})
     try:
         values = {name: eval(expr, namespace) for name, expr in fix.assignments.items()}
@@ -489,8 +493,6 @@ def zero_one_fix(call: Call, found: Inspection, part: MaskPart) -> str:
             checked = "padded keys stay masked"
             one_pads: bool | None = None
             if lane is not None:
-                from lpim.masks import to_key_padding_mask
-
                 point_mask, q = lane
                 lane_pad = to_key_padding_mask(point_mask, query_tokens=q).to(ones.device)
                 if lane_pad.shape == key_rows.shape:

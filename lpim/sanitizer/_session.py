@@ -11,8 +11,9 @@ from types import TracebackType
 from typing import Literal
 
 from lpim._errors import LpimError
+from lpim._validation import check_choice
 from lpim.sanitizer._checks import KINDS, Hazard
-from lpim.sanitizer._watch import Watcher, short_path, user_site
+from lpim.sanitizer._watch import AttentionMode, Watcher, short_path, user_site
 
 __all__ = [
     "KINDS",
@@ -73,12 +74,17 @@ class SanitizeReport:
 
     Attributes:
         findings: one `Finding` per (kind, call site), in order of first occurrence.
-        calls: attention calls inspected (so "no findings" can be told from "saw nothing").
+        calls: attention calls seen (so "no findings" can be told from "saw nothing"),
+            including the skipped ones.
+        skipped: calls seen but not read, by reason: tensors without data (meta, fake),
+            zero-size calls (no query row or no key), arguments lpim could not read. They ran
+            untouched.
     """
 
     def __init__(self) -> None:
         self.findings: list[Finding] = []
         self.calls = 0
+        self.skipped: dict[str, int] = {}
         self._index: dict[tuple[str, str], Finding] = {}
 
     @property
@@ -111,7 +117,7 @@ class SanitizeReport:
                 "call, and no softmax over masked_fill / added-mask scores ran while it was on."
             )
         if not self.findings:
-            return f"lpim.sanitize: no findings in {self.calls} attention call(s)."
+            return f"lpim.sanitize: no findings in {self.calls} attention call(s).{self._skips()}"
         header = ("kind", "where", "api", "calls")
         rows = [(f.kind, f.where, f.api, str(f.count)) for f in self.findings]
         widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
@@ -128,7 +134,13 @@ class SanitizeReport:
         ]
         lines.append("")
         lines += [f"{f.kind} at {f.where}:\n  {f.message}" for f in self.findings]
-        return "\n".join(lines)
+        return "\n".join(lines) + self._skips()
+
+    def _skips(self) -> str:
+        """The skipped calls, one line per reason ('' when none was skipped)."""
+        return "".join(
+            f"\n  {count} call(s) not read: {reason}" for reason, count in self.skipped.items()
+        )
 
     def __str__(self) -> str:
         return self.table()
@@ -168,12 +180,12 @@ class SanitizeSession:
     """One activation of the sanitizer: a context manager whose `__enter__` returns its report."""
 
     def __init__(self, on_finding: OnFinding = "warn", allow: Allow | None = None) -> None:
-        if on_finding not in _POLICIES:
-            raise ValueError(f"on_finding must be one of {list(_POLICIES)}; got {on_finding!r}")
+        check_choice(on_finding, "on_finding", _POLICIES, "lpim.sanitize")
         self.on_finding: OnFinding = on_finding
         self.allow = _allowances(allow)
         self.report = SanitizeReport()
         self._warned: set[tuple[str, str]] = set()
+        self._mode: AttentionMode | None = None  # the mode of the thread it began on
 
     def allows(self, kind: str, where: str) -> bool:
         """True when `allow` silences `kind` at `where` (`"file.py:LINE"`)."""
@@ -239,7 +251,8 @@ class Sanitize:
             allow: kinds, or `(kind, "FILE:LINE")` pairs, to silence (see the class).
 
         Raises:
-            ValueError: an unknown `on_finding` or kind in `allow`.
+            lpim.errors.UsageValueError: an unknown `on_finding` (also a `ValueError`).
+            ValueError: an unknown kind in `allow`.
         """
         return SanitizeSession(on_finding, allow)
 
@@ -247,9 +260,15 @@ class Sanitize:
         """Switch the sanitizer on until `disable`; return the session's report.
 
         Calling it while enabled ends the previous session first (its report stays readable).
-        `on_finding` and `allow` are as for `lpim.sanitize(...)`.
+        `on_finding` and `allow` are as for `lpim.sanitize(...)`. Arguments are checked first:
+        a bad one changes nothing.
+
+        Raises:
+            lpim.errors.UsageValueError: an unknown `on_finding` (also a `ValueError`); the
+                sanitizer stays as it was.
+            ValueError: an unknown kind in `allow`.
         """
-        session = SanitizeSession(on_finding, allow)
+        session = SanitizeSession(on_finding, allow)  # checks its arguments before any change
         if self._enabled is not None:
             self.disable()
         session.__enter__()
@@ -277,9 +296,13 @@ _lock = threading.RLock()
 _sessions: list[SanitizeSession] = []
 
 
-def _count_call() -> None:
-    for session in list(_sessions):
-        session.report.calls += 1
+def _count_call(skipped: str | None) -> None:
+    with _lock:  # calls come from every thread
+        for session in _sessions:
+            report = session.report
+            report.calls += 1
+            if skipped is not None:
+                report.skipped[skipped] = report.skipped.get(skipped, 0) + 1
 
 
 def _deliver(hazards: list[Hazard], api: str) -> None:
@@ -288,10 +311,13 @@ def _deliver(hazards: list[Hazard], api: str) -> None:
     where = f"{short_path(filename)}:{line}"
     to_raise: Finding | None = None
     for hazard in hazards:
-        for session in list(_sessions):
-            if session.allow and session.allows(hazard.kind, where):
-                continue
-            finding = session.report._record(hazard, where, api)
+        with _lock:  # calls come from every thread
+            recorded = [
+                (session, session.report._record(hazard, where, api))
+                for session in _sessions
+                if not (session.allow and session.allows(hazard.kind, where))
+            ]
+        for session, finding in recorded:
             key = (hazard.kind, where)
             if session.on_finding == "warn" and key not in session._warned:
                 session._warned.add(key)
@@ -307,12 +333,17 @@ def _deliver(hazards: list[Hazard], api: str) -> None:
 _watcher = Watcher(_deliver, _count_call)
 
 
+# Sessions are global: a session records every attention call made in any thread while it is
+# on. Each may end in any order, on any thread; the last one off removes the hooks and patches.
+
+
 def _activate(session: SanitizeSession) -> None:
     with _lock:
         if session in _sessions:
             raise RuntimeError("this lpim.sanitize session is already active")
         if not _sessions:
             _watcher.install()
+        session._mode = _watcher.enter_thread()
         _sessions.append(session)
 
 
@@ -320,6 +351,9 @@ def _deactivate(session: SanitizeSession) -> None:
     with _lock:
         if session not in _sessions:
             return
-        if len(_sessions) == 1:
-            _watcher.remove()  # raises, leaving the session on, if another mode is on top
         _sessions.remove(session)
+        if session._mode is not None:
+            _watcher.leave_thread(session._mode)
+            session._mode = None
+        if not _sessions:
+            _watcher.remove()

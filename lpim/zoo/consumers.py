@@ -80,15 +80,6 @@ class BevQueries:
         return other_inputs(batch_size, dtype, device)
 
 
-def __getattr__(name: str) -> Any:
-    """`lpim.zoo.consumers.bev_queries`, the old home of `lpim.strategies.bev_queries`."""
-    if name == "bev_queries":  # moved to lpim.strategies; kept so that old imports still work
-        from lpim.strategies import bev_queries
-
-        return bev_queries
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # -- BEV queries cross-attending over the lanes ----------------------------------------------------
 
 
