@@ -388,17 +388,26 @@ class Watcher:
         if not calls or calls[-1].module is not module:
             return  # its pre-hook did not run (an earlier pre-hook raised)
         call = calls.pop()
-        mode = call.suspended
-        if mode is not None and not mode.retired:
-            torch._C._push_on_torch_function_stack(mode)
+        try:
+            # read before our mode is back: a tensor's properties (`is_nested`, `is_meta`)
+            # would otherwise go through it
+            hazards = self._read_result(module, call, result)
+        finally:
+            mode = call.suspended
+            if mode is not None and not mode.retired:
+                torch._C._push_on_torch_function_stack(mode)
+        if hazards:
+            self._hand_over(hazards, call.api)
+
+    def _read_result(self, module: nn.Module, call: _Call, result: Any) -> list[Hazard]:
         if call.unread_since == self._state.counted and result is not None and self.installed:
             # its own forward ran torch's attention where nothing sees it (a fused fast path)
             self._count(f"{SKIP_FORWARD} ({type(module).__qualname__}.forward)")
         if result is None or call.found is None:
-            return  # the forward raised, or nothing to check
+            return []  # the forward raised, or nothing to check
         out = result[0] if isinstance(result, tuple) else result
         if not isinstance(out, Tensor) or out.is_nested or not _has_data(out):
-            return
+            return []
         try:
             with _reading():
                 if out.dim() == 2:
@@ -406,11 +415,9 @@ class Watcher:
                 elif not call.batch_first:
                     out = out.transpose(0, 1)  # (L, N, E) -> (N, L, E)
                 lane = call.call.lane if call.call is not None else _no_lane
-                hazards = check_output(call.api, call.found, out, list(call.inputs), lane)
+                return check_output(call.api, call.found, out, list(call.inputs), lane)
         except Exception:  # never break the model; the call was counted already
-            return
-        if hazards:
-            self._hand_over(hazards, call.api)
+            return []
 
     def _hand_over(self, hazards: list[Hazard], api: str) -> None:
         """Give `hazards` to `deliver`, their texts made first where no mode sees lpim's reads
