@@ -31,10 +31,11 @@ MEANINGS: dict[str, str] = {
     "no real key at all",
     "float_mask_as_additive": "a float mask holding only 0 and 1, which torch ADDS to the "
     "scores: +1 on some keys masks nothing",
-    "finite_fill": "an additive mask blocking with a finite value (-1e4, -1e9, finfo.min) "
-    "instead of -inf: large scores leak through, and -1e9 overflows float16",
-    "fully_masked_rows": "query rows with every key masked, whose output is NaN or an arbitrary "
-    "value depending on the path and dtype",
+    "finite_fill": "an additive mask blocking with a finite value (-10, -1e4, -1e9) instead of "
+    "-inf; the sanitizer reports it where it does harm in the call: masked keys keep measurable "
+    "attention weight (a leaky fill), or the fill overflows the dtype it is added in",
+    "fully_masked_rows": "query rows with every key masked: this call gives NaN or 0 for them, "
+    "other paths (need_weights=True, other backends) the other, and their gradient can be NaN",
     "nonfinite_output": "NaN or inf in an attention output at query rows that had a key to "
     "attend to",
     "disagrees_with_points": "the layout fits a convention but the values disagree with point_mask",

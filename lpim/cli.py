@@ -191,6 +191,11 @@ def _parser() -> argparse.ArgumentParser:
         "sys.path) with every attention call's masks checked. Exit status: 1 on any finding "
         "(or if the script raised), else the script's own exit status (0).",
     )
+    sanitize_.add_argument(
+        "--fail-on-no-attention",
+        action="store_true",
+        help="exit 1 when the script ran no attention call the sanitizer could check",
+    )
     sanitize_.add_argument("script", type=Path, help="the Python script to run, e.g. one step")
     sanitize_.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     sanitize_.set_defaults(run=_sanitize)
@@ -733,7 +738,9 @@ def _sanitize(args: argparse.Namespace) -> int:
         )
     sys.stdout.flush()
     print(report.table())
-    return EXIT_FAILED if report.findings else status
+    if report.findings or (args.fail_on_no_attention and not report.calls):
+        return EXIT_FAILED
+    return status
 
 
 def _exit_modes_above(depth: int) -> list[str]:

@@ -73,9 +73,67 @@ def test_head_major_3d_mask_found_at_the_users_line() -> None:
     assert finding.where.endswith(where), (finding.where, where)
     assert finding.count == 1 and finding.api == "nn.MultiheadAttention"
     message = str(finding)
-    assert f"lpim.masks.to_attn_mask_3d(point_mask, num_heads={H}, query_tokens=1)" in message
-    assert "lpim.masks.to_key_padding_mask(point_mask, query_tokens=1)" in message
+    assert f"built at {finding.where}: `mha(x, x, x, attn_mask=per_lane.repeat(H, 1, 1)" in message
+    assert f"attn_mask=per_entry.repeat_interleave({H}, dim=0)" in message
+    assert "checked on this call" in message
     assert f"({LANES * H}, {S}, {S})" in message
+    assert "point_mask" not in message  # no lane encoder in sight: no lane vocabulary
+
+
+@pytest.mark.parametrize("batch", [2, 3, 4, 8])
+def test_head_major_found_for_every_batch_to_heads_ratio(batch: int) -> None:
+    """N dividing H (2, 4 with 4 heads) gives every entry the same H rows: still found, with
+    the line of the repeat, which is not the line of the call."""
+    torch.manual_seed(0)
+    mha, length = nn.MultiheadAttention(C, 4, batch_first=True).eval(), 6
+    x = torch.randn(batch, length, C)
+    padded = torch.arange(length) >= (torch.arange(batch) % length + 1)[:, None]  # (N, S)
+    per_entry = padded[:, None, :].expand(batch, length, length)  # (N, L, S), True = blocked
+    with lpim.sanitize(on_finding="collect") as report:
+        repeat_line = _line()
+        head_major = per_entry.repeat(4, 1, 1)
+        mha(x, x, x, attn_mask=head_major, need_weights=False)
+    right = mha(x, x, x, attn_mask=per_entry.repeat_interleave(4, 0), need_weights=False)[0]
+    wrong = mha(x, x, x, attn_mask=head_major, need_weights=False)[0]
+    assert not torch.allclose(right, wrong)  # the premise: outputs move
+    assert _kinds(report) == ["head_major_3d_mask"]
+    call_line = int(repeat_line.rsplit(":", 1)[1]) + 1
+    assert report.findings[0].where.endswith(f"test_sanitize.py:{call_line}")  # the call
+    assert f"built at tests/{repeat_line}" in report.findings[0].message  # and the repeat
+    assert "per_entry.repeat(4, 1, 1)" in report.findings[0].message
+
+
+def test_head_major_follows_conversions_and_spares_per_head_masks() -> None:
+    torch.manual_seed(0)
+    mha, n, length = nn.MultiheadAttention(C, 4, batch_first=True).eval(), 4, 6
+    x = torch.randn(n, length, C)
+    padded = torch.arange(length) >= torch.tensor([6, 5, 3, 2])[:, None]  # (N, S)
+    keep = ~padded[:, None, :].expand(n, length, length)  # (N, L, S), True = attend
+    window = (torch.arange(length)[:, None] - torch.arange(length)[None]).abs()  # (L, S)
+    per_head = torch.stack([window > h + 1 for h in range(4)])  # (H, L, S), True = blocked
+    with lpim.sanitize(on_finding="collect") as report:
+        mha(x, x, x, attn_mask=~keep.repeat(4, 1, 1), need_weights=False)  # N == H, per entry
+        mha(x, x, x, attn_mask=per_head.repeat(n, 1, 1), need_weights=False)  # right
+        same = keep[:1].expand(n, -1, -1)  # every entry the same mask: any order is right
+        mha(x, x, x, attn_mask=~same.repeat(4, 1, 1), need_weights=False)
+    assert _kinds(report) == ["head_major_3d_mask"]
+    assert "keep.repeat(4, 1, 1)" in report.findings[0].message
+
+
+def _lane_encoder_step(mha: nn.Module, x: torch.Tensor, point_mask: torch.Tensor) -> None:
+    """Stands for a lane encoder's forward: its `point_mask` is what lpim can see."""
+    per_lane = to_key_padding_mask(point_mask, query_tokens=1)[:, None, :].expand(-1, S, -1)
+    mha(x, x, x, attn_mask=per_lane.repeat(H, 1, 1), need_weights=False)
+    mha(x, x, x, key_padding_mask=to_key_padding_mask(point_mask, 1).float(), need_weights=False)
+
+
+def test_lane_vocabulary_only_from_a_lane_encoder() -> None:
+    mha, x = _mha(), _tokens()
+    with lpim.sanitize(on_finding="collect") as report:
+        _lane_encoder_step(mha, x, POINT_MASK)
+    assert _kinds(report) == ["head_major_3d_mask", "float_mask_as_additive"]
+    for finding in report.findings:
+        assert "lpim.masks.to_key_padding_mask(point_mask, query_tokens=1)" in finding.message
 
 
 def test_missing_head_rows_raises_before_torchs_runtime_error() -> None:
@@ -86,6 +144,7 @@ def test_missing_head_rows_raises_before_torchs_runtime_error() -> None:
     assert isinstance(caught.value, AssertionError)
     assert caught.value.finding.kind == "missing_head_rows"
     assert f"{LANES}*{H} = {LANES * H}" in str(caught.value)
+    assert f"attn_mask=attn_mask.repeat_interleave({H}, dim=0)" in str(caught.value)
     # collect records it and lets torch raise its own error
     with pytest.raises(RuntimeError, match="3D attn_mask"), lpim.sanitize("collect") as report:
         mha(x, x, x, attn_mask=per_lane)
@@ -93,6 +152,7 @@ def test_missing_head_rows_raises_before_torchs_runtime_error() -> None:
 
 
 def test_float_01_key_padding_mask_and_sdpa_mask() -> None:
+    """The fix follows the polarity the structure shows (a row without padding), checked."""
     mha, x = _mha(), _tokens()
     kpm = to_key_padding_mask(POINT_MASK, query_tokens=1)
     q = torch.randn(LANES, H, S, C // H)
@@ -100,19 +160,93 @@ def test_float_01_key_padding_mask_and_sdpa_mask() -> None:
         mha(x, x, x, key_padding_mask=kpm.float(), need_weights=False)
         F.scaled_dot_product_attention(q, q, q, attn_mask=to_sdpa_mask(POINT_MASK, 1).float())
     assert _kinds(report) == ["float_mask_as_additive"] * 2
-    assert "to_key_padding_mask(point_mask, query_tokens=1)" in report.findings[0].message
-    assert "to_sdpa_mask(point_mask, query_tokens=1)" in report.findings[1].message
+    assert "`key_padding_mask=key_padding_mask.bool()`" in report.findings[0].message
+    assert "`attn_mask=attn_mask.bool()`" in report.findings[1].message
+    assert all("padded keys stay masked" in f.message for f in report.findings)
 
 
-@pytest.mark.parametrize("fill", [-1e4, -1e9, torch.finfo(torch.float32).min])
-def test_finite_fill(fill: float) -> None:
-    q = torch.randn(LANES, H, S, C // H)
+def _causal_float(length: int) -> torch.Tensor:
+    return torch.tril(torch.ones(length, length))  # 1 = may attend: the author's meaning
+
+
+@pytest.mark.parametrize("api", ["mha", "sdpa", "layer"])
+def test_float_causal_mask_advice_keeps_it_causal(api: str) -> None:
+    """The printed fix, applied as printed, blocks exactly the future (never anti-causal)."""
+    torch.manual_seed(0)
+    length = 5
+    x = torch.randn(2, length, C)
+    attn_mask = src_mask = _causal_float(length)
+    q = torch.randn(2, H, length, C // H)
+    mha = nn.MultiheadAttention(C, H, batch_first=True).eval()
+    layer = nn.TransformerEncoderLayer(C, H, 32, dropout=0.0, batch_first=True).eval()
+    with lpim.sanitize(on_finding="collect") as report:
+        if api == "mha":
+            mha(x, x, x, attn_mask=attn_mask, need_weights=False)
+        elif api == "sdpa":
+            F.scaled_dot_product_attention(q, q, q, attn_mask=attn_mask)
+        else:
+            layer(x, src_mask=src_mask)
+    assert _kinds(report) == ["float_mask_as_additive"]
+    message = report.findings[0].message
+    assert "the mask stays causal" in message and "padding" not in message
+    fixes = [part.split("`")[0] for part in message.split("Fix: pass `")[1].split(" or `")]
+    future = torch.ones(length, length, dtype=torch.bool).triu(1)  # True = a later key
+    for fix in fixes:
+        arguments = eval(f"dict({fix})", {"torch": torch}, {"attn_mask": attn_mask,
+                                                            "src_mask": src_mask})  # fmt: skip
+        mask = arguments.get("attn_mask", arguments.get("src_mask"))
+        if mask is None:
+            assert arguments["is_causal"] is True and api == "sdpa"
+            continue
+        assert mask.dtype == torch.bool
+        blocked = ~mask if api == "sdpa" else mask  # SDPA: True = attend; MHA: True = blocked
+        assert torch.equal(blocked, future), fix
+
+
+@pytest.mark.parametrize(
+    ("fill", "dtype"),
+    [(-1e4, torch.float32), (-1e6, torch.float32), (-1e9, torch.float32),
+     (-1e4, torch.float16)],
+)  # fmt: skip
+def test_harmless_finite_fill_gives_nothing(fill: float, dtype: torch.dtype) -> None:
+    """A fill whose outputs equal the -inf mask's is no finding, in any dtype it fits."""
+    mha = _mha().to(dtype)
+    x = _tokens().to(dtype)
+    kpm = to_key_padding_mask(POINT_MASK, query_tokens=1)
+    filled = torch.zeros(kpm.shape, dtype=dtype).masked_fill(kpm, fill)
+    with lpim.sanitize(on_finding="collect") as report:
+        out = mha(x, x, x, key_padding_mask=filled, need_weights=False)[0]
+    exact = mha(x, x, x, key_padding_mask=kpm, need_weights=False)[0]
+    assert torch.equal(out, exact)  # the premise: the fill changes nothing here
+    assert report.ok and report.calls == 1, report.table()
+
+
+@pytest.mark.parametrize("fill", [-10.0, -1e-12])
+def test_leaky_fill_found_with_its_weight(fill: float) -> None:
+    q = 3 * torch.randn(LANES, H, S, C // H, generator=torch.Generator().manual_seed(0))
     keep = to_sdpa_mask(POINT_MASK, query_tokens=1)  # [B*M, 1, 1, S], True = attend
     additive = torch.zeros(keep.shape).masked_fill(~keep, fill)
     with lpim.sanitize(on_finding="collect") as report:
         F.scaled_dot_product_attention(q, q, q, attn_mask=additive)
+    weights = (q @ q.transpose(-1, -2) / (C // H) ** 0.5 + additive).softmax(-1)
+    leaked = float((weights * ~keep).sum(-1).max())
+    assert leaked > 1e-3  # the premise: measurable weight on masked keys
     assert _kinds(report) == ["finite_fill"]
-    assert f"{fill:g}" in report.findings[0].message
+    assert f"up to {leaked:.3g} of a row's attention weight" in report.findings[0].message
+    assert "float('-inf')" in report.findings[0].message
+
+
+def test_fill_that_overflows_float16_found() -> None:
+    """finfo(float16).min plus a negative score is -inf: a row it empties becomes NaN."""
+    scores = -torch.rand(4, 6, dtype=torch.float16) - 32  # below -16: the sum passes -65520
+    additive = torch.zeros(4, 6, dtype=torch.float16)
+    additive[0] = torch.finfo(torch.float16).min  # row 0: every key filled
+    additive[1:, 3:] = torch.finfo(torch.float16).min
+    with lpim.sanitize(on_finding="collect") as report:
+        weights = (scores + additive).softmax(-1)
+    assert bool(weights[0].isnan().all())  # the premise: it overflowed to -inf and NaN
+    assert sorted(_kinds(report)) == ["finite_fill", "fully_masked_rows"]
+    assert "overflows torch.float16" in str(report.findings[0])
 
 
 def test_sdpa_called_with_keywords() -> None:
@@ -124,28 +258,77 @@ def test_sdpa_called_with_keywords() -> None:
 
 
 def test_finite_fill_fully_masked_rows_are_an_average() -> None:
-    """With no query token an empty lane's row is fully blocked: by -1e9 it averages V."""
+    """With no query token an empty lane's row is fully blocked: by -1e9 it averages V; the
+    rows with a key are exact, so the fill itself is no finding."""
     q = torch.randn(LANES, H, S - 1, C // H)
     keep = to_sdpa_mask(POINT_MASK)  # no query column: empty lanes keep nothing
     additive = torch.zeros(keep.shape).masked_fill(~keep, -1e9)
     with lpim.sanitize(on_finding="collect") as report:
         F.scaled_dot_product_attention(q, q, q, attn_mask=additive)
-    assert sorted(_kinds(report)) == ["finite_fill", "fully_masked_rows"]
+    assert _kinds(report) == ["fully_masked_rows"]
+    assert "came out finite values that are not 0" in report.findings[0].message
 
 
-def test_fully_masked_rows_found_where_they_come_out_nan() -> None:
-    """need_weights=True gives NaN on an empty lane's rows: found; need_weights=False gives 0."""
+def test_fully_masked_rows_found_from_the_mask_whatever_the_call_gave() -> None:
+    """need_weights=True gives NaN on an empty lane's rows, need_weights=False 0: both found,
+    each saying what it gave; `allow` silences an intended pattern by kind and site."""
     mha, x = _mha(), _tokens()[:, 1:]
     kpm = to_key_padding_mask(POINT_MASK)  # no query column: empty lanes are fully masked
     empty = int((~POINT_MASK.any(-1)).sum())
     assert empty > 0
     with lpim.sanitize(on_finding="collect") as report:
         out_nan = mha(x, x, x, key_padding_mask=kpm)[0]
+        zero_line = _line()
         out_zero = mha(x, x, x, key_padding_mask=kpm, need_weights=False)[0]
     assert bool(out_nan.isnan().any()) and not bool(out_zero.isnan().any())  # the premise
+    assert _kinds(report) == ["fully_masked_rows"] * 2
+    nan_message, zero_message = (f.message for f in report.findings)
+    assert f"{empty * (S - 1)} of {LANES * (S - 1)} query row(s)" in nan_message
+    assert "came out NaN" in nan_message and "came out 0" in zero_message
+    assert "need_weights=True" in zero_message
+    assert report.findings[1].where.endswith(zero_line)
+    with lpim.sanitize("collect", allow=[("fully_masked_rows", zero_line)]) as allowed:
+        nan_line = _line()
+        mha(x, x, x, key_padding_mask=kpm)
+    assert [f.where for f in allowed.findings] == [f"tests/{nan_line}"]
+    with lpim.sanitize("collect", allow=[("fully_masked_rows", "test_sanitize.py")]) as allowed:
+        mha(x, x, x, key_padding_mask=kpm)
+    assert allowed.ok and allowed.calls == 1
+    with pytest.raises(ValueError, match="unknown finding kind 'fully_masked'"):
+        lpim.sanitize(allow=["fully_masked"])
+
+
+# -- hand-written attention ---------------------------------------------------------------------
+
+
+def test_hand_written_attention_weak_fill_found() -> None:
+    scores = torch.randn(LANES, S, S, generator=torch.Generator().manual_seed(0))
+    valid = to_sdpa_mask(POINT_MASK, query_tokens=1)[:, 0].int()  # (B*M, 1, S), 1 = real
+    with lpim.sanitize(on_finding="collect") as report:
+        where = _line()
+        scores.masked_fill(valid == 0, -1e-12).softmax(-1)
+        scores.masked_fill(valid == 0, -1e9).softmax(dim=-1)  # harmless here: nothing
+        torch.softmax(scores.masked_fill(valid == 0, float("-inf")), -1)  # right
+    assert report.calls == 3
+    assert _kinds(report) == ["finite_fill"]
+    assert report.findings[0].where.endswith(where)
+    assert "fill with float('-inf') instead of -1e-12" in report.findings[0].message
+
+
+def test_hand_written_fully_masked_rows() -> None:
+    scores = torch.randn(LANES, S - 1, S - 1)
+    padded = to_key_padding_mask(POINT_MASK)[:, None, :]  # (B*M, 1, N), True = padded
+    with lpim.sanitize(on_finding="collect") as report:
+        F.softmax(scores.masked_fill(padded, float("-inf")), dim=-1)
     assert _kinds(report) == ["fully_masked_rows"]
-    assert report.findings[0].count == 1
-    assert f"{empty * (S - 1)} of {LANES * (S - 1)} query row(s)" in report.findings[0].message
+    assert "came out NaN" in report.findings[0].message
+
+
+def test_a_run_without_attention_says_so() -> None:
+    with lpim.sanitize(on_finding="collect") as report:
+        torch.randn(3, 3).softmax(-1)  # a softmax over unmasked scores is not attention
+    assert report.calls == 0 and report.ok
+    assert "saw no attention call" in report.table()
 
 
 def test_nonfinite_output_from_nan_at_a_masked_key() -> None:
@@ -354,3 +537,54 @@ def test_kinds_are_the_contract() -> None:
         "finite_fill",
         "nonfinite_output",
     ]
+
+
+# -- advice is checked, the cache follows the mask ------------------------------------------------
+
+
+def test_a_fix_that_breaks_the_meaning_is_refused() -> None:
+    """`verify` applies a fix to the call: `attn_mask.bool()` on a tril(ones) float mask would
+    block the past instead of the future in MHA's polarity, so it is never printed."""
+    from lpim.sanitizer import _proof
+
+    captured: list[bool] = []
+    original = _proof.verify
+
+    def spy(call: _proof.Call, fix: _proof.Fix, intended: torch.Tensor, scope: dict) -> bool:
+        verdict = original(call, fix, intended, scope)
+        if call.api == "nn.MultiheadAttention":
+            anti_causal = _proof.Fix({"attn_mask": "attn_mask.bool()"})
+            captured.append(original(call, anti_causal, intended, scope))
+        return verdict
+
+    mha, x = _mha(), torch.randn(2, 5, C)
+    _proof.verify = spy  # type: ignore[assignment]
+    try:
+        with lpim.sanitize(on_finding="collect") as report:
+            mha(x, x, x, attn_mask=torch.tril(torch.ones(5, 5)), need_weights=False)
+    finally:
+        _proof.verify = original  # type: ignore[assignment]
+    assert captured == [False]
+    assert "attn_mask.bool()" not in report.findings[0].message
+
+
+def test_ambiguous_zero_one_mask_gets_no_fix() -> None:
+    """1 = padded or 1 = real cannot be told when rows without 0s and without 1s both exist."""
+    mha, x = _mha(), torch.randn(3, 4, C)
+    float_mask = torch.tensor([[0.0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 1, 1]])
+    with lpim.sanitize(on_finding="collect") as report:
+        mha(x, x, x, key_padding_mask=float_mask, need_weights=False)
+    assert _kinds(report) == ["float_mask_as_additive"]
+    assert "cannot be told" in report.findings[0].message
+    assert "Fix: pass" not in report.findings[0].message
+
+
+def test_a_mask_changed_in_place_is_read_again() -> None:
+    mha, x = _mha(), _tokens()[:, 1:]
+    kpm = to_key_padding_mask(POINT_MASK, query_tokens=0).clone()
+    kpm[:, 0] = False  # every lane keeps its first key
+    with lpim.sanitize(on_finding="collect") as report:
+        mha(x, x, x, key_padding_mask=kpm, need_weights=False)
+        kpm[0] = True  # lane 0 now has no key: the cached reading must not be reused
+        mha(x, x, x, key_padding_mask=kpm, need_weights=False)
+    assert _kinds(report) == ["fully_masked_rows"]

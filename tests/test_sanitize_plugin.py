@@ -141,3 +141,17 @@ def test_cli_script_sys_exit(tmp_path: Path) -> None:
     script = tmp_path / "exits.py"
     script.write_text("import sys\nsys.exit(3)\n")
     assert main(["sanitize", str(script)]) == 3
+
+
+def test_cli_fail_on_no_attention(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "no_attention.py"
+    script.write_text("import torch\ntorch.randn(3).softmax(-1)\n")
+    assert main(["sanitize", str(script)]) == 0
+    assert "saw no attention call" in capsys.readouterr().out
+    assert main(["sanitize", "--fail-on-no-attention", str(script)]) == 1
+    attention = tmp_path / "attention.py"
+    attention.write_text(
+        "import torch\nq = torch.randn(1, 2, 3, 4)\n"
+        "torch.nn.functional.scaled_dot_product_attention(q, q, q)\n"
+    )
+    assert main(["sanitize", "--fail-on-no-attention", str(attention)]) == 0

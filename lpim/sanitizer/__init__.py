@@ -15,6 +15,11 @@ with lpim.sanitize(on_finding="collect") as report:
 print(report.table())
 ```
 
+Where a fill, a head order or an empty row is suspect, the finding is proved on the call's own
+tensors (the weight masked keys keep, the line that built the mask), and a fix is printed only
+after it was applied to the same call and kept what the mask meant. `EXAMPLES` is the
+sanitizer's zoo: one buggy call per finding kind, each with a harmless twin that gives nothing.
+
 It uses torch's extension points (a `TorchFunctionMode` on each thread that starts a session,
 global module hooks, and, while a session is on, `torch.nn.functional`'s two attention names
 replaced so that other threads are seen too), changes no output, never stops a model (a call it
@@ -32,8 +37,10 @@ from lpim.sanitizer._session import (
     SanitizeSession,
     sanitize,
 )
+from lpim.sanitizer._zoo import EXAMPLES, SanitizerExample
 
 __all__ = [
+    "EXAMPLES",
     "KINDS",
     "Finding",
     "MaskHazardError",
@@ -41,11 +48,18 @@ __all__ = [
     "Sanitize",
     "SanitizeReport",
     "SanitizeSession",
+    "SanitizerExample",
     "sanitize",
 ]
 
 # Errors and warnings show under the path users import them from.
-for _public in (Finding, MaskHazardError, MaskHazardWarning, Sanitize, SanitizeReport,
-                SanitizeSession):  # fmt: skip
+for _public in (
+    Finding,
+    MaskHazardError,
+    MaskHazardWarning,
+    Sanitize,
+    SanitizeReport,
+    SanitizeSession,
+):
     _public.__module__ = __name__
 del _public

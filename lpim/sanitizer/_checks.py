@@ -9,9 +9,11 @@ Pure functions of the tensors of one call; no hooks, no state. Two conventions:
 - SDPA (`F.scaled_dot_product_attention`): `attn_mask` broadcastable to `(N, H, L, S)`;
   bool True = **attend**, a float mask is added.
 
-A finding is made only where these tensors prove it. Inverted polarity, a shifted query column
-or a mask that disagrees with the points are wrong only relative to the points, which the call
-does not see: `lpim.testing.check_encoder` finds those.
+A finding is made only where these tensors prove it. What depends on the masks alone is read
+here (and cached by the watcher); what needs the call's scores (does a finite fill leak or
+overflow?) is proved in `_proof`, and only for masks whose structure is suspect. Inverted
+polarity, a shifted query column or a mask that disagrees with the points are wrong only
+relative to the points, which the call does not see: `lpim.testing.check_encoder` finds those.
 """
 
 from __future__ import annotations
@@ -23,22 +25,16 @@ import torch
 from torch import Tensor
 
 from lpim._mistakes import MEANINGS, WATCHED, heads_agree, repeats_with_period
-from lpim.masks import CONVENTIONS
 
 KINDS: dict[str, str] = {kind: MEANINGS[kind] for kind in WATCHED}
 """Every finding kind, with what it means (named as `lpim.masks.diagnose` names them)."""
-
-# A float mask value whose exp() is exactly 0 in float32 blocks its key like -inf does (for
-# scores of order 1): exp(x) underflows float32's smallest subnormal (1.4e-45) below ~-103.3.
-# Such a value in a two-valued {0, fill} mask is a blocking fill; a milder one is a bias.
-_BLOCKING_BELOW = -103.3
 
 
 class Hazard:
     """One finding of one call, before it is tied to a site: `kind` and the advice text.
 
     `detail` may be given as a function, called only when the text is read: the sanitizer
-    reads it once per site and kind, and some texts count over a whole mask.
+    reads it once per site and kind, and some texts check a fix by running it.
     """
 
     def __init__(self, kind: str, detail: str | Callable[[], str]) -> None:
@@ -55,151 +51,131 @@ class Hazard:
         return f"Hazard({self.kind!r})"
 
 
-@dataclass
-class Inspection:
-    """What `inspect_mha` / `inspect_sdpa` found before the call runs.
-
-    `blocked_parts` (bool, True = blocked, each broadcastable to the call's `(..., L, S)`)
-    are kept so that `fully_masked` can be computed only when an output row is not finite:
-    reading a large 3D mask in full at every call would cost more than the call.
-    """
-
-    hazards: list[Hazard] = field(default_factory=list)
-    check_output: bool = True
-    query_tokens: int | None = None
-    num_heads: int | None = None
-    blocked_parts: list[Tensor] = field(default_factory=list)
-    head_axis: int | None = None  # MHA merges heads: a row is lost if any head has no key
-
-    def fully_masked(self) -> Tensor | None:
-        """Bool, broadcastable to the output's rows, True = no key left; None if no mask."""
-        if not self.blocked_parts:
-            return None
-        blocked = self.blocked_parts[0]
-        for part in self.blocked_parts[1:]:
-            blocked = blocked | part
-        if blocked.shape[-1] == 0:
-            return None
-        fully = blocked.all(dim=-1)  # broadcastable to (N, H, L) or the SDPA output's rows
-        if self.head_axis is not None:
-            fully = fully.any(dim=self.head_axis)  # (N, L), MHA's output rows
-        return fully
-
-
 @dataclass(frozen=True)
-class _FloatMask:
-    """How a float mask reads: `kind` is additive (0 / -inf), zero_one, finite_fill or bias."""
+class FloatReading:
+    """How a float mask reads: `kind` is additive (0 / -inf), zero_one, fill or bias.
+
+    `fill` is the one finite negative value of a `{0, fill}` (or `{0, fill, -inf}`) mask: a
+    mask whose structure is suspect, whose harm `_proof` decides on the call's scores.
+    """
 
     kind: str
     fill: float | None = None
 
 
-def _read_float(mask: Tensor) -> _FloatMask:
+def read_float(float_mask: Tensor) -> FloatReading:
     """Classify a float mask by its values without sorting them (masks can be large)."""
-    is_zero = mask == 0
-    is_neg_inf = torch.isneginf(mask)
-    other = mask[~(is_zero | is_neg_inf)]  # values that are neither 0 nor -inf
+    is_zero = float_mask == 0
+    is_neg_inf = torch.isneginf(float_mask)
+    other = float_mask[~(is_zero | is_neg_inf)]  # values that are neither 0 nor -inf
     if other.numel() == 0:
-        return _FloatMask("additive")
+        return FloatReading("additive")
     low, high = float(other.min()), float(other.max())
     if low != high:
-        return _FloatMask("bias")  # several values: a learned or positional bias, not a mask
+        return FloatReading("bias")  # several values: a learned or positional bias, not a mask
     if low == 1.0 and not bool(is_neg_inf.any()):
-        return _FloatMask("zero_one")
-    if low < _BLOCKING_BELOW and low != float("-inf"):
-        return _FloatMask("finite_fill", low)
-    return _FloatMask("bias")
+        return FloatReading("zero_one")
+    if low < 0 and low == low:  # one finite negative value beside 0: a fill, maybe a leaky one
+        return FloatReading("fill", low)
+    return FloatReading("bias")
 
 
-def _blocked(
-    mask: Tensor, reading: _FloatMask | None, true_blocks: bool, *, intended: bool = False
-) -> Tensor:
-    """Bool tensor, True where `mask` blocks a key (bool polarity per convention).
+def blocked_by(mask: Tensor, reading: FloatReading | None, true_blocks: bool) -> Tensor:
+    """Bool tensor, True where `mask` blocks a key *as torch uses it*.
 
-    With `intended`, a 0/1 float mask is read as the bool mask its author meant (1 = blocked
-    in MHA's convention, 1 = attend in SDPA's), to name the right query tokens in the advice;
-    otherwise as what torch does with it, which blocks nothing.
+    A bool mask blocks by its polarity (`true_blocks`: MHA's True = blocked, SDPA's False =
+    blocked); a float mask is added, so it blocks where it is -inf and, for a `{0, fill}`
+    mask, where it holds the fill (whether that fill really blocks is `_proof`'s question).
     """
     if reading is None:
         return mask if true_blocks else ~mask
-    if intended and reading.kind == "zero_one":
-        return (mask == 1) if true_blocks else (mask == 0)
     blocked = torch.isneginf(mask)
-    if reading.kind == "finite_fill":
+    if reading.kind == "fill":
         blocked = blocked | (mask == reading.fill)
     return blocked
 
 
-def infer_query_tokens(blocked_rows: Tensor) -> int | None:
-    """Leading key columns that no row blocks, when a row proves it (an empty lane), else None.
+@dataclass
+class MaskPart:
+    """One mask of a call, laid out to broadcast against the scores `(N, H, L, S)`.
 
-    `blocked_rows` is `(R, S)` bool, True = blocked. A lane with no real point keeps only
-    its query tokens: if some row keeps exactly the leading never-blocked columns, that count
-    is the number of query tokens prepended to each lane.
+    Attributes:
+        name: the argument's name (`attn_mask`, `src_key_padding_mask`, ...).
+        original: the tensor as passed.
+        laid_out: `original` reshaped to broadcast against the scores.
+        reading: how a float mask reads (None for a bool mask).
+        true_blocks: the bool polarity (True = blocked for MHA, False for SDPA).
     """
-    if blocked_rows.dim() != 2 or blocked_rows.numel() == 0:
+
+    name: str
+    original: Tensor
+    laid_out: Tensor
+    reading: FloatReading | None
+    true_blocks: bool
+
+    @property
+    def blocked(self) -> Tensor:
+        """Bool, broadcastable to the scores, True where torch masks the key."""
+        return blocked_by(self.laid_out, self.reading, self.true_blocks)
+
+
+@dataclass
+class Inspection:
+    """What `inspect_mha` / `inspect_sdpa` read from a call's masks before it runs.
+
+    Depends on the masks and the call's sizes only, so the watcher caches it by the masks'
+    identity, version and shape.
+
+    Attributes:
+        hazards: findings the masks alone prove (head order, missing rows, 0/1 float masks).
+        check_output: False where the output cannot be read (nested tensors, torch raises).
+        num_heads: `H` of an MHA call.
+        parts: the masks, laid out against the scores.
+        fully_masked: bool, broadcastable to the output's rows (`(N, L)` for MHA, which merges
+            heads, `(..., H, L)` for SDPA), True = the row has no key; None if no row is.
+        suspect_fill: a `{0, fill}` float mask: `_proof` decides on the scores whether it
+            leaks or overflows.
+    """
+
+    hazards: list[Hazard] = field(default_factory=list)
+    check_output: bool = True
+    num_heads: int | None = None
+    parts: list[MaskPart] = field(default_factory=list)
+    fully_masked: Tensor | None = None
+    suspect_fill: bool = False
+
+    def blocked(self) -> Tensor | None:
+        """Bool, broadcastable to the scores `(N, H, L, S)`, True = masked; None if no mask."""
+        if not self.parts:
+            return None
+        blocked = self.parts[0].blocked
+        for part in self.parts[1:]:
+            blocked = blocked | part.blocked
+        return blocked
+
+
+@dataclass(frozen=True)
+class RepeatRecord:
+    """Where a 3D mask came from: `source.repeat(times, 1, 1)` at `where` (`file:line`).
+
+    `source` is the per-entry mask `(N, L, S)` in the polarity of the repeated tensor (a
+    conversion after the repeat, `.bool()`, `~`, `.to(...)`, is applied to it as well);
+    `line` is the source text of that line.
+    """
+
+    source: Tensor
+    times: int
+    where: str
+    line: str
+
+
+def _fully_masked_rows(blocked: Tensor | None, head_axis: int | None) -> Tensor | None:
+    if blocked is None or blocked.shape[-1] == 0:
         return None
-    kept_everywhere = ~blocked_rows.any(dim=0)  # [S]
-    lead = int(torch.cumprod(kept_everywhere.int(), dim=0).sum())
-    if lead == blocked_rows.shape[1]:
-        return None
-    keeps_lead_only = (~blocked_rows[:, lead:]).any(dim=1).logical_not()  # [R]
-    return lead if bool(keeps_lead_only.any()) else None
-
-
-def _converter_call(convention: str, query_tokens: int | str, num_heads: int | None) -> str:
-    """The lpim call that builds `convention`, as advice text (`"Q"` where unknown)."""
-    return CONVENTIONS[convention].call(query_tokens, num_heads)
-
-
-def _q(query_tokens: int | None) -> int | str:
-    return query_tokens if query_tokens is not None else "Q"
-
-
-def _q_note(query_tokens: int | None) -> str:
-    if query_tokens is not None:
-        return ""
-    return " (Q = the tokens you prepend to each lane, 0 if none)"
-
-
-def _float_hazards(
-    mask: Tensor, reading: _FloatMask, name: str, api: str, sdpa: bool, q: int | None
-) -> list[Hazard]:
-    where = f"{api}'s float {name} {tuple(mask.shape)} ({mask.dtype})"
-    if sdpa:
-        fix_bool = (
-            f"a bool mask with True = attend, {_converter_call('sdpa', _q(q), None)}, or an "
-            f"additive 0 / -inf mask, {_converter_call('additive', _q(q), None)}"
-        )
-    else:
-        fix_bool = (
-            f"a bool key_padding_mask with True = ignore, "
-            f"{_converter_call('key_padding_mask', _q(q), None)} (point_mask [B, M, N] bool, "
-            "True = real point)"
-        )
-    if reading.kind == "zero_one":
-        return [
-            Hazard(
-                "float_mask_as_additive",
-                f"{where} holds only 0.0 and 1.0. torch adds a float mask to the attention "
-                f"scores, so the 1.0 entries get +1 and nothing is masked. Fix: pass {fix_bool}"
-                f"{_q_note(q)}; if 1 marks padding, {name}.bool()"
-                + (" gives MHA's polarity (True = ignore)." if not sdpa else " then ~ it."),
-            )
-        ]
-    if reading.kind == "finite_fill":
-        assert reading.fill is not None
-        return [
-            Hazard(
-                "finite_fill",
-                f"{where} blocks keys with {reading.fill:g}, a finite value, not -inf: a key whose "
-                f"score is within ~{abs(reading.fill):g} of the others still gets weight, a row "
-                "with every key blocked averages the blocked values instead of failing, and "
-                f"{reading.fill:g} does not fit float16 (max 65504). Fix: pass {fix_bool}"
-                f"{_q_note(q)}; or fill with float('-inf') in the scores' dtype.",
-            )
-        ]
-    return []
+    fully = blocked.all(dim=-1)  # broadcastable to (N, H, L) or the SDPA output's rows
+    if head_axis is not None:
+        fully = fully.any(dim=head_axis)  # (N, L): MHA merges heads, a row loses a head
+    return fully if bool(fully.any()) else None
 
 
 def inspect_mha(
@@ -213,6 +189,7 @@ def inspect_mha(
     *,
     attn_mask_name: str = "attn_mask",
     key_padding_mask_name: str = "key_padding_mask",
+    built_by: RepeatRecord | None = None,
 ) -> Inspection:
     """Check the masks of one `nn.MultiheadAttention`-convention call before it runs.
 
@@ -226,6 +203,9 @@ def inspect_mha(
             None.
         num_heads: `H` of the module.
         batch_first: the module's layout.
+        attn_mask_name: the attn_mask's argument name in the API called.
+        key_padding_mask_name: the key_padding_mask's argument name in the API called.
+        built_by: the `repeat` that built a 3D `attn_mask`, where the watcher saw it.
     """
     found = Inspection(num_heads=num_heads)
     if not isinstance(query, Tensor) or not isinstance(key, Tensor) or query.is_nested:
@@ -239,150 +219,40 @@ def inspect_mha(
     else:
         n, length, s = 1, query.shape[0], key.shape[0]
     h = num_heads
-    masks = [
-        (m, name)
-        for m, name in ((attn_mask, attn_mask_name), (key_padding_mask, key_padding_mask_name))
-        if isinstance(m, Tensor) and not m.is_nested
-    ]
-    readings = {name: (_read_float(m) if m.is_floating_point() else None) for m, name in masks}
 
-    blocked_parts: list[Tensor] = []  # each broadcastable to (N, H, L, S)
-    kpm_rows: Tensor | None = None  # (N, S) blocked, to infer query tokens
-    if isinstance(key_padding_mask, Tensor) and key_padding_mask.shape[-1:] == (s,):
-        reading = readings[key_padding_mask_name]
-        kpm_blocked = _blocked(key_padding_mask, reading, true_blocks=True)
-        meant = _blocked(key_padding_mask, reading, true_blocks=True, intended=True)
-        if kpm_blocked.dim() == 2 and kpm_blocked.shape[0] == n:
-            kpm_rows = meant
-            blocked_parts.append(kpm_blocked[:, None, None, :])
-        elif kpm_blocked.dim() == 1:
-            kpm_rows = meant[None]
-            blocked_parts.append(kpm_blocked[None, None, None, :])
+    def reading(mask: Tensor) -> FloatReading | None:
+        return read_float(mask) if mask.is_floating_point() else None
 
-    if (
-        isinstance(attn_mask, Tensor)
-        and attn_mask.dim() == 3
-        and attn_mask.shape[1:]
-        == (
-            length,
-            s,
-        )
-    ):
-        rows = attn_mask.shape[0]
-        blocked_3d = _blocked(attn_mask, readings[attn_mask_name], true_blocks=True)
-        meant_3d = _blocked(attn_mask, readings[attn_mask_name], True, intended=True)
-        q = infer_query_tokens(kpm_rows if kpm_rows is not None else meant_3d[:, 0])
-        found.query_tokens = q
-        if batched and rows == n and h > 1:
-            found.hazards.append(_missing_head_rows(api, attn_mask, attn_mask_name, n, h, q))
-            found.check_output = False  # torch raises on it
-            return found
-        if rows == (n * h if batched else h):
-            if (
-                batched
-                and h > 1
-                and n > 1
-                and repeats_with_period(attn_mask, n, h)
-                and not heads_agree(attn_mask, n, h)
-                # a per-head mask shared by every batch entry (each entry's H rows the same as
-                # the next entry's) has period N whenever H divides N: that is not a bug
-                and not _shared_by_entries(attn_mask, n, h)
-            ):
-                found.hazards.append(_head_major(api, attn_mask, attn_mask_name, n, h, q))
-            blocked_parts.append(blocked_3d.reshape(n, h, length, s))
-    elif isinstance(attn_mask, Tensor) and attn_mask.shape == (length, s):
-        blocked_parts.append(
-            _blocked(attn_mask, readings[attn_mask_name], true_blocks=True)[None, None]
-        )
-    if found.query_tokens is None and kpm_rows is not None:
-        found.query_tokens = infer_query_tokens(kpm_rows)
-
-    for m, name in masks:
-        reading = readings[name]
-        if reading is not None:
-            found.hazards += _float_hazards(m, reading, name, api, False, found.query_tokens)
-
-    # MHA merges heads in out_proj: a query row is lost if any of its heads has no key
-    _fully_masked(found, blocked_parts, readings, api, head_axis=1)
+    if isinstance(key_padding_mask, Tensor) and not key_padding_mask.is_nested:
+        if key_padding_mask.shape in ((n, s), (s,)):
+            laid = key_padding_mask.reshape(-1, 1, 1, s)  # (N or 1, 1, 1, S)
+            found.parts.append(
+                MaskPart(
+                    key_padding_mask_name, key_padding_mask, laid, reading(key_padding_mask), True
+                )
+            )
+    if isinstance(attn_mask, Tensor) and not attn_mask.is_nested:
+        if attn_mask.dim() == 3 and attn_mask.shape[1:] == (length, s):
+            rows = attn_mask.shape[0]
+            if batched and rows == n and h > 1:
+                found.hazards.append(_missing_head_rows(api, attn_mask, attn_mask_name, n, h))
+                found.check_output = False  # torch raises on it
+                return found
+            if rows == n * h:
+                if batched and h > 1 and n > 1 and _head_major(attn_mask, n, h, built_by):
+                    found.hazards.append(
+                        _head_major_hazard(api, attn_mask, attn_mask_name, n, h, built_by)
+                    )
+                laid = attn_mask.reshape(n, h, length, s)
+                found.parts.append(
+                    MaskPart(attn_mask_name, attn_mask, laid, reading(attn_mask), True)
+                )
+        elif attn_mask.shape == (length, s):
+            found.parts.append(
+                MaskPart(attn_mask_name, attn_mask, attn_mask[None, None], reading(attn_mask), True)
+            )
+    _read_parts(found, api, sdpa=False, head_axis=1)
     return found
-
-
-def _fully_masked(
-    found: Inspection,
-    blocked_parts: list[Tensor],
-    readings: dict[str, _FloatMask | None],
-    api: str,
-    head_axis: int | None = None,
-) -> None:
-    """Keep the blocked parts; with a finite fill, fully blocked rows are a finding already."""
-    found.blocked_parts, found.head_axis = blocked_parts, head_axis
-    fills = [r.fill for r in readings.values() if r is not None and r.kind == "finite_fill"]
-    if not fills:
-        return  # -inf / bool: fully masked rows are judged by the output (NaN or not)
-    fully = found.fully_masked()
-    if fully is None or not bool(fully.any()):
-        return
-    found.hazards.append(
-        Hazard(
-            "fully_masked_rows",
-            f"{int(fully.sum())} query row(s) of {api} have every key blocked, by a finite fill "
-            f"({fills[0]:g}): softmax gives each blocked key the same weight, so these rows "
-            "are the mean of the values they were meant not to see (an arbitrary, finite "
-            "number; NaN once the fill overflows to -inf in float16). "
-            + _fully_masked_fix(found.query_tokens),
-        )
-    )
-
-
-def _fully_masked_fix(q: int | None) -> str:
-    return (
-        "Fix: give every row a key that is always real (prepend a query token and build the mask "
-        f"with {_converter_call('key_padding_mask', q if q else 1, None)}), or leave empty lanes "
-        "out of attention (as lpim.PriorEncoder does) and set their outputs by selection, "
-        "torch.where(lane_mask[..., None], out, 0). Dropping the NaN rows afterwards is not "
-        "enough: their gradient is NaN as well."
-    )
-
-
-def _shared_by_entries(attn_mask: Tensor, n: int, h: int) -> bool:
-    """True when every batch entry has the same `h` rows (a per-head mask, no per-entry part)."""
-    per_entry = attn_mask.reshape(n, h, *attn_mask.shape[1:])  # [N, H, L, S], rows n*H + h
-    return torch.equal(per_entry, per_entry[:1].expand_as(per_entry))
-
-
-def _missing_head_rows(
-    api: str, attn_mask: Tensor, name: str, n: int, h: int, q: int | None
-) -> Hazard:
-    return Hazard(
-        "missing_head_rows",
-        f"{api} got a 3D {name} of shape {tuple(attn_mask.shape)}: {n} rows, one per batch "
-        f"entry (N = {n}), but with num_heads = {h} it needs N*num_heads = {n}*{h} = {n * h} "
-        f"rows, row n*{h} + h for entry n, head h. torch raises RuntimeError on it. Fix: pass "
-        f"a 2D key_padding_mask instead, {_converter_call('key_padding_mask', _q(q), h)} ((N, S) "
-        "bool, True = ignore; point_mask [B, M, N] bool, True = real point), or expand the mask "
-        f"head-minor, {name}.repeat_interleave({h}, dim=0), which is "
-        f"{_converter_call('attn_mask_3d', _q(q), h)}{_q_note(q)}. Not {name}.repeat({h}, 1, 1): "
-        "that runs and is wrong (head_major_3d_mask).",
-    )
-
-
-def _head_major(api: str, attn_mask: Tensor, name: str, n: int, h: int, q: int | None) -> Hazard:
-    def detail() -> str:
-        per_entry = attn_mask.reshape(n, h, *attn_mask.shape[1:])  # read as torch: row n*H + h
-        disagree = int((per_entry != per_entry[:, :1]).flatten(1).any(dim=1).sum())
-        return (
-            f"{api}'s 3D {name} {tuple(attn_mask.shape)} for N = {n} batch entries x "
-            f"num_heads = {h} repeats with period N (row r equals row r + {n}): it was built "
-            f"head-major, with repeat({h}, 1, 1). torch reads row n*{h} + h as entry n, head h, "
-            f"so head h of entry n gets entry (n*{h} + h) % {n}'s mask: in {disagree} of {n} "
-            "entries the heads disagree. It runs without error and is wrong. Fix: build it with "
-            f"{name}_per_entry.repeat_interleave({h}, dim=0), i.e. "
-            f"{_converter_call('attn_mask_3d', _q(q), h)}, or better pass a 2D key_padding_mask, "
-            f"{_converter_call('key_padding_mask', _q(q), h)} ((N, S) bool, True = ignore; "
-            f"point_mask [B, M, N] bool, True = real point){_q_note(q)}."
-        )
-
-    return Hazard("head_major_3d_mask", detail)
 
 
 def inspect_sdpa(query: Tensor, key: Tensor, attn_mask: object) -> Inspection:
@@ -396,75 +266,104 @@ def inspect_sdpa(query: Tensor, key: Tensor, attn_mask: object) -> Inspection:
             broadcast or per-head mask is never flattened in an order torch could misread.
     """
     found = Inspection()
-    api = "F.scaled_dot_product_attention"
     if not isinstance(attn_mask, Tensor) or attn_mask.is_nested or query.is_nested:
         found.check_output = isinstance(query, Tensor) and not query.is_nested
         return found
-    reading = _read_float(attn_mask) if attn_mask.is_floating_point() else None
-    blocked = _blocked(attn_mask, reading, true_blocks=False)
-    meant = _blocked(attn_mask, reading, true_blocks=False, intended=True)
-    if meant.dim() >= 1 and meant.shape[-1] in (key.shape[-2], 1):
-        rows = meant.reshape(-1, meant.shape[-1]) if meant.dim() >= 2 else meant[None]
-        found.query_tokens = infer_query_tokens(rows)
-    if reading is not None:
-        found.hazards += _float_hazards(
-            attn_mask, reading, "attn_mask", api, True, found.query_tokens
-        )
-    _fully_masked(found, [blocked], {"attn_mask": reading}, api)
+    reading = read_float(attn_mask) if attn_mask.is_floating_point() else None
+    found.parts.append(MaskPart("attn_mask", attn_mask, attn_mask, reading, False))
+    _read_parts(found, "F.scaled_dot_product_attention", sdpa=True, head_axis=None)
     return found
 
 
-def check_output(api: str, found: Inspection, out: Tensor, inputs: list[Tensor]) -> list[Hazard]:
-    """Findings in an attention output: NaN / inf rows, with or without a key to attend to.
+def _read_parts(found: Inspection, api: str, sdpa: bool, head_axis: int | None) -> None:
+    """The findings of the masks' values: 0/1 float masks, suspect fills, fully masked rows."""
+    for part in found.parts:
+        if part.reading is None:
+            continue
+        if part.reading.kind == "zero_one":
+            found.hazards.append(Hazard("float_mask_as_additive", _zero_one_text(api, part)))
+        elif part.reading.kind == "fill":
+            found.suspect_fill = True
+    found.fully_masked = _fully_masked_rows(found.blocked(), head_axis)
 
-    `out` has its feature axis last and its query rows laid out so that `out.shape[:-1]`
-    matches the rows of `found.fully_masked()` under broadcasting (`(N, L)` for MHA after the
-    caller moved the batch first, `(..., H, L)` for SDPA). `inputs` (query, key, value) are
-    read only to say whether a NaN came in or was made.
+
+def _zero_one_text(api: str, part: MaskPart) -> str:
+    mask = part.original
+    return (
+        f"{api}'s float {part.name} {tuple(mask.shape)} ({mask.dtype}) holds only 0.0 and 1.0. "
+        "torch adds a float mask to the attention scores, so the 1.0 entries get +1 and "
+        "nothing is masked."
+    )
+
+
+def _head_major(attn_mask: Tensor, n: int, h: int, built_by: RepeatRecord | None) -> bool:
+    """True when the `(N*H, L, S)` mask gives some head another entry's mask.
+
+    Proved from where the mask came from when the watcher saw the `repeat` (every ratio of N
+    to H, N dividing H included, where each entry gets the same H rows), else from the mask's
+    values: rows repeating with period N while an entry's heads disagree, and not one per-head
+    mask shared by every entry (that has period N whenever H divides N, and is not a bug).
     """
-    if not found.check_output or out.is_nested or not out.is_floating_point():
-        return []
-    finite_rows = torch.isfinite(out).all(dim=-1)  # out.shape[:-1]
-    if bool(finite_rows.all()):
-        return []
-    bad = ~finite_rows
-    hazards: list[Hazard] = []
-    fully = found.fully_masked()
-    if fully is not None:
-        try:
-            fully = torch.broadcast_to(fully, bad.shape)
-        except RuntimeError:
-            fully = None
-    with_key = bad if fully is None else bad & ~fully
-    total = bad.numel()
-    if bool(with_key.any()):
-        nonfinite_inputs = sum(
-            int((~torch.isfinite(t)).sum()) for t in inputs if t.is_floating_point()
+    if built_by is not None:
+        source = built_by.source
+        if built_by.times == h and source.shape[0] == n:
+            differs = source != source[:1]  # (N, L, S): where each slice differs from the first
+            if not bool(differs.any()):
+                return False  # every entry's mask is the same: any order is right
+            if n != h:
+                return True  # (N, L, S) repeated H times: per entry, so head-major
+            # N == H: a per-head mask repeated N times (correct) has the same shapes. Slices
+            # that differ by whole key columns (padding) are per entry; per-head masks
+            # (windows, ALiBi-like) differ by query row.
+            return torch.equal(differs, differs[:, :1].expand_as(differs))
+    return (
+        repeats_with_period(attn_mask, n, h)
+        and not heads_agree(attn_mask, n, h)
+        and not _shared_by_entries(attn_mask, n, h)
+    )
+
+
+def _shared_by_entries(attn_mask: Tensor, n: int, h: int) -> bool:
+    """True when every batch entry has the same `h` rows (a per-head mask, no per-entry part)."""
+    per_entry = attn_mask.reshape(n, h, *attn_mask.shape[1:])  # [N, H, L, S], rows n*H + h
+    return torch.equal(per_entry, per_entry[:1].expand_as(per_entry))
+
+
+def _missing_head_rows(api: str, attn_mask: Tensor, name: str, n: int, h: int) -> Hazard:
+    return Hazard(
+        "missing_head_rows",
+        f"{api} got a 3D {name} of shape {tuple(attn_mask.shape)}: {n} rows, one per batch "
+        f"entry (N = {n}), but with num_heads = {h} it needs N*num_heads = {n}*{h} = {n * h} "
+        f"rows, row n*{h} + h for entry n, head h. torch raises RuntimeError on it. Not "
+        f"{name}.repeat({h}, 1, 1): that runs and is wrong (head_major_3d_mask).",
+    )
+
+
+def _head_major_hazard(
+    api: str, attn_mask: Tensor, name: str, n: int, h: int, built_by: RepeatRecord | None
+) -> Hazard:
+    def detail() -> str:
+        per_entry = attn_mask.reshape(n, h, *attn_mask.shape[1:])  # read as torch: row n*H + h
+        disagree = int((per_entry != per_entry[:, :1]).flatten(1).any(dim=1).sum())
+        built = (
+            f"It was built at {built_by.where}"
+            + (f": `{built_by.line}`" if built_by.line else "")
+            + f", which lays rows out head-major (row h*{n} + n)."
+            if built_by is not None
+            else f"Its rows repeat with period N (row r equals row r + {n}): it was built "
+            f"head-major, with repeat({h}, 1, 1)."
         )
-        cause = (
-            f"Its inputs held {nonfinite_inputs} NaN / inf entries: a NaN or inf value at a "
-            "masked key still reaches every row as 0 * NaN = NaN. Select padded slots away "
-            "before the model, torch.where(point_mask[..., None], points, 0), never "
-            "points * point_mask[..., None]."
-            if nonfinite_inputs
-            else "Its inputs were finite: the scores overflowed (float16 / bfloat16 range) or a "
-            "-inf mask met an inf score. Check the dtype, and scale the inputs."
+        same_rows = (
+            f" With N = {n} dividing num_heads = {h}, every entry gets the same {h} rows, "
+            "cycling through the batch's masks: it looks like a per-head mask and is not one."
+            if h % n == 0
+            else ""
         )
-        hazards.append(
-            Hazard(
-                "nonfinite_output",
-                f"{int(with_key.sum())} of {total} query row(s) of {api} that had at least one "
-                f"key to attend to came out NaN or inf. {cause}",
-            )
+        return (
+            f"{api}'s 3D {name} {tuple(attn_mask.shape)} for N = {n} batch entries x "
+            f"num_heads = {h}. {built} torch reads row n*{h} + h as entry n, head h, so head h "
+            f"of entry n gets entry (n*{h} + h) % {n}'s mask: in {disagree} of {n} entries the "
+            f"heads disagree.{same_rows} It runs without error and is wrong."
         )
-    if fully is not None and bool((bad & fully).any()):
-        hazards.append(
-            Hazard(
-                "fully_masked_rows",
-                f"{int((bad & fully).sum())} of {total} query row(s) of {api} have every key "
-                "masked, and on this path they came out NaN (MHA with need_weights=True, its "
-                "fused fast path, and some GPU kernels give NaN; SDPA on CPU gives 0). "
-                + _fully_masked_fix(found.query_tokens),
-            )
-        )
-    return hazards
+
+    return Hazard("head_major_3d_mask", detail)

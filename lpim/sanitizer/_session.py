@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
@@ -12,7 +13,7 @@ from typing import Literal
 from lpim._errors import LpimError
 from lpim._validation import check_choice
 from lpim.sanitizer._checks import KINDS, Hazard
-from lpim.sanitizer._watch import AttentionMode, Watcher, user_site
+from lpim.sanitizer._watch import AttentionMode, Watcher, short_path, user_site
 
 __all__ = [
     "KINDS",
@@ -108,6 +109,13 @@ class SanitizeReport:
 
     def table(self) -> str:
         """A plain-text table of the findings (kind, where, API, calls), then each message."""
+        if not self.calls:
+            return (
+                "lpim.sanitize: saw no attention call, so nothing was checked: no "
+                "F.scaled_dot_product_attention, nn.MultiheadAttention, "
+                "nn.TransformerEncoder(Layer), F.multi_head_attention_forward or varlen_attn "
+                "call, and no softmax over masked_fill / added-mask scores ran while it was on."
+            )
         if not self.findings:
             return f"lpim.sanitize: no findings in {self.calls} attention call(s).{self._skips()}"
         header = ("kind", "where", "api", "calls")
@@ -141,15 +149,47 @@ class SanitizeReport:
         return f"SanitizeReport(calls={self.calls}, findings={[f.kind for f in self.findings]})"
 
 
+Allow = Iterable[tuple[str, str] | str]
+"""What `allow=` takes: finding kinds, or `(kind, where)` pairs (see `Sanitize`)."""
+
+
+def _allowances(allow: Allow | None) -> list[tuple[str, str]]:
+    """`allow` as `(kind, where)` pairs (`where` "" = every site), checked before use."""
+    pairs: list[tuple[str, str]] = []
+    for item in allow or ():
+        kind, where = (item, "") if isinstance(item, str) else tuple(item)
+        if kind not in KINDS:
+            raise ValueError(f"allow: unknown finding kind {kind!r}; expected one of {list(KINDS)}")
+        if not isinstance(where, str):
+            raise ValueError(f"allow: a site is 'FILE' or 'FILE:LINE'; got {where!r}")
+        pairs.append((kind, where))
+    return pairs
+
+
+def _site_matches(where: str, pattern: str) -> bool:
+    """`pattern` ("FILE:LINE", "FILE", or a path's tail) names the site `where`."""
+    if not pattern:
+        return True
+    if where == pattern or where.endswith("/" + pattern) or where.endswith(os.sep + pattern):
+        return True
+    path = where.rsplit(":", 1)[0]
+    return path == pattern or path.endswith("/" + pattern) or path.endswith(os.sep + pattern)
+
+
 class SanitizeSession:
     """One activation of the sanitizer: a context manager whose `__enter__` returns its report."""
 
-    def __init__(self, on_finding: OnFinding = "warn") -> None:
+    def __init__(self, on_finding: OnFinding = "warn", allow: Allow | None = None) -> None:
         check_choice(on_finding, "on_finding", _POLICIES, "lpim.sanitize")
         self.on_finding: OnFinding = on_finding
+        self.allow = _allowances(allow)
         self.report = SanitizeReport()
         self._warned: set[tuple[str, str]] = set()
         self._mode: AttentionMode | None = None  # the mode of the thread it began on
+
+    def allows(self, kind: str, where: str) -> bool:
+        """True when `allow` silences `kind` at `where` (`"file.py:LINE"`)."""
+        return any(k == kind and _site_matches(where, w) for k, w in self.allow)
 
     def __enter__(self) -> SanitizeReport:
         _activate(self)
@@ -177,6 +217,11 @@ class Sanitize:
       torch's own `RuntimeError` for `missing_head_rows`);
     - `collect`: record only; read `report.findings` or print `report.table()`.
 
+    `allow` silences an intended pattern, by kind and site: `allow=[("fully_masked_rows",
+    "model.py:42")]` (a site is `"FILE:LINE"` or `"FILE"`, matched against the end of the
+    finding's `where`), or a bare kind for every site. An allowed finding is neither recorded
+    nor warned about nor raised.
+
     Outputs are never changed. Sessions nest: every active session records every finding.
 
     Example:
@@ -196,28 +241,34 @@ class Sanitize:
     def __init__(self) -> None:
         self._enabled: SanitizeSession | None = None
 
-    def __call__(self, on_finding: OnFinding = "warn") -> SanitizeSession:
+    def __call__(
+        self, on_finding: OnFinding = "warn", allow: Allow | None = None
+    ) -> SanitizeSession:
         """A session to use in a `with` block; `__enter__` returns its report.
 
         Args:
             on_finding: `"warn"`, `"raise"` or `"collect"` (see the class).
+            allow: kinds, or `(kind, "FILE:LINE")` pairs, to silence (see the class).
 
         Raises:
             lpim.errors.UsageValueError: an unknown `on_finding` (also a `ValueError`).
+            ValueError: an unknown kind in `allow`.
         """
-        return SanitizeSession(on_finding)
+        return SanitizeSession(on_finding, allow)
 
-    def enable(self, on_finding: OnFinding = "warn") -> SanitizeReport:
+    def enable(self, on_finding: OnFinding = "warn", allow: Allow | None = None) -> SanitizeReport:
         """Switch the sanitizer on until `disable`; return the session's report.
 
         Calling it while enabled ends the previous session first (its report stays readable).
-        Arguments are checked first: a bad one changes nothing.
+        `on_finding` and `allow` are as for `lpim.sanitize(...)`. Arguments are checked first:
+        a bad one changes nothing.
 
         Raises:
             lpim.errors.UsageValueError: an unknown `on_finding` (also a `ValueError`); the
                 sanitizer stays as it was.
+            ValueError: an unknown kind in `allow`.
         """
-        session = SanitizeSession(on_finding)  # checks on_finding before anything changes
+        session = SanitizeSession(on_finding, allow)  # checks its arguments before any change
         if self._enabled is not None:
             self.disable()
         session.__enter__()
@@ -257,12 +308,14 @@ def _count_call(skipped: str | None) -> None:
 def _deliver(hazards: list[Hazard], api: str) -> None:
     __tracebackhide__ = True  # pytest shows the user's call, not this frame
     filename, line = user_site()
-    where = f"{_short(filename)}:{line}"
+    where = f"{short_path(filename)}:{line}"
     to_raise: Finding | None = None
     for hazard in hazards:
         with _lock:  # calls come from every thread
             recorded = [
-                (session, session.report._record(hazard, where, api)) for session in _sessions
+                (session, session.report._record(hazard, where, api))
+                for session in _sessions
+                if not (session.allow and session.allows(hazard.kind, where))
             ]
         for session, finding in recorded:
             key = (hazard.kind, where)
@@ -275,15 +328,6 @@ def _deliver(hazards: list[Hazard], api: str) -> None:
                 to_raise = finding
     if to_raise is not None:
         raise MaskHazardError(to_raise)
-
-
-def _short(filename: str) -> str:
-    """`filename` relative to the working directory when it is under it."""
-    try:
-        relative = os.path.relpath(filename)
-    except ValueError:  # another drive on Windows
-        return filename
-    return filename if relative.startswith("..") else relative
 
 
 _watcher = Watcher(_deliver, _count_call)

@@ -31,10 +31,12 @@ breaking the model.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import FrameType
@@ -47,7 +49,16 @@ from torch.nn.modules import module as torch_module
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
-from lpim.sanitizer._checks import Hazard, Inspection, check_output, inspect_mha, inspect_sdpa
+from lpim.sanitizer import _handwritten as hand
+from lpim.sanitizer._checks import Hazard, Inspection, RepeatRecord, inspect_mha, inspect_sdpa
+from lpim.sanitizer._proof import (
+    Call,
+    check_output,
+    mha_scores,
+    prove_fill,
+    sdpa_scores,
+    with_advice,
+)
 
 Deliver = Callable[[list[Hazard], str], None]
 """Receives a call's hazards and the API name; finds the user's site and records them."""
@@ -86,14 +97,41 @@ def user_site() -> tuple[str, int]:
     frame: FrameType | None = sys._getframe(1)
     fallback: tuple[str, int] | None = None
     while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(_TORCH_DIR):
-            if not filename.startswith(_LPIM_DIR):
-                return frame.f_code.co_filename, frame.f_lineno
-            if fallback is None and os.sep + "sanitizer" + os.sep not in filename:
-                fallback = (frame.f_code.co_filename, frame.f_lineno)
+        where = _frame_kind(frame.f_code.co_filename)
+        if where == "user":
+            return frame.f_code.co_filename, frame.f_lineno
+        if where == "lpim" and fallback is None:
+            fallback = (frame.f_code.co_filename, frame.f_lineno)
         frame = frame.f_back
     return fallback or ("<unknown>", 0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _frame_kind(co_filename: str) -> str:
+    """ "torch", "sanitizer", "lpim" (the rest of lpim) or "user", by a code object's file
+    (cached: a site is looked up at every recorded `repeat` and `masked_fill`)."""
+    filename = os.path.abspath(co_filename)
+    if filename.startswith(_TORCH_DIR):
+        return "torch"
+    if not filename.startswith(_LPIM_DIR):
+        return "user"
+    return "sanitizer" if os.sep + "sanitizer" + os.sep in filename else "lpim"
+
+
+@functools.lru_cache(maxsize=4096)
+def short_path(filename: str) -> str:
+    """`filename` relative to the working directory when it is under it."""
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:  # another drive on Windows
+        return filename
+    return filename if relative.startswith("..") else relative
+
+
+def _site_and_line() -> tuple[str, str]:
+    """`("file:LINE", source text)` of the user's line now running."""
+    filename, line = user_site()
+    return f"{short_path(filename)}:{line}", hand.source_line(filename, line)
 
 
 @dataclass
@@ -105,6 +143,7 @@ class _Call:
     inspected: bool  # its masks were read: calls inside it are the same call
     suspended: AttentionMode | None = None  # our mode, taken off the stack for it
     found: Inspection | None = None
+    call: Call | None = None  # the call as the proofs and the advice read it
     api: str = ""
     inputs: tuple[Tensor, ...] = ()
     batch_first: bool = True
@@ -214,7 +253,9 @@ class Watcher:
         self._handles: list[RemovableHandle] = []
         self._state = _State()
         self._generation = 0
-        self._signatures: dict[type, inspect.Signature | None] = {}
+        self._signatures: dict[type, _Binder | None] = {}
+        self.records = hand.Records()
+        self._cache = _InspectionCache()
         self.installed = False
         self._patches = {name: _patched(self, original) for name, original in _ORIGINALS.items()}
         self._sdpa_patch = self._patches["scaled_dot_product_attention"]
@@ -243,6 +284,8 @@ class Watcher:
         # a call left open in any thread by a session that ended inside a module's forward
         # must not mark every later call there as nested (see `_calls`)
         self._generation += 1
+        self.records.clear()
+        self._cache.clear()
         self._handles = [
             torch_module.register_module_forward_pre_hook(self._pre_hook),
             # always_call: the mode goes back on the stack even when the forward raises
@@ -257,6 +300,8 @@ class Watcher:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self.records.clear()
+        self._cache.clear()
         for name, patch in self._patches.items():
             if getattr(F, name) is patch:  # someone who replaced it after us keeps theirs
                 setattr(F, name, _ORIGINALS[name])
@@ -309,17 +354,31 @@ class Watcher:
         calls.append(call)
         call.suspended = self._suspend_mode()
         reason = _module_skip_reason(module, bound)
+        advised: list[Hazard] = []
         if reason is None:
             try:
                 with _reading():
-                    call.found, call.inputs, call.batch_first = _inspect_module(
-                        module, bound, call.api
-                    )
+                    inspected = _inspect_module(module, bound, call.api, self.records, self._cache)
+                if inspected is not None:
+                    call.found, call.call, call.inputs, call.batch_first, advised = inspected
             except Exception as error:  # never break the model: skip the call, say why
                 reason = f"{SKIP_UNREAD} ({type(error).__name__}: {error})"
         self._count(reason)
-        if call.found is not None and call.found.hazards:
-            self._hand_over(call.found.hazards, call.api)
+        if call.found is not None and call.call is not None:
+            self._hand_over_found(call.found, call.call, advised)
+
+    def _hand_over_found(self, found: Inspection, call: Call, advised: list[Hazard]) -> None:
+        """The masks' own hazards (cached with them), then a suspect fill's proof on scores."""
+        __tracebackhide__ = True
+        hazards = list(advised)
+        if found.suspect_fill:
+            try:  # a proof that cannot run proves nothing, and must not break the call
+                with _reading():
+                    hazards += prove_fill(call, found)
+            except Exception:
+                pass
+        if hazards:
+            self._hand_over(hazards, call.api)
 
     def _post_hook(self, module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
         __tracebackhide__ = True
@@ -329,28 +388,36 @@ class Watcher:
         if not calls or calls[-1].module is not module:
             return  # its pre-hook did not run (an earlier pre-hook raised)
         call = calls.pop()
-        mode = call.suspended
-        if mode is not None and not mode.retired:
-            torch._C._push_on_torch_function_stack(mode)
+        try:
+            # read before our mode is back: a tensor's properties (`is_nested`, `is_meta`)
+            # would otherwise go through it
+            hazards = self._read_result(module, call, result)
+        finally:
+            mode = call.suspended
+            if mode is not None and not mode.retired:
+                torch._C._push_on_torch_function_stack(mode)
+        if hazards:
+            self._hand_over(hazards, call.api)
+
+    def _read_result(self, module: nn.Module, call: _Call, result: Any) -> list[Hazard]:
         if call.unread_since == self._state.counted and result is not None and self.installed:
             # its own forward ran torch's attention where nothing sees it (a fused fast path)
             self._count(f"{SKIP_FORWARD} ({type(module).__qualname__}.forward)")
         if result is None or call.found is None:
-            return  # the forward raised, or nothing to check
+            return []  # the forward raised, or nothing to check
         out = result[0] if isinstance(result, tuple) else result
         if not isinstance(out, Tensor) or out.is_nested or not _has_data(out):
-            return
+            return []
         try:
             with _reading():
                 if out.dim() == 2:
                     out = out[None]  # unbatched (L, E) -> (1, L, E)
                 elif not call.batch_first:
                     out = out.transpose(0, 1)  # (L, N, E) -> (N, L, E)
-                hazards = check_output(call.api, call.found, out, list(call.inputs))
+                lane = call.call.lane if call.call is not None else _no_lane
+                return check_output(call.api, call.found, out, list(call.inputs), lane)
         except Exception:  # never break the model; the call was counted already
-            return
-        if hazards:
-            self._hand_over(hazards, call.api)
+            return []
 
     def _hand_over(self, hazards: list[Hazard], api: str) -> None:
         """Give `hazards` to `deliver`, their texts made first where no mode sees lpim's reads
@@ -395,16 +462,10 @@ class Watcher:
         fit it (torch, or the subclass, will say what is wrong)."""
         kind = type(module)
         if kind not in self._signatures:
-            self._signatures[kind] = _readable_signature(kind)
-        signature = self._signatures[kind]
-        if signature is None:
-            return None
-        try:
-            bound = signature.bind(module, *args, **kwargs)
-        except TypeError:
-            return None
-        bound.apply_defaults()
-        return dict(bound.arguments)
+            signature = _readable_signature(kind)
+            self._signatures[kind] = None if signature is None else _Binder(signature)
+        binder = self._signatures[kind]
+        return None if binder is None else binder.bind(module, args, kwargs)
 
     # -- functions ----------------------------------------------------------------------------
 
@@ -433,14 +494,18 @@ class Watcher:
         found: Inspection | None = None
         api, reason = _function_api(func), None
         inputs: list[Tensor] = []
+        call: Call | None = None
+        advised: list[Hazard] = []
         try:
             with _reading():
-                found, inputs, reason = _inspect_function(func, api, args, kwargs)
+                found, inputs, reason, call, advised = _inspect_function(
+                    api, args, kwargs, self.records, self._cache
+                )
         except Exception as error:  # never break the model: skip the call, say why
             found, reason = None, f"{SKIP_UNREAD} ({type(error).__name__}: {error})"
         self._count(reason)
-        if found is not None and found.hazards:
-            self._hand_over(found.hazards, api)
+        if found is not None and call is not None:
+            self._hand_over_found(found, call, advised)
         calls.append(_Call(None, inspected=True))  # what it calls is this call
         try:
             result = func(*args, **kwargs)
@@ -454,12 +519,60 @@ class Watcher:
                 with _reading():
                     if api == "F.multi_head_attention_forward":
                         out = out[None] if out.dim() == 2 else out.transpose(0, 1)  # (N, L, E)
-                    hazards = check_output(api, found, out, inputs)
+                    lane = call.lane if call is not None else _no_lane
+                    hazards = check_output(api, found, out, inputs, lane)
             except Exception:  # never break the model; the call was counted already
                 hazards = []
             if hazards:
                 self._hand_over(hazards, api)
         return result
+
+    def _built_by(self, attn_mask: object) -> RepeatRecord | None:
+        record = self.records.get(attn_mask) if isinstance(attn_mask, Tensor) else None
+        return record if isinstance(record, RepeatRecord) else None
+
+    def on_traced(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """`repeat`, conversions, `masked_fill`, `+` and `softmax`: see `_handwritten`."""
+        __tracebackhide__ = True
+        result = func(*args, **kwargs)
+        if any(c.inspected for c in self._calls()) or not self.installed:
+            return result  # inside a watched call: torch's own code
+        kind = _TRACED[func]
+        seen = None
+        try:  # bookkeeping must never break the user's call
+            if kind == "add":
+                hand.on_add(self.records, args, kwargs, result)
+                return result  # reads nothing
+            with _reading():
+                seen = self._trace(kind, func, args, kwargs, result)
+        except Exception:
+            seen = None
+        if seen is not None:
+            api, hazards = seen
+            self._count(None)
+            if hazards:
+                self._hand_over(hazards, api)
+        return result
+
+    def _trace(
+        self,
+        kind: str,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        result: Any,
+    ) -> tuple[str, list[Hazard]] | None:
+        if kind == "repeat":
+            hand.on_repeat(self.records, args, result, _site_and_line)
+        elif kind == "convert":
+            hand.on_convert(self.records, func, args, kwargs, result)
+        elif kind == "masked_fill":
+            hand.on_masked_fill(self.records, args, kwargs, result, _site_and_line)
+        else:
+            return hand.on_softmax(self.records, args, kwargs, result)
+        return None
 
 
 def _patched(watcher: Watcher, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -508,47 +621,213 @@ def _function_api(func: Callable[..., Any]) -> str:
     return "varlen_attn"
 
 
+Inspected = tuple[Inspection | None, list[Tensor], str | None, "Call | None", list[Hazard]]
+"""One function call read: what was found (or None), its q/k/v, why it was skipped, the call as
+the proofs read it, and the masks' hazards with their checked advice."""
+
+
 def _inspect_function(
-    func: Callable[..., Any], api: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[Inspection | None, list[Tensor], str | None]:
-    """Read one watched function call: (what was found or None, its q/k/v, why it was skipped)."""
+    api: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    records: hand.Records,
+    cache: _InspectionCache,
+) -> Inspected:
+    """Read one watched function call (masks by the cache: a mask seen before is a look-up)."""
     if api == "F.scaled_dot_product_attention":
-        named = dict(zip(("query", "key", "value", "attn_mask"), args, strict=False))
+        named = dict(zip(_SDPA_ARGS, args, strict=False))
         named.update(kwargs)
         query, key, value = named.get("query"), named.get("key"), named.get("value")
         if not isinstance(query, Tensor) or not isinstance(key, Tensor):
-            return None, [], SKIP_UNREAD  # torch says what is wrong with the call
-        reason = _skip_reason([query, key, value, named.get("attn_mask")], query, key)
+            return None, [], SKIP_UNREAD, None, []  # torch says what is wrong with the call
+        attn_mask = named.get("attn_mask")
+        reason = _skip_reason([query, key, value, attn_mask], query, key)
         if reason is not None:
-            return None, [], reason
+            return None, [], reason, None, []
         inputs = [t for t in (query, key, value) if isinstance(t, Tensor)]
-        return inspect_sdpa(query, key, named.get("attn_mask")), inputs, None
+        sdpa_query, sdpa_key = query, key
+        found, advised = cache.get(
+            (api, query.shape[:-1], key.shape[:-1]),
+            (attn_mask,),
+            lambda: inspect_sdpa(sdpa_query, sdpa_key, attn_mask),
+            lambda found: _sdpa_call(named, found),
+        )
+        return found, inputs, None, _sdpa_call(named, found), advised
     if api == "F.multi_head_attention_forward":
         try:
             bound = inspect.signature(_MHA_FORWARD).bind(*args, **kwargs)
         except TypeError:
-            return None, [], SKIP_UNREAD  # torch says what is wrong with the call
+            return None, [], SKIP_UNREAD, None, []  # torch says what is wrong with the call
         bound.apply_defaults()
-        a = bound.arguments
+        a = dict(bound.arguments)
         names = ("query", "key", "value", "attn_mask", "key_padding_mask")
         reason = _skip_reason([a[name] for name in names], a["query"], a["key"])
         if reason is not None:
-            return None, [], reason
-        found = inspect_mha(
-            api,
-            a["query"],
-            a["key"],
-            a["attn_mask"],
-            a["key_padding_mask"],
-            int(a["num_heads"]),
-            batch_first=False,
+            return None, [], reason, None, []
+        record = records.get(a["attn_mask"]) if isinstance(a["attn_mask"], Tensor) else None
+        built_by = record if isinstance(record, RepeatRecord) else None
+        found, advised = cache.get(
+            (api, a["query"].shape, a["key"].shape, int(a["num_heads"])),
+            (a["attn_mask"], a["key_padding_mask"]),
+            lambda: inspect_mha(
+                api,
+                a["query"],
+                a["key"],
+                a["attn_mask"],
+                a["key_padding_mask"],
+                int(a["num_heads"]),
+                batch_first=False,
+                built_by=built_by,
+            ),
+            lambda found: _functional_mha_call(a, found, built_by),
         )
-        return found, [a["query"], a["key"], a["value"]], None
+        call = _functional_mha_call(a, found, built_by)
+        return found, [a["query"], a["key"], a["value"]], None, call, advised
     # varlen attention: packed tokens, no mask to read; the output is still checked
     inputs = [t for t in args[:3] if isinstance(t, Tensor)]
     if not all(_has_data(t) for t in inputs):
-        return None, [], SKIP_NO_DATA
-    return Inspection(), inputs, None
+        return None, [], SKIP_NO_DATA, None, []
+    return Inspection(), inputs, None, None, []
+
+
+_SDPA_ARGS = (
+    "query",
+    "key",
+    "value",
+    "attn_mask",
+    "dropout_p",
+    "is_causal",
+    "scale",
+    "enable_gqa",
+)
+
+_TRACED: dict[Callable[..., Any], str] = {
+    Tensor.repeat: "repeat",
+    **{
+        f: "convert"
+        for f in (
+            Tensor.to,
+            Tensor.bool,
+            Tensor.float,
+            Tensor.half,
+            Tensor.double,
+            Tensor.bfloat16,
+            Tensor.__invert__,
+            Tensor.logical_not,
+            Tensor.contiguous,
+        )
+    },
+    **{f: "masked_fill" for f in (Tensor.masked_fill, Tensor.masked_fill_, torch.masked_fill)},
+    **{
+        f: "add"
+        for f in (
+            Tensor.add,
+            Tensor.__add__,
+            Tensor.__radd__,
+            Tensor.__iadd__,
+            Tensor.add_,
+            torch.add,
+        )
+    },
+    **{f: "softmax" for f in (Tensor.softmax, torch.softmax, F.softmax)},
+}
+"""Torch functions whose results the mode records (see `_handwritten`)."""
+
+
+class _Binder:
+    """Binds a module call's arguments to its `forward`'s names, defaults filled in.
+
+    `inspect.Signature.bind` costs tens of microseconds a call; a forward with plain
+    parameters (torch's attention modules) is bound by a dictionary update instead.
+    """
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self._signature = signature
+        params = list(self._signature.parameters.values())[1:]  # after self
+        plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        self._plain = all(p.kind in plain for p in params)
+        self._positional = [
+            p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        ]
+        self._names = {p.name for p in params}
+        self._defaults = {p.name: p.default for p in params if p.default is not p.empty}
+
+    def bind(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """`{"self": module, name: value, ...}`, or None where the call does not bind (torch
+        will say what is wrong with it)."""
+        if not self._plain:
+            try:
+                bound = self._signature.bind(module, *args, **kwargs)
+            except TypeError:
+                return None
+            bound.apply_defaults()
+            return dict(bound.arguments)
+        if len(args) > len(self._positional):
+            return None
+        arguments = dict(self._defaults)
+        arguments.update(zip(self._positional, args, strict=False))
+        for name in kwargs:
+            if name not in self._names or name in self._positional[: len(args)]:
+                return None
+        arguments.update(kwargs)
+        if len(arguments) != len(self._names):
+            return None  # a required argument is missing
+        arguments["self"] = module
+        return arguments
+
+
+class _InspectionCache:
+    """Inspections by the masks' identity, version and shape, and the call's sizes.
+
+    What the masks alone prove (and the advice read for it) does not change while the masks
+    do not: a mask seen before costs a dictionary look-up. A mask whose version cannot be read
+    (an inference tensor) is inspected every time.
+    """
+
+    _SIZE = 64
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[Any, ...], tuple[list[weakref.ref[Tensor]], Any]] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def get(
+        self,
+        sizes: tuple[Any, ...],
+        masks: tuple[object, ...],
+        inspect_masks: Callable[[], Inspection],
+        make_call: Callable[[Inspection], Call],
+    ) -> tuple[Inspection, list[Hazard]]:
+        key: tuple[Any, ...] | None = sizes
+        refs: list[weakref.ref[Tensor]] = []
+        tensors = [mask for mask in masks if isinstance(mask, Tensor)]
+        for mask in masks:
+            if key is None:
+                break
+            if not isinstance(mask, Tensor):
+                key = (*key, None)
+                continue
+            try:
+                key = (*key, id(mask), mask._version, mask.shape, mask.dtype, mask.device)
+                refs.append(weakref.ref(mask))
+            except (RuntimeError, TypeError):
+                key = None  # no version to read (an inference tensor), or no weak reference
+        if key is not None:
+            entry = self._entries.get(key)
+            # the same id with a live weak reference to the same tensor: not a recycled id
+            if entry is not None and all(r() is m for r, m in zip(entry[0], tensors, strict=True)):
+                found, advised = entry[1]
+                return found, advised
+        found = inspect_masks()
+        advised = with_advice(make_call(found), found) if found.hazards else []
+        if key is not None:
+            if len(self._entries) >= self._SIZE:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = (refs, (found, advised))
+        return found, advised
 
 
 _VARLEN_OP = "torch_attn::_varlen_attn"  # what torch.nn.attention.varlen.varlen_attn calls
@@ -597,6 +876,8 @@ class AttentionMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.retired:
             return func(*args, **kwargs)
+        if not torch.compiler.is_compiling() and func in _TRACED:
+            return self._watcher.on_traced(func, args, kwargs)
         if self._watcher.watches(func):
             if torch.compiler.is_compiling():
                 # torch.compile traces this mode: the call is read eagerly, at run time, on
@@ -631,40 +912,204 @@ def _api_name(module: nn.Module) -> str:
     return f"nn.{kind.__name__}" if kind.__module__.startswith("torch.") else kind.__name__
 
 
+def _rows_first(out: object, batch_first: bool) -> Tensor | None:
+    out = out[0] if isinstance(out, tuple) else out
+    if not isinstance(out, Tensor):
+        return None
+    if out.dim() == 2:
+        return out[None]
+    return out if batch_first else out.transpose(0, 1)
+
+
+def _quietly(run: Callable[[], Any], like: Tensor) -> Any:
+    """Run a fix's check without touching the user's RNG streams or autograd graph."""
+    devices = [like.device.index or 0] if like.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        return run()
+
+
+def _mha_sizes(query: Tensor, key: Tensor, batch_first: bool) -> tuple[int, int, int]:
+    if query.dim() != 3:
+        return 1, query.shape[0], key.shape[0]
+    if batch_first:
+        return query.shape[0], query.shape[1], key.shape[1]
+    return query.shape[1], query.shape[0], key.shape[0]
+
+
 def _inspect_module(
-    module: nn.Module, a: dict[str, Any], api: str
-) -> tuple[Inspection, tuple[Tensor, ...], bool]:
+    module: nn.Module,
+    a: dict[str, Any],
+    api: str,
+    records: hand.Records,
+    cache: _InspectionCache,
+) -> tuple[Inspection, Call, tuple[Tensor, ...], bool, list[Hazard]] | None:
     if isinstance(module, nn.MultiheadAttention):
-        found = inspect_mha(
-            api,
-            a["query"],
-            a["key"],
-            a.get("attn_mask"),
-            a.get("key_padding_mask"),
-            module.num_heads,
-            module.batch_first,
-        )
+        attn: nn.MultiheadAttention = module
+        query, key = a["query"], a["key"]
+        names = {"attn_mask": "attn_mask", "key_padding_mask": "key_padding_mask"}
+        attn_mask, kpm = a.get("attn_mask"), a.get("key_padding_mask")
         inputs = tuple(a[name] for name in ("query", "key", "value") if isinstance(a[name], Tensor))
-        return found, inputs, module.batch_first
-    if isinstance(module, nn.TransformerEncoderLayer):
-        attn, mask_name = module.self_attn, "src_mask"
     else:
-        assert isinstance(module, nn.TransformerEncoder)
-        first = module.layers[0] if len(module.layers) else None
-        if not isinstance(first, nn.TransformerEncoderLayer):
-            return Inspection(check_output=False), (), True  # no layer: no attention to read
-        attn, mask_name = first.self_attn, "mask"
-    src = a["src"]
-    found = inspect_mha(
-        api,
-        src,
-        src,
-        a.get(mask_name),
-        a.get("src_key_padding_mask"),
-        attn.num_heads,
-        attn.batch_first,
-        attn_mask_name=mask_name,
-        key_padding_mask_name="src_key_padding_mask",
+        if isinstance(module, nn.TransformerEncoderLayer):
+            layer, mask_name = module, "src_mask"
+        else:
+            assert isinstance(module, nn.TransformerEncoder)
+            first = module.layers[0] if len(module.layers) else None
+            if not isinstance(first, nn.TransformerEncoderLayer):
+                return None  # no layer: no attention to read
+            layer, mask_name = first, "mask"
+        attn = layer.self_attn
+        query = key = a["src"]
+        names = {"attn_mask": mask_name, "key_padding_mask": "src_key_padding_mask"}
+        attn_mask, kpm = a.get(mask_name), a.get("src_key_padding_mask")
+        inputs = (query,) if isinstance(query, Tensor) else ()
+    if not isinstance(query, Tensor) or not isinstance(key, Tensor):
+        return None
+    built_by = None
+    if isinstance(attn_mask, Tensor):
+        record = records.get(attn_mask)
+        built_by = record if isinstance(record, RepeatRecord) else None
+
+    def make_call(found: Inspection) -> Call:
+        n, length, s = _mha_sizes(query, key, attn.batch_first)
+
+        def scores() -> Tensor | None:
+            if attn.bias_k is not None or attn.add_zero_attn:
+                return None  # extra key columns: the masks no longer line up
+            q = k = query
+            if not isinstance(module, nn.MultiheadAttention):
+                if layer.norm_first:
+                    q = k = layer.norm1(query)  # what a pre-norm layer's attention reads
+            else:
+                k = key
+            return mha_scores(
+                q,
+                k,
+                attn.num_heads,
+                attn.batch_first,
+                attn.in_proj_weight,
+                attn.in_proj_bias,
+                attn.q_proj_weight,
+                attn.k_proj_weight,
+            )
+
+        def rerun(replaced: dict[str, Any]) -> Tensor | None:
+            arguments = {k: v for k, v in a.items() if k != "self"} | replaced
+            out: Tensor | None = _quietly(
+                lambda: _rows_first(module.forward(**arguments), attn.batch_first), query
+            )
+            return out
+
+        return Call(
+            api,
+            False,
+            n,
+            attn.num_heads,
+            length,
+            s,
+            names,
+            {"attn_mask": attn_mask, "key_padding_mask": kpm},
+            scores,
+            rerun,
+            built_by,
+            query.dtype,
+            bool(a.get("is_causal")),
+        )
+
+    found, advised = cache.get(
+        (api, id(module), query.shape, key.shape, attn.num_heads, attn.batch_first),
+        (attn_mask, kpm),
+        lambda: inspect_mha(
+            api,
+            query,
+            key,
+            attn_mask,
+            kpm,
+            attn.num_heads,
+            attn.batch_first,
+            attn_mask_name=names["attn_mask"],
+            key_padding_mask_name=names["key_padding_mask"],
+            built_by=built_by,
+        ),
+        make_call,
     )
-    inputs = (src,) if isinstance(src, Tensor) else ()
-    return found, inputs, attn.batch_first
+    return found, make_call(found), inputs, attn.batch_first, advised
+
+
+def _sdpa_call(named: dict[str, Any], found: Inspection) -> Call:
+    query, key = named["query"], named["key"]
+    lead = query.shape[:-2]
+    n = lead[0] if len(lead) >= 1 else 1
+    h = lead[1] if len(lead) >= 2 else 1
+
+    def scores() -> Tensor:
+        return sdpa_scores(query, key, named.get("scale"), bool(named.get("enable_gqa")))
+
+    def rerun(replaced: dict[str, Any]) -> Tensor | None:
+        out = _quietly(lambda: _SDPA(**(named | replaced)), query)  # torch's own
+        return out if isinstance(out, Tensor) else None
+
+    return Call(
+        "F.scaled_dot_product_attention",
+        True,
+        n,
+        h,
+        query.shape[-2],
+        key.shape[-2],
+        {"attn_mask": "attn_mask"},
+        {"attn_mask": named.get("attn_mask")},
+        scores,
+        rerun,
+        None,
+        query.dtype,
+        bool(named.get("is_causal")),
+    )
+
+
+def _functional_mha_call(
+    a: dict[str, Any], found: Inspection, built_by: RepeatRecord | None
+) -> Call:
+    query, key = a["query"], a["key"]
+    n, length, s = _mha_sizes(query, key, batch_first=False)
+
+    def scores() -> Tensor | None:
+        if a["bias_k"] is not None or a["add_zero_attn"]:
+            return None
+        separate = bool(a["use_separate_proj_weight"])
+        return mha_scores(
+            query,
+            key,
+            int(a["num_heads"]),
+            False,
+            None if separate else a["in_proj_weight"],
+            a["in_proj_bias"],
+            a["q_proj_weight"],
+            a["k_proj_weight"],
+        )
+
+    def rerun(replaced: dict[str, Any]) -> Tensor | None:
+        out: Tensor | None = _quietly(
+            lambda: _rows_first(_MHA_FORWARD(**(a | replaced)), False), query
+        )
+        return out
+
+    return Call(
+        "F.multi_head_attention_forward",
+        False,
+        n,
+        int(a["num_heads"]),
+        length,
+        s,
+        {"attn_mask": "attn_mask", "key_padding_mask": "key_padding_mask"},
+        {"attn_mask": a["attn_mask"], "key_padding_mask": a["key_padding_mask"]},
+        scores,
+        rerun,
+        built_by,
+        query.dtype,
+        bool(a.get("is_causal")),
+    )
+
+
+def _no_lane() -> None:
+    """No lane encoder in sight (a call whose reading has no `Call`)."""
+    return None

@@ -151,8 +151,9 @@ class MhaPolarityInSdpa(SdpaRightPolarity):
     code was ported from `nn.MultiheadAttention` to `F.scaled_dot_product_attention` for
     speed and kept its mask (pytorch#170400).
 
-    Sanitizer: needs check_encoder: the SDPA mask is inverted only relative to the
-    points, and SDPA returns 0, not NaN, for the rows of full lanes it blocks entirely.
+    Sanitizer: found as `fully_masked_rows` (read from the mask: a full lane's rows have
+    every key blocked, though SDPA returns 0 for them, not NaN; the inversion itself is wrong
+    only relative to the points, which check_encoder sees).
 
     Caught by `matches_unpadded`. A lane without padding has *every* key blocked; SDPA returns
     0 for such a row on torch 2.13 (its `_safe_softmax`, measured at every dtype on CPU), not
@@ -251,8 +252,9 @@ class FillMinus1e9Fp16(ManualSoftmaxAdditive):
     -998244352) `exp(-1e9 - max)` is exactly 0 and the encoder is correct. Realistic: -1e9
     (or -1e4 in HF's older BERT) is the canonical "big negative" in pre-SDPA attention code.
 
-    Sanitizer: needs check_encoder: the softmax is written out by hand, so no mask
-    reaches torch's attention.
+    Sanitizer: needs check_encoder: the sanitizer watches this hand-written softmax, but
+    at float32 the -1e9 fill does no harm (the outputs equal the -inf mask's), and at float16
+    torch raises in `masked_fill` before any softmax runs.
 
     Caught by `runs` at float16 only; at float32 every property holds. Offending line:
 
@@ -280,8 +282,10 @@ class AdditiveMinus1e4(ManualSoftmaxAdditive):
     missing selection its trigger.
     (Both lines differ from the parent; the fix for both is the parent: select, and use -inf.)
 
-    Sanitizer: needs check_encoder: the softmax is written out by hand, so no mask
-    reaches torch's attention.
+    Sanitizer: needs check_encoder: the sanitizer watches this hand-written softmax and
+    measures the fill, but with small padded values the -1e4 fill leaves exactly 0 weight on
+    padded keys; only garbage of 1e4 or more in a padded slot makes it leak (then it is found
+    as `finite_fill`, on that batch).
 
     Caught by `ignores_padding` only: with zero padding every padded score is O(1) and
     `exp(O(1) - 1e4)` is exactly 0, so `matches_unpadded` passes. Not caught in float16,
