@@ -11,6 +11,7 @@ import inspect
 import re
 import textwrap
 import time
+from pathlib import Path
 
 import torch
 from hypothesis import Phase, settings
@@ -116,14 +117,19 @@ def check_output(name: str) -> tuple[str, str, str]:
     return report, "", ""
 
 
-#: The bugs shown so far, so that the page can check it shows every one.
-SHOWN: list[str] = []
+#: The page that prints the sections.
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "pitfalls.md"
+
+
+def missing_sections() -> list[str]:
+    """The zoo's bugs (encoders and consumers) that the gallery page has no section for."""
+    shown = set(re.findall(r'section\("(\w+)"\)', PAGE.read_text(encoding="utf-8")))
+    return sorted((set(BUGS) | set(CONSUMER_BUGS)) - shown)
 
 
 def section(name: str) -> str:
     """The Markdown body of one gallery section (the page prints it: markdown-exec captures the
     page's ``print``, not this module's)."""
-    SHOWN.append(name)
     if name in CONSUMER_BUGS:
         return _consumer_section(name)
     entry = BUGS[name]

@@ -1,4 +1,5 @@
-"""mkdocs hooks for lpim's site: set up the process that executes the pages' code blocks.
+"""mkdocs hooks for lpim's site: set up the process that executes the pages' code blocks, run
+them in parallel, and keep what they printed in a cache keyed by everything they read.
 
 markdown-exec runs every ``exec="on"`` block inside the mkdocs process, so settings made here hold
 for all of them:
@@ -7,6 +8,23 @@ for all of them:
   pool makes them tens of times slower, not faster.
 - matplotlib draws with the non-interactive Agg backend (pictures are inline SVG, drawn by
   ``scripts/docs_figures.py``, which is put on ``sys.path``).
+
+**Cache.** What a Python block prints is stored under ``.cache/docs-exec/`` (git-ignored;
+``LPIM_DOCS_CACHE`` moves it, ``LPIM_DOCS_CACHE=off`` turns it off) under a key made of the
+block's code, every earlier block of its session (the state it runs in), its page, and the
+inputs of every block: the source of ``lpim/`` and ``scripts/``, ``docs/data/``, and the
+versions of Python, torch, Hypothesis and markdown-exec. Change any of them and the block runs
+again; nothing else can change what it prints. A block that raises is never stored. On a hit
+the block is not run; when a later block of the same session misses, the session's earlier
+blocks are run first (their output dropped), so it runs in the state it would have had.
+
+**Parallel.** Before the pages are rendered, ``on_files`` reads every page's executed Python
+blocks and hands each *unit* (all blocks of one session, in page order; a block without a
+session alone) to a pool of worker processes, the longest first, which run them and fill the
+cache. When rendering reaches a block, it waits for its unit, or runs it itself if no worker has
+started it yet. Results reach the page only through the cache key, so a worker that ran
+something else cannot put a wrong output on a page. ``LPIM_DOCS_JOBS`` sets the number of
+workers (default: the CPU count; 0 runs everything in the mkdocs process).
 """
 
 from __future__ import annotations
@@ -18,23 +36,38 @@ import time
 from pathlib import Path
 from typing import Any
 
+_log = logging.getLogger("mkdocs.hooks.lpim")
+_started: dict[str, float] = {}
+
 
 def on_startup(**kwargs: Any) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # also for subprocesses the pages start
     scripts = str(Path(__file__).resolve().parent)
     if scripts not in sys.path:
-        sys.path.insert(0, scripts)  # docs_figures, the pictures' helpers
+        sys.path.insert(0, scripts)  # docs_figures, the pictures' helpers; docs_cache
     import torch
 
     torch.set_num_threads(1)
 
 
-_log = logging.getLogger("mkdocs.hooks.lpim")
-_started: dict[str, float] = {}
+def on_config(config: Any, **kwargs: Any) -> Any:
+    import docs_cache
+
+    docs_cache.configure()
+    return config
+
+
+def on_files(files: Any, config: Any, **kwargs: Any) -> Any:
+    import docs_cache
+
+    return docs_cache.prefill(files, config)
 
 
 def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
+    import docs_cache
+
+    docs_cache.set_page(page.file.src_uri)
     _started[page.file.src_uri] = time.perf_counter()
     return markdown
 
@@ -44,3 +77,9 @@ def on_page_content(html: str, page: Any, **kwargs: Any) -> str:
     seconds = time.perf_counter() - _started.pop(page.file.src_uri, time.perf_counter())
     _log.info("page %s rendered in %.1f s", page.file.src_uri, seconds)
     return html
+
+
+def on_post_build(**kwargs: Any) -> None:
+    import docs_cache
+
+    _log.info("docs: %(hits)d blocks from the cache, %(runs)d run here", docs_cache.finish())
