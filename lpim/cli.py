@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -411,7 +412,8 @@ class _Progress:
         detail = f"error/allowed {result.max_error_ratio:.3g}" if result.verdict == "pass" else ""
         line = f"{label} {result.verdict:<11} {result.examples:>4} examples {result.seconds:6.2f}s"
         clear_rest = "\x1b[K" if self.live else ""  # wipe what "running..." left on the line
-        self.stream.write(f"{line}  {detail or result.note[:60]}".rstrip() + clear_rest + "\n")
+        detail = detail or textwrap.shorten(result.note, 60, placeholder=" ...")
+        self.stream.write(f"{line}  {detail}".rstrip() + clear_rest + "\n")
         self.stream.flush()
 
 

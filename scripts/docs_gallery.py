@@ -71,6 +71,11 @@ def overridden_source(cls: type) -> str:
     return textwrap.dedent("\n".join(parts)).rstrip()
 
 
+def _listing(cls: type) -> str:
+    """The title of an override's source: a listing to read (its names live in the zoo)."""
+    return f"Listing: {cls.__name__}'s override, in {cls.__module__.replace('.', '/')}.py"
+
+
 def _dtype(name: str) -> torch.dtype:
     return torch.float16 if name == "fill_minus_1e9_fp16" else torch.float64
 
@@ -143,7 +148,7 @@ def section(name: str) -> str:
     out.append(f"**{summary}.** Bug class `{entry.bug_class}`; caught by `{entry.caught_by}`.\n")
     out.append(rst_to_markdown(cls.__doc__ or ""))
     out.append(f"\nThe override (`{cls.__module__}.{cls.__name__}`):\n")
-    out.append(f"```python\n{overridden_source(cls)}\n```\n")
+    out.append(f'```python title="{_listing(cls)}"\n{overridden_source(cls)}\n```\n')
     contract = "".join(f", {key}={value!r}" for key, value in entry.contract.items())
     out.append(
         f"`check_encoder(BUGS[{name!r}].factory(), dtype=torch.{dtype}{contract}, ...)` at build "
@@ -175,7 +180,7 @@ def _consumer_section(name: str) -> str:
         f"`{entry.caught_by}`.\n",
         rst_to_markdown(cls.__doc__ or ""),
         f"\nThe override (`{cls.__module__}.{cls.__name__}`):\n",
-        f"```python\n{overridden_source(cls)}\n```\n",
+        f'```python title="{_listing(cls)}"\n{overridden_source(cls)}\n```\n',
         f"`check_lane_consumer(CONSUMER_BUGS[{name!r}].factory(), dtype=torch.float64, ...)` at "
         f"build time ({seconds:.1f} s):\n",
         f"```text\n{report}\n```\n",

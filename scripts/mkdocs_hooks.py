@@ -52,9 +52,14 @@ def on_startup(**kwargs: Any) -> None:
 
 
 def on_config(config: Any, **kwargs: Any) -> Any:
+    """Put the cache in front of markdown-exec; name lpim's version in every page's footer."""
     import docs_cache
 
+    from lpim._version import __version__
+
     docs_cache.configure()
+    if "lpim " not in (config.get("copyright") or ""):
+        config["copyright"] = f"lpim {__version__} · {config.get('copyright') or ''}".rstrip(" ·")
     return config
 
 
