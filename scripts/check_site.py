@@ -12,8 +12,9 @@ Then what a reader sees in the page's article (each check is a function below, w
 - ``rest-markup``: a literal reST role (``:func:``, ``:class:``, ...) or ``::`` in rendered text;
 - ``rest-table``: a run of ``====`` in text (a reST table rendered as a paragraph);
 - ``clipped-output``: executed output (a code block of mostly unhighlighted text, or console
-  output) whose content is wider than its box, at 1280 px and at phone width (390 px), or a
-  page wider than a phone's screen;
+  output) whose content is wider than its box and cut there (a block that scrolls sideways
+  shows all of it), at 1280 px and at phone width (390 px), or a page wider than a phone's
+  screen;
 - ``alt-text``: an ``<img>`` without ``alt`` text or an ``<svg>`` without a ``<title>``,
   ``aria-label`` or ``aria-labelledby`` (unless ``aria-hidden``);
 - ``internal-name``: a leaked internal module name (``_code_block_session``, ``._base.``);
@@ -214,6 +215,8 @@ _CLIPPED = (
     "     if (!span || !code.contains(span) || span.classList.contains('go'))"
     "       plain += n.textContent.trim().length; }"
     "   if (plain * 2 < code.textContent.trim().length) continue; }"  # highlighted source
+    "   const overflow = getComputedStyle(code).overflowX;"
+    "   if (overflow === 'auto' || overflow === 'scroll') continue;"  # it scrolls: not clipped
     "   if (code.scrollWidth > code.clientWidth + 1) {"
     "     const line = code.innerText.split('\\n')"
     "       .reduce((a, b) => (b.length > a.length ? b : a), '');"

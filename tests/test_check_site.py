@@ -48,7 +48,7 @@ def page_with(browser: Any) -> Iterator[Any]:
         opened.append(page)
         page.set_content(
             "<!doctype html><html><head><style>"
-            "pre > code { display: block; overflow: auto; white-space: pre; }"
+            "pre > code { display: block; overflow: hidden; white-space: pre; }"
             "</style></head><body><nav>:func:`navigation is not checked` ====</nav>"
             f'<article class="md-content__inner md-typeset">{article}</article></body></html>'
         )
@@ -96,6 +96,7 @@ def test_executed_output_wider_than_its_box_is_found(page_with: Any) -> None:
         f'<pre><code><span class="n">{long_line}</span></code></pre>'  # highlighted source
         f'<pre><code style="white-space: pre-wrap">{long_line}</code></pre>'  # wrapped: fits
         "<pre><code>short</code></pre>"
+        f'<pre><code style="overflow-x: auto">{long_line.replace("matches", "scroll")}</code></pre>'
         '<pre><code><span class="gp">$ </span><span class="nb">lpim</span> check\n'
         f'<span class="go">{long_line.replace("matches", "console")}</span></code></pre>'
         f'<div class="language-python highlight"><pre><code>{long_line}</code></pre></div>'
