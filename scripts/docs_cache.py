@@ -3,9 +3,11 @@ calls these; a module of its own so that worker processes can import what they r
 
 What a Python block prints is stored under ``.cache/docs-exec/`` (git-ignored;
 ``LPIM_DOCS_CACHE`` moves it, ``LPIM_DOCS_CACHE=off`` turns it off) under a key made of the
-block's code, every earlier block of its session (the state it runs in), its page, and the
-inputs of every block: the source of ``lpim/`` and ``scripts/``, ``docs/data/``, and the
-versions of Python, torch, Hypothesis and markdown-exec. Change any of them and the block runs
+block's code, every earlier block of its session (the state it runs in), its page (name and
+Markdown), and the inputs of every block: the source of the lpim that ``import lpim`` finds
+(wherever it is installed from), of ``scripts/`` and
+``examples/``, ``docs/data/``, ``pyproject.toml``, and the versions of Python, torch,
+Hypothesis, markdown-exec, numpy and matplotlib. Change any of them and the block runs
 again; nothing else can change what it prints. A block that raises is never stored. On a hit
 the block is not run; when a later block of the same session misses, the session's earlier
 blocks are run first (their output dropped), so it runs in the state it would have had.
@@ -41,7 +43,7 @@ _log = logging.getLogger("mkdocs.hooks.lpim")
 
 _cache_dir: Path | None = None
 _inputs = ""
-_page = ""  # the page being rendered (its src_uri)
+_page = ""  # the page being rendered: its src_uri and a hash of its Markdown
 _history: dict[str | None, list[str]] = {}  # session -> codes of its blocks so far, in order
 _skipped: dict[str | None, list[tuple[str, dict[str, Any]]]] = {}  # session -> hits not yet run
 _stats = {"hits": 0, "runs": 0}
@@ -50,7 +52,16 @@ _stats = {"hits": 0, "runs": 0}
 def _inputs_hash() -> str:
     """What every block may read: lpim's and the scripts' source, the docs' data, the versions."""
     digest = hashlib.sha256()
-    for folder, pattern in (("lpim", "*.py"), ("scripts", "*.py"), ("docs/data", "*")):
+    lpim = _imported_lpim()  # the lpim the blocks will import, wherever it is installed from
+    for file in sorted(lpim.rglob("*.py")):
+        digest.update(file.relative_to(lpim).as_posix().encode())
+        digest.update(file.read_bytes())
+    for folder, pattern in (
+        ("scripts", "*.py"),
+        ("examples", "*"),  # pages run the gallery and the seed's script
+        ("docs/data", "*"),
+        (".", "pyproject.toml"),  # [tool.lpim], read by the command the pages run
+    ):
         for file in sorted((ROOT / folder).rglob(pattern)):
             if file.is_file() and "__pycache__" not in file.parts:
                 digest.update(file.relative_to(ROOT).as_posix().encode())
@@ -64,11 +75,21 @@ def _inputs_hash() -> str:
     return digest.hexdigest()
 
 
+def _imported_lpim() -> Path:
+    """The folder of the lpim package that ``import lpim`` finds in this process."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lpim")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("lpim is not importable: pip install -e . first")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def _key(page: str, session: str | None, code: str, extra: dict[str, Any]) -> str:
     session = session or None
     history = _history.get(session, []) if session else []
     payload = json.dumps(
-        [_inputs, page if not session else None, session, history, code, sorted(extra.items())],
+        [_inputs, page, session, history, code, sorted(extra.items())],
         default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -204,17 +225,18 @@ def prefill(files: Any, config: Any) -> Any:
     order = _nav_order(config, pages)
     for file in sorted(pages, key=lambda f: order.get(f.src_uri, len(order))):
         markdown = Path(file.abs_src_path).read_text(encoding="utf-8")
+        page = page_id(file.src_uri, file.abs_src_path)
         for number, (session, code, options) in enumerate(_blocks(file.src_uri, markdown)):
             unit = f"session {session}" if session else f"{file.src_uri} block {number}"
             saved = _history.get(session, [])
             _history[session] = history.setdefault(session, [])
-            key = _key(file.src_uri, session, code, options)
+            key = _key(page, session, code, options)
             _history[session] = saved
             if session:
                 history[session].append(code)
             units.setdefault(unit, [])
-            if not units[unit] or units[unit][-1][0] != file.src_uri:
-                units[unit].append((file.src_uri, []))
+            if not units[unit] or units[unit][-1][0] != page:
+                units[unit].append((page, []))
             units[unit][-1][1].append((session, code, options))
             sizes[unit] = sizes.get(unit, 0) + len(code) + _weight(code)
             _unit_of[key] = unit
@@ -271,9 +293,14 @@ def configure() -> None:
     formatter._run_python = _cached_run(formatter._lpim_original_run)  # type: ignore[attr-defined]
 
 
-def set_page(src_uri: str) -> None:
+def page_id(src_uri: str, path: str) -> str:
+    """A page as the cache knows it: its name and its Markdown (a block may read its own page)."""
+    return f"{src_uri}@{hashlib.sha256(Path(path).read_bytes()).hexdigest()}"
+
+
+def set_page(src_uri: str, path: str) -> None:
     global _page
-    _page = src_uri
+    _page = page_id(src_uri, path)
 
 
 def finish() -> dict[str, int]:

@@ -9,22 +9,9 @@ for all of them:
 - matplotlib draws with the non-interactive Agg backend (pictures are inline SVG, drawn by
   ``scripts/docs_figures.py``, which is put on ``sys.path``).
 
-**Cache.** What a Python block prints is stored under ``.cache/docs-exec/`` (git-ignored;
-``LPIM_DOCS_CACHE`` moves it, ``LPIM_DOCS_CACHE=off`` turns it off) under a key made of the
-block's code, every earlier block of its session (the state it runs in), its page, and the
-inputs of every block: the source of ``lpim/`` and ``scripts/``, ``docs/data/``, and the
-versions of Python, torch, Hypothesis and markdown-exec. Change any of them and the block runs
-again; nothing else can change what it prints. A block that raises is never stored. On a hit
-the block is not run; when a later block of the same session misses, the session's earlier
-blocks are run first (their output dropped), so it runs in the state it would have had.
-
-**Parallel.** Before the pages are rendered, ``on_files`` reads every page's executed Python
-blocks and hands each *unit* (all blocks of one session, in page order; a block without a
-session alone) to a pool of worker processes, the longest first, which run them and fill the
-cache. When rendering reaches a block, it waits for its unit, or runs it itself if no worker has
-started it yet. Results reach the page only through the cache key, so a worker that ran
-something else cannot put a wrong output on a page. ``LPIM_DOCS_JOBS`` sets the number of
-workers (default: the CPU count; 0 runs everything in the mkdocs process).
+**Cache and parallel runs** (``scripts/docs_cache.py``): what each Python block prints is cached
+by everything it reads (``.cache/docs-exec/``; ``LPIM_DOCS_CACHE=off`` turns it off), and the
+blocks that miss run in worker processes before the pages are rendered (``LPIM_DOCS_JOBS``).
 """
 
 from __future__ import annotations
@@ -72,7 +59,7 @@ def on_files(files: Any, config: Any, **kwargs: Any) -> Any:
 def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
     import docs_cache
 
-    docs_cache.set_page(page.file.src_uri)
+    docs_cache.set_page(page.file.src_uri, page.file.abs_src_path)
     _started[page.file.src_uri] = time.perf_counter()
     return markdown
 
