@@ -45,8 +45,9 @@ def on_config(config: Any, **kwargs: Any) -> Any:
     from lpim._version import __version__
 
     docs_cache.configure()
-    if "lpim " not in (config.get("copyright") or ""):
-        config["copyright"] = f"lpim {__version__} · {config.get('copyright') or ''}".rstrip(" ·")
+    named = f"lpim {__version__}"
+    if named not in (config.get("copyright") or ""):  # `mkdocs serve` calls this on each rebuild
+        config["copyright"] = f"{named} · {config.get('copyright') or ''}".rstrip(" ·")
     return config
 
 
