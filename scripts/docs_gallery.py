@@ -71,6 +71,10 @@ def overridden_source(cls: type) -> str:
     return textwrap.dedent("\n".join(parts)).rstrip()
 
 
+#: The title of a reproducer's block: run, it raises the failure (``scripts/site_examples.py``).
+_REPRODUCER = "Reproducer: raises the failure when run"
+
+
 def _listing(cls: type) -> str:
     """The title of an override's source: a listing to read (its names live in the zoo)."""
     return f"Listing: {cls.__name__}'s override, in {cls.__module__.replace('.', '/')}.py"
@@ -157,7 +161,9 @@ def section(name: str) -> str:
     out.append(f"```text\n{report}\n```\n")
     if message:
         out.append(f"```text\n{message}\n```\n")
-        body = textwrap.indent(f"```python\n{reproducer.rstrip()}\n```", "    ")
+        body = textwrap.indent(
+            f'```python title="{_REPRODUCER}"\n{reproducer.rstrip()}\n```', "    "
+        )
         out.append(f'??? example "The reproducer it prints"\n\n{body}\n')
     else:
         out.append(
@@ -186,6 +192,6 @@ def _consumer_section(name: str) -> str:
         f"```text\n{report}\n```\n",
         f"```text\n{message}\n```\n",
     ]
-    body = textwrap.indent(f"```python\n{reproducer.rstrip()}\n```", "    ")
+    body = textwrap.indent(f'```python title="{_REPRODUCER}"\n{reproducer.rstrip()}\n```', "    ")
     out.append(f'??? example "The reproducer it prints"\n\n{body}\n')
     return "\n".join(out)

@@ -9,7 +9,8 @@ highlighted ``language-python`` blocks of the article, not mkdocstrings' signatu
 them in order, in one fresh ``python`` process per page, in an empty temporary folder, with only
 the installed lpim importable (not ``scripts/``, which holds the site's own helpers). A block
 that is a listing to read, not to run, says so in its title (``title="Listing: ..."``, shown
-above the code) and is skipped.
+above the code) and is skipped; a reproducer says in its title that it raises
+(``title="Reproducer: raises ..."``), and must.
 
 ``hidden_names`` is the static half, used by ``scripts/check_site.py``: the names a page's
 shown Python uses that none of its shown blocks defines (and Python does not provide).
@@ -36,6 +37,8 @@ from pathlib import Path
 
 #: A block whose title contains this (any case) is a listing to read, not to run.
 LISTING_MARK = "listing"
+#: A block whose title contains this (a reproducer) must raise when run: that is what it is for.
+RAISES_MARK = "raises"
 
 
 @dataclass
@@ -48,6 +51,10 @@ class Block:
     @property
     def is_listing(self) -> bool:
         return LISTING_MARK in self.title.lower()
+
+    @property
+    def raises(self) -> bool:
+        return RAISES_MARK in self.title.lower()
 
 
 @dataclass
@@ -200,12 +207,17 @@ _RUNNER = textwrap.dedent(
     import json, sys, traceback
     blocks = json.load(sys.stdin)
     namespace = {"__name__": "__main__"}
-    for number, code in blocks:
+    for number, code, raises in blocks:
         try:
             exec(compile(code, f"<block {number}>", "exec"), namespace)
-        except BaseException:
+        except Exception:
+            if raises:
+                continue  # a reproducer: raising is what its title says it does
             print(f"BLOCK {number} FAILED:", file=sys.stderr)
             traceback.print_exc()
+            sys.exit(1)
+        if raises:
+            print(f"BLOCK {number} FAILED: its title says it raises; it ran", file=sys.stderr)
             sys.exit(1)
     """
 )
@@ -223,7 +235,7 @@ class Outcome:
 def run_page(page: str, blocks: list[Block], timeout: float = 600.0) -> Outcome:
     """Run a page's blocks (listings skipped) in order in a fresh interpreter in an empty
     folder; the error, with the failing block, when one raised."""
-    runnable = [(n, b.code) for n, b in enumerate(blocks, 1) if not b.is_listing]
+    runnable = [(n, b.code, b.raises) for n, b in enumerate(blocks, 1) if not b.is_listing]
     env = {
         key: value
         for key, value in os.environ.items()

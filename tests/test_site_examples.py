@@ -90,3 +90,11 @@ def test_every_page_of_the_built_site_runs_as_shown() -> None:
         outcomes = list(pool.map(lambda url: site_examples.run_page(url, pages[url]), pages))
     failed = {o.page: o.error for o in outcomes if o.error}
     assert not failed, "\n\n".join(f"{page}:\n{error}" for page, error in failed.items())
+
+
+def test_a_reproducer_must_raise_and_nothing_else_may() -> None:
+    title = "Reproducer: raises the failure when run"
+    raising = site_examples.python_blocks(_page(_block("assert 1 == 2", title=title), _block("1")))
+    assert site_examples.run_page("p/", raising).error == ""
+    quiet = site_examples.python_blocks(_page(_block("x = 1", title=title)))
+    assert "its title says it raises" in site_examples.run_page("p/", quiet).error
