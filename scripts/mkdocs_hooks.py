@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -66,10 +67,29 @@ def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
 
 
 def on_page_content(html: str, page: Any, **kwargs: Any) -> str:
-    """Log how long each page's executed blocks took, to keep the build time in view."""
+    """Mark the output blocks that hold a report table; log how long each page's executed
+    blocks took, to keep the build time in view."""
     seconds = time.perf_counter() - _started.pop(page.file.src_uri, time.perf_counter())
     _log.info("page %s rendered in %.1f s", page.file.src_uri, seconds)
-    return html
+    return _OUTPUT_BLOCK.sub(_mark_report, html)
+
+
+# An output block (text or console) and, in its text, the rule under a plain-text table's header
+# (`-----  ----  ...`, as lpim's reports print it).
+_OUTPUT_BLOCK = re.compile(
+    r'<div class="language-(?:text|console|pycon) highlight">.*?</code></pre></div>', re.DOTALL
+)
+_TAGS = re.compile(r"<[^>]+>")
+_TABLE_RULE = re.compile(r"^\s*-{3,}(?: {2}-{3,})+\s*$", re.MULTILINE)
+
+
+def _mark_report(match: re.Match[str]) -> str:
+    """A report keeps the lines lpim prints: its block gets `lpim-report` (it scrolls sideways,
+    `docs/stylesheets/extra.css`); other output (a message, a diagnosis) wraps."""
+    block = match.group(0)
+    if not _TABLE_RULE.search(_TAGS.sub("", block)):
+        return block
+    return block.replace(" highlight", " highlight lpim-report", 1)
 
 
 def on_post_build(**kwargs: Any) -> None:
