@@ -43,7 +43,7 @@ def on_config(config: Any, **kwargs: Any) -> Any:
     """Put the cache in front of markdown-exec; name lpim's version in every page's footer."""
     import docs_cache
 
-    from lpim._version import __version__
+    from lpim import __version__
 
     docs_cache.configure()
     named = f"lpim {__version__}"

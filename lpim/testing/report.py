@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["VERDICTS", "CheckReport", "PropertyResult", "format_table"]
+__all__ = ["VERDICTS", "CheckReport", "PropertyResult", "format_table", "shorten", "wrap"]
 
 VERDICTS = ("pass", "FAIL", "skipped", "unsupported", "excluded")
 """What a row can say.
