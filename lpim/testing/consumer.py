@@ -26,27 +26,25 @@ from lpim._validation import check_callable
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
 from lpim.testing import consumer_properties
-from lpim.testing.arguments import (
-    check_other_inputs,
-    declared_width,
-    subject_name,
-    unknown_width,
-)
 from lpim.testing.consumer_properties import (
     Consumer,
     LaneConsumerPropertyError,
     nondeterminism_first,
     nondeterminism_from_flaky,
-    run_consumer,
 )
 from lpim.testing.driver import Case, Driver
-from lpim.testing.dtype_probe import dtype_unsupported, runs_at_float32
 from lpim.testing.engine import run_check
 from lpim.testing.errors import PropertyError
 from lpim.testing.options import CheckOptions, Given, options_of
 from lpim.testing.protocol import Subject, holds_attention
 from lpim.testing.report import CheckReport, PropertyResult
 from lpim.testing.reproducer import reproducer
+from lpim.testing.under_check import (
+    check_other_inputs,
+    consumer_unsupported,
+    read_embed_dim,
+    subject_name,
+)
 
 __all__ = ["ConsumerSide", "check_lane_consumer", "check_lane_consumer_with"]
 
@@ -157,7 +155,7 @@ class ConsumerSide:
         self.embed_dim = (
             options.embed_dim
             if options.embed_dim is not None
-            else _read_embed_dim(self.consumer, options)
+            else read_embed_dim(self.consumer, options)
         )
         self.names = list(options.properties or property_names("consumer"))
         if options.other_inputs is not None:
@@ -174,7 +172,7 @@ class ConsumerSide:
     ) -> Iterator[Case[LaneSet] | PropertyResult]:
         options, target = self.options, self.device
         prepared = Subject.prepare(self.consumer, dtype, target).encoder
-        unsupported = _consumer_unsupported(
+        unsupported = consumer_unsupported(
             self.consumer, prepared, self.embed_dim, dtype, target, options
         )
         for name in self.names:
@@ -244,53 +242,3 @@ def _translate(
         f"Hypothesis could not check {name}: {type(error).__name__}: {error}",
         last[0] if last else LaneSet(torch.zeros(0, 0, 1), torch.zeros(0, 0, dtype=torch.bool)),
     )
-
-
-def _consumer_unsupported(
-    consumer: Consumer,
-    prepared: Consumer,
-    embed_dim: int,
-    dtype: torch.dtype,
-    device: torch.device,
-    options: CheckOptions,
-) -> str:
-    """Why the consumer cannot run at `dtype` ('' if it can, or if its crash is not the
-    dtype's), decided by experiment (`lpim.testing.dtype_probe`): one real lane, no padding,
-    at the dtype and at plain float32. A consumer that needs other inputs crashes at float32
-    too without them, so its dtype is left for the rows to try."""
-
-    def lanes(at: torch.dtype) -> LaneSet:
-        return LaneSet(
-            torch.linspace(-1, 1, embed_dim).reshape(1, 1, embed_dim).to(device=device, dtype=at),
-            torch.ones(1, 1, dtype=torch.bool, device=device),
-        )
-
-    def at_float32() -> None:
-        run_consumer(Subject.prepare(consumer, torch.float32, device).encoder, lanes(torch.float32))
-
-    return dtype_unsupported(
-        lambda: run_consumer(prepared, lanes(dtype)),
-        lambda: runs_at_float32(at_float32, device),
-        dtype,
-        device,
-        mode="cast to it",
-        alternative=f"check it at float32 ({options.how_to_pass('dtype', 'float32')}), which "
-        "it runs",
-    )
-
-
-_EMBED_DIM_ATTRIBUTES = ("embed_dim", "d_model", "lane_dim")
-
-
-def _read_embed_dim(consumer: Consumer, options: CheckOptions) -> int:
-    """`C` from an attribute (`_EMBED_DIM_ATTRIBUTES`)."""
-    declared = declared_width(consumer, _EMBED_DIM_ATTRIBUTES)
-    if declared is None:
-        raise unknown_width(
-            "check_lane_consumer",
-            consumer,
-            "the lane embedding width C",
-            _EMBED_DIM_ATTRIBUTES,
-            options.how_to_pass("embed_dim", "C", placeholder=True),
-        )
-    return declared
