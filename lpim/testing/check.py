@@ -1,10 +1,12 @@
 """`check_encoder`: every property at every dtype, under the user's data contract.
 
-The rows are run by the shared `lpim.testing.driver.Driver`; this module knows what is
-particular to encoders: copying a module to a dtype (`precision="cast"`) or running it under
-`torch.autocast` (`precision="autocast"`), telling a dtype the encoder cannot run
-(`unsupported`) from a bug, which padded-slot contents each property draws, the
-reproducer, and what empty lanes give.
+The rows are run by the one engine (`lpim.testing.engine`) through the shared
+`lpim.testing.driver.Driver`; this module wires what is particular to encoders: the options,
+the data contract (which padded-slot contents each property draws, the asserts' keywords),
+the precision mode (a dtype copy, `precision="cast"`, or `torch.autocast`,
+`precision="autocast"`), the reproducer, and what empty lanes give. The encoder itself is
+handed once to `lpim.testing.under_check.EncoderUnderCheck` (its width, device, copies, the
+dtype probe) and reached only through it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from lpim.strategies import (
 )
 from lpim.testing import properties as props
 from lpim.testing.contract import DataContract
-from lpim.testing.deadline import HangMemory
 from lpim.testing.driver import Case, Driver
 from lpim.testing.engine import DATABASE_ENV, DEFAULT_DTYPES, DEFAULT_SETTINGS, run_check
 from lpim.testing.errors import EncoderPropertyError, PropertyError
@@ -46,22 +47,10 @@ from lpim.testing.protocol import (
     Subject,
 )
 from lpim.testing.report import CheckReport, PropertyResult
-from lpim.testing.reproducer import deadline_call, reproducer
+from lpim.testing.reproducer import deadline_call
 from lpim.testing.under_check import (
-    as_called,
-    check_channel,
-    check_other_inputs,
-    check_output,
-    database_key,
-    dtypes_own,
-    encoder_unsupported,
-    given_inputs,
-    inputs_words,
-    point_dim_of,
-    prepare_at,
+    EncoderUnderCheck,
     probe_batch,
-    with_empty_lanes,
-    with_inputs,
 )
 
 __all__ = [
@@ -226,52 +215,43 @@ def check_encoder_with(encoder: Encoder, options: CheckOptions) -> CheckReport:
         As `check_encoder`.
     """
     __tracebackhide__ = True
-    encoder, name = as_called(encoder, options)  # handed down once: all it needs is below
-    return run_check(EncoderSide(encoder), encoder, name, options)
+    side = EncoderSide(encoder, options)  # the encoder is handed down once and stays below
+    return run_check(side, side.under.code, side.under.name, options)
 
 
 class EncoderSide:
-    """The encoder's share of the engine (`lpim.testing.engine.CheckSide`): copying the module
-    to a dtype (`precision="cast"`) or running it under `torch.autocast`, telling a dtype
-    the encoder cannot run (`unsupported`) from a bug, which padded-slot contents each property
-    draws, the reproducer, and what empty lanes give."""
+    """The encoder's share of the engine (`lpim.testing.engine.CheckSide`): it wires the
+    options, the data contract and the engine, running each property at a dtype copy
+    (`precision="cast"`) or under `torch.autocast`, with the padded-slot contents each property
+    draws, its reproducer and what empty lanes give. The encoder itself is reached only through
+    `lpim.testing.under_check.EncoderUnderCheck`."""
 
-    def __init__(self, encoder: Encoder) -> None:
-        self.encoder = encoder
+    def __init__(self, encoder: Encoder, options: CheckOptions) -> None:
+        self.under = EncoderUnderCheck(encoder, options)
         self.empty_lanes_seen = ""
-        # One hang is enough: after it, every call of the encoder, at every dtype, raises at
-        # once, so a hanging encoder ends the check within two hard stops.
-        self.hangs = HangMemory()
 
     def prepare(self, options: CheckOptions) -> None:
         self.options = options
         self.contract_ = DataContract.from_options(options)
-        self.point_dim = point_dim_of(options, self.encoder)
-        check_channel(options, self.point_dim)
-        self.device = torch.device(options.device)
-        if options.other_inputs is not None:
-            check_other_inputs(options, self.device)
-        self.features = check_output(self.encoder, self.point_dim, self.device, options, self.hangs)
+        self.under.read()
         self.names = list(options.properties or CHECKED_PROPERTIES)
 
     def contract(self) -> str:
-        return self.contract_.describe() + inputs_words(self.options)
+        return self.contract_.describe() + self.under.inputs_words()
 
     def rows(
         self, dtype: torch.dtype, settings: Settings, driver: Driver[LaneBatch]
     ) -> Iterator[Case[LaneBatch] | PropertyResult]:
-        options, contract, target, dim = self.options, self.contract_, self.device, self.point_dim
+        options, contract, under = self.options, self.contract_, self.under
+        target, dim = under.device, under.point_dim
         autocast = options.precision == "autocast" and dtype in (torch.bfloat16, torch.float16)
         held_dtype = torch.float32 if autocast else dtype
         context = _autocast(target, dtype) if autocast else contextlib.nullcontext
-        subject = prepare_at(self.encoder, held_dtype, dtype, target, dim, driver, options)
+        subject = under.at(held_dtype, dtype, driver)
         if subject is None:
             return
-        subject.deadline, subject.hangs = options.deadline, self.hangs
         with context():
-            unsupported = encoder_unsupported(
-                subject, dim, dtype, autocast, options, float32_runs=self.features is not None
-            )
+            unsupported = under.unsupported(subject, dtype, autocast)
         # Nondeterminism shows on any batch: a fifth of the examples is plenty for `deterministic`
         # (a nondeterministic encoder that slips through makes a later property Flaky, which is
         # reported as `deterministic` too).
@@ -297,37 +277,30 @@ class EncoderSide:
             yield Case(
                 property_name=name,
                 dtype=dtype,
-                strategy=with_inputs(
+                strategy=under.batches(
                     contract.batches(
                         point_dim=dim,
                         dtype=held_dtype,
                         device=target,
                         garbage=_drawn_garbage(prop, contract),
-                    ),
-                    options.other_inputs,
+                    )
                 ),
                 check=functools.partial(check, subject),
                 settings=twice if name == "deterministic" else settings,
-                database_key=f"lpim:{name}:{dtype}:{options.precision}:"
-                f"{database_key(self.encoder)}",
-                reproducer=functools.partial(
-                    _reproducer, name, self.encoder, options.factory, subject, contract, autocast
-                ),
+                database_key=f"lpim:{name}:{dtype}:{options.precision}:{under.database_key}",
+                reproducer=functools.partial(_reproducer, name, under, subject, contract, autocast),
                 context=context,
                 translate=functools.partial(_translate, name, subject),
                 pass_note=functools.partial(_reference_note, subject),
                 exercised=_EXERCISED.get(prop.exercised_by),
                 exercised_by=EXERCISED_BY.get(prop.exercised_by, ""),
-                subject_features=self.features,
-                dtypes_own=functools.partial(
-                    dtypes_own, self.encoder, subject, dtype, autocast, context, options
-                ),
+                subject_features=under.features,
+                dtypes_own=functools.partial(under.dtypes_own, subject, dtype, autocast, context),
             )
         if not self.empty_lanes_seen and contract.empty_lanes is not False and not unsupported:
             with context():
                 self.empty_lanes_seen = props.empty_lane_values(
-                    subject,
-                    given_inputs(with_empty_lanes(dim, held_dtype, target), options.other_inputs),
+                    subject, under.with_empty_lanes(held_dtype)
                 )
 
     def notes(self, report: CheckReport) -> None:
@@ -416,8 +389,7 @@ def _assert_keywords(prop: Property, contract: DataContract) -> dict[str, object
 
 def _reproducer(
     name: str,
-    encoder: Encoder,
-    factory: str | None,
+    under: EncoderUnderCheck,
     subject: Subject,
     contract: DataContract,
     autocast: bool,
@@ -436,13 +408,11 @@ def _reproducer(
     example = failure.example
     if not isinstance(example, LaneBatch):
         raise TypeError(f"an encoder failure's example is a LaneBatch; got {type(example)}")
-    return reproducer(
+    return under.reproducer(
         example,
         assert_name,
         failed,
-        encoder,
-        factory,
-        call,
+        call=call,
         keywords=keywords,
         autocast=failure.dtype if autocast else None,
     )

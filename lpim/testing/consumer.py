@@ -22,7 +22,6 @@ from lpim._properties import (
     property_names,
     reproducing_property,
 )
-from lpim._validation import check_callable
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
 from lpim.testing import consumer_properties
@@ -36,15 +35,8 @@ from lpim.testing.driver import Case, Driver
 from lpim.testing.engine import run_check
 from lpim.testing.errors import PropertyError
 from lpim.testing.options import CheckOptions, Given, options_of
-from lpim.testing.protocol import Subject, holds_attention
 from lpim.testing.report import CheckReport, PropertyResult
-from lpim.testing.reproducer import reproducer
-from lpim.testing.under_check import (
-    check_other_inputs,
-    consumer_unsupported,
-    read_embed_dim,
-    subject_name,
-)
+from lpim.testing.under_check import ConsumerUnderCheck
 
 __all__ = ["ConsumerSide", "check_lane_consumer", "check_lane_consumer_with"]
 
@@ -138,31 +130,23 @@ def check_lane_consumer_with(consumer: Consumer, options: CheckOptions) -> Check
         As `check_lane_consumer`.
     """
     __tracebackhide__ = True
-    check_callable(consumer, "consumer", "consumer(lane_embedding, lane_mask, *args, **kwargs)")
-    return run_check(ConsumerSide(consumer), consumer, subject_name(consumer), options)
+    side = ConsumerSide(consumer, options)  # the consumer is handed down once and stays below
+    return run_check(side, side.under.code, side.under.name, options)
 
 
 class ConsumerSide:
-    """The consumer's share of the engine (`lpim.testing.engine.CheckSide`): lane sets with
-    the consumer's other inputs, its width, its unsupported-dtype probe and its reproducer."""
+    """The consumer's share of the engine (`lpim.testing.engine.CheckSide`): it wires the
+    options and the engine, drawing lane sets with the consumer's other inputs, with its
+    reproducer. The consumer itself is reached only through
+    `lpim.testing.under_check.ConsumerUnderCheck`."""
 
-    def __init__(self, consumer: Consumer) -> None:
-        self.consumer = consumer
+    def __init__(self, consumer: Consumer, options: CheckOptions) -> None:
+        self.under = ConsumerUnderCheck(consumer, options)
 
     def prepare(self, options: CheckOptions) -> None:
         self.options = options
-        self.device = torch.device(options.device)
-        self.embed_dim = (
-            options.embed_dim
-            if options.embed_dim is not None
-            else read_embed_dim(self.consumer, options)
-        )
         self.names = list(options.properties or property_names("consumer"))
-        if options.other_inputs is not None:
-            check_other_inputs(options, self.device)
-        # What it does, for the causes a failure lists: attention modules are found in its
-        # module tree (running it would need its other inputs); unknown otherwise.
-        self.features = frozenset({"attention"}) if holds_attention(self.consumer) else None
+        self.under.read()
 
     def contract(self) -> str:
         return ""
@@ -170,11 +154,9 @@ class ConsumerSide:
     def rows(
         self, dtype: torch.dtype, settings: Settings, driver: Driver[LaneSet]
     ) -> Iterator[Case[LaneSet] | PropertyResult]:
-        options, target = self.options, self.device
-        prepared = Subject.prepare(self.consumer, dtype, target).encoder
-        unsupported = consumer_unsupported(
-            self.consumer, prepared, self.embed_dim, dtype, target, options
-        )
+        options, under = self.options, self.under
+        prepared = under.at(dtype)
+        unsupported = under.unsupported(prepared, dtype)
         for name in self.names:
             prop = CONSUMER_PROPERTIES[name]
             if not prop.is_declared(options.order_invariant):
@@ -191,20 +173,20 @@ class ConsumerSide:
                 strategy=lane_sets(
                     batch_size=options.batch_size,
                     num_lanes=options.num_lanes,
-                    embed_dim=self.embed_dim,
+                    embed_dim=under.embed_dim,
                     garbage=_garbage(prop),
                     dtype=dtype,
-                    device=target,
+                    device=under.device,
                     other_inputs=options.other_inputs,
                 ),
                 check=functools.partial(nondeterminism_first(assert_property), prepared),
                 settings=settings,
-                database_key=f"lpim-consumer:{name}:{dtype}:{subject_name(self.consumer)}",
-                reproducer=functools.partial(_reproducer, name, self.consumer, options.factory),
+                database_key=f"lpim-consumer:{name}:{dtype}:{under.name}",
+                reproducer=functools.partial(_reproducer, name, under),
                 translate=functools.partial(_translate, name, prepared),
                 exercised=_EXERCISED.get(prop.exercised_by),
                 exercised_by=EXERCISED_BY.get(prop.exercised_by, ""),
-                subject_features=self.features,
+                subject_features=under.features,
             )
 
     def notes(self, report: CheckReport) -> None:
@@ -217,15 +199,13 @@ _EXERCISED: dict[str, Callable[[LaneSet], bool]] = {
 }
 
 
-def _reproducer(
-    name: str, consumer: Consumer, factory: str | None, failure: PropertyError[LaneSet]
-) -> str:
+def _reproducer(name: str, under: ConsumerUnderCheck, failure: PropertyError[LaneSet]) -> str:
     failed = failure.property_name
     assert_name = reproducing_property("consumer", name, failed).assert_name
     example = failure.example
     if not isinstance(example, LaneSet):
         raise TypeError(f"a consumer failure's example is a LaneSet; got {type(example)}")
-    return reproducer(example, assert_name, failed, consumer, factory)
+    return under.reproducer(example, assert_name, failed)
 
 
 def _translate(

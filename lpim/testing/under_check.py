@@ -1,20 +1,23 @@
 """The code under check, for a whole check: everything a check needs to know of it.
 
-[`Subject`][lpim.testing.protocol.Subject] (in `lpim.testing.protocol`, the calling convention)
-calls one encoder at one dtype; this module holds what a check learns of the code it is given
-before and around those calls, so that the checks (`lpim.testing.check`,
-`lpim.testing.consumer`) only wire the options, the data contract and the engine, and hand the
-code under check downwards, here, once:
+A check's door hands the code it is given down here once, as an
+[`EncoderUnderCheck`][lpim.testing.under_check.EncoderUnderCheck] or a
+[`ConsumerUnderCheck`][lpim.testing.under_check.ConsumerUnderCheck], and keeps only that object:
+the checks (`lpim.testing.check`, `lpim.testing.consumer`) wire the options, the data contract
+and the engine, and never touch the code itself. What both sides share is
+[`UnderCheck`][lpim.testing.under_check.UnderCheck]. An object here knows:
 
-- its name (reports, the example database) and the encoder as it is called (`as_called`:
-  through `Adapted` when the options say how it takes its inputs);
-- its widths: the point dimension `D` of an encoder, the embedding width `C` of a consumer
-  (declared, read off its layers, confirmed by a probe call);
-- its device, its copies at a dtype (`prepare_at`) and the batches made outside the rows
-  (`probe_batch`, `with_empty_lanes`, with its other inputs: `given_inputs`);
-- the first call that checks its output (`check_output`), and the dtype probe wired to it
-  (`encoder_unsupported`, `consumer_unsupported`, `dtypes_own`; the experiment itself is
-  `lpim.testing.dtype_probe`).
+- the code as it is called (an encoder through `Adapted` when the options say how it takes its
+  inputs) and its name (reports, the example database);
+- its widths: the point dimension `D` of an encoder (declared, else read off its layers and
+  confirmed by a probe call), the embedding width `C` of a consumer;
+- its device, its copies at a dtype (`Subject`s, one hang memory for all), the batches made
+  outside the rows (with its other inputs);
+- the first call that checks an encoder's output, and the dtype probe wired to it (the
+  experiment itself is `lpim.testing.dtype_probe`).
+
+How one copy at one dtype is called (copies of the inputs, the deadline, the float64 twin) is
+[`Subject`][lpim.testing.protocol.Subject], in `lpim.testing.protocol`, below.
 """
 
 from __future__ import annotations
@@ -55,45 +58,15 @@ from lpim.testing.report import PropertyResult
 from lpim.testing.reproducer import reproducer
 
 __all__ = [
-    "as_called",
-    "check_channel",
+    "ConsumerUnderCheck",
+    "EncoderUnderCheck",
+    "UnderCheck",
     "check_other_inputs",
-    "check_output",
-    "consumer_unsupported",
-    "database_key",
     "declared_width",
-    "dtypes_own",
-    "encoder_unsupported",
-    "given_inputs",
-    "inputs_words",
-    "point_dim_of",
-    "prepare_at",
     "probe_batch",
-    "read_embed_dim",
     "subject_name",
     "unknown_width",
-    "with_empty_lanes",
-    "with_inputs",
 ]
-
-
-def as_called(encoder: Encoder, options: CheckOptions) -> tuple[Encoder, str]:
-    """The encoder as the check calls it, and its name for the report: seen through
-    `Adapted` when `output`, `argument_names` or `point_mask_as` say how it takes its inputs
-    (the name stays the user's class).
-
-    Raises:
-        lpim.errors.UsageTypeError: `encoder` is not callable.
-    """
-    check_callable(encoder, "encoder", "encoder(points, point_mask)")
-    name = subject_name(encoder)
-    if (
-        options.output is not None
-        or options.argument_names
-        or options.point_mask_as != "point_mask"
-    ):
-        encoder = Adapted(encoder, options.point_mask_as, options.argument_names, options.output)
-    return encoder, name
 
 
 def subject_name(encoder: object) -> str:
@@ -159,7 +132,7 @@ def check_other_inputs(options: CheckOptions, device: torch.device) -> None:
         )
 
 
-def prepare_at(
+def _prepare_at(
     encoder: Encoder,
     held_dtype: torch.dtype,
     row_dtype: torch.dtype,
@@ -190,7 +163,7 @@ def prepare_at(
             "plain tensor attribute should be a registered buffer), or check on its device "
             "(device=...)"
         )
-    probe = given_inputs(probe_batch(point_dim, held_dtype, device), options.other_inputs)
+    probe = _given_inputs(probe_batch(point_dim, held_dtype, device), options.other_inputs)
     failure = EncoderPropertyError("runs", problem, probe)
     failure.__cause__ = cause
     failure.attach_reproducer(
@@ -210,14 +183,14 @@ def probe_batch(point_dim: int, dtype: torch.dtype, device: torch.device) -> Lan
     ).to(device=device)
 
 
-def with_inputs(
+def _with_inputs(
     batches: st.SearchStrategy[LaneBatch], other_inputs: OtherInputs | None
 ) -> st.SearchStrategy[LaneBatch]:
     """The batches, each with the encoder's other inputs drawn for it (when it takes any)."""
     return batches if other_inputs is None else with_other_inputs(batches, other_inputs)
 
 
-def given_inputs(batch: LaneBatch, other_inputs: OtherInputs | None) -> LaneBatch:
+def _given_inputs(batch: LaneBatch, other_inputs: OtherInputs | None) -> LaneBatch:
     """`batch` with the encoder's other inputs for its `B` samples (as it is without any):
     the simplest that `other_inputs` draws (Hypothesis' `find`, so the same every run), for
     the probes made outside the rows."""
@@ -235,7 +208,7 @@ def given_inputs(batch: LaneBatch, other_inputs: OtherInputs | None) -> LaneBatc
     return simplest.to(device=device, dtype=dtype)
 
 
-def with_empty_lanes(point_dim: int, dtype: torch.dtype, device: torch.device) -> LaneBatch:
+def _with_empty_lanes(point_dim: int, dtype: torch.dtype, device: torch.device) -> LaneBatch:
     """Two samples of three lanes, four of whose are empty: what empty lanes give."""
     point_mask = torch.zeros(2, 3, 4, dtype=torch.bool)
     point_mask[0, 0, :3] = True
@@ -246,7 +219,7 @@ def with_empty_lanes(point_dim: int, dtype: torch.dtype, device: torch.device) -
     )
 
 
-def check_output(
+def _check_output(
     encoder: Encoder,
     point_dim: int,
     device: torch.device,
@@ -260,7 +233,7 @@ def check_output(
     Returns:
         What the encoder was seen to do, for the causes a failure lists: `{"attention"}` when
         it calls attention (an attention op ran, or it holds an attention module); None when
-        the call did not run (the dtype probe's float32 side: `encoder_unsupported`).
+        the call did not run (the dtype probe's float32 side: `_encoder_unsupported`).
 
     Raises:
         UsageValueError: what came back, and the option that chooses.
@@ -270,7 +243,7 @@ def check_output(
         subject.deadline, subject.hangs = options.deadline, hangs
         with torch.no_grad(), count_dispatch() as count:
             subject(
-                given_inputs(probe_batch(point_dim, torch.float32, device), options.other_inputs)
+                _given_inputs(probe_batch(point_dim, torch.float32, device), options.other_inputs)
             )
     except NoLaneEmbedding as error:
         chooses = options.how_to_pass("output", "INDEX|NAME", placeholder=True)
@@ -284,7 +257,7 @@ def check_output(
     return frozenset({"attention"}) if attends else frozenset()
 
 
-def encoder_unsupported(
+def _encoder_unsupported(
     subject: Subject,
     point_dim: int,
     dtype: torch.dtype,
@@ -295,13 +268,13 @@ def encoder_unsupported(
     """Why the encoder cannot run at `dtype` ('' if it can, or if its crash is not the
     dtype's), decided by experiment (`lpim.testing.dtype_probe`): one unpadded lane at the
     dtype, in the precision mode checked, against the same lane at plain float32, which
-    `check_output` already ran (`float32_runs`)."""
+    `_check_output` already ran (`float32_runs`)."""
 
     def at_dtype() -> None:
         with torch.no_grad():
             try:
                 probe = probe_batch(point_dim, subject.dtype, subject.device)
-                subject(given_inputs(probe, options.other_inputs))
+                subject(_given_inputs(probe, options.other_inputs))
             except DeadlineExceeded:
                 pass  # slow, not unsupported: the rows report `deadline`
 
@@ -322,7 +295,7 @@ def encoder_unsupported(
     )
 
 
-def dtypes_own(
+def _dtypes_own(
     encoder: Encoder,
     subject: Subject,
     dtype: torch.dtype,
@@ -368,7 +341,7 @@ def dtypes_own(
     )
 
 
-def point_dim_of(options: CheckOptions, encoder: Encoder) -> int:
+def _point_dim_of(options: CheckOptions, encoder: Encoder) -> int:
     """`D`: `point_dim` as given (checked against the encoder's `in_dim`), else read."""
     if options.point_dim is None:
         return _read_point_dim(encoder, options)
@@ -382,7 +355,7 @@ def point_dim_of(options: CheckOptions, encoder: Encoder) -> int:
     return options.point_dim
 
 
-def check_channel(options: CheckOptions, point_dim: int) -> None:
+def _check_channel(options: CheckOptions, point_dim: int) -> None:
     """A validity channel's index must fall among the encoder's `D + 1` channels."""
     channel = mask_channel(options.point_mask_as)
     if channel is None:
@@ -396,11 +369,11 @@ def check_channel(options: CheckOptions, point_dim: int) -> None:
         )
 
 
-def database_key(encoder: object) -> str:
+def _database_key(encoder: object) -> str:
     """What tells encoders apart in the example database: a module's class, else the
     callable's own qualified name (every plain function shares one class)."""
     if isinstance(encoder, Adapted):
-        return database_key(encoder.inner)
+        return _database_key(encoder.inner)
     if isinstance(encoder, torch.nn.Module):
         return subject_name(encoder)
     target = getattr(encoder, "func", encoder)  # functools.partial
@@ -461,7 +434,7 @@ def _runs_with(encoder: Encoder, point_dim: int, options: CheckOptions) -> bool:
             probe = probe_batch(point_dim, dtype or torch.float32, torch.device("cpu"))
             if first is not None:
                 probe = probe.to(device=first.device)
-            probe = given_inputs(probe, options.other_inputs)
+            probe = _given_inputs(probe, options.other_inputs)
             if options.deadline is None:
                 probe.call(encoder)
             else:
@@ -477,7 +450,7 @@ def _parameters_and_buffers(encoder: Encoder) -> Iterator[torch.Tensor]:
         yield from module.buffers()
 
 
-def inputs_words(options: CheckOptions) -> str:
+def _inputs_words(options: CheckOptions) -> str:
     """How the encoder was given its inputs, for the report's header ('' for lpim's own
     `encoder(points, point_mask)`): a pass claims no more than the call that was checked."""
     said = []
@@ -491,7 +464,7 @@ def inputs_words(options: CheckOptions) -> str:
     return f"; the encoder given {' and '.join(said)}" if said else ""
 
 
-def consumer_unsupported(
+def _consumer_unsupported(
     consumer: Consumer,
     prepared: Consumer,
     embed_dim: int,
@@ -527,7 +500,7 @@ def consumer_unsupported(
 _EMBED_DIM_ATTRIBUTES = ("embed_dim", "d_model", "lane_dim")
 
 
-def read_embed_dim(consumer: Consumer, options: CheckOptions) -> int:
+def _read_embed_dim(consumer: Consumer, options: CheckOptions) -> int:
     """`C` from an attribute (`_EMBED_DIM_ATTRIBUTES`)."""
     declared = declared_width(consumer, _EMBED_DIM_ATTRIBUTES)
     if declared is None:
@@ -539,3 +512,191 @@ def read_embed_dim(consumer: Consumer, options: CheckOptions) -> int:
             options.how_to_pass("embed_dim", "C", placeholder=True),
         )
     return declared
+
+
+class UnderCheck:
+    """What both sides know of the code under check, for a whole check: the code as it is
+    called (`code`), its name, the options, the device. Built by a check's side, which hands
+    the code down here once and keeps only this object: every later use of the code goes
+    through it.
+
+    Args:
+        code: the encoder or consumer as the user gave it.
+        options: the check's options.
+        role: what it is, for the error (`"encoder"`).
+        call: how it is called, for the error (`"encoder(points, point_mask)"`).
+
+    Raises:
+        lpim.errors.UsageTypeError: `code` is not callable.
+    """
+
+    def __init__(self, code: Any, options: CheckOptions, role: str, call: str) -> None:
+        self.name = subject_name(code)  # the user's class, even when called through `Adapted`
+        check_callable(code, role, call)
+        self.code, self.options = code, options
+        self.device = torch.device(options.device)
+        self.features: frozenset[str] | None = None
+
+    def read(self) -> None:
+        """Check what only the code's own check can (called inside the engine's saved state,
+        since reading a width may call the code): its other inputs, when it takes any.
+
+        Raises:
+            UsageValueError: as `check_other_inputs`.
+            UsageTypeError: as `check_other_inputs`.
+        """
+        if self.options.other_inputs is not None:
+            check_other_inputs(self.options, self.device)
+
+    def reproducer(
+        self, example: LaneBatch | LaneSet, assert_name: str, failed: str, **how: Any
+    ) -> str:
+        """Source that rebuilds the code (`factory`, else its class) and re-raises `failed` on
+        `example` (`how`: `lpim.testing.reproducer.reproducer`'s `call`, `keywords`,
+        `autocast`)."""
+        return reproducer(example, assert_name, failed, self.code, self.options.factory, **how)
+
+
+class EncoderUnderCheck(UnderCheck):
+    """One encoder for a whole check (`check_encoder`): as it is called, its point dimension,
+    its device, its copies at each dtype (with one hang memory), the batches made outside the
+    rows, its first output check and the dtype probe wired to it.
+
+    Args:
+        encoder: the encoder as the user gave it (seen through `Adapted` when the options say
+            how it takes its inputs).
+        options: the check's options.
+
+    Raises:
+        lpim.errors.UsageTypeError: `encoder` is not callable.
+    """
+
+    def __init__(self, encoder: Encoder, options: CheckOptions) -> None:
+        super().__init__(encoder, options, "encoder", "encoder(points, point_mask)")
+        if (
+            options.output is not None
+            or options.argument_names
+            or options.point_mask_as != "point_mask"
+        ):  # how it takes its inputs is said: it is called through the protocol's adapter
+            self.code = Adapted(
+                encoder, options.point_mask_as, options.argument_names, options.output
+            )
+        # One hang is enough: after it, every call of the encoder, at every dtype, raises at
+        # once, so a hanging encoder ends the check within two hard stops.
+        self.hangs = HangMemory()
+        self.point_dim = 0
+
+    def read(self) -> None:
+        """Its point dimension (declared, else read and confirmed by a probe call), a validity
+        channel within it, its other inputs, and one call that finds its lane embedding
+        (`_check_output`: `features`).
+
+        Raises:
+            UsageValueError: a width, channel, other inputs or output the check cannot use.
+        """
+        self.point_dim = _point_dim_of(self.options, self.code)
+        _check_channel(self.options, self.point_dim)
+        super().read()
+        self.features = _check_output(
+            self.code, self.point_dim, self.device, self.options, self.hangs
+        )
+
+    @property
+    def database_key(self) -> str:
+        """What tells encoders apart in the example database (`_database_key`)."""
+        return _database_key(self.code)
+
+    def inputs_words(self) -> str:
+        """How the encoder was given its inputs, for the report's header (`_inputs_words`)."""
+        return _inputs_words(self.options)
+
+    def at(
+        self, held_dtype: torch.dtype, row_dtype: torch.dtype, driver: Driver[LaneBatch]
+    ) -> Subject | None:
+        """The encoder copied to `held_dtype` on the device, timed by the check's deadline and
+        sharing its hang memory; None (a `runs` row failed on `driver`) when it cannot be
+        (`_prepare_at`)."""
+        subject = _prepare_at(
+            self.code, held_dtype, row_dtype, self.device, self.point_dim, driver, self.options
+        )
+        if subject is not None:
+            subject.deadline, subject.hangs = self.options.deadline, self.hangs
+        return subject
+
+    def unsupported(self, subject: Subject, dtype: torch.dtype, autocast: bool) -> str:
+        """Why the encoder cannot run at `dtype` ('' if it can): `_encoder_unsupported`, against
+        the float32 call `read` made."""
+        return _encoder_unsupported(
+            subject,
+            self.point_dim,
+            dtype,
+            autocast,
+            self.options,
+            float32_runs=self.features is not None,
+        )
+
+    def dtypes_own(
+        self,
+        subject: Subject,
+        dtype: torch.dtype,
+        autocast: bool,
+        context: Callable[[], Any],
+        failure: PropertyError[LaneBatch],
+    ) -> str:
+        """Why `failure` is the dtype's and not the encoder's ('' when it is the encoder's):
+        `_dtypes_own`."""
+        return _dtypes_own(self.code, subject, dtype, autocast, context, self.options, failure)
+
+    def batches(self, batches: st.SearchStrategy[LaneBatch]) -> st.SearchStrategy[LaneBatch]:
+        """`batches`, each with the encoder's other inputs drawn for it (`_with_inputs`)."""
+        return _with_inputs(batches, self.options.other_inputs)
+
+    def with_empty_lanes(self, dtype: torch.dtype) -> LaneBatch:
+        """The batch that shows what empty lanes give, at `dtype`, with its other inputs."""
+        batch = _with_empty_lanes(self.point_dim, dtype, self.device)
+        return _given_inputs(batch, self.options.other_inputs)
+
+
+class ConsumerUnderCheck(UnderCheck):
+    """One lane-set consumer for a whole check (`check_lane_consumer`): its embedding width,
+    its device, its copies at each dtype and the dtype probe wired to it.
+
+    Args:
+        consumer: the consumer as the user gave it.
+        options: the check's options.
+
+    Raises:
+        lpim.errors.UsageTypeError: `consumer` is not callable.
+    """
+
+    def __init__(self, consumer: Consumer, options: CheckOptions) -> None:
+        call = "consumer(lane_embedding, lane_mask, *args, **kwargs)"
+        super().__init__(consumer, options, "consumer", call)
+        self.embed_dim = 0
+
+    def read(self) -> None:
+        """Its embedding width (`embed_dim`, else declared), its other inputs, and what it does
+        (`features`: attention modules found in its module tree; running it would need its
+        other inputs, so what it does is otherwise unknown).
+
+        Raises:
+            UsageValueError: a width or other inputs the check cannot use.
+        """
+        options = self.options
+        self.embed_dim = (
+            options.embed_dim
+            if options.embed_dim is not None
+            else _read_embed_dim(self.code, options)
+        )
+        super().read()
+        self.features = frozenset({"attention"}) if holds_attention(self.code) else None
+
+    def at(self, dtype: torch.dtype) -> Consumer:
+        """A copy of the consumer in eval mode at `dtype` on the device (modules only)."""
+        return Subject.prepare(self.code, dtype, self.device).encoder
+
+    def unsupported(self, prepared: Consumer, dtype: torch.dtype) -> str:
+        """Why the consumer cannot run at `dtype` ('' if it can): `_consumer_unsupported`."""
+        return _consumer_unsupported(
+            self.code, prepared, self.embed_dim, dtype, self.device, self.options
+        )
