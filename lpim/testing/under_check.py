@@ -45,6 +45,7 @@ from lpim.testing.dtype_probe import dtype_unsupported, runs_at_float32
 from lpim.testing.errors import EncoderPropertyError, PropertyError
 from lpim.testing.options import CheckOptions, mask_channel
 from lpim.testing.protocol import (
+    POINT_DIM_ATTRIBUTES,
     Adapted,
     DeadlineExceeded,
     Encoder,
@@ -382,14 +383,11 @@ def _database_key(encoder: object) -> str:
     return f"{module}.{name}" if name and module else subject_name(encoder)
 
 
-_POINT_DIM_ATTRIBUTES = ("in_dim", "point_dim", "input_dim", "in_channels", "in_features")
-
-
 def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
-    """`D` from an attribute (`_POINT_DIM_ATTRIBUTES`), else from the input width of the
+    """`D` from an attribute (`POINT_DIM_ATTRIBUTES`), else from the input width of the
     encoder's layers (`nn.Linear.in_features`, `nn.Conv1d.in_channels`, an RNN's
     `input_size`), in the order they appear, confirmed by a probe call that runs."""
-    declared = declared_width(encoder, _POINT_DIM_ATTRIBUTES)
+    declared = declared_width(encoder, POINT_DIM_ATTRIBUTES)
     if declared is not None:
         return declared
     candidates: list[int] = []
@@ -415,7 +413,7 @@ def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
         "check_encoder",
         encoder,
         "how many coordinates a point has",
-        _POINT_DIM_ATTRIBUTES,
+        POINT_DIM_ATTRIBUTES,
         options.how_to_pass("point_dim", "D", placeholder=True),
         tried,
     )
