@@ -21,14 +21,15 @@ Modules: `protocol` (how an encoder is called), `properties` (the encoder assert
 `consumer_properties` (the consumer asserts), `compare` (the one comparator under the tolerance
 rule), `errors` (the error a failed property raises), `report` (rows, headline, table),
 `options` (every option of the checks, declared once: keyword, flag, `[tool.lpim]` key),
-`contract` (the data contract), `arguments` (what a check reads off its subject), `target`
-(`MODULE:FACTORY` and the factory rule), `engine` (the one engine, two sides), `reproducer` (source
-that re-raises a failure, either side), `driver` (the one loop every check runs through), `state`
-(what a check leaves as it found it: RNGs, the user's modules, torch's settings), `check`
-(encoders), `consumer` (lane-set consumers), `reference` (torch's stack from `PriorEncoder`'s
-weights), `dispatch` (an op counter). The property registry ([`REGISTRY`][lpim.testing.REGISTRY],
-with its two views `PROPERTIES` and `CONSUMER_PROPERTIES`) lives below, in `lpim._properties`,
-so that the zoo reads it too; the tolerance rule lives in `lpim.tolerance`.
+`contract` (the data contract), `under_check` (what a check knows of the code it checks: its
+name, widths, device, copies, probes), `target` (`MODULE:FACTORY` and the factory rule), `engine`
+(the one engine, two sides), `reproducer` (source that re-raises a failure, either side), `driver`
+(the one loop every check runs through), `state` (what a check leaves as it found it: RNGs, the
+user's modules, torch's settings), `check` (encoders), `consumer` (lane-set consumers),
+`reference` (torch's stack from `PriorEncoder`'s weights), `dispatch` (an op counter). The
+property registry ([`REGISTRY`][lpim.testing.REGISTRY], with its two views `PROPERTIES` and
+`CONSUMER_PROPERTIES`) lives below, in `lpim._properties`, so that the zoo reads it too; the
+tolerance rule lives in `lpim.tolerance`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """`check_encoder`: every property at every dtype, under the user's data contract.
 
-The rows are run by the shared `lpim.testing.driver.Driver`; this module knows what is
-particular to encoders: copying a module to a dtype (`precision="cast"`) or running it under
-`torch.autocast` (`precision="autocast"`), telling a dtype the encoder cannot run
-(`unsupported`) from a bug, which padded-slot contents each property draws, the
-reproducer, and what empty lanes give.
+The rows are run by the one engine (`lpim.testing.engine`) through the shared
+`lpim.testing.driver.Driver`; this module wires what is particular to encoders: the options,
+the data contract (which padded-slot contents each property draws, the asserts' keywords),
+the precision mode (a dtype copy, `precision="cast"`, or `torch.autocast`,
+`precision="autocast"`), the reproducer, and what empty lanes give. The encoder itself is
+handed once to `lpim.testing.under_check.EncoderUnderCheck` (its width, device, copies, the
+dtype probe) and reached only through it.
 """
 
 from __future__ import annotations
@@ -16,12 +18,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from hypothesis import HealthCheck, Phase, find
 from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky, HypothesisException
 
-from lpim._errors import UsageValueError
 from lpim._properties import (
     EXERCISED_BY,
     PROPERTIES,
@@ -29,41 +29,29 @@ from lpim._properties import (
     property_names,
     reproducing_property,
 )
-from lpim._validation import check_callable
 from lpim.batch import LaneBatch
 from lpim.strategies import (
     GARBAGE_CONTRACTS,
     NONFINITE_GARBAGE_KINDS,
     OtherInputs,
-    with_other_inputs,
 )
 from lpim.testing import properties as props
-from lpim.testing.arguments import (
-    check_other_inputs,
-    declared_width,
-    subject_name,
-    unknown_width,
-)
 from lpim.testing.contract import DataContract
-from lpim.testing.deadline import CallTimedOut, HangMemory, call_within, hard_stop
-from lpim.testing.dispatch import calls_attention, count_dispatch
 from lpim.testing.driver import Case, Driver
-from lpim.testing.dtype_probe import dtype_unsupported
 from lpim.testing.engine import DATABASE_ENV, DEFAULT_DTYPES, DEFAULT_SETTINGS, run_check
 from lpim.testing.errors import EncoderPropertyError, PropertyError
-from lpim.testing.options import PRECISIONS, CheckOptions, Given, mask_channel, options_of
+from lpim.testing.options import PRECISIONS, CheckOptions, Given, options_of
 from lpim.testing.protocol import (
-    Adapted,
     DeadlineExceeded,
     Encoder,
-    NoLaneEmbedding,
     Subject,
-    foreign_device_tensors,
-    holds_attention,
-    reachable_modules,
 )
 from lpim.testing.report import CheckReport, PropertyResult
-from lpim.testing.reproducer import deadline_call, reproducer
+from lpim.testing.reproducer import deadline_call
+from lpim.testing.under_check import (
+    EncoderUnderCheck,
+    probe_batch,
+)
 
 __all__ = [
     "CHECKED_PROPERTIES",
@@ -227,61 +215,43 @@ def check_encoder_with(encoder: Encoder, options: CheckOptions) -> CheckReport:
         As `check_encoder`.
     """
     __tracebackhide__ = True
-    check_callable(encoder, "encoder", "encoder(points, point_mask)")
-    name = subject_name(encoder)
-    if (
-        options.output is not None
-        or options.argument_names
-        or options.point_mask_as != "point_mask"
-    ):
-        encoder = Adapted(encoder, options.point_mask_as, options.argument_names, options.output)
-    return run_check(EncoderSide(encoder), encoder, name, options)
+    side = EncoderSide(encoder, options)  # the encoder is handed down once and stays below
+    return run_check(side, side.under.code, side.under.name, options)
 
 
 class EncoderSide:
-    """The encoder's share of the engine (`lpim.testing.engine.CheckSide`): copying the module
-    to a dtype (`precision="cast"`) or running it under `torch.autocast`, telling a dtype
-    the encoder cannot run (`unsupported`) from a bug, which padded-slot contents each property
-    draws, the reproducer, and what empty lanes give."""
+    """The encoder's share of the engine (`lpim.testing.engine.CheckSide`): it wires the
+    options, the data contract and the engine, running each property at a dtype copy
+    (`precision="cast"`) or under `torch.autocast`, with the padded-slot contents each property
+    draws, its reproducer and what empty lanes give. The encoder itself is reached only through
+    `lpim.testing.under_check.EncoderUnderCheck`."""
 
-    def __init__(self, encoder: Encoder) -> None:
-        self.encoder = encoder
+    def __init__(self, encoder: Encoder, options: CheckOptions) -> None:
+        self.under = EncoderUnderCheck(encoder, options)
         self.empty_lanes_seen = ""
-        # One hang is enough: after it, every call of the encoder, at every dtype, raises at
-        # once, so a hanging encoder ends the check within two hard stops.
-        self.hangs = HangMemory()
 
     def prepare(self, options: CheckOptions) -> None:
         self.options = options
         self.contract_ = DataContract.from_options(options)
-        self.point_dim = _point_dim(options, self.encoder)
-        _check_channel(options, self.point_dim)
-        self.device = torch.device(options.device)
-        if options.other_inputs is not None:
-            check_other_inputs(options, self.device)
-        self.features = _check_output(
-            self.encoder, self.point_dim, self.device, options, self.hangs
-        )
+        self.under.read()
         self.names = list(options.properties or CHECKED_PROPERTIES)
 
     def contract(self) -> str:
-        return self.contract_.describe() + _inputs_words(self.options)
+        return self.contract_.describe() + self.under.inputs_words()
 
     def rows(
         self, dtype: torch.dtype, settings: Settings, driver: Driver[LaneBatch]
     ) -> Iterator[Case[LaneBatch] | PropertyResult]:
-        options, contract, target, dim = self.options, self.contract_, self.device, self.point_dim
+        options, contract, under = self.options, self.contract_, self.under
+        target, dim = under.device, under.point_dim
         autocast = options.precision == "autocast" and dtype in (torch.bfloat16, torch.float16)
         held_dtype = torch.float32 if autocast else dtype
         context = _autocast(target, dtype) if autocast else contextlib.nullcontext
-        subject = _prepare(self.encoder, held_dtype, dtype, target, dim, driver, options)
+        subject = under.at(held_dtype, dtype, driver)
         if subject is None:
             return
-        subject.deadline, subject.hangs = options.deadline, self.hangs
         with context():
-            unsupported = _unsupported(
-                subject, dim, dtype, autocast, options, float32_runs=self.features is not None
-            )
+            unsupported = under.unsupported(subject, dtype, autocast)
         # Nondeterminism shows on any batch: a fifth of the examples is plenty for `deterministic`
         # (a nondeterministic encoder that slips through makes a later property Flaky, which is
         # reported as `deterministic` too).
@@ -307,37 +277,30 @@ class EncoderSide:
             yield Case(
                 property_name=name,
                 dtype=dtype,
-                strategy=_with_inputs(
+                strategy=under.batches(
                     contract.batches(
                         point_dim=dim,
                         dtype=held_dtype,
                         device=target,
                         garbage=_drawn_garbage(prop, contract),
-                    ),
-                    options.other_inputs,
+                    )
                 ),
                 check=functools.partial(check, subject),
                 settings=twice if name == "deterministic" else settings,
-                database_key=f"lpim:{name}:{dtype}:{options.precision}:"
-                f"{_database_key(self.encoder)}",
-                reproducer=functools.partial(
-                    _reproducer, name, self.encoder, options.factory, subject, contract, autocast
-                ),
+                database_key=f"lpim:{name}:{dtype}:{options.precision}:{under.database_key}",
+                reproducer=functools.partial(_reproducer, name, under, subject, contract, autocast),
                 context=context,
                 translate=functools.partial(_translate, name, subject),
                 pass_note=functools.partial(_reference_note, subject),
                 exercised=_EXERCISED.get(prop.exercised_by),
                 exercised_by=EXERCISED_BY.get(prop.exercised_by, ""),
-                subject_features=self.features,
-                dtypes_own=functools.partial(
-                    _dtypes_own, self.encoder, subject, dtype, autocast, context, options
-                ),
+                subject_features=under.features,
+                dtypes_own=functools.partial(under.dtypes_own, subject, dtype, autocast, context),
             )
         if not self.empty_lanes_seen and contract.empty_lanes is not False and not unsupported:
             with context():
                 self.empty_lanes_seen = props.empty_lane_values(
-                    subject,
-                    _given_inputs(_with_empty_lanes(dim, held_dtype, target), options.other_inputs),
+                    subject, under.with_empty_lanes(held_dtype)
                 )
 
     def notes(self, report: CheckReport) -> None:
@@ -345,20 +308,6 @@ class EncoderSide:
             report.notes.append(subject_notes)
         if self.empty_lanes_seen:
             report.notes.append(_empty_lane_note(self.empty_lanes_seen))
-
-
-def _inputs_words(options: CheckOptions) -> str:
-    """How the encoder was given its inputs, for the report's header ('' for lpim's own
-    `encoder(points, point_mask)`): a pass claims no more than the call that was checked."""
-    said = []
-    if options.point_mask_as != "point_mask":
-        said.append(f"the mask as {options.point_mask_as}")
-    if options.other_inputs is not None:
-        function = options.other_inputs
-        name = getattr(function, "__qualname__", None) or type(function).__name__
-        module = getattr(function, "__module__", None)
-        said.append(f"other inputs from {module}.{name}" if module else f"other inputs from {name}")
-    return f"; the encoder given {' and '.join(said)}" if said else ""
 
 
 def _reference_note(subject: Subject) -> str:
@@ -408,7 +357,7 @@ def _translate(
         return EncoderPropertyError(
             "runs",
             f"Hypothesis could not check {name}: {type(error).__name__}: {error}",
-            last[0] if last else _probe(1, subject.dtype, subject.device),
+            last[0] if last else probe_batch(1, subject.dtype, subject.device),
         )
     return None
 
@@ -440,8 +389,7 @@ def _assert_keywords(prop: Property, contract: DataContract) -> dict[str, object
 
 def _reproducer(
     name: str,
-    encoder: Encoder,
-    factory: str | None,
+    under: EncoderUnderCheck,
     subject: Subject,
     contract: DataContract,
     autocast: bool,
@@ -460,105 +408,13 @@ def _reproducer(
     example = failure.example
     if not isinstance(example, LaneBatch):
         raise TypeError(f"an encoder failure's example is a LaneBatch; got {type(example)}")
-    return reproducer(
+    return under.reproducer(
         example,
         assert_name,
         failed,
-        encoder,
-        factory,
-        call,
+        call=call,
         keywords=keywords,
         autocast=failure.dtype if autocast else None,
-    )
-
-
-def _prepare(
-    encoder: Encoder,
-    held_dtype: torch.dtype,
-    row_dtype: torch.dtype,
-    device: torch.device,
-    point_dim: int,
-    driver: Driver[LaneBatch],
-    options: CheckOptions,
-) -> Subject | None:
-    """The encoder, copied to `held_dtype` on `device`; a `runs` row fails (and None is
-    returned) if it cannot be, or if it still holds tensors elsewhere (a module wrapped in a
-    function, a plain tensor attribute that `.to()` does not move)."""
-    problem, cause = "", None
-    try:
-        subject = Subject.prepare(encoder, held_dtype, device)
-    except Exception as error:
-        problem = (
-            f"the encoder cannot be copied and moved to {held_dtype} on {device} "
-            f"(copy.deepcopy(encoder).to(device, dtype) raised {type(error).__name__}: {error})"
-        )
-        cause = error
-    else:
-        foreign = foreign_device_tensors(subject.encoder, device)
-        if not foreign:
-            return subject
-        problem = (
-            f"the encoder holds tensors on another device than the one checked ({device}): "
-            f"{'; '.join(foreign)}. Move it there first (encoder.to({str(device)!r}); a "
-            "plain tensor attribute should be a registered buffer), or check on its device "
-            "(device=...)"
-        )
-    probe = _given_inputs(_probe(point_dim, held_dtype, device), options.other_inputs)
-    failure = EncoderPropertyError("runs", problem, probe)
-    failure.__cause__ = cause
-    failure.attach_reproducer(
-        reproducer(failure.example, "assert_finite", "runs", encoder, options.factory)
-    )
-    driver.fail(
-        failure,
-        PropertyResult(
-            "runs", row_dtype, "FAIL", 0, 0.0, 0.0, f"runs: {(problem.splitlines() or [''])[0]}"
-        ),
-    )
-    return None
-
-
-def _probe(point_dim: int, dtype: torch.dtype, device: torch.device) -> LaneBatch:
-    """One unpadded lane of three points: the batch reported when no drawn batch is to blame."""
-    return LaneBatch(
-        torch.linspace(-1, 1, 3 * point_dim).reshape(1, 1, 3, point_dim).to(dtype),
-        torch.ones(1, 1, 3, dtype=torch.bool),
-    ).to(device=device)
-
-
-def _with_inputs(
-    batches: st.SearchStrategy[LaneBatch], other_inputs: OtherInputs | None
-) -> st.SearchStrategy[LaneBatch]:
-    """The batches, each with the encoder's other inputs drawn for it (when it takes any)."""
-    return batches if other_inputs is None else with_other_inputs(batches, other_inputs)
-
-
-def _given_inputs(batch: LaneBatch, other_inputs: OtherInputs | None) -> LaneBatch:
-    """`batch` with the encoder's other inputs for its `B` samples (as it is without any):
-    the simplest that `other_inputs` draws (Hypothesis' `find`, so the same every run), for
-    the probes made outside the rows."""
-    if other_inputs is None:
-        return batch
-    dtype, device = batch.points.dtype, batch.points.device
-    quiet = Settings(
-        database=None,
-        max_examples=20,
-        derandomize=True,
-        suppress_health_check=list(HealthCheck),
-        phases=[Phase.generate, Phase.shrink],
-    )
-    simplest = find(with_other_inputs(st.just(batch), other_inputs), lambda _: True, settings=quiet)
-    return simplest.to(device=device, dtype=dtype)
-
-
-def _with_empty_lanes(point_dim: int, dtype: torch.dtype, device: torch.device) -> LaneBatch:
-    """Two samples of three lanes, four of whose are empty: what empty lanes give."""
-    point_mask = torch.zeros(2, 3, 4, dtype=torch.bool)
-    point_mask[0, 0, :3] = True
-    point_mask[1, 2, :2] = True
-    points = torch.linspace(-1, 1, 2 * 3 * 4 * point_dim).reshape(2, 3, 4, point_dim)
-    return LaneBatch(torch.where(point_mask[..., None], points, 0.0), point_mask).to(
-        device=device, dtype=dtype
     )
 
 
@@ -578,126 +434,6 @@ def _reference_notes(report: CheckReport) -> str:
     return ""
 
 
-def _check_output(
-    encoder: Encoder,
-    point_dim: int,
-    device: torch.device,
-    options: CheckOptions,
-    hangs: HangMemory,
-) -> frozenset[str] | None:
-    """One call on one real lane at float32, before anything is drawn: an output in which no
-    lane embedding can be found (or not the part `output` names) is a usage error, said in
-    under a second, never after rows of examples. Any other crash is left to the rows.
-
-    Returns:
-        What the encoder was seen to do, for the causes a failure lists: `{"attention"}` when
-        it calls attention (an attention op ran, or it holds an attention module); None when
-        the call did not run (the dtype probe's float32 side: `_unsupported`).
-
-    Raises:
-        UsageValueError: what came back, and the option that chooses.
-    """
-    try:
-        subject = Subject.prepare(encoder, torch.float32, device)
-        subject.deadline, subject.hangs = options.deadline, hangs
-        with torch.no_grad(), count_dispatch() as count:
-            subject(_given_inputs(_probe(point_dim, torch.float32, device), options.other_inputs))
-    except NoLaneEmbedding as error:
-        chooses = options.how_to_pass("output", "INDEX|NAME", placeholder=True)
-        raise UsageValueError(
-            f"{error}; say which part is the lane embedding [B, M, C] with {chooses}"
-            + (f" (given: {options.name('output')})" if options.given("output") else "")
-        ) from None
-    except (Exception, DeadlineExceeded):
-        return None  # a crash or a slow call: the rows report it, with their examples
-    attends = calls_attention(count) or holds_attention(encoder)
-    return frozenset({"attention"}) if attends else frozenset()
-
-
-def _unsupported(
-    subject: Subject,
-    point_dim: int,
-    dtype: torch.dtype,
-    autocast: bool,
-    options: CheckOptions,
-    float32_runs: bool,
-) -> str:
-    """Why the encoder cannot run at `dtype` ('' if it can, or if its crash is not the
-    dtype's), decided by experiment (`lpim.testing.dtype_probe`): one unpadded lane at the
-    dtype, in the precision mode checked, against the same lane at plain float32, which
-    `_check_output` already ran (`float32_runs`)."""
-
-    def at_dtype() -> None:
-        with torch.no_grad():
-            try:
-                probe = _probe(point_dim, subject.dtype, subject.device)
-                subject(_given_inputs(probe, options.other_inputs))
-            except DeadlineExceeded:
-                pass  # slow, not unsupported: the rows report `deadline`
-
-    low = dtype in (torch.bfloat16, torch.float16)
-    alternative = (
-        f"try {options.how_to_pass('precision', 'autocast')} or "
-        f"{options.how_to_pass('dtype', 'float32')}"
-        if low and not autocast
-        else f"check it at float32 ({options.how_to_pass('dtype', 'float32')}), which it runs"
-    )
-    return dtype_unsupported(
-        at_dtype,
-        lambda: float32_runs,
-        dtype,
-        subject.device,
-        mode="under autocast" if autocast else "cast to it",
-        alternative=alternative,
-    )
-
-
-def _dtypes_own(
-    encoder: Encoder,
-    subject: Subject,
-    dtype: torch.dtype,
-    autocast: bool,
-    context: Callable[[], Any],
-    options: CheckOptions,
-    failure: PropertyError[LaneBatch],
-) -> str:
-    """Why `failure` is the dtype's and not the encoder's ('' when it is the encoder's),
-    by experiment, whatever torch's message says: the example's real lanes, alone and
-    unpadded, show a crash or a NaN / inf value or gradient at `dtype` in the mode checked
-    (inside `context`: autocast, when checked), and none at plain float32 (a float32 copy,
-    autocast off). No padding takes part, so a fill value that overflows the dtype stays a
-    failure (and a crash on such a fill is never counted). The reliability properties
-    (deterministic, inputs_unchanged, deadline) are never the dtype's."""
-    if dtype == torch.float32 or PROPERTIES[failure.property_name].reliability:
-        return ""
-    example = failure.example
-    if not isinstance(example, LaneBatch):
-        return ""
-    try:
-        with context():
-            seen = props.lanes_alone_trouble(subject, example)
-        if not seen:
-            return ""
-        plain = Subject.prepare(encoder, torch.float32, subject.device)
-        plain.deadline, plain.hangs = subject.deadline, subject.hangs
-        with torch.autocast(subject.device.type, enabled=False):
-            at_float32 = props.lanes_alone_trouble(plain, example.to(dtype=torch.float32))
-    except (Exception, DeadlineExceeded):
-        return ""  # the experiment itself did not run: the failure stands
-    if at_float32:
-        return ""  # float32 shows it too: not the dtype's
-    name = str(dtype).removeprefix("torch.")
-    mode = "under autocast" if autocast else "cast to it"
-    instance = ": LayerNorm's eps=1e-12 is 0 in float16" if dtype == torch.float16 else ""
-    return (
-        f"{name} numerics, not a mask bug: {failure.property_name} failed, and {seen} at "
-        f"{name} ({mode}) while the same lanes give none at plain float32; the dtype's range or "
-        f"precision (an eps or a value the dtype cannot hold{instance}); check it at float32 "
-        f"({options.how_to_pass('dtype', 'float32')})"
-        + (f" or try {options.how_to_pass('precision', 'autocast')}" if not autocast else "")
-    )
-
-
 def _nondeterminism(
     name: str, subject: Subject, last: list[LaneBatch], error: HypothesisException
 ) -> EncoderPropertyError:
@@ -715,7 +451,7 @@ def _nondeterminism(
         f"({type(error).__name__}): the encoder's output is not a function of its input. Is "
         "dropout active? Call .eval(); else the encoder draws random numbers or keeps state "
         "between calls",
-        batch if batch is not None else _probe(1, subject.dtype, subject.device),
+        batch if batch is not None else probe_batch(1, subject.dtype, subject.device),
     )
 
 
@@ -728,112 +464,3 @@ def _skipped_here(name: str, target: torch.device) -> str:
     if name == "devices_agree" and not torch.cuda.is_available():
         return props.no_cuda_reason()
     return ""
-
-
-def _point_dim(options: CheckOptions, encoder: Encoder) -> int:
-    """`D`: `point_dim` as given (checked against the encoder's `in_dim`), else read."""
-    if options.point_dim is None:
-        return _read_point_dim(encoder, options)
-    declared = getattr(encoder, "in_dim", None)
-    declares = isinstance(declared, int) and not isinstance(declared, bool)
-    if declares and declared != options.point_dim:
-        raise UsageValueError(
-            f"{options.option_name('point_dim')} must match the encoder's in_dim = {declared}; "
-            f"got {options.name('point_dim')} (leave it out to use the encoder's)"
-        )
-    return options.point_dim
-
-
-def _check_channel(options: CheckOptions, point_dim: int) -> None:
-    """A validity channel's index must fall among the encoder's `D + 1` channels."""
-    channel = mask_channel(options.point_mask_as)
-    if channel is None:
-        return
-    width = point_dim + 1
-    if not -width <= channel[1] < width:
-        raise UsageValueError(
-            f"{options.name('point_mask_as')}: channel {channel[1]} is outside the encoder's "
-            f"{width} channels ({point_dim} coordinates and the validity channel); use an index "
-            f"from -{width} to {width - 1}"
-        )
-
-
-def _database_key(encoder: object) -> str:
-    """What tells encoders apart in the example database: a module's class, else the
-    callable's own qualified name (every plain function shares one class)."""
-    if isinstance(encoder, Adapted):
-        return _database_key(encoder.inner)
-    if isinstance(encoder, torch.nn.Module):
-        return subject_name(encoder)
-    target = getattr(encoder, "func", encoder)  # functools.partial
-    name = getattr(target, "__qualname__", None)
-    module = getattr(target, "__module__", None)
-    return f"{module}.{name}" if name and module else subject_name(encoder)
-
-
-_POINT_DIM_ATTRIBUTES = ("in_dim", "point_dim", "input_dim", "in_channels", "in_features")
-
-
-def _read_point_dim(encoder: Encoder, options: CheckOptions) -> int:
-    """`D` from an attribute (`_POINT_DIM_ATTRIBUTES`), else from the input width of the
-    encoder's layers (`nn.Linear.in_features`, `nn.Conv1d.in_channels`, an RNN's
-    `input_size`), in the order they appear, confirmed by a probe call that runs."""
-    declared = declared_width(encoder, _POINT_DIM_ATTRIBUTES)
-    if declared is not None:
-        return declared
-    candidates: list[int] = []
-    extra = encoder.extra_channels if isinstance(encoder, Adapted) else 0  # a validity channel
-    for _, module in reachable_modules(encoder):
-        for layer in module.modules():
-            width = (
-                getattr(layer, "in_features", None)
-                if isinstance(layer, torch.nn.Linear)
-                else getattr(layer, "in_channels", None)
-                if isinstance(layer, torch.nn.Conv1d)
-                else getattr(layer, "input_size", None)
-                if isinstance(layer, torch.nn.RNNBase)
-                else None
-            )
-            if isinstance(width, int) and width > extra and width - extra not in candidates:
-                candidates.append(width - extra)
-    for width in candidates:
-        if _runs_with(encoder, width, options):
-            return width
-    tried = f" (the widths of its layers, {candidates}, did not run)" if candidates else ""
-    raise unknown_width(
-        "check_encoder",
-        encoder,
-        "how many coordinates a point has",
-        _POINT_DIM_ATTRIBUTES,
-        options.how_to_pass("point_dim", "D", placeholder=True),
-        tried,
-    )
-
-
-def _runs_with(encoder: Encoder, point_dim: int, options: CheckOptions) -> bool:
-    """True when `encoder` runs on one lane of 3 points of `point_dim` coordinates (within
-    the hard stop of `deadline`, when there is one)."""
-    module = encoder if isinstance(encoder, torch.nn.Module) else None
-    try:
-        if module is not None:
-            module.eval()  # the caller's module: the engine's user_state_kept puts modes back
-        with torch.no_grad():
-            first = next(iter(_parameters_and_buffers(encoder)), None)
-            dtype = first.dtype if first is not None and first.is_floating_point() else None
-            probe = _probe(point_dim, dtype or torch.float32, torch.device("cpu"))
-            if first is not None:
-                probe = probe.to(device=first.device)
-            probe = _given_inputs(probe, options.other_inputs)
-            if options.deadline is None:
-                probe.call(encoder)
-            else:
-                call_within(hard_stop(options.deadline), probe.call, encoder)
-    except (Exception, CallTimedOut):
-        return False
-    return True
-
-
-def _parameters_and_buffers(encoder: Encoder) -> Iterator[torch.Tensor]:
-    for _, module in reachable_modules(encoder):
-        yield from module.parameters()
-        yield from module.buffers()

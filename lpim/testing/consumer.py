@@ -22,31 +22,21 @@ from lpim._properties import (
     property_names,
     reproducing_property,
 )
-from lpim._validation import check_callable
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
 from lpim.testing import consumer_properties
-from lpim.testing.arguments import (
-    check_other_inputs,
-    declared_width,
-    subject_name,
-    unknown_width,
-)
 from lpim.testing.consumer_properties import (
     Consumer,
     LaneConsumerPropertyError,
     nondeterminism_first,
     nondeterminism_from_flaky,
-    run_consumer,
 )
 from lpim.testing.driver import Case, Driver
-from lpim.testing.dtype_probe import dtype_unsupported, runs_at_float32
 from lpim.testing.engine import run_check
 from lpim.testing.errors import PropertyError
 from lpim.testing.options import CheckOptions, Given, options_of
-from lpim.testing.protocol import Subject, holds_attention
 from lpim.testing.report import CheckReport, PropertyResult
-from lpim.testing.reproducer import reproducer
+from lpim.testing.under_check import ConsumerUnderCheck
 
 __all__ = ["ConsumerSide", "check_lane_consumer", "check_lane_consumer_with"]
 
@@ -140,31 +130,23 @@ def check_lane_consumer_with(consumer: Consumer, options: CheckOptions) -> Check
         As `check_lane_consumer`.
     """
     __tracebackhide__ = True
-    check_callable(consumer, "consumer", "consumer(lane_embedding, lane_mask, *args, **kwargs)")
-    return run_check(ConsumerSide(consumer), consumer, subject_name(consumer), options)
+    side = ConsumerSide(consumer, options)  # the consumer is handed down once and stays below
+    return run_check(side, side.under.code, side.under.name, options)
 
 
 class ConsumerSide:
-    """The consumer's share of the engine (`lpim.testing.engine.CheckSide`): lane sets with
-    the consumer's other inputs, its width, its unsupported-dtype probe and its reproducer."""
+    """The consumer's share of the engine (`lpim.testing.engine.CheckSide`): it wires the
+    options and the engine, drawing lane sets with the consumer's other inputs, with its
+    reproducer. The consumer itself is reached only through
+    `lpim.testing.under_check.ConsumerUnderCheck`."""
 
-    def __init__(self, consumer: Consumer) -> None:
-        self.consumer = consumer
+    def __init__(self, consumer: Consumer, options: CheckOptions) -> None:
+        self.under = ConsumerUnderCheck(consumer, options)
 
     def prepare(self, options: CheckOptions) -> None:
         self.options = options
-        self.device = torch.device(options.device)
-        self.embed_dim = (
-            options.embed_dim
-            if options.embed_dim is not None
-            else _read_embed_dim(self.consumer, options)
-        )
         self.names = list(options.properties or property_names("consumer"))
-        if options.other_inputs is not None:
-            check_other_inputs(options, self.device)
-        # What it does, for the causes a failure lists: attention modules are found in its
-        # module tree (running it would need its other inputs); unknown otherwise.
-        self.features = frozenset({"attention"}) if holds_attention(self.consumer) else None
+        self.under.read()
 
     def contract(self) -> str:
         return ""
@@ -172,11 +154,9 @@ class ConsumerSide:
     def rows(
         self, dtype: torch.dtype, settings: Settings, driver: Driver[LaneSet]
     ) -> Iterator[Case[LaneSet] | PropertyResult]:
-        options, target = self.options, self.device
-        prepared = Subject.prepare(self.consumer, dtype, target).encoder
-        unsupported = _consumer_unsupported(
-            self.consumer, prepared, self.embed_dim, dtype, target, options
-        )
+        options, under = self.options, self.under
+        prepared = under.at(dtype)
+        unsupported = under.unsupported(prepared, dtype)
         for name in self.names:
             prop = CONSUMER_PROPERTIES[name]
             if not prop.is_declared(options.order_invariant):
@@ -193,20 +173,20 @@ class ConsumerSide:
                 strategy=lane_sets(
                     batch_size=options.batch_size,
                     num_lanes=options.num_lanes,
-                    embed_dim=self.embed_dim,
+                    embed_dim=under.embed_dim,
                     garbage=_garbage(prop),
                     dtype=dtype,
-                    device=target,
+                    device=under.device,
                     other_inputs=options.other_inputs,
                 ),
                 check=functools.partial(nondeterminism_first(assert_property), prepared),
                 settings=settings,
-                database_key=f"lpim-consumer:{name}:{dtype}:{subject_name(self.consumer)}",
-                reproducer=functools.partial(_reproducer, name, self.consumer, options.factory),
+                database_key=f"lpim-consumer:{name}:{dtype}:{under.name}",
+                reproducer=functools.partial(_reproducer, name, under),
                 translate=functools.partial(_translate, name, prepared),
                 exercised=_EXERCISED.get(prop.exercised_by),
                 exercised_by=EXERCISED_BY.get(prop.exercised_by, ""),
-                subject_features=self.features,
+                subject_features=under.features,
             )
 
     def notes(self, report: CheckReport) -> None:
@@ -219,15 +199,13 @@ _EXERCISED: dict[str, Callable[[LaneSet], bool]] = {
 }
 
 
-def _reproducer(
-    name: str, consumer: Consumer, factory: str | None, failure: PropertyError[LaneSet]
-) -> str:
+def _reproducer(name: str, under: ConsumerUnderCheck, failure: PropertyError[LaneSet]) -> str:
     failed = failure.property_name
     assert_name = reproducing_property("consumer", name, failed).assert_name
     example = failure.example
     if not isinstance(example, LaneSet):
         raise TypeError(f"a consumer failure's example is a LaneSet; got {type(example)}")
-    return reproducer(example, assert_name, failed, consumer, factory)
+    return under.reproducer(example, assert_name, failed)
 
 
 def _translate(
@@ -244,53 +222,3 @@ def _translate(
         f"Hypothesis could not check {name}: {type(error).__name__}: {error}",
         last[0] if last else LaneSet(torch.zeros(0, 0, 1), torch.zeros(0, 0, dtype=torch.bool)),
     )
-
-
-def _consumer_unsupported(
-    consumer: Consumer,
-    prepared: Consumer,
-    embed_dim: int,
-    dtype: torch.dtype,
-    device: torch.device,
-    options: CheckOptions,
-) -> str:
-    """Why the consumer cannot run at `dtype` ('' if it can, or if its crash is not the
-    dtype's), decided by experiment (`lpim.testing.dtype_probe`): one real lane, no padding,
-    at the dtype and at plain float32. A consumer that needs other inputs crashes at float32
-    too without them, so its dtype is left for the rows to try."""
-
-    def lanes(at: torch.dtype) -> LaneSet:
-        return LaneSet(
-            torch.linspace(-1, 1, embed_dim).reshape(1, 1, embed_dim).to(device=device, dtype=at),
-            torch.ones(1, 1, dtype=torch.bool, device=device),
-        )
-
-    def at_float32() -> None:
-        run_consumer(Subject.prepare(consumer, torch.float32, device).encoder, lanes(torch.float32))
-
-    return dtype_unsupported(
-        lambda: run_consumer(prepared, lanes(dtype)),
-        lambda: runs_at_float32(at_float32, device),
-        dtype,
-        device,
-        mode="cast to it",
-        alternative=f"check it at float32 ({options.how_to_pass('dtype', 'float32')}), which "
-        "it runs",
-    )
-
-
-_EMBED_DIM_ATTRIBUTES = ("embed_dim", "d_model", "lane_dim")
-
-
-def _read_embed_dim(consumer: Consumer, options: CheckOptions) -> int:
-    """`C` from an attribute (`_EMBED_DIM_ATTRIBUTES`)."""
-    declared = declared_width(consumer, _EMBED_DIM_ATTRIBUTES)
-    if declared is None:
-        raise unknown_width(
-            "check_lane_consumer",
-            consumer,
-            "the lane embedding width C",
-            _EMBED_DIM_ATTRIBUTES,
-            options.how_to_pass("embed_dim", "C", placeholder=True),
-        )
-    return declared

@@ -24,6 +24,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from lpim.testing.report import shorten
+
 __all__ = ["Crash", "crash_of", "dtype_unsupported", "runs_at_float32"]
 
 
@@ -143,7 +145,7 @@ def dtype_unsupported(
         return ""  # it does not run at float32 either: not the dtype's
     raised = crash.error.__cause__ or crash.error  # a check's own wrapper keeps the crash there
     first = str(raised).splitlines()[0] if str(raised) else ""
-    seen = f"{type(raised).__name__}: {first}"[:100]
+    seen = shorten(f"{type(raised).__name__}: {first}", 160)  # at a word, never mid-word
     if len(crash.dtypes) >= 2:
         names = " and ".join(str(d).removeprefix("torch.") for d in crash.dtypes)
         hint = f"{names} tensors meet in {crash.op}: it computes in another dtype internally"

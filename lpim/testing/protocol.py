@@ -39,6 +39,7 @@ from lpim.testing.options import CHANNEL_POLARITIES, MASK_CONVENTIONS, mask_chan
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
 
 __all__ = [
+    "POINT_DIM_ATTRIBUTES",
     "POINT_MASK_AS",
     "Adapted",
     "DeadlineExceeded",
@@ -84,6 +85,11 @@ real point, 0.0 = padded slot) or `padded_channel:K` (1.0 = padded slot), the wa
 carry validity as a feature write it."""
 
 
+POINT_DIM_ATTRIBUTES = ("in_dim", "point_dim", "input_dim", "in_channels", "in_features")
+"""The attributes an encoder may declare its point dimension `D` in, read in this order (a check
+reads `D` from the first that is a positive int; `Adapted` declares lpim's `D` in each)."""
+
+
 class Adapted(torch.nn.Module):
     """An encoder as it is called, seen through the encoder protocol: no adapter to write.
 
@@ -118,8 +124,8 @@ class Adapted(torch.nn.Module):
         super().__init__()
         self.inner = encoder  # a submodule when it is one
         self.point_mask_as = point_mask_as
-        for width in ("in_dim", "point_dim", "input_dim", "in_channels", "in_features"):
-            declared = getattr(encoder, width, None)  # what the checks read the point width from
+        for width in POINT_DIM_ATTRIBUTES:
+            declared = getattr(encoder, width, None)
             if isinstance(declared, int) and not isinstance(declared, bool):
                 setattr(self, width, declared - self.extra_channels)  # lpim's D
         self.argument_names = argument_names
