@@ -29,7 +29,7 @@ from hypothesis import settings as Settings
 
 from lpim import PriorEncoder
 from lpim.testing import DEFAULT_SETTINGS, EncoderPropertyError, check_encoder
-from lpim.testing.report import format_table
+from lpim.testing._report import format_table
 
 CONFIGS = {
     # the "small config": what the test suite and the 20 s target use

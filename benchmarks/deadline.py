@@ -1,4 +1,4 @@
-"""How long `lpim.testing.deadline.call_within` takes to end a call that does not return.
+"""How long `lpim.testing._deadline.call_within` takes to end a call that does not return.
 
 Usage:
     python benchmarks/deadline.py [--limit 0.2] [--op-seconds 1.5] [--reps 3]
@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from lpim.testing.deadline import CallTimedOut, call_within
+from lpim.testing._deadline import CallTimedOut, call_within
 
 
 def loop() -> None:

@@ -30,7 +30,7 @@ WRONG and not timed. Times are medians of ``--reps`` repetitions after ``--warmu
 training step is forward + backward of ``sum(lane_embedding[real lanes] ** 2)`` with dropout 0.
 
 Ops and host syncs: one forward of each row (under ``no_grad`` in eval; recording the graph for
-a training step) counted by ``lpim.testing.dispatch.count_dispatch``: compute ops dispatched below
+a training step) counted by ``lpim.testing._dispatch.count_dispatch``: compute ops dispatched below
 autograd, views excluded (on a GPU, launches), and host syncs (value reads, data-dependent shapes,
 device-to-CPU copies). ``--rows`` runs only the rows named.
 
@@ -67,8 +67,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lpim import PriorEncoder, masks
-from lpim.testing.dispatch import count_dispatch
-from lpim.testing.reference import torch_stack
+from lpim.testing._dispatch import count_dispatch
+from lpim.testing._reference import torch_stack
 from lpim.tolerance import encoder_scale, tolerance
 
 
@@ -401,7 +401,7 @@ def forward_flops(encoder: PriorEncoder, tokens_per_lane: Tensor) -> float:
 def count_forward(
     run: Row, points: Tensor, point_mask: Tensor, mode: str, compiled: bool
 ) -> tuple[str, str]:
-    """(compute ops, host syncs) of one forward of a row, as ``lpim.testing.dispatch`` counts.
+    """(compute ops, host syncs) of one forward of a row, as ``lpim.testing._dispatch`` counts.
 
     In eval the forward runs under ``no_grad``; for a training step it records the graph (the
     backward is not counted). A compiled row's kernels are not aten ops: only its syncs and the

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lpim import PriorEncoder
-from lpim.testing.state import user_state_kept
+from lpim.testing._state import user_state_kept
 
 
 def _big() -> nn.Module:

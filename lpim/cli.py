@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 # start at once. torch, the masks and the checks are imported by the subcommands that use them.
 from lpim._errors import UsageError
 from lpim._version import __version__
-from lpim.testing.options import (
+from lpim.testing._options import (
     CheckOptions,
     Side,
     add_flags,
@@ -37,13 +37,13 @@ from lpim.testing.options import (
     options_of,
     pyproject_layers,
 )
-from lpim.testing.target import load_target
+from lpim.testing._target import load_target
 
 if TYPE_CHECKING:
     import torch
 
     from lpim.testing import PropertyError, PropertyResult
-    from lpim.testing.report import CheckReport
+    from lpim.testing._report import CheckReport
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -246,8 +246,8 @@ def _run_check(side: Side, args: argparse.Namespace) -> int:
         import torch  # noqa: F401  (timed alone: the largest part of the start-up)
     with startup.timing("checks"):  # Hypothesis and lpim.testing
         from lpim.testing import IncompleteCheckError, PropertyError
-        from lpim.testing.check import check_encoder_with
-        from lpim.testing.consumer import check_lane_consumer_with
+        from lpim.testing._consumer_check import check_lane_consumer_with
+        from lpim.testing._encoder_check import check_encoder_with
     with startup.timing("target"):
         subject = load_target(args.target, side)
     progress = _Progress(sys.stdout, show=sys.stdout.isatty() or options.show_progress)
@@ -493,7 +493,7 @@ def _write_json(
 
 
 def _write_reproducer(failures: list[PropertyError[Any]], directory: Path) -> list[Path]:
-    """Write the failures' reproducers (`lpim.testing.reproducer.write_reproducers`: never
+    """Write the failures' reproducers (`lpim.testing._reproducer.write_reproducers`: never
     over a file lpim did not write), runnable from any folder: when the checked code was
     imported from the current folder, that folder goes first on their `sys.path` (code from an
     installed package needs nothing). The paths, in the order of `failures`.
@@ -501,7 +501,7 @@ def _write_reproducer(failures: list[PropertyError[Any]], directory: Path) -> li
     Raises:
         UsageError: `--reproducer-dir` cannot be used (a file, read-only, not creatable).
     """
-    from lpim.testing.reproducer import write_reproducers
+    from lpim.testing._reproducer import write_reproducers
 
     return write_reproducers(
         failures, directory, sys_path=_imported_from_cwd(), option="--reproducer-dir"
@@ -525,7 +525,7 @@ def _imported_from_cwd() -> list[str]:
 
 def _reproducer_commands(failures: list[PropertyError[Any]], paths: Sequence[Path]) -> list[str]:
     """One `python PATH` line per reproducer, saying when the usual name was taken."""
-    from lpim.testing.reproducer import reproducer_filename
+    from lpim.testing._reproducer import reproducer_filename
 
     commands = []
     for failure, path in zip(failures, paths, strict=True):
@@ -595,7 +595,7 @@ def _load_tensor(path: Path, what: str) -> torch.Tensor:
 def _conventions(args: argparse.Namespace) -> int:
     # The registry is read from lpim.masks, whose converters import torch.
     from lpim.masks import CONVENTIONS
-    from lpim.testing.report import format_table
+    from lpim.testing._report import format_table
 
     if args.format == "markdown":
         header = ["convention", "shape", "dtype", "True / value means", "used by", "lpim call"]

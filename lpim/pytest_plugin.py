@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from lpim.sanitizer import SanitizeReport
     from lpim.testing import CheckReport
-    from lpim.testing.options import Side
+    from lpim.testing._options import Side
 
 __all__ = [
     "DEVICE_OPTION",
@@ -260,7 +260,7 @@ def lpim_check(
 
     `encoder_or_factory` is an encoder (anything following the encoder protocol) or what builds
     one: a class, or a function whose parameters all have defaults (the rule of
-    `lpim.testing.target.built`, the same as `lpim check`'s). It runs on `lpim_device` with
+    `lpim.testing._target.built`, the same as `lpim check`'s). It runs on `lpim_device` with
     the loaded Hypothesis profile's settings (see `profile_settings`) and the options of the
     `[tool.lpim]` table in the project's `pyproject.toml` (`layout`, `garbage`, `min-points`,
     `dtype`, ... exactly as `lpim check` reads them); `kwargs` are `check_encoder`'s
@@ -295,16 +295,16 @@ def _runner(side: Side, device: torch.device, config: pytest.Config) -> Callable
     factory path (for the reproducer), then `kwargs` (None leaves an option as it was)."""
     from pathlib import Path
 
-    from lpim.testing.options import Given, options_of, pyproject_layers
-    from lpim.testing.target import built, factory_path
+    from lpim.testing._options import Given, options_of, pyproject_layers
+    from lpim.testing._target import built, factory_path
 
     layers = pyproject_layers(Path(str(config.rootpath)))
     options_of(side, *layers)  # a table that is wrong fails the fixture, before the test runs
 
     def run(subject_or_factory: Any, **kwargs: Any) -> CheckReport:
         __tracebackhide__ = True  # the test's frame and lpim's message, not lpim's internals
-        from lpim.testing.check import check_encoder_with
-        from lpim.testing.consumer import check_lane_consumer_with
+        from lpim.testing._consumer_check import check_lane_consumer_with
+        from lpim.testing._encoder_check import check_encoder_with
 
         subject = built(subject_or_factory, side)
         here = {"device": device, "settings": profile_settings()}
@@ -349,7 +349,7 @@ def pytest_runtest_makereport(
     if finding is not None:
         crash.message = str(finding)
         return
-    errors = sys.modules.get("lpim.testing.errors")
+    errors = sys.modules.get("lpim.testing._property_errors")
     failure = excinfo.value
     if errors is not None and isinstance(failure, errors.PropertyError):
         dtype = failure.dtype.removeprefix("torch.")

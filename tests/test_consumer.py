@@ -35,7 +35,7 @@ from lpim.testing import (
     assert_lane_order_invariant,
     check_lane_consumer,
 )
-from lpim.testing.consumer_properties import nondeterminism_first
+from lpim.testing._consumer_properties import nondeterminism_first
 from lpim.zoo import CONSUMER_BUGS, CONSUMER_CORRECT, ConsumerZooEntry
 from lpim.zoo.consumers import MaskedCrossAttention
 

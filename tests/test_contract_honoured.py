@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from lpim.strategies import lane_batches
 from lpim.testing import EncoderPropertyError, assert_lanes_independent, check_encoder
-from lpim.testing.properties import _changed_lanes
+from lpim.testing._encoder_properties import _changed_lanes
 
 FAST = settings(max_examples=10, database=None, deadline=None)
 

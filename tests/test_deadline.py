@@ -1,4 +1,4 @@
-"""A call that hangs is stopped: `lpim.testing.deadline.call_within`, `Subject`, `check_encoder`.
+"""A call that hangs is stopped: `lpim.testing._deadline.call_within`, `Subject`, `check_encoder`.
 
 - `call_within` returns what the call returns and raises what it raises; it stops a Python
   loop, `time.sleep` and a lock wait, on the main thread (a `SIGALRM` timer) and from any other
@@ -36,7 +36,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from lpim.batch import LaneBatch
-from lpim.testing.deadline import (
+from lpim.testing._deadline import (
     HARD_STOP_FLOOR,
     CallTimedOut,
     HangMemory,
@@ -44,7 +44,7 @@ from lpim.testing.deadline import (
     hard_stop,
     stop_method,
 )
-from lpim.testing.protocol import DeadlineExceeded, Subject
+from lpim.testing._protocol import DeadlineExceeded, Subject
 from lpim.zoo.misbehaving import MaskedMeanEncoder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Which crash is the dtype's, by experiment (`lpim.testing.dtype_probe`), not by torch's
+"""Which crash is the dtype's, by experiment (`lpim.testing._dtype_probe`), not by torch's
 wording (issue 21, item 6)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from hypothesis import settings
 
 from lpim import LaneBatch
 from lpim.testing import EncoderPropertyError, assert_gradients_isolated, check_encoder
-from lpim.testing.dtype_probe import crash_of, dtype_unsupported, runs_at_float32
-from lpim.testing.properties import lanes_alone_trouble
+from lpim.testing._dtype_probe import crash_of, dtype_unsupported, runs_at_float32
+from lpim.testing._encoder_properties import lanes_alone_trouble
 from lpim.zoo import BUGS
 
 FAST = settings(max_examples=5, database=None, deadline=None, derandomize=True)

@@ -24,9 +24,9 @@ import lpim.encoder
 from lpim import LaneBatch
 from lpim.encoder import PackedLanes, PriorEncoder, PriorEncoderLayer, PriorEncoderOutput
 from lpim.testing import assert_devices_agree
-from lpim.testing.dispatch import count_dispatch
-from lpim.testing.properties import no_cuda_reason
-from lpim.testing.reference import torch_stack
+from lpim.testing._dispatch import count_dispatch
+from lpim.testing._encoder_properties import no_cuda_reason
+from lpim.testing._reference import torch_stack
 
 F64_RTOL = F64_ATOL = 1e-12
 GARBAGE = (1e30, math.inf, -math.inf, math.nan)

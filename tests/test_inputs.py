@@ -14,7 +14,7 @@ from lpim.cli import main
 from lpim.errors import UsageValueError
 from lpim.strategies import lane_batches, with_other_inputs
 from lpim.testing import EncoderPropertyError, assert_matches_unpadded, check_encoder
-from lpim.testing.properties import lane_alone
+from lpim.testing._encoder_properties import lane_alone
 
 FAST = settings(max_examples=10, database=None, deadline=None, derandomize=True)
 

@@ -16,7 +16,7 @@ from hypothesis import settings
 
 from lpim.cli import main
 from lpim.testing import EncoderPropertyError, check_encoder
-from lpim.testing.protocol import training_modules
+from lpim.testing._protocol import training_modules
 from lpim.zoo.misbehaving import MISBEHAVING, DropoutMean, Misbehaviour, Slow, TrainingWrapper
 
 # Small and quick: every misbehaviour shows on the simplest batches.

@@ -28,7 +28,7 @@ from lpim.testing import (
     check_encoder,
     check_lane_consumer,
 )
-from lpim.testing.options import (
+from lpim.testing._options import (
     DTYPE_NAMES,
     GARBAGE_NAMES,
     LAYOUT_NAMES,
@@ -41,7 +41,7 @@ from lpim.testing.options import (
     read_pyproject,
     table_rows,
 )
-from lpim.testing.target import built
+from lpim.testing._target import built
 from lpim.zoo import BUGS, CONSUMER_BUGS, CORRECT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def test_the_names_options_take_agree_with_their_owners() -> None:
 def test_declaring_the_options_imports_no_torch_at_module_level() -> None:
     """`lpim --help` and argument errors need no torch: the module imports it only inside the
     checks that read a device or a torch.dtype."""
-    tree = ast.parse((ROOT / "lpim/testing/options.py").read_text())
+    tree = ast.parse((ROOT / "lpim/testing/_options.py").read_text())
     top_level = [
         node
         for node in tree.body
@@ -336,7 +336,7 @@ def test_other_inputs_that_raises_is_a_usage_error() -> None:
 def test_a_class_that_needs_arguments_reads_the_same_from_the_command_and_the_fixture(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """One factory rule (`lpim.testing.target.built`): before, the command called the class and
+    """One factory rule (`lpim.testing._target.built`): before, the command called the class and
     the fixture checked the class itself."""
     with pytest.raises(UsageValueError) as info:
         built(torch.nn.Linear, "encoder")

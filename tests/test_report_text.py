@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lpim.testing import CheckReport, PropertyResult
-from lpim.testing.report import shorten, wrap
+from lpim.testing._report import shorten, wrap
 
 WORDS = st.lists(st.from_regex(r"[a-z0-9_.()=\[\],:-]{1,30}", fullmatch=True), min_size=1)
 

@@ -1,6 +1,6 @@
 """Reproducer files: `lpim check` never overwrites a file lpim did not write.
 
-`lpim.testing.reproducer.write_reproducers` signs each file it writes (its second line records a
+`lpim.testing._reproducer.write_reproducers` signs each file it writes (its second line records a
 digest of the content) and replaces a file only while it is its own unchanged reproducer; any
 other file under that name (the user's, or a reproducer the user edited) survives byte for byte,
 and the reproducer goes to the next free name. A `--reproducer-dir` that cannot be used is a
@@ -19,7 +19,7 @@ from lpim._errors import UsageError
 from lpim.batch import LaneBatch
 from lpim.cli import main
 from lpim.testing import EncoderPropertyError
-from lpim.testing.reproducer import (
+from lpim.testing._reproducer import (
     REPRODUCER_MARKER,
     is_lpim_reproducer,
     reproducer_filename,
@@ -147,7 +147,7 @@ def test_a_folder_that_refuses_writes_exits_2_naming_what_was_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The read-only case as root sees it too: writes refused with EACCES (simulated)."""
-    import lpim.testing.reproducer as module
+    import lpim.testing._reproducer as module
 
     monkeypatch.chdir(tmp_path)
     (written,) = write_reproducers([failure()], tmp_path / "out")

@@ -27,8 +27,8 @@ from hypothesis import settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from lpim.testing import EncoderPropertyError, check_encoder
-from lpim.testing.engine import DATABASE_ENV, DEFAULT_SETTINGS, settings_of
-from lpim.testing.options import Given, options_of
+from lpim.testing._engine import DATABASE_ENV, DEFAULT_SETTINGS, settings_of
+from lpim.testing._options import Given, options_of
 from lpim.zoo import BUGS
 from lpim.zoo.misbehaving import MISBEHAVING, MaskedMeanEncoder, NoisyOutput
 

@@ -1,12 +1,12 @@
 """The code under check goes down, not back and forth: a check's door hands it to
-`lpim.testing.under_check` once, and the check's own module never holds it again.
+`lpim.testing._under_check` once, and the check's own module never holds it again.
 
 Every lpim function entered with the code among its arguments (the user's module or a copy of
 it, or a wrapper the checks make of it: `Adapted`, a `Subject`, an `UnderCheck`, a partial such
 as a row's assert) is recorded, in call order, until the first property assert runs. Calls in a
-row within one module are one stay. The encoder check's module (`lpim.testing.check`) and the
-consumer check's (`lpim.testing.consumer`) must have one stay each, the door, followed by
-`lpim.testing.under_check`: what the code needs (its widths, its device, its copies, the dtype
+row within one module are one stay. The encoder check's module (`lpim.testing._encoder_check`)
+and the consumer check's (`lpim.testing._consumer_check`) must have one stay each, the door, then
+`lpim.testing._under_check`: what the code needs (its widths, its device, its copies, the dtype
 probe, the output check) lives there, not in the check.
 """
 
@@ -101,16 +101,16 @@ _QUICK = settings(max_examples=2, database=None)
 
 
 def test_the_encoder_check_holds_the_encoder_once_then_hands_it_down() -> None:
-    with _route(_Encoder, "lpim.testing.properties") as route:
+    with _route(_Encoder, "lpim.testing._encoder_properties") as route:
         check_encoder(_Encoder(), dtype="float32", properties="finite", settings=_QUICK)
-    assert route[:2] == ["check", "under_check"], route
-    assert route.count("check") == 1, f"the encoder came back to check.py: {route}"
-    assert route[-1] == "properties", route
+    assert route[:2] == ["_encoder_check", "_under_check"], route
+    assert route.count("_encoder_check") == 1, f"the encoder came back to its check: {route}"
+    assert route[-1] == "_encoder_properties", route
 
 
 def test_the_consumer_check_holds_the_consumer_once_then_hands_it_down() -> None:
-    with _route(_Consumer, "lpim.testing.consumer_properties") as route:
+    with _route(_Consumer, "lpim.testing._consumer_properties") as route:
         check_lane_consumer(_Consumer(), dtype="float32", properties="finite", settings=_QUICK)
-    assert route[:2] == ["consumer", "under_check"], route
-    assert route.count("consumer") == 1, f"the consumer came back to consumer.py: {route}"
-    assert route[-1] == "consumer_properties", route
+    assert route[:2] == ["_consumer_check", "_under_check"], route
+    assert route.count("_consumer_check") == 1, f"the consumer came back to its check: {route}"
+    assert route[-1] == "_consumer_properties", route

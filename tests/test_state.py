@@ -3,7 +3,7 @@
 `check_encoder` finds the point dimension by calling the user's encoder, and calls a function
 or `functools.partial` wrapping a module as it is: the global RNGs are drawn from, modules are
 switched between train and eval mode, buffers a forward updates move, gradients accumulate.
-`lpim.testing.state.user_state_kept` snapshots all of it before anything of the user's runs and
+`lpim.testing._state.user_state_kept` snapshots all of it before anything of the user's runs and
 restores it however the check ends: a pass, a failure, an exception, `KeyboardInterrupt`.
 """
 
@@ -27,7 +27,7 @@ from lpim.testing import (
     check_encoder,
     check_lane_consumer,
 )
-from lpim.testing.state import global_rng_restored, user_state_kept
+from lpim.testing._state import global_rng_restored, user_state_kept
 
 SMALL = settings(max_examples=2, database=None, deadline=None)
 SIZES: dict[str, Any] = {"batch_size": (1, 2), "num_lanes": (1, 3), "num_points": (1, 4)}

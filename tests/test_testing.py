@@ -222,7 +222,7 @@ def test_reproducer_fails_the_same_way_in_a_fresh_process(tmp_path: Path) -> Non
 
 def test_reproducer_rebuilds_a_class_from_its_stored_arguments() -> None:
     encoder = PriorEncoder(d_model=16, nhead=2, num_layers=1, dim_feedforward=32)
-    from lpim.testing.reproducer import encoder_source
+    from lpim.testing._reproducer import encoder_source
 
     imports, build = encoder_source(encoder)
     assert imports == ["from lpim.encoder import PriorEncoder"]

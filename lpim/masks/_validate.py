@@ -15,7 +15,7 @@ import torch
 
 from lpim._errors import UsageValueError
 from lpim._validation import check_int
-from lpim.masks import _checks
+from lpim.masks import _convention_checks as _checks
 from lpim.masks._conventions import CONVENTIONS
 from lpim.masks._errors import (
     MaskConventionError,

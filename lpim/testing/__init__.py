@@ -28,7 +28,7 @@ name, widths, device, copies, probes), `target` (`MODULE:FACTORY` and the factor
 user's modules, torch's settings), `check` (encoders), `consumer` (lane-set consumers),
 `reference` (torch's stack from `PriorEncoder`'s weights), `dispatch` (an op counter). The
 property registry ([`REGISTRY`][lpim.testing.REGISTRY], with its two views `PROPERTIES` and
-`CONSUMER_PROPERTIES`) lives below, in `lpim._properties`, so that the zoo reads it too; the
+`CONSUMER_PROPERTIES`) lives below, in `lpim._property_registry`, so that the zoo reads it too; the
 tolerance rule lives in `lpim.tolerance`.
 """
 
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from lpim._lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:  # what type checkers and the API docs read; at run time, `__getattr__`
-    from lpim._properties import (
+    from lpim._property_registry import (
         CONSUMER_PROPERTIES,
         GALLERY,
         PROPERTIES,
@@ -50,9 +50,8 @@ if TYPE_CHECKING:  # what type checkers and the API docs read; at run time, `__g
         Side,
         property_names,
     )
-    from lpim.testing.check import CHECKED_PROPERTIES, check_encoder
-    from lpim.testing.consumer import check_lane_consumer
-    from lpim.testing.consumer_properties import (
+    from lpim.testing._consumer_check import check_lane_consumer
+    from lpim.testing._consumer_properties import (
         LaneConsumerPropertyError,
         assert_consumer_deterministic,
         assert_consumer_finite,
@@ -60,12 +59,10 @@ if TYPE_CHECKING:  # what type checkers and the API docs read; at run time, `__g
         assert_ignores_padded_lanes,
         assert_lane_order_invariant,
     )
-    from lpim.testing.contract import DataContract
-    from lpim.testing.driver import IncompleteCheckError
-    from lpim.testing.engine import DEFAULT_DTYPES, DEFAULT_SETTINGS
-    from lpim.testing.errors import EncoderPropertyError, PropertyError
-    from lpim.testing.options import PRECISIONS, CheckOptions
-    from lpim.testing.properties import (
+    from lpim.testing._contract import DataContract
+    from lpim.testing._driver import IncompleteCheckError
+    from lpim.testing._encoder_check import CHECKED_PROPERTIES, check_encoder
+    from lpim.testing._encoder_properties import (
         assert_deterministic,
         assert_devices_agree,
         assert_empty_lanes_zero,
@@ -78,8 +75,11 @@ if TYPE_CHECKING:  # what type checkers and the API docs read; at run time, `__g
         assert_matches_unpadded,
         lane_alone,
     )
-    from lpim.testing.protocol import Adapted, EncoderOutput, ProtocolError, Subject
-    from lpim.testing.report import VERDICTS, CheckReport, PropertyResult
+    from lpim.testing._engine import DEFAULT_DTYPES, DEFAULT_SETTINGS
+    from lpim.testing._options import PRECISIONS, CheckOptions
+    from lpim.testing._property_errors import EncoderPropertyError, PropertyError
+    from lpim.testing._protocol import Adapted, EncoderOutput, ProtocolError, Subject
+    from lpim.testing._report import VERDICTS, CheckReport, PropertyResult
 
 __all__ = [
     "CHECKED_PROPERTIES",
@@ -130,50 +130,50 @@ __all__ = [
 
 # name -> the module that defines it: imported (with torch) when the name is first read
 _WHERE = {
-    "Adapted": "lpim.testing.protocol",
-    "CHECKED_PROPERTIES": "lpim.testing.check",
-    "CONSUMER_PROPERTIES": "lpim._properties",
-    "Cause": "lpim._properties",
-    "CheckOptions": "lpim.testing.options",
-    "CheckReport": "lpim.testing.report",
-    "DEFAULT_DTYPES": "lpim.testing.engine",
-    "DEFAULT_SETTINGS": "lpim.testing.engine",
-    "DataContract": "lpim.testing.contract",
-    "EncoderOutput": "lpim.testing.protocol",
-    "EncoderPropertyError": "lpim.testing.errors",
-    "GALLERY": "lpim._properties",
-    "IncompleteCheckError": "lpim.testing.driver",
-    "LaneConsumerPropertyError": "lpim.testing.consumer_properties",
-    "PRECISIONS": "lpim.testing.options",
-    "PROPERTIES": "lpim._properties",
-    "Padding": "lpim._properties",
-    "Property": "lpim._properties",
-    "PropertyError": "lpim.testing.errors",
-    "PropertyResult": "lpim.testing.report",
-    "ProtocolError": "lpim.testing.protocol",
-    "REGISTRY": "lpim._properties",
-    "Side": "lpim._properties",
-    "Subject": "lpim.testing.protocol",
-    "VERDICTS": "lpim.testing.report",
-    "assert_consumer_deterministic": "lpim.testing.consumer_properties",
-    "assert_consumer_finite": "lpim.testing.consumer_properties",
-    "assert_deterministic": "lpim.testing.properties",
-    "assert_devices_agree": "lpim.testing.properties",
-    "assert_empty_lanes_zero": "lpim.testing.properties",
-    "assert_finite": "lpim.testing.properties",
-    "assert_gradients_ignore_padding": "lpim.testing.properties",
-    "assert_gradients_isolated": "lpim.testing.properties",
-    "assert_ignores_appended_lanes": "lpim.testing.consumer_properties",
-    "assert_ignores_nonfinite_padding": "lpim.testing.properties",
-    "assert_ignores_padded_lanes": "lpim.testing.consumer_properties",
-    "assert_ignores_padding": "lpim.testing.properties",
-    "assert_lane_order_invariant": "lpim.testing.consumer_properties",
-    "assert_lanes_independent": "lpim.testing.properties",
-    "assert_matches_unpadded": "lpim.testing.properties",
-    "check_encoder": "lpim.testing.check",
-    "check_lane_consumer": "lpim.testing.consumer",
-    "lane_alone": "lpim.testing.properties",
-    "property_names": "lpim._properties",
+    "Adapted": "lpim.testing._protocol",
+    "CHECKED_PROPERTIES": "lpim.testing._encoder_check",
+    "CONSUMER_PROPERTIES": "lpim._property_registry",
+    "Cause": "lpim._property_registry",
+    "CheckOptions": "lpim.testing._options",
+    "CheckReport": "lpim.testing._report",
+    "DEFAULT_DTYPES": "lpim.testing._engine",
+    "DEFAULT_SETTINGS": "lpim.testing._engine",
+    "DataContract": "lpim.testing._contract",
+    "EncoderOutput": "lpim.testing._protocol",
+    "EncoderPropertyError": "lpim.testing._property_errors",
+    "GALLERY": "lpim._property_registry",
+    "IncompleteCheckError": "lpim.testing._driver",
+    "LaneConsumerPropertyError": "lpim.testing._consumer_properties",
+    "PRECISIONS": "lpim.testing._options",
+    "PROPERTIES": "lpim._property_registry",
+    "Padding": "lpim._property_registry",
+    "Property": "lpim._property_registry",
+    "PropertyError": "lpim.testing._property_errors",
+    "PropertyResult": "lpim.testing._report",
+    "ProtocolError": "lpim.testing._protocol",
+    "REGISTRY": "lpim._property_registry",
+    "Side": "lpim._property_registry",
+    "Subject": "lpim.testing._protocol",
+    "VERDICTS": "lpim.testing._report",
+    "assert_consumer_deterministic": "lpim.testing._consumer_properties",
+    "assert_consumer_finite": "lpim.testing._consumer_properties",
+    "assert_deterministic": "lpim.testing._encoder_properties",
+    "assert_devices_agree": "lpim.testing._encoder_properties",
+    "assert_empty_lanes_zero": "lpim.testing._encoder_properties",
+    "assert_finite": "lpim.testing._encoder_properties",
+    "assert_gradients_ignore_padding": "lpim.testing._encoder_properties",
+    "assert_gradients_isolated": "lpim.testing._encoder_properties",
+    "assert_ignores_appended_lanes": "lpim.testing._consumer_properties",
+    "assert_ignores_nonfinite_padding": "lpim.testing._encoder_properties",
+    "assert_ignores_padded_lanes": "lpim.testing._consumer_properties",
+    "assert_ignores_padding": "lpim.testing._encoder_properties",
+    "assert_lane_order_invariant": "lpim.testing._consumer_properties",
+    "assert_lanes_independent": "lpim.testing._encoder_properties",
+    "assert_matches_unpadded": "lpim.testing._encoder_properties",
+    "check_encoder": "lpim.testing._encoder_check",
+    "check_lane_consumer": "lpim.testing._consumer_check",
+    "lane_alone": "lpim.testing._encoder_properties",
+    "property_names": "lpim._property_registry",
 }
 
 __getattr__, __dir__ = _lazy_exports(__name__, _WHERE, __all__)

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from lpim._properties import PROPERTIES
+from lpim._property_registry import PROPERTIES
 from lpim.encoder import PriorEncoder
 from lpim.zoo import bugs, contracts, correct
 from lpim.zoo._seeded import by_name, seeded

@@ -1,7 +1,7 @@
 """Lane-set consumers for the zoo: the mask bug one step downstream of the encoder, and fixes.
 
 A lane-set consumer reads `lane_embedding [B, M, C]` and `lane_mask [B, M]` (bool, True = real
-lane) as a set (see `lpim.testing.consumer`). The motivating bug is in a public LPIM
+lane) as a set (see `lpim.testing._consumer_check`). The motivating bug is in a public LPIM
 reimplementation: BEV queries cross-attend over all `M` lane embeddings with no lane mask, so
 the fused BEV features change with `M` (the batch's padding) and with whatever empty lanes hold.
 
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lpim._properties import property_named
+from lpim._property_registry import property_named
 from lpim.zoo._seeded import by_name, seeded
 
 __all__ = [

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lpim._properties import property_named
+from lpim._property_registry import property_named
 from lpim.zoo._seeded import seeded
 
 __all__ = [
@@ -85,7 +85,7 @@ class ReturnsList(MaskedMeanEncoder):
 
     Not a misbehaviour a property reports: no part of the list is a lane embedding, so the
     checks refuse it as a usage error before drawing anything, naming what came back and the
-    `output` option (`lpim.testing.protocol.NoLaneEmbedding`).
+    `output` option (`lpim.testing._protocol.NoLaneEmbedding`).
     """
 
     def forward(self, points: Tensor, point_mask: Tensor) -> list[Tensor]:  # type: ignore[override]
@@ -221,7 +221,7 @@ class Hangs(MaskedMeanEncoder):
     any loop whose exit is never reached, or a wait that nothing releases).
 
     Without a deadline a check of it never ends; with `deadline=0.05` each call is stopped after
-    1 s (`lpim.testing.deadline.hard_stop`), and it is reported as property `deadline` within
+    1 s (`lpim.testing._deadline.hard_stop`), and it is reported as property `deadline` within
     about 2 s: a call that did not return and was stopped.
     """
 

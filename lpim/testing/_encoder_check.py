@@ -1,11 +1,11 @@
 """`check_encoder`: every property at every dtype, under the user's data contract.
 
-The rows are run by the one engine (`lpim.testing.engine`) through the shared
-`lpim.testing.driver.Driver`; this module wires what is particular to encoders: the options,
+The rows are run by the one engine (`lpim.testing._engine`) through the shared
+`lpim.testing._driver.Driver`; this module wires what is particular to encoders: the options,
 the data contract (which padded-slot contents each property draws, the asserts' keywords),
 the precision mode (a dtype copy, `precision="cast"`, or `torch.autocast`,
 `precision="autocast"`), the reproducer, and what empty lanes give. The encoder itself is
-handed once to `lpim.testing.under_check.EncoderUnderCheck` (its width, device, copies, the
+handed once to `lpim.testing._under_check.EncoderUnderCheck` (its width, device, copies, the
 dtype probe) and reached only through it.
 """
 
@@ -22,7 +22,7 @@ from hypothesis import settings as Settings
 from hypothesis import strategies as st
 from hypothesis.errors import Flaky, HypothesisException
 
-from lpim._properties import (
+from lpim._property_registry import (
     EXERCISED_BY,
     PROPERTIES,
     Property,
@@ -35,20 +35,20 @@ from lpim.strategies import (
     NONFINITE_GARBAGE_KINDS,
     OtherInputs,
 )
-from lpim.testing import properties as props
-from lpim.testing.contract import DataContract
-from lpim.testing.driver import Case, Driver
-from lpim.testing.engine import DATABASE_ENV, DEFAULT_DTYPES, DEFAULT_SETTINGS, run_check
-from lpim.testing.errors import EncoderPropertyError, PropertyError
-from lpim.testing.options import PRECISIONS, CheckOptions, Given, options_of
-from lpim.testing.protocol import (
+from lpim.testing import _encoder_properties as props
+from lpim.testing._contract import DataContract
+from lpim.testing._driver import Case, Driver
+from lpim.testing._engine import DATABASE_ENV, DEFAULT_DTYPES, DEFAULT_SETTINGS, run_check
+from lpim.testing._options import PRECISIONS, CheckOptions, Given, options_of
+from lpim.testing._property_errors import EncoderPropertyError, PropertyError
+from lpim.testing._protocol import (
     DeadlineExceeded,
     Encoder,
     Subject,
 )
-from lpim.testing.report import CheckReport, PropertyResult
-from lpim.testing.reproducer import deadline_call
-from lpim.testing.under_check import (
+from lpim.testing._report import CheckReport, PropertyResult
+from lpim.testing._reproducer import deadline_call
+from lpim.testing._under_check import (
     EncoderUnderCheck,
     probe_batch,
 )
@@ -106,12 +106,12 @@ def check_encoder(
     data-contract keywords (`layout` ... `strategy`; default: anything may happen) narrow
     the batches drawn to those the user's loader produces; the report's header names the
     contract checked, so a pass never claims more than was checked. Every keyword is an
-    option of `lpim.testing.options` (the same option as `lpim check`'s flag and the
+    option of `lpim.testing._options` (the same option as `lpim check`'s flag and the
     `[tool.lpim]` key); None leaves its default, and every value is checked, alone and against
     the others, before anything of the encoder's runs.
 
     Args:
-        encoder: anything following the encoder protocol (`lpim.testing.protocol`). A module
+        encoder: anything following the encoder protocol (`lpim.testing._protocol`). A module
             is copied per dtype and put in eval mode; the caller's module is never modified.
         point_dim: `D`; when omitted, read from an `in_dim`, `point_dim`, `input_dim`,
             `in_channels` or `in_features` attribute, else from the input width of the
@@ -165,7 +165,7 @@ def check_encoder(
         strategy: a Hypothesis strategy of `lpim.LaneBatch` to draw from instead (its point
             dimension is used; `garbage` still says what padded slots may hold; the other
             contract keywords may not be given with it).
-        strict: raise `lpim.testing.driver.IncompleteCheckError` when nothing failed but a row
+        strict: raise `lpim.testing._driver.IncompleteCheckError` when nothing failed but a row
             was skipped or unsupported (for CI machines that must run everything).
         threads: torch's intra-op threads during the check (restored after); default 1,
             because tiny forwards gain nothing from more and lose much when a core is busy.
@@ -187,7 +187,7 @@ def check_encoder(
     Torch's RNG is seeded with 0 before each row; afterwards, however the check ends, the
     global RNG states, the modes, parameters, buffers and gradients of the modules the encoder
     holds, and torch's threads, default dtype, grad mode and the warnings filters are as they
-    were (`lpim.testing.state.user_state_kept`).
+    were (`lpim.testing._state.user_state_kept`).
 
     Returns:
         A `CheckReport` when no property failed (`str()`: headline, contract, table, notes).
@@ -195,7 +195,7 @@ def check_encoder(
     Raises:
         EncoderPropertyError: the first failure in full (shrunk example, `.reproducer`),
             with `.failures` (every failure, each with its reproducer) and `.report`.
-        lpim.testing.driver.IncompleteCheckError: `strict=True` and rows were not run.
+        lpim.testing._driver.IncompleteCheckError: `strict=True` and rows were not run.
         lpim.errors.UsageValueError: (a `ValueError`) an unknown property, dtype or
             precision, a value out of range, a contract that cannot be met or is too large to
             draw, `point_dim` that cannot be read or disagrees with the encoder's, a device
@@ -220,11 +220,11 @@ def check_encoder_with(encoder: Encoder, options: CheckOptions) -> CheckReport:
 
 
 class EncoderSide:
-    """The encoder's share of the engine (`lpim.testing.engine.CheckSide`): it wires the
+    """The encoder's share of the engine (`lpim.testing._engine.CheckSide`): it wires the
     options, the data contract and the engine, running each property at a dtype copy
     (`precision="cast"`) or under `torch.autocast`, with the padded-slot contents each property
     draws, its reproducer and what empty lanes give. The encoder itself is reached only through
-    `lpim.testing.under_check.EncoderUnderCheck`."""
+    `lpim.testing._under_check.EncoderUnderCheck`."""
 
     def __init__(self, encoder: Encoder, options: CheckOptions) -> None:
         self.under = EncoderUnderCheck(encoder, options)

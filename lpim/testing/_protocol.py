@@ -4,7 +4,7 @@ An encoder is a callable `encoder(points [B, M, N, D], point_mask [B, M, N])` (b
 real point) returning either a tensor `[B, M, C]` of lane embeddings or an object with a
 `lane_embedding [B, M, C]` attribute and, optionally, `point_features [B, M, N, C]`.
 
-[`Subject`][lpim.testing.protocol.Subject] wraps an encoder once for a whole check: it calls it in
+[`Subject`][lpim.testing.Subject] wraps an encoder once for a whole check: it calls it in
 eval mode without
 touching the caller's module, knows its float64 twin (for the tolerance rule's observed term) and
 its scale (for the rule's floors).
@@ -25,8 +25,8 @@ import torch
 
 from lpim._errors import LpimError, UsageTypeError, UsageValueError
 from lpim.batch import LaneBatch
-from lpim.testing.compare import same_values
-from lpim.testing.deadline import (
+from lpim.testing._compare import same_values
+from lpim.testing._deadline import (
     HARD_STOP_FACTOR,
     HARD_STOP_FLOOR,
     CallTimedOut,
@@ -34,8 +34,8 @@ from lpim.testing.deadline import (
     call_within,
     hard_stop,
 )
-from lpim.testing.errors import EncoderPropertyError
-from lpim.testing.options import CHANNEL_POLARITIES, MASK_CONVENTIONS, mask_channel
+from lpim.testing._options import CHANNEL_POLARITIES, MASK_CONVENTIONS, mask_channel
+from lpim.testing._property_errors import EncoderPropertyError
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
 
 __all__ = [
@@ -369,11 +369,11 @@ class Subject:
         The encoder gets copies of `points` and `point_mask`; after the call the copies
         must still equal the batch (an encoder that writes into its inputs breaks property
         `inputs_unchanged`, and the caller's tensors are never touched). With a
-        [`deadline`][lpim.testing.protocol.Subject.deadline], every call is timed and stopped
-        after `lpim.testing.deadline.hard_stop(deadline)` seconds (`call_within`); a call over
+        [`deadline`][lpim.testing._protocol.Subject.deadline], every call is timed and stopped
+        after `lpim.testing._deadline.hard_stop(deadline)` seconds (`call_within`); a call over
         the deadline (or stopped) is made once more on the same batch, and `DeadlineExceeded`
         is raised if that one is over it too. A call stopped twice in a row is remembered in
-        [`hangs`][lpim.testing.protocol.Subject.hangs]: every later call raises
+        [`hangs`][lpim.testing._protocol.Subject.hangs]: every later call raises
         `DeadlineExceeded` at once, without calling the encoder.
         """
         batch = batch.to(device=self.device, dtype=self.dtype)
@@ -442,7 +442,7 @@ class Subject:
     def twin(self) -> Encoder | None:
         """A float64 copy of the encoder, or None: not a module, already float64 (and not
         under autocast), or it cannot be copied to float64
-        ([`reference_note`][lpim.testing.protocol.Subject.reference_note] says why)."""
+        ([`reference_note`][lpim.testing._protocol.Subject.reference_note] says why)."""
         if not isinstance(self.encoder, torch.nn.Module) or self.reference_note:
             return None
         if self.dtype == torch.float64 and not torch.is_autocast_enabled(self.device.type):
@@ -457,7 +457,7 @@ class Subject:
         """The float64 twin's output on `batch` (autocast off), or None when there is no
         twin or it cannot run (the encoder computes in float32 whatever it is given, say):
         the tolerance rule's floors alone then apply, and
-        [`reference_note`][lpim.testing.protocol.Subject.reference_note] says why."""
+        [`reference_note`][lpim.testing._protocol.Subject.reference_note] says why."""
         twin = self.twin
         if twin is None:
             return None
@@ -506,7 +506,7 @@ class DeadlineExceeded(BaseException):
         deadline: the limit, in seconds.
         batch: the batch.
         stop: seconds after which a call was stopped
-            (`lpim.testing.deadline.hard_stop(deadline)`), or None.
+            (`lpim.testing._deadline.hard_stop(deadline)`), or None.
         stopped: whether the first and the second call were stopped.
         earlier: when the encoder hung on an earlier call and was not called this time, what
             was said then (`""` otherwise); `batch` is then the batch it hung on.

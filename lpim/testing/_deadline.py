@@ -7,7 +7,7 @@ call, chosen per call:
 - **signal** (the main thread of a POSIX process, the usual case): the call runs where it was
   made, so every thread-local state of torch and of the code itself is as the caller left it;
   `signal.setitimer(ITIMER_REAL)` arms a timer whose `SIGALRM` handler raises
-  [`CallTimedOut`][lpim.testing.deadline.CallTimedOut] inside the call. Python runs signal
+  `CallTimedOut` inside the call. Python runs signal
   handlers between bytecodes and wakes `time.sleep` and lock waits, so Python loops and
   waits stop at the limit; one long op in C (a torch kernel) runs to its end first, and the call
   stops when it returns to Python. The previous handler and timer are restored afterwards (an
@@ -87,7 +87,7 @@ def hard_stop(deadline: float) -> float:
 
 
 class CallTimedOut(BaseException):
-    """A call made by [`call_within`][lpim.testing.deadline.call_within] had not returned
+    """A call made by `call_within` had not returned
     after its limit, and was stopped.
 
     A `BaseException`, like `KeyboardInterrupt`: code under check that catches `Exception`
@@ -172,10 +172,10 @@ def call_within(seconds: float, fn: Callable[..., _T], /, *args: Any, **kwargs: 
 class HangMemory:
     """Remembers that code under check hung, so that later calls fail at once.
 
-    A call stopped by [`call_within`][lpim.testing.deadline.call_within] (twice in a row, by the
+    A call stopped by `call_within` (twice in a row, by the
     rule of the caller) is remembered here with the error that reported it; whoever holds the
     memory raises at once on every later call instead of waiting for the limit again, row
-    after row. One memory per piece of code under check: `lpim.testing.protocol.Subject` has its
+    after row. One memory per piece of code under check: `lpim.testing._protocol.Subject` has its
     own, and an engine may hand one to several subjects (every dtype of one encoder) to stop
     calling the encoder anywhere after one hang.
 

@@ -24,7 +24,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from lpim.testing.report import shorten
+from lpim.testing._report import shorten
 
 __all__ = ["Crash", "crash_of", "dtype_unsupported", "runs_at_float32"]
 

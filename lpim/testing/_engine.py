@@ -7,7 +7,7 @@ What differs between an encoder and a consumer (preparing the subject at a dtype
 unsupported-dtype probe, which rows run and on what examples, the reproducer, the error) is a
 `CheckSide`; everything else exists here once: the settings and the example database, strict,
 progress, threads, the deadline, the user's state saved and restored, the rows and the headline
-(through the shared `lpim.testing.driver.Driver`).
+(through the shared `lpim.testing._driver.Driver`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from hypothesis import settings as Settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from lpim._errors import UsageValueError
-from lpim.testing.driver import Case, Driver, check_settings, torch_threads
-from lpim.testing.errors import ExampleT
-from lpim.testing.options import DTYPE_NAMES, CheckOptions
-from lpim.testing.report import CheckReport, PropertyResult
-from lpim.testing.state import user_state_kept
+from lpim.testing._driver import Case, Driver, check_settings, torch_threads
+from lpim.testing._options import DTYPE_NAMES, CheckOptions
+from lpim.testing._property_errors import ExampleT
+from lpim.testing._report import CheckReport, PropertyResult
+from lpim.testing._state import user_state_kept
 
 __all__ = [
     "DATABASE_ENV",
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 DEFAULT_DTYPES = tuple(getattr(torch, name) for name in DTYPE_NAMES)
-"""The dtypes checked by default (`lpim.testing.options.DTYPE_NAMES`, as `torch.dtype`s): mixed
+"""The dtypes checked by default (`lpim.testing._options.DTYPE_NAMES`, as `torch.dtype`s): mixed
 precision is where fill values such as -1e9 overflow."""
 
 DEFAULT_SETTINGS = Settings(
@@ -131,11 +131,11 @@ def run_check(
     Nothing of the user's runs before their state is saved, and however the check ends (a
     pass, a failure, an exception, an interrupt) it is restored: the global RNG states, the
     modes, parameters, buffers and gradients of the modules `subject` holds, torch's threads,
-    default dtype and grad mode, the warnings filters (`lpim.testing.state.user_state_kept`).
+    default dtype and grad mode, the warnings filters (`lpim.testing._state.user_state_kept`).
 
     Raises:
         PropertyError: the first failure in full, with `.failures` and `.report`.
-        lpim.testing.driver.IncompleteCheckError: `strict` and a row was not run.
+        lpim.testing._driver.IncompleteCheckError: `strict` and a row was not run.
         UsageError: what `side.prepare` or the settings refuse.
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames

@@ -1,7 +1,7 @@
 """`check_lane_consumer`: every lane-consumer property, with Hypothesis, through the shared driver.
 
 The properties, the consumer protocol and how the tolerance rule applies to consumers are in
-[`lpim.testing.consumer_properties`][lpim.testing.consumer_properties]; this module draws lane
+[`lpim.testing._consumer_properties`][lpim.testing._consumer_properties]; this module draws lane
 sets (with the consumer's other inputs), runs each property at each dtype and reports, exactly as
 [`check_encoder`][lpim.testing.check_encoder] does for encoders.
 """
@@ -15,7 +15,7 @@ import torch
 from hypothesis import settings as Settings
 from hypothesis.errors import Flaky, HypothesisException
 
-from lpim._properties import (
+from lpim._property_registry import (
     CONSUMER_PROPERTIES,
     EXERCISED_BY,
     Property,
@@ -24,19 +24,19 @@ from lpim._properties import (
 )
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, lane_sets
-from lpim.testing import consumer_properties
-from lpim.testing.consumer_properties import (
+from lpim.testing import _consumer_properties as consumer_properties
+from lpim.testing._consumer_properties import (
     Consumer,
     LaneConsumerPropertyError,
     nondeterminism_first,
     nondeterminism_from_flaky,
 )
-from lpim.testing.driver import Case, Driver
-from lpim.testing.engine import run_check
-from lpim.testing.errors import PropertyError
-from lpim.testing.options import CheckOptions, Given, options_of
-from lpim.testing.report import CheckReport, PropertyResult
-from lpim.testing.under_check import ConsumerUnderCheck
+from lpim.testing._driver import Case, Driver
+from lpim.testing._engine import run_check
+from lpim.testing._options import CheckOptions, Given, options_of
+from lpim.testing._property_errors import PropertyError
+from lpim.testing._report import CheckReport, PropertyResult
+from lpim.testing._under_check import ConsumerUnderCheck
 
 __all__ = ["ConsumerSide", "check_lane_consumer", "check_lane_consumer_with"]
 
@@ -69,7 +69,7 @@ def check_lane_consumer(
 
     Every property x dtype row runs, even after a failure, through the same engine as
     `lpim.testing.check_encoder` (same options, table, headline, `strict`). Every keyword is
-    an option of `lpim.testing.options` (the same option as `lpim check-consumer`'s flag and
+    an option of `lpim.testing._options` (the same option as `lpim check-consumer`'s flag and
     the `[tool.lpim]` key); None leaves its default.
 
     Args:
@@ -97,7 +97,7 @@ def check_lane_consumer(
         batch_size: `B` of the drawn lane sets: an int or an inclusive `(low, high)` range
             (default (1, 3)).
         num_lanes: `M` of the drawn lane sets: an int or a range (default (1, 6)).
-        strict: raise `lpim.testing.driver.IncompleteCheckError` when nothing failed but a row
+        strict: raise `lpim.testing._driver.IncompleteCheckError` when nothing failed but a row
             was skipped or unsupported.
         threads: torch's intra-op threads during the check (restored after; default 1).
         factory: `"module:expression"` that rebuilds the consumer, for the reproducer.
@@ -109,7 +109,7 @@ def check_lane_consumer(
     Raises:
         LaneConsumerPropertyError: the first failure in full (shrunk example, `.reproducer`),
             with `.failures` (every failure) and `.report`.
-        lpim.testing.driver.IncompleteCheckError: `strict=True` and rows were not run.
+        lpim.testing._driver.IncompleteCheckError: `strict=True` and rows were not run.
         lpim.errors.UsageValueError: (a `ValueError`) an unknown property or dtype, no
             property, `embed_dim` below 1 or that cannot be read, sizes out of range or too
             large to draw, a device torch does not know or that is not available, a
@@ -135,10 +135,10 @@ def check_lane_consumer_with(consumer: Consumer, options: CheckOptions) -> Check
 
 
 class ConsumerSide:
-    """The consumer's share of the engine (`lpim.testing.engine.CheckSide`): it wires the
+    """The consumer's share of the engine (`lpim.testing._engine.CheckSide`): it wires the
     options and the engine, drawing lane sets with the consumer's other inputs, with its
     reproducer. The consumer itself is reached only through
-    `lpim.testing.under_check.ConsumerUnderCheck`."""
+    `lpim.testing._under_check.ConsumerUnderCheck`."""
 
     def __init__(self, consumer: Consumer, options: CheckOptions) -> None:
         self.under = ConsumerUnderCheck(consumer, options)

@@ -1,11 +1,9 @@
 """The code under check, for a whole check: everything a check needs to know of it.
 
-A check's door hands the code it is given down here once, as an
-[`EncoderUnderCheck`][lpim.testing.under_check.EncoderUnderCheck] or a
-[`ConsumerUnderCheck`][lpim.testing.under_check.ConsumerUnderCheck], and keeps only that object:
-the checks (`lpim.testing.check`, `lpim.testing.consumer`) wire the options, the data contract
-and the engine, and never touch the code itself. What both sides share is
-[`UnderCheck`][lpim.testing.under_check.UnderCheck]. An object here knows:
+A check's door hands the code it is given down here once, as an `EncoderUnderCheck` or a
+`ConsumerUnderCheck`, and keeps only that object: the checks (`lpim.testing._encoder_check`,
+`lpim.testing._consumer_check`) wire the options, the data contract and the engine, and never
+touch the code itself. What both sides share is `UnderCheck`. An object here knows:
 
 - the code as it is called (an encoder through `Adapted` when the options say how it takes its
   inputs) and its name (reports, the example database);
@@ -14,10 +12,10 @@ and the engine, and never touch the code itself. What both sides share is
 - its device, its copies at a dtype (`Subject`s, one hang memory for all), the batches made
   outside the rows (with its other inputs);
 - the first call that checks an encoder's output, and the dtype probe wired to it (the
-  experiment itself is `lpim.testing.dtype_probe`).
+  experiment itself is `lpim.testing._dtype_probe`).
 
 How one copy at one dtype is called (copies of the inputs, the deadline, the float64 twin) is
-[`Subject`][lpim.testing.protocol.Subject], in `lpim.testing.protocol`, below.
+[`Subject`][lpim.testing.Subject], in `lpim.testing._protocol`, below.
 """
 
 from __future__ import annotations
@@ -31,20 +29,20 @@ from hypothesis import settings as Settings
 from hypothesis import strategies as st
 
 from lpim._errors import UsageTypeError, UsageValueError
-from lpim._properties import PROPERTIES
+from lpim._property_registry import PROPERTIES
 from lpim._validation import check_callable
 from lpim.batch import LaneBatch
 from lpim.lane_set import LaneSet
 from lpim.strategies import OtherInputs, with_other_inputs
-from lpim.testing import properties as props
-from lpim.testing.consumer_properties import Consumer, run_consumer
-from lpim.testing.deadline import CallTimedOut, HangMemory, call_within, hard_stop
-from lpim.testing.dispatch import calls_attention, count_dispatch
-from lpim.testing.driver import Driver
-from lpim.testing.dtype_probe import dtype_unsupported, runs_at_float32
-from lpim.testing.errors import EncoderPropertyError, PropertyError
-from lpim.testing.options import CheckOptions, mask_channel
-from lpim.testing.protocol import (
+from lpim.testing import _encoder_properties as props
+from lpim.testing._consumer_properties import Consumer, run_consumer
+from lpim.testing._deadline import CallTimedOut, HangMemory, call_within, hard_stop
+from lpim.testing._dispatch import calls_attention, count_dispatch
+from lpim.testing._driver import Driver
+from lpim.testing._dtype_probe import dtype_unsupported, runs_at_float32
+from lpim.testing._options import CheckOptions, mask_channel
+from lpim.testing._property_errors import EncoderPropertyError, PropertyError
+from lpim.testing._protocol import (
     POINT_DIM_ATTRIBUTES,
     Adapted,
     DeadlineExceeded,
@@ -55,8 +53,8 @@ from lpim.testing.protocol import (
     holds_attention,
     reachable_modules,
 )
-from lpim.testing.report import PropertyResult
-from lpim.testing.reproducer import reproducer
+from lpim.testing._report import PropertyResult
+from lpim.testing._reproducer import reproducer
 
 __all__ = [
     "ConsumerUnderCheck",
@@ -270,7 +268,7 @@ def _encoder_unsupported(
     float32_runs: bool,
 ) -> str:
     """Why the encoder cannot run at `dtype` ('' if it can, or if its crash is not the
-    dtype's), decided by experiment (`lpim.testing.dtype_probe`): one unpadded lane at the
+    dtype's), decided by experiment (`lpim.testing._dtype_probe`): one unpadded lane at the
     dtype, in the precision mode checked, against the same lane at plain float32, which
     `_check_output` already ran (`float32_runs`)."""
 
@@ -474,7 +472,7 @@ def _consumer_unsupported(
     options: CheckOptions,
 ) -> str:
     """Why the consumer cannot run at `dtype` ('' if it can, or if its crash is not the
-    dtype's), decided by experiment (`lpim.testing.dtype_probe`): one real lane, no padding,
+    dtype's), decided by experiment (`lpim.testing._dtype_probe`): one real lane, no padding,
     at the dtype and at plain float32. A consumer that needs other inputs crashes at float32
     too without them, so its dtype is left for the rows to try."""
 
@@ -553,7 +551,7 @@ class UnderCheck:
         self, example: LaneBatch | LaneSet, assert_name: str, failed: str, **how: Any
     ) -> str:
         """Source that rebuilds the code (`factory`, else its class) and re-raises `failed` on
-        `example` (`how`: `lpim.testing.reproducer.reproducer`'s `call`, `keywords`,
+        `example` (`how`: `lpim.testing._reproducer.reproducer`'s `call`, `keywords`,
         `autocast`)."""
         return reproducer(example, assert_name, failed, self.code, self.options.factory, **how)
 

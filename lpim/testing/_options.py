@@ -66,7 +66,7 @@ Door = Literal["keyword", "flag", "key"]
 
 # The names an option may take, as plain strings (their owners import torch; tests/test_options.py
 # checks that these agree with `lpim.batch.LAYOUTS`, `lpim.strategies.GARBAGE_CONTRACTS` and
-# `lpim.testing.engine.DEFAULT_DTYPES`).
+# `lpim.testing._engine.DEFAULT_DTYPES`).
 DTYPE_NAMES = ("float64", "float32", "bfloat16", "float16")
 """The dtypes a check runs, by name, in the order it runs them (default: all four)."""
 LAYOUT_NAMES = ("right", "left", "contiguous", "scattered")
@@ -351,7 +351,7 @@ def _other_inputs(value: Any, name: str) -> Any:
     """A function `(batch_size, dtype, device) -> SearchStrategy`, or `"module:function"`
     naming one (the flag's and the key's form), loaded here."""
     if isinstance(value, _Target):
-        from lpim.testing.target import load_target
+        from lpim.testing._target import load_target
 
         value = load_target(value, "other-inputs function", option=name)
     return _callable("other_inputs(batch_size, dtype, device)")(value, name)
@@ -495,7 +495,7 @@ def _empty_lanes_text(text: str) -> Any:
 class CheckOptions:
     """The options of one check, checked, whatever door they came through.
 
-    Build it with `lpim.testing.options.options_of`; every attribute is one
+    Build it with `lpim.testing._options.options_of`; every attribute is one
     option (its keyword; `OPTIONS` has the flag, the key, the help), and `spelled` says how each
     option was given, for messages that name it as the user wrote it.
 
@@ -958,7 +958,7 @@ def _check_together(options: CheckOptions) -> None:
     never ran."""
     name = options.name
     if options.properties is not None:
-        from lpim._properties import property_names
+        from lpim._property_registry import property_names
 
         known = property_names(options.side)
         unknown = [p for p in options.properties if p not in known]

@@ -1,6 +1,6 @@
 """One assert per property, each checking one encoder on one batch.
 
-Each `assert_*` takes an encoder (see `lpim.testing.protocol`; put it in eval mode first)
+Each `assert_*` takes an encoder (see `lpim.testing._protocol`; put it in eval mode first)
 and a [`LaneBatch`][lpim.LaneBatch], raises
 [`EncoderPropertyError`][lpim.testing.EncoderPropertyError] when the
 property fails, and otherwise returns the largest error seen as a fraction of the allowed one
@@ -30,10 +30,10 @@ import torch
 
 from lpim.batch import LaneBatch
 from lpim.strategies import GARBAGE_CONTRACTS, NONFINITE_GARBAGE_KINDS, garbage_fills
-from lpim.testing.compare import largest_error
-from lpim.testing.dtype_probe import crash_of
-from lpim.testing.errors import EncoderPropertyError, ExampleT, PropertyError
-from lpim.testing.protocol import (
+from lpim.testing._compare import largest_error
+from lpim.testing._dtype_probe import crash_of
+from lpim.testing._property_errors import EncoderPropertyError, ExampleT, PropertyError
+from lpim.testing._protocol import (
     DeadlineExceeded,
     Encoder,
     EncoderOutput,
@@ -288,7 +288,7 @@ def assert_matches_unpadded(encoder: Encoder | Subject, batch: LaneBatch) -> flo
     """Property `matches_unpadded`: each real lane equals the encoder on that lane alone.
 
     For every lane with at least one real point, runs the encoder on
-    [`lane_alone`][lpim.testing.properties.lane_alone] and
+    [`lane_alone`][lpim.testing.lane_alone] and
     compares `lane_embedding` (and `point_features` at the real points, in slot order) with
     the batched output under the tolerance rule.
 
@@ -722,7 +722,7 @@ def lanes_alone_trouble(encoder: Encoder | Subject, batch: LaneBatch, limit: int
 
     The experiment that tells a dtype's numerics from a mask bug (no padding takes part):
     the checks run it at the row's dtype, in its precision mode, and at plain float32
-    (`lpim.testing.dtype_probe`). A crash whose op got a fill value the dtype cannot hold
+    (`lpim.testing._dtype_probe`). A crash whose op got a fill value the dtype cannot hold
     counts as no trouble here: that fill is a bug, reported by the rows.
 
     Args:

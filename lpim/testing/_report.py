@@ -1,7 +1,7 @@
 """What a check found: one row per property and dtype, a headline that counts them, a table.
 
 The CLI, the pytest plugin and the benchmarks render reports with these types; nothing here
-knows how the rows were produced (that is `lpim.testing.driver`'s business).
+knows how the rows were produced (that is `lpim.testing._driver`'s business).
 """
 
 from __future__ import annotations

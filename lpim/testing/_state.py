@@ -5,7 +5,7 @@ point-dimension probe of [`check_encoder`][lpim.testing.check_encoder] calls the
 and a plain function, a `functools.partial` or a closure wrapping a module is called as it is
 (only an `nn.Module` given directly is copied). Those calls draw random numbers, switch modules
 between train and eval mode, move buffers a forward updates and accumulate gradients.
-[`user_state_kept`][lpim.testing.state.user_state_kept] snapshots all of that before the first
+`user_state_kept` snapshots all of that before the first
 call and puts it back afterwards, whatever ended the check: a pass, a failure, any exception or
 `KeyboardInterrupt`.
 
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.nn.parameter import is_lazy
 
-from lpim.testing.protocol import reachable_modules
+from lpim.testing._protocol import reachable_modules
 
 __all__ = ["global_rng_restored", "user_state_kept"]
 
@@ -63,7 +63,7 @@ def user_state_kept(subject: object, device: torch.device) -> Iterator[None]:
       when it is a CUDA device);
     - the `training` flag of every module reachable from `subject` (an `nn.Module`, or one
       inside a `functools.partial`, a closure, a bound method or an attribute: see
-      `lpim.testing.protocol.reachable_modules`) and of each of their submodules;
+      `lpim.testing._protocol.reachable_modules`) and of each of their submodules;
     - the values, `requires_grad` flags and `.grad` of their parameters and buffers, restored
       in place without autograd tracking: the tensor objects stay the same, so optimisers and
       other references the user holds keep working (a parameter or buffer reassigned, added

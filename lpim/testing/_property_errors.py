@@ -9,9 +9,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 import torch
 
 from lpim._errors import LpimError
-from lpim._properties import GALLERY, PROPERTIES, Property
+from lpim._property_registry import GALLERY, PROPERTIES, Property
 from lpim.batch import LaneBatch
-from lpim.testing.report import CheckReport
+from lpim.testing._report import CheckReport
 
 ExampleT = TypeVar("ExampleT")
 """The type of a property's example: `lpim.LaneBatch` for encoders, `lpim.LaneSet` for

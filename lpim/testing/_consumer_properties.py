@@ -30,9 +30,9 @@ gets copies of `lane_embedding`, `lane_mask` and every tensor among its other in
 must equal the originals afterwards (`inputs_unchanged`, checked on every call); the caller's
 tensors are never touched. One `assert_*` per other property (this module) works on one
 [`LaneSet`][lpim.LaneSet] inside a user's own `@given` test;
-[`check_lane_consumer`][lpim.testing.consumer.check_lane_consumer] runs them all with Hypothesis
+[`check_lane_consumer`][lpim.testing.check_lane_consumer] runs them all with Hypothesis
 and raises
-[`LaneConsumerPropertyError`][lpim.testing.consumer_properties.LaneConsumerPropertyError] (an
+[`LaneConsumerPropertyError`][lpim.testing.LaneConsumerPropertyError] (an
 `AssertionError`) with the shrunk example and a pasteable reproducer.
 
 How the tolerance rule applies
@@ -58,13 +58,13 @@ from typing import Any
 
 import torch
 
-from lpim._properties import CONSUMER_PROPERTIES
+from lpim._property_registry import CONSUMER_PROPERTIES
 from lpim.lane_set import LaneSet
 from lpim.strategies import garbage_fills
-from lpim.testing.compare import first_index, largest_error, same_values
-from lpim.testing.errors import PropertyError
-from lpim.testing.properties import runs_as
-from lpim.testing.protocol import ProtocolError, Subject, training_modules
+from lpim.testing._compare import first_index, largest_error, same_values
+from lpim.testing._encoder_properties import runs_as
+from lpim.testing._property_errors import PropertyError
+from lpim.testing._protocol import ProtocolError, Subject, training_modules
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
 
 __all__ = [

@@ -4,7 +4,7 @@ A check draws only batches inside the contract, so that a pass never claims more
 checked and a failure is never on a batch the user's pipeline cannot produce. The default is the
 strictest: anything may happen (any padding layout, huge/inf/NaN in padded slots, lanes of one
 point, empty lanes and samples). Its options (keywords, flags, `[tool.lpim]` keys, defaults,
-checks) are declared in `lpim.testing.options`, which every door reads; a contract is built
+checks) are declared in `lpim.testing._options`, which every door reads; a contract is built
 from checked options, so one that cannot be met never gets here.
 """
 
@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from lpim._errors import UsageTypeError
 from lpim.batch import LAYOUTS, LaneBatch
 from lpim.strategies import lane_batches
-from lpim.testing.options import CheckOptions, Given, options_of
-from lpim.testing.properties import padding_variants
+from lpim.testing._encoder_properties import padding_variants
+from lpim.testing._options import CheckOptions, Given, options_of
 
 __all__ = ["DataContract"]
 
@@ -66,7 +66,7 @@ class DataContract:
     @classmethod
     def of(cls, **keywords: Any) -> DataContract:
         """A contract from keywords (those of the attributes; None keeps the default), checked
-        as `check_encoder` checks them (`lpim.testing.options`).
+        as `check_encoder` checks them (`lpim.testing._options`).
 
         Raises:
             UsageValueError: a value outside what the attribute allows, or values that

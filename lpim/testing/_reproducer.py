@@ -21,9 +21,9 @@ from lpim._errors import UsageError
 from lpim._version import __version__
 from lpim.batch import LaneBatch
 from lpim.lane_set import LaneSet
-from lpim.testing.deadline import hard_stop
-from lpim.testing.errors import PropertyError
-from lpim.testing.protocol import Adapted
+from lpim.testing._deadline import hard_stop
+from lpim.testing._property_errors import PropertyError
+from lpim.testing._protocol import Adapted
 
 __all__ = [
     "REPRODUCER_MARKER",
@@ -141,13 +141,13 @@ def reproducer(
 
 def deadline_call(deadline: float) -> str:
     """Reproducer lines (the `call` of `reproducer`) that time the encoder twice, each call
-    stopped after `lpim.testing.deadline.hard_stop(deadline)` seconds as the check's were,
+    stopped after `lpim.testing._deadline.hard_stop(deadline)` seconds as the check's were,
     and raise property `deadline` as the check did: a reproducer of a hang ends too."""
     return "\n".join(
         [
             "import time",
             "",
-            "from lpim.testing.deadline import CallTimedOut, call_within",
+            "from lpim.testing._deadline import CallTimedOut, call_within",
             "",
             f"deadline, stop = {deadline!r}, {hard_stop(deadline)!r}  # seconds",
             "times = []",

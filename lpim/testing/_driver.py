@@ -4,7 +4,7 @@
 them all (a failure does not stop the check), turns what happened into report rows, attaches
 reproducers, and raises at the end with every failure. It also sets what a whole check must fix:
 torch's thread count, Hypothesis' example database key. What a check must leave as it found it
-(RNG states, the user's modules, torch's global settings) is `lpim.testing.state`'s.
+(RNG states, the user's modules, torch's global settings) is `lpim.testing._state`'s.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
 from lpim._errors import LpimError
-from lpim.testing.errors import ExampleT, PropertyError
-from lpim.testing.report import CheckReport, PropertyResult
+from lpim.testing._property_errors import ExampleT, PropertyError
+from lpim.testing._report import CheckReport, PropertyResult
 
 __all__ = [
     "Case",
@@ -85,7 +85,7 @@ class Case(Generic[ExampleT]):
         subject_features: what the code under check was seen to do (`{"attention"}`), for
             the causes a failure lists; None when unknown.
         dtypes_own: a failure (shrunk) -> why it is the row's dtype's and not the code's
-            ('' when it is the code's), decided by experiment (`lpim.testing.dtype_probe`):
+            ('' when it is the code's), decided by experiment (`lpim.testing._dtype_probe`):
             then the row is `unsupported` with that reason, never a failure.
     """
 
