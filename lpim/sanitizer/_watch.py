@@ -86,6 +86,8 @@ _ORIGINALS: dict[str, Callable[..., Any]] = {
     "multi_head_attention_forward": _MHA_FORWARD,
 }
 
+_WATCHED = "watched"  # `Watcher.kind` of an attention function
+
 SKIP_NO_DATA = "tensors without data (meta, fake or another tensor subclass)"
 SKIP_EMPTY = "no query row or no key (zero-size)"
 SKIP_UNREAD = "arguments lpim could not read"
@@ -166,6 +168,9 @@ class _State(threading.local):
 
 
 def _on_stack(mode: TorchFunctionMode) -> bool:
+    depth = torch._C._len_torch_function_stack()
+    if depth and torch._C._get_function_stack_at(depth - 1) is mode:
+        return True  # on top, as it nearly always is
     return any(
         torch._C._get_function_stack_at(i) is mode
         for i in range(torch._C._len_torch_function_stack())
@@ -260,6 +265,7 @@ class Watcher:
         self._patches = {name: _patched(self, original) for name, original in _ORIGINALS.items()}
         self._sdpa_patch = self._patches["scaled_dot_product_attention"]
         self._mha_patch = self._patches["multi_head_attention_forward"]
+        self._kinds: dict[Callable[..., Any], str | None] = dict(_TRACED)
 
     def watches(self, func: Callable[..., Any]) -> bool:
         """True for the functions this watcher inspects: torch's, and its patches of them.
@@ -278,6 +284,22 @@ class Watcher:
             )
         )
 
+    def kind(self, func: Callable[..., Any]) -> str | None:
+        """What the mode does with `func` outside `torch.compile`: `_WATCHED` (an attention
+        function), a `_TRACED` kind, or None (passed through). Remembered by function: the mode
+        asks at every torch call."""
+        try:
+            return self._kinds[func]
+        except KeyError:
+            pass
+        except TypeError:  # a callable without a hash
+            return _WATCHED if self.watches(func) else _TRACED.get(func)
+        kind = _WATCHED if self.watches(func) else None
+        # not a method bound to a tensor (the key would keep it alive)
+        if len(self._kinds) < 4096 and not isinstance(getattr(func, "__self__", None), Tensor):
+            self._kinds[func] = kind
+        return kind
+
     # -- install / remove -------------------------------------------------------------------
 
     def install(self) -> None:
@@ -285,7 +307,6 @@ class Watcher:
         # must not mark every later call there as nested (see `_calls`)
         self._generation += 1
         self.records.clear()
-        self._cache.clear()
         self._handles = [
             torch_module.register_module_forward_pre_hook(self._pre_hook),
             # always_call: the mode goes back on the stack even when the forward raises
@@ -301,7 +322,9 @@ class Watcher:
             handle.remove()
         self._handles = []
         self.records.clear()
-        self._cache.clear()
+        # what a clean mask proved stays (no tensor of the user's held): a model run under a
+        # session per step or per test reads its masks once, not at every session
+        self._cache.keep_clean()
         for name, patch in self._patches.items():
             if getattr(F, name) is patch:  # someone who replaced it after us keeps theirs
                 setattr(F, name, _ORIGINALS[name])
@@ -476,9 +499,10 @@ class Watcher:
         will see it (a thread that entered no session), else passed on to torch."""
         __tracebackhide__ = True
         mode = self._state.mode
+        calls = self._calls()
         if (
             not self.installed
-            or any(c.inspected for c in self._calls())
+            or (calls and any(c.inspected for c in calls))
             or (mode is not None and not mode.retired and _on_stack(mode))
         ):
             return func(*args, **kwargs)
@@ -489,7 +513,7 @@ class Watcher:
     ) -> Any:
         __tracebackhide__ = True
         calls = self._calls()
-        if any(c.inspected for c in calls):
+        if calls and any(c.inspected for c in calls):
             return func(*args, **kwargs)  # inside a watched call: seen there
         found: Inspection | None = None
         api, reason = _function_api(func), None
@@ -532,14 +556,14 @@ class Watcher:
         return record if isinstance(record, RepeatRecord) else None
 
     def on_traced(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], kind: str
     ) -> Any:
         """`repeat`, conversions, `masked_fill`, `+` and `softmax`: see `_handwritten`."""
         __tracebackhide__ = True
         result = func(*args, **kwargs)
-        if any(c.inspected for c in self._calls()) or not self.installed:
+        calls = self._calls()
+        if (calls and any(c.inspected for c in calls)) or not self.installed:
             return result  # inside a watched call: torch's own code
-        kind = _TRACED[func]
         seen = None
         try:  # bookkeeping must never break the user's call
             if kind == "add":
@@ -647,7 +671,7 @@ def _inspect_function(
         inputs = [t for t in (query, key, value) if isinstance(t, Tensor)]
         sdpa_query, sdpa_key = query, key
         found, advised = cache.get(
-            (api, query.shape[:-1], key.shape[:-1]),
+            (api, query.shape[:-1], key.shape[:-1], query.dtype),
             (attn_mask,),
             lambda: inspect_sdpa(sdpa_query, sdpa_key, attn_mask),
             lambda found: _sdpa_call(named, found),
@@ -667,7 +691,7 @@ def _inspect_function(
         record = records.get(a["attn_mask"]) if isinstance(a["attn_mask"], Tensor) else None
         built_by = record if isinstance(record, RepeatRecord) else None
         found, advised = cache.get(
-            (api, a["query"].shape, a["key"].shape, int(a["num_heads"])),
+            (api, a["query"].shape, a["key"].shape, a["query"].dtype, int(a["num_heads"])),
             (a["attn_mask"], a["key_padding_mask"]),
             lambda: inspect_mha(
                 api,
@@ -794,6 +818,19 @@ class _InspectionCache:
     def clear(self) -> None:
         self._entries.clear()
 
+    def keep_clean(self) -> None:
+        """Keep only the entries of calls with a mask that proved nothing and left every row a
+        key, each slimmed to what the fast path reads (no tensor kept: masks by weak reference)."""
+        kept: dict[tuple[Any, ...], tuple[list[weakref.ref[Tensor]], Any]] = {}
+        for key, (refs, (found, advised)) in self._entries.items():
+            if not refs or advised or found.hazards or found.suspect_fill:
+                continue  # no mask (cheap to read again), or tensors held
+            if found.fully_masked is not None:
+                continue
+            slim = Inspection(check_output=found.check_output, num_heads=found.num_heads)
+            kept[key] = (refs, (slim, []))
+        self._entries = kept
+
     def get(
         self,
         sizes: tuple[Any, ...],
@@ -876,15 +913,19 @@ class AttentionMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.retired:
             return func(*args, **kwargs)
-        if not torch.compiler.is_compiling() and func in _TRACED:
-            return self._watcher.on_traced(func, args, kwargs)
-        if self._watcher.watches(func):
-            if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():
+            if self._watcher.watches(func):
                 # torch.compile traces this mode: the call is read eagerly, at run time, on
                 # real tensors (a graph break at each attention call)
                 return _eagerly(self._watcher.on_function)(func, args, kwargs)
+            return func(*args, **kwargs)
+        # eager: every torch call of the user's thread passes here, and one look-up decides
+        kind = self._watcher.kind(func)
+        if kind is None:
+            return func(*args, **kwargs)
+        if kind == _WATCHED:
             return self._watcher.on_function(func, args, kwargs)
-        return func(*args, **kwargs)
+        return self._watcher.on_traced(func, args, kwargs, kind)
 
 
 def _call_kwargs(module: nn.Module) -> Mapping[str, Any]:
@@ -1017,7 +1058,7 @@ def _inspect_module(
         )
 
     found, advised = cache.get(
-        (api, id(module), query.shape, key.shape, attn.num_heads, attn.batch_first),
+        (api, id(module), query.shape, key.shape, query.dtype, attn.num_heads, attn.batch_first),
         (attn_mask, kpm),
         lambda: inspect_mha(
             api,
