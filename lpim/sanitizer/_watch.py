@@ -569,6 +569,15 @@ class Watcher:
             if kind == "add":
                 hand.on_add(self.records, args, kwargs, result)
                 return result  # reads nothing
+            if kind == "softmax":
+                # what softmax reads is recorded: no record (nearly every softmax), nothing to
+                # read; a clean -inf fill is counted, with nothing to check
+                fact = self.records.get(args[0] if args else kwargs.get("input"))
+                if fact is None:
+                    return result
+                if fact is hand.CLEAN_FILL and _last_axis(args, kwargs):
+                    self._count(None)
+                    return result
             with _reading():
                 seen = self._trace(kind, func, args, kwargs, result)
         except Exception:
@@ -597,6 +606,12 @@ class Watcher:
         else:
             return hand.on_softmax(self.records, args, kwargs, result)
         return None
+
+
+def _last_axis(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    """A softmax call's `dim` is -1 (read without touching a tensor)."""
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    return dim == -1 and isinstance(dim, int)
 
 
 def _patched(watcher: Watcher, original: Callable[..., Any]) -> Callable[..., Any]:
