@@ -68,6 +68,7 @@ Count = Callable[[str | None], None]
 
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _LPIM_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_MODULE_FILE = torch_module.__file__
 _WATCHED_MODULES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)
 
 # The parameters each watched module's check reads: a subclass whose forward lacks one of them
@@ -86,6 +87,7 @@ _ORIGINALS: dict[str, Callable[..., Any]] = {
     "multi_head_attention_forward": _MHA_FORWARD,
 }
 
+_is_compiling = torch.compiler.is_compiling  # one look-up less at every torch call
 _WATCHED = "watched"  # `Watcher.kind` of an attention function
 
 SKIP_NO_DATA = "tensors without data (meta, fake or another tensor subclass)"
@@ -145,11 +147,30 @@ class _Call:
     inspected: bool  # its masks were read: calls inside it are the same call
     suspended: AttentionMode | None = None  # our mode, taken off the stack for it
     found: Inspection | None = None
-    call: Call | None = None  # the call as the proofs and the advice read it
+    call: _LazyCall | None = None  # the call as the proofs and the advice read it
     api: str = ""
     inputs: tuple[Tensor, ...] = ()
     batch_first: bool = True
     unread_since: int | None = None  # a module call not read: calls counted when it began
+
+
+class _LazyCall:
+    """The call as the proofs and the advice read it, made when first asked for: a mask seen
+    before that proved nothing never needs it."""
+
+    __slots__ = ("_call", "_make")
+
+    def __init__(self, make: Callable[[], Call]) -> None:
+        self._make = make
+        self._call: Call | None = None
+
+    def get(self) -> Call:
+        if self._call is None:
+            self._call = self._make()
+        return self._call
+
+    def lane(self) -> tuple[Tensor, int] | None:
+        return self.get().lane()
 
 
 class _State(threading.local):
@@ -265,7 +286,7 @@ class Watcher:
         self._patches = {name: _patched(self, original) for name, original in _ORIGINALS.items()}
         self._sdpa_patch = self._patches["scaled_dot_product_attention"]
         self._mha_patch = self._patches["multi_head_attention_forward"]
-        self._kinds: dict[Callable[..., Any], str | None] = dict(_TRACED)
+        self.kinds: dict[Callable[..., Any], str | None] = dict(_TRACED)
 
     def watches(self, func: Callable[..., Any]) -> bool:
         """True for the functions this watcher inspects: torch's, and its patches of them.
@@ -289,15 +310,15 @@ class Watcher:
         function), a `_TRACED` kind, or None (passed through). Remembered by function: the mode
         asks at every torch call."""
         try:
-            return self._kinds[func]
+            return self.kinds[func]
         except KeyError:
             pass
         except TypeError:  # a callable without a hash
             return _WATCHED if self.watches(func) else _TRACED.get(func)
         kind = _WATCHED if self.watches(func) else None
         # not a method bound to a tensor (the key would keep it alive)
-        if len(self._kinds) < 4096 and not isinstance(getattr(func, "__self__", None), Tensor):
-            self._kinds[func] = kind
+        if len(self.kinds) < 4096 and not isinstance(getattr(func, "__self__", None), Tensor):
+            self.kinds[func] = kind
         return kind
 
     # -- install / remove -------------------------------------------------------------------
@@ -388,20 +409,22 @@ class Watcher:
                 reason = f"{SKIP_UNREAD} ({type(error).__name__}: {error})"
         self._count(reason)
         if call.found is not None and call.call is not None:
-            self._hand_over_found(call.found, call.call, advised)
+            self._hand_over_found(call.found, call.call, advised, call.api)
 
-    def _hand_over_found(self, found: Inspection, call: Call, advised: list[Hazard]) -> None:
+    def _hand_over_found(
+        self, found: Inspection, call: _LazyCall, advised: list[Hazard], api: str
+    ) -> None:
         """The masks' own hazards (cached with them), then a suspect fill's proof on scores."""
         __tracebackhide__ = True
         hazards = list(advised)
         if found.suspect_fill:
             try:  # a proof that cannot run proves nothing, and must not break the call
                 with _reading():
-                    hazards += prove_fill(call, found)
+                    hazards += prove_fill(call.get(), found)
             except Exception:
                 pass
         if hazards:
-            self._hand_over(hazards, call.api)
+            self._hand_over(hazards, api)
 
     def _post_hook(self, module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
         __tracebackhide__ = True
@@ -518,7 +541,7 @@ class Watcher:
         found: Inspection | None = None
         api, reason = _function_api(func), None
         inputs: list[Tensor] = []
-        call: Call | None = None
+        call: _LazyCall | None = None
         advised: list[Hazard] = []
         try:
             with _reading():
@@ -529,7 +552,7 @@ class Watcher:
             found, reason = None, f"{SKIP_UNREAD} ({type(error).__name__}: {error})"
         self._count(reason)
         if found is not None and call is not None:
-            self._hand_over_found(found, call, advised)
+            self._hand_over_found(found, call, advised, api)
         calls.append(_Call(None, inspected=True))  # what it calls is this call
         try:
             result = func(*args, **kwargs)
@@ -645,8 +668,13 @@ def _readable_signature(kind: type[nn.Module]) -> inspect.Signature | None:
     return signature if set(reads) <= set(signature.parameters) else None
 
 
+@functools.lru_cache(maxsize=256)
+def _reads(kind: type[nn.Module]) -> tuple[str, ...]:
+    return next(names for base, names in _READS.items() if issubclass(kind, base))
+
+
 def _module_skip_reason(module: nn.Module, a: Mapping[str, Any]) -> str | None:
-    reads = next(names for base, names in _READS.items() if isinstance(module, base))
+    reads = _reads(type(module))
     query = a.get("query", a.get("src"))
     key = a.get("key", query)
     return _skip_reason([a.get(name) for name in reads], query, key)
@@ -660,7 +688,7 @@ def _function_api(func: Callable[..., Any]) -> str:
     return "varlen_attn"
 
 
-Inspected = tuple[Inspection | None, list[Tensor], str | None, "Call | None", list[Hazard]]
+Inspected = tuple[Inspection | None, list[Tensor], str | None, "_LazyCall | None", list[Hazard]]
 """One function call read: what was found (or None), its q/k/v, why it was skipped, the call as
 the proofs read it, and the masks' hazards with their checked advice."""
 
@@ -691,7 +719,7 @@ def _inspect_function(
             lambda: inspect_sdpa(sdpa_query, sdpa_key, attn_mask),
             lambda found: _sdpa_call(named, found),
         )
-        return found, inputs, None, _sdpa_call(named, found), advised
+        return found, inputs, None, _LazyCall(lambda: _sdpa_call(named, found)), advised
     if api == "F.multi_head_attention_forward":
         try:
             bound = inspect.signature(_MHA_FORWARD).bind(*args, **kwargs)
@@ -720,7 +748,7 @@ def _inspect_function(
             ),
             lambda found: _functional_mha_call(a, found, built_by),
         )
-        call = _functional_mha_call(a, found, built_by)
+        call = _LazyCall(lambda: _functional_mha_call(a, found, built_by))
         return found, [a["query"], a["key"], a["value"]], None, call, advised
     # varlen attention: packed tokens, no mask to read; the output is still checked
     inputs = [t for t in args[:3] if isinstance(t, Tensor)]
@@ -916,6 +944,7 @@ class AttentionMode(TorchFunctionMode):
         self.thread = thread
         self.sessions = 0
         self.retired = False
+        self._kinds = watcher.kinds
 
     def __torch_function__(
         self,
@@ -928,14 +957,17 @@ class AttentionMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.retired:
             return func(*args, **kwargs)
-        if torch.compiler.is_compiling():
+        if _is_compiling():
             if self._watcher.watches(func):
                 # torch.compile traces this mode: the call is read eagerly, at run time, on
                 # real tensors (a graph break at each attention call)
                 return _eagerly(self._watcher.on_function)(func, args, kwargs)
             return func(*args, **kwargs)
         # eager: every torch call of the user's thread passes here, and one look-up decides
-        kind = self._watcher.kind(func)
+        try:
+            kind = self._kinds[func]
+        except (KeyError, TypeError):  # first seen, or no hash
+            kind = self._watcher.kind(func)
         if kind is None:
             return func(*args, **kwargs)
         if kind == _WATCHED:
@@ -955,6 +987,9 @@ def _call_kwargs(module: nn.Module) -> Mapping[str, Any]:
     for _ in range(3):
         if frame is None:
             break
+        if frame.f_code.co_filename != _MODULE_FILE:
+            frame = frame.f_back  # not torch's call machinery: its locals are not read
+            continue
         local = frame.f_locals
         if local.get("self") is module and isinstance(local.get("kwargs"), dict):
             kwargs: dict[str, Any] = local["kwargs"]
@@ -998,7 +1033,7 @@ def _inspect_module(
     api: str,
     records: hand.Records,
     cache: _InspectionCache,
-) -> tuple[Inspection, Call, tuple[Tensor, ...], bool, list[Hazard]] | None:
+) -> tuple[Inspection, _LazyCall, tuple[Tensor, ...], bool, list[Hazard]] | None:
     if isinstance(module, nn.MultiheadAttention):
         attn: nn.MultiheadAttention = module
         query, key = a["query"], a["key"]
@@ -1089,7 +1124,7 @@ def _inspect_module(
         ),
         make_call,
     )
-    return found, make_call(found), inputs, attn.batch_first, advised
+    return found, _LazyCall(lambda: make_call(found)), inputs, attn.batch_first, advised
 
 
 def _sdpa_call(named: dict[str, Any], found: Inspection) -> Call:
