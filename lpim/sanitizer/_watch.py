@@ -668,9 +668,16 @@ def _readable_signature(kind: type[nn.Module]) -> inspect.Signature | None:
     return signature if set(reads) <= set(signature.parameters) else None
 
 
-@functools.lru_cache(maxsize=256)
+_READS_BY_TYPE: dict[type, tuple[str, ...]] = {}
+
+
 def _reads(kind: type[nn.Module]) -> tuple[str, ...]:
-    return next(names for base, names in _READS.items() if issubclass(kind, base))
+    """The parameters read for a watched module type (looked up once per type)."""
+    reads = _READS_BY_TYPE.get(kind)
+    if reads is None:
+        reads = next(names for base, names in _READS.items() if issubclass(kind, base))
+        _READS_BY_TYPE[kind] = reads
+    return reads
 
 
 def _module_skip_reason(module: nn.Module, a: Mapping[str, Any]) -> str | None:
