@@ -143,9 +143,10 @@ def on_masked_fill(
     result: object,
     where: Callable[[], tuple[str, str]],
 ) -> None:
-    names = ("input", "mask", "value")
-    named = dict(zip(names, args, strict=False)) | kwargs
-    source, condition, value = named.get("input"), named.get("mask"), named.get("value")
+    # `(input, mask, value)`, by position or by name (read at every masked_fill: no dict made)
+    source = kwargs.get("input", args[0] if args else None)
+    condition = kwargs.get("mask", args[1] if len(args) > 1 else None)
+    value = kwargs.get("value", args[2] if len(args) > 2 else None)
     if not isinstance(result, Tensor) or not isinstance(condition, Tensor):
         return
     if not isinstance(source, Tensor) or not result.is_floating_point():
