@@ -90,6 +90,8 @@ class LaneBatch:
     Example:
         ```python
         import torch
+        from lpim import LaneBatch
+
         lanes = [[torch.zeros(3, 2)], [torch.ones(1, 2), torch.ones(2, 2)]]
         batch = LaneBatch.from_lanes(lanes)
         batch.points.shape, batch.lengths.tolist()

@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -283,6 +284,8 @@ def _run_check(side: Side, args: argparse.Namespace) -> int:
             )
             raise
         where = Path(options.reproducer_dir).resolve()
+        if where.is_relative_to(Path.cwd().resolve()):  # as the user reads it: from here
+            where = where.relative_to(Path.cwd().resolve())
         print(f"\n{len(paths)} reproducer(s) written to {where}/:")
         for command in _reproducer_commands(failure.failures, paths):
             print(f"  {command}")
@@ -416,7 +419,8 @@ class _Progress:
         detail = f"error/allowed {result.max_error_ratio:.3g}" if result.verdict == "pass" else ""
         line = f"{label} {result.verdict:<11} {result.examples:>4} examples {result.seconds:6.2f}s"
         clear_rest = "\x1b[K" if self.live else ""  # wipe what "running..." left on the line
-        self.stream.write(f"{line}  {detail or result.note[:60]}".rstrip() + clear_rest + "\n")
+        detail = detail or textwrap.shorten(result.note, 60, placeholder=" ...")
+        self.stream.write(f"{line}  {detail}".rstrip() + clear_rest + "\n")
         self.stream.flush()
 
 
@@ -490,8 +494,9 @@ def _write_json(
 
 def _write_reproducer(failures: list[PropertyError[Any]], directory: Path) -> list[Path]:
     """Write the failures' reproducers (`lpim.testing.reproducer.write_reproducers`: never
-    over a file lpim did not write), runnable from any folder: the folder the checked code was
-    imported from goes first on their `sys.path`. The paths, in the order of `failures`.
+    over a file lpim did not write), runnable from any folder: when the checked code was
+    imported from the current folder, that folder goes first on their `sys.path` (code from an
+    installed package needs nothing). The paths, in the order of `failures`.
 
     Raises:
         UsageError: `--reproducer-dir` cannot be used (a file, read-only, not creatable).
@@ -499,8 +504,23 @@ def _write_reproducer(failures: list[PropertyError[Any]], directory: Path) -> li
     from lpim.testing.reproducer import write_reproducers
 
     return write_reproducers(
-        failures, directory, sys_path=[str(Path.cwd())], option="--reproducer-dir"
+        failures, directory, sys_path=_imported_from_cwd(), option="--reproducer-dir"
     )
+
+
+def _imported_from_cwd() -> list[str]:
+    """`[the current folder]` when a module loaded from it (the user's code, as `python -m`
+    imports it) is in `sys.modules`; `[]` otherwise."""
+    here = Path.cwd().resolve()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if (
+            isinstance(file, str)
+            and os.path.isabs(file)
+            and Path(file).resolve().is_relative_to(here)
+        ):
+            return [str(here)]
+    return []
 
 
 def _reproducer_commands(failures: list[PropertyError[Any]], paths: Sequence[Path]) -> list[str]:

@@ -62,6 +62,8 @@ class LaneSet:
     Example:
         ```python
         import torch
+        from lpim import LaneSet
+
         lanes = LaneSet(torch.zeros(2, 3, 4), torch.tensor([[True, True, False], [False] * 3]))
         lanes
         # LaneSet(B=2, M=3, C=4, float32, cpu, real lanes per sample [2, 0],

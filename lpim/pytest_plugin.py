@@ -21,7 +21,7 @@ Installing lpim is enough: the plugin is registered under pytest's `pytest11` en
 
 Example (`test_my_encoder.py`):
 
-```python
+```python title="Listing: test_my_encoder.py (my_package is yours)"
 from my_package.model import build_encoder
 
 def test_my_encoder_masks_padding(lpim_check):

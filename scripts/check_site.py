@@ -12,13 +12,29 @@ Then what a reader sees in the page's article (each check is a function below, w
 - ``rest-markup``: a literal reST role (``:func:``, ``:class:``, ...) or ``::`` in rendered text;
 - ``rest-table``: a run of ``====`` in text (a reST table rendered as a paragraph);
 - ``clipped-output``: executed output (a code block of mostly unhighlighted text, or console
-  output) whose content is wider than its box, at 1280 px and at phone width (390 px), or a
-  page wider than a phone's screen;
+  output) whose content is wider than its box and cut there (a block that scrolls sideways
+  shows all of it), at 1280 px and at phone width (390 px), or a page wider than a phone's
+  screen;
 - ``alt-text``: an ``<img>`` without ``alt`` text or an ``<svg>`` without a ``<title>``,
   ``aria-label`` or ``aria-labelledby`` (unless ``aria-hidden``);
 - ``internal-name``: a leaked internal module name (``_code_block_session``, ``._base.``);
+- ``broken-identifier``: an identifier in a table cell (``repeat_head_order``) broken over two
+  lines inside a word;
 - ``search``: the site's own search (typed into its search box) for the seed's RuntimeError must
   rank the page that fixes it (``howto/fix-3d-attn-mask/``) first.
+
+Four checks read each page's HTML without a browser (they run, and fail, where no browser is):
+
+- ``hidden-name``: the page's shown Python uses a name none of its shown blocks defines (a helper
+  run in a hidden block), or a block that is not Python; listings titled ``Listing: ...`` are
+  not read (``scripts/site_examples.py`` runs the blocks; this is its static half);
+- ``temp-path``: a trace of the build machine: a temporary path (``/tmp/tmpabcd1234``,
+  ``../../tmpck_de290/``, ``/var/folders/``, ``pytest-of-``) or a ``sys.path[:0] = [...]`` line;
+- ``split-returns``: a Returns (or Yields) section of the API reference with one value split
+  over rows (a wrapped docstring line became a row: a row's description ends mid-sentence);
+- ``truncated-note``: a note of a report cut inside a word: a table cell ``[n] ...`` that stops
+  mid-word of its footnote, or a footnote that stops mid-word of the same text elsewhere on the
+  page.
 
 It saves a full-page screenshot per page under ``--screenshots`` (git-ignored), prints how many
 defects each check found, and exits 1 when any page has a problem, 0 otherwise.
@@ -33,8 +49,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import html
 import html.parser
 import http.server
+import itertools
 import json
 import re
 import shutil
@@ -63,7 +81,17 @@ SEARCH_QUERY = (
 SEARCH_EXPECT = "howto/fix-3d-attn-mask/"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-CHECKS = ("rest-markup", "rest-table", "clipped-output", "alt-text", "internal-name", "search")
+CHECKS = (
+    "rest-markup",
+    "rest-table",
+    "clipped-output",
+    "alt-text",
+    "internal-name",
+    "broken-identifier",
+    "search",
+)
+#: The checks that read a page's HTML, without a browser.
+STATIC_CHECKS = ("hidden-name", "temp-path", "split-returns", "truncated-note")
 #: Code block languages that hold what executed blocks print (markdown-exec's result=...).
 OUTPUT_LANGUAGES = ("text", "console", "pycon", "output", "plain", "shell-session")
 INTERNAL_NAMES = ("_code_block_session", "._base.")
@@ -187,6 +215,8 @@ _CLIPPED = (
     "     if (!span || !code.contains(span) || span.classList.contains('go'))"
     "       plain += n.textContent.trim().length; }"
     "   if (plain * 2 < code.textContent.trim().length) continue; }"  # highlighted source
+    "   const overflow = getComputedStyle(code).overflowX;"
+    "   if (overflow === 'auto' || overflow === 'scroll') continue;"  # it scrolls: not clipped
     "   if (code.scrollWidth > code.clientWidth + 1) {"
     "     const line = code.innerText.split('\\n')"
     "       .reduce((a, b) => (b.length > a.length ? b : a), '');"
@@ -251,6 +281,171 @@ def check_internal_names(page: Any) -> list[str]:
     return found
 
 
+# Identifiers (code without a space) in table cells that the browser laid out over two lines.
+_BROKEN = (
+    "(() => { const root = " + _ROOT + "; const out = [];"
+    " for (const code of root.querySelectorAll('td code, th code')) {"
+    "   const text = code.textContent;"
+    "   if (!text.trim() || /\\s/.test(text.trim())) continue;"
+    "   const lines = new Set([...code.getClientRects()].map(r => Math.round(r.top)));"
+    "   if (lines.size > 1) out.push(text);"
+    " } return out; })()"
+)
+
+
+def check_broken_identifiers(page: Any) -> list[str]:
+    """Identifiers in tables broken inside a word over two lines."""
+    return [f"identifier broken over lines in a table: {text!r}" for text in page.evaluate(_BROKEN)]
+
+
+def _site_examples() -> Any:
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import site_examples
+
+    return site_examples
+
+
+def check_hidden_names(page_html: str) -> list[str]:
+    """Names the page's shown Python uses but never shows (or a shown block that is not Python)."""
+    examples = _site_examples()
+    return [
+        f"hidden name {found}" for found in examples.hidden_names(examples.python_blocks(page_html))
+    ]
+
+
+class _Text(html.parser.HTMLParser):
+    """The text of a page's article, and of each of its code blocks."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.code: list[list[str]] = []
+        self._article = 0
+        self._pre = 0
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "article" and "md-content__inner" in classes:
+            self._article = 1
+        elif self._article and tag == "article":
+            self._article += 1
+        if tag in ("script", "style"):
+            self._skip += 1
+        if self._article and tag == "pre":
+            self._pre += 1
+            self.code.append([])
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._article and tag == "article":
+            self._article -= 1
+        if tag in ("script", "style"):
+            self._skip = max(0, self._skip - 1)
+        if self._article and tag == "pre":
+            self._pre = max(0, self._pre - 1)
+
+    def handle_data(self, data: str) -> None:
+        if not self._article or self._skip:
+            return
+        self.text.append(data)
+        if self._pre:
+            self.code[-1].append(data)
+
+
+def _text(page_html: str) -> tuple[str, list[str]]:
+    parser = _Text()
+    parser.feed(page_html)
+    return "".join(parser.text), ["".join(block) for block in parser.code]
+
+
+#: Traces of the machine that built the site.
+_TEMP_PATH = re.compile(
+    r"(?:/tmp/|/var/folders/|/private/var/|\\Temp\\)[^\s'\"]*"  # a temporary folder
+    r"|(?<![\w-])tmp[a-z0-9_]{8}(?![\w-])"  # a tempfile.mkdtemp() name, wherever it is
+    r"|pytest-of-[\w-]+"
+    r"|sys\.path\[:0\]\s*=[^\n]*"
+)
+
+
+def check_temp_paths(page_html: str) -> list[str]:
+    """Temporary paths and ``sys.path[:0] = [...]`` lines: traces of the build machine."""
+    text, _ = _text(page_html)
+    return [
+        f"trace of the build machine: {_snippet(text, m.start(), m.end())}"
+        for m in _TEMP_PATH.finditer(text)
+    ]
+
+
+_RETURNS = re.compile(
+    r'<span class="doc-section-title">(Returns|Yields):</span>.*?<tbody>(.*?)</tbody>', re.DOTALL
+)
+_ROW = re.compile(r'<tr class="doc-section-item">(.*?)</tr>', re.DOTALL)
+_TAGS = re.compile(r"<[^>]+>")
+_CELL_HTML = re.compile(r"<td[^>]*>(.*?)</td>", re.DOTALL)
+
+
+def check_split_returns(page_html: str) -> list[str]:
+    """A Returns/Yields table with one value split over rows: a row's description ends
+    mid-sentence, or the next one starts mid-sentence (lower case, or code)."""
+    found = []
+    for section in _RETURNS.finditer(page_html):
+        rows = [
+            " ".join(html.unescape(_TAGS.sub(" ", cells[-1])).split())
+            for row in _ROW.findall(section.group(2))
+            if (cells := _CELL_HTML.findall(row))
+        ]
+        for row, following in itertools.pairwise(rows):
+            ends = row.rstrip().endswith((".", "!", "?"))
+            starts = following[:1].isupper() and not following.startswith("`")
+            if not (ends and starts):
+                found.append(
+                    f"{section.group(1)} split over rows: {row[-60:]!r} | {following[:60]!r}"
+                )
+    return found
+
+
+_FOOTNOTE = re.compile(r"^\[(\d+)\] (.+(?:\n {4}\S.*)*)", re.MULTILINE)
+_CELL = re.compile(r"\[(\d+)\] ([^\n\[]*?) ?\.\.\.(?=\s|$)")
+
+
+def check_truncated_notes(page_html: str) -> list[str]:
+    """Report notes cut inside a word (see the module docstring)."""
+    _, blocks = _text(page_html)
+    every = "\n".join(blocks)
+    found = []
+    for block in blocks:
+        footnotes = {m.group(1): " ".join(m.group(2).split()) for m in _FOOTNOTE.finditer(block)}
+        for number, shown in _CELL.findall(block):
+            note = footnotes.get(number, "")
+            shown = shown.rstrip()
+            if note.startswith(shown) and note[len(shown) : len(shown) + 1].isalnum():
+                found.append(f"table note cut mid-word: [{number}] {shown!r}...")
+        for number, note in footnotes.items():
+            detail = note.split(": ", 1)[-1]
+            if len(detail) < 20:
+                continue
+            at = every.find(detail)
+            while at >= 0:
+                after = every[at + len(detail) : at + len(detail) + 1]
+                if after.isalnum():
+                    found.append(f"footnote [{number}] cut mid-word: ...{detail[-40:]!r}")
+                    break
+                at = every.find(detail, at + 1)
+    return found
+
+
+def check_html(page_html: str) -> dict[str, list[str]]:
+    """Every check that reads a page's HTML (no browser), by check name."""
+    return {
+        "hidden-name": check_hidden_names(page_html),
+        "temp-path": check_temp_paths(page_html),
+        "split-returns": check_split_returns(page_html),
+        "truncated-note": check_truncated_notes(page_html),
+    }
+
+
 def search_results(page: Any, base: str, query: str, timeout_ms: int = 15000) -> list[str]:
     """The pages the site's search lists for ``query``, best first (site-relative URLs)."""
     page.goto(base, wait_until="load")
@@ -296,6 +491,7 @@ def check_page(page: Any) -> dict[str, list[str]]:
         "clipped-output": check_clipped_output(page),
         "alt-text": check_alt_text(page),
         "internal-name": check_internal_names(page),
+        "broken-identifier": check_broken_identifiers(page),
     }
 
 
@@ -315,25 +511,34 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print every defect and the count per check but exit 0 (to count them before a fix)",
     )
+    parser.add_argument(
+        "--static-only", action="store_true", help="only the checks that need no browser"
+    )
     args = parser.parse_args(argv)
 
     if not (args.site / "index.html").is_file():
-        print(f"browser check: no {args.site}/index.html; run `mkdocs build` first")
+        print(f"site check: no {args.site}/index.html; run `mkdocs build` first")
         return 2
+    static = _static_checks(args.site)
+    failed = bool(static) and not args.report_only
+    if args.static_only:
+        return 1 if failed else 0
     chromium = shutil.which(args.chromium) or (
         args.chromium if Path(args.chromium).is_file() else None
     )
     if chromium is None:
-        return _skip(
+        skipped = _skip(
             f"no Chromium at {args.chromium} (Debian: apt-get install -y chromium)",
             args.require_browser,
         )
+        return 1 if failed else skipped
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        return _skip(
+        skipped = _skip(
             "the playwright package is not installed (pip install playwright)", args.require_browser
         )
+        return 1 if failed else skipped
 
     site = args.site.resolve()
     args.screenshots.mkdir(parents=True, exist_ok=True)
@@ -444,7 +649,33 @@ def main(argv: list[str] | None = None) -> int:
         f"{sum(map(len, problems.values()))} problems; screenshots in {args.screenshots}/ "
         f"({seconds:.0f}s)"
     )
-    return 1 if problems and not args.report_only else 0
+    return 1 if (problems or static) and not args.report_only else 0
+
+
+def _static_checks(site: Path) -> dict[str, list[str]]:
+    """Run the checks that read HTML on every page; print each defect and the count per check."""
+    problems: dict[str, list[str]] = {}
+    per_check: Counter[str] = Counter()
+    for file in sorted(site.rglob("*.html")):
+        url = file.relative_to(site).as_posix().removesuffix("index.html") or "/"
+        found = []
+        for name, lines in check_html(file.read_text(encoding="utf-8")).items():
+            per_check[name] += len(lines)
+            found += [f"[{name}] {line}" for line in lines]
+        if found:
+            problems[url] = found
+    for url, found in problems.items():
+        print(f"\n{url}:")
+        for line in found[:30]:
+            print(f"  {line}")
+        if len(found) > 30:
+            print(f"  ... and {len(found) - 30} more")
+    print("\ndefects per check (HTML, no browser):")
+    for name in STATIC_CHECKS:
+        print(f"  {name:20s} {per_check[name]}")
+    verdict = "FAILED" if problems else "passed"
+    print(f"HTML check {verdict}: {len(problems)} pages with problems\n")
+    return problems
 
 
 if __name__ == "__main__":

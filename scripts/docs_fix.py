@@ -13,6 +13,7 @@ SETUP = """\
 import torch
 from torch import nn
 
+torch.manual_seed(0)                    # the same batch on every run
 B, M, N, H = 8, 200, 20, 8              # samples, lanes, points, heads
 L = 1 + N                               # a query token + the lane's points
 self_attn = nn.MultiheadAttention(16, H, batch_first=True)

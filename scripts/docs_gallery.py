@@ -11,6 +11,7 @@ import inspect
 import re
 import textwrap
 import time
+from pathlib import Path
 
 import torch
 from hypothesis import Phase, settings
@@ -70,6 +71,15 @@ def overridden_source(cls: type) -> str:
     return textwrap.dedent("\n".join(parts)).rstrip()
 
 
+#: The title of a reproducer's block: run, it raises the failure (``scripts/site_examples.py``).
+_REPRODUCER = "Reproducer: raises the failure when run"
+
+
+def _listing(cls: type) -> str:
+    """The title of an override's source: a listing to read (its names live in the zoo)."""
+    return f"Listing: {cls.__name__}'s override, in {cls.__module__.replace('.', '/')}.py"
+
+
 def _dtype(name: str) -> torch.dtype:
     return torch.float16 if name == "fill_minus_1e9_fp16" else torch.float64
 
@@ -116,14 +126,19 @@ def check_output(name: str) -> tuple[str, str, str]:
     return report, "", ""
 
 
-#: The bugs shown so far, so that the page can check it shows every one.
-SHOWN: list[str] = []
+#: The page that prints the sections.
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "pitfalls.md"
+
+
+def missing_sections() -> list[str]:
+    """The zoo's bugs (encoders and consumers) that the gallery page has no section for."""
+    shown = set(re.findall(r'section\("(\w+)"\)', PAGE.read_text(encoding="utf-8")))
+    return sorted((set(BUGS) | set(CONSUMER_BUGS)) - shown)
 
 
 def section(name: str) -> str:
     """The Markdown body of one gallery section (the page prints it: markdown-exec captures the
     page's ``print``, not this module's)."""
-    SHOWN.append(name)
     if name in CONSUMER_BUGS:
         return _consumer_section(name)
     entry = BUGS[name]
@@ -137,7 +152,7 @@ def section(name: str) -> str:
     out.append(f"**{summary}.** Bug class `{entry.bug_class}`; caught by `{entry.caught_by}`.\n")
     out.append(rst_to_markdown(cls.__doc__ or ""))
     out.append(f"\nThe override (`{cls.__module__}.{cls.__name__}`):\n")
-    out.append(f"```python\n{overridden_source(cls)}\n```\n")
+    out.append(f'```python title="{_listing(cls)}"\n{overridden_source(cls)}\n```\n')
     contract = "".join(f", {key}={value!r}" for key, value in entry.contract.items())
     out.append(
         f"`check_encoder(BUGS[{name!r}].factory(), dtype=torch.{dtype}{contract}, ...)` at build "
@@ -146,7 +161,9 @@ def section(name: str) -> str:
     out.append(f"```text\n{report}\n```\n")
     if message:
         out.append(f"```text\n{message}\n```\n")
-        body = textwrap.indent(f"```python\n{reproducer.rstrip()}\n```", "    ")
+        body = textwrap.indent(
+            f'```python title="{_REPRODUCER}"\n{reproducer.rstrip()}\n```', "    "
+        )
         out.append(f'??? example "The reproducer it prints"\n\n{body}\n')
     else:
         out.append(
@@ -169,12 +186,12 @@ def _consumer_section(name: str) -> str:
         f"`{entry.caught_by}`.\n",
         rst_to_markdown(cls.__doc__ or ""),
         f"\nThe override (`{cls.__module__}.{cls.__name__}`):\n",
-        f"```python\n{overridden_source(cls)}\n```\n",
+        f'```python title="{_listing(cls)}"\n{overridden_source(cls)}\n```\n',
         f"`check_lane_consumer(CONSUMER_BUGS[{name!r}].factory(), dtype=torch.float64, ...)` at "
         f"build time ({seconds:.1f} s):\n",
         f"```text\n{report}\n```\n",
         f"```text\n{message}\n```\n",
     ]
-    body = textwrap.indent(f"```python\n{reproducer.rstrip()}\n```", "    ")
+    body = textwrap.indent(f'```python title="{_REPRODUCER}"\n{reproducer.rstrip()}\n```', "    ")
     out.append(f'??? example "The reproducer it prints"\n\n{body}\n')
     return "\n".join(out)

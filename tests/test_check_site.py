@@ -48,7 +48,7 @@ def page_with(browser: Any) -> Iterator[Any]:
         opened.append(page)
         page.set_content(
             "<!doctype html><html><head><style>"
-            "pre > code { display: block; overflow: auto; white-space: pre; }"
+            "pre > code { display: block; overflow: hidden; white-space: pre; }"
             "</style></head><body><nav>:func:`navigation is not checked` ====</nav>"
             f'<article class="md-content__inner md-typeset">{article}</article></body></html>'
         )
@@ -96,6 +96,7 @@ def test_executed_output_wider_than_its_box_is_found(page_with: Any) -> None:
         f'<pre><code><span class="n">{long_line}</span></code></pre>'  # highlighted source
         f'<pre><code style="white-space: pre-wrap">{long_line}</code></pre>'  # wrapped: fits
         "<pre><code>short</code></pre>"
+        f'<pre><code style="overflow-x: auto">{long_line.replace("matches", "scroll")}</code></pre>'
         '<pre><code><span class="gp">$ </span><span class="nb">lpim</span> check\n'
         f'<span class="go">{long_line.replace("matches", "console")}</span></code></pre>'
         f'<div class="language-python highlight"><pre><code>{long_line}</code></pre></div>'
@@ -198,3 +199,129 @@ def test_search_that_does_not_rank_the_fixing_page_first_is_found(
     finally:
         page.close()
         server.shutdown()
+
+
+def _python(code: str, title: str = "") -> str:
+    """A Python block as the built site shows it (Pygments' spans left out: text is what counts)."""
+    head = f'<span class="filename">{title}</span>' if title else ""
+    block = f"<pre><span></span><code>{code}</code></pre>"
+    return f'<div class="language-python highlight">{head}{block}</div>'
+
+
+def _article(body: str) -> str:
+    return (
+        f'<html><body><article class="md-content__inner md-typeset">{body}</article></body></html>'
+    )
+
+
+def test_a_name_the_page_never_shows_is_found() -> None:
+    page = _article(
+        _python("import docs_fix\nns = docs_fix.fresh()", title="")  # the import is shown: fine
+        + _python("from lpim import masks\nprint(masks.diagnose(per_lane, point_mask))")
+        + _python("def helper(self):\n    return hidden(self)", title="Listing: an excerpt")
+        + _python("  indented fragment(")
+        + '<div class="language-python doc-signature highlight"><pre><code>f(x: Tensor)</code>'
+        "</pre></div>"
+    )
+    found = check_site.check_hidden_names(page)
+    assert [line.split(" (block")[0] for line in found[:2]] == [
+        "hidden name 'per_lane'",
+        "hidden name 'point_mask'",
+    ], found
+    assert len(found) == 3 and "does not parse" in found[2], found  # the listing is not read
+    shown_helper = _python("def show_error(call):\n    call()") + _python("show_error(print)")
+    assert check_site.check_hidden_names(_article(shown_helper)) == []
+
+
+def test_traces_of_the_build_machine_are_found() -> None:
+    page = _article(
+        "<pre><code>sys.path[:0] = ['/tmp/tmprsdwyjg5']  # where your code was imported from\n"
+        "../../tmpck_de290/test_prior_encoder.py ..  [100%]\n"
+        "written to /var/folders/xy/T/lpim-reproducers/\n</code></pre>"
+        "<p>Reproducers go to lpim-reproducers/ in the current folder; a template file.</p>"
+    )
+    found = check_site.check_temp_paths(page)
+    assert len(found) == 3, found  # the sys.path line (with its temporary folder), two paths
+    assert "sys.path[:0]" in found[0]
+    assert any("tmpck_de290" in line for line in found)
+    assert any("/var/folders/" in line for line in found)
+    assert check_site.check_temp_paths(_article("<p>template, tmp, attempt</p>")) == []
+
+
+def _returns(*rows: tuple[str, str]) -> str:
+    cells = "".join(
+        f'<tr class="doc-section-item"><td><code>{kind}</code></td>'
+        f'<td><div class="doc-md-description"><p>{text}</p></div></td></tr>'
+        for kind, text in rows
+    )
+    return (
+        '<p><span class="doc-section-title">Returns:</span></p><table><thead><tr><th>Type</th>'
+        f"<th>Description</th></tr></thead><tbody>{cells}</tbody></table>"
+    )
+
+
+def test_a_returns_value_split_over_rows_is_found() -> None:
+    split = _returns(
+        ("Tensor", "<code>(B*M, S)</code> bool for <code>nn.MultiheadAttention</code> or"),
+        ("Tensor", "<code>nn.TransformerEncoder(src_key_padding_mask=...)</code>. The fix."),
+    )
+    found = check_site.check_split_returns(_article(split))
+    assert len(found) == 1 and "split over rows" in found[0], found
+    whole = _returns(("Tensor", "The mask, <code>(B*M, S)</code>, True = ignore; the fix."))
+    two_values = _returns(("Tensor", "The mask."), ("int", "Its width."))
+    assert check_site.check_split_returns(_article(whole + two_values)) == []
+
+
+def test_a_note_cut_mid_word_is_found() -> None:
+    cut = (
+        "<pre><code>property          dtype    verdict  note\n"
+        "matches_unpadded  float64  FAIL     [1] matches_unpadded: lane (b=0, m=0) wi...\n"
+        "[1] matches_unpadded: lane (b=0, m=0) with 1 real points: lane_embedding[0] is "
+        "-0.180656 in the batch but 0.0168597 is expec\n</code></pre>"
+        "<pre><code>property 'matches_unpadded' failed: lane (b=0, m=0) with 1 real points: "
+        "lane_embedding[0] is -0.180656 in the batch but 0.0168597 is expected (allowed ...)"
+        "</code></pre>"
+    )
+    found = check_site.check_truncated_notes(_article(cut))
+    assert len(found) == 2, found
+    assert "[1] 'matches_unpadded: lane (b=0, m=0) wi'" in found[0]
+    assert "is expec" in found[1]
+    whole = (
+        "<pre><code>matches_unpadded  float64  FAIL     [1] matches_unpadded: lane (b=0, m=0) ...\n"
+        "[1] matches_unpadded: lane (b=0, m=0) with 1 real points: lane_embedding[0] is\n"
+        "    -0.180656 in the batch but 0.0168597 is expected (allowed ...)\n</code></pre>"
+        "<pre><code>property 'matches_unpadded' failed: lane (b=0, m=0) with 1 real points: "
+        "lane_embedding[0] is -0.180656 in the batch but 0.0168597 is expected (allowed ...)"
+        "</code></pre>"
+    )
+    assert check_site.check_truncated_notes(_article(whole)) == []
+
+
+def test_an_identifier_broken_inside_a_word_in_a_table_is_found(page_with: Any) -> None:
+    page = page_with(
+        '<table style="width: 300px"><tr><td style="width: 60px">'
+        '<code style="word-break: break-all">repeat_head_order</code></td>'
+        '<td><code style="white-space: nowrap">seed_crash_3d_mask</code> and '
+        "<code>two words</code></td></tr></table>"
+    )
+    found = check_site.check_broken_identifiers(page)
+    assert found == ["identifier broken over lines in a table: 'repeat_head_order'"], found
+
+
+def test_the_html_checks_run_without_a_browser_and_fail_the_site(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text(
+        _article("<pre><code>1 reproducer(s) written to /tmp/tmpabcd1234/</code></pre>")
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "check_site.py"),
+            "--site",
+            str(tmp_path),
+            "--static-only",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1, done.stdout
+    assert "temp-path            1" in done.stdout, done.stdout

@@ -7,7 +7,7 @@ path), `nn.TransformerEncoderLayer`, `nn.TransformerEncoder`,
 `F.multi_head_attention_forward` and, where torch has it, `torch.nn.attention.varlen`'s
 `varlen_attn`, and reports what the call's own tensors prove is wrong:
 
-```python
+```python title="Listing: around your model's call"
 import lpim
 
 with lpim.sanitize(on_finding="collect") as report:

@@ -225,7 +225,7 @@ class Sanitize:
     Outputs are never changed. Sessions nest: every active session records every finding.
 
     Example:
-        ```python
+        ```python title="Listing: around your model and training step"
         import lpim
 
         with lpim.sanitize(on_finding="raise"):

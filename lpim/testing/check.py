@@ -510,7 +510,10 @@ def _prepare(
         reproducer(failure.example, "assert_finite", "runs", encoder, options.factory)
     )
     driver.fail(
-        failure, PropertyResult("runs", row_dtype, "FAIL", 0, 0.0, 0.0, f"runs: {problem}"[:120])
+        failure,
+        PropertyResult(
+            "runs", row_dtype, "FAIL", 0, 0.0, 0.0, f"runs: {(problem.splitlines() or [''])[0]}"
+        ),
     )
     return None
 

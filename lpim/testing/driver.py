@@ -316,7 +316,7 @@ class Driver(Generic[ExampleT]):
             outcome.examples,
             outcome.seconds,
             failure.largest_ratio,
-            f"{failure.property_name}: {failure.detail}"[:120],
+            f"{failure.property_name}: {(failure.detail.splitlines() or [''])[0]}",
         )
 
     def _hypothesis(

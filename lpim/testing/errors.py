@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -120,7 +121,8 @@ class PropertyError(LpimError, AssertionError, Generic[ExampleT]):
     def summary(self) -> str:
         """One line: property, dtype and what was seen."""
         dtype = self.dtype.removeprefix("torch.")
-        return f"{self.property_name} at {dtype}: {self.detail.splitlines()[0][:160]}"
+        seen = textwrap.shorten(self.detail.splitlines()[0], 160, placeholder=" ...")
+        return f"{self.property_name} at {dtype}: {seen}"
 
     def refresh(self) -> None:
         """Rebuild the message after the check set attributes it shows."""

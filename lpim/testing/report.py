@@ -7,12 +7,13 @@ knows how the rows were produced (that is `lpim.testing.driver`'s business).
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["VERDICTS", "CheckReport", "PropertyResult", "format_table"]
+__all__ = ["VERDICTS", "CheckReport", "PropertyResult", "format_table", "shorten", "wrap"]
 
 VERDICTS = ("pass", "FAIL", "skipped", "unsupported", "excluded")
 """What a row can say.
@@ -146,7 +147,8 @@ class CheckReport:
                 return note
             if note not in footnotes:
                 footnotes.append(note)
-            return f"[{footnotes.index(note) + 1}] {note[: _NOTE_WIDTH - 8]}..."
+            mark = f"[{footnotes.index(note) + 1}] "
+            return mark + shorten(note, _NOTE_WIDTH - len(mark))
 
         rows = [
             [
@@ -165,12 +167,35 @@ class CheckReport:
         if self.contract:
             lines.append(f"data contract: {self.contract}")
         lines.append(format_table(header, rows))
-        lines += [f"[{i}] {note}" for i, note in enumerate(footnotes, 1)]
-        lines += [f"note: {note}" for note in self.notes if note not in footnotes]
+        lines += [wrap(f"[{i}] {note}") for i, note in enumerate(footnotes, 1)]
+        lines += [wrap(f"note: {note}") for note in self.notes if note not in footnotes]
         return "\n".join(lines)
 
 
 _NOTE_WIDTH = 48  # characters of a note shown in the table before it becomes a footnote
+_LINE_WIDTH = 100  # a footnote wraps at a word boundary to lines this wide
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` on one line in at most `width` characters, cut at a word boundary (" ..." marks
+    the cut); a first word longer than `width` is kept whole."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text.rfind(" ", 0, width - 3)
+    return (text[:cut] if cut > 0 else text.split(" ", 1)[0]) + " ..."
+
+
+def wrap(text: str, width: int = _LINE_WIDTH, indent: str = "    ") -> str:
+    """`text` whole, wrapped at word boundaries to `width` (continuation lines indented); a
+    word longer than a line (a path, a number) is never broken."""
+    return textwrap.fill(
+        text,
+        width,
+        subsequent_indent=indent,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def _reasons(results: Sequence[PropertyResult], verdict: str) -> str:
@@ -189,7 +214,7 @@ def _short_reason(note: str) -> str:
         return "no CUDA device"
     if "not declared" in note:
         return "not declared"
-    return note.split(":")[0].split(";")[0][:60] or "no reason given"
+    return shorten(note.split(":")[0].split(";")[0], 60) or "no reason given"
 
 
 def format_table(

@@ -75,7 +75,7 @@ class RepeatHeadOrder(Mha3dAttnMask):
     No row is ever fully masked (the query column is open in every lane's mask), so `finite`
     passes. Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return per_lane.repeat(self.nhead, 1, 1)
     ```
     """
@@ -101,7 +101,7 @@ class SeedCrash3dMask(Mha3dAttnMask):
     Caught by `runs`, on every batch (even one lane: `B*M = 1` rows, `H = 2` needed).
     Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return per_lane  # [B*M, L, L]
     ```
     """
@@ -133,7 +133,7 @@ class LibraryMaskAsKpm(AttentionLaneEncoder):
     `no_grad`, where MHA takes its fused path, and 0 with gradients on: caught by `finite`
     or `matches_unpadded` depending on the grad mode.) Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return torch.cat([query_column, point_mask.reshape(B * M, N)], dim=1)
     ```
     """
@@ -160,7 +160,7 @@ class MhaPolarityInSdpa(SdpaRightPolarity):
     NaN, so `finite` passes and the lane's embedding is just the layer applied to a zero
     attention output. Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return to_key_padding_mask(point_mask, query_tokens=1)[:, None, None, :]
     ```
     """
@@ -181,7 +181,7 @@ class FloatKpm(AttentionLaneEncoder):
     Caught by `matches_unpadded`: a lane alone has no padded key to attend to.
     Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return to_key_padding_mask(point_mask, query_tokens=1).to(self.query.dtype)
     ```
     """
@@ -205,7 +205,7 @@ class KpmWithoutQueryColumn(AttentionLaneEncoder):
     still all False. The last column is always open, so no row is fully masked and `finite`
     passes. Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return torch.cat([per_point, per_point.new_zeros(per_point.shape[0], 1)], dim=1)
     ```
     """
@@ -228,7 +228,7 @@ class CudaOnlyFastPath(AttentionLaneEncoder):
 
     Caught by `devices_agree` only (skipped without CUDA). Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return to_attention_mask(point_mask, query_tokens=1).bool()
     ```
     """
@@ -258,7 +258,7 @@ class FillMinus1e9Fp16(ManualSoftmaxAdditive):
 
     Caught by `runs` at float16 only; at float32 every property holds. Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return scores.masked_fill(~to_sdpa_mask(point_mask, query_tokens=1), -1e9)
     ```
     """
@@ -292,7 +292,7 @@ class AdditiveMinus1e4(ManualSoftmaxAdditive):
     where the largest finite garbage (65504) gives scores below 1e4 and inf becomes 0: a bug
     that only large dynamic range exposes. Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return scores + (1.0 - keep) * -1e4
     ```
     """
@@ -327,7 +327,7 @@ class MultiplyByMask(AttentionLaneEncoder):
     gradients are clean too: `d(x * 0)/dx = 0`.
     Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return points * point_mask[..., None]
     ```
     """
@@ -353,7 +353,7 @@ class UnmaskedMaxPool(PointNetMaskedMax):
     `mlp(0)`: the lane differs from itself unpadded, and garbage changes nothing
     (`ignores_padding` would pass). Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return features.amax(dim=2)
     ```
     """
@@ -373,7 +373,7 @@ class MeanOverSlots(MaskedMean):
     Caught by `matches_unpadded` only (padded values are selected away, so garbage cannot
     leak, and empty lanes are `0 / N = 0`). Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return torch.where(point_mask[..., None], features, 0).mean(dim=2)
     ```
     """
@@ -394,7 +394,7 @@ class FirstSlotPooling(LastRealPoint):
 
     Caught by `matches_unpadded` (on a left- or scattered-padded lane). Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return torch.zeros_like(point_mask[..., 0], dtype=torch.long)
     ```
     """
@@ -417,7 +417,7 @@ class LengthsMinusOneIndexing(LastRealPoint):
 
     Caught by `matches_unpadded` (on a left- or scattered-padded lane). Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return point_mask.sum(dim=-1) - 1
     ```
     """
@@ -439,7 +439,7 @@ class SlotIndexPositions(AttentionLaneEncoder):
     Caught by `matches_unpadded` (right padding gives real points the same slots as the lane
     alone, so only left or scattered padding shows it). Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return super().embed(points, point_mask) + positions
     ```
     """
@@ -469,7 +469,7 @@ class SortWithoutUnsort(AttentionLaneEncoder):
     Caught by `matches_unpadded` whenever a sample's lanes are not already in length order.
     Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return super().forward(points, point_mask)  # outputs in sorted order
     ```
     """
@@ -496,7 +496,7 @@ class NormaliseAcrossLanes(AttentionLaneEncoder):
     Caught by `matches_unpadded` (before `lanes_independent`, which it also breaks).
     Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return super().finish(lane_embedding - mean, point_features, point_mask)
     ```
     """
@@ -525,7 +525,7 @@ class EmptyLanesTakeSampleMean(AttentionLaneEncoder):
     values never reach the means, and a loss over real lanes never touches the empty ones.
     Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     lane_embedding=torch.where(lane_mask, out.lane_embedding, mean)
     ```
     """
@@ -556,7 +556,7 @@ class NanSentinelEmptyLanes(AttentionLaneEncoder):
 
     Caught by `finite` only. Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     lane_embedding=torch.where(lane_mask[..., None], out.lane_embedding, math.nan)
     ```
     """
@@ -584,7 +584,7 @@ class EmptyLaneNanNeedWeights(AttentionPooling):
 
     Caught by `finite`: the empty lane's embedding is NaN. Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     pooled = self.pool_attn(seed, keys, keys, key_padding_mask=...)[0]  # need_weights=True
     ```
     """
@@ -620,7 +620,7 @@ class NanGradFromEmptyRows(EmptyLaneNanNeedWeights):
     gradients, so its message names a parameter (`seed`); the padded points' gradients are NaN
     too. Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return torch.where(point_mask.any(dim=-1)[..., None], super().pool(...), 0)
     ```
     """
@@ -647,7 +647,7 @@ class CuSeqlensOffByOne(PackedVarlen):
     Caught by `matches_unpadded`: a lane alone is one segment, where both sides agree. Every
     token still attends to itself, so no row is fully masked. Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return torch.searchsorted(cu_seqlens[1:], t, right=False)
     ```
     """

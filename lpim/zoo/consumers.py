@@ -10,7 +10,7 @@ the fused BEV features change with `M` (the batch's padding) and with whatever e
 `entry.other_inputs` is what `lpim.testing.check_lane_consumer` takes to draw its other
 inputs:
 
-```python
+```python title="Example: raises LaneConsumerPropertyError (the check catches the bug)"
 from lpim.testing import check_lane_consumer
 from lpim.zoo.consumers import CONSUMER_BUGS
 entry = CONSUMER_BUGS["unmasked_cross_attention"]

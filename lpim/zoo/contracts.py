@@ -108,7 +108,7 @@ class KpmValuesFromPadding(AttentionLaneEncoder):
 
     Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return points  # padded slots go into the keys and values as they are
     ```
     """
@@ -132,7 +132,7 @@ class LinearOnEverySlot(PointLaneEncoder):
 
     Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return points  # the MLP reads padded slots; only its output is masked
     ```
     """
@@ -159,7 +159,7 @@ class EmptyLaneBias(MaskedMean):
 
     Offending line:
 
-    ```python
+    ```python title="Listing: the offending line"
     return LaneOutput(self.project(out.lane_embedding), out.point_features)
     ```
     """
