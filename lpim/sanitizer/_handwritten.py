@@ -45,24 +45,44 @@ class Added:
     right: weakref.ref[Tensor]
 
 
+@dataclass(frozen=True)
+class CleanFill:
+    """`scores.masked_fill(condition, -inf)` whose condition was seen to leave every row a key
+    (`_NO_EMPTY_ROW`): a softmax over it is counted, and has nothing to check."""
+
+
+CLEAN_FILL = CleanFill()
+
+
+class _Ref(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference that knows its `Records` key (one callback for every entry)."""
+
+    __slots__ = ("key",)
+    key: int
+
+
 class Records:
     """Facts about tensors by identity; an entry goes when its tensor is freed."""
 
     def __init__(self) -> None:
         self._entries: dict[int, tuple[weakref.ref[Tensor], object]] = {}
+        entries = self._entries
+
+        def drop(ref: _Ref) -> None:
+            entry = entries.get(ref.key)
+            if entry is not None and entry[0] is ref:
+                del entries[ref.key]
+
+        self._drop = drop
 
     def put(self, tensor: Tensor, fact: object) -> None:
-        key, entries = id(tensor), self._entries
-
-        def drop(ref: weakref.ref[Tensor]) -> None:
-            entry = entries.get(key)
-            if entry is not None and entry[0] is ref:
-                del entries[key]
-
+        key = id(tensor)
         try:
-            entries[key] = (weakref.ref(tensor, drop), fact)
+            ref = _Ref(tensor, self._drop)
         except TypeError:
-            pass  # a tensor type without weak references: not recorded
+            return  # a tensor type without weak references: not recorded
+        ref.key = key
+        self._entries[key] = (ref, fact)
 
     def get(self, tensor: object) -> object | None:
         entry = self._entries.get(id(tensor))
@@ -123,9 +143,10 @@ def on_masked_fill(
     result: object,
     where: Callable[[], tuple[str, str]],
 ) -> None:
-    names = ("input", "mask", "value")
-    named = dict(zip(names, args, strict=False)) | kwargs
-    source, condition, value = named.get("input"), named.get("mask"), named.get("value")
+    # `(input, mask, value)`, by position or by name (read at every masked_fill: no dict made)
+    source = kwargs.get("input", args[0] if args else None)
+    condition = kwargs.get("mask", args[1] if len(args) > 1 else None)
+    value = kwargs.get("value", args[2] if len(args) > 2 else None)
     if not isinstance(result, Tensor) or not isinstance(condition, Tensor):
         return
     if not isinstance(source, Tensor) or not result.is_floating_point():
@@ -136,6 +157,9 @@ def on_masked_fill(
         value = value.item()
     if not isinstance(value, int | float) or not value < 0:
         return  # a non-negative fill is not a mask
+    if value == float("-inf") and leaves_every_row_a_key(condition, result.shape):
+        records.put(result, CLEAN_FILL)  # nothing to check, no site to read
+        return
     site, line = where()
     records.put(result, Filled(weakref.ref(source), condition, float(value), site, line))
 
@@ -169,6 +193,8 @@ def on_softmax(
     if dim not in (-1, scores.dim() - 1) or result.shape != scores.shape:
         return None
     fact = records.get(scores)
+    if fact is CLEAN_FILL:
+        return "masked_fill + softmax", []
     if isinstance(fact, Filled):
         return "masked_fill + softmax", _filled(scores, result, fact)
     if isinstance(fact, Added):
@@ -177,29 +203,56 @@ def on_softmax(
 
 
 _NO_EMPTY_ROW: dict[tuple[Any, ...], weakref.ref[Tensor]] = {}
-"""Conditions (by identity, version, shape) seen to leave every row a key: a `-inf` fill with
-such a condition needs no more than this look-up."""
+"""Conditions seen to leave every row a key: a `-inf` fill with such a condition needs no more
+than this look-up. By the identity and version of the tensor that owns the values (a view's
+base: `mask[:, None, None, :]` is a new view at every forward of the same mask), and the
+view's layout."""
 
 
-def _no_empty_row_key(condition: Tensor, shape: torch.Size) -> tuple[Any, ...] | None:
+def _no_empty_row_key(
+    condition: Tensor, shape: torch.Size
+) -> tuple[Tensor, tuple[Any, ...]] | None:
+    """`(owner, key)` of `condition` read against scores of `shape`; None without a version."""
     try:
-        return (id(condition), condition._version, condition.shape, shape)
+        owner = condition._base
+        if owner is None:
+            return condition, (id(condition), condition._version, condition.shape, shape)
+        layout = (condition.shape, condition.stride(), condition.storage_offset())
+        return owner, (id(owner), owner._version, condition.dtype, *layout, shape)
     except RuntimeError:
         return None  # an inference tensor: no version to read
 
 
+def leaves_every_row_a_key(condition: Tensor, shape: torch.Size) -> bool:
+    """`condition` was seen, as it is now, to leave every row of scores of `shape` a key."""
+    found = _no_empty_row_key(condition, shape)
+    if found is None:
+        return False
+    owner, key = found
+    ref = _NO_EMPTY_ROW.get(key)
+    return ref is not None and ref() is owner
+
+
+def _remember_no_empty_row(condition: Tensor, shape: torch.Size) -> None:
+    found = _no_empty_row_key(condition, shape)
+    if found is None:
+        return
+    owner, key = found
+    if len(_NO_EMPTY_ROW) >= 256:
+        _NO_EMPTY_ROW.pop(next(iter(_NO_EMPTY_ROW)))
+    try:
+        _NO_EMPTY_ROW[key] = weakref.ref(owner)
+    except TypeError:
+        pass
+
+
 def _filled(scores: Tensor, weights: Tensor, fact: Filled) -> list[Hazard]:
-    key = _no_empty_row_key(fact.condition, scores.shape)
-    if fact.fill == float("-inf") and key is not None:
-        ref = _NO_EMPTY_ROW.get(key)
-        if ref is not None and ref() is fact.condition:
-            return []
+    if fact.fill == float("-inf") and leaves_every_row_a_key(fact.condition, scores.shape):
+        return []
     hazards = _fully_masked(fact.condition, weights, "masked_fill + softmax", fact)
     if fact.fill == float("-inf"):
-        if not hazards and key is not None:
-            if len(_NO_EMPTY_ROW) >= 256:
-                _NO_EMPTY_ROW.pop(next(iter(_NO_EMPTY_ROW)))
-            _NO_EMPTY_ROW[key] = weakref.ref(fact.condition)
+        if not hazards:
+            _remember_no_empty_row(fact.condition, scores.shape)
         return hazards
     blocked = torch.broadcast_to(fact.condition, scores.shape)
     none = torch.zeros((), dtype=torch.bool, device=scores.device)

@@ -283,7 +283,7 @@ def check_output(
     if not found.check_output or out.is_nested or not out.is_floating_point():
         return []
     fully = found.fully_masked
-    if fully is None and bool(torch.isfinite(out.sum())):
+    if fully is None and math.isfinite(out.sum().item()):
         return []  # one reduction: any NaN or inf makes the sum non-finite (an overflow of a
         # finite sum only sends it on to the row-by-row check below)
     hazards: list[Hazard] = []

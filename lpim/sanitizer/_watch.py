@@ -68,6 +68,7 @@ Count = Callable[[str | None], None]
 
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _LPIM_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_MODULE_FILE = torch_module.__file__
 _WATCHED_MODULES = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder)
 
 # The parameters each watched module's check reads: a subclass whose forward lacks one of them
@@ -85,6 +86,9 @@ _ORIGINALS: dict[str, Callable[..., Any]] = {
     "scaled_dot_product_attention": _SDPA,
     "multi_head_attention_forward": _MHA_FORWARD,
 }
+
+_is_compiling = torch.compiler.is_compiling  # one look-up less at every torch call
+_WATCHED = "watched"  # `Watcher.kind` of an attention function
 
 SKIP_NO_DATA = "tensors without data (meta, fake or another tensor subclass)"
 SKIP_EMPTY = "no query row or no key (zero-size)"
@@ -143,11 +147,30 @@ class _Call:
     inspected: bool  # its masks were read: calls inside it are the same call
     suspended: AttentionMode | None = None  # our mode, taken off the stack for it
     found: Inspection | None = None
-    call: Call | None = None  # the call as the proofs and the advice read it
+    call: _LazyCall | None = None  # the call as the proofs and the advice read it
     api: str = ""
     inputs: tuple[Tensor, ...] = ()
     batch_first: bool = True
     unread_since: int | None = None  # a module call not read: calls counted when it began
+
+
+class _LazyCall:
+    """The call as the proofs and the advice read it, made when first asked for: a mask seen
+    before that proved nothing never needs it."""
+
+    __slots__ = ("_call", "_make")
+
+    def __init__(self, make: Callable[[], Call]) -> None:
+        self._make = make
+        self._call: Call | None = None
+
+    def get(self) -> Call:
+        if self._call is None:
+            self._call = self._make()
+        return self._call
+
+    def lane(self) -> tuple[Tensor, int] | None:
+        return self.get().lane()
 
 
 class _State(threading.local):
@@ -166,6 +189,9 @@ class _State(threading.local):
 
 
 def _on_stack(mode: TorchFunctionMode) -> bool:
+    depth = torch._C._len_torch_function_stack()
+    if depth and torch._C._get_function_stack_at(depth - 1) is mode:
+        return True  # on top, as it nearly always is
     return any(
         torch._C._get_function_stack_at(i) is mode
         for i in range(torch._C._len_torch_function_stack())
@@ -260,6 +286,7 @@ class Watcher:
         self._patches = {name: _patched(self, original) for name, original in _ORIGINALS.items()}
         self._sdpa_patch = self._patches["scaled_dot_product_attention"]
         self._mha_patch = self._patches["multi_head_attention_forward"]
+        self.kinds: dict[Callable[..., Any], str | None] = dict(_TRACED)
 
     def watches(self, func: Callable[..., Any]) -> bool:
         """True for the functions this watcher inspects: torch's, and its patches of them.
@@ -278,6 +305,22 @@ class Watcher:
             )
         )
 
+    def kind(self, func: Callable[..., Any]) -> str | None:
+        """What the mode does with `func` outside `torch.compile`: `_WATCHED` (an attention
+        function), a `_TRACED` kind, or None (passed through). Remembered by function: the mode
+        asks at every torch call."""
+        try:
+            return self.kinds[func]
+        except KeyError:
+            pass
+        except TypeError:  # a callable without a hash
+            return _WATCHED if self.watches(func) else _TRACED.get(func)
+        kind = _WATCHED if self.watches(func) else None
+        # not a method bound to a tensor (the key would keep it alive)
+        if len(self.kinds) < 4096 and not isinstance(getattr(func, "__self__", None), Tensor):
+            self.kinds[func] = kind
+        return kind
+
     # -- install / remove -------------------------------------------------------------------
 
     def install(self) -> None:
@@ -285,7 +328,6 @@ class Watcher:
         # must not mark every later call there as nested (see `_calls`)
         self._generation += 1
         self.records.clear()
-        self._cache.clear()
         self._handles = [
             torch_module.register_module_forward_pre_hook(self._pre_hook),
             # always_call: the mode goes back on the stack even when the forward raises
@@ -301,7 +343,9 @@ class Watcher:
             handle.remove()
         self._handles = []
         self.records.clear()
-        self._cache.clear()
+        # what a clean mask proved stays (no tensor of the user's held): a model run under a
+        # session per step or per test reads its masks once, not at every session
+        self._cache.keep_clean()
         for name, patch in self._patches.items():
             if getattr(F, name) is patch:  # someone who replaced it after us keeps theirs
                 setattr(F, name, _ORIGINALS[name])
@@ -365,20 +409,22 @@ class Watcher:
                 reason = f"{SKIP_UNREAD} ({type(error).__name__}: {error})"
         self._count(reason)
         if call.found is not None and call.call is not None:
-            self._hand_over_found(call.found, call.call, advised)
+            self._hand_over_found(call.found, call.call, advised, call.api)
 
-    def _hand_over_found(self, found: Inspection, call: Call, advised: list[Hazard]) -> None:
+    def _hand_over_found(
+        self, found: Inspection, call: _LazyCall, advised: list[Hazard], api: str
+    ) -> None:
         """The masks' own hazards (cached with them), then a suspect fill's proof on scores."""
         __tracebackhide__ = True
         hazards = list(advised)
         if found.suspect_fill:
             try:  # a proof that cannot run proves nothing, and must not break the call
                 with _reading():
-                    hazards += prove_fill(call, found)
+                    hazards += prove_fill(call.get(), found)
             except Exception:
                 pass
         if hazards:
-            self._hand_over(hazards, call.api)
+            self._hand_over(hazards, api)
 
     def _post_hook(self, module: nn.Module, args: tuple[Any, ...], result: Any) -> None:
         __tracebackhide__ = True
@@ -476,9 +522,10 @@ class Watcher:
         will see it (a thread that entered no session), else passed on to torch."""
         __tracebackhide__ = True
         mode = self._state.mode
+        calls = self._calls()
         if (
             not self.installed
-            or any(c.inspected for c in self._calls())
+            or (calls and any(c.inspected for c in calls))
             or (mode is not None and not mode.retired and _on_stack(mode))
         ):
             return func(*args, **kwargs)
@@ -489,12 +536,12 @@ class Watcher:
     ) -> Any:
         __tracebackhide__ = True
         calls = self._calls()
-        if any(c.inspected for c in calls):
+        if calls and any(c.inspected for c in calls):
             return func(*args, **kwargs)  # inside a watched call: seen there
         found: Inspection | None = None
         api, reason = _function_api(func), None
         inputs: list[Tensor] = []
-        call: Call | None = None
+        call: _LazyCall | None = None
         advised: list[Hazard] = []
         try:
             with _reading():
@@ -505,7 +552,7 @@ class Watcher:
             found, reason = None, f"{SKIP_UNREAD} ({type(error).__name__}: {error})"
         self._count(reason)
         if found is not None and call is not None:
-            self._hand_over_found(found, call, advised)
+            self._hand_over_found(found, call, advised, api)
         calls.append(_Call(None, inspected=True))  # what it calls is this call
         try:
             result = func(*args, **kwargs)
@@ -532,19 +579,28 @@ class Watcher:
         return record if isinstance(record, RepeatRecord) else None
 
     def on_traced(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], kind: str
     ) -> Any:
         """`repeat`, conversions, `masked_fill`, `+` and `softmax`: see `_handwritten`."""
         __tracebackhide__ = True
         result = func(*args, **kwargs)
-        if any(c.inspected for c in self._calls()) or not self.installed:
+        calls = self._calls()
+        if (calls and any(c.inspected for c in calls)) or not self.installed:
             return result  # inside a watched call: torch's own code
-        kind = _TRACED[func]
         seen = None
         try:  # bookkeeping must never break the user's call
             if kind == "add":
                 hand.on_add(self.records, args, kwargs, result)
                 return result  # reads nothing
+            if kind == "softmax":
+                # what softmax reads is recorded: no record (nearly every softmax), nothing to
+                # read; a clean -inf fill is counted, with nothing to check
+                fact = self.records.get(args[0] if args else kwargs.get("input"))
+                if fact is None:
+                    return result
+                if fact is hand.CLEAN_FILL and _last_axis(args, kwargs):
+                    self._count(None)
+                    return result
             with _reading():
                 seen = self._trace(kind, func, args, kwargs, result)
         except Exception:
@@ -573,6 +629,12 @@ class Watcher:
         else:
             return hand.on_softmax(self.records, args, kwargs, result)
         return None
+
+
+def _last_axis(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    """A softmax call's `dim` is -1 (read without touching a tensor)."""
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    return dim == -1 and isinstance(dim, int)
 
 
 def _patched(watcher: Watcher, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -606,8 +668,20 @@ def _readable_signature(kind: type[nn.Module]) -> inspect.Signature | None:
     return signature if set(reads) <= set(signature.parameters) else None
 
 
+_READS_BY_TYPE: dict[type, tuple[str, ...]] = {}
+
+
+def _reads(kind: type[nn.Module]) -> tuple[str, ...]:
+    """The parameters read for a watched module type (looked up once per type)."""
+    reads = _READS_BY_TYPE.get(kind)
+    if reads is None:
+        reads = next(names for base, names in _READS.items() if issubclass(kind, base))
+        _READS_BY_TYPE[kind] = reads
+    return reads
+
+
 def _module_skip_reason(module: nn.Module, a: Mapping[str, Any]) -> str | None:
-    reads = next(names for base, names in _READS.items() if isinstance(module, base))
+    reads = _reads(type(module))
     query = a.get("query", a.get("src"))
     key = a.get("key", query)
     return _skip_reason([a.get(name) for name in reads], query, key)
@@ -621,7 +695,7 @@ def _function_api(func: Callable[..., Any]) -> str:
     return "varlen_attn"
 
 
-Inspected = tuple[Inspection | None, list[Tensor], str | None, "Call | None", list[Hazard]]
+Inspected = tuple[Inspection | None, list[Tensor], str | None, "_LazyCall | None", list[Hazard]]
 """One function call read: what was found (or None), its q/k/v, why it was skipped, the call as
 the proofs read it, and the masks' hazards with their checked advice."""
 
@@ -647,12 +721,12 @@ def _inspect_function(
         inputs = [t for t in (query, key, value) if isinstance(t, Tensor)]
         sdpa_query, sdpa_key = query, key
         found, advised = cache.get(
-            (api, query.shape[:-1], key.shape[:-1]),
+            (api, query.shape[:-1], key.shape[:-1], query.dtype),
             (attn_mask,),
             lambda: inspect_sdpa(sdpa_query, sdpa_key, attn_mask),
             lambda found: _sdpa_call(named, found),
         )
-        return found, inputs, None, _sdpa_call(named, found), advised
+        return found, inputs, None, _LazyCall(lambda: _sdpa_call(named, found)), advised
     if api == "F.multi_head_attention_forward":
         try:
             bound = inspect.signature(_MHA_FORWARD).bind(*args, **kwargs)
@@ -667,7 +741,7 @@ def _inspect_function(
         record = records.get(a["attn_mask"]) if isinstance(a["attn_mask"], Tensor) else None
         built_by = record if isinstance(record, RepeatRecord) else None
         found, advised = cache.get(
-            (api, a["query"].shape, a["key"].shape, int(a["num_heads"])),
+            (api, a["query"].shape, a["key"].shape, a["query"].dtype, int(a["num_heads"])),
             (a["attn_mask"], a["key_padding_mask"]),
             lambda: inspect_mha(
                 api,
@@ -681,7 +755,7 @@ def _inspect_function(
             ),
             lambda found: _functional_mha_call(a, found, built_by),
         )
-        call = _functional_mha_call(a, found, built_by)
+        call = _LazyCall(lambda: _functional_mha_call(a, found, built_by))
         return found, [a["query"], a["key"], a["value"]], None, call, advised
     # varlen attention: packed tokens, no mask to read; the output is still checked
     inputs = [t for t in args[:3] if isinstance(t, Tensor)]
@@ -794,6 +868,19 @@ class _InspectionCache:
     def clear(self) -> None:
         self._entries.clear()
 
+    def keep_clean(self) -> None:
+        """Keep only the entries of calls with a mask that proved nothing and left every row a
+        key, each slimmed to what the fast path reads (no tensor kept: masks by weak reference)."""
+        kept: dict[tuple[Any, ...], tuple[list[weakref.ref[Tensor]], Any]] = {}
+        for key, (refs, (found, advised)) in self._entries.items():
+            if not refs or advised or found.hazards or found.suspect_fill:
+                continue  # no mask (cheap to read again), or tensors held
+            if found.fully_masked is not None:
+                continue
+            slim = Inspection(check_output=found.check_output, num_heads=found.num_heads)
+            kept[key] = (refs, (slim, []))
+        self._entries = kept
+
     def get(
         self,
         sizes: tuple[Any, ...],
@@ -864,6 +951,7 @@ class AttentionMode(TorchFunctionMode):
         self.thread = thread
         self.sessions = 0
         self.retired = False
+        self._kinds = watcher.kinds
 
     def __torch_function__(
         self,
@@ -876,15 +964,22 @@ class AttentionMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.retired:
             return func(*args, **kwargs)
-        if not torch.compiler.is_compiling() and func in _TRACED:
-            return self._watcher.on_traced(func, args, kwargs)
-        if self._watcher.watches(func):
-            if torch.compiler.is_compiling():
+        if _is_compiling():
+            if self._watcher.watches(func):
                 # torch.compile traces this mode: the call is read eagerly, at run time, on
                 # real tensors (a graph break at each attention call)
                 return _eagerly(self._watcher.on_function)(func, args, kwargs)
+            return func(*args, **kwargs)
+        # eager: every torch call of the user's thread passes here, and one look-up decides
+        try:
+            kind = self._kinds[func]
+        except (KeyError, TypeError):  # first seen, or no hash
+            kind = self._watcher.kind(func)
+        if kind is None:
+            return func(*args, **kwargs)
+        if kind == _WATCHED:
             return self._watcher.on_function(func, args, kwargs)
-        return func(*args, **kwargs)
+        return self._watcher.on_traced(func, args, kwargs, kind)
 
 
 def _call_kwargs(module: nn.Module) -> Mapping[str, Any]:
@@ -899,6 +994,9 @@ def _call_kwargs(module: nn.Module) -> Mapping[str, Any]:
     for _ in range(3):
         if frame is None:
             break
+        if frame.f_code.co_filename != _MODULE_FILE:
+            frame = frame.f_back  # not torch's call machinery: its locals are not read
+            continue
         local = frame.f_locals
         if local.get("self") is module and isinstance(local.get("kwargs"), dict):
             kwargs: dict[str, Any] = local["kwargs"]
@@ -942,7 +1040,7 @@ def _inspect_module(
     api: str,
     records: hand.Records,
     cache: _InspectionCache,
-) -> tuple[Inspection, Call, tuple[Tensor, ...], bool, list[Hazard]] | None:
+) -> tuple[Inspection, _LazyCall, tuple[Tensor, ...], bool, list[Hazard]] | None:
     if isinstance(module, nn.MultiheadAttention):
         attn: nn.MultiheadAttention = module
         query, key = a["query"], a["key"]
@@ -1017,7 +1115,7 @@ def _inspect_module(
         )
 
     found, advised = cache.get(
-        (api, id(module), query.shape, key.shape, attn.num_heads, attn.batch_first),
+        (api, id(module), query.shape, key.shape, query.dtype, attn.num_heads, attn.batch_first),
         (attn_mask, kpm),
         lambda: inspect_mha(
             api,
@@ -1033,7 +1131,7 @@ def _inspect_module(
         ),
         make_call,
     )
-    return found, make_call(found), inputs, attn.batch_first, advised
+    return found, _LazyCall(lambda: make_call(found)), inputs, attn.batch_first, advised
 
 
 def _sdpa_call(named: dict[str, Any], found: Inspection) -> Call:
