@@ -14,6 +14,8 @@ import ast
 import importlib
 import inspect
 import itertools
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -236,3 +238,91 @@ def test_importing_a_lazy_package_imports_no_torch(package: str) -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# -- the public surface is the documented surface ----------------------------------------------
+
+API_PAGES = ROOT / "docs" / "reference"
+# Modules that are a command or a plugin rather than a Python API: their page documents what
+# users run (`lpim ...`), not the names inside.
+COMMAND_PAGES = {"lpim.cli": API_PAGES / "cli.md"}
+_DIRECTIVE = re.compile(r"^::: ([\w.]+)\n((?:[ \t]+.*\n)*)", re.MULTILINE)
+
+
+def rendered_on_pages(pages: Path = API_PAGES) -> dict[str, set[str] | None]:
+    """What the API pages render: each `::: target` with the members it lists (None: every
+    public member; an empty set: `members: false`, the heading and docstring only)."""
+    rendered: dict[str, set[str] | None] = {}
+    for page in sorted(pages.rglob("*.md")):
+        for target, options in _DIRECTIVE.findall(page.read_text()):
+            listed = re.search(r"members:\s*(\[[^\]]*\]|false|true)", options)
+            if listed is None or listed.group(1) == "true":
+                members: set[str] | None = None
+            elif listed.group(1) == "false":
+                members = set()
+            else:
+                members = {m.strip() for m in listed.group(1).strip("[]").split(",") if m.strip()}
+            known = rendered.get(target, set())
+            rendered[target] = (
+                None if members is None or known is None else (known or set()) | members
+            )
+    return rendered
+
+
+def undocumented_names(module: str, rendered: dict[str, set[str] | None]) -> list[str]:
+    """The names of `module`'s `__all__` that no API page renders, under any public path (the
+    module itself, or a package that re-exports the same object)."""
+    if module in COMMAND_PAGES:
+        return [] if COMMAND_PAGES[module].is_file() else [f"(no page {COMMAND_PAGES[module]})"]
+    mod = importlib.import_module(module)
+    missing = []
+    for name in mod.__all__:
+        obj = getattr(mod, name)
+        if inspect.ismodule(obj) or (name.startswith("__") and name.endswith("__")):
+            continue  # a submodule (it has its own entry), or `__version__` (every page's footer)
+        if module == "lpim.pytest_plugin" and name.startswith("pytest_"):
+            continue  # a hook implementation: pytest calls it, users never do
+        shown = False
+        for target, members in rendered.items():
+            if target == f"{module}.{name}":
+                shown = True
+            elif target in sys.modules or _importable(target):
+                holder = sys.modules[target]
+                if getattr(holder, name, None) is obj and (members is None or name in members):
+                    shown = True
+            if shown:
+                break
+        if not shown:
+            missing.append(name)
+    return missing
+
+
+def _importable(target: str) -> bool:
+    try:
+        importlib.import_module(target)
+    except ImportError:
+        return False
+    return True
+
+
+def test_every_public_module_is_documented_on_an_api_page() -> None:
+    rendered = rendered_on_pages()
+    gaps = {m: names for m in public_modules() if (names := undocumented_names(m, rendered))}
+    assert not gaps, (
+        "public names no API page renders (add them to a page under docs/reference, or make "
+        f"the module private): {gaps}"
+    )
+
+
+def test_every_api_page_renders_a_public_path() -> None:
+    private = [t for t in rendered_on_pages() if any(p.startswith("_") for p in t.split("."))]
+    assert not private, f"API pages rendering private paths: {private}"
+
+
+def test_the_page_check_sees_an_undocumented_module(tmp_path: Path) -> None:
+    page = tmp_path / "api.md"
+    page.write_text("# x\n\n::: lpim\n    options:\n      members: [LaneBatch]\n")
+    rendered = rendered_on_pages(tmp_path)
+    assert rendered == {"lpim": {"LaneBatch"}}
+    assert undocumented_names("lpim.lane_set", rendered) == ["LaneSet"]
+    assert undocumented_names("lpim.batch", rendered) == ["LAYOUTS", "Layout"]

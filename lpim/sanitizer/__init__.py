@@ -27,7 +27,7 @@ cannot read runs untouched and is counted in `SanitizeReport.skipped`), and leav
 found it when the last session ends, whatever the order sessions end in.
 """
 
-from lpim.sanitizer._checks import KINDS
+from lpim.sanitizer._inspect import KINDS
 from lpim.sanitizer._session import (
     Finding,
     MaskHazardError,

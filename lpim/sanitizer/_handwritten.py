@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lpim.sanitizer._checks import Hazard, RepeatRecord, read_float
+from lpim.sanitizer._inspect import Hazard, RepeatRecord, read_float
 from lpim.sanitizer._proof import fill_harm, harm_text, measurable, rows_gave
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lpim.masks import to_key_padding_mask, to_sdpa_mask
-from lpim.sanitizer._checks import (
+from lpim.sanitizer._inspect import (
     Hazard,
     Inspection,
     MaskPart,

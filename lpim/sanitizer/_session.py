@@ -12,7 +12,7 @@ from typing import Literal
 
 from lpim._errors import LpimError
 from lpim._validation import check_choice
-from lpim.sanitizer._checks import KINDS, Hazard
+from lpim.sanitizer._inspect import KINDS, Hazard
 from lpim.sanitizer._watch import AttentionMode, Watcher, short_path, user_site
 
 __all__ = [

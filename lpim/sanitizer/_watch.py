@@ -50,7 +50,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
 from lpim.sanitizer import _handwritten as hand
-from lpim.sanitizer._checks import Hazard, Inspection, RepeatRecord, inspect_mha, inspect_sdpa
+from lpim.sanitizer._inspect import Hazard, Inspection, RepeatRecord, inspect_mha, inspect_sdpa
 from lpim.sanitizer._proof import (
     Call,
     check_output,

@@ -52,7 +52,6 @@ if TYPE_CHECKING:  # what type checkers and the API docs read; at run time, `__g
     )
     from lpim.testing._consumer_check import check_lane_consumer
     from lpim.testing._consumer_properties import (
-        LaneConsumerPropertyError,
         assert_consumer_deterministic,
         assert_consumer_finite,
         assert_ignores_appended_lanes,
@@ -77,7 +76,11 @@ if TYPE_CHECKING:  # what type checkers and the API docs read; at run time, `__g
     )
     from lpim.testing._engine import DEFAULT_DTYPES, DEFAULT_SETTINGS
     from lpim.testing._options import PRECISIONS, CheckOptions
-    from lpim.testing._property_errors import EncoderPropertyError, PropertyError
+    from lpim.testing._property_errors import (
+        EncoderPropertyError,
+        LaneConsumerPropertyError,
+        PropertyError,
+    )
     from lpim.testing._protocol import Adapted, EncoderOutput, ProtocolError, Subject
     from lpim.testing._report import VERDICTS, CheckReport, PropertyResult
 
@@ -143,7 +146,7 @@ _WHERE = {
     "EncoderPropertyError": "lpim.testing._property_errors",
     "GALLERY": "lpim._property_registry",
     "IncompleteCheckError": "lpim.testing._driver",
-    "LaneConsumerPropertyError": "lpim.testing._consumer_properties",
+    "LaneConsumerPropertyError": "lpim.testing._property_errors",
     "PRECISIONS": "lpim.testing._options",
     "PROPERTIES": "lpim._property_registry",
     "Padding": "lpim._property_registry",

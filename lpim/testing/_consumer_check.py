@@ -27,14 +27,13 @@ from lpim.strategies import OtherInputs, lane_sets
 from lpim.testing import _consumer_properties as consumer_properties
 from lpim.testing._consumer_properties import (
     Consumer,
-    LaneConsumerPropertyError,
     nondeterminism_first,
     nondeterminism_from_flaky,
 )
 from lpim.testing._driver import Case, Driver
 from lpim.testing._engine import run_check
 from lpim.testing._options import CheckOptions, Given, options_of
-from lpim.testing._property_errors import PropertyError
+from lpim.testing._property_errors import LaneConsumerPropertyError, PropertyError
 from lpim.testing._report import CheckReport, PropertyResult
 from lpim.testing._under_check import ConsumerUnderCheck
 

@@ -58,12 +58,11 @@ from typing import Any
 
 import torch
 
-from lpim._property_registry import CONSUMER_PROPERTIES
 from lpim.lane_set import LaneSet
 from lpim.strategies import garbage_fills
 from lpim.testing._compare import first_index, largest_error, same_values
 from lpim.testing._encoder_properties import runs_as
-from lpim.testing._property_errors import PropertyError
+from lpim.testing._property_errors import LaneConsumerPropertyError
 from lpim.testing._protocol import ProtocolError, Subject, training_modules
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
 
@@ -71,7 +70,6 @@ __all__ = [
     "APPENDED_LANES",
     "Consumer",
     "ConsumerAssert",
-    "LaneConsumerPropertyError",
     "assert_consumer_deterministic",
     "assert_consumer_finite",
     "assert_ignores_appended_lanes",
@@ -92,49 +90,6 @@ Consumer = Callable[..., Any]
 ConsumerAssert = Callable[[Consumer, LaneSet], float]
 """A property's assert: `(consumer, lanes) -> the largest error ratio`, raising
 [`LaneConsumerPropertyError`][lpim.testing.LaneConsumerPropertyError] on a failure."""
-
-
-class LaneConsumerPropertyError(PropertyError[LaneSet]):
-    """A lane-set consumer broke a property: the consumer-side sibling of
-    [`EncoderPropertyError`][lpim.testing.EncoderPropertyError] (both are
-    [`PropertyError`][lpim.testing.PropertyError]).
-
-    Attributes:
-        property_name: the property (a key of
-            [`CONSUMER_PROPERTIES`][lpim.testing.CONSUMER_PROPERTIES]).
-        example: the (shrunk, when raised by `check_lane_consumer`) [`LaneSet`][lpim.LaneSet].
-        detail: what was seen: which output, which element, how far off.
-        reproducer: pasteable Python that re-raises this error (set by `check_lane_consumer`;
-            a bare assert leaves it empty).
-        dtype: the dtype the failure was seen at.
-
-    An exception raised by the consumer itself is wrapped as property `runs` with the
-    original as `__cause__`.
-    """
-
-    __module__ = "lpim.testing"  # where users import it from
-
-    properties = CONSUMER_PROPERTIES
-    label = "lane-consumer property"
-
-    @staticmethod
-    def example_dtype(example: LaneSet) -> str:
-        """`str(example.lane_embedding.dtype)`."""
-        return str(example.lane_embedding.dtype)
-
-    @staticmethod
-    def example_features(example: LaneSet) -> frozenset[str]:
-        """Several lanes, padded lanes, a sample without a lane (see `Cause.needs`)."""
-        _, m, _ = example.shape
-        found = {
-            "lanes": m > 1,
-            "padded_lanes": bool((~example.lane_mask).any()),
-            "empty_sample": bool((~example.lane_mask.any(-1)).any()) if m else True,
-        }
-        return frozenset(name for name, present in found.items() if present)
-
-
-# -- running the consumer --------------------------------------------------------------------------
 
 
 def consumer_outputs(output: object, lanes: LaneSet) -> dict[str, torch.Tensor]:

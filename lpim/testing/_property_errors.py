@@ -9,15 +9,16 @@ from typing import Any, ClassVar, Generic, TypeVar
 import torch
 
 from lpim._errors import LpimError
-from lpim._property_registry import GALLERY, PROPERTIES, Property
+from lpim._property_registry import CONSUMER_PROPERTIES, GALLERY, PROPERTIES, Property
 from lpim.batch import LaneBatch
+from lpim.lane_set import LaneSet
 from lpim.testing._report import CheckReport
 
 ExampleT = TypeVar("ExampleT")
 """The type of a property's example: `lpim.LaneBatch` for encoders, `lpim.LaneSet` for
 consumers."""
 
-__all__ = ["EncoderPropertyError", "ExampleT", "PropertyError"]
+__all__ = ["EncoderPropertyError", "ExampleT", "LaneConsumerPropertyError", "PropertyError"]
 
 
 class PropertyError(LpimError, AssertionError, Generic[ExampleT]):
@@ -173,5 +174,45 @@ class EncoderPropertyError(PropertyError[LaneBatch]):
             "empty_lane": bool((~example.lane_mask).any()),
             "nonfinite": not bool(example.points.isfinite().all()),
             "half": example.points.dtype == torch.float16,
+        }
+        return frozenset(name for name, present in found.items() if present)
+
+
+class LaneConsumerPropertyError(PropertyError[LaneSet]):
+    """A lane-set consumer broke a property: the consumer-side sibling of
+    [`EncoderPropertyError`][lpim.testing.EncoderPropertyError] (both are
+    [`PropertyError`][lpim.testing.PropertyError]).
+
+    Attributes:
+        property_name: the property (a key of
+            [`CONSUMER_PROPERTIES`][lpim.testing.CONSUMER_PROPERTIES]).
+        example: the (shrunk, when raised by `check_lane_consumer`) [`LaneSet`][lpim.LaneSet].
+        detail: what was seen: which output, which element, how far off.
+        reproducer: pasteable Python that re-raises this error (set by `check_lane_consumer`;
+            a bare assert leaves it empty).
+        dtype: the dtype the failure was seen at.
+
+    An exception raised by the consumer itself is wrapped as property `runs` with the
+    original as `__cause__`.
+    """
+
+    __module__ = "lpim.testing"  # where users import it from
+
+    properties = CONSUMER_PROPERTIES
+    label = "lane-consumer property"
+
+    @staticmethod
+    def example_dtype(example: LaneSet) -> str:
+        """`str(example.lane_embedding.dtype)`."""
+        return str(example.lane_embedding.dtype)
+
+    @staticmethod
+    def example_features(example: LaneSet) -> frozenset[str]:
+        """Several lanes, padded lanes, a sample without a lane (see `Cause.needs`)."""
+        _, m, _ = example.shape
+        found = {
+            "lanes": m > 1,
+            "padded_lanes": bool((~example.lane_mask).any()),
+            "empty_sample": bool((~example.lane_mask.any(-1)).any()) if m else True,
         }
         return frozenset(name for name, present in found.items() if present)
