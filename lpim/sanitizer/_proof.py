@@ -566,20 +566,9 @@ def head_major_fix(call: Call, found: Inspection) -> str:
     intended = blocked_of(call, {**others, "attn_mask": meant}, False)
     fixes = [Fix({name: expr}, shown)]
     fixes += _padding_instead(call, source, "per_entry" if built is not None else f"{name}[:{n}]")
-    lane = call.lane()
-    if lane is not None and "key_padding_mask" in call.names:
-        scope["point_mask"] = lane[0]
-        fixes.append(
-            Fix(
-                {
-                    name: "None",
-                    call.names[
-                        "key_padding_mask"
-                    ]: f"lpim.masks.to_key_padding_mask(point_mask, query_tokens={lane[1]})",
-                },
-                " (a 2D key_padding_mask has no head axis to get wrong)",
-            )
-        )
+    fixes += _lane_padding_instead(
+        call, scope, " (a 2D key_padding_mask has no head axis to get wrong)"
+    )
     good = first_verified(call, fixes, intended, scope)
     return _fix_sentence(good, "every head of entry n reads entry n's mask")
 
@@ -599,6 +588,19 @@ def _padding_instead(call: Call, per_entry: Tensor, shown: str) -> list[Fix]:
     ]
 
 
+def _lane_padding_instead(call: Call, scope: dict[str, Any], shown: str = "") -> list[Fix]:
+    """lpim's 2D `key_padding_mask` built from the lane encoder's `point_mask` (put in `scope`
+    for the check), when the call comes from a lane encoder lpim can see; else nothing."""
+    lane = call.lane()
+    if lane is None or "key_padding_mask" not in call.names:
+        return []
+    scope["point_mask"] = lane[0]
+    converted = f"lpim.masks.to_key_padding_mask(point_mask, query_tokens={lane[1]})"
+    return [
+        Fix({call.names["attn_mask"]: "None", call.names["key_padding_mask"]: converted}, shown)
+    ]
+
+
 def missing_rows_fix(call: Call) -> str:
     name = call.names["attn_mask"]
     mask = call.masks["attn_mask"]
@@ -608,20 +610,8 @@ def missing_rows_fix(call: Call) -> str:
     intended = blocked_of(call, {**others, "attn_mask": meant}, False)
     fixes = [Fix({name: f"{name}.repeat_interleave({call.h}, dim=0)"})]
     fixes += _padding_instead(call, mask, name)
-    lane = call.lane()
     scope: dict[str, Any] = {}
-    if lane is not None and "key_padding_mask" in call.names:
-        scope["point_mask"] = lane[0]
-        fixes.append(
-            Fix(
-                {
-                    name: "None",
-                    call.names[
-                        "key_padding_mask"
-                    ]: f"lpim.masks.to_key_padding_mask(point_mask, query_tokens={lane[1]})",
-                }
-            )
-        )
+    fixes += _lane_padding_instead(call, scope)
     return _fix_sentence(first_verified(call, fixes, intended, scope), "each entry keeps its mask")
 
 
