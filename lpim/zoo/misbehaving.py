@@ -5,10 +5,12 @@ masks (a masked mean over real points, or a wrapper around one) and misbehaves i
 `lpim.testing.check_encoder` and `lpim check` must report each one clearly, as the
 property in `reported_as`, and never crash:
 
-```python
+```python title="Example: raises EncoderPropertyError (inputs_unchanged)"
+from lpim.testing import check_encoder
 from lpim.zoo.misbehaving import MISBEHAVING
+
 entry = MISBEHAVING["mutates_inputs"]
-check_encoder(entry.factory(), deadline=entry.deadline)  # EncoderPropertyError
+check_encoder(entry.factory(), dtype="float32", deadline=entry.deadline)
 ```
 
 From the shell: `lpim check "lpim.zoo.misbehaving:MISBEHAVING['raises'].factory"`.
