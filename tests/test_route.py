@@ -1,13 +1,15 @@
-"""The code under check goes down, not back and forth: a check's door hands it to
-`lpim.testing._under_check` once, and the check's own module never holds it again.
+"""The code under check goes down, not back and forth: a check's door hands it to the engine
+once, and from there it visits each module once, downwards.
 
 Every lpim function entered with the code among its arguments (the user's module or a copy of
-it, or a wrapper the checks make of it: `Adapted`, a `Subject`, an `UnderCheck`, a partial such
-as a row's assert) is recorded, in call order, until the first property assert runs. Calls in a
-row within one module are one stay. The encoder check's module (`lpim.testing._encoder_check`)
-and the consumer check's (`lpim.testing._consumer_check`) must have one stay each, the door, then
-`lpim.testing._under_check`: what the code needs (its widths, its device, its copies, the dtype
-probe, the output check) lives there, not in the check.
+it, a list or tuple holding it, or a wrapper the checks make of it: `Adapted`, a `Subject`, an
+`UnderCheck`, a partial such as a row's assert) is recorded, in call order, until the first
+property assert runs. Calls in a row within one module are one stay. The route is the door
+(`lpim.testing._encoder_check`, `lpim.testing._consumer_check`), the engine
+(`lpim.testing._engine`), the callable check (`lpim._validation`), the user's state saved
+(`lpim.testing._state`, which walks the modules the code holds once and hands them on), the
+code under check (`lpim.testing._protocol`: its widths, device, copies, calls, dtype probe),
+the driver (`lpim.testing._driver`) and the property: no module twice.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def _holds(value: object, kind: type, depth: int = 2) -> bool:
         return False
     if isinstance(value, functools.partial):
         return any(_holds(arg, kind, depth - 1) for arg in value.args)
+    if isinstance(value, list | tuple):
+        return any(_holds(item, kind, depth - 1) for item in value)
     attribute = _WRAPPERS.get(type(value).__name__)
     inner = getattr(value, attribute, None) if attribute else None
     return inner is not None and _holds(inner, kind, depth - 1)
@@ -100,17 +104,18 @@ def _route(kind: type, last: str) -> Iterator[list[str]]:
 _QUICK = settings(max_examples=2, database=None)
 
 
-def test_the_encoder_check_holds_the_encoder_once_then_hands_it_down() -> None:
+_ROUTE = ["_engine", "_validation", "_state", "_protocol", "_driver"]
+
+
+def test_the_encoder_goes_down_through_each_module_once() -> None:
     with _route(_Encoder, "lpim.testing._encoder_properties") as route:
         check_encoder(_Encoder(), dtype="float32", properties="finite", settings=_QUICK)
-    assert route[:2] == ["_encoder_check", "_under_check"], route
-    assert route.count("_encoder_check") == 1, f"the encoder came back to its check: {route}"
-    assert route[-1] == "_encoder_properties", route
+    assert len(route) == len(set(route)), f"the encoder came back to a module: {route}"
+    assert route == ["_encoder_check", *_ROUTE, "_encoder_properties"], route
 
 
-def test_the_consumer_check_holds_the_consumer_once_then_hands_it_down() -> None:
+def test_the_consumer_goes_down_through_each_module_once() -> None:
     with _route(_Consumer, "lpim.testing._consumer_properties") as route:
         check_lane_consumer(_Consumer(), dtype="float32", properties="finite", settings=_QUICK)
-    assert route[:2] == ["_consumer_check", "_under_check"], route
-    assert route.count("_consumer_check") == 1, f"the consumer came back to its check: {route}"
-    assert route[-1] == "_consumer_properties", route
+    assert len(route) == len(set(route)), f"the consumer came back to a module: {route}"
+    assert route == ["_consumer_check", *_ROUTE, "_consumer_properties"], route

@@ -29,13 +29,15 @@ from lpim.testing._consumer_properties import (
     Consumer,
     nondeterminism_first,
     nondeterminism_from_flaky,
+    run_consumer,
 )
 from lpim.testing._driver import Case, Driver
 from lpim.testing._engine import run_check
 from lpim.testing._options import CheckOptions, Given, options_of
 from lpim.testing._property_errors import LaneConsumerPropertyError, PropertyError
+from lpim.testing._protocol import ConsumerUnderCheck
 from lpim.testing._report import CheckReport, PropertyResult
-from lpim.testing._under_check import ConsumerUnderCheck
+from lpim.testing._reproducer import reproducer
 
 __all__ = ["ConsumerSide", "check_lane_consumer", "check_lane_consumer_with"]
 
@@ -129,18 +131,21 @@ def check_lane_consumer_with(consumer: Consumer, options: CheckOptions) -> Check
         As `check_lane_consumer`.
     """
     __tracebackhide__ = True
-    side = ConsumerSide(consumer, options)  # the consumer is handed down once and stays below
-    return run_check(side, side.under.code, side.under.name, options)
+    return run_check(ConsumerSide(), consumer, options)  # handed down once: it stays below
 
 
 class ConsumerSide:
     """The consumer's share of the engine (`lpim.testing._engine.CheckSide`): it wires the
     options and the engine, drawing lane sets with the consumer's other inputs, with its
     reproducer. The consumer itself is reached only through
-    `lpim.testing._under_check.ConsumerUnderCheck`."""
+    `lpim.testing._protocol.ConsumerUnderCheck` (`under`, built by the engine with `holder`,
+    which is given the property code it needs: the reproducer and how a consumer is run)."""
 
-    def __init__(self, consumer: Consumer, options: CheckOptions) -> None:
-        self.under = ConsumerUnderCheck(consumer, options)
+    role, call = "consumer", "consumer(lane_embedding, lane_mask, *args, **kwargs)"
+    under: ConsumerUnderCheck
+
+    def __init__(self) -> None:
+        self.holder = functools.partial(ConsumerUnderCheck, reproducer=reproducer, run=run_consumer)
 
     def prepare(self, options: CheckOptions) -> None:
         self.options = options

@@ -63,7 +63,7 @@ from lpim.strategies import garbage_fills
 from lpim.testing._compare import first_index, largest_error, same_values
 from lpim.testing._encoder_properties import runs_as
 from lpim.testing._property_errors import LaneConsumerPropertyError
-from lpim.testing._protocol import ProtocolError, Subject, training_modules
+from lpim.testing._protocol import Consumer, ProtocolError, Subject, training_modules
 from lpim.tolerance import Tolerance, encoder_scale, tolerance
 
 __all__ = [
@@ -83,9 +83,6 @@ __all__ = [
     "with_appended_lanes",
     "with_padded_lanes",
 ]
-
-Consumer = Callable[..., Any]
-"""Anything callable as `consumer(lane_embedding, lane_mask, *args, **kwargs)`."""
 
 ConsumerAssert = Callable[[Consumer, LaneSet], float]
 """A property's assert: `(consumer, lanes) -> the largest error ratio`, raising

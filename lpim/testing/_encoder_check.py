@@ -5,7 +5,7 @@ The rows are run by the one engine (`lpim.testing._engine`) through the shared
 the data contract (which padded-slot contents each property draws, the asserts' keywords),
 the precision mode (a dtype copy, `precision="cast"`, or `torch.autocast`,
 `precision="autocast"`), the reproducer, and what empty lanes give. The encoder itself is
-handed once to `lpim.testing._under_check.EncoderUnderCheck` (its width, device, copies, the
+handed once to `lpim.testing._protocol.EncoderUnderCheck` (its width, device, copies, the
 dtype probe) and reached only through it.
 """
 
@@ -44,14 +44,12 @@ from lpim.testing._property_errors import EncoderPropertyError, PropertyError
 from lpim.testing._protocol import (
     DeadlineExceeded,
     Encoder,
-    Subject,
-)
-from lpim.testing._report import CheckReport, PropertyResult
-from lpim.testing._reproducer import deadline_call
-from lpim.testing._under_check import (
     EncoderUnderCheck,
+    Subject,
     probe_batch,
 )
+from lpim.testing._report import CheckReport, PropertyResult
+from lpim.testing._reproducer import deadline_call, reproducer
 
 __all__ = [
     "CHECKED_PROPERTIES",
@@ -215,8 +213,7 @@ def check_encoder_with(encoder: Encoder, options: CheckOptions) -> CheckReport:
         As `check_encoder`.
     """
     __tracebackhide__ = True
-    side = EncoderSide(encoder, options)  # the encoder is handed down once and stays below
-    return run_check(side, side.under.code, side.under.name, options)
+    return run_check(EncoderSide(), encoder, options)  # handed down once: it stays below
 
 
 class EncoderSide:
@@ -224,10 +221,19 @@ class EncoderSide:
     options, the data contract and the engine, running each property at a dtype copy
     (`precision="cast"`) or under `torch.autocast`, with the padded-slot contents each property
     draws, its reproducer and what empty lanes give. The encoder itself is reached only through
-    `lpim.testing._under_check.EncoderUnderCheck`."""
+    `lpim.testing._protocol.EncoderUnderCheck` (`under`, built by the engine with `holder`,
+    which is given the property code it needs: the reproducer and the dtype probe's
+    experiment)."""
 
-    def __init__(self, encoder: Encoder, options: CheckOptions) -> None:
-        self.under = EncoderUnderCheck(encoder, options)
+    role, call = "encoder", "encoder(points, point_mask)"
+    under: EncoderUnderCheck
+
+    def __init__(self) -> None:
+        self.holder = functools.partial(
+            EncoderUnderCheck,
+            reproducer=reproducer,
+            lanes_alone_trouble=props.lanes_alone_trouble,
+        )
         self.empty_lanes_seen = ""
 
     def prepare(self, options: CheckOptions) -> None:

@@ -13,8 +13,8 @@ progress, threads, the deadline, the user's state saved and restored, the rows a
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import torch
 from hypothesis import HealthCheck, Verbosity
@@ -22,9 +22,11 @@ from hypothesis import settings as Settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from lpim._errors import UsageValueError
+from lpim._validation import check_callable
 from lpim.testing._driver import Case, Driver, check_settings, torch_threads
 from lpim.testing._options import DTYPE_NAMES, CheckOptions
 from lpim.testing._property_errors import ExampleT
+from lpim.testing._protocol import UnderCheck
 from lpim.testing._report import CheckReport, PropertyResult
 from lpim.testing._state import user_state_kept
 
@@ -60,9 +62,27 @@ command)."""
 class CheckSide(Protocol[ExampleT]):
     """What one side of the checks (encoders, consumers) adds to the engine.
 
-    The engine calls `prepare` once, inside the saved user state, before any row; then
-    `contract`; then `rows` for each dtype; then `notes`.
+    The engine checks the code is callable (as `role`, called as `call`), saves the user's
+    state, then builds the side's `under` once, with `holder` (the code goes down to
+    `lpim.testing._protocol` and never comes back to the side's module); then calls `prepare`
+    once, before any row; then `contract`; then `rows` for each dtype; then `notes`.
     """
+
+    under: Any
+    """The code under check (`lpim.testing._protocol.UnderCheck`), set by the engine."""
+
+    @property
+    def role(self) -> str:
+        """What the code is, for the error when it is not callable (`"encoder"`)."""
+
+    @property
+    def call(self) -> str:
+        """How it is called, for that error (`"encoder(points, point_mask)"`)."""
+
+    @property
+    def holder(self) -> Callable[..., UnderCheck]:
+        """What builds `under`: `holder(code, options, held)`, `held` the modules the code
+        holds (`lpim.testing._state.user_state_kept`)."""
 
     def prepare(self, options: CheckOptions) -> None:
         """Read what the subject declares (its width, ...) and check what only this side can:
@@ -122,11 +142,13 @@ def settings_of(options: CheckOptions) -> Settings:
     return check_settings(base)
 
 
-def run_check(
-    side: CheckSide[ExampleT], subject: object, subject_name: str, options: CheckOptions
-) -> CheckReport:
+def run_check(side: CheckSide[ExampleT], subject: object, options: CheckOptions) -> CheckReport:
     """Run every row of `side` on `subject` under `options`; return the report, or raise
     every failure.
+
+    `subject` comes here from the side's door and goes down once: checked callable
+    (`lpim._validation`), its state saved (`lpim.testing._state`), then held by the side's
+    `under` (`lpim.testing._protocol`), which alone calls it.
 
     Nothing of the user's runs before their state is saved, and however the check ends (a
     pass, a failure, an exception, an interrupt) it is restored: the global RNG states, the
@@ -137,12 +159,15 @@ def run_check(
         PropertyError: the first failure in full, with `.failures` and `.report`.
         lpim.testing._driver.IncompleteCheckError: `strict` and a row was not run.
         UsageError: what `side.prepare` or the settings refuse.
+        lpim.errors.UsageTypeError: `subject` is not callable.
     """
     __tracebackhide__ = True  # a failing check shows its message, not lpim's frames
+    check_callable(subject, side.role, side.call)
     settings = settings_of(options)
     device = torch.device(options.device)
-    driver: Driver[ExampleT] = Driver(CheckReport(subject_name), options.progress, options.strict)
-    with user_state_kept(subject, device), torch_threads(options.threads):
+    with user_state_kept(subject, device) as held, torch_threads(options.threads):
+        side.under = under = side.holder(subject, options, held)
+        driver: Driver[ExampleT] = Driver(CheckReport(under.name), options.progress, options.strict)
         side.prepare(options)  # may call the subject (its width): inside, so it is undone
         driver.report.contract = side.contract()
         for dtype in dtypes_of(options):

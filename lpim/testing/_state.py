@@ -10,11 +10,14 @@ call and puts it back afterwards, whatever ended the check: a pass, a failure, a
 `KeyboardInterrupt`.
 
 It is the one owner of state saving in `lpim.testing`; the checks wrap their whole body in it.
+What it walks (`reachable_modules`: the modules a callable holds) it hands to the body, so the
+check reads the code's modules from that one walk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import warnings
 from collections.abc import Iterator
@@ -25,9 +28,43 @@ import numpy as np
 import torch
 from torch.nn.parameter import is_lazy
 
-from lpim.testing._protocol import reachable_modules
+__all__ = ["global_rng_restored", "reachable_modules", "user_state_kept"]
 
-__all__ = ["global_rng_restored", "user_state_kept"]
+
+def reachable_modules(encoder: object, depth: int = 3) -> Iterator[tuple[str, torch.nn.Module]]:
+    """`(path, module)` for each top-level `nn.Module` reachable from `encoder`."""
+    seen: set[int] = set()
+
+    def visit(obj: object, path: str, left: int) -> Iterator[tuple[str, torch.nn.Module]]:
+        if id(obj) in seen or left < 0:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.nn.Module):
+            yield path, obj
+            return
+        children: list[tuple[str, object]] = []
+        if isinstance(obj, functools.partial):
+            children += [(f"{path}.func", obj.func)]
+            children += [(f"{path}.args[{i}]", a) for i, a in enumerate(obj.args)]
+            children += [(f"{path}.keywords[{k!r}]", v) for k, v in obj.keywords.items()]
+        for attribute in ("__self__", "__wrapped__", "__func__"):
+            inner = getattr(obj, attribute, None)
+            if inner is not None:
+                children.append((f"{path}.{attribute}", inner))
+        for i, cell in enumerate(getattr(obj, "__closure__", None) or ()):
+            try:
+                children.append((f"{path}<closure {i}>", cell.cell_contents))
+            except ValueError:  # an empty cell
+                continue
+        attributes = getattr(obj, "__dict__", None)
+        if isinstance(attributes, dict) and not isinstance(obj, type):
+            children += [(f"{path}.{k}", v) for k, v in attributes.items()]
+        if isinstance(obj, list | tuple):
+            children += [(f"{path}[{i}]", v) for i, v in enumerate(obj)]
+        for child_path, child in children:
+            yield from visit(child, child_path, left - 1)
+
+    yield from visit(encoder, "encoder", depth)
 
 
 @contextlib.contextmanager
@@ -53,8 +90,12 @@ def global_rng_restored(device: torch.device) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def user_state_kept(subject: object, device: torch.device) -> Iterator[None]:
-    """Run the body, then put back everything of the user's the body may have changed.
+def user_state_kept(
+    subject: object, device: torch.device
+) -> Iterator[list[tuple[str, torch.nn.Module]]]:
+    """Run the body, then put back everything of the user's the body may have changed; the
+    body is given the modules reachable from `subject` (`reachable_modules`, walked once: what
+    is saved is what the check may read of it).
 
     Saved on entry, before anything of the user's runs, and restored on exit, however the body
     ends (a pass, a failure, an exception, `KeyboardInterrupt`):
@@ -63,7 +104,7 @@ def user_state_kept(subject: object, device: torch.device) -> Iterator[None]:
       when it is a CUDA device);
     - the `training` flag of every module reachable from `subject` (an `nn.Module`, or one
       inside a `functools.partial`, a closure, a bound method or an attribute: see
-      `lpim.testing._protocol.reachable_modules`) and of each of their submodules;
+      `reachable_modules`) and of each of their submodules;
     - the values, `requires_grad` flags and `.grad` of their parameters and buffers, restored
       in place without autograd tracking: the tensor objects stay the same, so optimisers and
       other references the user holds keep working (a parameter or buffer reassigned, added
@@ -85,7 +126,7 @@ def user_state_kept(subject: object, device: torch.device) -> Iterator[None]:
     snapshot = _Snapshot.take(subject)
     try:
         with global_rng_restored(device), warnings.catch_warnings():
-            yield
+            yield snapshot.held
     finally:
         snapshot.restore()
 
@@ -135,6 +176,7 @@ def _registered_again(registered: dict[str, Any], saved: dict[str, Any]) -> None
 
 @dataclass
 class _Snapshot:
+    held: list[tuple[str, torch.nn.Module]]
     modules: list[_Module]
     tensors: list[_Saved]
     threads: int
@@ -147,8 +189,9 @@ class _Snapshot:
         modules: list[_Module] = []
         tensors: list[_Saved] = []
         seen: set[int] = set()
+        held = list(reachable_modules(subject))
         with _one_thread():
-            for _, top in reachable_modules(subject):
+            for _, top in held:
                 for module in top.modules():
                     if id(module) in seen:
                         continue
@@ -162,7 +205,9 @@ class _Snapshot:
                             continue
                         seen.add(id(tensor))
                         tensors.append(_save(tensor))
-        return cls(modules, tensors, threads, torch.get_default_dtype(), torch.is_grad_enabled())
+        return cls(
+            held, modules, tensors, threads, torch.get_default_dtype(), torch.is_grad_enabled()
+        )
 
     def restore(self) -> None:
         torch.set_default_dtype(self.default_dtype)
