@@ -20,6 +20,8 @@ Then what a reader sees in the page's article (each check is a function below, w
 - ``internal-name``: a leaked internal module name (``_code_block_session``, ``._base.``);
 - ``broken-identifier``: an identifier in a table cell (``repeat_head_order``) broken over two
   lines inside a word;
+- ``wrapped-report``: a report (an output block marked ``lpim-report``) that the browser wraps
+  rather than keeping the lines lpim prints (a wrapped table breaks its header and rule);
 - ``search``: the site's own search (typed into its search box) for the seed's RuntimeError must
   rank the page that fixes it (``howto/fix-3d-attn-mask/``) first.
 
@@ -88,6 +90,7 @@ CHECKS = (
     "alt-text",
     "internal-name",
     "broken-identifier",
+    "wrapped-report",
     "search",
 )
 #: The checks that read a page's HTML, without a browser.
@@ -293,6 +296,25 @@ _BROKEN = (
 )
 
 
+# Reports (output blocks marked `lpim-report`) whose lines the browser may wrap: lpim prints
+# them at their width, and a wrapped table breaks its header and rule.
+_WRAPPED_REPORTS = (
+    "(() => { const root = " + _ROOT + "; const out = [];"
+    " for (const code of root.querySelectorAll('.lpim-report pre > code')) {"
+    "   if (getComputedStyle(code).whiteSpace !== 'pre')"
+    "     out.push(code.textContent.trim().split('\\n')[0].slice(0, 60));"
+    " } return out; })()"
+)
+
+
+def check_wrapped_reports(page: Any) -> list[str]:
+    """Reports the browser wraps instead of scrolling (lpim prints them at their width)."""
+    return [
+        f"report wrapped, not at lpim's width: {first!r}"
+        for first in page.evaluate(_WRAPPED_REPORTS)
+    ]
+
+
 def check_broken_identifiers(page: Any) -> list[str]:
     """Identifiers in tables broken inside a word over two lines."""
     return [f"identifier broken over lines in a table: {text!r}" for text in page.evaluate(_BROKEN)]
@@ -492,6 +514,7 @@ def check_page(page: Any) -> dict[str, list[str]]:
         "alt-text": check_alt_text(page),
         "internal-name": check_internal_names(page),
         "broken-identifier": check_broken_identifiers(page),
+        "wrapped-report": check_wrapped_reports(page),
     }
 
 

@@ -308,6 +308,19 @@ def test_an_identifier_broken_inside_a_word_in_a_table_is_found(page_with: Any) 
     assert found == ["identifier broken over lines in a table: 'repeat_head_order'"], found
 
 
+def test_a_wrapped_report_is_found(page_with: Any) -> None:
+    table = "property  dtype\n--------  -----\nfinite    float32\n"
+    page = page_with(
+        '<div class="lpim-report"><pre><code style="white-space: pre-wrap">'
+        + table
+        + '</code></pre></div><div class="lpim-report"><pre><code style="white-space: pre">'
+        + table
+        + "</code></pre></div>"
+    )
+    found = check_site.check_wrapped_reports(page)
+    assert found == ["report wrapped, not at lpim's width: 'property  dtype'"], found
+
+
 def test_the_html_checks_run_without_a_browser_and_fail_the_site(tmp_path: Path) -> None:
     (tmp_path / "index.html").write_text(
         _article("<pre><code>1 reproducer(s) written to /tmp/tmpabcd1234/</code></pre>")
