@@ -296,6 +296,10 @@ def test_fully_masked_rows_found_from_the_mask_whatever_the_call_gave() -> None:
     assert allowed.ok and allowed.calls == 1
     with pytest.raises(ValueError, match="unknown finding kind 'fully_masked'"):
         lpim.sanitize(allow=["fully_masked"])
+    with pytest.raises(ValueError, match="a finding kind or a"):
+        lpim.sanitize(allow=[("finite_fill", "a.py", "b.py")])
+    with pytest.raises(TypeError, match="a finding kind or a"):
+        lpim.sanitize(allow=[5])  # type: ignore[list-item]
 
 
 # -- hand-written attention ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
-from lpim._errors import LpimError
+from lpim._errors import LpimError, UsageTypeError, UsageValueError
 from lpim._validation import check_choice
 from lpim.sanitizer._inspect import KINDS, Hazard
 from lpim.sanitizer._watch import AttentionMode, Watcher, short_path, user_site
@@ -157,11 +157,20 @@ def _allowances(allow: Allow | None) -> list[tuple[str, str]]:
     """`allow` as `(kind, where)` pairs (`where` "" = every site), checked before use."""
     pairs: list[tuple[str, str]] = []
     for item in allow or ():
-        kind, where = (item, "") if isinstance(item, str) else tuple(item)
+        if isinstance(item, str):
+            kind, where = item, ""
+        elif isinstance(item, tuple | list) and len(item) == 2:
+            kind, where = item
+        else:  # checked here: unpacking it would raise from deep inside with no word of `allow`
+            raise (UsageValueError if isinstance(item, tuple | list) else UsageTypeError)(
+                f"allow: each item is a finding kind or a (kind, 'FILE:LINE') pair; got {item!r}"
+            )
         if kind not in KINDS:
-            raise ValueError(f"allow: unknown finding kind {kind!r}; expected one of {list(KINDS)}")
+            raise UsageValueError(
+                f"allow: unknown finding kind {kind!r}; expected one of {list(KINDS)}"
+            )
         if not isinstance(where, str):
-            raise ValueError(f"allow: a site is 'FILE' or 'FILE:LINE'; got {where!r}")
+            raise UsageValueError(f"allow: a site is 'FILE' or 'FILE:LINE'; got {where!r}")
         pairs.append((kind, where))
     return pairs
 
