@@ -15,7 +15,6 @@ import importlib
 import inspect
 import itertools
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -263,9 +262,7 @@ def rendered_on_pages(pages: Path = API_PAGES) -> dict[str, set[str] | None]:
             else:
                 members = {m.strip() for m in listed.group(1).strip("[]").split(",") if m.strip()}
             known = rendered.get(target, set())
-            rendered[target] = (
-                None if members is None or known is None else (known or set()) | members
-            )
+            rendered[target] = None if members is None or known is None else known | members
     return rendered
 
 
@@ -275,6 +272,7 @@ def undocumented_names(module: str, rendered: dict[str, set[str] | None]) -> lis
     if module in COMMAND_PAGES:
         return [] if COMMAND_PAGES[module].is_file() else [f"(no page {COMMAND_PAGES[module]})"]
     mod = importlib.import_module(module)
+    holders = {t: m for t in rendered if (m := _module_or_none(t)) is not None}
     missing = []
     for name in mod.__all__:
         obj = getattr(mod, name)
@@ -282,27 +280,22 @@ def undocumented_names(module: str, rendered: dict[str, set[str] | None]) -> lis
             continue  # a submodule (it has its own entry), or `__version__` (every page's footer)
         if module == "lpim.pytest_plugin" and name.startswith("pytest_"):
             continue  # a hook implementation: pytest calls it, users never do
-        shown = False
-        for target, members in rendered.items():
-            if target == f"{module}.{name}":
-                shown = True
-            elif target in sys.modules or _importable(target):
-                holder = sys.modules[target]
-                if getattr(holder, name, None) is obj and (members is None or name in members):
-                    shown = True
-            if shown:
-                break
+        shown = f"{module}.{name}" in rendered or any(
+            getattr(holder, name, None) is obj
+            and ((listed := rendered[t]) is None or name in listed)
+            for t, holder in holders.items()
+        )
         if not shown:
             missing.append(name)
     return missing
 
 
-def _importable(target: str) -> bool:
+def _module_or_none(target: str) -> object | None:
+    """The module a `::: target` names, or None when it names an object inside one."""
     try:
-        importlib.import_module(target)
+        return importlib.import_module(target)
     except ImportError:
-        return False
-    return True
+        return None
 
 
 def test_every_public_module_is_documented_on_an_api_page() -> None:
