@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -131,11 +132,7 @@ def _samples_and_batch_flag(
     shrink toward False (real). Shared by [`lane_batches`][lpim.strategies.lane_batches] and
     [`lane_sets`][lpim.strategies.lane_sets].
     """
-    sample = st.tuples(
-        st.sampled_from(_EMPTY_SAMPLE) if empty_samples else st.just(False),
-        st.lists(lane, min_size=m, max_size=m),
-    )
-    samples = draw(st.lists(sample, min_size=b, max_size=b))
+    samples = draw(_samples_strategy(lane, b, m, empty_samples))
     batch_empty = draw(st.sampled_from(_EMPTY_BATCH)) if empty_samples and all_empty else False
     return samples, batch_empty
 
@@ -228,19 +225,7 @@ def lane_batches(
     # With min_points 1 an all-padded count is one more way to draw an empty lane (the draws
     # lpim always made); above it, empty lanes come from the flag alone.
     most_padded = n if empty_lanes and min_points == 1 else max(n - min_points, 0)
-    lane = st.tuples(
-        st.integers(0, most_padded),  # padded slots (all of them: an empty lane)
-        st.sampled_from(_EMPTY_LANE) if empty_lanes else st.just(False),
-        # scattered: real points take the slots with the smallest keys, ties in slot order (so
-        # the keys shrink toward right padding)
-        # contiguous: the run of real points starts this many slots in (at most the padding;
-        # shrinks toward 0, right padding)
-        st.lists(st.integers(0, n), min_size=n, max_size=n)
-        if scattered
-        else st.lists(st.integers(0, n), min_size=1, max_size=1)
-        if contiguous
-        else st.just(None),
-    )
+    lane = _lane_strategy(most_padded, empty_lanes, scattered, contiguous, n)
     samples, batch_empty = _samples_and_batch_flag(
         draw, lane, b, m, empty_lanes and empty_samples, all_empty
     )
@@ -259,25 +244,79 @@ def lane_batches(
         counts[~counts.any(axis=1), 0] = fewest  # samples left without a real lane get one
 
     # Real coordinates, bounded; padded slots get the garbage.
-    coords = st.floats(-coord_range, coord_range, allow_nan=False, allow_infinity=False)
-    real = draw(arrays(np.float64, (b, m, n, d), elements=coords))
+    real = draw(_float_arrays((b, m, n, d), coord_range))
     point_mask = _apply_layout(counts, n, chosen_layout, keys)  # [B, M, N]
     if chosen_garbage == "repeat_last":
         junk = repeat_last_point(real, point_mask)
     elif chosen_garbage == "finite":
-        junk = draw(arrays(np.float64, (b, m, n, d), elements=coords))
+        junk = draw(_float_arrays((b, m, n, d), coord_range))
     else:
         garbage_values = _garbage_values(chosen_garbage, chosen_dtype)
         junk = (
             np.full((b, m, n, d), garbage_values[0])  # one possible value: nothing to draw
             if len(garbage_values) == 1
-            else draw(arrays(np.float64, (b, m, n, d), elements=st.sampled_from(garbage_values)))
+            else draw(_sampled_arrays((b, m, n, d), tuple(garbage_values)))
         )
     points = np.where(point_mask[..., None], real, junk)  # [B, M, N, D]
     return LaneBatch(
         torch.from_numpy(points).to(dtype=chosen_dtype, device=chosen_device),
         torch.from_numpy(point_mask).to(chosen_device),
     )
+
+
+# The strategies a draw builds, made once per shape and kept: building a strategy and
+# validating it on its first draw cost more than most draws (same draws, same shrinking).
+_STRATEGY_CACHE_SIZE = 512
+
+
+@functools.lru_cache(maxsize=_STRATEGY_CACHE_SIZE)
+def _lane_strategy(
+    most_padded: int, empty_lanes: bool, scattered: bool, contiguous: bool, n: int
+) -> st.SearchStrategy[tuple[int, bool, list[int] | None]]:
+    """One lane's draws: padded slots, whether drawn empty, and where its real points go."""
+    return st.tuples(
+        st.integers(0, most_padded),  # padded slots (all of them: an empty lane)
+        st.sampled_from(_EMPTY_LANE) if empty_lanes else st.just(False),
+        # scattered: real points take the slots with the smallest keys, ties in slot order (so
+        # the keys shrink toward right padding)
+        # contiguous: the run of real points starts this many slots in (at most the padding;
+        # shrinks toward 0, right padding)
+        st.lists(st.integers(0, n), min_size=n, max_size=n)
+        if scattered
+        else st.lists(st.integers(0, n), min_size=1, max_size=1)
+        if contiguous
+        else st.just(None),
+    )
+
+
+@functools.lru_cache(maxsize=_STRATEGY_CACHE_SIZE)
+def _samples_strategy(
+    lane: st.SearchStrategy[_T], b: int, m: int, empty_samples: bool
+) -> st.SearchStrategy[list[tuple[bool, list[_T]]]]:
+    """`b` samples of `m` lanes, each with its "drawn empty" flag."""
+    sample = st.tuples(
+        st.sampled_from(_EMPTY_SAMPLE) if empty_samples else st.just(False),
+        st.lists(lane, min_size=m, max_size=m),
+    )
+    return st.lists(sample, min_size=b, max_size=b)
+
+
+@functools.lru_cache(maxsize=_STRATEGY_CACHE_SIZE)
+def _float_arrays(shape: tuple[int, ...], bound: float) -> st.SearchStrategy[np.ndarray]:
+    """float64 arrays of `shape`, finite, in `[-bound, bound]`."""
+    values = st.floats(-bound, bound, allow_nan=False, allow_infinity=False)
+    return arrays(np.float64, shape, elements=values)
+
+
+@functools.lru_cache(maxsize=_STRATEGY_CACHE_SIZE)
+def _sampled_arrays(
+    shape: tuple[int, ...], values: tuple[float, ...]
+) -> st.SearchStrategy[np.ndarray]:
+    """float64 arrays of `shape` whose entries are drawn from `values`."""
+    return arrays(np.float64, shape, elements=st.sampled_from(values))
+
+
+_STRATEGY_CACHES = (_lane_strategy, _samples_strategy, _float_arrays, _sampled_arrays)
 
 
 def repeat_last_point(points: np.ndarray, point_mask: np.ndarray) -> np.ndarray:
@@ -541,13 +580,12 @@ def lane_sets(
     if m and b and not all_empty and not lane_mask.any():
         lane_mask[0, 0] = True
 
-    values = st.floats(-value_range, value_range, allow_nan=False, allow_infinity=False)
-    real = draw(arrays(np.float64, (b, m, c), elements=values))  # [B, M, C]
+    real = draw(_float_arrays((b, m, c), value_range))  # [B, M, C]
     garbage_values = _garbage_values(chosen_garbage, chosen_dtype, value_range)
     junk = (
         np.full((b, m, c), garbage_values[0])
         if len(garbage_values) == 1
-        else draw(arrays(np.float64, (b, m, c), elements=st.sampled_from(garbage_values)))
+        else draw(_sampled_arrays((b, m, c), tuple(garbage_values)))
     )
     embedding = np.where(lane_mask[..., None], real, junk)  # [B, M, C]
 

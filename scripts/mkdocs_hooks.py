@@ -8,10 +8,16 @@ for all of them:
   pool makes them tens of times slower, not faster.
 - matplotlib draws with the non-interactive Agg backend (pictures are inline SVG, drawn by
   ``scripts/docs_figures.py``, which is put on ``sys.path``).
+- Hypothesis draws from the same pool of constants in every process: the literals of lpim's
+  own modules. Hypothesis mixes literals of every "local" module loaded so far into what it
+  draws (about 1 draw in 20), derandomized runs included, so a check's examples would depend on
+  which pages' blocks ran before it in that process (examples, scripts, temporary files) and
+  the pages would change from build to build.
 
-**Cache and parallel runs** (``scripts/docs_cache.py``): what each Python block prints is cached
-by everything it reads (``.cache/docs-exec/``; ``LPIM_DOCS_CACHE=off`` turns it off), and the
-blocks that miss run in worker processes before the pages are rendered (``LPIM_DOCS_JOBS``).
+**Cache and parallel runs** (``scripts/docs_cache.py``): what each executed block (Python or
+shell) prints is cached by everything it reads (``.cache/docs-exec/``; ``LPIM_DOCS_CACHE=off``
+turns it off), and the blocks that miss run in worker processes while mkdocs renders the pages
+that execute nothing (``LPIM_DOCS_JOBS``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,31 @@ def on_startup(**kwargs: Any) -> None:
     import torch
 
     torch.set_num_threads(1)
+    _pin_hypothesis_constants()
+
+
+def _pin_hypothesis_constants() -> None:
+    """Freeze Hypothesis' pool of local constants at those of lpim's modules (before the
+    workers fork, so that they share it)."""
+    import importlib
+    import pkgutil
+
+    import lpim
+
+    for module in pkgutil.walk_packages(lpim.__path__, "lpim."):
+        if not module.name.endswith(".__main__"):  # that one runs the command
+            importlib.import_module(module.name)
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - Hypothesis moved it: pages may vary between builds
+        _log.warning("could not pin Hypothesis' local constants; pages may differ between builds")
+        return
+    getter = getattr(providers, "_get_local_constants", None)
+    if getter is None:  # pragma: no cover
+        _log.warning("could not pin Hypothesis' local constants; pages may differ between builds")
+        return
+    pool = getter()
+    providers._get_local_constants = lambda: pool
 
 
 def on_config(config: Any, **kwargs: Any) -> Any:

@@ -13,7 +13,7 @@ from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from lpim import LaneBatch
+from lpim import LaneBatch, strategies
 from lpim.strategies import GARBAGE_KINDS, lane_batches, padded_tensors
 
 FAST = settings(max_examples=40, deadline=None, database=None)
@@ -333,6 +333,10 @@ def test_repr_names_the_strategy_and_its_knobs() -> None:
 
 
 def test_derandomized_runs_draw_identical_batches() -> None:
+    """Also: the first run builds its strategies, the second reuses them (the draws' own
+    strategies are kept by shape), and both draw the same batches."""
+    for cache in strategies._STRATEGY_CACHES:
+        cache.cache_clear()
     drawn: list[LaneBatch] = []
 
     @settings(max_examples=25, deadline=None, database=None, derandomize=True)
@@ -344,6 +348,7 @@ def test_derandomized_runs_draw_identical_batches() -> None:
     first = drawn[:]
     drawn.clear()
     record()
+    assert all(cache.cache_info().hits for cache in strategies._STRATEGY_CACHES[:3])
     assert len(first) == len(drawn) > 0
     for a, b in zip(first, drawn, strict=True):
         assert a.points.dtype == b.points.dtype
