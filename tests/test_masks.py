@@ -298,3 +298,29 @@ def test_converters_refuse_a_non_bool_point_mask() -> None:
     assert "point_mask.bool()" in str(info.value)
     with pytest.raises(MaskConventionError, match=r"\[B, M, N\]"):
         masks.to_sdpa_mask(EXAMPLES[0][0])
+
+
+@pytest.mark.parametrize(
+    "attention_mask",
+    [
+        masks.to_attention_mask(EXAMPLES[0], 1) * 2,  # 0/2
+        masks.to_attention_mask(EXAMPLES[0], 1).float(),  # floating
+    ],
+    ids=["two", "float"],
+)
+def test_the_converter_and_the_validator_state_the_attention_mask_rule_alike(
+    attention_mask: torch.Tensor,
+) -> None:
+    """One rule, one wording: `from_attention_mask` and `validate` refuse the same masks with
+    the same expected/got lines."""
+    with pytest.raises(MaskConventionError) as converting:
+        masks.from_attention_mask(attention_mask, num_lanes=EXAMPLES[0].shape[1], query_tokens=1)
+    with pytest.raises(MaskConventionError) as validating:
+        masks.validate(attention_mask, "attention_mask", query_tokens=1)
+    lines = [str(converting.value).splitlines(), str(validating.value).splitlines()]
+    assert lines[0][0] == "from_attention_mask: " + lines[1][0]
+    rules = [
+        [line for line in found if line.lstrip().startswith(("expected:", "got:"))]
+        for found in lines
+    ]
+    assert rules[0] == rules[1] and len(rules[0]) == 2

@@ -12,7 +12,13 @@ import torch
 
 from lpim._errors import UsageValueError
 from lpim.masks._conventions import Convention
-from lpim.masks._convert import keep_tokens, to_attn_mask_3d, to_cu_seqlens, to_lengths
+from lpim.masks._convert import (
+    check_zero_one,
+    keep_tokens,
+    to_attn_mask_3d,
+    to_cu_seqlens,
+    to_lengths,
+)
 from lpim.masks._errors import MaskConventionError, describe_tensor
 
 
@@ -173,16 +179,7 @@ def check_attention_mask(attention_mask: torch.Tensor, against: Against) -> None
     """Raise unless `attention_mask` is a correct one (of `point_mask`, if given)."""
     convention, point_mask, _, q, fix = against
     _expect(attention_mask, convention, dtype=None, rank=2, fix=fix)
-    if attention_mask.is_floating_point() or not bool(
-        ((attention_mask == 0) | (attention_mask == 1)).all()
-    ):
-        raise MaskConventionError(
-            "an attention_mask holds integer 0 (pad) and 1 (valid) only",
-            convention="attention_mask",
-            expected="int64 (or bool) values in {0, 1}",
-            got=describe_tensor(attention_mask),
-            hint=fix,
-        )
+    check_zero_one(attention_mask, "", hint=fix)
     if point_mask is None:
         _query_columns(attention_mask.bool(), q, "attention_mask", fix)
         return

@@ -257,21 +257,32 @@ def to_attention_mask(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.
     return keep_tokens(point_mask, query_tokens).long()
 
 
+def check_zero_one(attention_mask: torch.Tensor, where: str, hint: str = "") -> None:
+    """The values rule of the `attention_mask` convention, for the converter and the validator:
+    integer (or bool) 0 = pad, 1 = valid, nothing else.
+
+    Raises:
+        MaskConventionError: a floating mask, or a value other than 0 and 1.
+    """
+    if attention_mask.is_floating_point() or not bool(
+        ((attention_mask == 0) | (attention_mask == 1)).all()
+    ):
+        raise MaskConventionError(
+            f"{where}an attention_mask holds integer 0 (pad) and 1 (valid) only",
+            convention="attention_mask",
+            expected="int64 (or bool) values in {0, 1}",
+            got=describe_tensor(attention_mask),
+            hint=hint,
+        )
+
+
 def from_attention_mask(
     attention_mask: torch.Tensor, num_lanes: int, query_tokens: int = 0
 ) -> torch.Tensor:
     """Inverse of `to_attention_mask`; accepts int or bool 0/1."""
     _expect_rank(attention_mask, 2, "attention_mask", "from_attention_mask")
     check_has_values(attention_mask, "attention_mask", "from_attention_mask", "attention_mask")
-    if attention_mask.is_floating_point() or not bool(
-        ((attention_mask == 0) | (attention_mask == 1)).all()
-    ):
-        raise MaskConventionError(
-            "from_attention_mask: an attention_mask holds integer 0 and 1 only",
-            convention="attention_mask",
-            expected="int or bool values 0 (pad) / 1 (valid)",
-            got=describe_tensor(attention_mask),
-        )
+    check_zero_one(attention_mask, "from_attention_mask: ")
     return _lanes_to_point_mask(
         attention_mask.bool(), num_lanes, query_tokens, "attention_mask", "from_attention_mask"
     )
