@@ -267,46 +267,57 @@ def check_dense(
     return tensor
 
 
-_ALLOCATION_FAILURES = (
-    "can't allocate memory",
-    "out of memory",
-    "unpacking long",
-    "multiplication overflow",
-    "calculation overflow",
-    "int too big to convert",
-)
-"""Words of torch's errors for a tensor too large to allocate (or whose size overflows int64)."""
+_ALLOCATION_ERRORS = (RuntimeError, TypeError, ValueError, MemoryError, OverflowError)
+"""What torch raises for a tensor it cannot allocate: out of memory (`torch.OutOfMemoryError`
+is a `RuntimeError`), a size beyond int64 (`TypeError`, `OverflowError`)."""
 
 
 @contextmanager
 def allocating(
-    what: str, knobs: str, *, value_error: type[Exception] = UsageValueError
+    what: str,
+    knobs: str,
+    *,
+    shape: Sequence[int],
+    dtype: torch.dtype,
+    device: torch.device | str,
+    value_error: type[Exception] = UsageValueError,
 ) -> Iterator[None]:
     """Turn torch's failure to allocate a tensor whose size the caller chose into a usage error.
 
     `what` says what was being built (e.g. `"to_key_padding_mask: the (B*M, query_tokens + N)
-    mask (2, 100000000003)"`), `knobs` the arguments that set its size (`"query_tokens"`).
-    Only allocation failures (out of memory, a size that overflows) are caught.
+    mask (2, 100000000003)"`), `knobs` the arguments that set its size (`"query_tokens"`), and
+    `shape`, `dtype`, `device` the largest tensor the block builds. Whether a failure inside the
+    block is the size's is decided by experiment, never by torch's wording: that tensor is
+    allocated alone (`torch.empty`), and only if that fails too is the size blamed; otherwise
+    the block's own error is raised as it came.
 
     Raises:
         ValueError: the tensor cannot be allocated (or `value_error` when given).
     """
     try:
         yield
-    # torch.OutOfMemoryError is a RuntimeError; a size beyond int64 is a TypeError ("Overflow")
-    except (RuntimeError, TypeError, ValueError, MemoryError, OverflowError) as error:
-        text = str(error)
-        if isinstance(error, UsageError):
+    except UsageError:
+        raise
+    except _ALLOCATION_ERRORS:
+        reason = _allocation_failure(shape, dtype, device)
+        if reason is None:
             raise
-        if not isinstance(error, MemoryError | OverflowError) and not any(
-            words in text.lower() for words in _ALLOCATION_FAILURES
-        ):
-            raise
-        reason = next((line.strip() for line in text.splitlines() if line.strip()), "")
-        reason = reason[reason.find("can't allocate") :] if "can't allocate" in reason else reason
-        raise value_error(
-            _too_large(what, knobs, f"{type(error).__name__}: {reason[:160]}")
-        ) from None
+        raise value_error(_too_large(what, knobs, reason)) from None
+
+
+def _allocation_failure(
+    shape: Sequence[int], dtype: torch.dtype, device: torch.device | str
+) -> str | None:
+    """Why a `shape` tensor of `dtype` cannot be allocated on `device` (torch's error, its
+    first line, shortened), or None when it can."""
+    try:
+        probe = torch.empty(tuple(shape), dtype=dtype, device=device)
+    except _ALLOCATION_ERRORS as error:
+        text = str(error).strip()
+        first = text.splitlines()[0].strip() if text else ""
+        return f"{type(error).__name__}: {first[:160]}"
+    del probe
+    return None
 
 
 def check_allocatable(

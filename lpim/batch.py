@@ -250,7 +250,11 @@ class LaneBatch:
 
         shape = (len(samples), m, n, d)
         with allocating(
-            f"{where}: a [B, M, N, D] = {list(shape)} batch", "num_lanes or num_points"
+            f"{where}: a [B, M, N, D] = {list(shape)} batch",
+            "num_lanes or num_points",
+            shape=shape,
+            dtype=dtype,
+            device=device,
         ):
             points = torch.full(shape, fill, dtype=dtype, device=device)
             point_mask = torch.zeros(shape[:-1], dtype=torch.bool, device=device)

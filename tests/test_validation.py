@@ -8,7 +8,8 @@ from hypothesis import find
 from hypothesis.errors import InvalidArgument
 
 from lpim import strategies
-from lpim._validation import check_device, check_floating_dtype, check_int
+from lpim._errors import UsageError, UsageValueError
+from lpim._validation import allocating, check_device, check_floating_dtype, check_int
 
 
 @pytest.mark.parametrize("value", [True, 1.5, "3", None])
@@ -47,3 +48,28 @@ def test_check_device_and_dtype_accept_what_is_valid() -> None:
     assert check_floating_dtype(torch.bfloat16) is torch.bfloat16
     with pytest.raises(TypeError, match=r"dtype must be a floating torch\.dtype; got torch\.int64"):
         check_floating_dtype(torch.int64)
+
+
+# -- allocation failures are decided by experiment ---------------------------------------------
+
+
+def test_an_error_that_reads_like_memory_is_not_blamed_on_a_size_that_fits() -> None:
+    """torch's wording decides nothing: the tensor is allocated alone, and it fits."""
+    with pytest.raises(RuntimeError, match="CUDA out of memory") as info:
+        with allocating(
+            "a (2, 3) mask", "query_tokens", shape=(2, 3), dtype=torch.bool, device="cpu"
+        ):
+            raise RuntimeError("CUDA out of memory (a message that only looks like one)")
+    assert not isinstance(info.value, UsageError)
+
+
+def test_any_error_is_blamed_on_a_size_that_cannot_be_allocated() -> None:
+    """Whatever the block's error says, a tensor of the chosen size that cannot be allocated
+    alone is a usage error naming the knobs."""
+    huge = (10**9, 10**7)  # 10**16 bools: no machine holds them
+    with pytest.raises(UsageValueError, match="lower query_tokens") as info:
+        with allocating(
+            "the (B*M, S) mask", "query_tokens", shape=huge, dtype=torch.bool, device="cpu"
+        ):
+            raise RuntimeError("an error whose words name no allocation")
+    assert "the (B*M, S) mask is too large to allocate" in str(info.value)

@@ -46,7 +46,8 @@ def keep_tokens(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor
     per_lane = point_mask.reshape(b * m, n)  # [B*M, N]
     size = f"keep_tokens: the (B*M, query_tokens + N) = ({b * m}, {query_tokens + n}) mask"
     check_allocatable(b * m * (query_tokens + n), size, "query_tokens")  # even on meta
-    with allocating(size, "query_tokens"):
+    shape = (b * m, query_tokens + n)
+    with allocating(size, "query_tokens", shape=shape, dtype=torch.bool, device=point_mask.device):
         query = torch.ones(b * m, query_tokens, dtype=torch.bool, device=point_mask.device)
         return torch.cat([query, per_lane], dim=1)  # [B*M, S]
 
@@ -82,7 +83,13 @@ def _lanes_to_point_mask(
             hint="check query_tokens, or diagnose the mask with lpim.masks.diagnose",
         )
     shape = (rows // num_lanes, num_lanes, s - query_tokens)
-    with allocating(f"{inverse}: the [B, M, N] = {list(shape)} point_mask", "num_lanes"):
+    with allocating(
+        f"{inverse}: the [B, M, N] = {list(shape)} point_mask",
+        "num_lanes",
+        shape=shape,
+        dtype=torch.bool,
+        device=keep.device,
+    ):
         return keep[:, query_tokens:].reshape(shape)
 
 
@@ -139,7 +146,13 @@ def to_attn_mask_3d(
     blocked = ~keep_tokens(point_mask, query_tokens)  # [B*M, S]
     lanes, s = blocked.shape
     size = f"to_attn_mask_3d: the (B*M*num_heads, L, S) = ({lanes * num_heads}, {s}, {s}) mask"
-    with allocating(size, "num_heads or query_tokens"):
+    with allocating(
+        size,
+        "num_heads or query_tokens",
+        shape=(lanes * num_heads, s, s),
+        dtype=torch.bool,
+        device=blocked.device,
+    ):
         per_lane = blocked[:, None, :].expand(-1, s, -1)  # [B*M, L, S]
         return per_lane.repeat_interleave(num_heads, dim=0)  # [B*M*H, L, S]
 
@@ -340,7 +353,13 @@ def from_lengths(
             expected=f"query_tokens = {query_tokens} <= length <= query_tokens + N = {s}",
             got=f"min {int(lengths.min())}, max {int(lengths.max())}",
         )
-    with allocating(size, "num_points or query_tokens"):
+    with allocating(
+        size,
+        "num_points or query_tokens",
+        shape=(lengths.numel(), s),
+        dtype=torch.bool,
+        device=lengths.device,
+    ):
         keep = torch.arange(s, device=lengths.device) < lengths[:, None]  # [B*M, S]
     return _lanes_to_point_mask(keep, num_lanes, query_tokens, "lengths", "from_lengths")
 
