@@ -6,7 +6,9 @@ caller's value error, `UsageValueError` by default (both are `lpim._errors.Usage
 the builtin error Python code expects) (`lpim.strategies` passes Hypothesis'
 `InvalidArgument`, which Hypothesis reports as a usage error of the strategy).
 
-Only torch and the standard library are imported here, so every floor of lpim may use it.
+Only the standard library is imported when this module loads (torch inside the checks that
+need it), so every floor of lpim may use it, the doors that must not load torch included (the
+options of the pytest plugin and the `lpim` command).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import math
 import operator
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from lpim._errors import UsageError, UsageTypeError, UsageValueError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "INT64_MAX",
@@ -44,6 +47,7 @@ __all__ = [
     "mask_dtype_fix",
     "no_values_message",
     "point_mask_dtype_message",
+    "shown",
 ]
 
 POINT_MASK_DTYPE_FIX = (
@@ -86,7 +90,7 @@ def no_values_message(holder: str, why: str) -> str:
     )
 
 
-def _got(value: object) -> str:
+def shown(value: object) -> str:
     """What came, for a message: its repr (shortened) and its type."""
     shown = repr(value)
     if len(shown) > 60:
@@ -101,7 +105,7 @@ def check_bool(value: object, name: str, *, type_error: type[Exception] = UsageT
         TypeError: `value` is not a bool (or `type_error` when given).
     """
     if not isinstance(value, bool):
-        raise type_error(f"{name} must be True or False; got {_got(value)}")
+        raise type_error(f"{name} must be True or False; got {shown(value)}")
     return value
 
 
@@ -127,7 +131,7 @@ def check_callable(
         TypeError: `value` is not callable, or cannot take `args` (or `type_error` when given).
     """
     if not callable(value):
-        raise type_error(f"{name} must be callable as {signature}; got {_got(value)}")
+        raise type_error(f"{name} must be callable as {signature}; got {shown(value)}")
     if args is None:
         return
     try:
@@ -138,7 +142,7 @@ def check_callable(
         parameters.bind(*args)
     except TypeError:
         raise type_error(
-            f"{name} must be callable as {signature}; got {_got(value)}, which takes {parameters}"
+            f"{name} must be callable as {signature}; got {shown(value)}, which takes {parameters}"
         ) from None
 
 
@@ -156,7 +160,7 @@ def check_positive_number(
         ValueError: `value` is zero, negative, inf or NaN (or `value_error` when given).
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise type_error(f"{name} must be a positive finite number; got {_got(value)}")
+        raise type_error(f"{name} must be a positive finite number; got {shown(value)}")
     if not (value > 0 and math.isfinite(value)):
         raise value_error(f"{name} must be a positive finite number; got {value!r}")
     return float(value)
@@ -176,7 +180,7 @@ def check_real_number(
     """
     prefix = f"{where}: " if where else ""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise type_error(f"{prefix}{name} must be a number (an int or a float); got {_got(value)}")
+        raise type_error(f"{prefix}{name} must be a number (an int or a float); got {shown(value)}")
     return float(value)
 
 
@@ -199,6 +203,8 @@ def check_fill(
         TypeError: `value` is not an int or a float (or `type_error` when given).
         ValueError: `dtype` cannot hold it (or `value_error` when given).
     """
+    import torch
+
     prefix = f"{where}: " if where else ""
     number = check_real_number(value, name, where, type_error=type_error)
     if dtype.is_floating_point or dtype.is_complex:
@@ -234,7 +240,7 @@ def check_choice(
     """
     prefix = f"{where}: " if where else ""
     if not (isinstance(value, str) and value in allowed):
-        raise value_error(f"{prefix}{name} must be one of {tuple(allowed)}; got {_got(value)}")
+        raise value_error(f"{prefix}{name} must be one of {tuple(allowed)}; got {shown(value)}")
     return value
 
 
@@ -261,6 +267,8 @@ def check_dense(
         TypeError: `tensor` is not a dense (`torch.strided`, not nested) tensor (or
             `type_error` when given).
     """
+    import torch
+
     if tensor.is_nested or tensor.layout != torch.strided:
         prefix = f"{where}: " if where else ""
         raise type_error(prefix + dense_message(tensor, name))
@@ -310,6 +318,8 @@ def _allocation_failure(
 ) -> str | None:
     """Why a `shape` tensor of `dtype` cannot be allocated on `device` (torch's error, its
     first line, shortened), or None when it can."""
+    import torch
+
     try:
         probe = torch.empty(tuple(shape), dtype=dtype, device=device)
     except _ALLOCATION_ERRORS as error:
@@ -361,7 +371,7 @@ def check_size(
     values = value if isinstance(value, tuple) else (value,)
     if isinstance(value, bool) or not isinstance(value, int | tuple) or len(values) not in (1, 2):
         raise type_error(
-            f"{prefix}{name} must be an int or a (min, max) tuple of ints; got {_got(value)}"
+            f"{prefix}{name} must be an int or a (min, max) tuple of ints; got {shown(value)}"
         )
     low, high = (
         check_int(v, name, where, minimum=minimum, type_error=type_error, value_error=value_error)
@@ -411,7 +421,7 @@ def check_int(
         count = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise type_error(
-            f"{prefix}{name} must be an int >= {minimum}; got {value!r} ({type(value).__name__})"
+            f"{prefix}{name} must be an int >= {minimum}; got {shown(value)}"
         ) from None
     if count < minimum:
         raise value_error(f"{name} must be >= {minimum}; got {count}{suffix}")
@@ -450,6 +460,8 @@ def check_device(
         ValueError: a device torch does not know, `meta`, or one that is not available (or
             `value_error` when given).
     """
+    import torch
+
     if isinstance(value, bool) or not isinstance(value, str | torch.device):
         raise type_error(f"{name} must be a str or torch.device; got {value!r}")
     try:
@@ -486,6 +498,8 @@ def _unavailable(device: torch.device) -> str:
     Tried once per device and remembered: making an empty tensor is the one test every
     backend answers (a backend torch was built without, a missing module, no device).
     """
+    import torch
+
     key = str(device)
     if key not in _AVAILABILITY:
         try:
@@ -511,6 +525,8 @@ def check_floating_dtype(
     Raises:
         TypeError: `value` is not a floating `torch.dtype` (or `type_error` when given).
     """
+    import torch
+
     if not (isinstance(value, torch.dtype) and value.is_floating_point):
         raise type_error(f"{name} must be a floating torch.dtype; got {value!r}")
     return value
@@ -519,6 +535,8 @@ def check_floating_dtype(
 def convert_input(value: Any, device: str | torch.device | None, dtype: torch.dtype | None) -> Any:
     """An other input (`LaneBatch.args`, `LaneSet.kwargs`, ...) moved: tensors to `device`,
     floating ones to `dtype`; anything else as it is."""
+    import torch
+
     if not isinstance(value, torch.Tensor):
         return value
     if value.is_floating_point() and dtype is not None:
@@ -528,6 +546,8 @@ def convert_input(value: Any, device: str | torch.device | None, dtype: torch.dt
 
 def value_summary(value: Any) -> str:
     """An other input in a few words, for a repr: `Tensor[2, 16] float32`, else its repr."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         dtype = str(value.dtype).removeprefix("torch.")
         return f"Tensor{list(value.shape)} {dtype}"

@@ -7,9 +7,10 @@ option's name as that door spells it replaced by `NAME`, must be the same senten
 
 from __future__ import annotations
 
-import ast
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,26 +64,18 @@ def test_the_names_options_take_agree_with_their_owners() -> None:
     assert GARBAGE_NAMES == tuple(GARBAGE_CONTRACTS)
 
 
-def test_declaring_the_options_imports_no_torch_at_module_level() -> None:
-    """`lpim --help` and argument errors need no torch: the module imports it only inside the
-    checks that read a device or a torch.dtype."""
-    tree = ast.parse((ROOT / "lpim/testing/_options.py").read_text())
-    top_level = [
-        node
-        for node in tree.body
-        if isinstance(node, ast.Import | ast.ImportFrom)
-        or (isinstance(node, ast.If) and any(isinstance(n, ast.Import) for n in node.body))
-    ]
-    imported = set()
-    for node in top_level:
-        for inner in [node, *getattr(node, "body", [])]:
-            if isinstance(inner, ast.Import):
-                imported |= {a.name.split(".")[0] for a in inner.names}
-            elif isinstance(inner, ast.ImportFrom) and inner.module:
-                imported.add(inner.module)
-    assert "torch" not in imported and not any(
-        m.startswith("lpim.") and m != "lpim._errors" for m in imported
-    ), imported
+@pytest.mark.parametrize("module", ["lpim.testing._options", "lpim._validation"])
+def test_declaring_and_checking_the_options_loads_no_torch(module: str) -> None:
+    """`lpim --help` and argument errors need no torch: the options and the argument checks they
+    share with every other door import it only inside the checks that read a device or a
+    torch.dtype. Run in a fresh interpreter: what it loads is the point."""
+    probe = (
+        f"import sys, {module}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert result.stdout.strip() == "[]", result.stdout
 
 
 def test_every_option_has_a_field_a_help_and_a_default_that_passes_its_own_check() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-import operator
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lpim._errors import UsageError, UsageTypeError, UsageValueError
+from lpim._validation import check_bool, check_int, check_size, shown
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -179,53 +179,28 @@ def _option(
 # -- the checks of one value, each taking the option's name as the user spelled it ---------------
 
 
-def _got(value: object) -> str:
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return f"{shown} ({type(value).__name__})"
-
-
 def _int(minimum: int, *, none: bool = False) -> Callable[[Any, str], int | None]:
+    """`check_int` at `minimum`, as an option's check (None allowed where `none`)."""
+
     def check(value: Any, name: str) -> int | None:
-        if value is None and none:
-            return None
-        if isinstance(value, bool):
-            raise UsageTypeError(f"{name} must be an int >= {minimum}; got the bool {value}")
-        try:
-            count = operator.index(value)
-        except TypeError:
-            raise UsageTypeError(f"{name} must be an int >= {minimum}; got {_got(value)}") from None
-        if count < minimum:
-            raise UsageValueError(f"{name} must be >= {minimum}; got {count}")
-        return count
+        return None if value is None and none else check_int(value, name, minimum=minimum)
 
     return check
 
 
 def _size(value: Any, name: str) -> int | tuple[int, int]:
-    values = value if isinstance(value, tuple) else (value,)
-    if isinstance(value, bool) or not isinstance(value, int | tuple) or len(values) not in (1, 2):
-        raise UsageTypeError(
-            f"{name} must be an int or a (min, max) tuple of ints; got {_got(value)}"
-        )
-    low, high = (_int(0)(v, name) for v in (values * 2)[:2])
-    assert low is not None and high is not None
-    if low > high:
-        raise UsageValueError(f"{name} must satisfy min <= max; got {value!r}")
-    return low if not isinstance(value, tuple) else (low, high)
+    """`check_size`, keeping the option's form: an int stays an int, a range a tuple."""
+    low, high = check_size(value, name)
+    return (low, high) if isinstance(value, tuple) else low
 
 
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise UsageTypeError(f"{name} must be True or False; got {_got(value)}")
-    return value
+_bool = check_bool
 
 
 def _one_of(choices: Sequence[str]) -> Callable[[Any, str], str]:
     def check(value: Any, name: str) -> str:
         if not isinstance(value, str):
-            raise UsageTypeError(f"{name} must be one of {list(choices)}; got {_got(value)}")
+            raise UsageTypeError(f"{name} must be one of {list(choices)}; got {shown(value)}")
         if value not in choices:
             raise UsageValueError(f"{name} must be one of {list(choices)}; got {value!r}")
         return value
@@ -240,14 +215,14 @@ def _some_of(choices: Sequence[str]) -> Callable[[Any, str], tuple[str, ...] | N
         names = [value] if isinstance(value, str) else value
         if not isinstance(names, list | tuple):
             raise UsageTypeError(
-                f"{name} must be one of {list(choices)} or a list of them; got {_got(value)}"
+                f"{name} must be one of {list(choices)} or a list of them; got {shown(value)}"
             )
         if not names:
             raise UsageValueError(f"{name} must name at least one of {list(choices)}; got none")
         for one in names:
             if not isinstance(one, str):
                 raise UsageTypeError(
-                    f"{name} must be one of {list(choices)} or a list of them; got {_got(one)}"
+                    f"{name} must be one of {list(choices)} or a list of them; got {shown(one)}"
                 )
             if one not in choices:
                 raise UsageValueError(f"{name} must be among {list(choices)}; got {one!r}")
@@ -281,14 +256,14 @@ def _settings(value: Any, name: str) -> Any:
     if value is not None and not isinstance(value, Settings):
         raise UsageTypeError(
             f"{name} must be a hypothesis.settings (e.g. settings.get_profile('lpim-ci') or "
-            f"settings(max_examples=...)); got {_got(value)}"
+            f"settings(max_examples=...)); got {shown(value)}"
         )
     return value
 
 
 def _empty_lanes(value: Any, name: str) -> bool | str:
     if value not in (True, False, "zero") or not isinstance(value, bool | str):
-        raise UsageValueError(f"{name} must be True, False or 'zero'; got {_got(value)}")
+        raise UsageValueError(f"{name} must be True, False or 'zero'; got {shown(value)}")
     return value
 
 
@@ -298,7 +273,9 @@ def _deadline(value: Any, name: str) -> float | None:
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UsageTypeError(f"{name} must be seconds (a number) or a timedelta; got {_got(value)}")
+        raise UsageTypeError(
+            f"{name} must be seconds (a number) or a timedelta; got {shown(value)}"
+        )
     if not (value > 0 and math.isfinite(value)):
         raise UsageValueError(f"{name} must be a positive finite number of seconds; got {value!r}")
     return float(value)
@@ -307,7 +284,7 @@ def _deadline(value: Any, name: str) -> float | None:
 def _callable(signature: str) -> Callable[[Any, str], Any]:
     def check(value: Any, name: str) -> Any:
         if value is not None and not callable(value):
-            raise UsageTypeError(f"{name} must be callable as {signature}; got {_got(value)}")
+            raise UsageTypeError(f"{name} must be callable as {signature}; got {shown(value)}")
         return value
 
     return check
@@ -317,7 +294,7 @@ def _factory(value: Any, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise UsageTypeError(f"{name} must be a 'module:expression' string; got {_got(value)}")
+        raise UsageTypeError(f"{name} must be a 'module:expression' string; got {shown(value)}")
     module, colon, expression = value.partition(":")
     if not (module and colon and expression):
         raise UsageValueError(
@@ -331,7 +308,7 @@ def _strategy(value: Any, name: str) -> Any:
 
     if value is not None and not isinstance(value, st.SearchStrategy):
         raise UsageTypeError(
-            f"{name} must be a Hypothesis strategy of LaneBatch; got {_got(value)}"
+            f"{name} must be a Hypothesis strategy of LaneBatch; got {shown(value)}"
         )
     return value
 
@@ -363,7 +340,9 @@ def _properties(value: Any, name: str) -> tuple[str, ...] | None:
         return None
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
-        raise UsageTypeError(f"{name} must be a property name or a list of them; got {_got(value)}")
+        raise UsageTypeError(
+            f"{name} must be a property name or a list of them; got {shown(value)}"
+        )
     if not names:
         raise UsageValueError(f"{name} must name at least one property; got none")
     return tuple(dict.fromkeys(names))
@@ -376,7 +355,7 @@ def _output(value: Any, name: str) -> int | str | None:
         return value
     raise UsageTypeError(
         f"{name} must name the lane embedding among the encoder's outputs: an index (int), a key "
-        f"or an attribute (str); got {_got(value)}"
+        f"or an attribute (str); got {shown(value)}"
     )
 
 
@@ -400,7 +379,7 @@ def _point_mask_as(value: Any, name: str) -> str:
         "channels (default -1, the last)"
     )
     if not isinstance(value, str):
-        raise UsageTypeError(f"{name} must be {expected}; got {_got(value)}")
+        raise UsageTypeError(f"{name} must be {expected}; got {shown(value)}")
     if value in MASK_CONVENTIONS:
         return value
     try:
@@ -423,14 +402,14 @@ def _argument_names(value: Any, name: str) -> tuple[str, str] | None:
     ):
         raise UsageValueError(
             f"{name} must be the two argument names (points, mask), e.g. "
-            f"('polylines', 'polylines_mask'); got {_got(value)}"
+            f"('polylines', 'polylines_mask'); got {shown(value)}"
         )
     return value
 
 
 def _path(value: Any, name: str) -> str:
     if not isinstance(value, str | os.PathLike) or not str(value):
-        raise UsageTypeError(f"{name} must be a folder path; got {_got(value)}")
+        raise UsageTypeError(f"{name} must be a folder path; got {shown(value)}")
     return str(value)
 
 
@@ -438,7 +417,7 @@ def _file(value: Any, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str | os.PathLike) or not str(value):
-        raise UsageTypeError(f"{name} must be a file path; got {_got(value)}")
+        raise UsageTypeError(f"{name} must be a file path; got {shown(value)}")
     if Path(value).is_dir():
         raise UsageValueError(f"{name} must be a file path; got the folder {str(value)!r}")
     return str(value)
@@ -446,7 +425,7 @@ def _file(value: Any, name: str) -> str | None:
 
 def _profile(value: Any, name: str) -> str | None:
     if value is not None and not isinstance(value, str):
-        raise UsageTypeError(f"{name} must be a Hypothesis profile's name; got {_got(value)}")
+        raise UsageTypeError(f"{name} must be a Hypothesis profile's name; got {shown(value)}")
     return value
 
 
@@ -1102,7 +1081,7 @@ def _table(path: Path) -> Mapping[str, Any] | None:
         return None
     table = tool["lpim"]
     if not isinstance(table, Mapping):
-        raise UsageValueError(f"{path}: [tool.lpim] must be a table of options; got {_got(table)}")
+        raise UsageValueError(f"{path}: [tool.lpim] must be a table of options; got {shown(table)}")
     return table
 
 
