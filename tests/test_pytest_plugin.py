@@ -12,6 +12,13 @@ from lpim.profiles import PROFILES
 
 HAS_CUDA = torch.cuda.is_available()
 
+# In-process pytester runs put sys.modules back as they found it, dropping the modules first
+# imported inside them. torch.testing.assert_close imports torch.distributed.tensor on its first
+# call, and that module's operator registrations outlive it: imported a second time (by a later
+# test in this process), it fails ("Only a single TORCH_LIBRARY ..."). One comparison here,
+# before any in-process run, loads it for good.
+torch.testing.assert_close(torch.zeros(1), torch.zeros(1))
+
 PROFILE_PROBE = """
 from hypothesis import settings
 
