@@ -9,15 +9,23 @@ import torch
 from hypothesis import settings
 
 from lpim.profiles import PROFILES
+from lpim.testing import check_encoder
+from lpim.zoo import CORRECT
 
 HAS_CUDA = torch.cuda.is_available()
 
 # In-process pytester runs put sys.modules back as they found it, dropping the modules first
-# imported inside them. torch.testing.assert_close imports torch.distributed.tensor on its first
-# call, and that module's operator registrations outlive it: imported a second time (by a later
-# test in this process), it fails ("Only a single TORCH_LIBRARY ..."). One comparison here,
-# before any in-process run, loads it for good.
-torch.testing.assert_close(torch.zeros(1), torch.zeros(1))
+# imported inside them. Some of torch's are imported lazily by what a check does on its first
+# run (torch.testing.assert_close imports torch.distributed.tensor; entering the dtype probe's
+# TorchDispatchMode imports torch._inductor.test_operators), and their operator registrations
+# outlive the module: imported a second time, by a later test in this process, they fail ("Only
+# a single TORCH_LIBRARY ..."), and the probe that hit it reads as a crash. One small check here,
+# at float64 (the dtype probe runs) before any in-process run, loads them for good.
+check_encoder(
+    CORRECT["mha_key_padding_mask"].factory(),
+    dtype=torch.float64,
+    settings=settings(max_examples=2, database=None, deadline=None),
+)
 
 PROFILE_PROBE = """
 from hypothesis import settings
