@@ -12,7 +12,11 @@ from lpim.strategies import lane_batches
 from lpim.testing import EncoderPropertyError, assert_lanes_independent, check_encoder
 from lpim.testing._encoder_properties import _changed_lanes
 
-FAST = settings(max_examples=10, database=None, deadline=None)
+FAST = settings(max_examples=10, database=None, deadline=None, derandomize=True)
+# Finding the cross-lane bug needs a sample with two real lanes of different maxima: 10 random
+# examples once missed it (a red CI run at 7935947). Derandomized draws still vary a little
+# with the modules loaded (Hypothesis mixes in their constants), so the search is wider too.
+FINDING = settings(FAST, max_examples=60)
 
 
 class NonEmptyPolylines(torch.nn.Module):
@@ -47,7 +51,7 @@ def test_lanes_independent_decides_under_a_contract_without_empty_lanes() -> Non
             NonEmptyPolylines(across_lanes=True),
             dtype=torch.float64,
             properties="lanes_independent",
-            settings=FAST,
+            settings=FINDING,
             **CONTRACT,
         )
     assert [f.property_name for f in info.value.failures] == ["lanes_independent"]
