@@ -324,3 +324,22 @@ def test_the_converter_and_the_validator_state_the_attention_mask_rule_alike(
         for found in lines
     ]
     assert rules[0] == rules[1] and len(rules[0]) == 2
+
+
+def test_the_converter_and_the_validator_read_a_4d_mask_alike() -> None:
+    """One reading of a `(B*M, H, L, S)` mask: heads that disagree are refused in the same words
+    by `from_sdpa_mask` and `validate`, naming the lane."""
+    sdpa_mask = masks.to_sdpa_mask(EXAMPLES[0], 1).expand(-1, 2, -1, -1).clone()
+    sdpa_mask[1, 1, :, -1] = ~sdpa_mask[1, 1, :, -1]  # lane 1, head 1 blocks another key
+    m = EXAMPLES[0].shape[1]
+    with pytest.raises(MaskConventionError) as converting:
+        masks.from_sdpa_mask(sdpa_mask, num_lanes=m, query_tokens=1)
+    with pytest.raises(MaskConventionError) as validating:
+        masks.validate(sdpa_mask, "sdpa", point_mask=EXAMPLES[0], num_heads=2, query_tokens=1)
+    lines = [str(converting.value).splitlines(), str(validating.value).splitlines()]
+    assert lines[0][0] == "from_sdpa_mask: " + lines[1][0]
+    rules = [
+        [line for line in found if line.lstrip().startswith(("expected:", "got:"))]
+        for found in lines
+    ]
+    assert rules[0] == rules[1] and "lane 1 differs" in rules[0][1]

@@ -13,8 +13,10 @@ import torch
 from lpim._errors import UsageValueError
 from lpim.masks._conventions import Convention
 from lpim.masks._convert import (
+    check_integer_lengths,
     check_zero_one,
     keep_tokens,
+    single_row,
     to_attn_mask_3d,
     to_cu_seqlens,
     to_lengths,
@@ -162,7 +164,8 @@ def check_additive(additive_mask: torch.Tensor, against: Against) -> None:
     if point_mask is None:
         return
     _broadcasts(additive_mask, point_mask, num_heads, q, "additive", fix)
-    _compare(_rows(~neg_inf, "additive"), keep_tokens(point_mask, q), "additive", fix, "0 = keep")
+    keep = single_row(~neg_inf, "additive")
+    _compare(keep, keep_tokens(point_mask, q), "additive", fix, "0 = keep")
 
 
 def check_sdpa(sdpa_mask: torch.Tensor, against: Against) -> None:
@@ -172,7 +175,8 @@ def check_sdpa(sdpa_mask: torch.Tensor, against: Against) -> None:
     if point_mask is None:
         return
     _broadcasts(sdpa_mask, point_mask, num_heads, q, "sdpa", fix)
-    _compare(_rows(sdpa_mask, "sdpa"), keep_tokens(point_mask, q), "sdpa", fix, "True = attend")
+    keep = single_row(sdpa_mask, "sdpa")
+    _compare(keep, keep_tokens(point_mask, q), "sdpa", fix, "True = attend")
 
 
 def check_attention_mask(attention_mask: torch.Tensor, against: Against) -> None:
@@ -190,14 +194,7 @@ def check_lengths(lengths: torch.Tensor, against: Against) -> None:
     """Raise unless `lengths` is a correct lengths mask (of `point_mask`, if given)."""
     convention, point_mask, _, q, fix = against
     _expect(lengths, convention, dtype=None, rank=1, fix=fix)
-    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-        raise MaskConventionError(
-            "lengths are integers",
-            convention="lengths",
-            expected="an integer (B*M,) tensor",
-            got=describe_tensor(lengths),
-            hint=fix,
-        )
+    check_integer_lengths(lengths, "", hint=fix)
     if point_mask is None:
         return
     expected = to_lengths(point_mask, q)  # refuses non-right layouts itself
@@ -276,31 +273,6 @@ def _broadcasts(
             got=describe_tensor(mask),
             hint=fix,
         )
-
-
-def _rows(mask4d: torch.Tensor, convention: str) -> torch.Tensor:
-    """Reduce a 4-D per-lane mask to `(B*M, S)`, failing loudly if heads or rows disagree."""
-    if mask4d.shape[0] and not (mask4d.shape[1] and mask4d.shape[2]):
-        raise MaskConventionError(
-            "the mask has no head or no query row to read each lane's keys from",
-            convention=convention,
-            expected="(B*M, 1 or H, 1 or L, S) with at least one head and one query row",
-            got=describe_tensor(mask4d),
-        )
-    if mask4d.shape[0] == 0:  # no lane: nothing to read, whatever the heads and rows
-        return mask4d.new_empty((0, mask4d.shape[3]))
-    first = mask4d[:, :1, :1, :]
-    if not torch.equal(mask4d, first.expand_as(mask4d)):
-        # A padding mask treats every head and query row alike; anything else is a mistake
-        # or not a padding mask, and comparing one slice would hide it.
-        differ = (mask4d != first).any(dim=(1, 2, 3)).nonzero()[0].item()
-        raise MaskConventionError(
-            "heads or query rows of one lane disagree: not a padding mask",
-            convention=convention,
-            expected="one row per lane, broadcast over heads and query rows",
-            got=f"{describe_tensor(mask4d)}; lane {differ} differs between heads or rows",
-        )
-    return first[:, 0, 0, :]
 
 
 def _compare(

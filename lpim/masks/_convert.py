@@ -214,7 +214,7 @@ def from_sdpa_mask(sdpa_mask: torch.Tensor, num_lanes: int, query_tokens: int = 
     _expect_rank(sdpa_mask, 4, "sdpa", "from_sdpa_mask")
     check_has_values(sdpa_mask, "sdpa_mask", "from_sdpa_mask", "sdpa")
     return _lanes_to_point_mask(
-        _single_row(sdpa_mask, "sdpa", "from_sdpa_mask"),
+        single_row(sdpa_mask, "sdpa", "from_sdpa_mask"),
         num_lanes,
         query_tokens,
         "sdpa",
@@ -258,7 +258,7 @@ def from_additive_mask(
             got=f"values {torch.unique(additive_mask)[:6].tolist()}",
             hint="lpim.masks.diagnose names a 0/1 mask or a finite fill such as -1e4",
         )
-    keep = _single_row(~neg_inf, "additive", "from_additive_mask")
+    keep = single_row(~neg_inf, "additive", "from_additive_mask")
     return _lanes_to_point_mask(keep, num_lanes, query_tokens, "additive", "from_additive_mask")
 
 
@@ -285,6 +285,23 @@ def check_zero_one(attention_mask: torch.Tensor, where: str, hint: str = "") -> 
             convention="attention_mask",
             expected="int64 (or bool) values in {0, 1}",
             got=describe_tensor(attention_mask),
+            hint=hint,
+        )
+
+
+def check_integer_lengths(lengths: torch.Tensor, where: str, hint: str = "") -> None:
+    """The dtype rule of the `lengths` convention, for the converter and the validator: an
+    integer tensor (not floating, complex or bool).
+
+    Raises:
+        MaskConventionError: lengths of another dtype.
+    """
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise MaskConventionError(
+            f"{where}lengths are integers",
+            convention="lengths",
+            expected="an integer (B*M,) tensor",
+            got=describe_tensor(lengths),
             hint=hint,
         )
 
@@ -333,13 +350,7 @@ def from_lengths(
 ) -> torch.Tensor:
     """Inverse of `to_lengths`: `(B*M,)` counts -> right-padded `[B, M, N]`."""
     _expect_rank(lengths, 1, "lengths", "from_lengths")
-    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-        raise MaskConventionError(
-            "from_lengths: lengths are integers",
-            convention="lengths",
-            expected="an integer (B*M,) tensor",
-            got=describe_tensor(lengths),
-        )
+    check_integer_lengths(lengths, "from_lengths: ")
     num_points = check_int(num_points, "num_points", "from_lengths", minimum=0)
     query_tokens = check_int(query_tokens, "query_tokens", "from_lengths", minimum=0)
     check_has_values(lengths, "lengths", "from_lengths", "lengths")
@@ -518,11 +529,18 @@ def _expect_rank(tensor: torch.Tensor, rank: int, convention: str, where: str) -
         )
 
 
-def _single_row(mask4d: torch.Tensor, convention: str, where: str) -> torch.Tensor:
-    """`(B*M, 1|H, 1|L, S)` whose heads and rows agree -> `(B*M, S)`."""
+def single_row(mask4d: torch.Tensor, convention: str, where: str = "") -> torch.Tensor:
+    """`(B*M, 1|H, 1|L, S)` whose heads and rows agree -> `(B*M, S)`: the one reading of a 4-D
+    per-lane mask, for the converters (`where` names the caller) and the validator.
+
+    Raises:
+        MaskConventionError: no head or no query row, or heads or rows of a lane that differ
+            (a padding mask treats them alike; comparing one slice would hide it).
+    """
+    prefix = f"{where}: " if where else ""
     if mask4d.shape[0] and not (mask4d.shape[1] and mask4d.shape[2]):
         raise MaskConventionError(
-            f"{where}: the mask has no head or no query row to read each lane's keys from",
+            f"{prefix}the mask has no head or no query row to read each lane's keys from",
             convention=convention,
             expected="(B*M, 1 or H, 1 or L, S) with at least one head and one query row",
             got=describe_tensor(mask4d),
@@ -531,10 +549,11 @@ def _single_row(mask4d: torch.Tensor, convention: str, where: str) -> torch.Tens
         return mask4d.new_empty((0, mask4d.shape[3]))
     first = mask4d[:, :1, :1, :]
     if not torch.equal(mask4d, first.expand_as(mask4d)):
+        differ = (mask4d != first).any(dim=(1, 2, 3)).nonzero()[0].item()
         raise MaskConventionError(
-            f"{where}: heads or query rows block different keys: not a padding mask",
+            f"{prefix}heads or query rows of one lane disagree: not a padding mask",
             convention=convention,
-            expected="a mask that broadcasts one row per lane",
-            got=describe_tensor(mask4d),
+            expected="one row per lane, broadcast over heads and query rows",
+            got=f"{describe_tensor(mask4d)}; lane {differ} differs between heads or rows",
         )
     return first[:, 0, 0, :]
