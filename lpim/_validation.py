@@ -285,8 +285,7 @@ def allocating(
     what: str,
     knobs: str,
     *,
-    shape: Sequence[int],
-    dtype: torch.dtype,
+    tensors: Sequence[tuple[Sequence[int], torch.dtype]],
     device: torch.device | str,
     value_error: type[Exception] = UsageValueError,
 ) -> Iterator[None]:
@@ -294,30 +293,33 @@ def allocating(
 
     `what` says what was being built (e.g. `"to_key_padding_mask: the (B*M, query_tokens + N)
     mask (2, 100000000003)"`), `knobs` the arguments that set its size (`"query_tokens"`), and
-    `shape`, `dtype`, `device` the largest tensor the block builds. Whether a failure inside the
-    block is the size's is decided by experiment, never by torch's wording: that tensor is
-    allocated alone (`torch.empty`), and only if that fails too is the size blamed; otherwise
+    `tensors` every tensor the block allocates, as `(shape, dtype)` pairs on `device`:
+    intermediates too, since with a zero-sized axis the result can be empty while an
+    intermediate (an `arange`, an index) is not. Whether a failure inside the block is the
+    size's is decided by experiment, never by torch's wording: each of those tensors is
+    allocated alone (`torch.empty`), and only if one fails too is the size blamed; otherwise
     the block's own error is raised as it came.
 
     Raises:
-        ValueError: the tensor cannot be allocated (or `value_error` when given).
+        ValueError: a tensor of the block cannot be allocated (or `value_error` when given).
     """
     try:
         yield
     except UsageError:
         raise
     except _ALLOCATION_ERRORS:
-        reason = _allocation_failure(shape, dtype, device)
-        if reason is None:
-            raise
-        raise value_error(_too_large(what, knobs, reason)) from None
+        for shape, dtype in tensors:
+            reason = _allocation_failure(shape, dtype, device)
+            if reason is not None:
+                raise value_error(_too_large(what, knobs, reason)) from None
+        raise
 
 
 def _allocation_failure(
     shape: Sequence[int], dtype: torch.dtype, device: torch.device | str
 ) -> str | None:
-    """Why a `shape` tensor of `dtype` cannot be allocated on `device` (torch's error, its
-    first line, shortened), or None when it can."""
+    """Why a `shape` tensor of `dtype` cannot be allocated on `device` (that tensor, and
+    torch's error, its first line, shortened), or None when it can."""
     import torch
 
     try:
@@ -325,23 +327,34 @@ def _allocation_failure(
     except _ALLOCATION_ERRORS as error:
         text = str(error).strip()
         first = text.splitlines()[0].strip() if text else ""
-        return f"{type(error).__name__}: {first[:160]}"
+        return f"a {tuple(shape)} {dtype} tensor: {type(error).__name__}: {first[:160]}"
     del probe
     return None
 
 
+def extent(sizes: Sequence[int]) -> int:
+    """The product of the non-zero `sizes`: how far a tensor of that shape's strides reach.
+
+    torch ("Stride calculation overflowed") and numpy ("array is too big") refuse a shape
+    whose extent overflows, even when a zero-sized axis leaves it empty, so a size limit
+    multiplies this, never the element count, which a single 0 would hide.
+    """
+    return math.prod(size for size in sizes if size != 0)
+
+
 def check_allocatable(
-    numel: int, what: str, knobs: str, *, value_error: type[Exception] = UsageValueError
+    shape: Sequence[int], what: str, knobs: str, *, value_error: type[Exception] = UsageValueError
 ) -> None:
-    """Refuse `numel` elements that no dtype can hold (more than `INT64_MAX` bytes at 8 bytes
-    each): torch cannot size such a tensor even on the `meta` device. Same words as
-    `allocating`.
+    """Refuse a `shape` that no dtype can hold (an `extent` over `INT64_MAX` bytes at 8 bytes
+    each, empty axes aside): torch cannot size such a tensor even on the `meta` device. Same
+    words as `allocating`.
 
     Raises:
         ValueError: too many elements (or `value_error` when given).
     """
-    if numel * 8 > INT64_MAX:
-        raise value_error(_too_large(what, knobs, f"{numel} elements, over 2**63 bytes"))
+    reach = extent(shape)
+    if reach * 8 > INT64_MAX:
+        raise value_error(_too_large(what, knobs, f"{reach} elements, over 2**63 bytes"))
 
 
 def _too_large(what: str, knobs: str, reason: str) -> str:

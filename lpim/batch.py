@@ -252,8 +252,7 @@ class LaneBatch:
         with allocating(
             f"{where}: a [B, M, N, D] = {list(shape)} batch",
             "num_lanes or num_points",
-            shape=shape,
-            dtype=dtype,
+            tensors=[(shape, dtype), (shape[:-1], torch.bool)],
             device=device,
         ):
             points = torch.full(shape, fill, dtype=dtype, device=device)

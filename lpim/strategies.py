@@ -49,6 +49,7 @@ from lpim._validation import (
     check_positive_number,
     check_real_number,
     check_size,
+    extent,
 )
 from lpim.batch import LAYOUTS, LaneBatch
 from lpim.lane_set import LaneSet
@@ -99,14 +100,18 @@ sizes drawn beyond it raise `InvalidArgument` naming them, rather than running o
 
 
 def _check_drawn_size(where: str, **sizes: int) -> None:
-    """The product of the drawn `sizes` is at most `MAX_DRAWN_VALUES`, or InvalidArgument."""
-    total = math.prod(sizes.values())
+    """The `extent` of the drawn `sizes` (their product, empty axes aside) is at most
+    `MAX_DRAWN_VALUES`, or InvalidArgument: sizes too large at `batch_size=1` are too large at
+    `batch_size=0` too, where numpy would refuse the empty array's strides."""
+    total = extent(list(sizes.values()))
     if total > MAX_DRAWN_VALUES:
         names = " * ".join(sizes)
         values = " * ".join(str(v) for v in sizes.values())
+        reach = f", {total} with the empty axes set aside" if 0 in sizes.values() else f" = {total}"
+        lower = ", ".join(name for name, size in sizes.items() if size != 0)
         raise InvalidArgument(
             f"{where}: {names} must be at most {MAX_DRAWN_VALUES} values per example; drew "
-            f"{values} = {total} (lower {', '.join(sizes)})"
+            f"{values}{reach} (lower {lower})"
         )
 
 
@@ -199,7 +204,7 @@ def lane_batches(
     n = draw(_ints(_at_least(num_points, min_points), "num_points", low=0))
     d = draw(_ints(point_dim, "point_dim", low=1))
     # max(n, 1): lanes of no point slot are drawn too
-    _check_drawn_size("lane_batches", batch_size=b, num_lanes=m, num_points=max(n, 1), point_dim=d)
+    _check_drawn_size("lane_batches", batch_size=b, num_lanes=m, num_points=n, point_dim=d)
     chosen_layout = draw(_choice(layout, LAYOUTS, "layout"))
     chosen_garbage = draw(_choice(garbage, GARBAGE_KINDS, "garbage"))
     chosen_dtype = _dtype(draw(_value(dtype)))

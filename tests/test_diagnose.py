@@ -948,3 +948,45 @@ def test_a_given_query_token_count_the_width_contradicts_is_named() -> None:
     assert d.mistake == "unrecognised"
     assert "if the model prepends 1 query token(s), diagnose it with query_tokens=1" in d.advice
     assert diagnose(kpm, RIGHT, query_tokens=1).ok
+
+
+PM_2_LANES = torch.tensor([[[True, True, False], [True, False, False]]])  # [1, 2, 3]
+SDPA_2_LANES = masks.to_sdpa_mask(PM_2_LANES)  # (2, 1, 1, 3)
+
+
+@pytest.mark.parametrize(
+    ("sdpa_mask", "point_mask", "num_heads"),
+    [
+        (SDPA_2_LANES.expand(-1, 3, -1, -1), PM_2_LANES, 8),  # 3 heads for H = 8
+        (SDPA_2_LANES.expand(-1, 1, 2, -1), PM_2_LANES, None),  # 2 rows for L = S = 3
+        (torch.ones(0, 0, 0, 0, dtype=torch.bool), torch.ones(0, 0, 0, dtype=torch.bool), None),
+        (masks.to_additive_mask(PM_2_LANES).expand(-1, 2, -1, -1), PM_2_LANES, 4),
+    ],
+    ids=["heads-3-for-8", "rows-2-for-3", "no-head-no-lane", "additive-heads-2-for-4"],
+)
+def test_a_4d_mask_that_does_not_broadcast_gets_one_verdict_at_every_door(
+    sdpa_mask: torch.Tensor, point_mask: torch.Tensor, num_heads: int | None
+) -> None:
+    """SDPA refuses these shapes (decided by running it: a (B*M, 3, 1, S) mask for 8 heads or
+    two query rows for three raise), and `diagnose` once called them correct while `validate`
+    refused them: now `diagnose`, `validate` and its shape-only form agree, with one
+    expected shape."""
+    convention = "additive" if sdpa_mask.is_floating_point() else "sdpa"
+    diagnosis = diagnose(sdpa_mask.contiguous(), point_mask, num_heads=num_heads)
+    assert not diagnosis.ok and diagnosis.convention == convention
+    assert "does not broadcast to (B*M, H, L, S)" in diagnosis.advice
+    for against in (point_mask, None):
+        with pytest.raises(MaskConventionError, match="does not broadcast") as info:
+            masks.validate(
+                sdpa_mask.contiguous(), convention, point_mask=against, num_heads=num_heads
+            )
+        heads = "1 or H" if num_heads is None else f"1 or {num_heads}"
+        assert f", {heads}, 1 or " in str(info.value)
+    if sdpa_mask.shape[0]:  # SDPA itself refuses it
+        b_m, s = sdpa_mask.shape[0], sdpa_mask.shape[-1]
+        heads = num_heads or 1
+        query = torch.randn(b_m, heads, s, 4)
+        with pytest.raises(RuntimeError):
+            torch.nn.functional.scaled_dot_product_attention(
+                query, query, query, attn_mask=sdpa_mask
+            )

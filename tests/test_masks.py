@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lpim import masks
+from lpim._errors import UsageError
 from lpim.batch import LaneBatch
 from lpim.masks import MaskConventionError
 
@@ -343,3 +346,46 @@ def test_the_converter_and_the_validator_read_a_4d_mask_alike() -> None:
         for found in lines
     ]
     assert rules[0] == rules[1] and "lane 1 differs" in rules[0][1]
+
+
+@pytest.mark.parametrize(
+    "offsets", [[0, 5, 3], [1, 2, 4], []], ids=["decreasing", "not-from-zero", "empty"]
+)
+def test_the_converter_and_the_validator_state_the_offsets_rule_alike(offsets: list[int]) -> None:
+    """One owner for "cu_seqlens start at 0 and never decrease": `from_cu_seqlens` and
+    `validate` refuse the same offsets with the same lines."""
+    cu_seqlens = torch.tensor(offsets, dtype=torch.int32)
+    with pytest.raises(MaskConventionError) as converting:
+        masks.from_cu_seqlens(cu_seqlens, num_lanes=1, num_points=8)
+    with pytest.raises(MaskConventionError) as validating:
+        masks.validate(cu_seqlens, "cu_seqlens")
+    lines = [str(converting.value).splitlines(), str(validating.value).splitlines()]
+    assert lines[0][0] == "from_cu_seqlens: " + lines[1][0]
+    rules = [
+        [line for line in found if line.lstrip().startswith(("expected:", "got:"))]
+        for found in lines
+    ]
+    assert rules[0] == rules[1] and len(rules[0]) == 2
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda cu: masks.from_cu_seqlens(cu, num_lanes=1, num_points=-1),
+        lambda cu: masks.from_cu_seqlens(cu, num_lanes=0, num_points=4),
+        lambda cu: masks.from_cu_seqlens(cu, num_lanes=1, num_points=4, query_tokens=-1),
+        lambda cu: masks.from_cu_seqlens(cu, num_lanes=1, num_points=1),  # a span of 3 > N
+        lambda cu: masks.from_cu_seqlens(cu, num_lanes=1, num_points=4, query_tokens=3),
+        lambda cu: masks.from_cu_seqlens(cu[:1], num_lanes=1, num_points=0, query_tokens=10**13),
+    ],
+    ids=["num_points", "num_lanes", "query_tokens", "span>N", "span<q", "too-large"],
+)
+def test_from_cu_seqlens_errors_name_the_door_called(call: Any) -> None:
+    """`from_cu_seqlens` reads offsets through the lengths engine, but its errors name the
+    function the user called and the convention they passed, never `from_lengths`."""
+    cu_seqlens = torch.tensor([0, 3, 5], dtype=torch.int32)
+    with pytest.raises(UsageError) as info:
+        call(cu_seqlens)
+    message = str(info.value)
+    assert "from_cu_seqlens" in message and "from_lengths" not in message, message
+    assert "convention assumed: lengths" not in message, message

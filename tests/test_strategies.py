@@ -357,3 +357,33 @@ def test_derandomized_runs_draw_identical_batches() -> None:
         assert torch.equal(a.points.nan_to_num(0.0), b.points.nan_to_num(0.0))
     # and the runs were not trivially constant
     assert len({tuple(batch.shape) for batch in first}) > 1
+
+
+HUGE_AXIS = 2**62  # fits int64 alone; its strides overflow beside any other axis of 2 or more
+STRATEGIES_AT = {
+    "lane_batches": lambda b: strategies.lane_batches(batch_size=b, num_lanes=HUGE_AXIS),
+    "lane_sets": lambda b: strategies.lane_sets(batch_size=b, num_lanes=HUGE_AXIS, embed_dim=4),
+    "bev_queries": lambda b: st.just(b).flatmap(
+        lambda b: strategies.bev_queries(num_queries=HUGE_AXIS, embed_dim=4)(
+            b, torch.float32, "cpu"
+        )
+    ),
+    "bev_maps": lambda b: st.just(b).flatmap(
+        lambda b: strategies.bev_maps(channels=HUGE_AXIS)(b, torch.float32, "cpu")
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES_AT))
+def test_sizes_too_large_at_one_sample_are_refused_at_zero_too(name: str) -> None:
+    """A size limit multiplies the axes that are not empty: at `batch_size=0` numpy cannot build
+    even the empty `(0, 2**62, 4)` array ("array is too big", a ValueError that once leaked
+    through `bev_queries` in a quickstart run), so those sizes get the same InvalidArgument at
+    0 samples as at 1, and the advice never asks to lower a size that is already 0."""
+    messages = []
+    for batch_size in (1, 0):
+        with pytest.raises(InvalidArgument, match="values per example") as info:
+            find(STRATEGIES_AT[name](batch_size), lambda _: True)
+        messages.append(str(info.value))
+    assert "lower batch_size" in messages[0]
+    assert "lower batch_size" not in messages[1] and "empty axes set aside" in messages[1]

@@ -13,9 +13,13 @@ import torch
 from lpim._errors import UsageValueError
 from lpim.masks._conventions import Convention
 from lpim.masks._convert import (
+    broadcast_shape,
+    broadcasts,
     check_integer_lengths,
+    check_offsets,
     check_zero_one,
     keep_tokens,
+    not_broadcasting,
     single_row,
     to_attn_mask_3d,
     to_cu_seqlens,
@@ -162,9 +166,10 @@ def check_additive(additive_mask: torch.Tensor, against: Against) -> None:
             hint=fix,
         )
     if point_mask is None:
+        single_row(~neg_inf, "additive", num_heads=num_heads)  # its shape and heads, alone
         return
     _broadcasts(additive_mask, point_mask, num_heads, q, "additive", fix)
-    keep = single_row(~neg_inf, "additive")
+    keep = single_row(~neg_inf, "additive", num_heads=num_heads)
     _compare(keep, keep_tokens(point_mask, q), "additive", fix, "0 = keep")
 
 
@@ -173,9 +178,10 @@ def check_sdpa(sdpa_mask: torch.Tensor, against: Against) -> None:
     convention, point_mask, num_heads, q, fix = against
     _expect(sdpa_mask, convention, dtype=torch.bool, rank=4, fix=fix)
     if point_mask is None:
+        single_row(sdpa_mask, "sdpa", num_heads=num_heads)  # its shape and heads, alone
         return
     _broadcasts(sdpa_mask, point_mask, num_heads, q, "sdpa", fix)
-    keep = single_row(sdpa_mask, "sdpa")
+    keep = single_row(sdpa_mask, "sdpa", num_heads=num_heads)
     _compare(keep, keep_tokens(point_mask, q), "sdpa", fix, "True = attend")
 
 
@@ -205,14 +211,7 @@ def check_cu_seqlens(cu_seqlens: torch.Tensor, against: Against) -> None:
     """Raise unless `cu_seqlens` is a correct cu_seqlens mask (of `point_mask`, if given)."""
     convention, point_mask, _, q, fix = against
     _expect(cu_seqlens, convention, dtype=torch.int32, rank=1, fix=fix)
-    if cu_seqlens.numel() == 0 or int(cu_seqlens[0]) != 0 or bool((cu_seqlens.diff() < 0).any()):
-        raise MaskConventionError(
-            "cu_seqlens must start at 0 and never decrease",
-            convention="cu_seqlens",
-            expected="(B*M + 1,) int32 offsets, cu_seqlens[0] == 0, non-decreasing",
-            got=f"{describe_tensor(cu_seqlens)}: {cu_seqlens.tolist()[:8]}",
-            hint=fix,
-        )
+    check_offsets(cu_seqlens, "", hint=fix)
     if point_mask is None:
         return
     expected, _ = to_cu_seqlens(point_mask, q)
@@ -254,25 +253,13 @@ def _broadcasts(
     """A 4-D SDPA-style mask must broadcast to `(B*M, H, L, S)` with its own lane axis."""
     b, m, n = point_mask.shape
     s = n + q
-    lanes, heads, rows, cols = mask.shape
-    ok = (
-        lanes == b * m
-        and cols == s
-        and rows in (1, s)
-        and (heads == 1 or (heads > 1 and num_heads is None) or heads == num_heads)
-        and (rows >= 1 or lanes == 0)
-    )
-    if not ok:
-        raise MaskConventionError(
-            f"the {convention} mask does not broadcast to (B*M, H, L, S)",
-            convention=convention,
-            expected=(
-                f"shape ({b * m}, 1 or H, 1 or {s}, {s}) for B*M = {b * m} lanes and "
-                f"S = query_tokens + N = {s}"
-            ),
-            got=describe_tensor(mask),
-            hint=fix,
+    lanes, _, _, cols = mask.shape
+    if lanes != b * m or cols != s or not broadcasts(mask.shape, num_heads):
+        expected = (
+            f"{broadcast_shape(b * m, s, num_heads)} for B*M = {b * m} lanes and "
+            f"S = query_tokens + N = {s}"
         )
+        raise not_broadcasting(mask, convention, expected, hint=fix)
 
 
 def _compare(

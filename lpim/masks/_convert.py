@@ -45,9 +45,9 @@ def keep_tokens(point_mask: torch.Tensor, query_tokens: int = 0) -> torch.Tensor
     b, m, n = point_mask.shape
     per_lane = point_mask.reshape(b * m, n)  # [B*M, N]
     size = f"keep_tokens: the (B*M, query_tokens + N) = ({b * m}, {query_tokens + n}) mask"
-    check_allocatable(b * m * (query_tokens + n), size, "query_tokens")  # even on meta
-    shape = (b * m, query_tokens + n)
-    with allocating(size, "query_tokens", shape=shape, dtype=torch.bool, device=point_mask.device):
+    check_allocatable((b * m, query_tokens + n), size, "query_tokens")  # even on meta
+    tensors = [((b * m, query_tokens), torch.bool), ((b * m, query_tokens + n), torch.bool)]
+    with allocating(size, "query_tokens", tensors=tensors, device=point_mask.device):
         query = torch.ones(b * m, query_tokens, dtype=torch.bool, device=point_mask.device)
         return torch.cat([query, per_lane], dim=1)  # [B*M, S]
 
@@ -86,8 +86,7 @@ def _lanes_to_point_mask(
     with allocating(
         f"{inverse}: the [B, M, N] = {list(shape)} point_mask",
         "num_lanes",
-        shape=shape,
-        dtype=torch.bool,
+        tensors=[(shape, torch.bool)],
         device=keep.device,
     ):
         return keep[:, query_tokens:].reshape(shape)
@@ -149,12 +148,14 @@ def to_attn_mask_3d(
     with allocating(
         size,
         "num_heads or query_tokens",
-        shape=(lanes * num_heads, s, s),
-        dtype=torch.bool,
+        tensors=[((lanes * num_heads, s, s), torch.bool)],
         device=blocked.device,
     ):
-        per_lane = blocked[:, None, :].expand(-1, s, -1)  # [B*M, L, S]
-        return per_lane.repeat_interleave(num_heads, dim=0)  # [B*M*H, L, S]
+        # The copy `reshape` makes of the expanded view is the only allocation (unlike
+        # `repeat_interleave`, which also builds a B*M*H index); its rows are in
+        # `repeat_interleave(num_heads, 0)` order.
+        per_head = blocked[:, None, None, :].expand(-1, num_heads, s, -1)  # [B*M, H, L, S]
+        return per_head.reshape(lanes * num_heads, s, s)  # [B*M*H, L, S]
 
 
 def from_attn_mask_3d(
@@ -306,6 +307,23 @@ def check_integer_lengths(lengths: torch.Tensor, where: str, hint: str = "") -> 
         )
 
 
+def check_offsets(cu_seqlens: torch.Tensor, where: str, hint: str = "") -> None:
+    """The rule of the `cu_seqlens` convention's values, for the converter and the validator:
+    offsets start at 0 and never decrease (one more offset than lanes).
+
+    Raises:
+        MaskConventionError: an empty tensor, a first offset other than 0, or a decrease.
+    """
+    if cu_seqlens.numel() == 0 or int(cu_seqlens[0]) != 0 or bool((cu_seqlens.diff() < 0).any()):
+        raise MaskConventionError(
+            f"{where}cu_seqlens offsets start at 0 and never decrease",
+            convention="cu_seqlens",
+            expected="(B*M + 1,) integer offsets, cu_seqlens[0] == 0, non-decreasing",
+            got=f"{describe_tensor(cu_seqlens)}: {cu_seqlens.tolist()[:8]}",
+            hint=hint,
+        )
+
+
 def from_attention_mask(
     attention_mask: torch.Tensor, num_lanes: int, query_tokens: int = 0
 ) -> torch.Tensor:
@@ -351,28 +369,41 @@ def from_lengths(
     """Inverse of `to_lengths`: `(B*M,)` counts -> right-padded `[B, M, N]`."""
     _expect_rank(lengths, 1, "lengths", "from_lengths")
     check_integer_lengths(lengths, "from_lengths: ")
-    num_points = check_int(num_points, "num_points", "from_lengths", minimum=0)
-    query_tokens = check_int(query_tokens, "query_tokens", "from_lengths", minimum=0)
-    check_has_values(lengths, "lengths", "from_lengths", "lengths")
+    return _right_padded(lengths, num_lanes, num_points, query_tokens, "lengths", "from_lengths")
+
+
+def _right_padded(
+    lengths: torch.Tensor,
+    num_lanes: int,
+    num_points: int,
+    query_tokens: int,
+    convention: str,
+    inverse: str,
+) -> torch.Tensor:
+    """`(B*M,)` integer token counts -> a right-padded `[B, M, N]` point mask; errors name
+    `inverse`, the door the user called, and `convention`, the form the counts came in."""
+    num_points = check_int(num_points, "num_points", inverse, minimum=0)
+    query_tokens = check_int(query_tokens, "query_tokens", inverse, minimum=0)
+    check_has_values(lengths, convention, inverse, convention)
     s = num_points + query_tokens
-    size = f"from_lengths: the (B*M, query_tokens + N) = ({lengths.numel()}, {s}) mask"
-    check_allocatable(max(lengths.numel(), 1) * s, size, "num_points or query_tokens")
+    size = f"{inverse}: the (B*M, query_tokens + N) = ({lengths.numel()}, {s}) mask"
+    check_allocatable((lengths.numel(), s), size, "num_points or query_tokens")
     if bool(((lengths < query_tokens) | (lengths > s)).any()):
+        counts = "a length" if convention == "lengths" else "a lane's span (cu_seqlens diff)"
         raise MaskConventionError(
-            "from_lengths: a length is out of range",
-            convention="lengths",
+            f"{inverse}: {counts} is out of range",
+            convention=convention,
             expected=f"query_tokens = {query_tokens} <= length <= query_tokens + N = {s}",
             got=f"min {int(lengths.min())}, max {int(lengths.max())}",
         )
     with allocating(
         size,
         "num_points or query_tokens",
-        shape=(lengths.numel(), s),
-        dtype=torch.bool,
+        tensors=[((s,), torch.int64), ((lengths.numel(), s), torch.bool)],
         device=lengths.device,
     ):
         keep = torch.arange(s, device=lengths.device) < lengths[:, None]  # [B*M, S]
-    return _lanes_to_point_mask(keep, num_lanes, query_tokens, "lengths", "from_lengths")
+    return _lanes_to_point_mask(keep, num_lanes, query_tokens, convention, inverse)
 
 
 def to_cu_seqlens(point_mask: torch.Tensor, query_tokens: int = 0) -> tuple[torch.Tensor, int]:
@@ -404,22 +435,11 @@ def from_cu_seqlens(
             got=describe_tensor(cu_seqlens),
         )
     check_has_values(cu_seqlens, "cu_seqlens", "from_cu_seqlens", "cu_seqlens")
-    if cu_seqlens.numel() == 0 or int(cu_seqlens[0]) != 0:
-        raise MaskConventionError(
-            "from_cu_seqlens: offsets start at 0",
-            convention="cu_seqlens",
-            expected="(B*M + 1,) int offsets, cu_seqlens[0] == 0, non-decreasing",
-            got=describe_tensor(cu_seqlens),
-        )
-    lengths = cu_seqlens.diff()
-    if bool((lengths < 0).any()):
-        raise MaskConventionError(
-            "from_cu_seqlens: offsets must not decrease",
-            convention="cu_seqlens",
-            expected="non-decreasing offsets",
-            got=f"{cu_seqlens.tolist()[:8]}...",
-        )
-    return from_lengths(lengths.long(), num_lanes, num_points, query_tokens)
+    check_offsets(cu_seqlens, "from_cu_seqlens: ")
+    lengths = cu_seqlens.diff().long()  # [B*M]
+    return _right_padded(
+        lengths, num_lanes, num_points, query_tokens, "cu_seqlens", "from_cu_seqlens"
+    )
 
 
 # -- packing -----------------------------------------------------------------------------------
@@ -529,24 +549,54 @@ def _expect_rank(tensor: torch.Tensor, rank: int, convention: str, where: str) -
         )
 
 
-def single_row(mask4d: torch.Tensor, convention: str, where: str = "") -> torch.Tensor:
-    """`(B*M, 1|H, 1|L, S)` whose heads and rows agree -> `(B*M, S)`: the one reading of a 4-D
+def broadcasts(shape: tuple[int, ...] | torch.Size, num_heads: int | None) -> bool:
+    """The head and row rule of a 4-D per-lane mask `(B*M, heads, rows, S)`, for the
+    converters, `validate` and `diagnose`: `heads` is 1 or `num_heads` (any count from 1 when
+    it is not known), `rows` is 1 or `S` (a lane's tokens attend over themselves: L = S), and
+    there is a row wherever there is a lane to read. SDPA broadcasts such a mask to
+    `(B*M, H, L, S)`; it refuses any other once a lane is there."""
+    lanes, heads, rows, width = shape
+    heads_fit = heads == 1 or heads == num_heads or (num_heads is None and heads > 1)
+    return heads_fit and rows in (1, width) and (rows >= 1 or lanes == 0)
+
+
+def broadcast_shape(lanes: int | str, width: int | str, num_heads: int | None) -> str:
+    """The shapes `broadcasts` accepts, as the `expected:` line shows them."""
+    heads = "1 or H" if num_heads is None else ("1" if num_heads == 1 else f"1 or {num_heads}")
+    return f"shape ({lanes}, {heads}, 1 or {width}, {width})"
+
+
+def not_broadcasting(
+    mask4d: torch.Tensor, convention: str, expected: str, where: str = "", hint: str = ""
+) -> MaskConventionError:
+    """The one wording of "this 4-D mask does not broadcast to `(B*M, H, L, S)`"."""
+    return MaskConventionError(
+        f"{where}the {convention} mask does not broadcast to (B*M, H, L, S)",
+        convention=convention,
+        expected=expected,
+        got=describe_tensor(mask4d),
+        hint=hint,
+    )
+
+
+def single_row(
+    mask4d: torch.Tensor, convention: str, where: str = "", num_heads: int | None = None
+) -> torch.Tensor:
+    """`(B*M, 1|H, 1|S, S)` whose heads and rows agree -> `(B*M, S)`: the one reading of a 4-D
     per-lane mask, for the converters (`where` names the caller) and the validator.
 
     Raises:
-        MaskConventionError: no head or no query row, or heads or rows of a lane that differ
-            (a padding mask treats them alike; comparing one slice would hide it).
+        MaskConventionError: a shape `broadcasts` refuses (no head, a head count other than 1
+            or `num_heads`, rows other than 1 or S), or heads or rows of a lane that differ (a
+            padding mask treats them alike; comparing one slice would hide it).
     """
     prefix = f"{where}: " if where else ""
-    if mask4d.shape[0] and not (mask4d.shape[1] and mask4d.shape[2]):
-        raise MaskConventionError(
-            f"{prefix}the mask has no head or no query row to read each lane's keys from",
-            convention=convention,
-            expected="(B*M, 1 or H, 1 or L, S) with at least one head and one query row",
-            got=describe_tensor(mask4d),
-        )
-    if mask4d.shape[0] == 0:  # no lane: nothing to read, whatever the heads and rows
-        return mask4d.new_empty((0, mask4d.shape[3]))
+    lanes, width = mask4d.shape[0], mask4d.shape[3]
+    if not broadcasts(mask4d.shape, num_heads):
+        expected = broadcast_shape("B*M", "S", num_heads) + f" with S = {width} columns"
+        raise not_broadcasting(mask4d, convention, expected, prefix)
+    if lanes == 0:  # no lane: nothing to read
+        return mask4d.new_empty((0, width))
     first = mask4d[:, :1, :1, :]
     if not torch.equal(mask4d, first.expand_as(mask4d)):
         differ = (mask4d != first).any(dim=(1, 2, 3)).nonzero()[0].item()

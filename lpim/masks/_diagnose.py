@@ -16,7 +16,7 @@ from lpim._errors import UsageValueError
 from lpim._mistakes import DIAGNOSED, MEANINGS, heads_agree, repeats_with_period
 from lpim._validation import check_int
 from lpim.masks._conventions import CONVENTIONS
-from lpim.masks._convert import keep_tokens, to_cu_seqlens
+from lpim.masks._convert import broadcast_shape, broadcasts, keep_tokens, to_cu_seqlens
 from lpim.masks._errors import (
     check_dense_mask,
     check_has_values,
@@ -399,6 +399,15 @@ class _Reader:
             return self._unrecognised(
                 f"a 4-D mask with {mask.shape[0]} lanes for B*M = {self.lanes}"
             )
+        if (mask.is_floating_point() or mask.dtype == torch.bool) and not broadcasts(
+            mask.shape, self.num_heads
+        ):
+            convention = "additive" if mask.is_floating_point() else "sdpa"
+            expected = broadcast_shape(self.lanes, mask.shape[3], self.num_heads)
+            detail = (
+                f"{tuple(mask.shape)} does not broadcast to (B*M, H, L, S): expected {expected}"
+            )
+            return self._wrong(convention, "unrecognised", detail)
         if mask.is_floating_point():
             reading = _float_reading(mask)
             if reading is None:
