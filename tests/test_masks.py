@@ -303,6 +303,19 @@ def test_converters_refuse_a_non_bool_point_mask() -> None:
         masks.to_sdpa_mask(EXAMPLES[0][0])
 
 
+def _same_rule(converting: BaseException, validating: BaseException, door: str) -> list[str]:
+    """One rule, one wording: the converter's error is the validator's, prefixed with the
+    converter's name, with the same `expected:` and `got:` lines (returned)."""
+    lines = [str(converting).splitlines(), str(validating).splitlines()]
+    assert lines[0][0] == f"{door}: " + lines[1][0]
+    rules = [
+        [line for line in found if line.lstrip().startswith(("expected:", "got:"))]
+        for found in lines
+    ]
+    assert rules[0] == rules[1] and len(rules[0]) == 2, rules
+    return rules[0]
+
+
 @pytest.mark.parametrize(
     "attention_mask",
     [
@@ -320,13 +333,7 @@ def test_the_converter_and_the_validator_state_the_attention_mask_rule_alike(
         masks.from_attention_mask(attention_mask, num_lanes=EXAMPLES[0].shape[1], query_tokens=1)
     with pytest.raises(MaskConventionError) as validating:
         masks.validate(attention_mask, "attention_mask", query_tokens=1)
-    lines = [str(converting.value).splitlines(), str(validating.value).splitlines()]
-    assert lines[0][0] == "from_attention_mask: " + lines[1][0]
-    rules = [
-        [line for line in found if line.lstrip().startswith(("expected:", "got:"))]
-        for found in lines
-    ]
-    assert rules[0] == rules[1] and len(rules[0]) == 2
+    _same_rule(converting.value, validating.value, "from_attention_mask")
 
 
 def test_the_converter_and_the_validator_read_a_4d_mask_alike() -> None:
@@ -339,13 +346,8 @@ def test_the_converter_and_the_validator_read_a_4d_mask_alike() -> None:
         masks.from_sdpa_mask(sdpa_mask, num_lanes=m, query_tokens=1)
     with pytest.raises(MaskConventionError) as validating:
         masks.validate(sdpa_mask, "sdpa", point_mask=EXAMPLES[0], num_heads=2, query_tokens=1)
-    lines = [str(converting.value).splitlines(), str(validating.value).splitlines()]
-    assert lines[0][0] == "from_sdpa_mask: " + lines[1][0]
-    rules = [
-        [line for line in found if line.lstrip().startswith(("expected:", "got:"))]
-        for found in lines
-    ]
-    assert rules[0] == rules[1] and "lane 1 differs" in rules[0][1]
+    rules = _same_rule(converting.value, validating.value, "from_sdpa_mask")
+    assert "lane 1 differs" in rules[1]
 
 
 @pytest.mark.parametrize(
@@ -359,13 +361,7 @@ def test_the_converter_and_the_validator_state_the_offsets_rule_alike(offsets: l
         masks.from_cu_seqlens(cu_seqlens, num_lanes=1, num_points=8)
     with pytest.raises(MaskConventionError) as validating:
         masks.validate(cu_seqlens, "cu_seqlens")
-    lines = [str(converting.value).splitlines(), str(validating.value).splitlines()]
-    assert lines[0][0] == "from_cu_seqlens: " + lines[1][0]
-    rules = [
-        [line for line in found if line.lstrip().startswith(("expected:", "got:"))]
-        for found in lines
-    ]
-    assert rules[0] == rules[1] and len(rules[0]) == 2
+    _same_rule(converting.value, validating.value, "from_cu_seqlens")
 
 
 @pytest.mark.parametrize(
