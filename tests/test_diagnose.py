@@ -990,3 +990,36 @@ def test_a_4d_mask_that_does_not_broadcast_gets_one_verdict_at_every_door(
             torch.nn.functional.scaled_dot_product_attention(
                 query, query, query, attn_mask=sdpa_mask
             )
+
+
+def _validate_accepts(mask: torch.Tensor, point_mask: torch.Tensor, num_heads: int) -> bool:
+    try:
+        masks.validate(mask, "attn_mask_3d", point_mask=point_mask, num_heads=num_heads)
+    except MaskConventionError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("num_heads", [1, 2])
+@pytest.mark.parametrize(
+    "point_mask",
+    [torch.ones(0, 2, 3, dtype=torch.bool), torch.ones(1, 2, 0, dtype=torch.bool)],
+    ids=["no-lane", "no-token"],
+)
+def test_an_empty_3d_mask_gets_the_validators_verdict(
+    point_mask: torch.Tensor, num_heads: int
+) -> None:
+    """With no lane (B*M = 0) or no token (S = 0) a 3-D mask has no entry to read, and only
+    its shape decides: `diagnose` once called the (0, S, S) mask of 0 lanes "missing_head_rows"
+    (it is B*M*H rows for every H) and the (B*M*H, 0, 0) mask "unrecognised", which `validate`
+    accepts. Every row count now gets one verdict from both."""
+    b, m, n = point_mask.shape
+    for rows in sorted({0, 1, b * m, b * m * num_heads, b * m * num_heads + 1}):
+        attn_mask = torch.zeros(rows, n, n, dtype=torch.bool)
+        diagnosis = diagnose(attn_mask, point_mask, num_heads=num_heads, query_tokens=0)
+        assert diagnosis.ok == _validate_accepts(attn_mask, point_mask, num_heads), (
+            rows,
+            diagnosis,
+        )
+        if rows == b * m * num_heads:
+            assert diagnosis.ok, diagnosis

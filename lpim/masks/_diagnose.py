@@ -325,11 +325,8 @@ class _Reader:
 
     def _rank3(self, mask: torch.Tensor) -> Diagnosis:
         rows, length, width = mask.shape
-        if mask.numel() == 0 and not (rows == self.lanes == 0 and length == width == self.s):
-            return self._unrecognised(
-                f"an empty 3-D mask {tuple(mask.shape)} for B*M = {self.lanes} lanes of "
-                f"S = {self.s} tokens"
-            )
+        if mask.numel() == 0:
+            return self._empty_rank3(mask)
         if mask.is_floating_point():
             reading = _float_reading(mask)
             if reading is None:
@@ -341,16 +338,7 @@ class _Reader:
             return self._unrecognised(f"a 3-D {mask.dtype} mask")
         if rows == self.lanes and (self.num_heads or 0) != 1:
             per_lane = self._judge_rows(~blocked, "attn_mask_3d")
-            if per_lane.mistake is None:
-                return self._wrong(
-                    "attn_mask_3d",
-                    "missing_head_rows",
-                    f"it has {rows} rows (one per lane); nn.MultiheadAttention needs B*M*num_heads"
-                    f" = {self.lanes}*{self.num_heads or 'H'}"
-                    + (f" = {self.lanes * self.num_heads}" if self.num_heads else "")
-                    + " rows in b*H + h order",
-                )
-            return per_lane
+            return self._missing_head_rows(rows) if per_lane.mistake is None else per_lane
         if length != width:
             # nn.MultiheadAttention wants (B*M*H, L, S) with L = S for self-attention over the
             # lane's tokens; (B*M*H, 1, S) from kpm[:, None, :] is refused by torch
@@ -393,6 +381,39 @@ class _Reader:
                 "the heads of one lane block different keys: not a padding mask",
             )
         return interleaved
+
+    def _empty_rank3(self, mask: torch.Tensor) -> Diagnosis:
+        """A 3-D mask with no entry (no lane, or no token): only its shape can be judged, and
+        it is judged as `validate` judges it."""
+        rows, length, width = mask.shape
+        fits = mask.dtype == torch.bool or mask.is_floating_point()
+        if not fits or length != self.s or width != self.s or (self.lanes == 0 and rows):
+            return self._unrecognised(
+                f"an empty 3-D mask {tuple(mask.shape)} for B*M = {self.lanes} lanes of "
+                f"S = {self.s} tokens"
+            )
+        if self.lanes == 0:  # (0, S, S) is B*M*H rows for every H
+            return self._ok("attn_mask_3d")
+        if rows == self.lanes and (self.num_heads or 0) != 1:
+            return self._missing_head_rows(rows)
+        heads = rows // self.lanes
+        if rows % self.lanes or (self.num_heads is not None and heads != self.num_heads):
+            return self._unrecognised(
+                f"a 3-D mask with {rows} rows for B*M = {self.lanes} lanes and num_heads = "
+                f"{self.num_heads or 'H'}"
+            )
+        self.num_heads = heads
+        return self._ok("attn_mask_3d")
+
+    def _missing_head_rows(self, rows: int) -> Diagnosis:
+        return self._wrong(
+            "attn_mask_3d",
+            "missing_head_rows",
+            f"it has {rows} rows (one per lane); nn.MultiheadAttention needs B*M*num_heads"
+            f" = {self.lanes}*{self.num_heads or 'H'}"
+            + (f" = {self.lanes * self.num_heads}" if self.num_heads else "")
+            + " rows in b*H + h order",
+        )
 
     def _rank4(self, mask: torch.Tensor) -> Diagnosis:
         if mask.shape[0] != self.lanes:
