@@ -203,7 +203,7 @@ def lane_batches(
     m = draw(_ints(num_lanes, "num_lanes", low=0))
     n = draw(_ints(_at_least(num_points, min_points), "num_points", low=0))
     d = draw(_ints(point_dim, "point_dim", low=1))
-    # max(n, 1): lanes of no point slot are drawn too
+    # the limit sets empty axes aside (extent): lanes of no point slot are drawn too
     _check_drawn_size("lane_batches", batch_size=b, num_lanes=m, num_points=n, point_dim=d)
     chosen_layout = draw(_choice(layout, LAYOUTS, "layout"))
     chosen_garbage = draw(_choice(garbage, GARBAGE_KINDS, "garbage"))

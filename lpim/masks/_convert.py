@@ -290,6 +290,11 @@ def check_zero_one(attention_mask: torch.Tensor, where: str, hint: str = "") -> 
         )
 
 
+def _is_integer(tensor: torch.Tensor) -> bool:
+    """An integer dtype, as counts and offsets need: not floating, complex or bool."""
+    return not (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool)
+
+
 def check_integer_lengths(lengths: torch.Tensor, where: str, hint: str = "") -> None:
     """The dtype rule of the `lengths` convention, for the converter and the validator: an
     integer tensor (not floating, complex or bool).
@@ -297,7 +302,7 @@ def check_integer_lengths(lengths: torch.Tensor, where: str, hint: str = "") -> 
     Raises:
         MaskConventionError: lengths of another dtype.
     """
-    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+    if not _is_integer(lengths):
         raise MaskConventionError(
             f"{where}lengths are integers",
             convention="lengths",
@@ -427,7 +432,7 @@ def from_cu_seqlens(
 ) -> torch.Tensor:
     """`cu_seqlens` -> a right-padded `[B, M, N]` point mask (offsets carry no layout)."""
     _expect_rank(cu_seqlens, 1, "cu_seqlens", "from_cu_seqlens")
-    if cu_seqlens.is_floating_point() or cu_seqlens.is_complex() or cu_seqlens.dtype == torch.bool:
+    if not _is_integer(cu_seqlens):
         raise MaskConventionError(
             "from_cu_seqlens: offsets are integers",
             convention="cu_seqlens",

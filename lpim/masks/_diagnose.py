@@ -348,17 +348,10 @@ class _Reader:
                 f"it is {tuple(mask.shape)}: L = {length} query rows for S = {width} keys, but "
                 f"self-attention over a lane's tokens needs L = S = {self.s}",
             )
-        if self.lanes == 0 or rows % self.lanes:
-            return self._unrecognised(
-                f"a 3-D mask with {rows} rows: not a multiple of B*M = {self.lanes}"
-            )
+        wrong_rows = self._wrong_row_count(rows)
+        if wrong_rows is not None:
+            return wrong_rows
         heads = rows // self.lanes
-        if self.num_heads is not None and heads != self.num_heads:
-            return self._wrong(
-                "attn_mask_3d",
-                "unrecognised",
-                f"it has {rows} rows = B*M*{heads}, but num_heads = {self.num_heads}",
-            )
         self.num_heads = heads  # inferred from the rows when not given: the fix can name it
         as_lane_head = (~blocked).reshape(self.lanes, heads, length, width)  # rows b*H + h
         as_head_lane = (~blocked).reshape(heads, self.lanes, length, width)  # rows h*B*M + b
@@ -396,14 +389,27 @@ class _Reader:
             return self._ok("attn_mask_3d")
         if rows == self.lanes and (self.num_heads or 0) != 1:
             return self._missing_head_rows(rows)
-        heads = rows // self.lanes
-        if rows % self.lanes or (self.num_heads is not None and heads != self.num_heads):
-            return self._unrecognised(
-                f"a 3-D mask with {rows} rows for B*M = {self.lanes} lanes and num_heads = "
-                f"{self.num_heads or 'H'}"
-            )
-        self.num_heads = heads
+        wrong_rows = self._wrong_row_count(rows)
+        if wrong_rows is not None:
+            return wrong_rows
+        self.num_heads = rows // self.lanes
         return self._ok("attn_mask_3d")
+
+    def _wrong_row_count(self, rows: int) -> Diagnosis | None:
+        """A 3-D mask's rows that are not `B*M*H` (for the given `num_heads`, or some H), or
+        None when they are."""
+        if self.lanes == 0 or rows % self.lanes:
+            return self._unrecognised(
+                f"a 3-D mask with {rows} rows: not a multiple of B*M = {self.lanes}"
+            )
+        heads = rows // self.lanes
+        if self.num_heads is not None and heads != self.num_heads:
+            return self._wrong(
+                "attn_mask_3d",
+                "unrecognised",
+                f"it has {rows} rows = B*M*{heads}, but num_heads = {self.num_heads}",
+            )
+        return None
 
     def _missing_head_rows(self, rows: int) -> Diagnosis:
         return self._wrong(
